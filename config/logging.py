@@ -1,0 +1,28 @@
+"""Keep raw subject ids out of logs.
+
+Subject ids travel in some URL paths (``/api/v1/subjects/<id>/...``,
+``/api/v1/recommendations/<id>``) and Django and gunicorn log paths of failed
+requests. This filter rewrites every record so those path segments read
+``<subject>`` before any handler formats it.
+"""
+
+import logging
+import re
+
+_SUBJECT_IN_PATH = re.compile(r"(/api/v\d+/(?:subjects|recommendations)/)[^/?\s\"']+")
+
+
+def redact(text: str) -> str:
+    return _SUBJECT_IN_PATH.sub(r"\1<subject>", text)
+
+
+class RedactSubjectIds(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logged as it is
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

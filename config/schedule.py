@@ -1,0 +1,18 @@
+"""Every periodic task of the platform, declared in this one place.
+
+django-celery-beat's DatabaseScheduler copies these entries into the database
+when beat starts, where PMs can see them (and pause one) in the admin. Each
+entry has ``expires`` so a backlog never runs stale work twice.
+"""
+
+from datetime import timedelta
+
+MINUTE = 60
+
+BEAT_SCHEDULE = {
+    "experiments-apply-schedule": {
+        "task": "experiments.tasks.experiments_apply_schedule",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 1 * MINUTE},
+    },
+}

@@ -1,0 +1,26 @@
+"""Keyed-HMAC pseudonyms for the marketplace's subject ids.
+
+The raw id never reaches the database or a log: everything stored is keyed by
+``subject_pseudonym(raw_id)``. Without the key (``PRIVACYLAB_PSEUDONYM_KEY``)
+the pseudonym cannot be linked back to the marketplace's user; with it, the
+DPO can still find a subject's rows when the subject files a request.
+"""
+
+import hashlib
+import hmac
+from functools import lru_cache
+
+from django.conf import settings
+
+PSEUDONYM_LENGTH = 64  # hex digits of HMAC-SHA256
+
+
+@lru_cache(maxsize=1)
+def _key(secret: str) -> bytes:
+    return secret.encode()
+
+
+def subject_pseudonym(subject_id: str) -> str:
+    if not settings.PSEUDONYM_KEY:
+        raise RuntimeError("PRIVACYLAB_PSEUDONYM_KEY is not set")
+    return hmac.new(_key(settings.PSEUDONYM_KEY), subject_id.encode(), hashlib.sha256).hexdigest()

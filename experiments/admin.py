@@ -1,0 +1,184 @@
+from django.contrib import admin, messages
+from django.contrib.admin.utils import model_ngettext
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+
+from experiments import services
+from experiments.models import Arm, Experiment, Exposure, Guardrail, Holdout, Layer, PrivacyTreatment
+
+
+class ArmInline(admin.TabularInline):
+    model = Arm
+    extra = 0
+    min_num = 2
+    fields = ["key", "treatment", "weight", "is_control"]
+    autocomplete_fields = ["treatment"]
+
+    def _editable(self, obj) -> bool:
+        return obj is None or obj.is_editable
+
+    # Arms and weights are frozen once an experiment has run (new phase: see services).
+    def has_add_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_delete_permission(request, obj)
+
+
+class GuardrailInline(admin.TabularInline):
+    model = Guardrail
+    extra = 0
+
+
+def _lifecycle_action(action: str, description: str):
+    def run(modeladmin, request, queryset):
+        done = 0
+        for experiment in queryset:
+            try:
+                services.experiment_transition(experiment=experiment, action=action)
+            except ValidationError as exc:
+                modeladmin.message_user(request, f"{experiment.key}: {' '.join(exc.messages)}", messages.ERROR)
+                continue
+            modeladmin.log_change(request, experiment, f"Lifecycle: {action}")
+            done += 1
+        if done:
+            modeladmin.message_user(
+                request, f"{description}: {done} {model_ngettext(modeladmin.opts, done)}.", messages.SUCCESS
+            )
+
+    run.__name__ = f"action_{action}"
+    run.short_description = description
+    return run
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "status", "layer", "coverage", "owner", "started_at", "exposure_count"]
+    list_filter = ["status", "layer", "owner"]
+    search_fields = ["key", "name", "hypothesis"]
+    inlines = [ArmInline, GuardrailInline]
+    filter_horizontal = ["viewers"]
+    readonly_fields = ["status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
+        ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
+        ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
+        ("Analysis", {"fields": ["primary_metric", "alpha", "planned_subjects_per_arm"]}),
+        ("Compliance", {"fields": ["compliance_override_reason"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+    actions = [
+        _lifecycle_action("start", "Start"),
+        _lifecycle_action("pause", "Pause"),
+        _lifecycle_action("resume", "Resume"),
+        _lifecycle_action("stop", "Stop"),
+        _lifecycle_action("conclude", "Conclude"),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_exposures=Count("exposures"))
+
+    @admin.display(description="Subjects", ordering="_exposures")
+    def exposure_count(self, obj):
+        return obj._exposures
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not obj.is_editable:
+            readonly += sorted(services.FROZEN_FIELDS - set(readonly))
+        return readonly
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class ExperimentForm(form):
+            def clean(self):
+                cleaned = super().clean()
+                try:
+                    services.experiment_validate_change(experiment=self.instance, changed=self.changed_data)
+                except ValidationError as exc:
+                    self.add_error(None, exc)
+                return cleaned
+
+        return ExperimentForm
+
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def save_model(self, request, obj, form, change):
+        services.experiment_save(experiment=obj, changed=form.changed_data)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
+        if obj.is_editable:
+            try:
+                services.experiment_validate_arms(experiment=obj)
+            except ValidationError as exc:
+                self.message_user(
+                    request, "Not ready to start yet: " + " ".join(exc.messages), messages.WARNING
+                )
+
+
+@admin.register(PrivacyTreatment)
+class PrivacyTreatmentAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "consent_prompt",
+        "default_personalization_consent",
+        "personalization_level",
+        "sensitive_category_policy",
+        "retention_days",
+    ]
+    list_filter = ["consent_prompt", "personalization_level", "sensitive_category_policy"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(Layer)
+class LayerAdmin(admin.ModelAdmin):
+    list_display = ["key", "name"]
+    search_fields = ["key", "name"]
+    readonly_fields = ["salt"]
+
+
+@admin.register(Holdout)
+class HoldoutAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "share"]
+    readonly_fields = ["salt"]
+
+    def has_add_permission(self, request):
+        return not Holdout.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class HoldoutForm(form):
+            def clean_share(self):
+                share = self.cleaned_data["share"]
+                services.holdout_validate_share(share=share)
+                return share
+
+        return HoldoutForm
+
+    def save_model(self, request, obj, form, change):
+        services.holdout_set_share(share=obj.share)
+
+
+@admin.register(Exposure)
+class ExposureAdmin(admin.ModelAdmin):
+    list_display = ["experiment", "arm", "first_exposed_at", "phase"]
+    list_filter = ["experiment", "arm"]
+    list_select_related = ["experiment", "arm"]
+    date_hierarchy = "first_exposed_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,270 @@
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+
+def new_salt() -> str:
+    return secrets.token_hex(8)
+
+
+class PrivacyTreatment(models.Model):
+    """A reusable privacy design that an arm applies to its subjects."""
+
+    class ConsentPrompt(models.TextChoices):
+        NONE = "none", "No prompt"
+        BANNER = "banner", "Banner"
+        MODAL = "modal", "Modal"
+        JUST_IN_TIME = "just_in_time", "Just-in-time"
+
+    class PersonalizationLevel(models.TextChoices):
+        FULL = "full", "Full history"
+        COHORT = "cohort", "k-anonymous cohort"
+        DP_POPULARITY = "dp_popularity", "Differentially private popularity"
+        POPULARITY = "popularity", "Popularity (non-personal)"
+        SESSION = "session", "Session only"
+
+    class SensitivePolicy(models.TextChoices):
+        EXCLUDE = "exclude", "Exclude sensitive categories"
+        EXPLICIT_CONSENT = "explicit_consent", "Only with explicit consent"
+        INCLUDE = "include", "Include"
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    consent_prompt = models.CharField(max_length=16, choices=ConsentPrompt.choices)
+    default_personalization_consent = models.BooleanField(
+        default=False,
+        help_text="Whether personalization is pre-selected. Pre-ticked consent is not valid "
+        "consent (UU PDP Art. 22, GDPR Recital 32).",
+    )
+    personalization_level = models.CharField(max_length=16, choices=PersonalizationLevel.choices)
+    sensitive_category_policy = models.CharField(
+        max_length=16, choices=SensitivePolicy.choices, default=SensitivePolicy.EXCLUDE
+    )
+    cohort_k = models.PositiveIntegerField(
+        default=50, help_text="Minimum cohort size for k-anonymous cohort recommendations."
+    )
+    dp_epsilon = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Privacy budget per build for differentially private popularity.",
+    )
+    retention_days = models.PositiveIntegerField(default=365)
+    show_explanations = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(cohort_k__gte=2), name="treatment_cohort_k_gte_2"),
+            models.CheckConstraint(
+                condition=Q(dp_epsilon__isnull=True) | Q(dp_epsilon__gt=0),
+                name="treatment_dp_epsilon_positive",
+            ),
+            models.CheckConstraint(
+                condition=~Q(personalization_level="dp_popularity") | Q(dp_epsilon__isnull=False),
+                name="treatment_dp_needs_epsilon",
+            ),
+            models.CheckConstraint(
+                condition=Q(retention_days__gte=1), name="treatment_retention_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_contract(self) -> dict:
+        """The treatment as the API returns it to the marketplace."""
+        return {
+            "name": self.name,
+            "consent_prompt": self.consent_prompt,
+            "default_personalization_consent": self.default_personalization_consent,
+            "personalization_level": self.personalization_level,
+            "sensitive_category_policy": self.sensitive_category_policy,
+            "cohort_k": self.cohort_k,
+            "dp_epsilon": self.dp_epsilon,
+            "retention_days": self.retention_days,
+            "show_explanations": self.show_explanations,
+        }
+
+
+class Layer(models.Model):
+    """Experiments in one layer own disjoint bucket ranges: a subject is in at most one."""
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    description = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Holdout(models.Model):
+    """The global holdout: a fixed share of subjects kept out of every experiment.
+
+    A single row (id 1). Its salt never changes, and its share may change only
+    while no experiment is running, so that nobody moves in or out mid-experiment.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    share = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(0.5)]
+    )
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="holdout_single_row"),
+            models.CheckConstraint(
+                condition=Q(share__gte=0.0) & Q(share__lte=0.5), name="holdout_share_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Global holdout ({self.share:.1%})"
+
+
+class Metric(models.TextChoices):
+    CONVERSION = "conversion", "Conversion"
+    OPT_OUT = "opt_out", "Opt-out rate"
+    CONSENT_RATE = "consent_rate", "Consent rate"
+    GMV = "gmv", "GMV per subject"
+    ORDERS = "orders", "Orders per subject"
+    AOV = "aov", "Average order value"
+    CTR = "ctr", "Recommendation CTR"
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        PAUSED = "paused"
+        STOPPED = "stopped"
+        CONCLUDED = "concluded"
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    hypothesis = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_experiments"
+    )
+    viewers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="viewable_experiments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    layer = models.ForeignKey(Layer, on_delete=models.PROTECT, related_name="experiments")
+    layer_start = models.FloatField(default=0.0)
+    layer_end = models.FloatField(default=1.0)
+    coverage = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of the layer range's traffic in the experiment; only grows while running.",
+    )
+    salt = models.CharField(max_length=64, default=new_salt)
+    phase = models.PositiveIntegerField(default=1)
+    targeting = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Attribute → allowed values, e.g. {"age_band": ["18-24"], "platform": ["android"]}.',
+    )
+    scheduled_start = models.DateTimeField(null=True, blank=True)
+    scheduled_end = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    primary_metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.GMV)
+    alpha = models.FloatField(default=0.05)
+    planned_subjects_per_arm = models.PositiveIntegerField(null=True, blank=True)
+    compliance_override_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(layer_start__gte=0.0) & Q(layer_end__lte=1.0) & Q(layer_start__lt=F("layer_end")),
+                name="experiment_layer_range_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(coverage__gte=0.0) & Q(coverage__lte=1.0), name="experiment_coverage_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(alpha__gt=0.0) & Q(alpha__lt=0.5), name="experiment_alpha_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(scheduled_end__isnull=True)
+                | Q(scheduled_start__isnull=True)
+                | Q(scheduled_end__gt=F("scheduled_start")),
+                name="experiment_schedule_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_editable(self) -> bool:
+        """Arms, weights and salt can change only before the experiment first runs."""
+        return self.status == self.Status.DRAFT
+
+
+class Arm(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    key = models.SlugField(max_length=64)
+    treatment = models.ForeignKey(PrivacyTreatment, on_delete=models.PROTECT, related_name="arms")
+    weight = models.FloatField(default=1.0)
+    is_control = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["experiment", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "key"], name="arm_key_unique_per_experiment"),
+            models.UniqueConstraint(
+                fields=["experiment"], condition=Q(is_control=True), name="arm_one_control_per_experiment"
+            ),
+            models.CheckConstraint(condition=Q(weight__gt=0), name="arm_weight_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}/{self.key}"
+
+
+class Guardrail(models.Model):
+    """A metric that may not get worse than its non-inferiority margin."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="guardrails")
+    metric = models.CharField(max_length=16, choices=Metric.choices)
+    margin = models.FloatField(
+        help_text="Largest tolerated harm, absolute (e.g. 0.005 = 0.5 percentage points for opt-out)."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "metric"], name="guardrail_unique_metric"),
+            models.CheckConstraint(condition=Q(margin__gt=0), name="guardrail_margin_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_metric_display()} ≤ {self.margin:g}"
+
+
+class Exposure(models.Model):
+    """A subject's first exposure to an experiment; its arm is the record of assignment."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exposures")
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="exposures")
+    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="exposures")
+    phase = models.PositiveIntegerField(default=1)
+    first_exposed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "subject"], name="exposure_unique_subject"),
+        ]
+        indexes = [models.Index(fields=["experiment", "arm"], name="exposure_experiment_arm")]
+
+    def __str__(self) -> str:
+        return f"{self.subject_id[:12]}… in {self.arm}"
