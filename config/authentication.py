@@ -33,11 +33,11 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not key:
             return None
         try:
-            api_key = APIKey.objects.get_from_key(key)
+            api_key = APIKey.objects.get_from_key(key)  # revoked keys are not found
         except APIKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        if api_key.has_expired or api_key.revoked:
-            raise exceptions.AuthenticationFailed("This API key has been revoked or has expired.")
+            api_key = None
+        if api_key is None or api_key.has_expired:
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         return ApiClient(name=api_key.name, prefix=api_key.prefix), api_key
 
     def authenticate_header(self, request) -> str:

@@ -1,0 +1,57 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.test import TestCase
+
+from experiments.models import Arm, Experiment, Layer, PrivacyTreatment
+from experiments.services import experiment_start
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("correct horse battery staple")
+
+
+class TreatmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PrivacyTreatment
+
+    name = factory.Sequence(lambda n: f"treatment {n}")
+    consent_prompt = PrivacyTreatment.ConsentPrompt.BANNER
+    personalization_level = PrivacyTreatment.PersonalizationLevel.FULL
+    sensitive_category_policy = PrivacyTreatment.SensitivePolicy.EXCLUDE
+
+
+def default_layer() -> Layer:
+    return Layer.objects.get(key="default")
+
+
+class ExperimentFactory(factory.django.DjangoModelFactory):
+    """A draft experiment with a control and ``arms - 1`` treatment arms."""
+
+    class Meta:
+        model = Experiment
+        skip_postgeneration_save = True
+
+    key = factory.Sequence(lambda n: f"experiment-{n}")
+    name = factory.LazyAttribute(lambda o: o.key.replace("-", " ").title())
+    owner = factory.SubFactory(UserFactory)
+    layer = factory.LazyFunction(default_layer)
+
+    @factory.post_generation
+    def arms(self, create, extracted, **kwargs):
+        if not create or extracted == 0:
+            return
+        count = extracted or 2
+        Arm.objects.create(experiment=self, key="control", treatment=TreatmentFactory(), is_control=True)
+        for i in range(1, count):
+            Arm.objects.create(experiment=self, key=f"arm-{i}", treatment=TreatmentFactory())
+
+
+def running_experiment(**kwargs) -> Experiment:
+    """A started experiment, with the configuration change announced as on a real commit."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return experiment_start(experiment=ExperimentFactory(**kwargs))
