@@ -1,0 +1,132 @@
+"""PrivacyLab's stats engine: effects, intervals and p-values from sufficient statistics.
+
+Pure Python on numpy, scipy and pandas; it imports nothing from Django or the
+apps, so it runs in a notebook and is tested alone. Methods, formulas and
+references: docs/statistics.md.
+
+Per-subject rows (notebooks, the CLI)::
+
+    from experiments.stats import analyze
+    report = analyze(
+        df, control="control", weights={"control": 1, "b": 1},
+        metrics={"converted": "proportion", "gmv": "mean", "gmv/orders": "ratio"},
+        covariates={"gmv": "pre_gmv"},
+    )
+
+    python -m experiments.stats report DATA.csv --control control \\
+        --weights control=1,b=1 --metric converted:proportion gmv:mean \\
+        --covariate gmv=pre_gmv
+
+Sufficient statistics (the metric pipeline: one SQL aggregate per experiment)::
+
+    from experiments.stats import (
+        analyze_statistics, ProportionStatistic, RegressionAdjustedStatistic,
+        RatioStatistic, SampleMeanStatistic,
+    )
+    report = analyze_statistics(
+        {
+            "control": {
+                "converted": ProportionStatistic(n=10_000, successes=812),
+                "gmv": RegressionAdjustedStatistic(
+                    n=10_000, sum=..., sum_squares=..., covariate_sum=...,
+                    covariate_sum_squares=..., cross_product=..., cap=4_250_000.0),
+                "gmv/orders": RatioStatistic(
+                    n=10_000, numerator_sum=..., numerator_sum_squares=...,
+                    denominator_sum=..., denominator_sum_squares=..., cross_product=...),
+            },
+            "b": {...},
+        },
+        control="control", weights={"control": 1, "b": 1}, alpha=0.05,
+        segments={"platform=android": {"control": {...}, "b": {...}}, ...},
+    )
+    report.to_dict()   # the JSON contract of ``analyze``
+
+The statistic type chooses the method: ``SampleMeanStatistic`` and
+``ProportionStatistic`` → Welch t; ``RegressionAdjustedStatistic`` → CUPED;
+``RatioStatistic`` → delta method. Each arm's metrics must count the same
+``n`` subjects (the exposed subjects of that arm); ``n`` of a ratio metric is
+subjects too, not orders or impressions.
+
+For the guardrail monitor and the dashboard:
+
+- ``compare(control, treatment, *, alpha)`` — one comparison;
+- ``noninferiority_test(control, treatment, *, margin, higher_is_better, alpha, relative)``;
+- ``sequential_test(control, treatment, *, tuning_sample_size, alpha, null_difference,
+  previous_p_value)`` — always-valid (mSPRT), safe to run every hour;
+- ``srm_test(observed, weights)``;
+- ``required_sample_size``, ``statistical_power``, ``minimum_detectable_effect``,
+  ``experiment_plan`` (subjects per arm and days from daily traffic);
+- ``holm_adjust``, ``benjamini_hochberg_adjust``.
+
+Bad input raises ``ValueError`` with a message; ``InsufficientDataError`` (a
+``ValueError``) marks statistics that are valid but too thin for a test.
+"""
+
+from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
+from experiments.stats.frame import analyze, statistics_from_frame
+from experiments.stats.frequentist import (
+    Comparison,
+    DifferenceMoments,
+    Effect,
+    compare,
+    compare_many,
+    cuped_slope,
+    difference_moments,
+)
+from experiments.stats.noninferiority import NonInferiorityResult, noninferiority_test
+from experiments.stats.power import (
+    ExperimentPlan,
+    SampleSizeResult,
+    experiment_plan,
+    minimum_detectable_effect,
+    required_sample_size,
+    statistical_power,
+)
+from experiments.stats.report import Report, SegmentReport, SkippedComparison, analyze_statistics
+from experiments.stats.sequential import SequentialResult, sequential_test
+from experiments.stats.srm import SRM_THRESHOLD, SrmResult, srm_test
+from experiments.stats.statistics import (
+    InsufficientDataError,
+    ProportionStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+    Statistic,
+)
+
+__all__ = [
+    "SRM_THRESHOLD",
+    "Comparison",
+    "DifferenceMoments",
+    "Effect",
+    "ExperimentPlan",
+    "InsufficientDataError",
+    "NonInferiorityResult",
+    "ProportionStatistic",
+    "RatioStatistic",
+    "RegressionAdjustedStatistic",
+    "Report",
+    "SampleMeanStatistic",
+    "SampleSizeResult",
+    "SegmentReport",
+    "SequentialResult",
+    "SkippedComparison",
+    "SrmResult",
+    "Statistic",
+    "analyze",
+    "analyze_statistics",
+    "benjamini_hochberg_adjust",
+    "compare",
+    "compare_many",
+    "cuped_slope",
+    "difference_moments",
+    "experiment_plan",
+    "holm_adjust",
+    "minimum_detectable_effect",
+    "noninferiority_test",
+    "required_sample_size",
+    "sequential_test",
+    "srm_test",
+    "statistical_power",
+    "statistics_from_frame",
+]

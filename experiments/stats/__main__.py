@@ -1,0 +1,165 @@
+"""``python -m experiments.stats report DATA.csv ...``: the report as JSON on stdout.
+
+    python -m experiments.stats report DATA.csv --control control \\
+        --weights control=1,b=1 \\
+        --metric converted:proportion gmv:mean gmv/orders:ratio \\
+        --covariate gmv=pre_gmv [--cap gmv=99] [--segment platform] [--alpha 0.05]
+
+``DATA.csv`` has one row per exposed subject and an ``arm`` column (``-``
+reads stdin). ``--metric`` and ``--covariate`` may be repeated or take several
+values. Bad input prints a message on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from experiments.stats.frame import ARM_COLUMN, METRIC_TYPES, analyze
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    pass
+
+
+def _pairs(items: Sequence[str], what: str, example: str) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key or not value:
+            raise BadInput(f"{what} must look like {example}, got {item!r}")
+        if key in result:
+            raise BadInput(f"{what} {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = {}
+    for arm, value in _pairs(
+        [part.strip() for part in text.split(",") if part.strip()], "--weights", "ARM=W,ARM=W"
+    ).items():
+        try:
+            weights[arm] = float(value)
+        except ValueError:
+            raise BadInput(
+                f"--weights: the weight of arm {arm!r} is not a number: {value!r}"
+            ) from None
+    if not weights:
+        raise BadInput("--weights is empty")
+    return weights
+
+
+def _metrics(items: Sequence[str]) -> dict[str, str]:
+    metrics = {}
+    for item in items:
+        name, separator, metric_type = item.rpartition(":")
+        if not separator or not name or metric_type not in METRIC_TYPES:
+            raise BadInput(
+                f"--metric must look like COLUMN:{'|'.join(METRIC_TYPES)} "
+                f"(a ratio as NUMERATOR/DENOMINATOR:ratio), got {item!r}"
+            )
+        if name in metrics:
+            raise BadInput(f"--metric {name!r} is given twice")
+        metrics[name] = metric_type
+    return metrics
+
+
+def _caps(items: Sequence[str]) -> dict[str, float]:
+    caps = {}
+    for metric, value in _pairs(items, "--cap", "METRIC=PERCENTILE").items():
+        try:
+            caps[metric] = float(value)
+        except ValueError:
+            raise BadInput(
+                f"--cap: the percentile for {metric!r} is not a number: {value!r}"
+            ) from None
+    return caps
+
+
+def _read(path: str, string_columns: list[str]) -> pd.DataFrame:
+    source = sys.stdin if path == "-" else path
+    try:
+        # Arm and segment labels stay text ("01" is not 1).
+        return pd.read_csv(source, dtype={column: str for column in string_columns})
+    except FileNotFoundError:
+        raise BadInput(f"no such file: {path}") from None
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        IsADirectoryError,
+        PermissionError,
+    ) as error:
+        raise BadInput(f"cannot read {path} as CSV: {error}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.stats", description="PrivacyLab stats engine"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser(
+        "report", help="analyse per-subject rows and print the report as JSON"
+    )
+    report.add_argument(
+        "data", help="CSV with one row per subject and an 'arm' column ('-' for stdin)"
+    )
+    report.add_argument("--control", required=True, help="the control arm")
+    report.add_argument("--weights", required=True, help="configured weights, e.g. control=1,b=1")
+    report.add_argument(
+        "--metric",
+        required=True,
+        action="extend",
+        nargs="+",
+        help="COLUMN:proportion|mean, or NUMERATOR/DENOMINATOR:ratio (repeatable)",
+    )
+    report.add_argument(
+        "--covariate", action="extend", nargs="+", default=[], help="METRIC=COLUMN for CUPED"
+    )
+    report.add_argument(
+        "--cap", action="extend", nargs="+", default=[], help="METRIC=PERCENTILE, e.g. gmv=99"
+    )
+    report.add_argument(
+        "--segment", help="a column to report per segment (Benjamini–Hochberg across segments)"
+    )
+    report.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (default 0.05)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        weights = _weights(args.weights)
+        metrics = _metrics(args.metric)
+        covariates = _pairs(args.covariate, "--covariate", "METRIC=COLUMN")
+        caps = _caps(args.cap)
+        df = _read(args.data, [ARM_COLUMN] + ([args.segment] if args.segment else []))
+        report = analyze(
+            df,
+            control=args.control,
+            weights=weights,
+            metrics=metrics,
+            covariates=covariates or None,
+            alpha=args.alpha,
+            segment_by=args.segment,
+            caps=caps or None,
+        )
+    except (BadInput, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # allow_nan=False: a NaN reaching the output is a bug, and must fail loudly.
+    print(json.dumps(report, indent=2, allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

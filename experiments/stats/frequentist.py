@@ -1,0 +1,502 @@
+"""Fixed-horizon comparison of a treatment arm with the control arm.
+
+Every metric type is reduced to the same small set of *moments* of the
+difference (estimate, its variance, Welch–Satterthwaite degrees of freedom, the
+control mean and its covariance with the estimate); the absolute and relative
+effects are computed from those moments by one vectorised kernel, so a report
+with hundreds of comparisons makes a handful of scipy calls, not hundreds.
+
+Methods (formulas and references in docs/statistics.md):
+
+- means and proportions: Welch's t-test on the two sample variances (unpooled);
+- CUPED: the same test on ``y − θ·x`` with θ the OLS slope pooled within the two
+  arms, whose difference equals the treatment coefficient of
+  ``y ~ 1 + treatment + x``;
+- ratio metrics: the delta method for each arm's ratio, Welch's degrees of
+  freedom on the linearised per-subject values;
+- relative lift ``(treatment − control)/|control|``: delta method, including
+  the uncertainty of the control mean (and its covariance with the difference).
+
+p-values come from survival functions (``t.sf``), so a huge effect reports
+``9e-112`` rather than ``0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from experiments.stats.statistics import (
+    InsufficientDataError,
+    ProportionStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+    Statistic,
+)
+
+METHOD_WELCH = "welch_t"
+METHOD_CUPED = "cuped_welch_t"
+METHOD_RATIO = "delta_method_ratio"
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One effect with its (1 − alpha) interval and two-sided p-value.
+
+    Every field is ``None`` only for a relative lift that is undefined (control
+    mean of zero); the comparison's ``notes`` say why.
+    """
+
+    estimate: float | None
+    ci: tuple[float, float] | None
+    p_value: float | None
+    standard_error: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "estimate": self.estimate,
+            "ci": None if self.ci is None else [self.ci[0], self.ci[1]],
+            "p_value": self.p_value,
+            "standard_error": self.standard_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A treatment arm against the control on one metric.
+
+    ``control_mean`` and ``treatment_mean`` are the observed means (the ratio
+    for a ratio metric), also under CUPED, where ``absolute.estimate`` is the
+    adjusted difference and therefore not exactly their difference.
+    ``p_value_adjusted`` is set by the report (Holm overall, Benjamini–Hochberg
+    across segments) and is ``None`` for a stand-alone comparison;
+    ``significant`` uses the adjusted p-value when there is one.
+    """
+
+    arm: str | None
+    metric: str | None
+    method: str
+    cuped: bool
+    alpha: float
+    control_n: int
+    treatment_n: int
+    control_mean: float
+    treatment_mean: float
+    absolute: Effect
+    relative: Effect
+    degrees_of_freedom: float
+    p_value_adjusted: float | None
+    significant: bool
+    theta: float | None = None
+    variance_reduction: float | None = None
+    cap: float | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "arm": self.arm,
+            "metric": self.metric,
+            "method": self.method,
+            "cuped": self.cuped,
+            "alpha": self.alpha,
+            "control_n": self.control_n,
+            "treatment_n": self.treatment_n,
+            "control_mean": self.control_mean,
+            "treatment_mean": self.treatment_mean,
+            "absolute": self.absolute.to_dict(),
+            "relative": self.relative.to_dict(),
+            "degrees_of_freedom": self.degrees_of_freedom,
+            "p_value_adjusted": self.p_value_adjusted,
+            "significant": self.significant,
+            "theta": self.theta,
+            "variance_reduction": self.variance_reduction,
+            "cap": self.cap,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DifferenceMoments:
+    """Everything inference needs about ``treatment − control`` on one metric.
+
+    ``covariance_with_control_mean`` is ``Cov(estimate, control_mean)``: for a
+    plain difference it is ``−Var(control_mean)``; under CUPED it is smaller,
+    because the adjusted difference shares only part of the control's noise.
+    """
+
+    method: str
+    control_n: int
+    treatment_n: int
+    control_mean: float
+    treatment_mean: float
+    estimate: float
+    variance: float
+    degrees_of_freedom: float
+    control_mean_variance: float
+    covariance_with_control_mean: float
+    theta: float | None = None
+    variance_reduction: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _welch_degrees_of_freedom(
+    control_variance_of_mean: float,
+    control_n: int,
+    treatment_variance_of_mean: float,
+    treatment_n: int,
+) -> float:
+    total = control_variance_of_mean + treatment_variance_of_mean
+    denominator = control_variance_of_mean**2 / (control_n - 1) + treatment_variance_of_mean**2 / (
+        treatment_n - 1
+    )
+    return total * total / denominator
+
+
+def _require_subjects(control: Statistic, treatment: Statistic) -> None:
+    for role, statistic in (("control", control), ("treatment", treatment)):
+        if statistic.n == 0:
+            raise InsufficientDataError(f"the {role} arm has no subjects")
+        if statistic.n == 1:
+            raise InsufficientDataError(
+                f"the {role} arm has 1 subject; at least 2 per arm are needed to estimate a variance"
+            )
+
+
+def _zero_variance_error() -> InsufficientDataError:
+    return InsufficientDataError(
+        "zero variance in both arms (every subject has the same value), so no test is "
+        "possible; a constant metric carries no evidence either way"
+    )
+
+
+def _mean_moments(control: Statistic, treatment: Statistic) -> DifferenceMoments:
+    control_var = control.variance / control.n
+    treatment_var = treatment.variance / treatment.n
+    variance = control_var + treatment_var
+    if variance == 0:
+        raise _zero_variance_error()
+    control_mean = control.mean
+    treatment_mean = treatment.mean
+    return DifferenceMoments(
+        method=METHOD_WELCH,
+        control_n=control.n,
+        treatment_n=treatment.n,
+        control_mean=control_mean,
+        treatment_mean=treatment_mean,
+        estimate=treatment_mean - control_mean,
+        variance=variance,
+        degrees_of_freedom=_welch_degrees_of_freedom(
+            control_var, control.n, treatment_var, treatment.n
+        ),
+        control_mean_variance=control_var,
+        covariance_with_control_mean=-control_var,
+    )
+
+
+def cuped_slope(
+    control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic
+) -> float:
+    """θ: the OLS slope of metric on covariate, pooled *within* the two arms.
+
+    Pooling within arms (centring each arm on its own means) is what OLS with a
+    treatment dummy does, so the adjusted difference equals that regression's
+    treatment coefficient. A covariate that is constant in both arms carries no
+    information: θ = 0 and the comparison is the unadjusted Welch test.
+    """
+    _, control_sxx, control_sxy = control.centred_moments()
+    _, treatment_sxx, treatment_sxy = treatment.centred_moments()
+    pooled_sxx = control_sxx + treatment_sxx
+    if pooled_sxx == 0:
+        return 0.0
+    return (control_sxy + treatment_sxy) / pooled_sxx
+
+
+def _cuped_moments(
+    control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic
+) -> DifferenceMoments:
+    theta = cuped_slope(control, treatment)
+    control_syy, control_sxx, control_sxy = control.centred_moments()
+    treatment_syy, treatment_sxx, treatment_sxy = treatment.centred_moments()
+
+    def residual_variance_of_mean(syy: float, sxx: float, sxy: float, n: int) -> float:
+        # Σ((y − ȳ) − θ(x − x̄))², a sum of squares, so ≥ 0 up to rounding.
+        residual = max(0.0, syy - 2.0 * theta * sxy + theta * theta * sxx)
+        return residual / (n - 1) / n
+
+    control_var = residual_variance_of_mean(control_syy, control_sxx, control_sxy, control.n)
+    treatment_var = residual_variance_of_mean(
+        treatment_syy, treatment_sxx, treatment_sxy, treatment.n
+    )
+    variance = control_var + treatment_var
+    if variance == 0:
+        raise InsufficientDataError(
+            "zero residual variance in both arms after CUPED (the metric is an exact linear "
+            "function of the covariate), so no test is possible"
+        )
+    control_mean = control.mean
+    treatment_mean = treatment.mean
+    estimate = (treatment_mean - control_mean) - theta * (
+        treatment.covariate_mean - control.covariate_mean
+    )
+    unadjusted = (
+        control_syy / (control.n - 1) / control.n + treatment_syy / (treatment.n - 1) / treatment.n
+    )
+    # Cov(ȳ_c − θ·x̄_c, ȳ_c) with θ treated as known, as for the variance itself.
+    control_mean_variance = control_syy / (control.n - 1) / control.n
+    covariance = -(control_syy - theta * control_sxy) / (control.n - 1) / control.n
+    return DifferenceMoments(
+        method=METHOD_CUPED,
+        control_n=control.n,
+        treatment_n=treatment.n,
+        control_mean=control_mean,
+        treatment_mean=treatment_mean,
+        estimate=estimate,
+        variance=variance,
+        degrees_of_freedom=_welch_degrees_of_freedom(
+            control_var, control.n, treatment_var, treatment.n
+        ),
+        control_mean_variance=control_mean_variance,
+        covariance_with_control_mean=covariance,
+        theta=theta,
+        variance_reduction=(1.0 - variance / unadjusted) if unadjusted > 0 else None,
+        notes=()
+        if control_sxx + treatment_sxx > 0
+        else ("the covariate is constant in both arms: CUPED made no adjustment",),
+    )
+
+
+def _ratio_variance_of_mean(statistic: RatioStatistic) -> float:
+    """Delta-method ``Var(Σnum/Σden)``: the variance of the mean of ``(num − R·den)/d̄``."""
+    snn, sdd, snd = statistic.centred_moments()
+    ratio = statistic.mean
+    denominator_mean = statistic.denominator_sum / statistic.n
+    linearised = max(0.0, snn - 2.0 * ratio * snd + ratio * ratio * sdd)
+    return linearised / (statistic.n - 1) / statistic.n / (denominator_mean * denominator_mean)
+
+
+def _ratio_moments(control: RatioStatistic, treatment: RatioStatistic) -> DifferenceMoments:
+    for role, statistic in (("control", control), ("treatment", treatment)):
+        if statistic.denominator_sum == 0:
+            raise InsufficientDataError(
+                f"the ratio is undefined in the {role} arm: its denominator sums to zero"
+            )
+    control_var = _ratio_variance_of_mean(control)
+    treatment_var = _ratio_variance_of_mean(treatment)
+    variance = control_var + treatment_var
+    if variance == 0:
+        raise _zero_variance_error()
+    control_ratio = control.mean
+    treatment_ratio = treatment.mean
+    return DifferenceMoments(
+        method=METHOD_RATIO,
+        control_n=control.n,
+        treatment_n=treatment.n,
+        control_mean=control_ratio,
+        treatment_mean=treatment_ratio,
+        estimate=treatment_ratio - control_ratio,
+        variance=variance,
+        degrees_of_freedom=_welch_degrees_of_freedom(
+            control_var, control.n, treatment_var, treatment.n
+        ),
+        control_mean_variance=control_var,
+        covariance_with_control_mean=-control_var,
+    )
+
+
+_MEAN_TYPES = (SampleMeanStatistic, ProportionStatistic)
+
+
+def difference_moments(control: Statistic, treatment: Statistic) -> DifferenceMoments:
+    """The moments of ``treatment − control`` for two statistics of the same type.
+
+    Raises ``InsufficientDataError`` (a ``ValueError``) for an arm with fewer
+    than two subjects, zero variance in both arms, or a ratio whose denominator
+    sums to zero; ``ValueError`` for mismatched statistic types.
+    """
+    if type(control) is not type(treatment):
+        raise ValueError(
+            f"control and treatment statistics differ in type: {type(control).__name__} "
+            f"vs {type(treatment).__name__}"
+        )
+    _require_subjects(control, treatment)
+    if isinstance(control, _MEAN_TYPES):
+        return _mean_moments(control, treatment)
+    if isinstance(control, RegressionAdjustedStatistic):
+        return _cuped_moments(control, treatment)  # type: ignore[arg-type]
+    if isinstance(control, RatioStatistic):
+        return _ratio_moments(control, treatment)  # type: ignore[arg-type]
+    raise ValueError(f"unsupported statistic type {type(control).__name__}")
+
+
+def _check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number strictly between 0 and 1, got {alpha!r}")
+    return float(alpha)
+
+
+def t_inference(
+    estimate: np.ndarray, variance: np.ndarray, degrees_of_freedom: np.ndarray, *, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised two-sided t inference: ``(standard_error, ci_low, ci_high, p_value)``.
+
+    ``variance`` must be positive. The p-value is ``2·t.sf(|t|)``, accurate far
+    into the tail.
+    """
+    standard_error = np.sqrt(variance)
+    t_statistic = np.abs(estimate) / standard_error
+    p_value = np.minimum(1.0, 2.0 * scipy_stats.t.sf(t_statistic, degrees_of_freedom))
+    quantile = scipy_stats.t.isf(alpha / 2.0, degrees_of_freedom)
+    half_width = quantile * standard_error
+    return standard_error, estimate - half_width, estimate + half_width, p_value
+
+
+def _relative_moments(moments: DifferenceMoments) -> tuple[float, float] | None:
+    """Delta-method ``(estimate, variance)`` of ``Δ/|control mean|``, or None if undefined."""
+    control_mean = moments.control_mean
+    if control_mean == 0:
+        return None
+    estimate = moments.estimate
+    # Var(g) for g = Δ/|m| is the same quadratic form whatever the sign of m:
+    # ∂g/∂Δ = s/m, ∂g/∂m = −sΔ/m² with s = sign(m), and s² = 1.
+    variance = (
+        moments.variance / control_mean**2
+        + estimate**2 * moments.control_mean_variance / control_mean**4
+        - 2.0 * estimate * moments.covariance_with_control_mean / control_mean**3
+    )
+    if not variance > 0:
+        return None
+    return estimate / abs(control_mean), variance
+
+
+def _notes_for(
+    moments: DifferenceMoments, relative_defined: bool, normal_critical: float
+) -> tuple[str, ...]:
+    notes = list(moments.notes)
+    if moments.control_mean == 0:
+        notes.append("control mean is zero: the relative lift is undefined")
+    elif not relative_defined:
+        notes.append("the relative lift has zero variance: its interval and p-value are undefined")
+    else:
+        if moments.control_mean < 0:
+            notes.append(
+                "control mean is negative: the relative lift is (treatment − control)/|control|, "
+                "so its sign matches the absolute difference"
+            )
+        # A control with no variance has an exactly known mean: nothing to warn about.
+        control_sd = math.sqrt(moments.control_mean_variance)
+        if control_sd > 0 and abs(moments.control_mean) / control_sd < normal_critical:
+            notes.append(
+                "the control mean is not distinguishable from zero: the delta-method interval of "
+                "the relative lift is unreliable (Fieller's interval is unbounded)"
+            )
+    return tuple(notes)
+
+
+def compare_moments(
+    moments: Sequence[DifferenceMoments],
+    *,
+    alpha: float = 0.05,
+    labels: Sequence[tuple[str | None, str | None]] | None = None,
+    caps: Sequence[float | None] | None = None,
+) -> list[Comparison]:
+    """Turn many ``DifferenceMoments`` into ``Comparison`` results in one vectorised pass."""
+    alpha = _check_alpha(alpha)
+    count = len(moments)
+    if count == 0:
+        return []
+    estimate = np.fromiter((m.estimate for m in moments), float, count)
+    variance = np.fromiter((m.variance for m in moments), float, count)
+    dof = np.fromiter((m.degrees_of_freedom for m in moments), float, count)
+    abs_se, abs_low, abs_high, abs_p = t_inference(estimate, variance, dof, alpha=alpha)
+
+    relative = [_relative_moments(m) for m in moments]
+    defined = np.fromiter((r is not None for r in relative), bool, count)
+    rel_estimate = np.fromiter((r[0] if r else 0.0 for r in relative), float, count)
+    rel_variance = np.fromiter((r[1] if r else 1.0 for r in relative), float, count)
+    rel_se, rel_low, rel_high, rel_p = t_inference(rel_estimate, rel_variance, dof, alpha=alpha)
+
+    undefined = Effect(estimate=None, ci=None, p_value=None, standard_error=None)
+    normal_critical = float(scipy_stats.norm.isf(alpha / 2.0))
+    results = []
+    for i, m in enumerate(moments):
+        arm, metric = labels[i] if labels is not None else (None, None)
+        p_value = float(abs_p[i])
+        results.append(
+            Comparison(
+                arm=arm,
+                metric=metric,
+                method=m.method,
+                cuped=m.method == METHOD_CUPED,
+                alpha=alpha,
+                control_n=m.control_n,
+                treatment_n=m.treatment_n,
+                control_mean=m.control_mean,
+                treatment_mean=m.treatment_mean,
+                absolute=Effect(
+                    estimate=m.estimate,
+                    ci=(float(abs_low[i]), float(abs_high[i])),
+                    p_value=p_value,
+                    standard_error=float(abs_se[i]),
+                ),
+                relative=Effect(
+                    estimate=float(rel_estimate[i]),
+                    ci=(float(rel_low[i]), float(rel_high[i])),
+                    p_value=float(rel_p[i]),
+                    standard_error=float(rel_se[i]),
+                )
+                if defined[i]
+                else undefined,
+                degrees_of_freedom=float(dof[i]),
+                p_value_adjusted=None,
+                significant=p_value < alpha,
+                theta=m.theta,
+                variance_reduction=m.variance_reduction,
+                cap=caps[i] if caps is not None else None,
+                notes=_notes_for(m, bool(defined[i]), normal_critical),
+            )
+        )
+    return results
+
+
+def compare(
+    control: Statistic,
+    treatment: Statistic,
+    *,
+    alpha: float = 0.05,
+    arm: str | None = None,
+    metric: str | None = None,
+) -> Comparison:
+    """Compare one treatment arm with the control on one metric.
+
+    The method follows the statistic type: Welch for ``SampleMeanStatistic`` and
+    ``ProportionStatistic``, CUPED for ``RegressionAdjustedStatistic``, the delta
+    method for ``RatioStatistic``. ``arm`` and ``metric`` only label the result.
+    """
+    alpha = _check_alpha(alpha)
+    moments = difference_moments(control, treatment)
+    cap = _common_cap(control, treatment)
+    return compare_moments([moments], alpha=alpha, labels=[(arm, metric)], caps=[cap])[0]
+
+
+def compare_many(
+    pairs: Sequence[tuple[Statistic, Statistic]], *, alpha: float = 0.05
+) -> list[Comparison]:
+    """``compare`` over many ``(control, treatment)`` pairs, vectorised (e.g. for simulations)."""
+    alpha = _check_alpha(alpha)
+    moments = [difference_moments(control, treatment) for control, treatment in pairs]
+    caps = [_common_cap(control, treatment) for control, treatment in pairs]
+    return compare_moments(moments, alpha=alpha, caps=caps)
+
+
+def _common_cap(control: Statistic, treatment: Statistic) -> float | None:
+    if control.cap != treatment.cap:
+        raise ValueError(
+            f"control and treatment were capped at different values ({control.cap} vs "
+            f"{treatment.cap}); a cap must be computed once over all arms pooled"
+        )
+    return control.cap

@@ -1,0 +1,313 @@
+"""A full experiment report from sufficient statistics.
+
+``analyze_statistics`` is the core entry point the metric pipeline calls: it
+takes ``{arm: {metric: statistic}}`` overall (and optionally per segment), the
+control arm, the configured weights and alpha, and returns a ``Report`` whose
+``to_dict()`` is the JSON contract of ``experiments.stats.analyze``.
+
+Families for multiple comparisons:
+
+- every overall comparison (each treatment arm × each metric) is one Holm
+  family: ``p_value_adjusted`` controls the family-wise error rate;
+- every segment comparison (segments × arms × metrics) is one
+  Benjamini–Hochberg family: segment results are exploration, and FDR control
+  keeps 20 segments × 8 metrics from drowning in false positives without
+  making each segment hopeless.
+
+Failure policy: anything wrong overall raises ``ValueError`` naming the arm and
+metric. A segment too thin for a test (an empty arm, one subject, no variance)
+does not sink the report: that comparison is listed under the segment's
+``skipped`` with the reason, and takes no part in the BH family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
+from experiments.stats.frequentist import (
+    Comparison,
+    DifferenceMoments,
+    _check_alpha,
+    _common_cap,
+    compare_moments,
+    difference_moments,
+)
+from experiments.stats.srm import SRM_THRESHOLD, SrmResult, srm_test, validate_weights
+from experiments.stats.statistics import InsufficientDataError, Statistic
+
+ArmStatistics = Mapping[str, Mapping[str, Statistic]]
+"""``{arm: {metric: statistic}}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedComparison:
+    arm: str | None
+    metric: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"arm": self.arm, "metric": self.metric, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentReport:
+    segment: str
+    arms: dict[str, int]
+    srm: SrmResult | None
+    comparisons: tuple[Comparison, ...]
+    skipped: tuple[SkippedComparison, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "segment": self.segment,
+            "arms": dict(self.arms),
+            "srm": None if self.srm is None else self.srm.to_dict(),
+            "comparisons": [comparison.to_dict() for comparison in self.comparisons],
+            "skipped": [skipped.to_dict() for skipped in self.skipped],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    alpha: float
+    control: str
+    arms: dict[str, int]
+    srm: SrmResult
+    comparisons: tuple[Comparison, ...]
+    segments: tuple[SegmentReport, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "control": self.control,
+            "adjustment": {"comparisons": "holm", "segments": "benjamini-hochberg"},
+            "srm": self.srm.to_dict(),
+            "arms": dict(self.arms),
+            "comparisons": [comparison.to_dict() for comparison in self.comparisons],
+            "segments": [segment.to_dict() for segment in self.segments],
+        }
+
+
+def _arm_sizes(statistics: ArmStatistics, where: str) -> dict[str, int]:
+    """Subjects per arm; every metric of an arm must count the same subjects."""
+    sizes = {}
+    for arm, metrics in statistics.items():
+        counts = {statistic.n for statistic in metrics.values()}
+        if len(counts) > 1:
+            detail = ", ".join(
+                f"{metric}: n={statistic.n}" for metric, statistic in metrics.items()
+            )
+            raise ValueError(
+                f"{where}arm {arm!r}: the metrics count different numbers of subjects ({detail}); "
+                "every metric must be aggregated over the same exposed subjects"
+            )
+        if not counts:
+            raise ValueError(f"{where}arm {arm!r} has no metrics")
+        sizes[arm] = counts.pop()
+    return sizes
+
+
+def _check_metric_types(
+    metric_types: Mapping[str, type], statistics: ArmStatistics, where: str
+) -> None:
+    for arm, metrics in statistics.items():
+        for metric, statistic in metrics.items():
+            expected = metric_types.get(metric)
+            if expected is not None and type(statistic) is not expected:
+                raise ValueError(
+                    f"{where}metric {metric!r}: arm {arm!r} has a {type(statistic).__name__} but "
+                    f"the control has a {expected.__name__}"
+                )
+
+
+def _label(where: str, arm: str, metric: str) -> str:
+    return f"{where}arm {arm!r}, metric {metric!r}"
+
+
+def analyze_statistics(
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    weights: Mapping[str, float],
+    alpha: float = 0.05,
+    segments: Mapping[str, ArmStatistics] | None = None,
+    srm_threshold: float = SRM_THRESHOLD,
+) -> Report:
+    """The experiment report from sufficient statistics.
+
+    ``statistics`` maps every arm to ``{metric: statistic}``; the control's
+    metrics define the metric list and order, and every other arm must have the
+    same metrics with the same statistic types. Arms are those of ``weights``
+    (its order is the report's arm order); an arm of ``weights`` missing from
+    ``statistics`` has zero subjects. ``segments`` maps a segment label (e.g.
+    ``"platform=android"``) to the same structure restricted to that segment.
+    """
+    alpha = _check_alpha(alpha)
+    checked_weights = validate_weights(weights)
+    if control not in checked_weights:
+        raise ValueError(
+            f"the control arm {control!r} is not among the weighted arms {list(checked_weights)}"
+        )
+    zero_weight = [arm for arm, weight in checked_weights.items() if weight == 0]
+    if zero_weight:
+        raise ValueError(f"arms {zero_weight} have weight 0; remove arms that receive no traffic")
+    if len(checked_weights) < 2:
+        raise ValueError("an experiment needs a control and at least one treatment arm")
+    unknown = [arm for arm in statistics if arm not in checked_weights]
+    if unknown:
+        raise ValueError(f"arms {unknown} have statistics but no configured weight")
+    if control not in statistics:
+        raise ValueError(f"the control arm {control!r} is missing from the data")
+
+    control_metrics = statistics[control]
+    if not control_metrics:
+        raise ValueError("the control arm has no metrics")
+    metric_names = list(control_metrics)
+    metric_types = {metric: type(statistic) for metric, statistic in control_metrics.items()}
+    for arm, metrics in statistics.items():
+        if set(metrics) != set(metric_names):
+            raise ValueError(
+                f"arm {arm!r} has metrics {sorted(metrics)} but the control has {sorted(metric_names)}"
+            )
+    _check_metric_types(metric_types, statistics, "")
+
+    sizes = _arm_sizes(statistics, "")
+    arms = {arm: sizes.get(arm, 0) for arm in checked_weights}
+    srm = srm_test(arms, checked_weights, threshold=srm_threshold)
+    empty = [arm for arm, n in arms.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"arms {empty} have no subjects (sample-ratio mismatch: chi2={srm.chi2:.6g}, "
+            f"p={srm.p_value:.3g}); no comparison is possible"
+        )
+
+    treatments = [arm for arm in checked_weights if arm != control]
+    moments: list[DifferenceMoments] = []
+    labels: list[tuple[str, str]] = []
+    caps: list[float | None] = []
+    for arm in treatments:
+        for metric in metric_names:
+            control_statistic = control_metrics[metric]
+            treatment_statistic = statistics[arm][metric]
+            try:
+                moments.append(difference_moments(control_statistic, treatment_statistic))
+                caps.append(_common_cap(control_statistic, treatment_statistic))
+            except ValueError as error:
+                raise ValueError(f"{_label('', arm, metric)}: {error}") from error
+            labels.append((arm, metric))
+    comparisons = compare_moments(moments, alpha=alpha, labels=labels, caps=caps)
+    adjusted = holm_adjust([c.absolute.p_value for c in comparisons])
+    comparisons = [
+        replace(c, p_value_adjusted=float(p), significant=bool(p < alpha))
+        for c, p in zip(comparisons, adjusted, strict=True)
+    ]
+
+    segment_reports = (
+        _segment_reports(
+            segments,
+            control=control,
+            weights=checked_weights,
+            alpha=alpha,
+            metric_names=metric_names,
+            metric_types=metric_types,
+            srm_threshold=srm_threshold,
+        )
+        if segments
+        else ()
+    )
+    return Report(
+        alpha=alpha,
+        control=control,
+        arms=arms,
+        srm=srm,
+        comparisons=tuple(comparisons),
+        segments=segment_reports,
+    )
+
+
+def _segment_reports(
+    segments: Mapping[str, ArmStatistics],
+    *,
+    control: str,
+    weights: dict[str, float],
+    alpha: float,
+    metric_names: list[str],
+    metric_types: dict[str, type],
+    srm_threshold: float,
+) -> tuple[SegmentReport, ...]:
+    treatments = [arm for arm in weights if arm != control]
+    partial = []  # (segment, arms, srm, comparisons, skipped)
+    all_moments: list[DifferenceMoments] = []
+    all_labels: list[tuple[str, str]] = []
+    all_caps: list[float | None] = []
+    owner: list[int] = []
+    for index, (segment, statistics) in enumerate(segments.items()):
+        where = f"segment {segment!r}: "
+        unknown = [arm for arm in statistics if arm not in weights]
+        if unknown:
+            raise ValueError(f"{where}arms {unknown} have statistics but no configured weight")
+        unknown_metrics = sorted(
+            {m for metrics in statistics.values() for m in metrics} - set(metric_names)
+        )
+        if unknown_metrics:
+            raise ValueError(f"{where}metrics {unknown_metrics} are not in the overall report")
+        _check_metric_types(metric_types, statistics, where)
+        sizes = _arm_sizes({arm: m for arm, m in statistics.items() if m}, where)
+        arms = {arm: sizes.get(arm, 0) for arm in weights}
+        skipped: list[SkippedComparison] = []
+        try:
+            srm: SrmResult | None = srm_test(arms, weights, threshold=srm_threshold)
+        except InsufficientDataError as error:
+            srm = None
+            skipped.append(
+                SkippedComparison(arm=None, metric=None, reason=f"sample-ratio test: {error}")
+            )
+        control_metrics = statistics.get(control, {})
+        for arm in treatments:
+            treatment_metrics = statistics.get(arm, {})
+            for metric in metric_names:
+                if metric not in control_metrics or metric not in treatment_metrics:
+                    missing = control if metric not in control_metrics else arm
+                    skipped.append(
+                        SkippedComparison(
+                            arm=arm, metric=metric, reason=f"no data for arm {missing!r}"
+                        )
+                    )
+                    continue
+                control_statistic = control_metrics[metric]
+                treatment_statistic = treatment_metrics[metric]
+                try:
+                    all_moments.append(difference_moments(control_statistic, treatment_statistic))
+                except InsufficientDataError as error:
+                    skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
+                    continue
+                except ValueError as error:
+                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+                try:
+                    all_caps.append(_common_cap(control_statistic, treatment_statistic))
+                except ValueError as error:
+                    all_moments.pop()
+                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+                all_labels.append((arm, metric))
+                owner.append(index)
+        partial.append((segment, arms, srm, skipped))
+
+    comparisons = compare_moments(all_moments, alpha=alpha, labels=all_labels, caps=all_caps)
+    adjusted = benjamini_hochberg_adjust([c.absolute.p_value for c in comparisons])
+    by_segment: list[list[Comparison]] = [[] for _ in partial]
+    for segment_index, comparison, p in zip(owner, comparisons, adjusted, strict=True):
+        by_segment[segment_index].append(
+            replace(comparison, p_value_adjusted=float(p), significant=bool(p < alpha))
+        )
+    return tuple(
+        SegmentReport(
+            segment=str(segment),
+            arms=arms,
+            srm=srm,
+            comparisons=tuple(by_segment[index]),
+            skipped=tuple(skipped),
+        )
+        for index, (segment, arms, srm, skipped) in enumerate(partial)
+    )

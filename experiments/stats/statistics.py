@@ -1,0 +1,305 @@
+"""Sufficient statistics: the only input the engine needs.
+
+One SQL aggregate per experiment produces these per arm (and per segment), so
+the engine never sees per-subject rows. Each class validates itself on
+construction, because a wrong sum that slips through becomes a confident,
+wrong p-value far away from its cause.
+
+All second moments are *raw* (``sum_squares = Σ x²``, ``cross_product = Σ x·y``),
+which is what ``SUM(x * x)`` returns in SQL. Variances are the unbiased sample
+variances (divisor ``n − 1``), so that the tests coincide with statsmodels and
+scipy on the same rows.
+
+Numerical note: the variance is recovered as ``(Σx² − (Σx)²/n)/(n − 1)``. In
+float64 that loses the variance when the coefficient of variation is below about
+1e-6 (e.g. a metric near 10⁶ that varies by less than 1). A centred second
+moment smaller than ``_ZERO_TOLERANCE`` times the raw one is treated as exactly
+zero (every subject has the same value); a clearly negative one means the
+statistics are inconsistent and raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+# Relative size under which a centred second moment is rounding noise. Rounding
+# in Σx² is a few ulps (≈ 1e-16) of Σx²; 1e-12 leaves a wide margin for sums
+# accumulated in a different order by the database.
+_ZERO_TOLERANCE = 1e-12
+
+
+class InsufficientDataError(ValueError):
+    """Valid statistics that still cannot support a test (too few subjects, no variance).
+
+    A ``ValueError`` so callers that only want "bad input" can catch that; the
+    report catches this subclass to skip a thin segment instead of failing.
+    """
+
+
+def _count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        count = int(value)
+    else:
+        as_float = float(value)
+        if not math.isfinite(as_float) or not as_float.is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        count = int(as_float)
+    if count < 0:
+        raise ValueError(f"{name} must not be negative, got {count}")
+    return count
+
+
+def _finite(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        raise ValueError(f"{name} must be finite, got {as_float}")
+    return as_float
+
+
+def _optional_finite(value: object, name: str) -> float | None:
+    return None if value is None else _finite(value, name)
+
+
+def centred_second_moment(n: int, total: float, sum_squares: float, what: str) -> float:
+    """``Σ(x − x̄)²`` from raw sums, with rounding noise clamped to zero."""
+    if n == 0:
+        if total != 0 or sum_squares != 0:
+            raise ValueError(f"{what}: n is 0 but the sums are not")
+        return 0.0
+    if sum_squares < 0:
+        raise ValueError(f"{what}: the sum of squares must not be negative, got {sum_squares}")
+    centred = sum_squares - total * total / n
+    if centred < -_ZERO_TOLERANCE * sum_squares - 1e-300:
+        raise ValueError(
+            f"{what}: inconsistent statistics (sum of squares {sum_squares} is smaller "
+            f"than sum²/n = {total * total / n})"
+        )
+    return centred if centred > _ZERO_TOLERANCE * sum_squares else 0.0
+
+
+def centred_cross_moment(
+    n: int,
+    x_total: float,
+    y_total: float,
+    cross_product: float,
+    x_centred: float,
+    y_centred: float,
+    what: str,
+) -> float:
+    """``Σ(x − x̄)(y − ȳ)`` from raw sums, checked against Cauchy–Schwarz."""
+    if n == 0:
+        if cross_product != 0:
+            raise ValueError(f"{what}: n is 0 but the cross-product is not")
+        return 0.0
+    centred = cross_product - x_total * y_total / n
+    bound = math.sqrt(x_centred * y_centred)
+    # The same rounding allowance as for the second moments, on the scale of the
+    # raw cross-product that produced ``centred``.
+    slack = _ZERO_TOLERANCE * (abs(cross_product) + abs(x_total * y_total / n)) + 1e-300
+    if abs(centred) > bound * (1 + 1e-9) + slack:
+        raise ValueError(
+            f"{what}: inconsistent statistics (the centred cross-product {centred} exceeds "
+            f"the Cauchy–Schwarz bound {bound})"
+        )
+    return max(-bound, min(bound, centred))
+
+
+@dataclass(frozen=True, slots=True)
+class SampleMeanStatistic:
+    """A per-subject metric analysed as a mean (GMV per subject, orders per subject).
+
+    ``cap`` records the value the metric was capped at (computed in SQL at a
+    percentile of the pooled arms); the sums must already be of capped values.
+    It is reported, and the report checks that every arm used the same cap.
+    """
+
+    n: int
+    sum: float
+    sum_squares: float
+    cap: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _count(self.n, "n"))
+        object.__setattr__(self, "sum", _finite(self.sum, "sum"))
+        object.__setattr__(self, "sum_squares", _finite(self.sum_squares, "sum_squares"))
+        object.__setattr__(self, "cap", _optional_finite(self.cap, "cap"))
+        centred_second_moment(self.n, self.sum, self.sum_squares, "SampleMeanStatistic")
+
+    @property
+    def mean(self) -> float:
+        if self.n == 0:
+            raise InsufficientDataError("the mean of an empty arm is undefined")
+        return self.sum / self.n
+
+    @property
+    def variance(self) -> float:
+        if self.n < 2:
+            raise InsufficientDataError(f"a variance needs at least 2 subjects, got n={self.n}")
+        return centred_second_moment(self.n, self.sum, self.sum_squares, "SampleMeanStatistic") / (
+            self.n - 1
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProportionStatistic:
+    """A 0/1 per-subject metric (converted, opted out): subjects and successes.
+
+    The test is the same Welch test as for means, on the Bernoulli sample
+    variance ``p(1 − p)·n/(n − 1)`` of each arm (unpooled).
+    """
+
+    n: int
+    successes: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _count(self.n, "n"))
+        object.__setattr__(self, "successes", _count(self.successes, "successes"))
+        if self.successes > self.n:
+            raise ValueError(
+                f"ProportionStatistic: successes ({self.successes}) exceed n ({self.n})"
+            )
+
+    @property
+    def sum(self) -> float:
+        return float(self.successes)
+
+    @property
+    def sum_squares(self) -> float:
+        # x² = x for a 0/1 metric.
+        return float(self.successes)
+
+    cap = None
+
+    @property
+    def mean(self) -> float:
+        if self.n == 0:
+            raise InsufficientDataError("the proportion of an empty arm is undefined")
+        return self.successes / self.n
+
+    @property
+    def variance(self) -> float:
+        if self.n < 2:
+            raise InsufficientDataError(f"a variance needs at least 2 subjects, got n={self.n}")
+        p = self.successes / self.n
+        return p * (1.0 - p) * self.n / (self.n - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RegressionAdjustedStatistic:
+    """A metric with a pre-exposure covariate, for CUPED (regression adjustment).
+
+    ``cross_product`` is ``Σ metric × covariate``. The slope is not stored: it is
+    estimated when two arms are compared, on both arms pooled.
+    """
+
+    n: int
+    sum: float
+    sum_squares: float
+    covariate_sum: float
+    covariate_sum_squares: float
+    cross_product: float
+    cap: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _count(self.n, "n"))
+        for name in (
+            "sum",
+            "sum_squares",
+            "covariate_sum",
+            "covariate_sum_squares",
+            "cross_product",
+        ):
+            object.__setattr__(self, name, _finite(getattr(self, name), name))
+        object.__setattr__(self, "cap", _optional_finite(self.cap, "cap"))
+        self.centred_moments()
+
+    def centred_moments(self) -> tuple[float, float, float]:
+        """``(Syy, Sxx, Sxy)``: centred sums of squares and cross-product."""
+        what = "RegressionAdjustedStatistic"
+        syy = centred_second_moment(self.n, self.sum, self.sum_squares, what + " (metric)")
+        sxx = centred_second_moment(
+            self.n, self.covariate_sum, self.covariate_sum_squares, what + " (covariate)"
+        )
+        sxy = centred_cross_moment(
+            self.n, self.covariate_sum, self.sum, self.cross_product, sxx, syy, what
+        )
+        return syy, sxx, sxy
+
+    @property
+    def mean(self) -> float:
+        if self.n == 0:
+            raise InsufficientDataError("the mean of an empty arm is undefined")
+        return self.sum / self.n
+
+    @property
+    def covariate_mean(self) -> float:
+        if self.n == 0:
+            raise InsufficientDataError("the mean of an empty arm is undefined")
+        return self.covariate_sum / self.n
+
+    @property
+    def variance(self) -> float:
+        if self.n < 2:
+            raise InsufficientDataError(f"a variance needs at least 2 subjects, got n={self.n}")
+        return self.centred_moments()[0] / (self.n - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioStatistic:
+    """A ratio of two per-subject sums (AOV = GMV / orders, CTR = clicks / impressions).
+
+    ``n`` counts subjects (the randomisation unit), not orders or impressions:
+    the delta method needs the per-subject numerator and denominator to get the
+    variance right when one subject contributes several orders.
+    """
+
+    n: int
+    numerator_sum: float
+    numerator_sum_squares: float
+    denominator_sum: float
+    denominator_sum_squares: float
+    cross_product: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _count(self.n, "n"))
+        for name in (
+            "numerator_sum",
+            "numerator_sum_squares",
+            "denominator_sum",
+            "denominator_sum_squares",
+            "cross_product",
+        ):
+            object.__setattr__(self, name, _finite(getattr(self, name), name))
+        self.centred_moments()
+
+    cap = None
+
+    def centred_moments(self) -> tuple[float, float, float]:
+        """``(Snn, Sdd, Snd)``: centred numerator/denominator sums of squares and cross-product."""
+        what = "RatioStatistic"
+        snn = centred_second_moment(
+            self.n, self.numerator_sum, self.numerator_sum_squares, what + " (numerator)"
+        )
+        sdd = centred_second_moment(
+            self.n, self.denominator_sum, self.denominator_sum_squares, what + " (denominator)"
+        )
+        snd = centred_cross_moment(
+            self.n, self.numerator_sum, self.denominator_sum, self.cross_product, snn, sdd, what
+        )
+        return snn, sdd, snd
+
+    @property
+    def mean(self) -> float:
+        """The ratio ``Σ numerator / Σ denominator``."""
+        if self.denominator_sum == 0:
+            raise InsufficientDataError("the ratio is undefined: the denominator sums to zero")
+        return self.numerator_sum / self.denominator_sum
+
+
+Statistic = SampleMeanStatistic | ProportionStatistic | RegressionAdjustedStatistic | RatioStatistic
