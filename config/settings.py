@@ -9,6 +9,7 @@ and Redis (broker and cache) with a real Celery worker and beat: production.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -20,15 +21,20 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The embedded default is for a laptop; production must bring its own secrets.
 EMBEDDED = not env("DATABASE_URL", default="") and not env("REDIS_URL", default="")
 _DEV_ONLY_SECRET = "embedded-default-not-for-production-" + "x" * 32  # noqa: S105
-SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_ONLY_SECRET if EMBEDDED or DEBUG else None)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_ONLY_SECRET if EMBEDDED or DEBUG else "")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # Keyed-HMAC pseudonymisation of the marketplace's subject ids (see consent.pseudonyms).
 PSEUDONYM_KEY = env(
     "PRIVACYLAB_PSEUDONYM_KEY",
-    default="embedded-default-pseudonym-key" if EMBEDDED or DEBUG else None,
+    default="embedded-default-pseudonym-key" if EMBEDDED or DEBUG else "",
 )
+for _name, _value in (("DJANGO_SECRET_KEY", SECRET_KEY), ("PRIVACYLAB_PSEUDONYM_KEY", PSEUDONYM_KEY)):
+    if not _value:
+        raise ImproperlyConfigured(
+            f"{_name} must be set when running against services (DATABASE_URL/REDIS_URL) without DEBUG."
+        )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -158,15 +164,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Assignments, consent, recommendations, outcome events and data subject requests.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are public; every operation in them needs a key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization"}
-        }
-    },
-    "SECURITY": [{"ApiKeyAuth": []}],
 }
 
 # Celery: JSON only; a task is acknowledged after it ran, and redelivered if the
@@ -181,6 +184,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 CELERY_RESULT_EXPIRES = 24 * 3600

@@ -102,6 +102,13 @@ class Layer(models.Model):
         return self.name
 
 
+def default_layer_id() -> int:
+    layer, _ = Layer.objects.get_or_create(
+        key="default", defaults={"name": "Default layer", "salt": "default"}
+    )
+    return layer.pk
+
+
 class Holdout(models.Model):
     """The global holdout: a fixed share of subjects kept out of every experiment.
 
@@ -155,7 +162,9 @@ class Experiment(models.Model):
         settings.AUTH_USER_MODEL, blank=True, related_name="viewable_experiments"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
-    layer = models.ForeignKey(Layer, on_delete=models.PROTECT, related_name="experiments")
+    layer = models.ForeignKey(
+        Layer, on_delete=models.PROTECT, related_name="experiments", default=default_layer_id
+    )
     layer_start = models.FloatField(default=0.0)
     layer_end = models.FloatField(default=1.0)
     coverage = models.FloatField(

@@ -77,8 +77,3 @@ def api(api_key):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
     return client
-
-
-def pytest_configure(config):
-    # Password hashing is deliberately slow; tests log users in by the hundred.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,7 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.test import TestCase
 
-from experiments.models import Arm, Experiment, Layer, PrivacyTreatment
+from experiments.models import Arm, Experiment, Layer, PrivacyTreatment, default_layer_id
 from experiments.services import experiment_start
 
 
@@ -25,10 +25,6 @@ class TreatmentFactory(factory.django.DjangoModelFactory):
     sensitive_category_policy = PrivacyTreatment.SensitivePolicy.EXCLUDE
 
 
-def default_layer() -> Layer:
-    return Layer.objects.get(key="default")
-
-
 class ExperimentFactory(factory.django.DjangoModelFactory):
     """A draft experiment with a control and ``arms - 1`` treatment arms."""
 
@@ -39,7 +35,7 @@ class ExperimentFactory(factory.django.DjangoModelFactory):
     key = factory.Sequence(lambda n: f"experiment-{n}")
     name = factory.LazyAttribute(lambda o: o.key.replace("-", " ").title())
     owner = factory.SubFactory(UserFactory)
-    layer = factory.LazyFunction(default_layer)
+    layer = factory.LazyFunction(lambda: Layer.objects.get(pk=default_layer_id()))
 
     @factory.post_generation
     def arms(self, create, extracted, **kwargs):

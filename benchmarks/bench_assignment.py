@@ -1,0 +1,213 @@
+"""Assignment: in-process against GrowthBook's SDK, and the endpoint under gunicorn.
+
+1. ``assign`` over 100,000 subjects against GrowthBook's Python SDK running the
+   same 3-arm experiment, alternated in the same run (target: ≥ 5× faster).
+2. ``POST /api/v1/assignments`` for returning subjects under gunicorn with
+   PostgreSQL and Redis on this machine, loaded from separate processes at a
+   fixed concurrency (target: ≥ 1,000 requests/s, p99 ≤ 20 ms).
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.table import Row, median_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = 100_000
+CONCURRENCY = 16
+LOAD_PROCESSES = 2
+
+
+def _in_process(quick: bool) -> Row:
+    from growthbook import Experiment as GBExperiment
+    from growthbook import GrowthBook
+
+    from experiments.assignment import ArmSpec, ExperimentSpec, assign
+
+    n = 20_000 if quick else SUBJECTS
+    ids = [f"user-{i}" for i in range(n)]
+    spec = ExperimentSpec("reco", "reco-salt", 1.0, (ArmSpec("control", 1), ArmSpec("b", 1), ArmSpec("c", 1)))
+    gb_experiment = GBExperiment(key="reco", variations=["control", "b", "c"], weights=[1 / 3] * 3, coverage=1.0)
+    gb = GrowthBook(attributes={})
+
+    def ours():
+        for subject_id in ids:
+            assign(spec, subject_id)
+
+    def growthbook():
+        for subject_id in ids:
+            gb.set_attributes({"id": subject_id})
+            gb.run(gb_experiment)
+
+    # Alternate the two so that machine noise hits both alike.
+    ours_s, peer_s = [], []
+    for _ in range(3):
+        ours_s.append(median_seconds(ours, repeats=1, warmup=0))
+        peer_s.append(median_seconds(growthbook, repeats=1, warmup=0))
+    ours_us = statistics.median(ours_s) / n * 1e6
+    peer_us = statistics.median(peer_s) / n * 1e6
+    ratio = peer_us / ours_us
+    return Row(
+        benchmark=f"assign(), {n:,} subjects, 3 arms",
+        ours=f"{ours_us:.2f} µs/eval",
+        peer=f"growthbook {peer_us:.2f} µs/eval",
+        ratio=f"{ratio:.1f}× faster",
+        target="≥ 5× faster",
+        passed=ratio >= 5,
+    )
+
+
+# --- the endpoint ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _service_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench"),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
+        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_LOG_LEVEL": "WARNING",
+    }
+
+
+_SETUP = """
+import django, json, sys
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from rest_framework_api_key.models import APIKey
+from experiments.models import Arm, Experiment, PrivacyTreatment
+from experiments import services
+Experiment.objects.filter(key="bench").delete()
+owner, _ = get_user_model().objects.get_or_create(username="bench")
+experiment = Experiment.objects.create(key="bench", name="Bench", owner=owner)
+for i, key in enumerate(["control", "b", "c"]):
+    treatment, _ = PrivacyTreatment.objects.get_or_create(
+        name=f"bench {key}", defaults={"consent_prompt": "banner", "personalization_level": "full"})
+    Arm.objects.create(experiment=experiment, key=key, treatment=treatment, is_control=(i == 0))
+for other in Experiment.objects.filter(status="running").exclude(pk=experiment.pk):
+    services.experiment_stop(experiment=other)
+services.experiment_start(experiment=experiment)
+_, key = APIKey.objects.create_key(name="bench")
+print(json.dumps({"key": key}))
+"""
+
+
+def _load_worker(args) -> tuple[list[float], list[str]]:
+    """One load process: ``threads`` closed-loop clients, each sending ``requests`` requests."""
+    import http.client
+    import threading
+
+    port, key, subject_ids, threads, requests = args
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(offset: int):
+        local = []
+        for i in range(requests):
+            body = json.dumps({"subject_id": subject_ids[(offset * requests + i) % len(subject_ids)]})
+            started = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(
+                "POST",
+                "/api/v1/assignments",
+                body=body,
+                headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status != 200:
+                with lock:
+                    errors.append(f"HTTP {response.status}")
+                continue
+            local.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(local)
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return latencies, errors
+
+
+def _endpoint(quick: bool) -> list[Row]:
+    env = _service_env()
+    if shutil.which("createdb"):
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "privacylab_bench"], capture_output=True)
+    setup = subprocess.run([sys.executable, "-c", _SETUP], cwd=ROOT, env=env, capture_output=True, text=True)
+    if setup.returncode != 0:
+        return [Row("assignment endpoint", f"not run: {setup.stderr.strip().splitlines()[-1]}")]
+    key = json.loads(setup.stdout.strip().splitlines()[-1])["key"]
+    port = _free_port()
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application",
+            "--config", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+            "--workers", "3", "--access-logfile", "/dev/null",
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        subjects = [f"bench-{i}" for i in range(2000)]
+        per_thread = 50 if quick else 250
+        threads = CONCURRENCY // LOAD_PROCESSES
+        with multiprocessing.get_context("spawn").Pool(LOAD_PROCESSES) as pool:
+            # First exposures for every subject (not measured), then returning subjects.
+            pool.map(_load_worker, [(port, key, subjects[i::LOAD_PROCESSES], 8, 125) for i in range(LOAD_PROCESSES)])
+            started = time.perf_counter()
+            results = pool.map(
+                _load_worker, [(port, key, subjects, threads, per_thread) for _ in range(LOAD_PROCESSES)]
+            )
+            elapsed = time.perf_counter() - started
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+    latencies = sorted(latency for batch, _ in results for latency in batch)
+    errors = [error for _, batch in results for error in batch]
+    if errors or not latencies:
+        return [Row("assignment endpoint", f"failed: {len(errors)} errors, e.g. {errors[:3]}", passed=False)]
+    rps = len(latencies) / elapsed
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    return [
+        Row(
+            benchmark=f"POST /api/v1/assignments, returning subjects, concurrency {CONCURRENCY}, gunicorn 3 workers",
+            ours=f"{rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+            target="≥ 1,000 req/s, p99 ≤ 20 ms",
+            passed=rps >= 1000 and p99 <= 20,
+        )
+    ]
+
+
+def run(quick: bool) -> list[Row]:
+    return [_in_process(quick), *_endpoint(quick)]
