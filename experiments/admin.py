@@ -95,13 +95,13 @@ class ExperimentAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
 
         class ExperimentForm(form):
-            def clean(self):
-                cleaned = super().clean()
+            def _post_clean(self):
+                # After the instance carries the submitted values, ask the service.
+                super()._post_clean()
                 try:
                     services.experiment_validate_change(experiment=self.instance, changed=self.changed_data)
                 except ValidationError as exc:
                     self.add_error(None, exc)
-                return cleaned
 
         return ExperimentForm
 
@@ -159,10 +159,14 @@ class HoldoutAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
 
         class HoldoutForm(form):
-            def clean_share(self):
-                share = self.cleaned_data["share"]
-                services.holdout_validate_share(share=share)
-                return share
+            def clean(self):
+                cleaned = super().clean()
+                if "share" in cleaned:
+                    try:
+                        services.holdout_validate_share(share=cleaned["share"])
+                    except ValidationError as exc:
+                        self.add_error(None, exc)
+                return cleaned
 
         return HoldoutForm
 

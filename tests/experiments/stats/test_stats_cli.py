@@ -1,0 +1,170 @@
+"""``python -m experiments.stats report``: JSON on stdout, exit 2 with a message on bad input."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.stats import analyze
+from experiments.stats.__main__ import main
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 1200
+    arm = rng.choice(["control", "b", "c"], n)
+    pre = rng.gamma(2.0, 50.0, n)
+    df = pd.DataFrame(
+        {
+            "arm": arm,
+            "converted": (rng.random(n) < 0.2).astype(int),
+            "gmv": 0.5 * pre + rng.gamma(2.0, 30.0, n),
+            "pre_gmv": pre,
+            "orders": rng.poisson(2.0, n) + 1,
+            "platform": rng.choice(["android", "ios"], n),
+        }
+    )
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_cli_prints_the_same_report_as_analyze(csv_path, capsys):
+    code = main(
+        [
+            "report",
+            str(csv_path),
+            "--control",
+            "control",
+            "--weights",
+            "control=1,b=1,c=1",
+            "--metric",
+            "converted:proportion",
+            "gmv:mean",
+            "--metric",
+            "gmv/orders:ratio",
+            "--covariate",
+            "gmv=pre_gmv",
+            "--alpha",
+            "0.1",
+            "--segment",
+            "platform",
+            "--cap",
+            "gmv=99",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0 and captured.err == ""
+    printed = json.loads(captured.out)
+    expected = analyze(
+        pd.read_csv(csv_path, dtype={"arm": str, "platform": str}),
+        control="control",
+        weights={"control": 1.0, "b": 1.0, "c": 1.0},
+        metrics={"converted": "proportion", "gmv": "mean", "gmv/orders": "ratio"},
+        covariates={"gmv": "pre_gmv"},
+        alpha=0.1,
+        segment_by="platform",
+        caps={"gmv": 99.0},
+    )
+    assert printed == json.loads(json.dumps(expected))
+    assert [c["metric"] for c in printed["comparisons"]][:3] == ["converted", "gmv", "gmv/orders"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--weights", "control=1,b=x"], "not a number"),
+        (["--weights", "control1,b=1"], "ARM=W"),
+        (["--metric", "gmv"], "COLUMN:"),
+        (["--metric", "gmv:median"], "COLUMN:"),
+        (["--metric", "nope:mean"], "column 'nope' is not in the data"),
+        (["--covariate", "gmv"], "METRIC=COLUMN"),
+        (["--control", "zzz"], "not among the weighted arms"),
+        (["--weights", "control=1,b=1"], r"arms \['c'\] have statistics but no configured weight"),
+        (["--alpha", "2"], "alpha"),
+        (["--cap", "gmv=high"], "not a number"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_message(csv_path, capsys, arguments, message):
+    defaults = {"--control": "control", "--weights": "control=1,b=1,c=1", "--metric": "gmv:mean"}
+    argv = ["report", str(csv_path)]
+    overridden = dict(zip(arguments[::2], arguments[1::2], strict=True))
+    for flag, value in (defaults | overridden).items():
+        argv += [flag, value]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("error: ")
+    assert re.search(message, captured.err)
+
+
+def test_cli_missing_file_and_garbage_exit_2(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "absent.csv"),
+                "--control",
+                "a",
+                "--weights",
+                "a=1,b=1",
+                "--metric",
+                "x:mean",
+            ]
+        )
+        == 2
+    )
+    assert "no such file" in capsys.readouterr().err
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert (
+        main(["report", str(empty), "--control", "a", "--weights", "a=1,b=1", "--metric", "x:mean"])
+        == 2
+    )
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_as_a_process(csv_path):
+    # The real entry point, once for success and once for failure, side by side
+    # because each interpreter spends most of its time importing scipy.
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.stats",
+        "report",
+        str(csv_path),
+        "--control",
+        "control",
+        "--weights",
+        "control=1,b=1,c=1",
+    ]
+    runs = [
+        subprocess.Popen(
+            [*command, "--metric", metric],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for metric in ("converted:proportion", "gmv:proportion")
+    ]
+    (ok_out, ok_err), (failed_out, failed_err) = (run.communicate(timeout=120) for run in runs)
+    assert runs[0].returncode == 0, ok_err
+    assert set(json.loads(ok_out)) >= {"srm", "arms", "comparisons"}
+    assert runs[1].returncode == 2
+    assert "must be 0/1" in failed_err and failed_out == ""
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report"])
+    assert exit_info.value.code == 2
+    assert "required" in capsys.readouterr().err
