@@ -1,13 +1,36 @@
+"""Data subjects, purposes and notices, the consent ledger and data subject requests.
+
+Everything here is keyed by the subject's keyed-HMAC pseudonym; the raw id of
+the marketplace's user never reaches a table. The ledger (``ConsentEvent``) is
+append-only in Python and, on PostgreSQL, in the database itself; the only
+sanctioned deletions are a subject's erasure and the retention purge, and both
+go through ``ConsentEventQuerySet.sanctioned_delete``.
+"""
+
+import uuid
+
+import pgtrigger
 from django.db import models
+from django.db.models import F, Q
 
 from consent.pseudonyms import PSEUDONYM_LENGTH
+
+LEDGER_TRIGGER = "consent.ConsentEvent:append_only"
+
+
+class Language(models.TextChoices):
+    INDONESIAN = "id", "Bahasa Indonesia"
+    ENGLISH = "en", "English"
 
 
 class Subject(models.Model):
     """A data subject, known only by the keyed-HMAC pseudonym of the marketplace's id.
 
     Holds the few coarse attributes experiments target and segment on; never a
-    name, email or phone number.
+    name, email or phone number. ``restricted_at`` and ``objected_at`` record a
+    restriction of processing (UU PDP Art. 11, GDPR Art. 18) and an objection to
+    profiling (UU PDP Art. 10, GDPR Art. 21–22): either stops personalization
+    for the subject across the platform, whatever the consents say.
     """
 
     class Platform(models.TextChoices):
@@ -20,6 +43,341 @@ class Subject(models.Model):
     province = models.CharField(max_length=64, blank=True)
     platform = models.CharField(max_length=16, blank=True)
     first_seen = models.DateTimeField(auto_now_add=True, db_index=True)
+    restricted_at = models.DateTimeField(
+        null=True, blank=True, help_text="Processing restricted at the subject's request."
+    )
+    objected_at = models.DateTimeField(
+        null=True, blank=True, help_text="The subject objected to profiling."
+    )
 
     def __str__(self) -> str:
         return f"subject {self.pseudonym[:12]}…"
+
+
+class Purpose(models.Model):
+    """A purpose of processing that a subject consents to separately."""
+
+    PERSONALIZATION = "personalization"
+    SENSITIVE_PROFILING = "sensitive_profiling"
+    BEHAVIORAL_TRACKING = "behavioral_tracking"
+    MARKETING = "marketing"
+
+    key = models.SlugField(primary_key=True, max_length=32)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    retention_days = models.PositiveIntegerField(
+        help_text="Raw personal data collected for this purpose is deleted after this many days."
+    )
+    consent_validity_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="A grant expires this many days after it was given; empty: it does not expire.",
+    )
+    sensitive = models.BooleanField(
+        default=False,
+        help_text="Processes specific personal data (UU PDP Art. 4(2): health, financial data): "
+        "needs its own explicit consent.",
+    )
+    involves_profiling = models.BooleanField(
+        default=True, help_text="An objection to profiling stops this purpose."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(condition=Q(retention_days__gte=1), name="purpose_retention_positive"),
+            models.CheckConstraint(
+                condition=Q(consent_validity_days__isnull=True) | Q(consent_validity_days__gte=1),
+                name="purpose_validity_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Notice(models.Model):
+    """One version of a purpose's privacy notice; its texts are per language.
+
+    A version that ``requires_reconsent`` invalidates, from its effective date,
+    every grant given under an earlier version of the purpose's notice.
+    """
+
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="notices")
+    version = models.CharField(max_length=32)
+    effective_at = models.DateTimeField()
+    requires_reconsent = models.BooleanField(
+        default=False,
+        help_text="Grants under earlier versions stop counting once this version is in effect.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["purpose", "effective_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["purpose", "version"], name="notice_version_unique"),
+            models.CheckConstraint(condition=~Q(version=""), name="notice_version_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose_id} notice v{self.version}"
+
+
+class NoticeText(models.Model):
+    notice = models.ForeignKey(Notice, on_delete=models.CASCADE, related_name="texts")
+    language = models.CharField(max_length=2, choices=Language.choices)
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+
+    class Meta:
+        ordering = ["notice", "language"]
+        constraints = [
+            models.UniqueConstraint(fields=["notice", "language"], name="notice_text_unique_language"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.notice} ({self.language})"
+
+
+class LedgerIsAppendOnly(RuntimeError):
+    """Raised on any attempt to change or remove a recorded consent event."""
+
+
+class ConsentEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
+
+    def delete(self):
+        raise LedgerIsAppendOnly(
+            "Consent events cannot be deleted, except by a subject's erasure or the retention purge."
+        )
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
+
+    def sanctioned_delete(self, *, reason: str) -> int:
+        """Delete these events: only a subject's erasure and the retention purge may.
+
+        The database trigger that protects the ledger is bypassed for this one
+        statement (``pgtrigger.ignore``), in this thread only.
+        """
+        if reason not in ("erasure", "retention"):
+            raise LedgerIsAppendOnly(f"{reason!r} is not a sanctioned reason to delete consent events.")
+        with pgtrigger.ignore(LEDGER_TRIGGER):
+            return self._raw_delete(self.db)
+
+
+class ConsentEvent(models.Model):
+    """One grant or withdrawal: the ledger is the proof of consent (UU PDP Art. 24, GDPR Art. 7(1))."""
+
+    class Action(models.TextChoices):
+        GRANT = "grant"
+        WITHDRAW = "withdraw"
+
+    class Prompt(models.TextChoices):
+        NONE = "none"
+        BANNER = "banner"
+        MODAL = "modal"
+        JUST_IN_TIME = "just_in_time"
+        SETTINGS = "settings", "Privacy settings page"
+
+    class Channel(models.TextChoices):
+        ANDROID = "android"
+        IOS = "ios"
+        WEB = "web"
+        API = "api"
+        SUPPORT = "support", "Customer support"
+
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="consent_events")
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="consent_events")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    notice = models.ForeignKey(
+        Notice, on_delete=models.PROTECT, null=True, blank=True, related_name="consent_events"
+    )
+    language = models.CharField(max_length=2, choices=Language.choices, blank=True)
+    source_experiment = models.CharField(max_length=64, blank=True)
+    source_arm = models.CharField(max_length=64, blank=True)
+    source_prompt = models.CharField(max_length=16, choices=Prompt.choices, blank=True)
+    source_channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
+    recorded_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When this grant lapses (the purpose's validity when given)."
+    )
+
+    objects = ConsentEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["subject", "purpose", "id"], name="consent_event_subject_purpose"),
+            models.Index(fields=["purpose", "recorded_at"], name="consent_event_purpose_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=["grant", "withdraw"]), name="consent_event_action_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(action="withdraw") | Q(notice__isnull=False),
+                name="consent_event_grant_has_notice",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | (Q(action="grant") & Q(expires_at__gt=F("recorded_at"))),
+                name="consent_event_expiry_only_on_grant",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.purpose_id} by {self.subject_id[:12]}…"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise LedgerIsAppendOnly(
+            "Consent events cannot be deleted, except by a subject's erasure or the retention purge."
+        )
+
+
+class CurrentConsent(models.Model):
+    """The current consent per subject and purpose: the last ledger event, kept in step.
+
+    Written in the same transaction as the event it derives from; the command
+    ``consent_rebuild_state`` replays the ledger and reports any difference.
+    Whether a grant still *counts* (expiry, a newer notice that requires
+    re-consent, a restriction) is decided when it is read.
+    """
+
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="current_consents")
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    granted = models.BooleanField()
+    notice = models.ForeignKey(Notice, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    last_event_id = models.BigIntegerField(help_text="The ledger event this state derives from.")
+    changed_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "purpose"], name="current_consent_unique"),
+            models.CheckConstraint(
+                condition=Q(granted=False) | Q(notice__isnull=False), name="current_consent_grant_has_notice"
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=F("changed_at")),
+                name="current_consent_expiry_after_change",
+            ),
+        ]
+        indexes = [models.Index(fields=["purpose", "granted"], name="current_consent_purpose_gr")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose_id}: {'granted' if self.granted else 'withdrawn'}"
+
+
+class ConsentTally(models.Model):
+    """Grants and withdrawals per day and purpose: an aggregate that identifies nobody.
+
+    It survives erasures and the retention purge, so long-run consent rates stay
+    measurable after the subjects behind them are gone.
+    """
+
+    day = models.DateField()
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=8, choices=ConsentEvent.Action.choices)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "purpose", "action"]
+        verbose_name_plural = "consent tallies"
+        constraints = [
+            models.UniqueConstraint(fields=["day", "purpose", "action"], name="consent_tally_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.purpose_id} {self.action}: {self.count}"
+
+
+class DataSubjectRequest(models.Model):
+    """A request to exercise a data-protection right; due 3×24 hours after receipt.
+
+    The subject is held as a plain pseudonym (not a foreign key): a request may
+    concern someone the platform holds nothing about, and the answer is then an
+    empty export.
+    """
+
+    class Type(models.TextChoices):
+        ACCESS = "access", "Access (export)"
+        ERASURE = "erasure", "Erasure"
+        RESTRICTION = "restriction", "Restriction of processing"
+        OBJECTION = "objection", "Objection to profiling"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        COMPLETED = "completed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subject_pseudonym = models.CharField(max_length=PSEUDONYM_LENGTH, db_index=True)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    received_at = models.DateTimeField(db_index=True)
+    due_at = models.DateTimeField(db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    export = models.JSONField(null=True, blank=True, help_text="The access request's answer.")
+    export_cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(due_at__gt=F("received_at")), name="dsr_due_after_receipt"),
+            models.CheckConstraint(
+                condition=~Q(status="completed") | Q(completed_at__isnull=False),
+                name="dsr_completed_has_time",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=["access", "erasure", "restriction", "objection"]),
+                name="dsr_type_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["subject_pseudonym", "type"],
+                condition=Q(status="received"),
+                name="dsr_one_open_per_type",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "due_at"], name="dsr_status_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_type_display()} request {str(self.id)[:8]}"
+
+
+class ErasureRecord(models.Model):
+    """What is left of a completed erasure: when, and how much, but not whose.
+
+    No pseudonym and no request id: nothing here links back to the subject.
+    """
+
+    received_at = models.DateTimeField()
+    due_at = models.DateTimeField()
+    completed_at = models.DateTimeField()
+    rows_erased = models.PositiveIntegerField()
+    rows_by_source = models.JSONField(default=dict, help_text="Source label → rows erased.")
+    cache_keys_erased = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-completed_at"]
+
+    def __str__(self) -> str:
+        return f"erasure completed {self.completed_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def on_time(self) -> bool:
+        return self.completed_at <= self.due_at

@@ -24,3 +24,24 @@ def subject_pseudonym(subject_id: str) -> str:
     if not settings.PSEUDONYM_KEY:
         raise RuntimeError("PRIVACYLAB_PSEUDONYM_KEY is not set")
     return hmac.new(_key(settings.PSEUDONYM_KEY), subject_id.encode(), hashlib.sha256).hexdigest()
+
+
+SUBJECT_ID_MAX_LENGTH = 256
+
+
+def subject_id_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable marketplace subject id, or None if it is.
+
+    Ids travel in URL paths (``/api/v1/subjects/<id>/…``), so besides being a
+    non-empty string of bounded length they may hold no whitespace, control
+    characters or slashes.
+    """
+    if not isinstance(value, str):
+        return "Must be a string."
+    if not value:
+        return "Must not be empty."
+    if len(value) > SUBJECT_ID_MAX_LENGTH:
+        return f"At most {SUBJECT_ID_MAX_LENGTH} characters."
+    if any(ch.isspace() or not ch.isprintable() or ch == "/" for ch in value):
+        return "Must not contain whitespace, control characters or '/'."
+    return None

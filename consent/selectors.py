@@ -1,0 +1,459 @@
+"""Reads of consent, above all ``consent_state``: the hot read of every recommendation.
+
+``consent_state`` answers from the shared cache in one round trip (the
+subject's state and the purposes' rules token, fetched together); on a miss it
+reads the database and fills the cache. Writes invalidate the subject's entry
+explicitly, in the same operation (``services.consent_cache_invalidate``).
+When the cache is unreachable (django-redis swallows the error), every read is
+a miss: the database answers, so it stays the truth.
+
+Whether a grant still *counts* is decided at read time against ``now``: it may
+have expired, or a newer notice that requires re-consent may have come into
+effect. Restriction and objection then block purposes whatever the consents say.
+Callers that must not personalize without certainty use
+``personalization_allowed`` / ``sensitive_allowed``, which fail closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from consent.models import (
+    ConsentEvent,
+    CurrentConsent,
+    DataSubjectRequest,
+    Notice,
+    Purpose,
+    Subject,
+)
+from consent.pseudonyms import subject_pseudonym
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY_PREFIX = "consent:state:v1:"
+RULES_TOKEN_KEY = "consent:rules-token"  # noqa: S105 — a cache key, not a secret
+# A lost invalidation (the cache was unreachable during a withdrawal and then
+# came back) can leave a stale entry; this bounds how long it may live.
+STATE_CACHE_SECONDS: int = getattr(settings, "CONSENT_STATE_CACHE_SECONDS", 120)
+# Rules are reloaded at least this often even if the rules token never moves.
+RULES_MAX_AGE_SECONDS = 60.0
+
+
+def state_cache_key(pseudonym: str) -> str:
+    return STATE_KEY_PREFIX + pseudonym
+
+
+# --- purposes and notices --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRule:
+    id: int
+    version: str
+    effective_at: datetime
+    requires_reconsent: bool
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        return (self.effective_at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeRule:
+    """What decides whether a purpose's grant counts: notices, expiry, profiling."""
+
+    key: str
+    retention_days: int
+    consent_validity_days: int | None
+    sensitive: bool
+    involves_profiling: bool
+    notices: tuple[NoticeRule, ...] = ()  # ordered by effective date
+
+    def notice(self, version: str | None) -> NoticeRule | None:
+        for notice in self.notices:
+            if notice.version == version:
+                return notice
+        return None
+
+    def current_notice(self, now: datetime) -> NoticeRule | None:
+        """The newest notice in effect at ``now``."""
+        current = None
+        for notice in self.notices:
+            if notice.effective_at <= now:
+                current = notice
+        return current
+
+    def reconsent_notice(self, now: datetime) -> NoticeRule | None:
+        """The newest notice in effect that requires re-consent: grants before it lapse."""
+        cutoff = None
+        for notice in self.notices:
+            if notice.effective_at <= now and notice.requires_reconsent:
+                cutoff = notice
+        return cutoff
+
+    def version_counts(self, version: str | None, now: datetime) -> bool:
+        """Whether a grant given under ``version`` of the notice still counts at ``now``."""
+        notice = self.notice(version)
+        if notice is None:
+            return False
+        cutoff = self.reconsent_notice(now)
+        return cutoff is None or notice.order >= cutoff.order
+
+    def counting_notice_ids(self, now: datetime) -> list[int]:
+        return [notice.id for notice in self.notices if self.version_counts(notice.version, now)]
+
+
+def purpose_rules_load() -> dict[str, PurposeRule]:
+    """Purposes and their notices, fresh from the database (writes validate against these)."""
+    notices: dict[str, list[NoticeRule]] = {}
+    for row in Notice.objects.order_by("effective_at", "id").values_list(
+        "purpose_id", "id", "version", "effective_at", "requires_reconsent"
+    ):
+        notices.setdefault(row[0], []).append(NoticeRule(*row[1:]))
+    return {
+        key: PurposeRule(
+            key=key,
+            retention_days=retention,
+            consent_validity_days=validity,
+            sensitive=sensitive,
+            involves_profiling=profiling,
+            notices=tuple(notices.get(key, ())),
+        )
+        for key, retention, validity, sensitive, profiling in Purpose.objects.values_list(
+            "key", "retention_days", "consent_validity_days", "sensitive", "involves_profiling"
+        )
+    }
+
+
+@dataclass(frozen=True)
+class _RulesMemo:
+    token: object
+    loaded_at: float
+    rules: Mapping[str, PurposeRule]
+
+
+_rules_lock = threading.Lock()
+_rules_memo: _RulesMemo | None = None
+_FETCH = object()
+
+
+def purpose_rules(*, token: object = _FETCH) -> Mapping[str, PurposeRule]:
+    """The purposes' rules, held in-process and reloaded when the rules token moves.
+
+    ``token`` is the value of ``RULES_TOKEN_KEY`` if the caller already fetched
+    it (``consent_state`` does, in the same round trip as the subject's state).
+    """
+    global _rules_memo
+    if token is _FETCH:
+        token = cache.get(RULES_TOKEN_KEY)
+    memo = _rules_memo
+    if (
+        memo is not None
+        and memo.token == token
+        and time.monotonic() - memo.loaded_at < RULES_MAX_AGE_SECONDS
+    ):
+        return memo.rules
+    with _rules_lock:
+        rules = MappingProxyType(purpose_rules_load())
+        if token is None:
+            fresh = uuid.uuid4().hex
+            # ``add``: a token another process set meanwhile wins; ours is then unknown
+            # and the next read reloads once more. With the cache down, ``None`` stays
+            # the token and the memo is reused until it is RULES_MAX_AGE_SECONDS old.
+            token = fresh if cache.add(RULES_TOKEN_KEY, fresh, timeout=None) else None
+        _rules_memo = _RulesMemo(token=token, loaded_at=time.monotonic(), rules=rules)
+    return rules
+
+
+def purpose_rules_forget() -> None:
+    """Drop this process's rules; other processes follow the rules token."""
+    global _rules_memo
+    with _rules_lock:
+        _rules_memo = None
+
+
+def purpose_retention_limits() -> dict[str, int]:
+    """Retention period in days per purpose key (for the treatment compliance review)."""
+    return dict(Purpose.objects.values_list("key", "retention_days"))
+
+
+# --- consent state ---------------------------------------------------------------
+
+
+class Status:
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
+    RECONSENT_REQUIRED = "reconsent_required"
+    NOT_SET = "not_set"
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeConsent:
+    """One purpose's consent for a subject, as of the read.
+
+    ``granted``: a grant that counts now (not withdrawn, expired or lapsed by a
+    newer notice). ``allowed``: granted, and not blocked by a restriction of
+    processing or an objection to profiling.
+    """
+
+    purpose: str
+    status: str
+    allowed: bool
+    notice_version: str | None = None
+    changed_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.status == Status.GRANTED
+
+
+_NOT_SET = PurposeConsent(purpose="", status=Status.NOT_SET, allowed=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    """A subject's consent, built to fail closed: anything unknown is not allowed.
+
+    ``confirmed`` is False only for ``ConsentState.unconfirmed()``, the answer
+    callers substitute when the state cannot be read at all.
+    """
+
+    purposes: Mapping[str, PurposeConsent] = field(default_factory=lambda: MappingProxyType({}))
+    restricted: bool = False
+    objected: bool = False
+    confirmed: bool = True
+
+    @classmethod
+    def unconfirmed(cls) -> ConsentState:
+        return cls(confirmed=False)
+
+    def get(self, purpose: str) -> PurposeConsent:
+        return self.purposes.get(purpose, _NOT_SET)
+
+    def granted(self, purpose: str) -> bool:
+        return self.confirmed and self.get(purpose).granted
+
+    def allowed(self, purpose: str) -> bool:
+        return self.confirmed and self.get(purpose).allowed
+
+    @property
+    def personalization_allowed(self) -> bool:
+        return self.allowed(Purpose.PERSONALIZATION)
+
+    @property
+    def sensitive_allowed(self) -> bool:
+        """Sensitive categories need their own explicit consent on top of personalization."""
+        return self.personalization_allowed and self.allowed(Purpose.SENSITIVE_PROFILING)
+
+
+# What the cache holds per subject: (restricted, objected, rows), each row
+# (purpose, granted, notice_version, changed_at_ts, expires_at_ts | None).
+CachedState = tuple[bool, bool, tuple[tuple[str, bool, str | None, float, float | None], ...]]
+
+
+def _state_from_db(pseudonym: str) -> CachedState:
+    flags = Subject.objects.filter(pk=pseudonym).values_list("restricted_at", "objected_at").first()
+    restricted, objected = (flags[0] is not None, flags[1] is not None) if flags else (False, False)
+    rows = tuple(
+        (purpose, granted, version, changed_at.timestamp(), expires_at.timestamp() if expires_at else None)
+        for purpose, granted, version, changed_at, expires_at in CurrentConsent.objects.filter(
+            subject_id=pseudonym
+        )
+        .order_by("purpose_id")
+        .values_list("purpose_id", "granted", "notice__version", "changed_at", "expires_at")
+    )
+    return (restricted, objected, rows)
+
+
+def _evaluate(raw: CachedState, rules: Mapping[str, PurposeRule], now: datetime) -> ConsentState:
+    restricted, objected, rows = raw
+    now_ts = now.timestamp()
+    purposes: dict[str, PurposeConsent] = {}
+    for purpose, granted, version, changed_ts, expires_ts in rows:
+        rule = rules.get(purpose)
+        if not granted:
+            status = Status.WITHDRAWN
+        elif expires_ts is not None and now_ts >= expires_ts:
+            status = Status.EXPIRED
+        elif rule is None or not rule.version_counts(version, now):
+            status = Status.RECONSENT_REQUIRED
+        else:
+            status = Status.GRANTED
+        blocked = restricted or (objected and (rule is None or rule.involves_profiling))
+        purposes[purpose] = PurposeConsent(
+            purpose=purpose,
+            status=status,
+            allowed=status == Status.GRANTED and not blocked,
+            notice_version=version,
+            changed_at=datetime.fromtimestamp(changed_ts, UTC),
+            expires_at=datetime.fromtimestamp(expires_ts, UTC) if expires_ts is not None else None,
+        )
+    for key in rules:
+        if key not in purposes:
+            purposes[key] = PurposeConsent(purpose=key, status=Status.NOT_SET, allowed=False)
+    return ConsentState(
+        purposes=MappingProxyType(purposes), restricted=restricted, objected=objected
+    )
+
+
+def _pseudonym(subject_id: str | None, pseudonym: str | None) -> str:
+    if (subject_id is None) == (pseudonym is None):
+        raise TypeError("pass exactly one of subject_id (raw) or pseudonym")
+    return pseudonym if pseudonym is not None else subject_pseudonym(subject_id)
+
+
+def consent_state(
+    *, subject_id: str | None = None, pseudonym: str | None = None, now: datetime | None = None
+) -> ConsentState:
+    """The subject's current consent per purpose, with restriction and objection.
+
+    Pass the marketplace's raw ``subject_id`` (hashed here) or the stored
+    ``pseudonym``. Raises if neither the cache nor the database can answer;
+    use ``personalization_allowed`` / ``sensitive_allowed`` to fail closed instead.
+    """
+    pseudonym = _pseudonym(subject_id, pseudonym)
+    key = state_cache_key(pseudonym)
+    cached = cache.get_many([key, RULES_TOKEN_KEY])
+    rules = purpose_rules(token=cached.get(RULES_TOKEN_KEY))
+    raw = cached.get(key)
+    if raw is None:
+        raw = _state_from_db(pseudonym)
+        # ``add``, not ``set``: if a write invalidated the key while we read, a
+        # later reader's fresher value is not overwritten by ours.
+        cache.add(key, raw, timeout=STATE_CACHE_SECONDS)
+    return _evaluate(raw, rules, now or timezone.now())
+
+
+def _fail_closed(check: str, subject_id: str | None, pseudonym: str | None) -> bool:
+    if (subject_id is None) == (pseudonym is None):
+        raise TypeError("pass exactly one of subject_id (raw) or pseudonym")
+    try:
+        return getattr(consent_state(subject_id=subject_id, pseudonym=pseudonym), check)
+    except Exception as exc:  # any failure to confirm consent means "no"
+        logger.warning("consent state unavailable (%s): failing closed", type(exc).__name__)
+        return False
+
+
+def personalization_allowed(*, subject_id: str | None = None, pseudonym: str | None = None) -> bool:
+    """May this subject's personal data personalize what they see? False when unsure."""
+    return _fail_closed("personalization_allowed", subject_id, pseudonym)
+
+
+def sensitive_allowed(*, subject_id: str | None = None, pseudonym: str | None = None) -> bool:
+    """May sensitive categories (financial products, health) be personalized? False when unsure."""
+    return _fail_closed("sensitive_allowed", subject_id, pseudonym)
+
+
+def consenting_subject_ids(*, purposes: Sequence[str], now: datetime | None = None) -> QuerySet:
+    """Pseudonyms of subjects whose data may be used for *all* of ``purposes`` now.
+
+    A lazy ``values_list`` queryset, for subqueries such as
+    ``Interaction.objects.filter(subject_id__in=consenting_subject_ids(purposes=["personalization"]))``
+    when building models from consenting subjects' data only.
+    """
+    if not purposes:
+        raise ValueError("name at least one purpose")
+    now = now or timezone.now()
+    rules = purpose_rules_load()
+    unknown = sorted(set(purposes) - set(rules))
+    if unknown:
+        raise ValueError(f"unknown purposes: {', '.join(unknown)}")
+    subjects = Subject.objects.filter(restricted_at__isnull=True)
+    if any(rules[key].involves_profiling for key in purposes):
+        subjects = subjects.filter(objected_at__isnull=True)
+    for key in purposes:
+        granted = CurrentConsent.objects.filter(
+            subject_id=OuterRef("pk"),
+            purpose_id=key,
+            granted=True,
+            notice_id__in=rules[key].counting_notice_ids(now),
+        ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        subjects = subjects.filter(Exists(granted))
+    return subjects.values_list("pseudonym", flat=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """One ledger event as shown to the subject (proof of consent)."""
+
+    event_id: uuid.UUID
+    purpose: str
+    action: str
+    notice_version: str | None
+    language: str
+    source: Mapping[str, str]
+    recorded_at: datetime
+    expires_at: datetime | None
+
+
+def consent_history(*, pseudonym: str) -> list[ConsentRecord]:
+    rows = (
+        ConsentEvent.objects.filter(subject_id=pseudonym)
+        .order_by("id")
+        .values_list(
+            "event_id",
+            "purpose_id",
+            "action",
+            "notice__version",
+            "language",
+            "source_experiment",
+            "source_arm",
+            "source_prompt",
+            "source_channel",
+            "recorded_at",
+            "expires_at",
+        )
+    )
+    return [
+        ConsentRecord(
+            event_id=event_id,
+            purpose=purpose,
+            action=action,
+            notice_version=version,
+            language=language,
+            source={
+                name: value
+                for name, value in (
+                    ("experiment", experiment),
+                    ("arm", arm),
+                    ("prompt", prompt),
+                    ("channel", channel),
+                )
+                if value
+            },
+            recorded_at=recorded_at,
+            expires_at=expires_at,
+        )
+        for (
+            event_id,
+            purpose,
+            action,
+            version,
+            language,
+            experiment,
+            arm,
+            prompt,
+            channel,
+            recorded_at,
+            expires_at,
+        ) in rows
+    ]
+
+
+def subject_requests(*, pseudonym: str) -> QuerySet:
+    return DataSubjectRequest.objects.filter(subject_pseudonym=pseudonym).order_by("received_at")
+
