@@ -153,11 +153,11 @@ def analyze_statistics(
     zero_weight = [arm for arm, weight in checked_weights.items() if weight == 0]
     if zero_weight:
         raise ValueError(f"arms {zero_weight} have weight 0; remove arms that receive no traffic")
-    if len(checked_weights) < 2:
-        raise ValueError("an experiment needs a control and at least one treatment arm")
     unknown = [arm for arm in statistics if arm not in checked_weights]
     if unknown:
         raise ValueError(f"arms {unknown} have statistics but no configured weight")
+    if len(checked_weights) < 2:
+        raise ValueError("an experiment needs a control and at least one treatment arm")
     if control not in statistics:
         raise ValueError(f"the control arm {control!r} is missing from the data")
 
