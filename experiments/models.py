@@ -1,5 +1,6 @@
 import secrets
 
+import pgtrigger
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -277,3 +278,134 @@ class Exposure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject_id[:12]}… in {self.arm}"
+
+
+# --- outcome events --------------------------------------------------------------
+
+
+class OutcomeEventIsAppendOnly(RuntimeError):
+    """Raised on any attempt to change a recorded outcome event."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """Rows are inserted and, by an erasure, the retention purge or a cascade, deleted: never changed."""
+
+    def update(self, **kwargs):
+        raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
+
+
+class OutcomeEvent(models.Model):
+    """One outcome the marketplace reports: an order, a recommendation impression or a click.
+
+    Append-only (updates refused in Python and, on PostgreSQL, by a trigger);
+    rows leave only through a subject's erasure, the retention purge or the
+    cascade from ``consent.Subject``. Written by ``experiments.services.events_record``.
+
+    - ``event_id`` is chosen by the client and unique: replaying a batch records nothing twice.
+    - ``subject`` is the subject's pseudonym (``consent.Subject``); the raw id never reaches here.
+    - ``occurred_at`` is when it happened at the marketplace, ``received_at`` when we stored it.
+    - Orders carry ``amount`` (GMV in IDR, ≥ 0) and their ``OrderLine`` rows; impressions
+      and clicks carry ``product_id``, ``category`` and optionally the list ``position``.
+
+    The metric queries read ``(subject, type, occurred_at, amount)``, all held in
+    the ``outcome_subject_type_time`` index (a covering index on PostgreSQL),
+    so the per-experiment aggregate never touches the table heap.
+    """
+
+    class Type(models.TextChoices):
+        ORDER = "order", "Order"
+        REC_IMPRESSION = "rec_impression", "Recommendation impression"
+        REC_CLICK = "rec_click", "Recommendation click"
+
+    event_id = models.CharField(max_length=128, unique=True)
+    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="outcome_events")
+    type = models.CharField(max_length=16, choices=Type.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    amount = models.DecimalField(
+        max_digits=15, decimal_places=2, null=True, blank=True, help_text="Order value in IDR (orders only)."
+    )
+    product_id = models.CharField(max_length=64, blank=True, help_text="Impressions and clicks: the item shown.")
+    category = models.CharField(max_length=64, blank=True)
+    position = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Impressions and clicks: 0-based slot in the recommendation list."
+    )
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(type__in=["order", "rec_impression", "rec_click"]), name="outcome_event_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(type="order") & Q(amount__isnull=False) & Q(amount__gte=0))
+                | (~Q(type="order") & Q(amount__isnull=True)),
+                name="outcome_event_amount_only_on_orders",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="order") | ~Q(product_id=""), name="outcome_event_rec_has_product"
+            ),
+            models.CheckConstraint(condition=~Q(event_id=""), name="outcome_event_id_not_empty"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["subject", "type", "occurred_at"],
+                include=["amount"],
+                name="outcome_subject_type_time",
+            ),
+            models.Index(fields=["type", "occurred_at"], name="outcome_event_type_time"),
+        ]
+        triggers = [pgtrigger.Protect(name="append_only", operation=pgtrigger.Update)]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
+        super().save(*args, **kwargs)
+
+
+class OrderLine(models.Model):
+    """One line of an order: what was bought, in which category, how many, at what unit price.
+
+    ``subject`` and ``occurred_at`` repeat the order's, so the recommender can
+    read purchase history (and the retention purge can age it out) from this
+    one table. Append-only like its order; deleted with it.
+    """
+
+    event = models.ForeignKey(OutcomeEvent, on_delete=models.CASCADE, related_name="lines")
+    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="order_lines")
+    occurred_at = models.DateTimeField()
+    product_id = models.CharField(max_length=64)
+    category = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    price = models.DecimalField(max_digits=15, decimal_places=2, help_text="Unit price in IDR.")
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["event", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="order_line_quantity_positive"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="order_line_price_not_negative"),
+            models.CheckConstraint(condition=~Q(product_id=""), name="order_line_product_not_empty"),
+        ]
+        indexes = [
+            models.Index(fields=["subject", "occurred_at"], name="order_line_subject_time"),
+            models.Index(fields=["occurred_at"], name="order_line_time"),
+        ]
+        triggers = [pgtrigger.Protect(name="append_only", operation=pgtrigger.Update)]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.product_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise OutcomeEventIsAppendOnly("Order lines cannot be updated: record a new event instead.")
+        super().save(*args, **kwargs)

@@ -40,3 +40,41 @@ class AssignmentSerializer(serializers.Serializer):
 
 class AssignmentResponseSerializer(serializers.Serializer):
     assignments = AssignmentSerializer(many=True)
+
+
+# --- outcome events (documentation of the contract; events_record validates) -----
+
+
+class OrderLineSerializer(serializers.Serializer):
+    product_id = serializers.CharField(max_length=64)
+    category = serializers.CharField(max_length=64)
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    price = serializers.DecimalField(max_digits=15, decimal_places=2, min_value=0, help_text="Unit price, IDR.")
+
+
+class OutcomeEventInSerializer(serializers.Serializer):
+    event_id = serializers.CharField(max_length=128, help_text="Chosen by the client; unique. A replay is a no-op.")
+    subject_id = serializers.CharField(max_length=256, help_text="The marketplace's user id (hashed on arrival).")
+    type = serializers.ChoiceField(choices=["order", "rec_impression", "rec_click"])
+    timestamp = serializers.DateTimeField(help_text="When it happened, ISO 8601 with a time zone offset.")
+    amount = serializers.DecimalField(
+        max_digits=15, decimal_places=2, min_value=0, required=False, help_text="Orders: GMV in IDR."
+    )
+    lines = OrderLineSerializer(many=True, required=False, help_text="Orders: the line items.")
+    product_id = serializers.CharField(max_length=64, required=False, help_text="Impressions and clicks.")
+    category = serializers.CharField(max_length=64, required=False, help_text="Impressions and clicks.")
+    position = serializers.IntegerField(
+        min_value=0, max_value=32767, required=False, help_text="Impressions and clicks: 0-based slot."
+    )
+
+
+class EventsRequestSerializer(StrictSerializer):
+    events = OutcomeEventInSerializer(many=True, help_text="1 to 1000 events, recorded all or nothing.")
+
+
+class EventsResponseSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    recorded = serializers.IntegerField(help_text="Events stored by this request.")
+    duplicates = serializers.ListField(
+        child=serializers.CharField(), help_text="Event ids that were already stored: not written again."
+    )

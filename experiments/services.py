@@ -4,17 +4,19 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from consent.models import Subject
-from consent.pseudonyms import subject_pseudonym
+from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from experiments.assignment import assign, in_holdout, targeting_matches
-from experiments.models import Arm, Experiment, Exposure, Holdout
+from experiments.models import Arm, Experiment, Exposure, Holdout, OrderLine, OutcomeEvent
 from experiments.selectors import CONFIG_VERSION_KEY, running_experiment_configs
 
 logger = logging.getLogger(__name__)
@@ -320,3 +322,346 @@ def _record_first_exposures(pseudonym, attributes, experiment_ids, matched) -> d
             "experiment_id", "arm_id"
         )
     )
+
+
+# --- outcome events --------------------------------------------------------------
+
+MAX_EVENTS_PER_BATCH = 1000
+MAX_LINES_PER_ORDER = 200
+MAX_AMOUNT = Decimal("1e13")  # IDR; above any single order the marketplace can take
+MAX_QUANTITY = 1_000_000
+FUTURE_TOLERANCE = timedelta(minutes=5)  # client clocks run a little ahead; more is a bug
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+
+_COMMON_FIELDS = frozenset({"event_id", "subject_id", "type", "timestamp"})
+_FIELDS_BY_TYPE = {
+    OutcomeEvent.Type.ORDER: _COMMON_FIELDS | {"amount", "lines"},
+    OutcomeEvent.Type.REC_IMPRESSION: _COMMON_FIELDS | {"product_id", "category", "position"},
+    OutcomeEvent.Type.REC_CLICK: _COMMON_FIELDS | {"product_id", "category", "position"},
+}
+_LINE_FIELDS = frozenset({"product_id", "category", "quantity", "price"})
+
+
+@dataclass(frozen=True)
+class EventsRecorded:
+    """What ``events_record`` did: how many events it stored, and which ids it had already."""
+
+    received: int
+    recorded: int
+    duplicates: list[str]
+
+
+class _Problems:
+    """Field errors of a batch, keyed ``events[i].field`` (``events[i].lines[j].field`` for lines)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)
+
+
+def _text_problem(value: object, *, max_length: int, required: bool = True) -> str | None:
+    if not isinstance(value, str):
+        return "Must be a string."
+    if not value:
+        return "Must not be empty." if required else None
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return "Must not contain whitespace or control characters."
+    return None
+
+
+def _label_problem(value: object, *, max_length: int = 64) -> str | None:
+    """Product ids and categories: printable text, spaces allowed inside (e.g. 'home & living')."""
+    if not isinstance(value, str):
+        return "Must be a string."
+    if not value.strip():
+        return "Must not be empty."
+    if len(value) > max_length:
+        return f"At most {max_length} characters."
+    if not value.isprintable():
+        return "Must not contain control characters."
+    return None
+
+
+def _money(value: object, name: str, problems: _Problems, *, maximum: Decimal = MAX_AMOUNT) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        problems.add(name, "Must be a number (IDR).")
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        problems.add(name, "Must be a number (IDR).")
+        return None
+    if not amount.is_finite():
+        problems.add(name, "Must be a finite number.")
+    elif amount < 0:
+        problems.add(name, "Must not be negative.")
+    elif amount >= maximum:
+        problems.add(name, f"Must be less than {maximum:,.0f} IDR.")
+    elif amount.as_tuple().exponent < -2:
+        problems.add(name, "At most 2 decimal places.")
+    else:
+        return amount.quantize(Decimal("0.01"))
+    return None
+
+
+def _timestamp(value: object, name: str, problems: _Problems, now: datetime) -> datetime | None:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            problems.add(name, "Must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00+07:00.")
+            return None
+    else:
+        problems.add(name, "Must be an ISO 8601 date-time string.")
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        problems.add(name, "Must include a time zone offset (e.g. +07:00 or Z).")
+        return None
+    if moment > now + FUTURE_TOLERANCE:
+        problems.add(name, "Is in the future (more than 5 minutes ahead of the server clock).")
+        return None
+    if moment < EARLIEST_EVENT:
+        problems.add(name, "Is before 2000-01-01: not a plausible event time.")
+        return None
+    return moment
+
+
+def _order_lines(value: object, prefix: str, problems: _Problems) -> list[dict] | None:
+    if not isinstance(value, list) or not value:
+        problems.add(f"{prefix}.lines", "An order needs a non-empty list of line items.")
+        return None
+    if len(value) > MAX_LINES_PER_ORDER:
+        problems.add(f"{prefix}.lines", f"At most {MAX_LINES_PER_ORDER} line items per order.")
+        return None
+    lines = []
+    for j, line in enumerate(value):
+        name = f"{prefix}.lines[{j}]"
+        if not isinstance(line, dict):
+            problems.add(name, "Must be an object with product_id, category, quantity and price.")
+            continue
+        for unknown in sorted(set(line) - _LINE_FIELDS, key=str):
+            problems.add(f"{name}.{unknown}", "Unknown field.")
+        for required in sorted(_LINE_FIELDS - set(line)):
+            problems.add(f"{name}.{required}", "This field is required.")
+        clean = {}
+        for label in ("product_id", "category"):
+            if label in line and (issue := _label_problem(line[label])) is not None:
+                problems.add(f"{name}.{label}", issue)
+            clean[label] = line.get(label)
+        quantity = line.get("quantity")
+        if "quantity" in line and (
+            isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY
+        ):
+            problems.add(f"{name}.quantity", f"Must be a whole number from 1 to {MAX_QUANTITY:,}.")
+        clean["quantity"] = quantity
+        clean["price"] = _money(line["price"], f"{name}.price", problems) if "price" in line else None
+        lines.append(clean)
+    return lines
+
+
+def _event_clean(index: int, event: object, problems: _Problems, now: datetime) -> dict | None:
+    """One event, checked field by field: a dict of clean values, or None (problems recorded)."""
+    prefix = f"events[{index}]"
+    if not isinstance(event, dict):
+        problems.add(prefix, "Must be an object.")
+        return None
+    before = len(problems.errors)
+    kind = event.get("type")
+    if kind not in _FIELDS_BY_TYPE:
+        problems.add(f"{prefix}.type", f"{kind!r} is not one of order, rec_impression, rec_click.")
+        allowed = _COMMON_FIELDS | _FIELDS_BY_TYPE[OutcomeEvent.Type.ORDER] | _FIELDS_BY_TYPE[OutcomeEvent.Type.REC_CLICK]
+    else:
+        allowed = _FIELDS_BY_TYPE[kind]
+    for unknown in sorted(set(event) - allowed, key=str):
+        problems.add(f"{prefix}.{unknown}", "Unknown field.")
+    for required in ("event_id", "subject_id", "timestamp"):
+        if required not in event:
+            problems.add(f"{prefix}.{required}", "This field is required.")
+    if "event_id" in event and (issue := _text_problem(event["event_id"], max_length=128)) is not None:
+        problems.add(f"{prefix}.event_id", issue)
+    if "subject_id" in event and (issue := subject_id_problem(event["subject_id"])) is not None:
+        problems.add(f"{prefix}.subject_id", issue)
+    occurred_at = _timestamp(event["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in event else None
+    clean = {
+        "event_id": event.get("event_id"),
+        "subject_id": event.get("subject_id"),
+        "type": kind,
+        "occurred_at": occurred_at,
+        "amount": None,
+        "product_id": "",
+        "category": "",
+        "position": None,
+        "lines": (),
+    }
+    if kind == OutcomeEvent.Type.ORDER:
+        if "amount" not in event:
+            problems.add(f"{prefix}.amount", "An order needs its amount (IDR).")
+        else:
+            clean["amount"] = _money(event["amount"], f"{prefix}.amount", problems)
+        clean["lines"] = _order_lines(event.get("lines"), prefix, problems)
+    elif kind in _FIELDS_BY_TYPE:
+        if "product_id" not in event:
+            problems.add(f"{prefix}.product_id", "This field is required.")
+        elif (issue := _label_problem(event["product_id"])) is not None:
+            problems.add(f"{prefix}.product_id", issue)
+        else:
+            clean["product_id"] = event["product_id"]
+        category = event.get("category", "")
+        if category != "" and (issue := _label_problem(category)) is not None:
+            problems.add(f"{prefix}.category", issue)
+        else:
+            clean["category"] = category
+        position = event.get("position")
+        if position is not None and (
+            isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= 32767
+        ):
+            problems.add(f"{prefix}.position", "Must be a whole number from 0 to 32767.")
+        else:
+            clean["position"] = position
+    return clean if len(problems.errors) == before else None
+
+
+def events_check(*, events: object, now: datetime | None = None) -> list[dict]:
+    """Validate a batch without writing: the clean events, or a ValidationError naming each bad field.
+
+    Errors are keyed ``events[i].field`` (``events[i].lines[j].field`` for order
+    lines). Checks everything that can be known before touching the database,
+    including an event id repeated within the batch.
+    """
+    now = now or timezone.now()
+    if not isinstance(events, list):
+        raise ValidationError({"events": ["Must be a list of events."]})
+    if not events:
+        raise ValidationError({"events": ["Send at least one event."]})
+    if len(events) > MAX_EVENTS_PER_BATCH:
+        raise ValidationError(
+            {"events": [f"At most {MAX_EVENTS_PER_BATCH} events per batch (got {len(events)}); split it."]}
+        )
+    problems = _Problems()
+    cleaned = [_event_clean(index, event, problems, now) for index, event in enumerate(events)]
+    first_index: dict[str, int] = {}
+    for index, clean in enumerate(cleaned):
+        if clean is None:
+            continue
+        event_id = clean["event_id"]
+        if event_id in first_index:
+            problems.add(f"events[{index}].event_id", f"Duplicate of events[{first_index[event_id]}].")
+        first_index.setdefault(event_id, index)
+    problems.raise_if_any()
+    return cleaned
+
+
+def _same_event(row: dict, clean: dict, pseudonym: str) -> bool:
+    return (
+        row["subject_id"] == pseudonym
+        and row["type"] == clean["type"]
+        and row["occurred_at"] == clean["occurred_at"]
+        and row["amount"] == clean["amount"]
+        and row["product_id"] == clean["product_id"]
+    )
+
+
+def events_record(*, events: list[dict], now: datetime | None = None) -> EventsRecorded:
+    """Record a batch of outcome events: all or nothing, idempotent by ``event_id``.
+
+    ``events`` is a list (at most ``MAX_EVENTS_PER_BATCH``) of dicts as the API
+    receives them::
+
+        {"event_id": "o-123", "subject_id": "<marketplace id>", "type": "order",
+         "timestamp": "2025-03-01T10:00:00+07:00" (or an aware datetime),
+         "amount": "150000.00",
+         "lines": [{"product_id": "p1", "category": "fashion", "quantity": 1, "price": 150000}]}
+        {"event_id": "imp-9-0", "subject_id": "...", "type": "rec_impression" | "rec_click",
+         "timestamp": ..., "product_id": "p1", "category": "fashion", "position": 0}
+
+    The subject must already be known (an assignment or consent created it).
+    An event whose id is already stored is a duplicate: not written again, and
+    reported in ``duplicates``; the same id with a different subject, type,
+    time, amount or product is an error. Any error anywhere raises a
+    ``ValidationError`` keyed ``events[i].field`` and writes nothing. Events
+    and order lines go in with one bulk insert each, in one transaction.
+    """
+    now = now or timezone.now()
+    cleaned = events_check(events=events, now=now)
+    try:
+        return _events_insert(cleaned, now)
+    except IntegrityError:
+        # A concurrent request stored one of these ids first: the second pass
+        # sees it as a duplicate (or a conflict) instead of inserting it.
+        return _events_insert(cleaned, now)
+
+
+def _events_insert(cleaned: list[dict], now: datetime) -> EventsRecorded:
+    pseudonyms = [subject_pseudonym(clean["subject_id"]) for clean in cleaned]
+    problems = _Problems()
+    with transaction.atomic():
+        known = set(Subject.objects.filter(pk__in=set(pseudonyms)).values_list("pk", flat=True))
+        existing = {
+            row["event_id"]: row
+            for row in OutcomeEvent.objects.filter(event_id__in=[c["event_id"] for c in cleaned]).values(
+                "event_id", "subject_id", "type", "occurred_at", "amount", "product_id"
+            )
+        }
+        duplicates: list[str] = []
+        fresh: list[tuple[dict, str]] = []
+        for index, (clean, pseudonym) in enumerate(zip(cleaned, pseudonyms, strict=True)):
+            if pseudonym not in known:
+                problems.add(
+                    f"events[{index}].subject_id",
+                    "Unknown subject: it has no assignment or consent on record.",
+                )
+                continue
+            row = existing.get(clean["event_id"])
+            if row is not None:
+                if _same_event(row, clean, pseudonym):
+                    duplicates.append(clean["event_id"])
+                else:
+                    problems.add(f"events[{index}].event_id", "Already recorded for a different event.")
+                continue
+            fresh.append((clean, pseudonym))
+        problems.raise_if_any()
+        created = OutcomeEvent.objects.bulk_create(
+            [
+                OutcomeEvent(
+                    event_id=clean["event_id"],
+                    subject_id=pseudonym,
+                    type=clean["type"],
+                    occurred_at=clean["occurred_at"],
+                    received_at=now,
+                    amount=clean["amount"],
+                    product_id=clean["product_id"],
+                    category=clean["category"],
+                    position=clean["position"],
+                )
+                for clean, pseudonym in fresh
+            ]
+        )
+        OrderLine.objects.bulk_create(
+            [
+                OrderLine(
+                    event_id=row.pk,
+                    subject_id=pseudonym,
+                    occurred_at=clean["occurred_at"],
+                    product_id=line["product_id"],
+                    category=line["category"],
+                    quantity=line["quantity"],
+                    price=line["price"],
+                )
+                for row, (clean, pseudonym) in zip(created, fresh, strict=True)
+                for line in clean["lines"]
+            ]
+        )
+    return EventsRecorded(received=len(cleaned), recorded=len(created), duplicates=duplicates)

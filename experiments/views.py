@@ -1,9 +1,18 @@
-from drf_spectacular.utils import extend_schema
+from dataclasses import asdict
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from experiments.serializers import AssignmentRequestSerializer, AssignmentResponseSerializer
-from experiments.services import assignments_for_subject
+from experiments.serializers import (
+    AssignmentRequestSerializer,
+    AssignmentResponseSerializer,
+    EventsRequestSerializer,
+    EventsResponseSerializer,
+)
+from experiments.services import assignments_for_subject, events_record
 
 
 class AssignmentView(APIView):
@@ -22,3 +31,62 @@ class AssignmentView(APIView):
             attributes=payload.validated_data["attributes"],
         )
         return Response(AssignmentResponseSerializer({"assignments": assignments}).data)
+
+
+class EventsView(APIView):
+    """Record outcome events: orders, recommendation impressions and clicks."""
+
+    @extend_schema(
+        request=EventsRequestSerializer,
+        responses={
+            201: EventsResponseSerializer,
+            400: OpenApiResponse(
+                description="Nothing was recorded. Each bad field is named `events[i].field` "
+                "(`events[i].lines[j].field` for order lines)."
+            ),
+        },
+        operation_id="events_create",
+        description="A batch of at most 1000 events, recorded all or nothing and idempotent by "
+        "`event_id`: a replayed batch records nothing and lists the ids in `duplicates`.",
+        examples=[
+            OpenApiExample(
+                "An order and an impression",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "event_id": "order-1001",
+                            "subject_id": "user-42",
+                            "type": "order",
+                            "timestamp": "2025-03-01T10:00:00+07:00",
+                            "amount": "250000.00",
+                            "lines": [
+                                {"product_id": "sku-1", "category": "fashion", "quantity": 2, "price": "125000"}
+                            ],
+                        },
+                        {
+                            "event_id": "imp-77-0",
+                            "subject_id": "user-42",
+                            "type": "rec_impression",
+                            "timestamp": "2025-03-01T09:58:00+07:00",
+                            "product_id": "sku-1",
+                            "category": "fashion",
+                            "position": 0,
+                        },
+                    ]
+                },
+            )
+        ],
+    )
+    def post(self, request):
+        # The batch is validated by the service in one pass (a DRF serializer per
+        # event would cost more than the insert); only the envelope is checked here.
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["Expected an object {\"events\": [...]}."]})
+        unknown = sorted(set(request.data) - {"events"})
+        if unknown:
+            raise ValidationError({name: ["Unknown field."] for name in unknown})
+        if "events" not in request.data:
+            raise ValidationError({"events": ["This field is required."]})
+        result = events_record(events=request.data["events"])
+        return Response(asdict(result), status=status.HTTP_201_CREATED)
