@@ -3,33 +3,41 @@
 The algorithm (written down for other languages in ``docs/assignment.md``, with
 test vectors in ``docs/assignment-vectors.json``):
 
-1. ``bucket(seed, subject_id)``: SHA-256 of the UTF-8 bytes ``f"{seed}:{subject_id}"``,
-   the first 8 bytes read as a big-endian unsigned integer, its top 53 bits
-   divided by 2**53. A float in [0, 1), exact in binary64 in every language.
+1. ``unit(digest, word)``: of a SHA-256 digest, the 8 bytes at ``8 * word``
+   read as a big-endian unsigned integer, its top 53 bits divided by 2**53 — a
+   float in [0, 1), exact in binary64 in every language. ``bucket(seed, id)``
+   is ``unit(SHA-256(f"{seed}:{id}"), 0)``.
 2. Global holdout: if ``bucket("holdout:" + holdout.salt, id) < holdout.share``
-   the subject is in no experiment.
+   the subject is in no experiment (not evaluated when there is no holdout).
 3. Layer: ``bucket("layer:" + layer_salt, id)`` must fall in the experiment's
    half-open ``layer_range`` [low, high). Experiments in the same layer own
-   disjoint ranges, so a subject is in at most one of them.
-4. Coverage: ``bucket("coverage:" + salt, id) < coverage``. Coverage only ever
-   grows while an experiment runs, so an included subject stays included.
-5. Arm: ``bucket("arm:" + salt, id)`` against the cumulative normalised weights;
-   the first arm whose cumulative share exceeds it. This hash is independent of
-   coverage, so ramping up never moves a subject to another arm.
+   disjoint ranges, so a subject is in at most one of them. (A range of
+   [0, 1) always matches, so it is not evaluated.)
+4. The experiment's own digest ``d = SHA-256(f"{salt}:{id}")``. Coverage:
+   ``unit(d, 0) < coverage``; it only ever grows while an experiment runs, so
+   an included subject stays included.
+5. Arm: ``unit(d, 1)`` against the cumulative normalised weights; the first arm
+   whose cumulative share exceeds it. Words 0 and 1 of one SHA-256 digest are
+   independent, so ramping coverage up never moves a subject to another arm.
 """
 
 import hashlib
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 _SCALE = 2.0**-53
+_TWO_WORDS = struct.Struct(">QQ16x").unpack  # words 0 and 1 of a SHA-256 digest
+
+
+def unit(digest: bytes, word: int) -> float:
+    return (int.from_bytes(digest[8 * word : 8 * word + 8], "big") >> 11) * _SCALE
 
 
 def bucket(seed: str, subject_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 11) * _SCALE
+    return unit(hashlib.sha256(f"{seed}:{subject_id}".encode()).digest(), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,7 @@ class ExperimentSpec:
     holdout: HoldoutSpec | None = None
     # Derived once, so that evaluating a subject does no arithmetic on weights.
     _thresholds: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _seed_prefix: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key or not self.salt:
@@ -85,6 +94,7 @@ class ExperimentSpec:
         thresholds = [cumulative / total for cumulative in accumulate(arm.weight for arm in arms)]
         thresholds[-1] = 1.0  # the last arm takes whatever rounding leaves over
         object.__setattr__(self, "_thresholds", tuple(thresholds))
+        object.__setattr__(self, "_seed_prefix", f"{self.salt}:".encode())
 
 
 def in_holdout(holdout: HoldoutSpec | None, subject_id: str) -> bool:
@@ -93,14 +103,15 @@ def in_holdout(holdout: HoldoutSpec | None, subject_id: str) -> bool:
 
 def assign(spec: ExperimentSpec, subject_id: str) -> str | None:
     """The key of the arm ``subject_id`` is in, or None if it is not in the experiment."""
-    if in_holdout(spec.holdout, subject_id):
+    if spec.holdout is not None and in_holdout(spec.holdout, subject_id):
         return None
     low, high = spec.layer_range
-    if not low <= bucket("layer:" + spec.layer_salt, subject_id) < high:
+    if (low, high) != (0.0, 1.0) and not low <= bucket("layer:" + spec.layer_salt, subject_id) < high:
         return None
-    if bucket("coverage:" + spec.salt, subject_id) >= spec.coverage:
+    coverage_word, arm_word = _TWO_WORDS(hashlib.sha256(spec._seed_prefix + subject_id.encode()).digest())
+    if (coverage_word >> 11) * _SCALE >= spec.coverage:
         return None
-    position = bucket("arm:" + spec.salt, subject_id)
+    position = (arm_word >> 11) * _SCALE
     for arm, threshold in zip(spec.arms, spec._thresholds, strict=True):
         if position < threshold:
             return arm.key

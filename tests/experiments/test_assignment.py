@@ -161,19 +161,19 @@ def _spec_from_vector(raw: dict) -> ExperimentSpec:
 def _independent_assign(raw: dict, subject_id: str) -> str | None:
     """docs/assignment.md re-implemented with exact rational arithmetic, as a port would."""
 
-    def unit(seed: str) -> Fraction:
+    def word(seed: str, index: int) -> Fraction:
         digest = hashlib.sha256((seed + ":" + subject_id).encode("utf-8")).digest()
-        return Fraction(int.from_bytes(digest[:8], "big") >> 11, 2**53)
+        return Fraction(int.from_bytes(digest[8 * index : 8 * index + 8], "big") >> 11, 2**53)
 
     holdout = raw["holdout"]
-    if holdout and unit("holdout:" + holdout["salt"]) < Fraction(holdout["share"]):
+    if holdout and word("holdout:" + holdout["salt"], 0) < Fraction(holdout["share"]):
         return None
     low, high = (Fraction(x) for x in raw["layer_range"])
-    if not low <= unit("layer:" + raw["layer_salt"]) < high:
+    if not low <= word("layer:" + raw["layer_salt"], 0) < high:  # evaluated even for [0, 1]
         return None
-    if not unit("coverage:" + raw["salt"]) < Fraction(raw["coverage"]):
+    if not word(raw["salt"], 0) < Fraction(raw["coverage"]):
         return None
-    p = unit("arm:" + raw["salt"])
+    p = word(raw["salt"], 1)
     total = sum(Fraction(a["weight"]) for a in raw["arms"])
     cumulative = Fraction(0)
     for arm in raw["arms"]:
