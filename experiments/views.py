@@ -30,7 +30,14 @@ class AssignmentView(APIView):
             subject_id=payload.validated_data["subject_id"],
             attributes=payload.validated_data["attributes"],
         )
-        return Response(AssignmentResponseSerializer({"assignments": assignments}).data)
+        # The response is built directly (the serializer documents it): this is the hot path.
+        return Response(
+            {
+                "assignments": [
+                    {"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment} for a in assignments
+                ]
+            }
+        )
 
 
 class EventsView(APIView):

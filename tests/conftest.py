@@ -58,7 +58,10 @@ def _celery_eager():
 def _fresh_cache():
     from django.core.cache import cache
 
+    from config.authentication import verified_keys_clear
+
     cache.clear()
+    verified_keys_clear()
     yield
 
 

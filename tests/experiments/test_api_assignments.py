@@ -185,3 +185,19 @@ def test_revoked_key_is_a_401(db):
     assert response.status_code == 401
     assert "revoked" in response.json()["detail"]
     assert not Exposure.objects.exists()
+
+
+def test_a_key_revoked_while_in_use_stops_working_within_the_ttl(db):
+    import time_machine
+
+    from config.authentication import VERIFIED_KEY_TTL
+
+    api_key, key = APIKey.objects.create_key(name="soon-revoked")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        assert client.post(URL, {"subject_id": "u"}, format="json").status_code == 200
+        api_key.revoked = True
+        api_key.save()
+        clock.shift(VERIFIED_KEY_TTL + 0.1)
+        assert client.post(URL, {"subject_id": "u"}, format="json").status_code == 401
