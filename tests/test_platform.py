@@ -147,3 +147,17 @@ def test_beat_schedule_entries_name_real_tasks_and_expire():
     for name, entry in BEAT_SCHEDULE.items():
         assert entry["task"] in app.tasks, f"{name}: unknown task {entry['task']}"
         assert entry["options"]["expires"] > 0, f"{name} has no expires"
+
+
+def test_celery_is_configured_for_safe_redelivery():
+    from config.celery import app
+
+    conf = app.conf
+    assert conf.task_serializer == "json" and conf.result_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert 0 < conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
