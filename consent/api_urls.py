@@ -1,1 +1,19 @@
-urlpatterns: list = []
+from django.urls import path
+
+from consent.views import (
+    ConsentView,
+    SubjectConsentsView,
+    SubjectRequestDetailView,
+    SubjectRequestsView,
+)
+
+urlpatterns = [
+    path("consents", ConsentView.as_view(), name="api-consents"),
+    path("subjects/<str:subject_id>/consents", SubjectConsentsView.as_view(), name="api-subject-consents"),
+    path("subjects/<str:subject_id>/requests", SubjectRequestsView.as_view(), name="api-subject-requests"),
+    path(
+        "subjects/<str:subject_id>/requests/<uuid:request_id>",
+        SubjectRequestDetailView.as_view(),
+        name="api-subject-request",
+    ),
+]

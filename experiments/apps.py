@@ -4,3 +4,32 @@ from django.apps import AppConfig
 class ExperimentsConfig(AppConfig):
     name = "experiments"
     verbose_name = "Experiments"
+
+    def ready(self) -> None:
+        # consent cannot import this app, so data subject requests (export,
+        # erasure) and the retention purge reach the experiments' personal data
+        # through its registry.
+        from consent.registry import personal_data_register
+        from experiments.models import Exposure, OrderLine, OutcomeEvent
+
+        personal_data_register(
+            label="experiments.exposure",
+            model=Exposure,
+            subject_field="subject",
+            timestamp_field="first_exposed_at",
+        )
+        # Outcomes are behavioural data: they age out with that purpose's retention.
+        personal_data_register(
+            label="experiments.outcomeevent",
+            model=OutcomeEvent,
+            subject_field="subject",
+            timestamp_field="occurred_at",
+            purpose="behavioral_tracking",
+        )
+        personal_data_register(
+            label="experiments.orderline",
+            model=OrderLine,
+            subject_field="subject",
+            timestamp_field="occurred_at",
+            purpose="behavioral_tracking",
+        )
