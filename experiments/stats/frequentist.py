@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
+from experiments.stats._distributions import norm_isf, t_isf, t_sf
 from experiments.stats.statistics import (
     InsufficientDataError,
     ProportionStatistic,
@@ -124,9 +124,11 @@ class Comparison:
 class DifferenceMoments:
     """Everything inference needs about ``treatment − control`` on one metric.
 
-    ``covariance_with_control_mean`` is ``Cov(estimate, control_mean)``: for a
-    plain difference it is ``−Var(control_mean)``; under CUPED it is smaller,
-    because the adjusted difference shares only part of the control's noise.
+    ``relative_variance`` is the delta-method variance of the relative lift
+    ``estimate/|control_mean|`` (None when the control mean is zero). Each
+    method computes it as a sum of per-arm variances, never as a difference of
+    terms, because the textbook form ``V/m² + Δ²·Var(m)/m⁴ − 2Δ·Cov/m³``
+    cancels catastrophically when the treatment mean is near zero.
     """
 
     method: str
@@ -138,7 +140,7 @@ class DifferenceMoments:
     variance: float
     degrees_of_freedom: float
     control_mean_variance: float
-    covariance_with_control_mean: float
+    relative_variance: float | None
     theta: float | None = None
     variance_reduction: float | None = None
     notes: tuple[str, ...] = ()
@@ -194,8 +196,20 @@ def _mean_moments(control: Statistic, treatment: Statistic) -> DifferenceMoments
             control_var, control.n, treatment_var, treatment.n
         ),
         control_mean_variance=control_var,
-        covariance_with_control_mean=-control_var,
+        relative_variance=_plain_relative_variance(
+            control_mean, control_var, treatment_mean, treatment_var
+        ),
     )
+
+
+def _plain_relative_variance(
+    control_mean: float, control_var: float, treatment_mean: float, treatment_var: float
+) -> float | None:
+    """Var(m_t/|m_c|) ≈ (Var(m_t) + (m_t/m_c)²·Var(m_c))/m_c², two non-negative terms."""
+    if control_mean == 0:
+        return None
+    ratio = treatment_mean / control_mean
+    return (treatment_var + ratio * ratio * control_var) / (control_mean * control_mean)
 
 
 def cuped_slope(
@@ -246,9 +260,19 @@ def _cuped_moments(
     unadjusted = (
         control_syy / (control.n - 1) / control.n + treatment_syy / (treatment.n - 1) / treatment.n
     )
-    # Cov(ȳ_c − θ·x̄_c, ȳ_c) with θ treated as known, as for the variance itself.
     control_mean_variance = control_syy / (control.n - 1) / control.n
-    covariance = -(control_syy - theta * control_sxy) / (control.n - 1) / control.n
+    relative_variance = None
+    if control_mean != 0:
+        # The relative lift g = Δ/|ȳ_c| moves with the control rows through
+        # −((1 + k)·ȳ_c − θ·x̄_c)/|ȳ_c|, k = Δ/ȳ_c (θ treated as known, as for
+        # the variance itself): the control's share is the variance of that
+        # combination, a sum of squares computed directly.
+        k1 = 1.0 + estimate / control_mean
+        control_share = max(
+            0.0,
+            k1 * k1 * control_syy - 2.0 * k1 * theta * control_sxy + theta * theta * control_sxx,
+        ) / ((control.n - 1) * control.n)
+        relative_variance = (treatment_var + control_share) / (control_mean * control_mean)
     return DifferenceMoments(
         method=METHOD_CUPED,
         control_n=control.n,
@@ -261,7 +285,7 @@ def _cuped_moments(
             control_var, control.n, treatment_var, treatment.n
         ),
         control_mean_variance=control_mean_variance,
-        covariance_with_control_mean=covariance,
+        relative_variance=relative_variance,
         theta=theta,
         variance_reduction=(1.0 - variance / unadjusted) if unadjusted > 0 else None,
         notes=()
@@ -304,7 +328,9 @@ def _ratio_moments(control: RatioStatistic, treatment: RatioStatistic) -> Differ
             control_var, control.n, treatment_var, treatment.n
         ),
         control_mean_variance=control_var,
-        covariance_with_control_mean=-control_var,
+        relative_variance=_plain_relative_variance(
+            control_ratio, control_var, treatment_ratio, treatment_var
+        ),
     )
 
 
@@ -349,28 +375,24 @@ def t_inference(
     """
     standard_error = np.sqrt(variance)
     t_statistic = np.abs(estimate) / standard_error
-    p_value = np.minimum(1.0, 2.0 * scipy_stats.t.sf(t_statistic, degrees_of_freedom))
-    quantile = scipy_stats.t.isf(alpha / 2.0, degrees_of_freedom)
+    p_value = np.minimum(1.0, 2.0 * t_sf(t_statistic, degrees_of_freedom))
+    quantile = t_isf(alpha / 2.0, degrees_of_freedom)
     half_width = quantile * standard_error
     return standard_error, estimate - half_width, estimate + half_width, p_value
 
 
 def _relative_moments(moments: DifferenceMoments) -> tuple[float, float] | None:
-    """Delta-method ``(estimate, variance)`` of ``Δ/|control mean|``, or None if undefined."""
-    control_mean = moments.control_mean
-    if control_mean == 0:
+    """Delta-method ``(estimate, variance)`` of ``Δ/|control mean|``, or None if undefined.
+
+    Dividing by ``|control mean|`` keeps the lift's sign equal to the sign of
+    the difference when the control mean is negative (net GMV after refunds);
+    the variance is the same either way, since the sign enters squared.
+    """
+    if moments.control_mean == 0 or moments.relative_variance is None:
         return None
-    estimate = moments.estimate
-    # Var(g) for g = Δ/|m| is the same quadratic form whatever the sign of m:
-    # ∂g/∂Δ = s/m, ∂g/∂m = −sΔ/m² with s = sign(m), and s² = 1.
-    variance = (
-        moments.variance / control_mean**2
-        + estimate**2 * moments.control_mean_variance / control_mean**4
-        - 2.0 * estimate * moments.covariance_with_control_mean / control_mean**3
-    )
-    if not variance > 0:
+    if not moments.relative_variance > 0:
         return None
-    return estimate / abs(control_mean), variance
+    return moments.estimate / abs(moments.control_mean), moments.relative_variance
 
 
 def _notes_for(
@@ -415,21 +437,36 @@ def compare_moments(
     abs_se, abs_low, abs_high, abs_p = t_inference(estimate, variance, dof, alpha=alpha)
 
     relative = [_relative_moments(m) for m in moments]
-    defined = np.fromiter((r is not None for r in relative), bool, count)
     rel_estimate = np.fromiter((r[0] if r else 0.0 for r in relative), float, count)
     rel_variance = np.fromiter((r[1] if r else 1.0 for r in relative), float, count)
     rel_se, rel_low, rel_high, rel_p = t_inference(rel_estimate, rel_variance, dof, alpha=alpha)
 
     undefined = Effect(estimate=None, ci=None, p_value=None, standard_error=None)
-    normal_critical = float(scipy_stats.norm.isf(alpha / 2.0))
+    normal_critical = float(norm_isf(alpha / 2.0))
+    # Plain Python lists: indexing numpy arrays element by element is slow and
+    # would leak numpy scalars into the JSON.
+    columns = zip(
+        moments,
+        abs_se.tolist(),
+        abs_low.tolist(),
+        abs_high.tolist(),
+        abs_p.tolist(),
+        relative,
+        rel_se.tolist(),
+        rel_low.tolist(),
+        rel_high.tolist(),
+        rel_p.tolist(),
+        dof.tolist(),
+        labels if labels is not None else [(None, None)] * count,
+        caps if caps is not None else [None] * count,
+        strict=True,
+    )
     results = []
-    for i, m in enumerate(moments):
-        arm, metric = labels[i] if labels is not None else (None, None)
-        p_value = float(abs_p[i])
+    for m, se, low, high, p_value, rel, r_se, r_low, r_high, r_p, df, label, cap in columns:
         results.append(
             Comparison(
-                arm=arm,
-                metric=metric,
+                arm=label[0],
+                metric=label[1],
                 method=m.method,
                 cuped=m.method == METHOD_CUPED,
                 alpha=alpha,
@@ -438,26 +475,18 @@ def compare_moments(
                 control_mean=m.control_mean,
                 treatment_mean=m.treatment_mean,
                 absolute=Effect(
-                    estimate=m.estimate,
-                    ci=(float(abs_low[i]), float(abs_high[i])),
-                    p_value=p_value,
-                    standard_error=float(abs_se[i]),
+                    estimate=m.estimate, ci=(low, high), p_value=p_value, standard_error=se
                 ),
-                relative=Effect(
-                    estimate=float(rel_estimate[i]),
-                    ci=(float(rel_low[i]), float(rel_high[i])),
-                    p_value=float(rel_p[i]),
-                    standard_error=float(rel_se[i]),
-                )
-                if defined[i]
-                else undefined,
-                degrees_of_freedom=float(dof[i]),
+                relative=undefined
+                if rel is None
+                else Effect(estimate=rel[0], ci=(r_low, r_high), p_value=r_p, standard_error=r_se),
+                degrees_of_freedom=df,
                 p_value_adjusted=None,
                 significant=p_value < alpha,
                 theta=m.theta,
                 variance_reduction=m.variance_reduction,
-                cap=caps[i] if caps is not None else None,
-                notes=_notes_for(m, bool(defined[i]), normal_critical),
+                cap=cap,
+                notes=_notes_for(m, rel is not None, normal_critical),
             )
         )
     return results

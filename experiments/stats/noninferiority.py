@@ -23,8 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
+from experiments.stats._distributions import t_isf, t_sf
 from experiments.stats.frequentist import _check_alpha, _relative_moments, difference_moments
 from experiments.stats.statistics import InsufficientDataError, Statistic, _finite
 
@@ -94,14 +93,14 @@ def noninferiority_test(
         estimate, variance = moments.estimate, moments.variance
     standard_error = math.sqrt(variance)
     dof = moments.degrees_of_freedom
-    quantile = float(scipy_stats.t.isf(alpha, dof))
+    quantile = float(t_isf(alpha, dof))
     if higher_is_better:
         t_statistic = (estimate + margin) / standard_error
-        p_value = float(scipy_stats.t.sf(t_statistic, dof))
+        p_value = float(t_sf(t_statistic, dof))
         bound = estimate - quantile * standard_error
     else:
         t_statistic = (estimate - margin) / standard_error
-        p_value = float(scipy_stats.t.sf(-t_statistic, dof))
+        p_value = float(t_sf(-t_statistic, dof))
         bound = estimate + quantile * standard_error
     return NonInferiorityResult(
         estimate=estimate,

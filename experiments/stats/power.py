@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from scipy import optimize
-from scipy import stats as scipy_stats
 
+from experiments.stats._distributions import norm_cdf, norm_isf, norm_sf
 from experiments.stats.frequentist import _check_alpha
 from experiments.stats.srm import validate_weights
 from experiments.stats.statistics import _count, _finite
@@ -130,17 +130,17 @@ def _variances(
 
 def _critical_value(alpha: float, alternative: str) -> float:
     if alternative == "two-sided":
-        return float(scipy_stats.norm.isf(alpha / 2))
+        return float(norm_isf(alpha / 2))
     if alternative == "one-sided":
-        return float(scipy_stats.norm.isf(alpha))
+        return float(norm_isf(alpha))
     raise ValueError(f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}")
 
 
 def _power_at(standardised_effect: float, critical: float, alternative: str) -> float:
     """Power for ``|Δ|/se = standardised_effect``."""
-    power = scipy_stats.norm.sf(critical - standardised_effect)
+    power = norm_sf(critical - standardised_effect)
     if alternative == "two-sided":
-        power += scipy_stats.norm.cdf(-critical - standardised_effect)
+        power += norm_cdf(-critical - standardised_effect)
     return float(power)
 
 
@@ -175,7 +175,7 @@ def statistical_power(
 
 def _standardised_effect_for(power: float, critical: float, alternative: str) -> float:
     """The ``|Δ|/se`` at which the test has exactly ``power``."""
-    one_tail = critical + float(scipy_stats.norm.isf(1 - power))
+    one_tail = critical + float(norm_isf(1 - power))
     if alternative == "one-sided":
         return one_tail
     # The far tail only adds power, so the two-sided solution lies just below

@@ -13,8 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
+from experiments.stats._distributions import chi2_sf
 from experiments.stats.statistics import InsufficientDataError, _count, _finite
 
 SRM_THRESHOLD = 0.001
@@ -94,7 +93,7 @@ def srm_test(
     expected = {arm: total * checked_weights[arm] / weight_sum for arm in tested}
     chi2 = math.fsum((counts[arm] - expected[arm]) ** 2 / expected[arm] for arm in tested)
     degrees_of_freedom = len(tested) - 1
-    p_value = float(scipy_stats.chi2.sf(chi2, degrees_of_freedom))
+    p_value = chi2_sf(chi2, degrees_of_freedom)
     return SrmResult(
         chi2=chi2,
         p_value=p_value,

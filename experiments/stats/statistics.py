@@ -39,6 +39,8 @@ class InsufficientDataError(ValueError):
 
 
 def _count(value: object, name: str) -> int:
+    if type(value) is int and value >= 0:  # the common case, kept cheap for big reports
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if isinstance(value, numbers.Integral):
@@ -54,6 +56,8 @@ def _count(value: object, name: str) -> int:
 
 
 def _finite(value: object, name: str) -> float:
+    if type(value) is float and math.isfinite(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     as_float = float(value)
@@ -207,16 +211,18 @@ class RegressionAdjustedStatistic:
     cap: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n", _count(self.n, "n"))
-        for name in (
-            "sum",
-            "sum_squares",
-            "covariate_sum",
+        setter = object.__setattr__
+        setter(self, "n", _count(self.n, "n"))
+        setter(self, "sum", _finite(self.sum, "sum"))
+        setter(self, "sum_squares", _finite(self.sum_squares, "sum_squares"))
+        setter(self, "covariate_sum", _finite(self.covariate_sum, "covariate_sum"))
+        setter(
+            self,
             "covariate_sum_squares",
-            "cross_product",
-        ):
-            object.__setattr__(self, name, _finite(getattr(self, name), name))
-        object.__setattr__(self, "cap", _optional_finite(self.cap, "cap"))
+            _finite(self.covariate_sum_squares, "covariate_sum_squares"),
+        )
+        setter(self, "cross_product", _finite(self.cross_product, "cross_product"))
+        setter(self, "cap", _optional_finite(self.cap, "cap"))
         self.centred_moments()
 
     def centred_moments(self) -> tuple[float, float, float]:
@@ -267,15 +273,21 @@ class RatioStatistic:
     cross_product: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n", _count(self.n, "n"))
-        for name in (
-            "numerator_sum",
+        setter = object.__setattr__
+        setter(self, "n", _count(self.n, "n"))
+        setter(self, "numerator_sum", _finite(self.numerator_sum, "numerator_sum"))
+        setter(
+            self,
             "numerator_sum_squares",
-            "denominator_sum",
+            _finite(self.numerator_sum_squares, "numerator_sum_squares"),
+        )
+        setter(self, "denominator_sum", _finite(self.denominator_sum, "denominator_sum"))
+        setter(
+            self,
             "denominator_sum_squares",
-            "cross_product",
-        ):
-            object.__setattr__(self, name, _finite(getattr(self, name), name))
+            _finite(self.denominator_sum_squares, "denominator_sum_squares"),
+        )
+        setter(self, "cross_product", _finite(self.cross_product, "cross_product"))
         self.centred_moments()
 
     cap = None

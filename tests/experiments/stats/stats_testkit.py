@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from experiments.stats import (
     ProportionStatistic,
@@ -66,14 +67,12 @@ def bivariate_normal_statistics(
 ):
     """``size`` draws of the sums of n iid bivariate normal (y, x) rows, without the rows.
 
-    The sample mean vector is N(μ, Σ/n) and the scatter matrix is, independently,
-    Wishart(n − 1, Σ) (built here from n − 1 standard normal rows per draw).
-    Returns (Σy, Σy², Σx, Σx², Σxy).
+    The sample mean vector is N(μ, Σ/n) and, independently, the scatter matrix
+    Σ(r − r̄)(r − r̄)ᵀ is Wishart(n − 1, Σ). Returns (Σy, Σy², Σx, Σx², Σxy).
     """
     chol = np.linalg.cholesky(cov)
     sample_means = np.asarray(means) + rng.standard_normal((size, 2)) @ chol.T / np.sqrt(n)
-    centred_rows = rng.standard_normal((size, n - 1, 2)) @ chol.T
-    scatter = np.einsum("sni,snj->sij", centred_rows, centred_rows)
+    scatter = scipy_stats.wishart.rvs(df=n - 1, scale=cov, size=size, random_state=rng)
     my, mx = sample_means[:, 0], sample_means[:, 1]
     return (
         n * my,
@@ -81,6 +80,26 @@ def bivariate_normal_statistics(
         n * mx,
         scatter[:, 1, 1] + n * mx**2,
         scatter[:, 0, 1] + n * mx * my,
+    )
+
+
+def orders_and_gmv_sums(
+    rng: np.random.Generator, *, size: int, n: int, order_rate: float, order_value: float
+):
+    """Per-experiment sums for a ratio metric (GMV per order) from simulated subjects.
+
+    Each subject places Poisson(order_rate) orders of Gamma(2, order_value/2)
+    value each, so the subject's GMV is Gamma(2·orders, order_value/2) and the
+    true ratio is ``order_value``. Returns (Σgmv, Σgmv², Σorders, Σorders², Σgmv·orders).
+    """
+    orders = rng.poisson(order_rate, (size, n)).astype(float)
+    gmv = np.where(orders > 0, rng.gamma(np.maximum(2.0 * orders, 1e-12), order_value / 2.0), 0.0)
+    return (
+        gmv.sum(axis=1),
+        (gmv * gmv).sum(axis=1),
+        orders.sum(axis=1),
+        (orders * orders).sum(axis=1),
+        (gmv * orders).sum(axis=1),
     )
 
 
