@@ -37,6 +37,7 @@ from experiments.stats.statistics import (
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
     Statistic,
+    nonnegative_or_zero,
 )
 
 METHOD_WELCH = "welch_t"
@@ -239,7 +240,9 @@ def _cuped_moments(
 
     def residual_variance_of_mean(syy: float, sxx: float, sxy: float, n: int) -> float:
         # Σ((y − ȳ) − θ(x − x̄))², a sum of squares, so ≥ 0 up to rounding.
-        residual = max(0.0, syy - 2.0 * theta * sxy + theta * theta * sxx)
+        residual = nonnegative_or_zero(
+            syy - 2.0 * theta * sxy + theta * theta * sxx, syy + theta * theta * sxx
+        )
         return residual / (n - 1) / n
 
     control_var = residual_variance_of_mean(control_syy, control_sxx, control_sxy, control.n)
@@ -268,9 +271,9 @@ def _cuped_moments(
         # the variance itself): the control's share is the variance of that
         # combination, a sum of squares computed directly.
         k1 = 1.0 + estimate / control_mean
-        control_share = max(
-            0.0,
+        control_share = nonnegative_or_zero(
             k1 * k1 * control_syy - 2.0 * k1 * theta * control_sxy + theta * theta * control_sxx,
+            k1 * k1 * control_syy + theta * theta * control_sxx,
         ) / ((control.n - 1) * control.n)
         relative_variance = (treatment_var + control_share) / (control_mean * control_mean)
     return DifferenceMoments(
@@ -299,7 +302,9 @@ def _ratio_variance_of_mean(statistic: RatioStatistic) -> float:
     snn, sdd, snd = statistic.centred_moments()
     ratio = statistic.mean
     denominator_mean = statistic.denominator_sum / statistic.n
-    linearised = max(0.0, snn - 2.0 * ratio * snd + ratio * ratio * sdd)
+    linearised = nonnegative_or_zero(
+        snn - 2.0 * ratio * snd + ratio * ratio * sdd, snn + ratio * ratio * sdd
+    )
     return linearised / (statistic.n - 1) / statistic.n / (denominator_mean * denominator_mean)
 
 

@@ -87,6 +87,18 @@ def centred_second_moment(n: int, total: float, sum_squares: float, what: str) -
     return centred if centred > _ZERO_TOLERANCE * sum_squares else 0.0
 
 
+def nonnegative_or_zero(value: float, scale: float) -> float:
+    """A quantity that is ≥ 0 in exact arithmetic (a sum of squares computed as
+    ``a − 2b + c``), with cancellation noise below ``_ZERO_TOLERANCE·scale``
+    (``scale`` = the size of the terms) set to exactly zero.
+
+    Without this an exact fit (a metric that is exactly linear in its
+    covariate) would get a residual variance of 1e-30 instead of 0 and a
+    t-statistic of 1e14 instead of an error.
+    """
+    return value if value > _ZERO_TOLERANCE * scale else 0.0
+
+
 def centred_cross_moment(
     n: int,
     x_total: float,

@@ -130,3 +130,15 @@ def test_a_metric_that_is_exactly_linear_in_the_covariate_cannot_be_tested():
     x_c, x_t = np.arange(10.0), np.arange(12.0) + 3
     with pytest.raises(InsufficientDataError, match="zero residual variance"):
         compare(cuped_statistic(2 * x_c + 1, x_c), cuped_statistic(2 * x_t + 1, x_t))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1, 3.7, 1e-3, 1e4])
+def test_an_exact_fit_is_recognised_despite_rounding_noise(scale):
+    # Control: two points, so the pooled slope (the treatment's covariate is
+    # constant) fits them exactly; treatment: constant. The true residual
+    # variance is 0 in both arms; float arithmetic leaves ~1e-17 of noise, which
+    # must not turn into a t-statistic of 1e14 (found by hypothesis).
+    control = cuped_statistic(np.array([0.1, 0.7]) * scale, [0.0, 3.0])
+    treatment = cuped_statistic(np.array([0.3, 0.3]) * scale, [0.0, 0.0])
+    with pytest.raises(InsufficientDataError, match="zero residual variance"):
+        compare(control, treatment)
