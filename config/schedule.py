@@ -15,4 +15,10 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 1 * MINUTE},
     },
+    "recommender-build-all": {
+        "task": "recommender.tasks.recommendations_build_all",
+        "schedule": timedelta(hours=1),
+        # A fan-out older than its hour is superseded by the next one.
+        "options": {"expires": 50 * MINUTE},
+    },
 }

@@ -7,6 +7,7 @@ from config.health import health
 api_v1 = [
     path("", include("experiments.api_urls")),
     path("", include("consent.api_urls")),
+    path("", include("recommender.api_urls")),
 ]
 
 urlpatterns = [

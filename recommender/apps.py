@@ -4,3 +4,19 @@ from django.apps import AppConfig
 class RecommenderConfig(AppConfig):
     name = "recommender"
     verbose_name = "Recommendations"
+
+    def ready(self) -> None:
+        # consent cannot import this app, so data subject requests reach the
+        # precomputed per-subject lists (tables and cache keys) through its registry.
+        from consent.registry import personal_cache_register, personal_data_register
+        from recommender.models import RecommendationList
+        from recommender.services import subject_cache_keys
+
+        personal_data_register(
+            label="recommender.recommendationlist",
+            model=RecommendationList,
+            subject_field="subject",
+            timestamp_field="created_at",
+            purpose="personalization",
+        )
+        personal_cache_register(label="recommender.cache", keys=subject_cache_keys)

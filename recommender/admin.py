@@ -1,0 +1,85 @@
+from django.contrib import admin, messages
+from django.db.models import Sum
+from django.utils import timezone
+
+from recommender import services
+from recommender.models import ArmRecommendations, Category, ModelBuild, Product
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "sensitive"]
+    list_filter = ["sensitive"]
+    search_fields = ["key", "name"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "category", "price", "active"]
+    list_filter = ["active", "category__sensitive", "category"]
+    list_select_related = ["category"]
+    search_fields = ["sku", "name"]
+    autocomplete_fields = ["category"]
+
+
+@admin.register(ModelBuild)
+class ModelBuildAdmin(admin.ModelAdmin):
+    """The record of builds: read-only (builds come from the schedule or the arms' action)."""
+
+    list_display = [
+        "id", "arm", "strategy", "build_key", "status", "published_at", "subjects_trained",
+        "lists_written", "epsilon_spent", "duration_seconds",
+    ]
+    list_filter = ["status", "strategy"]
+    list_select_related = ["arm", "arm__experiment"]
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.action(description="Build recommendations now")
+def build_now(modeladmin, request, queryset):
+    arm_ids = list(queryset.values_list("id", flat=True))
+    key = f"manual-{timezone.now():%Y%m%dT%H%M%S}"
+    services.recommendations_build_enqueue(arm_ids=arm_ids, build_key=key, include_platform=False)
+    modeladmin.message_user(request, f"Queued {len(arm_ids)} build(s) as {key}.", messages.SUCCESS)
+
+
+@admin.register(ArmRecommendations)
+class ArmRecommendationsAdmin(admin.ModelAdmin):
+    """Arms as the recommender sees them: strategy, last build, privacy budget spent; build on demand."""
+
+    list_display = ["__str__", "level", "last_build", "epsilon_total"]
+    list_filter = ["experiment__status", "treatment__personalization_level"]
+    list_select_related = ["experiment", "treatment"]
+    search_fields = ["key", "experiment__key"]
+    actions = [build_now]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_epsilon=Sum("recommendation_builds__epsilon_spent"))
+
+    @admin.display(description="Strategy")
+    def level(self, obj):
+        return obj.treatment.personalization_level
+
+    @admin.display(description="Last published build")
+    def last_build(self, obj):
+        build = obj.recommendation_builds.filter(published_at__isnull=False).order_by("-published_at").first()
+        return f"{build.build_key} ({build.published_at:%Y-%m-%d %H:%M})" if build else "—"
+
+    @admin.display(description="ε spent (all builds)", ordering="_epsilon")
+    def epsilon_total(self, obj):
+        return obj._epsilon
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,201 @@
+"""The catalog, model builds and the record of precomputed recommendations.
+
+A build is one run of one arm's strategy (or of the platform-wide popularity
+list, ``arm`` empty) under that arm's privacy rules. What it computed is kept
+as ``RecommendationList`` rows: per subject (personal data, registered with the
+consent app's registry so access and erasure requests reach it), per cohort,
+per item (the neighbours the session strategy scores from) and one fallback
+list. Serving reads the same lists from Redis; these rows are the record of
+what was served and the fallback when the cache cannot answer.
+"""
+
+from django.db import models
+from django.db.models import Q
+
+from experiments.models import Arm
+
+
+class Category(models.Model):
+    """A product category; ``sensitive`` marks specific personal data (health, financial products)."""
+
+    key = models.CharField(
+        max_length=64, unique=True, help_text="As the marketplace's events name it, e.g. 'home & living'."
+    )
+    name = models.CharField(max_length=120)
+    sensitive = models.BooleanField(
+        default=False,
+        help_text="Specific personal data under UU PDP Art. 4(2) (health, financial products): "
+        "a subject's interest in it is used only with the explicit sensitive_profiling consent.",
+    )
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name_plural = "categories"
+        constraints = [models.CheckConstraint(condition=~Q(key=""), name="category_key_not_empty")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True, help_text="The marketplace's product id.")
+    name = models.CharField(max_length=200)
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
+    price = models.DecimalField(max_digits=15, decimal_places=2, null=True, blank=True, help_text="IDR.")
+    active = models.BooleanField(default=True, help_text="Inactive products are never recommended.")
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty"),
+            models.CheckConstraint(
+                condition=Q(price__isnull=True) | Q(price__gte=0), name="product_price_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["category", "active"], name="product_category_active")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class ModelBuild(models.Model):
+    """One build of one arm's recommendations; unique per arm and build key, so a rerun is a no-op."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    class Strategy(models.TextChoices):
+        FULL = "full"
+        COHORT = "cohort"
+        DP_POPULARITY = "dp_popularity"
+        POPULARITY = "popularity"
+        SESSION = "session"
+
+    arm = models.ForeignKey(
+        "experiments.Arm",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="recommendation_builds",
+        help_text="Empty: the platform-wide popularity list served to subjects outside experiments.",
+    )
+    build_key = models.CharField(
+        max_length=64, help_text="The scheduled hour (or 'manual-…'): the same key never builds twice."
+    )
+    strategy = models.CharField(max_length=16, choices=Strategy.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    attempts = models.PositiveIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True, help_text="The strategy's parameters.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(
+        null=True, blank=True, help_text="When serving switched to this build; empty while it never served."
+    )
+    subjects_trained = models.PositiveIntegerField(default=0)
+    interactions_trained = models.PositiveIntegerField(default=0)
+    lists_written = models.PositiveIntegerField(default=0)
+    epsilon_spent = models.FloatField(
+        null=True, blank=True, help_text="Differential-privacy budget this build spent (ε)."
+    )
+    delta_spent = models.FloatField(null=True, blank=True, help_text="δ of an (ε, δ) mechanism.")
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.CharField(
+        max_length=200, blank=True, help_text="The failure's class only: messages may quote data."
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["arm", "build_key"], name="build_unique_key_per_arm"),
+            models.UniqueConstraint(
+                fields=["build_key"], condition=Q(arm__isnull=True), name="build_unique_key_platform"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "succeeded", "failed"]), name="build_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(strategy__in=["full", "cohort", "dp_popularity", "popularity", "session"]),
+                name="build_strategy_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(published_at__isnull=True) | Q(status="succeeded"),
+                name="build_only_succeeded_publishes",
+            ),
+            models.CheckConstraint(
+                condition=Q(epsilon_spent__isnull=True) | Q(epsilon_spent__gt=0),
+                name="build_epsilon_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(delta_spent__isnull=True) | (Q(delta_spent__gte=0) & Q(delta_spent__lt=1)),
+                name="build_delta_range",
+            ),
+            models.CheckConstraint(
+                condition=~Q(strategy="dp_popularity") | ~Q(status="succeeded") | Q(epsilon_spent__isnull=False),
+                name="build_dp_records_budget",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["arm", "status", "published_at"], name="build_arm_published"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.arm or 'platform'} {self.strategy} {self.build_key}"
+
+
+class RecommendationList(models.Model):
+    """One precomputed list of a build: for a subject, a cohort, an item's neighbours, or the fallback.
+
+    ``items`` is a list of ``[sku, score, sensitive, reason]``. A subject row of
+    a cohort build holds no items: its ``key`` names the subject's cohort,
+    whose list is the cohort row (no individual profile is kept).
+    """
+
+    class Kind(models.TextChoices):
+        SUBJECT = "subject"
+        COHORT = "cohort"
+        ITEM = "item"
+        FALLBACK = "fallback"
+
+    build = models.ForeignKey(ModelBuild, on_delete=models.CASCADE, related_name="lists")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    subject = models.ForeignKey(
+        "consent.Subject", on_delete=models.CASCADE, null=True, blank=True, related_name="recommendations"
+    )
+    key = models.CharField(max_length=200, blank=True, help_text="Cohort key, or the item's sku.")
+    size = models.PositiveIntegerField(null=True, blank=True, help_text="Cohort rows: members.")
+    items = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["build", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["subject", "cohort", "item", "fallback"]), name="reco_list_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="subject") & Q(subject__isnull=False))
+                | (~Q(kind="subject") & Q(subject__isnull=True)),
+                name="reco_list_subject_iff_subject_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["build", "subject"], condition=Q(subject__isnull=False), name="reco_list_one_per_subject"
+            ),
+            models.UniqueConstraint(
+                fields=["build", "kind", "key"], condition=Q(subject__isnull=True), name="reco_list_one_per_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["subject", "created_at"], name="reco_list_subject_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} list of build {self.build_id}"
+
+
+class ArmRecommendations(Arm):
+    """Experiment arms in the recommender's admin, where PMs start a build by hand."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "arm recommendations"
+        verbose_name_plural = "arm recommendations"

@@ -1,0 +1,293 @@
+"""Serving: what a subject is shown, decided per request, consent first.
+
+Every request reads the subject's arm and *current* consent. Personal lists
+(full history, cohort, session, the categories of a DP arm) are used only
+while the personalization consent counts; sensitive items only with the
+sensitive_profiling consent too and a policy that allows them. Whatever
+cannot be confirmed — the consent state, the arm, the cache *and* the
+database — is answered with non-personal best sellers and ``personalized:
+false``; nothing here raises for a reader's fault.
+
+Reads go to the cache first (the build's keys, through the arm's pointer)
+and to the database record on a miss, so a Redis outage costs latency, not
+answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import DatabaseError
+
+from consent.pseudonyms import subject_pseudonym
+from consent.selectors import consent_state
+from experiments.models import Exposure, PrivacyTreatment
+from experiments.selectors import running_experiment_configs
+from recommender.models import ModelBuild, RecommendationList
+from recommender.services import (
+    CACHE_SECONDS,
+    arm_of_key,
+    cohort_key,
+    fallback_key,
+    item_key,
+    pointer_key,
+    subject_key,
+)
+
+logger = logging.getLogger(__name__)
+
+Level = PrivacyTreatment.PersonalizationLevel
+POPULARITY = Level.POPULARITY.value
+MAX_LIMIT = 100
+MAX_SESSION_ITEMS = 50
+ARM_CACHE_SECONDS = 3600  # an exposure's arm never changes while its experiment runs
+
+
+@dataclass(frozen=True)
+class ArmChoice:
+    experiment_id: int
+    arm_id: int
+    treatment: dict
+
+
+@dataclass(frozen=True)
+class Served:
+    """One answer: items (dicts), the strategy that produced them, and whether it used the subject's data."""
+
+    items: list[dict]
+    strategy: str
+    personalized: bool
+    arm: ArmChoice | None = None
+
+
+# --- the subject's arm -------------------------------------------------------------------
+
+
+def subject_arm(*, pseudonym: str) -> ArmChoice | None:
+    """The subject's arm in a running experiment (the lowest experiment id if several), or None."""
+    configs = {config.id: config for config in running_experiment_configs()}
+    if not configs:
+        return None
+    cached = cache.get(arm_of_key(pseudonym))
+    if cached is not None:
+        experiment_id, arm_id = cached
+        config = configs.get(experiment_id)
+        if config is not None and arm_id in config.arms_by_id:
+            return ArmChoice(experiment_id, arm_id, config.arms_by_id[arm_id].treatment)
+    row = (
+        Exposure.objects.filter(subject_id=pseudonym, experiment_id__in=list(configs))
+        .order_by("experiment_id")
+        .values_list("experiment_id", "arm_id")
+        .first()
+    )
+    if row is None:
+        return None
+    experiment_id, arm_id = row
+    arm = configs[experiment_id].arms_by_id.get(arm_id)
+    if arm is None:
+        return None
+    cache.set(arm_of_key(pseudonym), (experiment_id, arm_id), timeout=ARM_CACHE_SECONDS)
+    return ArmChoice(experiment_id, arm_id, arm.treatment)
+
+
+# --- the build's lists -------------------------------------------------------------------
+
+
+def current_build(*, arm_id: int | None) -> int | None:
+    """The build serving an arm: the cache's pointer, else the newest published build on record."""
+    key = pointer_key(arm_id)
+    build_id = cache.get(key)
+    if build_id is not None:
+        return build_id
+    build_id = (
+        ModelBuild.objects.filter(arm_id=arm_id, status=ModelBuild.Status.SUCCEEDED, published_at__isnull=False)
+        .order_by("-published_at", "-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if build_id is not None:
+        # ``add``: a pointer a newer build published meanwhile is never overwritten.
+        cache.add(key, build_id, timeout=CACHE_SECONDS)
+    return build_id
+
+
+def _cached_or_record(cache_key_: str, **lookup) -> dict | None:
+    value = cache.get(cache_key_)
+    if value is not None:
+        return value
+    row = RecommendationList.objects.filter(**lookup).values_list("kind", "key", "items", "size").first()
+    if row is None:
+        return None
+    kind, list_key, items, size = row
+    if kind == RecommendationList.Kind.SUBJECT:
+        return {"cohort": list_key} if list_key else {"items": items}
+    if kind == RecommendationList.Kind.FALLBACK:
+        return {"items": items, "strategy": list_key}
+    if kind == RecommendationList.Kind.COHORT:
+        return {"items": items, "size": size}
+    return items  # item rows hold their payload
+
+
+def fallback_list(*, build_id: int) -> tuple[str, list]:
+    value = _cached_or_record(fallback_key(build_id), build_id=build_id, kind=RecommendationList.Kind.FALLBACK)
+    if value is None:
+        return POPULARITY, []
+    return value.get("strategy", POPULARITY), value["items"]
+
+
+def subject_list(*, build_id: int, pseudonym: str) -> list | None:
+    value = _cached_or_record(subject_key(build_id, pseudonym), build_id=build_id, subject_id=pseudonym)
+    if value is None:
+        return None
+    if "cohort" in value:
+        cohort = _cached_or_record(
+            cohort_key(build_id, value["cohort"]),
+            build_id=build_id,
+            kind=RecommendationList.Kind.COHORT,
+            key=value["cohort"],
+        )
+        return cohort["items"] if cohort else None
+    return value["items"]
+
+
+def session_list(*, build_id: int, skus: Sequence[str], sensitive_ok: bool, explain: bool) -> list:
+    """Item-item scores from the session's items only; nothing about the subject is read or kept."""
+    keys = {item_key(build_id, sku): sku for sku in skus}
+    found = cache.get_many(list(keys))
+    missing = [sku for key, sku in keys.items() if key not in found]
+    if missing:
+        for sku, payload in RecommendationList.objects.filter(
+            build_id=build_id, kind=RecommendationList.Kind.ITEM, key__in=missing
+        ).values_list("key", "items"):
+            found[item_key(build_id, sku)] = payload
+    scores: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}
+    entries: dict[str, list] = {}
+    in_session = set(skus)
+    for payload in found.values():
+        if payload["sensitive"] and not sensitive_ok:
+            continue  # a sensitive item in the session says something sensitive: not used without consent
+        for sku, category, score, sensitive, _ in payload["items"]:
+            if sku in in_session:
+                continue
+            scores[sku] = scores.get(sku, 0.0) + score
+            entries.setdefault(sku, [sku, category, 0.0, sensitive, None])
+            if score > best.get(sku, (-1.0, ""))[0]:
+                best[sku] = (score, payload["name"])
+    ranked = sorted(scores, key=lambda sku: (-scores[sku], sku))
+    result = []
+    for sku in ranked:
+        entry = list(entries[sku])
+        entry[2] = round(scores[sku], 6)
+        entry[4] = f"Similar to {best[sku][1]} in your session" if explain else None
+        result.append(entry)
+    return result
+
+
+# --- the answer ----------------------------------------------------------------------------
+
+_platform_lock = threading.Lock()
+_platform_memo: tuple[float, list] = (0.0, [])
+PLATFORM_MEMO_SECONDS = 60.0
+
+
+def _platform_items() -> list:
+    """The platform popularity list; remembered in-process so that it outlives a double outage."""
+    global _platform_memo
+    fetched_at, items = _platform_memo
+    if items and time.monotonic() - fetched_at < PLATFORM_MEMO_SECONDS:
+        return items
+    try:
+        build_id = current_build(arm_id=None)
+        fresh = fallback_list(build_id=build_id)[1] if build_id is not None else []
+    except DatabaseError:
+        logger.warning("platform popularity unavailable: serving the last one this process saw")
+        return items
+    with _platform_lock:
+        _platform_memo = (time.monotonic(), fresh)
+    return fresh
+
+
+def _as_items(entries: list, limit: int, *, explain: bool, exclude: set[str], sensitive_ok: bool) -> list[dict]:
+    items = []
+    for sku, category, score, sensitive, reason in entries:
+        if sku in exclude or (sensitive and not sensitive_ok):
+            continue
+        item = {"product": sku, "category": category, "score": score}
+        if explain:
+            item["reason"] = reason or "Popular on the marketplace"
+        items.append(item)
+        exclude.add(sku)
+        if len(items) >= limit:
+            break
+    return items
+
+
+def _non_personal(limit: int, *, arm: ArmChoice | None = None, strategy: str = POPULARITY, entries: list | None = None,
+                  explain: bool = False) -> Served:
+    if entries is None:
+        entries, strategy = _platform_items(), POPULARITY
+    # Non-personal lists were built with the arm's policy for non-personal answers.
+    items = _as_items(entries, limit, explain=explain, exclude=set(), sensitive_ok=True)
+    return Served(items=items, strategy=strategy, personalized=False, arm=arm)
+
+
+def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Sequence[str] = ()) -> Served:
+    """What to show the subject now: personal only if the arm and the current consent allow it."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be 1..{MAX_LIMIT}")
+    pseudonym = subject_pseudonym(subject_id)
+    try:
+        arm = subject_arm(pseudonym=pseudonym)
+    except DatabaseError:
+        logger.warning("the subject's arm cannot be read: serving non-personal recommendations")
+        return _non_personal(limit)
+    if arm is None:  # unknown subject, or in no running experiment
+        return _non_personal(limit)
+    try:
+        state = consent_state(pseudonym=pseudonym)
+    except Exception as exc:  # unconfirmable consent means no personalization
+        logger.warning("consent state unavailable (%s): failing closed", type(exc).__name__)
+        return _non_personal(limit, arm=arm)
+    try:
+        return _for_arm(arm, pseudonym, state, limit, session)
+    except DatabaseError as exc:
+        logger.warning("recommendation record unavailable (%s): failing closed", type(exc).__name__)
+        return _non_personal(limit, arm=arm)
+
+
+def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequence[str]) -> Served:
+    treatment = arm.treatment
+    level = treatment["personalization_level"]
+    explain = bool(treatment["show_explanations"])
+    build_id = current_build(arm_id=arm.arm_id)
+    if build_id is None:  # this arm has never been built
+        return _non_personal(limit, arm=arm)
+    fallback_strategy, fallback = fallback_list(build_id=build_id)
+    personal_ok = state.personalization_allowed
+    sensitive_ok = (
+        personal_ok
+        and treatment["sensitive_category_policy"] != PrivacyTreatment.SensitivePolicy.EXCLUDE
+        and state.sensitive_allowed
+    )
+    personal: list | None = None
+    if personal_ok:
+        if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY):
+            personal = subject_list(build_id=build_id, pseudonym=pseudonym)
+        elif level == Level.SESSION and session:
+            personal = session_list(build_id=build_id, skus=session, sensitive_ok=sensitive_ok, explain=explain)
+    if not personal:
+        return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
+    seen = set(session)
+    items = _as_items(personal, limit, explain=explain, exclude=seen, sensitive_ok=sensitive_ok)
+    if not items:
+        return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
+    if len(items) < limit:
+        # Fill from the arm's non-personal list (its own policy for sensitive items applies).
+        items += _as_items(fallback, limit - len(items), explain=explain, exclude=seen, sensitive_ok=True)
+    return Served(items=items, strategy=level, personalized=True, arm=arm)

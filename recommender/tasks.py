@@ -1,0 +1,31 @@
+"""Thin Celery tasks over recommender services: ids in, one service call, idempotent."""
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from recommender import services
+
+# Transient: the database is briefly unreachable. Anything else (a bug, too little
+# data) fails the build, and the previous build keeps serving until the next one.
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    acks_late=True,
+    time_limit=30 * 60,
+    soft_time_limit=28 * 60,
+    autoretry_for=TRANSIENT,
+    retry_backoff=30,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=3,
+)
+def recommendations_build(arm_id: int | None, build_key: str) -> dict:
+    """Build one arm's recommendations (None: the platform popularity list) for ``build_key``."""
+    return services.recommendations_build(arm_id=arm_id, build_key=build_key).as_dict()
+
+
+@shared_task(acks_late=True, time_limit=5 * 60, soft_time_limit=4 * 60)
+def recommendations_build_all(build_key: str | None = None) -> dict:
+    """Hourly: fan out one build per arm of every running experiment, plus the platform list."""
+    return services.recommendations_build_enqueue(build_key=build_key)

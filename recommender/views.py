@@ -1,0 +1,39 @@
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from consent.pseudonyms import subject_id_problem
+from recommender.serializers import RecommendationQuerySerializer, RecommendationResponseSerializer
+from recommender.services import recommendations_serve
+
+
+class RecommendationView(APIView):
+    """Recommendations for a subject, under their arm's privacy rules and current consent."""
+
+    @extend_schema(
+        operation_id="recommendations_retrieve",
+        parameters=[
+            OpenApiParameter("subject_id", str, OpenApiParameter.PATH, description="The marketplace's subject id."),
+            OpenApiParameter("limit", int, description="How many items, 1..100 (default 20)."),
+            OpenApiParameter("session", str, description="Comma-separated product ids of the current session."),
+        ],
+        responses={
+            200: RecommendationResponseSerializer,
+            400: OpenApiResponse(description="A bad limit, session or subject id; the body names the field."),
+            401: OpenApiResponse(description="No valid API key."),
+        },
+    )
+    def get(self, request, subject_id: str):
+        if (problem := subject_id_problem(subject_id)) is not None:
+            raise serializers.ValidationError({"subject_id": [problem]})
+        query = RecommendationQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        served = recommendations_serve(
+            subject_id=subject_id, limit=query.validated_data["limit"], session=query.validated_data["session"]
+        )
+        return Response(
+            RecommendationResponseSerializer(
+                {"items": served.items, "strategy": served.strategy, "personalized": served.personalized}
+            ).data
+        )
