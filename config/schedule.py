@@ -15,6 +15,11 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 1 * MINUTE},
     },
+    "consent-retention-purge": {
+        "task": "consent.tasks.consent_retention_purge",
+        "schedule": timedelta(days=1),
+        "options": {"expires": 12 * 60 * MINUTE},
+    },
     "recommender-build-all": {
         "task": "recommender.tasks.recommendations_build_all",
         "schedule": timedelta(hours=1),

@@ -9,8 +9,16 @@ from consent.views import (
 
 urlpatterns = [
     path("consents", ConsentView.as_view(), name="api-consents"),
-    path("subjects/<str:subject_id>/consents", SubjectConsentsView.as_view(), name="api-subject-consents"),
-    path("subjects/<str:subject_id>/requests", SubjectRequestsView.as_view(), name="api-subject-requests"),
+    path(
+        "subjects/<str:subject_id>/consents",
+        SubjectConsentsView.as_view(),
+        name="api-subject-consents",
+    ),
+    path(
+        "subjects/<str:subject_id>/requests",
+        SubjectRequestsView.as_view(),
+        name="api-subject-requests",
+    ),
     path(
         "subjects/<str:subject_id>/requests/<uuid:request_id>",
         SubjectRequestDetailView.as_view(),

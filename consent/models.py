@@ -87,7 +87,9 @@ class Purpose(models.Model):
     class Meta:
         ordering = ["key"]
         constraints = [
-            models.CheckConstraint(condition=Q(retention_days__gte=1), name="purpose_retention_positive"),
+            models.CheckConstraint(
+                condition=Q(retention_days__gte=1), name="purpose_retention_positive"
+            ),
             models.CheckConstraint(
                 condition=Q(consent_validity_days__isnull=True) | Q(consent_validity_days__gte=1),
                 name="purpose_validity_positive",
@@ -134,7 +136,9 @@ class NoticeText(models.Model):
     class Meta:
         ordering = ["notice", "language"]
         constraints = [
-            models.UniqueConstraint(fields=["notice", "language"], name="notice_text_unique_language"),
+            models.UniqueConstraint(
+                fields=["notice", "language"], name="notice_text_unique_language"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -164,7 +168,9 @@ class ConsentEventQuerySet(models.QuerySet):
         statement (``pgtrigger.ignore``), in this thread only.
         """
         if reason not in ("erasure", "retention"):
-            raise LedgerIsAppendOnly(f"{reason!r} is not a sanctioned reason to delete consent events.")
+            raise LedgerIsAppendOnly(
+                f"{reason!r} is not a sanctioned reason to delete consent events."
+            )
         with pgtrigger.ignore(LEDGER_TRIGGER):
             return self._raw_delete(self.db)
 
@@ -204,7 +210,9 @@ class ConsentEvent(models.Model):
     source_channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
     recorded_at = models.DateTimeField(db_index=True)
     expires_at = models.DateTimeField(
-        null=True, blank=True, help_text="When this grant lapses (the purpose's validity when given)."
+        null=True,
+        blank=True,
+        help_text="When this grant lapses (the purpose's validity when given).",
     )
 
     objects = ConsentEventQuerySet.as_manager()
@@ -224,14 +232,13 @@ class ConsentEvent(models.Model):
                 name="consent_event_grant_has_notice",
             ),
             models.CheckConstraint(
-                condition=Q(expires_at__isnull=True) | (Q(action="grant") & Q(expires_at__gt=F("recorded_at"))),
+                condition=Q(expires_at__isnull=True)
+                | (Q(action="grant") & Q(expires_at__gt=F("recorded_at"))),
                 name="consent_event_expiry_only_on_grant",
             ),
         ]
         triggers = [
-            pgtrigger.Protect(
-                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
-            ),
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete),
         ]
 
     def __str__(self) -> str:
@@ -239,7 +246,9 @@ class ConsentEvent(models.Model):
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
-            raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
+            raise LedgerIsAppendOnly(
+                "Consent events cannot be updated: record a new event instead."
+            )
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
@@ -260,7 +269,9 @@ class CurrentConsent(models.Model):
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="current_consents")
     purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
     granted = models.BooleanField()
-    notice = models.ForeignKey(Notice, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    notice = models.ForeignKey(
+        Notice, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     last_event_id = models.BigIntegerField(help_text="The ledger event this state derives from.")
     changed_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -269,7 +280,8 @@ class CurrentConsent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["subject", "purpose"], name="current_consent_unique"),
             models.CheckConstraint(
-                condition=Q(granted=False) | Q(notice__isnull=False), name="current_consent_grant_has_notice"
+                condition=Q(granted=False) | Q(notice__isnull=False),
+                name="current_consent_grant_has_notice",
             ),
             models.CheckConstraint(
                 condition=Q(expires_at__isnull=True) | Q(expires_at__gt=F("changed_at")),
@@ -298,7 +310,9 @@ class ConsentTally(models.Model):
         ordering = ["-day", "purpose", "action"]
         verbose_name_plural = "consent tallies"
         constraints = [
-            models.UniqueConstraint(fields=["day", "purpose", "action"], name="consent_tally_unique"),
+            models.UniqueConstraint(
+                fields=["day", "purpose", "action"], name="consent_tally_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -338,7 +352,9 @@ class DataSubjectRequest(models.Model):
     class Meta:
         ordering = ["due_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(due_at__gt=F("received_at")), name="dsr_due_after_receipt"),
+            models.CheckConstraint(
+                condition=Q(due_at__gt=F("received_at")), name="dsr_due_after_receipt"
+            ),
             models.CheckConstraint(
                 condition=~Q(status="completed") | Q(completed_at__isnull=False),
                 name="dsr_completed_has_time",

@@ -83,7 +83,9 @@ class PersonalDataSource:
 
     def _queryset(self, pseudonym: str) -> models.QuerySet:
         if self.model is None:
-            raise ValueError(f"personal data source {self.label!r} has neither a model nor callables")
+            raise ValueError(
+                f"personal data source {self.label!r} has neither a model nor callables"
+            )
         return self.model._default_manager.filter(**{self.subject_column: pseudonym})
 
 

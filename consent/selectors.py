@@ -269,7 +269,13 @@ def _state_from_db(pseudonym: str) -> CachedState:
     flags = Subject.objects.filter(pk=pseudonym).values_list("restricted_at", "objected_at").first()
     restricted, objected = (flags[0] is not None, flags[1] is not None) if flags else (False, False)
     rows = tuple(
-        (purpose, granted, version, changed_at.timestamp(), expires_at.timestamp() if expires_at else None)
+        (
+            purpose,
+            granted,
+            version,
+            changed_at.timestamp(),
+            expires_at.timestamp() if expires_at else None,
+        )
         for purpose, granted, version, changed_at, expires_at in CurrentConsent.objects.filter(
             subject_id=pseudonym
         )
@@ -456,4 +462,3 @@ def consent_history(*, pseudonym: str) -> list[ConsentRecord]:
 
 def subject_requests(*, pseudonym: str) -> QuerySet:
     return DataSubjectRequest.objects.filter(subject_pseudonym=pseudonym).order_by("received_at")
-

@@ -21,7 +21,9 @@ class SubjectIdField(serializers.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", SUBJECT_ID_MAX_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
-        kwargs.setdefault("help_text", "The marketplace's user id; stored only as a keyed-HMAC pseudonym.")
+        kwargs.setdefault(
+            "help_text", "The marketplace's user id; stored only as a keyed-HMAC pseudonym."
+        )
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -53,7 +55,8 @@ class ConsentSourceSerializer(StrictSerializer):
 
 class ConsentEventInSerializer(StrictSerializer):
     event_id = serializers.UUIDField(
-        required=False, help_text="Client's id for the decision: a retry with the same id is not recorded twice."
+        required=False,
+        help_text="Client's id for the decision: a retry with the same id is not recorded twice.",
     )
     subject_id = SubjectIdField()
     purpose = serializers.CharField(
@@ -97,7 +100,9 @@ class ConsentEventOutSerializer(serializers.Serializer):
     notice_version = serializers.CharField(allow_null=True)
     recorded_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
-    replayed = serializers.BooleanField(help_text="True when this event id had been recorded before.")
+    replayed = serializers.BooleanField(
+        help_text="True when this event id had been recorded before."
+    )
 
 
 class ConsentBatchOutSerializer(serializers.Serializer):
@@ -110,7 +115,9 @@ class PurposeConsentSerializer(serializers.Serializer):
         choices=["granted", "withdrawn", "expired", "reconsent_required", "not_set"]
     )
     granted = serializers.BooleanField(help_text="A grant that counts now.")
-    allowed = serializers.BooleanField(help_text="Granted, and not blocked by a restriction or objection.")
+    allowed = serializers.BooleanField(
+        help_text="Granted, and not blocked by a restriction or objection."
+    )
     notice_version = serializers.CharField(allow_null=True)
     changed_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True)
@@ -128,10 +135,14 @@ class ConsentHistorySerializer(serializers.Serializer):
 
 
 class SubjectConsentsSerializer(serializers.Serializer):
-    restricted = serializers.BooleanField(help_text="Processing restricted at the subject's request.")
+    restricted = serializers.BooleanField(
+        help_text="Processing restricted at the subject's request."
+    )
     objected = serializers.BooleanField(help_text="The subject objected to profiling.")
     purposes = PurposeConsentSerializer(many=True)
-    history = ConsentHistorySerializer(many=True, help_text="Every recorded decision, oldest first.")
+    history = ConsentHistorySerializer(
+        many=True, help_text="Every recorded decision, oldest first."
+    )
 
 
 class RequestInSerializer(StrictSerializer):
@@ -143,13 +154,16 @@ class RequestOutSerializer(serializers.Serializer):
     type = serializers.CharField()
     status = serializers.CharField()
     received_at = serializers.DateTimeField()
-    due_at = serializers.DateTimeField(help_text="3 × 24 hours after receipt (UU PDP Arts. 32, 41).")
+    due_at = serializers.DateTimeField(
+        help_text="3 × 24 hours after receipt (UU PDP Arts. 32, 41)."
+    )
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
 class RequestDetailSerializer(RequestOutSerializer):
     export = serializers.JSONField(
-        allow_null=True, help_text="For a completed access request: everything held about the subject."
+        allow_null=True,
+        help_text="For a completed access request: everything held about the subject.",
     )
 
 

@@ -178,7 +178,10 @@ def consent_events_check(
             problem("subject_id", issue)
         rule = rules.get(event.purpose)
         if rule is None:
-            problem("purpose", f"Unknown purpose {event.purpose!r}; expected one of {', '.join(sorted(rules))}.")
+            problem(
+                "purpose",
+                f"Unknown purpose {event.purpose!r}; expected one of {', '.join(sorted(rules))}.",
+            )
         if event.action not in Action.values:
             problem("action", f"{event.action!r} is not one of grant, withdraw.")
         if rule is not None and event.action in Action.values:
@@ -188,7 +191,10 @@ def consent_events_check(
                 problem("notice_version", "A grant must name the notice version the subject saw.")
             elif version and notice is None:
                 known = ", ".join(n.version for n in rule.notices) or "none"
-                problem("notice_version", f"Unknown notice version {version!r} for {rule.key} (known: {known}).")
+                problem(
+                    "notice_version",
+                    f"Unknown notice version {version!r} for {rule.key} (known: {known}).",
+                )
             elif event.action == Action.GRANT and notice is not None:
                 if notice.effective_at > now:
                     problem("notice_version", f"Notice version {version!r} is not in effect yet.")
@@ -224,11 +230,17 @@ def _raise_for(errors: list[dict[str, list[str]]], *, single: bool) -> None:
     if single:
         raise ValidationError(errors[0])
     raise ValidationError(
-        {f"events[{index}].{name}": messages for index, error in enumerate(errors) for name, messages in error.items()}
+        {
+            f"events[{index}].{name}": messages
+            for index, error in enumerate(errors)
+            for name, messages in error.items()
+        }
     )
 
 
-def consent_record(*, events: Sequence[ConsentEventInput], now: datetime | None = None) -> list[RecordedConsent]:
+def consent_record(
+    *, events: Sequence[ConsentEventInput], now: datetime | None = None
+) -> list[RecordedConsent]:
     """Record a batch of grants and withdrawals, all or nothing.
 
     Each event goes to the ledger; each subject's derived state and the daily
@@ -252,7 +264,9 @@ def consent_record(*, events: Sequence[ConsentEventInput], now: datetime | None 
         return _record(events, rules, now)
 
 
-def _record(events: Sequence[ConsentEventInput], rules: Mapping[str, PurposeRule], now: datetime) -> list[RecordedConsent]:
+def _record(
+    events: Sequence[ConsentEventInput], rules: Mapping[str, PurposeRule], now: datetime
+) -> list[RecordedConsent]:
     pseudonyms = [subject_pseudonym(event.subject_id) for event in events]
     subjects = sorted(set(pseudonyms))
     results: list[RecordedConsent | None] = [None] * len(events)
@@ -260,20 +274,34 @@ def _record(events: Sequence[ConsentEventInput], rules: Mapping[str, PurposeRule
         Subject.objects.bulk_create([Subject(pseudonym=p) for p in subjects], ignore_conflicts=True)
         # One writer per subject at a time: the ledger's id order is then each
         # subject's commit order, and the derived state follows the last event.
-        list(Subject.objects.select_for_update().filter(pk__in=subjects).order_by("pk").values_list("pk"))
+        list(
+            Subject.objects.select_for_update()
+            .filter(pk__in=subjects)
+            .order_by("pk")
+            .values_list("pk")
+        )
         given = [event.event_id for event in events if event.event_id is not None]
-        existing = {
-            row.event_id: row
-            for row in ConsentEvent.objects.filter(event_id__in=given).select_related("notice")
-        } if given else {}
+        existing = (
+            {
+                row.event_id: row
+                for row in ConsentEvent.objects.filter(event_id__in=given).select_related("notice")
+            }
+            if given
+            else {}
+        )
         fresh: list[tuple[int, ConsentEvent]] = []
         conflicts: dict[str, list[str]] = {}
         for index, (event, pseudonym) in enumerate(zip(events, pseudonyms, strict=True)):
             rule = rules[event.purpose]
             if event.event_id in existing:
                 row = existing[event.event_id]
-                same = (row.subject_id, row.purpose_id, row.action) == (pseudonym, event.purpose, event.action) and (
-                    event.notice_version is None or (row.notice and row.notice.version) == event.notice_version
+                same = (row.subject_id, row.purpose_id, row.action) == (
+                    pseudonym,
+                    event.purpose,
+                    event.action,
+                ) and (
+                    event.notice_version is None
+                    or (row.notice and row.notice.version) == event.notice_version
                 )
                 if not same:
                     name = "event_id" if len(events) == 1 else f"events[{index}].event_id"
@@ -281,7 +309,11 @@ def _record(events: Sequence[ConsentEventInput], rules: Mapping[str, PurposeRule
                     continue
                 results[index] = _recorded(row, rule, replayed=True)
                 continue
-            notice = rule.notice(event.notice_version) if event.notice_version else rule.current_notice(now)
+            notice = (
+                rule.notice(event.notice_version)
+                if event.notice_version
+                else rule.current_notice(now)
+            )
             grant = event.action == Action.GRANT
             fresh.append(
                 (
@@ -480,7 +512,9 @@ def _rebuild_batch(batch: list[str], report: RebuildReport, *, apply: bool) -> N
         (event.subject_id, event.purpose_id): _state_of(event)
         for event in ConsentEvent.objects.filter(id__in=list(last_ids))
     }
-    actual = {(s.subject_id, s.purpose_id): s for s in CurrentConsent.objects.filter(subject_id__in=batch)}
+    actual = {
+        (s.subject_id, s.purpose_id): s for s in CurrentConsent.objects.filter(subject_id__in=batch)
+    }
     report.pairs += len(expected)
     fix, drop = [], []
     for pair, state in expected.items():
@@ -491,7 +525,9 @@ def _rebuild_batch(batch: list[str], report: RebuildReport, *, apply: bool) -> N
             fix.append(state)
         elif _state_tuple(current) != _state_tuple(state):
             report.mismatched += 1
-            _example(report, pair, f"state says {_describe(current)}, ledger says {_describe(state)}")
+            _example(
+                report, pair, f"state says {_describe(current)}, ledger says {_describe(state)}"
+            )
             fix.append(state)
     for pair, current in actual.items():
         if pair not in expected:
@@ -507,7 +543,10 @@ def _rebuild_batch(batch: list[str], report: RebuildReport, *, apply: bool) -> N
 def _apply_to_state_rows(states: list[CurrentConsent]) -> None:
     if states:
         CurrentConsent.objects.bulk_create(
-            states, update_conflicts=True, unique_fields=["subject", "purpose"], update_fields=STATE_FIELDS
+            states,
+            update_conflicts=True,
+            unique_fields=["subject", "purpose"],
+            update_fields=STATE_FIELDS,
         )
 
 
@@ -546,11 +585,18 @@ def notice_save(*, notice: Notice) -> Notice:
         if notice.pk is not None and notice_in_use(notice=notice):
             stored = Notice.objects.get(pk=notice.pk)
             changed = [
-                name for name in ("purpose_id", "version", "effective_at") if getattr(stored, name) != getattr(notice, name)
+                name
+                for name in ("purpose_id", "version", "effective_at")
+                if getattr(stored, name) != getattr(notice, name)
             ]
             if changed:
                 raise ValidationError(
-                    {name.removesuffix("_id"): "Consents rest on this notice; publish a new version instead." for name in changed}
+                    {
+                        name.removesuffix(
+                            "_id"
+                        ): "Consents rest on this notice; publish a new version instead."
+                        for name in changed
+                    }
                 )
         notice.save()
         purpose_rules_changed()
@@ -562,8 +608,14 @@ def notice_text_save(*, text: NoticeText) -> NoticeText:
     with transaction.atomic():
         if text.pk is not None and notice_in_use(notice=text.notice):
             stored = NoticeText.objects.get(pk=text.pk)
-            if (stored.language, stored.title, stored.body) != (text.language, text.title, text.body):
-                raise ValidationError("Consents rest on this notice's text; publish a new version instead.")
+            if (stored.language, stored.title, stored.body) != (
+                text.language,
+                text.title,
+                text.body,
+            ):
+                raise ValidationError(
+                    "Consents rest on this notice's text; publish a new version instead."
+                )
         text.save()
     return text
 
@@ -577,7 +629,9 @@ class CacheUnavailable(RuntimeError):
 
 def _subject_flag(pseudonym: str, **flags: datetime) -> None:
     Subject.objects.get_or_create(pseudonym=pseudonym)
-    Subject.objects.filter(pk=pseudonym, **{f"{name}__isnull": True for name in flags}).update(**flags)
+    Subject.objects.filter(pk=pseudonym, **{f"{name}__isnull": True for name in flags}).update(
+        **flags
+    )
     consent_cache_invalidate(pseudonyms=[pseudonym])
 
 
@@ -606,7 +660,9 @@ def dsr_file(
     pending; the Celery task ``dsr_process`` then completes the request.
     """
     if type not in DataSubjectRequest.Type.values:
-        raise ValidationError({"type": f"{type!r} is not one of {', '.join(DataSubjectRequest.Type.values)}."})
+        raise ValidationError(
+            {"type": f"{type!r} is not one of {', '.join(DataSubjectRequest.Type.values)}."}
+        )
     pseudonym = _resolve(subject_id, pseudonym)
     now = now or timezone.now()
     open_requests = DataSubjectRequest.objects.filter(
@@ -627,7 +683,12 @@ def dsr_file(
             transaction.on_commit(lambda: dsr_enqueue(request_id=request.id), robust=True)
     except IntegrityError:  # a concurrent filing of the same request won
         return open_requests.get(), False
-    logger.info("data subject request %s (%s) received, due %s", request.id, type, request.due_at.isoformat())
+    logger.info(
+        "data subject request %s (%s) received, due %s",
+        request.id,
+        type,
+        request.due_at.isoformat(),
+    )
     return request, True
 
 
@@ -637,7 +698,9 @@ def dsr_enqueue(*, request_id: uuid.UUID) -> None:
     dsr_process.delay(str(request_id))
 
 
-def dsr_enqueue_open(*, now: datetime | None = None, settle: timedelta = timedelta(minutes=10)) -> int:
+def dsr_enqueue_open(
+    *, now: datetime | None = None, settle: timedelta = timedelta(minutes=10)
+) -> int:
     """Enqueue again every open request older than ``settle`` (its task may have been lost)."""
     now = now or timezone.now()
     ids = list(
@@ -677,14 +740,19 @@ def dsr_process(*, request_id: uuid.UUID, now: datetime | None = None) -> dict:
         request.last_error = ""
         request.save()
     logger.info("data subject request %s (%s) completed", request.id, request.type)
-    return {"request": str(request.id), "type": request.type, "outcome": "completed", "on_time": now <= request.due_at}
+    return {
+        "request": str(request.id),
+        "type": request.type,
+        "outcome": "completed",
+        "on_time": now <= request.due_at,
+    }
 
 
 def dsr_note_failure(*, request_id: uuid.UUID, error: BaseException) -> None:
     """Count a failed attempt; only the error's class is kept (messages may quote data)."""
-    DataSubjectRequest.objects.filter(pk=request_id, status=DataSubjectRequest.Status.RECEIVED).update(
-        last_error=type(error).__name__[:500]
-    )
+    DataSubjectRequest.objects.filter(
+        pk=request_id, status=DataSubjectRequest.Status.RECEIVED
+    ).update(last_error=type(error).__name__[:500])
 
 
 def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
@@ -692,7 +760,15 @@ def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     subject = (
         Subject.objects.filter(pk=pseudonym)
-        .values("pseudonym", "age_band", "province", "platform", "first_seen", "restricted_at", "objected_at")
+        .values(
+            "pseudonym",
+            "age_band",
+            "province",
+            "platform",
+            "first_seen",
+            "restricted_at",
+            "objected_at",
+        )
         .first()
     )
     states = CurrentConsent.objects.filter(subject_id=pseudonym).order_by("purpose_id")
@@ -718,7 +794,9 @@ def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
                 .order_by("received_at")
                 .values("id", "type", "status", "received_at", "due_at", "completed_at")
             ),
-            "sources": {source.label: source.export(pseudonym) for source in personal_data_sources()},
+            "sources": {
+                source.label: source.export(pseudonym) for source in personal_data_sources()
+            },
         }
     )
 
@@ -766,13 +844,15 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
     counts: dict[str, int] = {}
     for source in personal_data_sources():
         counts[source.label] = source.erase(pseudonym)
-    counts["consent.currentconsent"], _ = CurrentConsent.objects.filter(subject_id=pseudonym).delete()
+    counts["consent.currentconsent"], _ = CurrentConsent.objects.filter(
+        subject_id=pseudonym
+    ).delete()
     counts["consent.datasubjectrequest"], _ = DataSubjectRequest.objects.filter(
         subject_pseudonym=pseudonym
     ).delete()
-    counts["consent.consentevent"] = ConsentEvent.objects.filter(subject_id=pseudonym).sanctioned_delete(
-        reason="erasure"
-    )
+    counts["consent.consentevent"] = ConsentEvent.objects.filter(
+        subject_id=pseudonym
+    ).sanctioned_delete(reason="erasure")
     counts["consent.subject"], _ = Subject.objects.filter(pk=pseudonym).delete()
     transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
     return ErasureSummary(rows_by_source=counts, cache_keys=len(keys))
@@ -798,10 +878,17 @@ def _dsr_erase(request_id: uuid.UUID, now: datetime) -> dict:
             cache_keys_erased=summary.cache_keys,
         )
     logger.info("erasure completed (record %s): %s rows", record.pk, summary.rows)
-    return {"request": str(request_id), "type": "erasure", "outcome": "completed", "on_time": now <= due_at}
+    return {
+        "request": str(request_id),
+        "type": "erasure",
+        "outcome": "completed",
+        "on_time": now <= due_at,
+    }
 
 
-def subject_processing_resume(*, pseudonym: str, restriction: bool = False, objection: bool = False) -> None:
+def subject_processing_resume(
+    *, pseudonym: str, restriction: bool = False, objection: bool = False
+) -> None:
     """Lift a restriction of processing or an objection (the DPO, once the subject agrees)."""
     flags = {}
     if restriction:
@@ -829,7 +916,9 @@ def _batched(step: Callable[[], int]) -> int:
         total += deleted
 
 
-def consent_retention_purge(*, now: datetime | None = None, batch_size: int = 1000) -> dict[str, int]:
+def consent_retention_purge(
+    *, now: datetime | None = None, batch_size: int = 1000
+) -> dict[str, int]:
     """Delete raw personal data older than its purpose's retention period, in batches.
 
     Idempotent: a second run the same day finds nothing. Covers registered
@@ -847,10 +936,14 @@ def consent_retention_purge(*, now: datetime | None = None, batch_size: int = 10
             continue
         rule = rules.get(source.purpose)
         if rule is None:
-            logger.warning("retention: source %s names unknown purpose %s", source.label, source.purpose)
+            logger.warning(
+                "retention: source %s names unknown purpose %s", source.label, source.purpose
+            )
             continue
         cutoff = now - timedelta(days=rule.retention_days)
-        counts[source.label] = _batched(lambda s=source, c=cutoff: s.purge(older_than=c, batch_size=batch_size))
+        counts[source.label] = _batched(
+            lambda s=source, c=cutoff: s.purge(older_than=c, batch_size=batch_size)
+        )
     ended = superseded = 0
     for rule in rules.values():
         cutoff = now - timedelta(days=rule.retention_days)
@@ -864,7 +957,8 @@ def consent_retention_purge(*, now: datetime | None = None, batch_size: int = 10
     counts["consent.requests"] = _batched(
         lambda: _delete_batch(
             DataSubjectRequest.objects.filter(
-                status=DataSubjectRequest.Status.COMPLETED, completed_at__lt=now - DSR_RECORD_KEPT_FOR
+                status=DataSubjectRequest.Status.COMPLETED,
+                completed_at__lt=now - DSR_RECORD_KEPT_FOR,
             ),
             batch_size,
         )
@@ -885,7 +979,9 @@ def _delete_batch(queryset, batch_size: int) -> int:
     return deleted
 
 
-def _purge_ended_consents(rule: PurposeRule, cutoff: datetime, now: datetime, batch_size: int) -> int:
+def _purge_ended_consents(
+    rule: PurposeRule, cutoff: datetime, now: datetime, batch_size: int
+) -> int:
     ended = Q(granted=False, changed_at__lt=cutoff) | Q(granted=True, expires_at__lt=cutoff)
     lapsed_by = rule.reconsent_notice(now)
     if lapsed_by is not None and lapsed_by.effective_at < cutoff:
@@ -900,9 +996,9 @@ def _purge_ended_consents(rule: PurposeRule, cutoff: datetime, now: datetime, ba
         return 0
     subjects = [subject for _, subject in rows]
     states, _ = CurrentConsent.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-    events = ConsentEvent.objects.filter(subject_id__in=subjects, purpose_id=rule.key).sanctioned_delete(
-        reason="retention"
-    )
+    events = ConsentEvent.objects.filter(
+        subject_id__in=subjects, purpose_id=rule.key
+    ).sanctioned_delete(reason="retention")
     consent_cache_invalidate(pseudonyms=subjects)
     return states + events
 

@@ -26,7 +26,10 @@ from consent.serializers import (
 )
 
 SUBJECT_PARAMETER = OpenApiParameter(
-    "subject_id", str, OpenApiParameter.PATH, description="The marketplace's user id (hashed on arrival)."
+    "subject_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The marketplace's user id (hashed on arrival).",
 )
 
 
@@ -58,7 +61,9 @@ class ConsentView(APIView):
     )
     def post(self, request):
         batch = isinstance(request.data, dict) and "events" in request.data
-        payload = (ConsentBatchInSerializer if batch else ConsentEventInSerializer)(data=request.data)
+        payload = (ConsentBatchInSerializer if batch else ConsentEventInSerializer)(
+            data=request.data
+        )
         payload.is_valid(raise_exception=True)
         events = payload.to_events() if batch else [payload.to_event()]
         problems = services.consent_events_check(events=events)
@@ -137,7 +142,9 @@ class SubjectRequestsView(APIView):
     )
     def get(self, request, subject_id: str):
         pseudonym = _pseudonym_from_path(subject_id)
-        return Response(RequestListSerializer({"requests": subject_requests(pseudonym=pseudonym)}).data)
+        return Response(
+            RequestListSerializer({"requests": subject_requests(pseudonym=pseudonym)}).data
+        )
 
 
 class SubjectRequestDetailView(APIView):

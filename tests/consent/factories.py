@@ -43,12 +43,16 @@ class NoticeFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def texts(self, create, extracted, **kwargs):
         if create:
-            NoticeText.objects.create(notice=self, language="id", title="Pemberitahuan", body="Isi.")
+            NoticeText.objects.create(
+                notice=self, language="id", title="Pemberitahuan", body="Isi."
+            )
             NoticeText.objects.create(notice=self, language="en", title="Notice", body="Body.")
 
 
 def grant(subject_id: str, purpose: str = Purpose.PERSONALIZATION, version: str = "1", **kwargs):
-    return services.consent_grant(subject_id=subject_id, purpose=purpose, notice_version=version, **kwargs)
+    return services.consent_grant(
+        subject_id=subject_id, purpose=purpose, notice_version=version, **kwargs
+    )
 
 
 def withdraw(subject_id: str, purpose: str = Purpose.PERSONALIZATION, **kwargs):

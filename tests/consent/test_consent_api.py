@@ -18,8 +18,18 @@ LEDGER_TABLES = (ConsentEvent, CurrentConsent, Subject, ConsentTally, DataSubjec
 
 
 def event(subject_id="u-1", **overrides):
-    body = {"subject_id": subject_id, "purpose": "personalization", "action": "grant", "notice_version": "1",
-            "source": {"experiment": "prompt-test", "arm": "modal", "prompt": "modal", "channel": "android"}}
+    body = {
+        "subject_id": subject_id,
+        "purpose": "personalization",
+        "action": "grant",
+        "notice_version": "1",
+        "source": {
+            "experiment": "prompt-test",
+            "arm": "modal",
+            "prompt": "modal",
+            "channel": "android",
+        },
+    }
     body.update(overrides)
     return body
 
@@ -35,24 +45,48 @@ def test_a_single_grant_is_recorded(api):
     response = api.post(CONSENTS, event("u-1"), format="json")
     assert response.status_code == 201, response.content
     body = response.json()
-    assert set(body) == {"event_id", "purpose", "action", "notice_version", "recorded_at", "expires_at", "replayed"}
+    assert set(body) == {
+        "event_id",
+        "purpose",
+        "action",
+        "notice_version",
+        "recorded_at",
+        "expires_at",
+        "replayed",
+    }
     assert (body["purpose"], body["action"], body["notice_version"], body["replayed"]) == (
-        "personalization", "grant", "1", False)
+        "personalization",
+        "grant",
+        "1",
+        False,
+    )
     row = ConsentEvent.objects.get(event_id=body["event_id"])
     assert row.subject_id == subject_pseudonym("u-1")
     assert (row.source_experiment, row.source_arm, row.source_prompt, row.source_channel) == (
-        "prompt-test", "modal", "modal", "android")
+        "prompt-test",
+        "modal",
+        "modal",
+        "android",
+    )
     assert personalization_allowed(subject_id="u-1")
 
 
 def test_a_batch_is_recorded_in_order(api):
-    events = [event(f"b-{i}", purpose=purpose) for i in range(3) for purpose in ("personalization", "marketing")]
-    events.append(event("b-0", purpose="behavioral_tracking", action="withdraw", notice_version=None))
+    events = [
+        event(f"b-{i}", purpose=purpose)
+        for i in range(3)
+        for purpose in ("personalization", "marketing")
+    ]
+    events.append(
+        event("b-0", purpose="behavioral_tracking", action="withdraw", notice_version=None)
+    )
     events[-1].pop("notice_version")
     response = api.post(CONSENTS, {"events": events}, format="json")
     assert response.status_code == 201, response.content
     recorded = response.json()["events"]
-    assert [(r["purpose"], r["action"]) for r in recorded] == [(e["purpose"], e["action"]) for e in events]
+    assert [(r["purpose"], r["action"]) for r in recorded] == [
+        (e["purpose"], e["action"]) for e in events
+    ]
     assert ConsentEvent.objects.count() == 7
     assert ConsentTally.objects.get(purpose="personalization", action="grant").count == 3
 
@@ -114,9 +148,19 @@ def test_bad_single_events_get_a_400_naming_the_field_and_write_nothing(api, bod
 @pytest.mark.parametrize(
     ("events", "index", "field"),
     [
-        ([event("d-1"), event("d-1", action="withdraw")], 1, "purpose"),  # two decisions, one subject+purpose
-        ([event("d-1", event_id="6f1c1a4e-5d27-4d6f-9b8c-3f1f8c7b2a10"),
-          event("d-2", event_id="6f1c1a4e-5d27-4d6f-9b8c-3f1f8c7b2a10")], 1, "event_id"),
+        (
+            [event("d-1"), event("d-1", action="withdraw")],
+            1,
+            "purpose",
+        ),  # two decisions, one subject+purpose
+        (
+            [
+                event("d-1", event_id="6f1c1a4e-5d27-4d6f-9b8c-3f1f8c7b2a10"),
+                event("d-2", event_id="6f1c1a4e-5d27-4d6f-9b8c-3f1f8c7b2a10"),
+            ],
+            1,
+            "event_id",
+        ),
         ([event("d-1"), event("d-2", purpose="telepathy")], 1, "purpose"),
         ([event("d-1"), event("d-2", notice_version="7")], 1, "notice_version"),
         ([event("d-1"), event("d 2")], 1, "subject_id"),
@@ -175,7 +219,11 @@ def test_grant_under_a_notice_not_yet_in_effect_is_refused(api):
 
 
 def test_proof_of_consent_shows_state_and_history(api):
-    api.post(CONSENTS, event("p-1", source={"prompt": "banner", "channel": "web", "language": "en"}), format="json")
+    api.post(
+        CONSENTS,
+        event("p-1", source={"prompt": "banner", "channel": "web", "language": "en"}),
+        format="json",
+    )
     api.post(CONSENTS, event("p-1", purpose="marketing"), format="json")
     api.post(CONSENTS, event("p-1", purpose="marketing", action="withdraw"), format="json")
     response = api.get("/api/v1/subjects/p-1/consents")
@@ -183,16 +231,29 @@ def test_proof_of_consent_shows_state_and_history(api):
     body = response.json()
     assert (body["restricted"], body["objected"]) == (False, False)
     purposes = {p["purpose"]: p for p in body["purposes"]}
-    assert set(purposes) == {"personalization", "sensitive_profiling", "behavioral_tracking", "marketing"}
+    assert set(purposes) == {
+        "personalization",
+        "sensitive_profiling",
+        "behavioral_tracking",
+        "marketing",
+    }
     assert purposes["personalization"]["granted"] and purposes["personalization"]["allowed"]
     assert purposes["marketing"]["status"] == "withdrawn"
     assert purposes["sensitive_profiling"]["status"] == "not_set"
     history = body["history"]
     assert [(h["purpose"], h["action"]) for h in history] == [
-        ("personalization", "grant"), ("marketing", "grant"), ("marketing", "withdraw")]
+        ("personalization", "grant"),
+        ("marketing", "grant"),
+        ("marketing", "withdraw"),
+    ]
     assert history[0]["notice_version"] == "1" and history[0]["language"] == "en"
     assert history[0]["source"] == {"prompt": "banner", "channel": "web"}
-    assert history[1]["source"] == {"prompt": "modal", "channel": "android", "experiment": "prompt-test", "arm": "modal"}
+    assert history[1]["source"] == {
+        "prompt": "modal",
+        "channel": "android",
+        "experiment": "prompt-test",
+        "arm": "modal",
+    }
 
 
 def test_an_unknown_subject_has_no_consent_and_is_not_created(api):
@@ -255,7 +316,11 @@ def test_restriction_and_objection_stop_personalization_at_once(api):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"type": "delete-everything"}, "type"), ({}, "type"), ({"type": "access", "why": "x"}, "why")],
+    [
+        ({"type": "delete-everything"}, "type"),
+        ({}, "type"),
+        ({"type": "access", "why": "x"}, "why"),
+    ],
 )
 def test_bad_requests_are_400(api, body, field):
     response = api.post("/api/v1/subjects/q-1/requests", body, format="json")
@@ -280,7 +345,11 @@ ENDPOINTS = [
 
 
 def call(client, method, url, body):
-    return getattr(client, method)(url, body, format="json") if body is not None else getattr(client, method)(url)
+    return (
+        getattr(client, method)(url, body, format="json")
+        if body is not None
+        else getattr(client, method)(url)
+    )
 
 
 @pytest.mark.parametrize(("method", "url", "body"), ENDPOINTS)
@@ -305,7 +374,9 @@ def test_revoked_or_unknown_key_is_refused(method, url, body):
 @pytest.mark.parametrize(("method", "url", "body"), ENDPOINTS)
 def test_valid_key_is_served(api, method, url, body):
     response = call(api, method, url, body)
-    assert response.status_code in (200, 201, 202) or (response.status_code == 404 and "requests/" in url)
+    assert response.status_code in (200, 201, 202) or (
+        response.status_code == 404 and "requests/" in url
+    )
 
 
 def test_logs_carry_no_raw_subject_ids(api, caplog, django_capture_on_commit_callbacks):

@@ -20,13 +20,30 @@ def event():
 
 def test_an_event_is_written_with_its_source_and_notice():
     subject = raw_id()
-    recorded = grant(subject, source={"experiment": "prompt-test", "arm": "modal", "prompt": "modal",
-                                      "channel": "ios", "language": "en"})
+    recorded = grant(
+        subject,
+        source={
+            "experiment": "prompt-test",
+            "arm": "modal",
+            "prompt": "modal",
+            "channel": "ios",
+            "language": "en",
+        },
+    )
     row = ConsentEvent.objects.get(event_id=recorded.event_id)
     assert row.subject_id == subject_pseudonym(subject)
-    assert (row.purpose_id, row.action, row.notice.version, row.language) == ("personalization", "grant", "1", "en")
+    assert (row.purpose_id, row.action, row.notice.version, row.language) == (
+        "personalization",
+        "grant",
+        "1",
+        "en",
+    )
     assert (row.source_experiment, row.source_arm, row.source_prompt, row.source_channel) == (
-        "prompt-test", "modal", "modal", "ios")
+        "prompt-test",
+        "modal",
+        "modal",
+        "ios",
+    )
     assert row.expires_at is not None and row.expires_at > row.recorded_at
 
 
@@ -71,7 +88,11 @@ def test_withdrawal_appends_and_keeps_the_grant():
     subject = raw_id()
     grant(subject)
     withdraw(subject)
-    actions = list(ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).values_list("action", flat=True))
+    actions = list(
+        ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).values_list(
+            "action", flat=True
+        )
+    )
     assert actions == ["grant", "withdraw"]
     state = CurrentConsent.objects.get(subject_id=subject_pseudonym(subject))
     assert state.granted is False
@@ -108,7 +129,9 @@ def test_postgres_allows_the_sanctioned_deletion_only(event):
     other = raw_id()
     grant(other)
     with pytest.raises(DatabaseError), transaction.atomic():
-        ConsentEvent.objects.filter(subject_id=subject_pseudonym(other))._raw_delete(connection.alias)
+        ConsentEvent.objects.filter(subject_id=subject_pseudonym(other))._raw_delete(
+            connection.alias
+        )
 
 
 @pytest.mark.postgres

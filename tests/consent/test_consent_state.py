@@ -37,13 +37,19 @@ def _replay(pseudonyms):
     """An independent oracle: the last event per subject and purpose, in ledger order."""
     last = {}
     for event in ConsentEvent.objects.filter(subject_id__in=pseudonyms).order_by("id"):
-        last[(event.subject_id, event.purpose_id)] = (event.action == "grant", event.notice_id, event.id)
+        last[(event.subject_id, event.purpose_id)] = (
+            event.action == "grant",
+            event.notice_id,
+            event.id,
+        )
     return last
 
 
 decisions = st.lists(
     st.lists(
-        st.tuples(st.integers(0, 3), st.sampled_from(PURPOSES), st.sampled_from(["grant", "withdraw"])),
+        st.tuples(
+            st.integers(0, 3), st.sampled_from(PURPOSES), st.sampled_from(["grant", "withdraw"])
+        ),
         min_size=1,
         max_size=6,
         unique_by=lambda d: (d[0], d[1]),  # one decision per subject and purpose in a batch
@@ -53,7 +59,9 @@ decisions = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=decisions)
 def test_derived_state_equals_a_replay_of_the_ledger(batches):
     run = uuid.uuid4().hex[:8]
@@ -62,8 +70,12 @@ def test_derived_state_equals_a_replay_of_the_ledger(batches):
     for batch in batches:
         services.consent_record(
             events=[
-                ConsentEventInput(subject_id=subjects[i], purpose=purpose, action=action,
-                                  notice_version="1" if action == "grant" else None)
+                ConsentEventInput(
+                    subject_id=subjects[i],
+                    purpose=purpose,
+                    action=action,
+                    notice_version="1" if action == "grant" else None,
+                )
                 for i, purpose, action in batch
             ]
         )
@@ -87,17 +99,25 @@ def test_rebuild_reports_and_corrects_drift(capsys):
     withdraw(b)
     grant(c, "marketing")
     CurrentConsent.objects.filter(subject_id=subject_pseudonym(a)).delete()  # missing
-    CurrentConsent.objects.filter(subject_id=subject_pseudonym(b)).update(granted=True)  # mismatched
+    CurrentConsent.objects.filter(subject_id=subject_pseudonym(b)).update(
+        granted=True
+    )  # mismatched
     CurrentConsent.objects.create(  # extra: no ledger event supports it
-        subject_id=subject_pseudonym(c), purpose_id="behavioral_tracking", granted=False,
-        last_event_id=0, changed_at=timezone.now())
+        subject_id=subject_pseudonym(c),
+        purpose_id="behavioral_tracking",
+        granted=False,
+        last_event_id=0,
+        changed_at=timezone.now(),
+    )
 
     with pytest.raises(Exception, match="3 differences"):
         call_command("consent_rebuild_state", "--check")
     out = capsys.readouterr().out
     assert "1 missing, 1 extra, 1 mismatched" in out
     assert subject_pseudonym(a) not in out  # only a short prefix is printed
-    assert CurrentConsent.objects.filter(subject_id=subject_pseudonym(b), granted=True).exists()  # --check changed nothing
+    assert CurrentConsent.objects.filter(
+        subject_id=subject_pseudonym(b), granted=True
+    ).exists()  # --check changed nothing
 
     call_command("consent_rebuild_state")
     assert "corrected" in capsys.readouterr().out
@@ -151,8 +171,9 @@ def test_a_grant_expires_after_the_purposes_validity():
 def test_a_notice_that_requires_reconsent_lapses_older_grants():
     subject, later = raw_id(), raw_id()
     grant(subject)
-    notice = NoticeFactory(version="2", requires_reconsent=True,
-                           effective_at=timezone.now() + timedelta(days=7))
+    notice = NoticeFactory(
+        version="2", requires_reconsent=True, effective_at=timezone.now() + timedelta(days=7)
+    )
     services.notice_save(notice=notice)
     assert personalization_allowed(subject_id=subject) is True  # not in effect yet
     with time_machine.travel(timezone.now() + timedelta(days=8), tick=False):
@@ -189,7 +210,11 @@ def test_restriction_and_objection_block_whatever_the_consents_say():
 
 def test_unconfirmed_state_fails_closed():
     state = ConsentState.unconfirmed()
-    assert not state.personalization_allowed and not state.sensitive_allowed and not state.granted("marketing")
+    assert (
+        not state.personalization_allowed
+        and not state.sensitive_allowed
+        and not state.granted("marketing")
+    )
 
 
 def test_helpers_fail_closed_when_the_database_fails(monkeypatch):
@@ -219,7 +244,9 @@ def test_consenting_subject_ids_for_model_builds():
     ids = set(consenting_subject_ids(purposes=["personalization"]))
     assert ids == {subject_pseudonym(yes)}
     grant(yes, "sensitive_profiling")
-    assert set(consenting_subject_ids(purposes=["personalization", "sensitive_profiling"])) == {subject_pseudonym(yes)}
+    assert set(consenting_subject_ids(purposes=["personalization", "sensitive_profiling"])) == {
+        subject_pseudonym(yes)
+    }
     assert not set(consenting_subject_ids(purposes=["sensitive_profiling", "marketing"]))
     with pytest.raises(ValueError, match="unknown purposes"):
         consenting_subject_ids(purposes=["telepathy"])

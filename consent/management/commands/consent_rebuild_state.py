@@ -13,7 +13,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--check", action="store_true", help="report only; exit 1 on any difference")
+        parser.add_argument(
+            "--check", action="store_true", help="report only; exit 1 on any difference"
+        )
         parser.add_argument("--batch-size", type=int, default=500, help="subjects per transaction")
 
     def handle(self, *args, check: bool, batch_size: int, **options):
@@ -28,6 +30,8 @@ class Command(BaseCommand):
             + (" — corrected" if report.applied and report.differences else "")
         )
         if check and report.differences:
-            raise CommandError(f"{report.differences} differences between the ledger and the state table")
+            raise CommandError(
+                f"{report.differences} differences between the ledger and the state table"
+            )
         if not report.differences:
             self.stdout.write(self.style.SUCCESS("The state table matches the ledger."))
