@@ -5,15 +5,28 @@ when beat starts, where PMs can see them (and pause one) in the admin. Each
 entry has ``expires`` so a backlog never runs stale work twice.
 """
 
+import os
 from datetime import timedelta
 
 MINUTE = 60
+# How often every running experiment's results are recomputed (issue 5: 15 minutes).
+RESULTS_EVERY_MINUTES = int(os.environ.get("PRIVACYLAB_RESULTS_EVERY_MINUTES", "15"))
 
 BEAT_SCHEDULE = {
     "experiments-apply-schedule": {
         "task": "experiments.tasks.experiments_apply_schedule",
         "schedule": timedelta(minutes=1),
         "options": {"expires": 1 * MINUTE},
+    },
+    "experiments-results": {
+        "task": "experiments.tasks.results_refresh_running",
+        "schedule": timedelta(minutes=RESULTS_EVERY_MINUTES),
+        "options": {"expires": RESULTS_EVERY_MINUTES * MINUTE * 2 // 3},
+    },
+    "experiments-monitor": {
+        "task": "experiments.tasks.experiments_monitor_pending",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 4 * MINUTE},
     },
     "consent-retention-purge": {
         "task": "consent.tasks.consent_retention_purge",

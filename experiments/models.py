@@ -187,6 +187,18 @@ class Experiment(models.Model):
     primary_metric = models.CharField(max_length=16, choices=Metric.choices, default=Metric.GMV)
     alpha = models.FloatField(default=0.05)
     planned_subjects_per_arm = models.PositiveIntegerField(null=True, blank=True)
+    gmv_cap_percentile = models.FloatField(
+        null=True,
+        blank=True,
+        default=0.99,
+        help_text="Each subject's GMV is capped at this percentile of the buyers' GMV, computed in "
+        "the database on every analysis; empty: no cap.",
+    )
+    pre_exposure_days = models.PositiveIntegerField(
+        default=28,
+        help_text="CUPED covariate: a subject's GMV in this many days before first exposure (0 turns "
+        "CUPED off). A subject who ordered in that window is a returning customer.",
+    )
     compliance_override_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -209,6 +221,14 @@ class Experiment(models.Model):
                 | Q(scheduled_start__isnull=True)
                 | Q(scheduled_end__gt=F("scheduled_start")),
                 name="experiment_schedule_ordered",
+            ),
+            models.CheckConstraint(
+                condition=Q(gmv_cap_percentile__isnull=True)
+                | (Q(gmv_cap_percentile__gte=0.5) & Q(gmv_cap_percentile__lte=1.0)),
+                name="experiment_gmv_cap_percentile_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(pre_exposure_days__lte=365), name="experiment_pre_exposure_days_range"
             ),
         ]
 
@@ -409,3 +429,100 @@ class OrderLine(models.Model):
         if not self._state.adding:
             raise OutcomeEventIsAppendOnly("Order lines cannot be updated: record a new event instead.")
         super().save(*args, **kwargs)
+
+
+# --- results ---------------------------------------------------------------------
+
+
+class ResultSnapshot(models.Model):
+    """One analysis run of an experiment: metrics, effects and decisions over a time window.
+
+    Written by ``experiments.results.compute_results``; one row per run, and a
+    run is identified by its window (``window_end`` is the analysis time), so a
+    redelivered task rewrites its own row instead of adding one. ``data`` is the
+    JSON document described in docs/metrics.md; ``schema_version`` says which
+    shape it has (readers must check it: older rows keep their old shape).
+    """
+
+    SCHEMA_VERSION = 1
+
+    class Status(models.TextChoices):
+        OK = "ok", "Analysed"
+        NO_EXPOSURES = "no_exposures", "No exposures yet"
+        ARM_WITHOUT_EXPOSURES = "arm_without_exposures", "An arm has no exposures"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="snapshots")
+    schema_version = models.PositiveSmallIntegerField(default=SCHEMA_VERSION)
+    status = models.CharField(max_length=24, choices=Status.choices)
+    phase = models.PositiveIntegerField()
+    window_start = models.DateTimeField(help_text="The experiment's start: the earliest exposure counted.")
+    window_end = models.DateTimeField(help_text="The analysis time: nothing at or after it is counted.")
+    computed_at = models.DateTimeField()
+    compute_seconds = models.FloatField(default=0.0)
+    subjects = models.PositiveIntegerField(default=0)
+    srm_flag = models.BooleanField(null=True, help_text="Sample-ratio mismatch; empty when untestable.")
+    guardrail_breached = models.BooleanField(default=False)
+    monitored_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the monitor acted on this run (alerts, guardrail pause)."
+    )
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["experiment", "-window_end"]
+        get_latest_by = "window_end"
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "phase", "window_end"], name="snapshot_one_per_window"),
+            models.CheckConstraint(condition=Q(window_end__gte=F("window_start")), name="snapshot_window_ordered"),
+            models.CheckConstraint(condition=Q(schema_version__gte=1), name="snapshot_schema_version_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["ok", "no_exposures", "arm_without_exposures"]),
+                name="snapshot_status_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["experiment", "-window_end"], name="snapshot_experiment_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key} results at {self.window_end:%Y-%m-%d %H:%M}"
+
+
+class ExperimentAlert(models.Model):
+    """Something the monitor found: a sample-ratio mismatch or a breached guardrail, and what it did.
+
+    At most one open (unacknowledged) alert per experiment, kind, arm and
+    metric, so a monitor that runs every few minutes records a problem once.
+    """
+
+    class Kind(models.TextChoices):
+        SRM = "srm", "Sample-ratio mismatch"
+        GUARDRAIL = "guardrail", "Guardrail breached"
+
+    class Action(models.TextChoices):
+        NONE = "", "None"
+        PAUSED = "paused", "Experiment paused"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    arm = models.CharField(max_length=64, blank=True)
+    metric = models.CharField(max_length=16, blank=True)
+    snapshot = models.ForeignKey(
+        ResultSnapshot, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
+    message = models.TextField()
+    details = models.JSONField(default=dict, blank=True)
+    action = models.CharField(max_length=16, choices=Action.choices, blank=True, default="")
+    created_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "kind", "arm", "metric"],
+                condition=Q(acknowledged_at__isnull=True),
+                name="alert_one_open_per_problem",
+            ),
+            models.CheckConstraint(condition=Q(kind__in=["srm", "guardrail"]), name="alert_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.experiment.key}"

@@ -258,12 +258,15 @@ class Assignment:
     treatment: dict
 
 
-def assignments_for_subject(*, subject_id: str, attributes: Mapping[str, object]) -> list[Assignment]:
+def assignments_for_subject(
+    *, subject_id: str, attributes: Mapping[str, object], now: datetime | None = None
+) -> list[Assignment]:
     """Every running experiment the subject falls into, with its arm; records first exposures.
 
     The arm comes from the deterministic hash of the id the client sent; the
     first exposure is inserted ignoring conflicts and read back, so concurrent
-    first requests all answer with the one stored arm.
+    first requests all answer with the one stored arm. ``now`` (default: the
+    clock) is the first exposure's time; the simulator replays a past fortnight.
     """
     configs = running_experiment_configs()
     if not configs:
@@ -287,7 +290,7 @@ def assignments_for_subject(*, subject_id: str, attributes: Mapping[str, object]
     )
     missing = [experiment_id for experiment_id in matched if experiment_id not in stored]
     if missing:
-        stored.update(_record_first_exposures(pseudonym, attributes, missing, matched))
+        stored.update(_record_first_exposures(pseudonym, attributes, missing, matched, now))
     result = []
     for experiment_id, (config, _) in matched.items():
         arm = config.arms_by_id.get(stored[experiment_id])
@@ -297,8 +300,8 @@ def assignments_for_subject(*, subject_id: str, attributes: Mapping[str, object]
     return result
 
 
-def _record_first_exposures(pseudonym, attributes, experiment_ids, matched) -> dict[int, int]:
-    now = timezone.now()
+def _record_first_exposures(pseudonym, attributes, experiment_ids, matched, now=None) -> dict[int, int]:
+    now = now or timezone.now()
     subject_fields = {
         name: str(attributes[name])[:64] for name in SUBJECT_ATTRIBUTES if attributes.get(name) is not None
     }

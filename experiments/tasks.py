@@ -1,10 +1,63 @@
-"""Thin Celery tasks over experiments services: ids in, one service call, idempotent."""
+"""Thin Celery tasks over experiments services: ids in, one service call, idempotent.
+
+Every task is ``acks_late`` (the broker redelivers it if the worker dies) and
+safe to run twice. Only transient errors (the database briefly unreachable)
+are retried, with exponential backoff; anything else is a bug and fails loudly.
+"""
+
+from datetime import datetime
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
-from experiments import services
+from experiments import results, services
+from experiments.models import Experiment, ResultSnapshot
+
+TRANSIENT = (OperationalError, InterfaceError)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 30,
+    "retry_backoff_max": 15 * 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def experiments_apply_schedule() -> dict:
     return services.experiments_apply_schedule()
+
+
+@shared_task(acks_late=True, time_limit=15 * 60, soft_time_limit=14 * 60, **RETRY)
+def results_compute(experiment_id: int, as_of: str | None = None) -> int | None:
+    """Compute and store one experiment's results for the window ending at ``as_of`` (ISO 8601).
+
+    A redelivered task carries the same ``as_of`` and so rewrites the same
+    snapshot with the same numbers.
+    """
+    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    if experiment is None:  # deleted since it was enqueued: nothing to do
+        return None
+    moment = datetime.fromisoformat(as_of) if as_of else None
+    return results.compute_results(experiment=experiment, as_of=moment).pk
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
+def results_refresh_running() -> list[int]:
+    """Periodic: enqueue a results run for every running experiment."""
+    return results.results_enqueue_running()
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=280, **RETRY)
+def experiment_monitor(snapshot_id: int) -> dict | None:
+    """Act on one results run: sample-ratio alert; pause on a breached guardrail."""
+    snapshot = ResultSnapshot.objects.filter(pk=snapshot_id).first()
+    if snapshot is None:
+        return None
+    return results.experiment_monitor(snapshot=snapshot)
+
+
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=580, **RETRY)
+def experiments_monitor_pending() -> list[dict]:
+    """Periodic: monitor every running experiment's latest run not yet acted on."""
+    return results.experiments_monitor_pending()

@@ -1,0 +1,408 @@
+"""The metric pipeline: per-arm and per-segment sufficient statistics, computed in the database.
+
+For one experiment, ONE aggregate SQL statement (PostgreSQL or SQLite) reads
+the exposures, the outcome events and the consent ledger and returns, per arm
+and per segment, the counts, sums, sums of squares and cross-products the stats
+engine needs (``experiments.stats``). No per-subject row ever reaches Python:
+the statement returns one row per (dimension, value, arm).
+
+Per exposed subject of the current phase, counting from the subject's first
+exposure up to the analysis time ``as_of`` (docs/metrics.md has the details):
+
+============  ===========================================================  ==================
+metric        per-subject value                                            statistic
+============  ===========================================================  ==================
+conversion    placed ≥ 1 order                                             proportion
+opt_out       withdrew personalization consent at least once               proportion
+consent_rate  personalization granted after exposure and not withdrawn     proportion
+              since (the subject's last decision in the window is a grant)
+gmv           Σ order amounts (IDR), capped at ``gmv_cap_percentile`` of   mean, CUPED with
+              the buyers' GMV; covariate: GMV in ``pre_exposure_days``     the pre-exposure
+              before first exposure (capped alike)                          GMV
+orders        number of orders                                             mean
+aov           Σ capped GMV / Σ orders                                      ratio (delta)
+ctr           Σ recommendation clicks / Σ impressions                      ratio (delta)
+============  ===========================================================  ==================
+
+Segments: ``age_band``, ``province`` and ``platform`` of the subject, and
+``customer`` = ``returning`` when the subject ordered in the pre-exposure
+window, else ``new``. Subjects with a blank attribute fall in ``unknown``.
+
+Public API::
+
+    stats = metric_statistics(experiment=experiment, as_of=now)
+    stats.arms        # {arm_key: {metric: Statistic}}          overall
+    stats.segments    # {"platform=ios": {arm_key: {metric: Statistic}}, ...}
+    stats.gmv_cap     # the cap the database computed (None: no cap / no buyers)
+
+    sql, params = metric_statistics_sql(experiment=experiment, as_of=now)  # the one statement
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from consent.models import ConsentEvent, Purpose, Subject
+from experiments.models import Arm, Experiment, Exposure, Metric, OutcomeEvent
+from experiments.stats import (
+    ProportionStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+    Statistic,
+)
+
+SEGMENT_DIMENSIONS = ("age_band", "province", "platform", "customer")
+UNKNOWN_SEGMENT = "unknown"
+QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
+
+# Metric key → (statistic kind, higher is better). The order is the report's order.
+METRICS: dict[str, tuple[str, bool]] = {
+    Metric.CONVERSION: ("proportion", True),
+    Metric.OPT_OUT: ("proportion", False),
+    Metric.CONSENT_RATE: ("proportion", True),
+    Metric.GMV: ("mean", True),
+    Metric.ORDERS: ("mean", True),
+    Metric.AOV: ("ratio", True),
+    Metric.CTR: ("ratio", True),
+}
+
+# The aggregate columns of every output row, in SELECT order.
+_SUMS = (
+    "n",
+    "converted",
+    "opted_out",
+    "consented",
+    "gmv_sum",
+    "gmv_ss",
+    "pre_sum",
+    "pre_ss",
+    "gmv_pre",
+    "orders_sum",
+    "orders_ss",
+    "gmv_orders",
+    "impressions_sum",
+    "impressions_ss",
+    "clicks_sum",
+    "clicks_ss",
+    "clicks_impressions",
+)
+
+
+@dataclass(frozen=True)
+class MetricStatistics:
+    """The pipeline's answer for one experiment at one analysis time."""
+
+    experiment_id: int
+    phase: int
+    window_start: datetime
+    window_end: datetime
+    gmv_cap_percentile: float | None
+    gmv_cap: float | None
+    pre_exposure_days: int
+    arms: dict[str, dict[str, Statistic]]
+    segments: dict[str, dict[str, dict[str, Statistic]]]
+    sums: dict[str, dict[str, float]] = field(repr=False)  # overall raw sums per arm (for tests, the docs)
+
+    @property
+    def subjects(self) -> dict[str, int]:
+        return {arm: int(self.sums[arm]["n"]) for arm in self.sums}
+
+
+def _named_to_positional(sql: str, params: dict) -> tuple[str, list]:
+    """``%(name)s`` → ``%s`` with a parameter list, so one query text serves both backends."""
+    ordered: list = []
+
+    def take(match: re.Match) -> str:
+        ordered.append(params[match.group(1)])
+        return "%s"
+
+    return re.sub(r"%\((\w+)\)s", take, sql), ordered
+
+
+def _vendor_snippets(vendor: str) -> dict[str, str]:
+    if vendor == "postgresql":
+        return {
+            "pre_start": "e.first_exposed_at - %(pre_window)s",
+            "float": "double precision",
+            "materialized": "MATERIALIZED",
+            "cap": (
+                "cap AS (SELECT CASE WHEN CAST(%(cap_percentile)s AS double precision) IS NULL THEN NULL ELSE "
+                "percentile_cont(CAST(%(cap_percentile)s AS double precision)) WITHIN GROUP (ORDER BY gmv) "
+                "END AS cap FROM per_subject WHERE gmv > 0)"
+            ),
+        }
+    if vendor == "sqlite":
+        # percentile_cont by hand, still in the database: with h = p·(N − 1), the
+        # value at ⌊h⌋ plus the fraction of the step to the next (ORDER BY … OFFSET).
+        return {
+            # Django's own SQLite function, exact to the microsecond in its storage format.
+            "pre_start": "django_format_dtdelta('-', e.first_exposed_at, %(pre_window_us)s)",
+            "float": "REAL",
+            "materialized": "MATERIALIZED",
+            "cap": """
+    buyers AS MATERIALIZED (SELECT gmv FROM per_subject WHERE gmv > 0),
+    rank_of AS (
+        SELECT (COUNT(*) - 1) * %(cap_percentile)s AS h, COUNT(*) AS buyers FROM buyers
+    ),
+    cap AS (
+        SELECT CASE WHEN %(cap_percentile)s IS NULL OR buyers = 0 THEN NULL ELSE
+            lo + (h - CAST(h AS INTEGER)) * (COALESCE(hi, lo) - lo) END AS cap
+        FROM (
+            SELECT h, buyers,
+                (SELECT gmv FROM buyers ORDER BY gmv LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) FROM rank_of)) AS lo,
+                (SELECT gmv FROM buyers ORDER BY gmv LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) + 1 FROM rank_of)) AS hi
+            FROM rank_of
+        )
+    )""",
+        }
+    raise NotImplementedError(f"the metric pipeline supports PostgreSQL and SQLite, not {vendor}")
+
+
+_SQL = """/* {marker} */
+WITH
+exposed AS {materialized} (
+    SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe,
+           {pre_start} AS pre_start,
+           COALESCE(NULLIF(s.age_band, ''), '{unknown}') AS age_band,
+           COALESCE(NULLIF(s.province, ''), '{unknown}') AS province,
+           COALESCE(NULLIF(s.platform, ''), '{unknown}') AS platform
+    FROM {exposure} e
+    JOIN {subject} s ON s.{subject_pk} = e.subject_id
+    WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
+      AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
+),
+outcomes AS (
+    SELECT x.exposure_id,
+        COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS orders,
+        SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS gmv,
+        SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_gmv,
+        COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_orders,
+        COUNT(*) FILTER (WHERE o.type = 'rec_impression') AS impressions,
+        COUNT(*) FILTER (WHERE o.type = 'rec_click') AS clicks
+    FROM exposed x
+    JOIN {event} o ON o.subject_id = x.subject_id
+    WHERE o.occurred_at < %(window_end)s
+      AND (o.occurred_at >= x.fe OR (o.type = 'order' AND o.occurred_at >= x.pre_start))
+    GROUP BY x.exposure_id
+),
+decisions AS (
+    SELECT x.exposure_id,
+        MAX(CASE WHEN c.action = 'withdraw' THEN 1 ELSE 0 END) AS opted_out,
+        MAX(CASE WHEN c.action = 'grant' THEN c.id END) AS last_grant,
+        MAX(CASE WHEN c.action = 'withdraw' THEN c.id END) AS last_withdraw
+    FROM exposed x
+    JOIN {consent} c ON c.subject_id = x.subject_id
+    WHERE c.purpose_id = %(purpose)s AND c.recorded_at >= x.fe AND c.recorded_at < %(window_end)s
+    GROUP BY x.exposure_id
+),
+per_subject AS {materialized} (
+    SELECT x.arm_id, x.age_band, x.province, x.platform,
+        CASE WHEN COALESCE(o.pre_orders, 0) > 0 THEN 'returning' ELSE 'new' END AS customer,
+        COALESCE(o.orders, 0) AS orders,
+        CAST(COALESCE(o.gmv, 0) AS {float}) AS gmv,
+        CAST(COALESCE(o.pre_gmv, 0) AS {float}) AS pre_gmv,
+        COALESCE(o.impressions, 0) AS impressions,
+        COALESCE(o.clicks, 0) AS clicks,
+        COALESCE(d.opted_out, 0) AS opted_out,
+        CASE WHEN d.last_grant IS NOT NULL AND (d.last_withdraw IS NULL OR d.last_grant > d.last_withdraw)
+             THEN 1 ELSE 0 END AS consented
+    FROM exposed x
+    LEFT JOIN outcomes o ON o.exposure_id = x.exposure_id
+    LEFT JOIN decisions d ON d.exposure_id = x.exposure_id
+    -- A fixed order makes every floating-point sum below add up in the same
+    -- order on every run, however the database parallelised the joins.
+    ORDER BY x.exposure_id
+),
+{cap},
+capped AS (
+    SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
+        p.opted_out, p.consented,
+        CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
+        CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
+        CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv
+    FROM per_subject p CROSS JOIN cap
+)
+{selects}
+UNION ALL
+SELECT 'cap', '', NULL, cap, {padding} FROM cap
+"""
+
+_AGGREGATES = """COUNT(*), SUM(converted), SUM(opted_out), SUM(consented),
+        SUM(gmv), SUM(gmv * gmv), SUM(pre_gmv), SUM(pre_gmv * pre_gmv), SUM(gmv * pre_gmv),
+        SUM(orders), SUM(orders * orders), SUM(gmv * orders),
+        SUM(impressions), SUM(impressions * impressions), SUM(clicks), SUM(clicks * clicks),
+        SUM(clicks * impressions)"""
+
+
+def _selects() -> str:
+    # Identifiers come from the module's constants, never from input.
+    parts = [f"SELECT 'all', '', arm_id, {_AGGREGATES} FROM capped GROUP BY arm_id"]  # noqa: S608
+    for dimension in SEGMENT_DIMENSIONS:
+        parts.append(
+            f"SELECT '{dimension}', {dimension}, arm_id, {_AGGREGATES} FROM capped "  # noqa: S608
+            f"GROUP BY arm_id, {dimension}"
+        )
+    return "\nUNION ALL\n".join(parts)
+
+
+def window_for(experiment: Experiment, as_of: datetime | None = None) -> tuple[datetime, datetime]:
+    """The analysis window: from the start to ``as_of`` (default now), never past the stop."""
+    as_of = as_of or timezone.now()
+    end = min(as_of, experiment.ended_at) if experiment.ended_at else as_of
+    start = experiment.started_at or end
+    return start, max(start, end)
+
+
+def metric_statistics_sql(
+    *,
+    experiment: Experiment,
+    as_of: datetime | None = None,
+    gmv_cap_percentile: float | None | type[...] = ...,
+    pre_exposure_days: int | None = None,
+    using: str = "default",
+) -> tuple[str, list]:
+    """The one aggregate statement of ``metric_statistics`` and its parameters."""
+    connection = connections[using]
+    window_start, window_end = window_for(experiment, as_of)
+    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
+    if percentile is not None and not 0.0 <= float(percentile) <= 1.0:
+        raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {percentile!r}")
+    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    pre_window = timedelta(days=days)
+    snippets = _vendor_snippets(connection.vendor)
+    sql = _SQL.format(
+        marker=QUERY_MARKER,
+        materialized=snippets["materialized"],
+        pre_start=snippets["pre_start"],
+        float=snippets["float"],
+        cap=snippets["cap"].strip(),
+        unknown=UNKNOWN_SEGMENT,
+        exposure=connection.ops.quote_name(Exposure._meta.db_table),
+        subject=connection.ops.quote_name(Subject._meta.db_table),
+        subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
+        event=connection.ops.quote_name(OutcomeEvent._meta.db_table),
+        consent=connection.ops.quote_name(ConsentEvent._meta.db_table),
+        selects=_selects(),
+        padding=", ".join(["NULL"] * (len(_SUMS) - 1)),
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {
+        "experiment_id": experiment.pk,
+        "phase": experiment.phase,
+        "window_start": adapt(window_start),
+        "window_end": adapt(window_end),
+        "pre_window": pre_window,
+        "pre_window_us": int(pre_window.total_seconds()) * 1_000_000,
+        "purpose": Purpose.PERSONALIZATION,
+        "cap_percentile": None if percentile is None else float(percentile),
+    }
+    return _named_to_positional(sql, params)
+
+
+def _number(value) -> float:
+    return 0.0 if value is None else float(value)
+
+
+def _statistics(sums: dict[str, float], *, cap: float | None, cuped: bool) -> dict[str, Statistic]:
+    n = int(sums["n"])
+    gmv: Statistic
+    if cuped:
+        gmv = RegressionAdjustedStatistic(
+            n=n,
+            sum=sums["gmv_sum"],
+            sum_squares=sums["gmv_ss"],
+            covariate_sum=sums["pre_sum"],
+            covariate_sum_squares=sums["pre_ss"],
+            cross_product=sums["gmv_pre"],
+            cap=cap,
+        )
+    else:
+        gmv = SampleMeanStatistic(n=n, sum=sums["gmv_sum"], sum_squares=sums["gmv_ss"], cap=cap)
+    return {
+        Metric.CONVERSION: ProportionStatistic(n=n, successes=int(sums["converted"])),
+        Metric.OPT_OUT: ProportionStatistic(n=n, successes=int(sums["opted_out"])),
+        Metric.CONSENT_RATE: ProportionStatistic(n=n, successes=int(sums["consented"])),
+        Metric.GMV: gmv,
+        Metric.ORDERS: SampleMeanStatistic(n=n, sum=sums["orders_sum"], sum_squares=sums["orders_ss"]),
+        Metric.AOV: RatioStatistic(
+            n=n,
+            numerator_sum=sums["gmv_sum"],
+            numerator_sum_squares=sums["gmv_ss"],
+            denominator_sum=sums["orders_sum"],
+            denominator_sum_squares=sums["orders_ss"],
+            cross_product=sums["gmv_orders"],
+        ),
+        Metric.CTR: RatioStatistic(
+            n=n,
+            numerator_sum=sums["clicks_sum"],
+            numerator_sum_squares=sums["clicks_ss"],
+            denominator_sum=sums["impressions_sum"],
+            denominator_sum_squares=sums["impressions_ss"],
+            cross_product=sums["clicks_impressions"],
+        ),
+    }
+
+
+def metric_statistics(
+    *,
+    experiment: Experiment,
+    as_of: datetime | None = None,
+    gmv_cap_percentile: float | None | type[...] = ...,
+    pre_exposure_days: int | None = None,
+    using: str = "default",
+) -> MetricStatistics:
+    """Every metric's sufficient statistics per arm and per segment: one SQL statement.
+
+    ``gmv_cap_percentile`` and ``pre_exposure_days`` default to the
+    experiment's settings. Arms with no exposure in the window are absent
+    from ``arms`` (the caller decides what that means).
+    """
+    sql, params = metric_statistics_sql(
+        experiment=experiment,
+        as_of=as_of,
+        gmv_cap_percentile=gmv_cap_percentile,
+        pre_exposure_days=pre_exposure_days,
+        using=using,
+    )
+    window_start, window_end = window_for(experiment, as_of)
+    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
+    arm_keys = dict(Arm.objects.filter(experiment=experiment).values_list("id", "key"))
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    cap: float | None = None
+    overall: dict[str, dict[str, float]] = {}
+    by_segment: dict[str, dict[str, dict[str, float]]] = {}
+    for dimension, value, arm_id, *aggregates in rows:
+        if dimension == "cap":
+            cap = None if aggregates[0] is None else float(aggregates[0])
+            continue
+        sums = {name: _number(total) for name, total in zip(_SUMS, aggregates, strict=True)}
+        arm = arm_keys[arm_id]
+        if dimension == "all":
+            overall[arm] = sums
+        else:
+            by_segment.setdefault(f"{dimension}={value}", {})[arm] = sums
+    cuped = days > 0
+    return MetricStatistics(
+        experiment_id=experiment.pk,
+        phase=experiment.phase,
+        window_start=window_start,
+        window_end=window_end,
+        gmv_cap_percentile=None if percentile is None else float(percentile),
+        gmv_cap=cap,
+        pre_exposure_days=days,
+        arms={arm: _statistics(sums, cap=cap, cuped=cuped) for arm, sums in overall.items()},
+        segments={
+            label: {arm: _statistics(sums, cap=cap, cuped=cuped) for arm, sums in arms.items()}
+            for label, arms in sorted(by_segment.items())
+        },
+        sums=overall,
+    )

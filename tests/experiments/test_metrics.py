@@ -1,0 +1,244 @@
+"""The metric pipeline: SQL sufficient statistics equal pandas on the same rows; capping; the CUPED window."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from consent.models import ConsentEvent, Notice, Purpose, Subject
+from consent.pseudonyms import subject_pseudonym
+from experiments.metrics import QUERY_MARKER, metric_statistics
+from experiments.models import Exposure, OutcomeEvent
+from experiments.stats import (
+    ProportionStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+)
+from tests.experiments.factories import ExperimentFactory, running_experiment
+from tests.experiments.pipeline_kit import reference_per_subject, reference_sums, seed_experiment
+
+pytestmark = pytest.mark.django_db
+
+
+def _experiment(arms=3, days_ago=10, **kwargs):
+    experiment = running_experiment(arms=arms, **kwargs)
+    experiment.started_at = timezone.now() - timedelta(days=days_ago)
+    experiment.save(update_fields=["started_at"])
+    return experiment
+
+
+def _assert_sums_equal(actual: dict, expected: dict):
+    assert set(actual) == set(expected)
+    for key in expected:
+        for name, value in expected[key].items():
+            assert actual[key][name] == pytest.approx(value, rel=1e-9, abs=1e-6), (key, name)
+
+
+@pytest.mark.parametrize(("cap_percentile", "pre_days"), [(0.9, 28), (None, 28), (0.99, 7), (1.0, 0)])
+def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days):
+    ExperimentFactory(arms=2)  # a decoy experiment sharing subjects
+    experiment = _experiment(arms=3)
+    as_of = timezone.now() - timedelta(days=1)
+    seeded = seed_experiment(experiment, subjects=400, as_of=as_of, seed=7)
+
+    stats = metric_statistics(
+        experiment=experiment, as_of=as_of, gmv_cap_percentile=cap_percentile, pre_exposure_days=pre_days
+    )
+
+    per_subject, cap = reference_per_subject(
+        seeded,
+        phase=experiment.phase,
+        window_start=experiment.started_at,
+        window_end=as_of,
+        pre_exposure_days=pre_days,
+        cap_percentile=cap_percentile,
+    )
+    assert stats.gmv_cap == pytest.approx(cap, rel=1e-12) if cap is not None else stats.gmv_cap is None
+    _assert_sums_equal(stats.sums, reference_sums(per_subject, ["arm"]))
+    expected_segments = {}
+    for dimension in ("age_band", "province", "platform", "customer"):
+        for (value, arm), sums in reference_sums(per_subject, [dimension, "arm"]).items():
+            expected_segments[(f"{dimension}={value}", arm)] = sums
+    actual_segments = {}
+    for label, arms in stats.segments.items():
+        for arm, metrics in arms.items():
+            actual_segments[(label, arm)] = {
+                "n": metrics["conversion"].n,
+                "converted": metrics["conversion"].successes,
+                "opted_out": metrics["opt_out"].successes,
+                "consented": metrics["consent_rate"].successes,
+                "gmv_sum": metrics["gmv"].sum,
+                "gmv_ss": metrics["gmv"].sum_squares,
+                "orders_sum": metrics["orders"].sum,
+                "clicks_impressions": metrics["ctr"].cross_product,
+                "gmv_orders": metrics["aov"].cross_product,
+            }
+    assert set(actual_segments) == set(expected_segments)
+    for key, sums in actual_segments.items():
+        for name, value in sums.items():
+            assert value == pytest.approx(expected_segments[key][name], rel=1e-9, abs=1e-6), (key, name)
+
+
+def test_statistic_types_follow_the_metric():
+    experiment = _experiment(arms=2)
+    seed_experiment(experiment, subjects=50, as_of=timezone.now(), decoys=False)
+    arm = metric_statistics(experiment=experiment).arms["control"]
+    assert isinstance(arm["conversion"], ProportionStatistic)
+    assert isinstance(arm["opt_out"], ProportionStatistic)
+    assert isinstance(arm["consent_rate"], ProportionStatistic)
+    assert isinstance(arm["gmv"], RegressionAdjustedStatistic)
+    assert isinstance(arm["orders"], SampleMeanStatistic)
+    assert isinstance(arm["aov"], RatioStatistic) and isinstance(arm["ctr"], RatioStatistic)
+    no_cuped = metric_statistics(experiment=experiment, pre_exposure_days=0).arms["control"]
+    assert isinstance(no_cuped["gmv"], SampleMeanStatistic)
+
+
+def test_one_statement_computes_everything():
+    experiment = _experiment(arms=3)
+    seed_experiment(experiment, subjects=60, as_of=timezone.now(), decoys=False)
+    with CaptureQueriesContext(connection) as queries:
+        metric_statistics(experiment=experiment)
+    pipeline = [q["sql"] for q in queries.captured_queries if QUERY_MARKER in q["sql"]]
+    assert len(pipeline) == 1
+    # Besides it, only the arm keys are read; never a per-subject row.
+    assert len(queries.captured_queries) == 2
+
+
+# --- hand-checked cases ----------------------------------------------------------
+
+
+@pytest.fixture
+def one_arm_each():
+    experiment = _experiment(arms=2, days_ago=20)
+    return experiment, {arm.key: arm for arm in experiment.arms.all()}
+
+
+def _subject(name, arm, fe, **attrs):
+    pseudonym = subject_pseudonym(name)
+    Subject.objects.create(pseudonym=pseudonym, **attrs)
+    Exposure.objects.create(experiment=arm.experiment, arm=arm, subject_id=pseudonym, first_exposed_at=fe)
+    return pseudonym
+
+
+def _order(pseudonym, when, amount, event_id):
+    OutcomeEvent.objects.create(
+        event_id=event_id, subject_id=pseudonym, type="order", occurred_at=when, received_at=when,
+        amount=Decimal(amount),
+    )
+
+
+def test_gmv_cap_is_the_buyers_percentile_with_linear_interpolation(one_arm_each):
+    experiment, arms = one_arm_each
+    fe = experiment.started_at + timedelta(hours=1)
+    for i, amount in enumerate(["100", "200", "300", "400", "10000"]):
+        _order(_subject(f"b{i}", arms["control"], fe), fe + timedelta(minutes=5), amount, f"o{i}")
+    for i in range(5):  # non-buyers do not pull the percentile to zero
+        _subject(f"n{i}", arms["arm-1"], fe)
+
+    at_75 = metric_statistics(experiment=experiment, gmv_cap_percentile=0.75)
+    assert at_75.gmv_cap == pytest.approx(400.0)  # h = 0.75·4 = 3 → the 4th value
+    assert at_75.arms["control"]["gmv"].sum == pytest.approx(100 + 200 + 300 + 400 + 400)
+    at_90 = metric_statistics(experiment=experiment, gmv_cap_percentile=0.9)
+    assert at_90.gmv_cap == pytest.approx(400 + 0.6 * 9600)  # h = 3.6
+    assert at_90.arms["control"]["gmv"].sum_squares == pytest.approx(
+        100**2 + 200**2 + 300**2 + 400**2 + 6160**2
+    )
+    uncapped = metric_statistics(experiment=experiment, gmv_cap_percentile=None)
+    assert uncapped.gmv_cap is None and uncapped.arms["control"]["gmv"].sum == pytest.approx(11000)
+    at_max = metric_statistics(experiment=experiment, gmv_cap_percentile=1.0)
+    assert at_max.gmv_cap == pytest.approx(10000) and at_max.arms["control"]["gmv"].sum == pytest.approx(11000)
+    # The experiment's own setting is the default.
+    experiment.gmv_cap_percentile = 0.75
+    assert metric_statistics(experiment=experiment).gmv_cap == pytest.approx(400.0)
+
+
+def test_no_buyers_means_no_cap_and_zero_gmv(one_arm_each):
+    experiment, arms = one_arm_each
+    _subject("x", arms["control"], experiment.started_at + timedelta(hours=1))
+    stats = metric_statistics(experiment=experiment)
+    assert stats.gmv_cap is None
+    assert stats.arms["control"]["gmv"].sum == 0
+
+
+def test_cuped_window_and_exposure_boundaries(one_arm_each):
+    experiment, arms = one_arm_each
+    experiment.pre_exposure_days = 28
+    fe = experiment.started_at + timedelta(days=1, microseconds=250)
+    s = _subject("w", arms["control"], fe)
+    window = timedelta(days=28)
+    _order(s, fe - window, "10", "at-window-start")  # included in the covariate
+    _order(s, fe - window - timedelta(microseconds=1), "1000", "just-before-window")  # excluded
+    _order(s, fe - timedelta(microseconds=1), "20", "just-before-exposure")  # covariate
+    _order(s, fe, "300", "at-exposure")  # an outcome
+    as_of = fe + timedelta(days=2)
+    _order(s, as_of - timedelta(microseconds=1), "4000", "just-before-analysis")  # an outcome
+    _order(s, as_of, "50000", "at-analysis-time")  # excluded
+    stats = metric_statistics(experiment=experiment, as_of=as_of, gmv_cap_percentile=None)
+    gmv = stats.arms["control"]["gmv"]
+    assert gmv.covariate_sum == pytest.approx(30)
+    assert gmv.sum == pytest.approx(4300)
+    assert gmv.cross_product == pytest.approx(4300 * 30)
+    assert stats.arms["control"]["orders"].sum == 2
+    assert stats.segments["customer=returning"]["control"]["gmv"].n == 1
+    # A shorter window drops the older history.
+    week = metric_statistics(experiment=experiment, as_of=as_of, gmv_cap_percentile=None, pre_exposure_days=7)
+    assert week.arms["control"]["gmv"].covariate_sum == pytest.approx(20)
+
+
+def test_a_subject_without_pre_exposure_orders_is_new(one_arm_each):
+    experiment, arms = one_arm_each
+    fe = experiment.started_at + timedelta(days=1)
+    s = _subject("fresh", arms["control"], fe, age_band="", platform="ios")
+    _order(s, fe - timedelta(days=60), "100", "too-old")
+    stats = metric_statistics(experiment=experiment)
+    assert "customer=new" in stats.segments and "customer=returning" not in stats.segments
+    assert stats.segments["age_band=unknown"]["control"]["conversion"].n == 1
+    assert stats.segments["platform=ios"]["control"]["conversion"].n == 1
+
+
+def test_consent_metrics_count_decisions_after_first_exposure(one_arm_each):
+    experiment, arms = one_arm_each
+    fe = experiment.started_at + timedelta(days=1)
+    notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
+    subjects = {name: _subject(name, arms["control"], fe) for name in ("before", "out", "in-out", "out-in", "none")}
+
+    def decide(name, action, delta):
+        ConsentEvent.objects.create(
+            subject_id=subjects[name], purpose_id=Purpose.PERSONALIZATION, action=action,
+            notice=notice if action == "grant" else None, recorded_at=fe + delta,
+        )
+
+    decide("before", "grant", -timedelta(hours=1))  # before exposure: counts for nothing
+    decide("out", "withdraw", timedelta(hours=1))
+    decide("in-out", "grant", timedelta(hours=1))
+    decide("in-out", "withdraw", timedelta(hours=2))
+    decide("out-in", "withdraw", timedelta(hours=1))
+    decide("out-in", "grant", timedelta(hours=2))
+    ConsentEvent.objects.create(  # another purpose is not an opt-out of personalization
+        subject_id=subjects["none"], purpose_id=Purpose.MARKETING, action="withdraw", recorded_at=fe + timedelta(hours=1)
+    )
+    stats = metric_statistics(experiment=experiment).arms["control"]
+    assert stats["opt_out"] == ProportionStatistic(n=5, successes=3)
+    assert stats["consent_rate"] == ProportionStatistic(n=5, successes=1)
+
+
+def test_an_experiment_without_exposures_has_no_arms(one_arm_each):
+    experiment, _ = one_arm_each
+    stats = metric_statistics(experiment=experiment)
+    assert stats.arms == {} and stats.segments == {} and stats.gmv_cap is None
+
+
+def test_window_ends_when_the_experiment_stopped(one_arm_each):
+    experiment, arms = one_arm_each
+    fe = experiment.started_at + timedelta(days=1)
+    s = _subject("late", arms["control"], fe)
+    _order(s, fe + timedelta(days=1), "100", "during")
+    _order(s, fe + timedelta(days=3), "200", "after-stop")
+    experiment.ended_at = fe + timedelta(days=2)
+    stats = metric_statistics(experiment=experiment, gmv_cap_percentile=None)
+    assert stats.window_end == experiment.ended_at
+    assert stats.arms["control"]["gmv"].sum == pytest.approx(100)

@@ -1,0 +1,208 @@
+"""compute_results: snapshots, idempotency, empty experiments, guardrails, SRM, the decision rule, tasks."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
+from experiments.results import compute_results, experiment_monitor, experiments_monitor_pending
+from experiments.tasks import results_compute, results_refresh_running
+from tests.experiments.factories import running_experiment
+from tests.experiments.pipeline_kit import populate, seed_experiment
+
+pytestmark = pytest.mark.django_db
+
+
+def _experiment(arms=3, days_ago=10, **kwargs):
+    experiment = running_experiment(arms=arms, **kwargs)
+    experiment.started_at = timezone.now() - timedelta(days=days_ago)
+    experiment.save(update_fields=["started_at"])
+    return experiment
+
+
+def test_a_snapshot_holds_the_whole_analysis():
+    experiment = _experiment(arms=3)
+    seed_experiment(experiment, subjects=300, as_of=timezone.now(), seed=11, decoys=False)
+    as_of = timezone.now()
+    snapshot = compute_results(experiment=experiment, as_of=as_of, monitor=False)
+    assert snapshot.status == ResultSnapshot.Status.OK
+    assert snapshot.schema_version == ResultSnapshot.SCHEMA_VERSION == snapshot.data["schema_version"]
+    assert snapshot.window_start == experiment.started_at and snapshot.window_end == as_of
+    data = snapshot.data
+    assert [arm["key"] for arm in data["arms"]] == ["control", "arm-1", "arm-2"]
+    assert sum(arm["subjects"] for arm in data["arms"]) == snapshot.subjects > 250
+    metrics = {c["metric"] for c in data["report"]["comparisons"]}
+    assert metrics == {"conversion", "opt_out", "consent_rate", "gmv", "orders", "aov", "ctr"}
+    assert {c["arm"] for c in data["report"]["comparisons"]} == {"arm-1", "arm-2"}
+    gmv = next(c for c in data["report"]["comparisons"] if c["metric"] == "gmv")
+    assert gmv["cuped"] is True and gmv["cap"] == data["settings"]["gmv_cap"]
+    segments = {s["segment"].split("=")[0] for s in data["report"]["segments"]}
+    assert segments == {"age_band", "province", "platform", "customer"}
+    assert data["srm"]["observed"] == {arm["key"]: arm["subjects"] for arm in data["arms"]}
+    assert data["statistics"]["control"]["gmv"]["type"] == "RegressionAdjustedStatistic"
+    assert data["decision"]["outcome"] in {"ship", "keep_control", "inconclusive", "invalid"}
+    json.dumps(data, allow_nan=False)  # strict JSON: what PostgreSQL's jsonb accepts
+
+
+def test_compute_results_is_idempotent_per_window():
+    experiment = _experiment(arms=2)
+    # Seeded events reach two days past the seeding time: all of them lie before ``as_of``.
+    seed_experiment(experiment, subjects=200, as_of=timezone.now() - timedelta(days=3), seed=5, decoys=False)
+    as_of = timezone.now()
+    first = compute_results(experiment=experiment, as_of=as_of, monitor=False)
+    second = compute_results(experiment=experiment, as_of=as_of, monitor=False)
+    assert first.pk == second.pk and ResultSnapshot.objects.count() == 1
+    assert ResultSnapshot.objects.get().data == first.data
+    later = compute_results(experiment=experiment, as_of=as_of + timedelta(minutes=15), monitor=False)
+    assert later.pk != first.pk and ResultSnapshot.objects.count() == 2
+    # Nothing arrived in between: the same numbers, only the window differs.
+    assert later.data["report"] == first.data["report"]
+
+
+def test_an_experiment_without_exposures_says_so():
+    experiment = _experiment(arms=2)
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert snapshot.status == ResultSnapshot.Status.NO_EXPOSURES
+    assert snapshot.subjects == 0 and snapshot.srm_flag is None
+    assert "No subject has been exposed" in snapshot.data["message"]
+    assert snapshot.data["report"] is None
+
+
+def test_an_arm_without_exposures_says_so():
+    experiment = _experiment(arms=3)
+    populate(experiment, {"control": {"n": 30, "conversion": 0.2}, "arm-1": {"n": 30, "conversion": 0.3}})
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert snapshot.status == ResultSnapshot.Status.ARM_WITHOUT_EXPOSURES
+    assert "arm-2" in snapshot.data["message"] and snapshot.data["report"] is None
+    assert snapshot.srm_flag is True  # an empty arm is the clearest mismatch
+
+
+def test_metrics_that_cannot_be_compared_are_listed_not_fatal():
+    experiment = _experiment(arms=2)
+    populate(experiment, {"control": {"n": 50, "conversion": 0.2}, "arm-1": {"n": 50, "conversion": 0.4}})
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert snapshot.status == ResultSnapshot.Status.OK
+    skipped = {s["metric"]: s["reason"] for s in snapshot.data["skipped_metrics"]}
+    assert "ctr" in skipped and "denominator" in skipped["ctr"]  # no impressions yet
+    assert "opt_out" in skipped  # nobody opted out anywhere: no variance
+    assert {c["metric"] for c in snapshot.data["report"]["comparisons"]} >= {"conversion", "gmv", "orders"}
+
+
+def test_the_decision_rule_ships_the_best_arm_that_passes_its_guardrails():
+    experiment = _experiment(arms=3, primary_metric="conversion")
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.04)
+    populate(
+        experiment,
+        {
+            "control": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
+            "arm-1": {"n": 600, "conversion": 0.30, "opt_out": 0.05},  # better, guardrail fine
+            "arm-2": {"n": 600, "conversion": 0.40, "opt_out": 0.30},  # best, but opt-outs explode
+        },
+    )
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    decision = snapshot.data["decision"]
+    assert decision["outcome"] == "ship" and decision["arm"] == "arm-1", decision
+    guardrails = {(g["arm"], g["metric"]): g for g in snapshot.data["guardrails"]}
+    assert guardrails[("arm-1", "opt_out")]["noninferiority"]["noninferior"] is True
+    assert guardrails[("arm-2", "opt_out")]["breached"] is True
+    assert snapshot.guardrail_breached is True
+
+
+def test_a_breached_guardrail_pauses_the_experiment_and_records_why():
+    experiment = _experiment(arms=2)
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    populate(experiment, {"control": {"n": 400, "opt_out": 0.02}, "arm-1": {"n": 400, "opt_out": 0.25}})
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    outcome = experiment_monitor(snapshot=snapshot)
+    assert outcome["paused"] is True
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.PAUSED
+    alert = ExperimentAlert.objects.get(kind=ExperimentAlert.Kind.GUARDRAIL)
+    assert (alert.arm, alert.metric, alert.action) == ("arm-1", "opt_out", "paused")
+    assert "Opt-out rate in arm 'arm-1'" in alert.message and "always-valid" in alert.message
+    assert alert.details["sequential"]["reject"] is True
+    # Acting twice on the same run changes nothing.
+    assert experiment_monitor(snapshot=snapshot)["skipped"] == "already monitored"
+    assert ExperimentAlert.objects.count() == 1
+
+
+def test_a_guardrail_within_its_margin_does_not_pause():
+    experiment = _experiment(arms=2)
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.05)
+    populate(experiment, {"control": {"n": 400, "opt_out": 0.05}, "arm-1": {"n": 400, "opt_out": 0.06}})
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert experiment_monitor(snapshot=snapshot)["paused"] is False
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.RUNNING
+    assert not ExperimentAlert.objects.exists()
+
+
+def test_sample_ratio_mismatch_raises_one_alert():
+    experiment = _experiment(arms=2)
+    populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
+    first = compute_results(experiment=experiment, as_of=timezone.now(), monitor=False)
+    assert first.srm_flag is True
+    experiment_monitor(snapshot=first)
+    second = compute_results(experiment=experiment, as_of=timezone.now() + timedelta(minutes=15), monitor=False)
+    experiment_monitor(snapshot=second)
+    alert = ExperimentAlert.objects.get()
+    assert alert.kind == "srm" and alert.action == "" and "Sample-ratio mismatch" in alert.message
+    assert first.data["decision"]["outcome"] == "invalid"
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.RUNNING  # an alert, not a pause
+
+
+def test_the_sequential_p_value_is_a_running_minimum_across_runs():
+    experiment = _experiment(arms=2)
+    Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.5)
+    populate(experiment, {"control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.2}})
+    now = timezone.now()
+    first = compute_results(experiment=experiment, as_of=now, monitor=False)
+    p_first = first.data["guardrails"][0]["sequential"]["p_value"]
+    # A later run whose own p-value would be larger keeps the earlier minimum.
+    populate(experiment, {"control": {"n": 10, "conversion": 0.0}, "arm-1": {"n": 10, "conversion": 1.0}}, prefix="q")
+    second = compute_results(experiment=experiment, as_of=now + timedelta(minutes=15), monitor=False)
+    assert second.data["guardrails"][0]["sequential"]["p_value"] <= p_first
+
+
+def test_the_results_task_stores_a_snapshot_and_chains_the_monitor(django_capture_on_commit_callbacks):
+    experiment = _experiment(arms=2)
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    populate(experiment, {"control": {"n": 300, "opt_out": 0.02}, "arm-1": {"n": 300, "opt_out": 0.3}})
+    as_of = timezone.now().replace(microsecond=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        snapshot_id = results_compute.delay(experiment.pk, as_of.isoformat()).get()
+    snapshot = ResultSnapshot.objects.get(pk=snapshot_id)
+    assert snapshot.window_end == as_of and snapshot.monitored_at is not None
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.PAUSED
+
+
+def test_the_periodic_fan_out_computes_every_running_experiment(django_capture_on_commit_callbacks):
+    running = [_experiment(arms=2), _experiment(arms=2, layer=_other_layer())]
+    with django_capture_on_commit_callbacks(execute=True):
+        ids = results_refresh_running.delay().get()
+    assert sorted(ids) == sorted(e.pk for e in running)
+    assert sorted(ResultSnapshot.objects.values_list("experiment_id", flat=True)) == sorted(ids)
+    assert all(s.window_end.second == 0 for s in ResultSnapshot.objects.all())
+
+
+def test_monitor_pending_catches_runs_whose_chain_was_lost():
+    experiment = _experiment(arms=2)
+    populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
+    compute_results(experiment=experiment, monitor=False)
+    assert len(experiments_monitor_pending()) == 1
+    assert ExperimentAlert.objects.filter(kind="srm").count() == 1
+    assert experiments_monitor_pending() == []
+
+
+def test_a_deleted_experiment_is_not_an_error():
+    assert results_compute.delay(987654, None).get() is None
+
+
+def _other_layer():
+    from experiments.models import Layer
+
+    return Layer.objects.create(key="other", name="Other")
