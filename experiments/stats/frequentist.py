@@ -24,7 +24,7 @@ p-values come from survival functions (``t.sf``), so a huge effect reports
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +44,12 @@ METHOD_WELCH = "welch_t"
 METHOD_CUPED = "cuped_welch_t"
 METHOD_RATIO = "delta_method_ratio"
 
+# The per-comparison result classes below are not frozen: a frozen dataclass
+# pays an object.__setattr__ per field on construction, 5× slower, and a report
+# builds thousands of them. Treat them as values all the same.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Effect:
     """One effect with its (1 − alpha) interval and two-sided p-value.
 
@@ -67,7 +71,7 @@ class Effect:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Comparison:
     """A treatment arm against the control on one metric.
 
@@ -121,7 +125,7 @@ class Comparison:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DifferenceMoments:
     """Everything inference needs about ``treatment − control`` on one metric.
 
@@ -234,9 +238,11 @@ def cuped_slope(
 def _cuped_moments(
     control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic
 ) -> DifferenceMoments:
-    theta = cuped_slope(control, treatment)
     control_syy, control_sxx, control_sxy = control.centred_moments()
     treatment_syy, treatment_sxx, treatment_sxy = treatment.centred_moments()
+    pooled_sxx = control_sxx + treatment_sxx
+    # As in cuped_slope, inlined: a report computes thousands of these.
+    theta = (control_sxy + treatment_sxy) / pooled_sxx if pooled_sxx > 0 else 0.0
 
     def residual_variance_of_mean(syy: float, sxx: float, sxy: float, n: int) -> float:
         # Σ((y − ȳ) − θ(x − x̄))², a sum of squares, so ≥ 0 up to rounding.
@@ -371,17 +377,24 @@ def _check_alpha(alpha: float) -> float:
 
 
 def t_inference(
-    estimate: np.ndarray, variance: np.ndarray, degrees_of_freedom: np.ndarray, *, alpha: float
+    estimate: np.ndarray,
+    variance: np.ndarray,
+    degrees_of_freedom: np.ndarray,
+    *,
+    alpha: float,
+    quantile: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised two-sided t inference: ``(standard_error, ci_low, ci_high, p_value)``.
 
     ``variance`` must be positive. The p-value is ``2·t.sf(|t|)``, accurate far
-    into the tail.
+    into the tail. ``quantile`` (``t.isf(alpha/2, df)``) may be passed when
+    already known: inverting t is the slowest step.
     """
     standard_error = np.sqrt(variance)
     t_statistic = np.abs(estimate) / standard_error
     p_value = np.minimum(1.0, 2.0 * t_sf(t_statistic, degrees_of_freedom))
-    quantile = t_isf(alpha / 2.0, degrees_of_freedom)
+    if quantile is None:
+        quantile = t_isf(alpha / 2.0, degrees_of_freedom)
     half_width = quantile * standard_error
     return standard_error, estimate - half_width, estimate + half_width, p_value
 
@@ -430,21 +443,39 @@ def compare_moments(
     alpha: float = 0.05,
     labels: Sequence[tuple[str | None, str | None]] | None = None,
     caps: Sequence[float | None] | None = None,
+    adjust: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Comparison]:
-    """Turn many ``DifferenceMoments`` into ``Comparison`` results in one vectorised pass."""
+    """Turn many ``DifferenceMoments`` into ``Comparison`` results in one vectorised pass.
+
+    ``adjust`` (e.g. ``holm_adjust``) maps the absolute effects' p-values of
+    this family to adjusted ones, which then decide ``significant``.
+    """
     alpha = _check_alpha(alpha)
     count = len(moments)
     if count == 0:
         return []
-    estimate = np.fromiter((m.estimate for m in moments), float, count)
-    variance = np.fromiter((m.variance for m in moments), float, count)
-    dof = np.fromiter((m.degrees_of_freedom for m in moments), float, count)
-    abs_se, abs_low, abs_high, abs_p = t_inference(estimate, variance, dof, alpha=alpha)
-
     relative = [_relative_moments(m) for m in moments]
-    rel_estimate = np.fromiter((r[0] if r else 0.0 for r in relative), float, count)
-    rel_variance = np.fromiter((r[1] if r else 1.0 for r in relative), float, count)
-    rel_se, rel_low, rel_high, rel_p = t_inference(rel_estimate, rel_variance, dof, alpha=alpha)
+    # Absolute and relative effects in one call to the t functions.
+    estimate = np.array(
+        [m.estimate for m in moments] + [r[0] if r else 0.0 for r in relative], dtype=float
+    )
+    variance = np.array(
+        [m.variance for m in moments] + [r[1] if r else 1.0 for r in relative], dtype=float
+    )
+    dof = np.array([m.degrees_of_freedom for m in moments], dtype=float)
+    quantile = t_isf(alpha / 2.0, dof)  # shared: the relative lift uses the same df
+    se, low, high, p = t_inference(
+        estimate,
+        variance,
+        np.concatenate([dof, dof]),
+        alpha=alpha,
+        quantile=np.concatenate([quantile, quantile]),
+    )
+    abs_se, rel_se = se[:count], se[count:]
+    abs_low, rel_low = low[:count], low[count:]
+    abs_high, rel_high = high[:count], high[count:]
+    abs_p, rel_p = p[:count], p[count:]
+    adjusted = adjust(abs_p).tolist() if adjust is not None else [None] * count
 
     undefined = Effect(estimate=None, ci=None, p_value=None, standard_error=None)
     normal_critical = float(norm_isf(alpha / 2.0))
@@ -464,10 +495,26 @@ def compare_moments(
         dof.tolist(),
         labels if labels is not None else [(None, None)] * count,
         caps if caps is not None else [None] * count,
+        adjusted,
         strict=True,
     )
     results = []
-    for m, se, low, high, p_value, rel, r_se, r_low, r_high, r_p, df, label, cap in columns:
+    for (
+        m,
+        a_se,
+        a_low,
+        a_high,
+        p_value,
+        rel,
+        r_se,
+        r_low,
+        r_high,
+        r_p,
+        df,
+        label,
+        cap,
+        p_adj,
+    ) in columns:
         results.append(
             Comparison(
                 arm=label[0],
@@ -480,14 +527,14 @@ def compare_moments(
                 control_mean=m.control_mean,
                 treatment_mean=m.treatment_mean,
                 absolute=Effect(
-                    estimate=m.estimate, ci=(low, high), p_value=p_value, standard_error=se
+                    estimate=m.estimate, ci=(a_low, a_high), p_value=p_value, standard_error=a_se
                 ),
                 relative=undefined
                 if rel is None
                 else Effect(estimate=rel[0], ci=(r_low, r_high), p_value=r_p, standard_error=r_se),
                 degrees_of_freedom=df,
-                p_value_adjusted=None,
-                significant=p_value < alpha,
+                p_value_adjusted=p_adj,
+                significant=(p_value if p_adj is None else p_adj) < alpha,
                 theta=m.theta,
                 variance_reduction=m.variance_reduction,
                 cap=cap,

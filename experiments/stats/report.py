@@ -23,7 +23,7 @@ does not sink the report: that comparison is listed under the segment's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
 from experiments.stats.frequentist import (
@@ -197,12 +197,9 @@ def analyze_statistics(
             except ValueError as error:
                 raise ValueError(f"{_label('', arm, metric)}: {error}") from error
             labels.append((arm, metric))
-    comparisons = compare_moments(moments, alpha=alpha, labels=labels, caps=caps)
-    adjusted = holm_adjust([c.absolute.p_value for c in comparisons])
-    comparisons = [
-        replace(c, p_value_adjusted=float(p), significant=bool(p < alpha))
-        for c, p in zip(comparisons, adjusted, strict=True)
-    ]
+    comparisons = compare_moments(
+        moments, alpha=alpha, labels=labels, caps=caps, adjust=holm_adjust
+    )
 
     segment_reports = (
         _segment_reports(
@@ -294,13 +291,12 @@ def _segment_reports(
                 owner.append(index)
         partial.append((segment, arms, srm, skipped))
 
-    comparisons = compare_moments(all_moments, alpha=alpha, labels=all_labels, caps=all_caps)
-    adjusted = benjamini_hochberg_adjust([c.absolute.p_value for c in comparisons])
+    comparisons = compare_moments(
+        all_moments, alpha=alpha, labels=all_labels, caps=all_caps, adjust=benjamini_hochberg_adjust
+    )
     by_segment: list[list[Comparison]] = [[] for _ in partial]
-    for segment_index, comparison, p in zip(owner, comparisons, adjusted, strict=True):
-        by_segment[segment_index].append(
-            replace(comparison, p_value_adjusted=float(p), significant=bool(p < alpha))
-        )
+    for segment_index, comparison in zip(owner, comparisons, strict=True):
+        by_segment[segment_index].append(comparison)
     return tuple(
         SegmentReport(
             segment=str(segment),

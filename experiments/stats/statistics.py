@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Relative size under which a centred second moment is rounding noise. Rounding
 # in Σx² is a few ulps (≈ 1e-16) of Σx²; 1e-12 leaves a wide margin for sums
@@ -139,13 +139,19 @@ class SampleMeanStatistic:
     sum: float
     sum_squares: float
     cap: float | None = None
+    # Validated once here and reused: a report compares each control with every arm.
+    _centred: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", _count(self.n, "n"))
         object.__setattr__(self, "sum", _finite(self.sum, "sum"))
         object.__setattr__(self, "sum_squares", _finite(self.sum_squares, "sum_squares"))
         object.__setattr__(self, "cap", _optional_finite(self.cap, "cap"))
-        centred_second_moment(self.n, self.sum, self.sum_squares, "SampleMeanStatistic")
+        object.__setattr__(
+            self,
+            "_centred",
+            centred_second_moment(self.n, self.sum, self.sum_squares, "SampleMeanStatistic"),
+        )
 
     @property
     def mean(self) -> float:
@@ -157,9 +163,7 @@ class SampleMeanStatistic:
     def variance(self) -> float:
         if self.n < 2:
             raise InsufficientDataError(f"a variance needs at least 2 subjects, got n={self.n}")
-        return centred_second_moment(self.n, self.sum, self.sum_squares, "SampleMeanStatistic") / (
-            self.n - 1
-        )
+        return self._centred / (self.n - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +225,9 @@ class RegressionAdjustedStatistic:
     covariate_sum_squares: float
     cross_product: float
     cap: float | None = None
+    _centred: tuple[float, float, float] = field(
+        default=(0.0, 0.0, 0.0), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         setter = object.__setattr__
@@ -235,10 +242,13 @@ class RegressionAdjustedStatistic:
         )
         setter(self, "cross_product", _finite(self.cross_product, "cross_product"))
         setter(self, "cap", _optional_finite(self.cap, "cap"))
-        self.centred_moments()
+        setter(self, "_centred", self._compute_centred_moments())
 
     def centred_moments(self) -> tuple[float, float, float]:
         """``(Syy, Sxx, Sxy)``: centred sums of squares and cross-product."""
+        return self._centred
+
+    def _compute_centred_moments(self) -> tuple[float, float, float]:
         what = "RegressionAdjustedStatistic"
         syy = centred_second_moment(self.n, self.sum, self.sum_squares, what + " (metric)")
         sxx = centred_second_moment(
@@ -265,7 +275,7 @@ class RegressionAdjustedStatistic:
     def variance(self) -> float:
         if self.n < 2:
             raise InsufficientDataError(f"a variance needs at least 2 subjects, got n={self.n}")
-        return self.centred_moments()[0] / (self.n - 1)
+        return self._centred[0] / (self.n - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +293,9 @@ class RatioStatistic:
     denominator_sum: float
     denominator_sum_squares: float
     cross_product: float
+    _centred: tuple[float, float, float] = field(
+        default=(0.0, 0.0, 0.0), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         setter = object.__setattr__
@@ -300,12 +313,15 @@ class RatioStatistic:
             _finite(self.denominator_sum_squares, "denominator_sum_squares"),
         )
         setter(self, "cross_product", _finite(self.cross_product, "cross_product"))
-        self.centred_moments()
+        setter(self, "_centred", self._compute_centred_moments())
 
     cap = None
 
     def centred_moments(self) -> tuple[float, float, float]:
         """``(Snn, Sdd, Snd)``: centred numerator/denominator sums of squares and cross-product."""
+        return self._centred
+
+    def _compute_centred_moments(self) -> tuple[float, float, float]:
         what = "RatioStatistic"
         snn = centred_second_moment(
             self.n, self.numerator_sum, self.numerator_sum_squares, what + " (numerator)"
