@@ -509,10 +509,14 @@ def _reason(level: str, catalog: CatalogArrays, because: int, cohort_label: str 
     return None
 
 
-def _fallback_entries(strategy: engine.Strategy, training: Training, level: str, explain: bool) -> tuple[str, list]:
-    """The arm's non-personal list: noisy best sellers for DP arms, best sellers otherwise."""
+def _fallback_entries(strategy: engine.Strategy, training: Training, policy: str, explain: bool) -> tuple[str, list]:
+    """The arm's non-personal list: noisy best sellers for DP arms, best sellers otherwise.
+
+    Sensitive items appear in it only under the ``include`` policy: shown to
+    everyone alike, they profile nobody (the compliance review's reading).
+    """
     catalog = training.catalog
-    sensitive = strategy.include_sensitive
+    sensitive = policy == Policy.INCLUDE
     if isinstance(strategy, engine.DPPopularityStrategy):
         items, scores = strategy.overall_ranking(FALLBACK_N, sensitive=sensitive)
         reason = "Popular on the marketplace (privacy-protected counts)" if explain else None
@@ -588,7 +592,7 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now
             payload = {"name": catalog.names[item], "sensitive": bool(catalog.item_sensitive[item]), "items": neighbours}
             lists.append(RecommendationList(build=build, kind="item", key=catalog.skus[item], items=payload, created_at=created))
             cache_entries[item_key(build.pk, catalog.skus[item])] = payload
-    fallback_label, fallback = _fallback_entries(strategy, training, level, explain)
+    fallback_label, fallback = _fallback_entries(strategy, training, policy, explain)
     lists.append(RecommendationList(build=build, kind="fallback", key=fallback_label, items=fallback, created_at=created))
     cache_entries[fallback_key(build.pk)] = {"items": fallback, "strategy": fallback_label}
 
