@@ -165,6 +165,8 @@ def _welch_degrees_of_freedom(
 
 
 def _require_subjects(control: Statistic, treatment: Statistic) -> None:
+    if control.n >= 2 and treatment.n >= 2:
+        return
     for role, statistic in (("control", control), ("treatment", treatment)):
         if statistic.n == 0:
             raise InsufficientDataError(f"the {role} arm has no subjects")
@@ -345,7 +347,12 @@ def _ratio_moments(control: RatioStatistic, treatment: RatioStatistic) -> Differ
     )
 
 
-_MEAN_TYPES = (SampleMeanStatistic, ProportionStatistic)
+_MOMENTS_BY_TYPE = {
+    SampleMeanStatistic: _mean_moments,
+    ProportionStatistic: _mean_moments,
+    RegressionAdjustedStatistic: _cuped_moments,
+    RatioStatistic: _ratio_moments,
+}
 
 
 def difference_moments(control: Statistic, treatment: Statistic) -> DifferenceMoments:
@@ -360,14 +367,11 @@ def difference_moments(control: Statistic, treatment: Statistic) -> DifferenceMo
             f"control and treatment statistics differ in type: {type(control).__name__} "
             f"vs {type(treatment).__name__}"
         )
+    method = _MOMENTS_BY_TYPE.get(type(control))
+    if method is None:
+        raise ValueError(f"unsupported statistic type {type(control).__name__}")
     _require_subjects(control, treatment)
-    if isinstance(control, _MEAN_TYPES):
-        return _mean_moments(control, treatment)
-    if isinstance(control, RegressionAdjustedStatistic):
-        return _cuped_moments(control, treatment)  # type: ignore[arg-type]
-    if isinstance(control, RatioStatistic):
-        return _ratio_moments(control, treatment)  # type: ignore[arg-type]
-    raise ValueError(f"unsupported statistic type {type(control).__name__}")
+    return method(control, treatment)
 
 
 def _check_alpha(alpha: float) -> float:

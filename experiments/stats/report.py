@@ -34,7 +34,13 @@ from experiments.stats.frequentist import (
     compare_moments,
     difference_moments,
 )
-from experiments.stats.srm import SRM_THRESHOLD, SrmResult, srm_test, validate_weights
+from experiments.stats.srm import (
+    SRM_THRESHOLD,
+    SrmResult,
+    _srm_test,
+    srm_test,
+    validate_weights,
+)
 from experiments.stats.statistics import InsufficientDataError, Statistic
 
 ArmStatistics = Mapping[str, Mapping[str, Statistic]]
@@ -255,7 +261,7 @@ def _segment_reports(
         arms = {arm: sizes.get(arm, 0) for arm in weights}
         skipped: list[SkippedComparison] = []
         try:
-            srm: SrmResult | None = srm_test(arms, weights, threshold=srm_threshold)
+            srm: SrmResult | None = _srm_test(arms, weights, srm_threshold)
         except InsufficientDataError as error:
             srm = None
             skipped.append(

@@ -74,6 +74,13 @@ def srm_test(
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r}")
     checked_weights = validate_weights(weights)
+    return _srm_test(observed, checked_weights, threshold)
+
+
+def _srm_test(
+    observed: Mapping[str, int], checked_weights: dict[str, float], threshold: float
+) -> SrmResult:
+    """``srm_test`` with weights already validated (the report runs one per segment)."""
     unknown = [arm for arm in observed if str(arm) not in checked_weights]
     if unknown:
         raise ValueError(f"arms {unknown} have subjects but no configured weight")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -101,6 +103,19 @@ def orders_and_gmv_sums(
         (orders * orders).sum(axis=1),
         (gmv * orders).sum(axis=1),
     )
+
+
+def multipletests_adjusted(p_values, method: str) -> np.ndarray:
+    """statsmodels' adjusted p-values, without the cost of the gc.collect() its
+    Holm branch runs: frozen objects are skipped, so the collection is instant
+    instead of ~0.3 s over the test process's heap."""
+    from statsmodels.stats.multitest import multipletests
+
+    gc.freeze()
+    try:
+        return multipletests(p_values, method=method)[1]
+    finally:
+        gc.unfreeze()
 
 
 def binomial_error(rate: float, trials: int) -> float:

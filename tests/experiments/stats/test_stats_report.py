@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from statsmodels.stats.multitest import multipletests
 
 from experiments.stats import (
     ProportionStatistic,
@@ -13,7 +12,13 @@ from experiments.stats import (
     compare,
 )
 
-from .stats_testkit import cuped_statistic, mean_statistic, proportion_statistic, ratio_statistic
+from .stats_testkit import (
+    cuped_statistic,
+    mean_statistic,
+    multipletests_adjusted,
+    proportion_statistic,
+    ratio_statistic,
+)
 
 WEIGHTS = {"control": 1, "b": 1, "c": 1}
 
@@ -86,7 +91,7 @@ def test_each_comparison_equals_the_stand_alone_compare(statistics):
 def test_holm_runs_across_every_arm_and_metric(statistics):
     report = analyze_statistics(statistics, control="control", weights=WEIGHTS)
     raw = [c.absolute.p_value for c in report.comparisons]
-    expected = multipletests(raw, method="holm")[1]
+    expected = multipletests_adjusted(raw, "holm")
     assert [c.p_value_adjusted for c in report.comparisons] == pytest.approx(
         list(expected), rel=1e-12
     )
@@ -109,7 +114,7 @@ def test_segments_get_benjamini_hochberg_across_all_segment_comparisons(statisti
     assert [s["segment"] for s in report["segments"]] == list(segments)
     flat = [c for s in report["segments"] for c in s["comparisons"]]
     assert len(flat) == 3 * 2 * 4
-    expected = multipletests([c["absolute"]["p_value"] for c in flat], method="fdr_bh")[1]
+    expected = multipletests_adjusted([c["absolute"]["p_value"] for c in flat], "fdr_bh")
     assert [c["p_value_adjusted"] for c in flat] == pytest.approx(list(expected), rel=1e-12)
     for segment in report["segments"]:
         assert segment["srm"]["p_value"] > 0 and segment["skipped"] == []
