@@ -294,6 +294,8 @@ class Training:
     row_of: dict[str, int]
     sensitive_ok: np.ndarray  # per row: the subject's sensitive data may be used
     interactions: int
+    # One entry per interaction (row, item, time in seconds, weight), for the offline evaluation's time split.
+    raw: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def training_load(*, policy: str, now: datetime | None = None, history_days: int = HISTORY_DAYS) -> Training:
@@ -350,11 +352,17 @@ def training_load(*, policy: str, now: datetime | None = None, history_days: int
             "pseudonym", "age_band", "province", "platform"
         )
     } if len(pseudonyms) <= 50_000 else _attributes_in_batches(pseudonyms)
+    raw = (
+        np.array(subjects, dtype=np.int64),
+        np.array(items, dtype=np.int64),
+        np.array(times, dtype=np.float64),
+        np.array(weights, dtype=np.float32),
+    )
     data = engine.TrainingData.from_triples(
-        subjects=np.array(subjects, dtype=np.int64),
-        items=np.array(items, dtype=np.int64),
-        weights=np.array(weights, dtype=np.float32),
-        times=np.array(times, dtype=np.float64),
+        subjects=raw[0],
+        items=raw[1],
+        weights=raw[3],
+        times=raw[2],
         n_subjects=len(pseudonyms),
         item_category=catalog.item_category,
         category_sensitive=catalog.category_sensitive,
@@ -368,6 +376,7 @@ def training_load(*, policy: str, now: datetime | None = None, history_days: int
         row_of=row_of,
         sensitive_ok=np.array([p in sensitive_consenting for p in pseudonyms], dtype=bool),
         interactions=len(subjects),
+        raw=raw,
     )
 
 

@@ -1,0 +1,166 @@
+"""Offline evaluation: the privacy/utility table PMs read before choosing arms.
+
+Interactions are split in time: everything up to the cutoff (by default the
+80th percentile of interaction times) trains each strategy, and what each
+subject chose *afterwards* — items new to them — is what a good list should
+have contained. Per strategy (and per ε and per k) it reports:
+
+- recall@k: hits / min(k, items the subject chose later), averaged over subjects;
+- NDCG@k: like recall, but a hit counts more the higher it is listed;
+- coverage: the share of the catalog that appears in anyone's list.
+
+Pure numpy: the ``evaluate_recommenders`` command feeds it the database's
+consenting subjects (or a synthetic marketplace), the benchmark the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommender import engine
+
+SESSION_ITEMS = 3  # the session strategy sees only the subject's last few items
+
+
+@dataclass(frozen=True)
+class Split:
+    train: engine.TrainingData
+    test: sp.csr_matrix  # subjects × items: what each chose after the cutoff, new to them
+    sessions: sp.csr_matrix  # the last SESSION_ITEMS training items of each subject
+    subjects: np.ndarray  # rows evaluated: history before and something new after
+    cutoff: float
+
+
+@dataclass(frozen=True)
+class Result:
+    strategy: str
+    setting: str
+    recall: float
+    ndcg: float
+    coverage: float
+    subjects: int
+    personalized: str
+
+    def row(self) -> tuple:
+        return (self.strategy, self.setting, f"{self.recall:.4f}", f"{self.ndcg:.4f}", f"{self.coverage:.1%}",
+                str(self.subjects), self.personalized)
+
+
+HEADER = ("strategy", "setting", "recall@k", "NDCG@k", "coverage", "subjects", "uses the subject's data")
+
+
+def time_split(
+    *,
+    subjects: np.ndarray,
+    items: np.ndarray,
+    times: np.ndarray,
+    weights: np.ndarray,
+    n_subjects: int,
+    item_category: np.ndarray,
+    category_sensitive: np.ndarray,
+    attributes=None,
+    category_names=None,
+    quantile: float = 0.8,
+) -> Split:
+    if not 0 < quantile < 1:
+        raise ValueError("the split quantile is between 0 and 1")
+    subjects, items, times = np.asarray(subjects), np.asarray(items), np.asarray(times, dtype=np.float64)
+    cutoff = float(np.quantile(times, quantile)) if times.size else 0.0
+    before = times <= cutoff
+    train = engine.TrainingData.from_triples(
+        subjects=subjects[before], items=items[before], weights=np.asarray(weights)[before], times=times[before],
+        n_subjects=n_subjects, item_category=item_category, category_sensitive=category_sensitive,
+        attributes=attributes, category_names=category_names,
+    )
+    n_items = len(item_category)
+    later = sp.csr_matrix(
+        (np.ones(int((~before).sum()), dtype=np.float32), (subjects[~before], items[~before])), shape=(n_subjects, n_items)
+    )
+    later.sum_duplicates()
+    later.data[:] = 1.0
+    seen = train.interactions.copy()
+    seen.data[:] = 1.0
+    new = (later - later.multiply(seen)).tocsr()
+    new.eliminate_zeros()
+    has_history = np.diff(train.interactions.indptr) > 0
+    has_new = np.diff(new.indptr) > 0
+    # Sessions: each subject's SESSION_ITEMS most recent training items.
+    recent, _ = engine.topk_per_row(train.last_seen, SESSION_ITEMS) if train.last_seen is not None else (None, None)
+    rows = np.repeat(np.arange(n_subjects), SESSION_ITEMS)
+    keep = recent.ravel() >= 0
+    sessions = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], recent.ravel()[keep])), shape=(n_subjects, n_items)
+    )
+    return Split(train=train, test=new, sessions=sessions, subjects=np.flatnonzero(has_history & has_new), cutoff=cutoff)
+
+
+def ranking_metrics(recommended: np.ndarray, test: sp.csr_matrix, k: int) -> tuple[float, float, float, int]:
+    """Mean recall@k and NDCG@k over rows, catalog coverage, and rows evaluated."""
+    recommended = recommended[:, :k]
+    n_rows = recommended.shape[0]
+    if n_rows == 0:
+        return 0.0, 0.0, 0.0, 0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    recalls = np.zeros(n_rows)
+    ndcgs = np.zeros(n_rows)
+    for r in range(n_rows):
+        relevant = test.indices[test.indptr[r] : test.indptr[r + 1]]
+        hits = np.isin(recommended[r], relevant) & (recommended[r] >= 0)
+        ideal = min(k, relevant.size)
+        recalls[r] = hits.sum() / ideal
+        ndcgs[r] = (discounts[: hits.size] * hits).sum() / discounts[:ideal].sum()
+    listed = np.unique(recommended[recommended >= 0])
+    coverage = listed.size / test.shape[1] if test.shape[1] else 0.0
+    return float(recalls.mean()), float(ndcgs.mean()), float(coverage), n_rows
+
+
+def evaluate(
+    split: Split,
+    *,
+    k: int = 20,
+    cohort_ks: Sequence[int] = (5, 20, 50, 100),
+    epsilons: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 5.0),
+    include_sensitive: bool = False,
+    neighbours: int = 50,
+    seed: int | None = 0,
+) -> list[Result]:
+    rows = split.subjects
+    test = split.test[rows]
+    history = split.train.interactions[rows]
+    results = []
+
+    def add(strategy: engine.Strategy, setting: str, evidence, personalized: str) -> None:
+        strategy.fit(split.train)
+        top = strategy.recommend(rows=rows, evidence=evidence, n=k)
+        recall, ndcg, coverage, count = ranking_metrics(top.items, test, k)
+        results.append(Result(strategy.level, setting, recall, ndcg, coverage, count, personalized))
+
+    add(engine.PopularityStrategy(include_sensitive=include_sensitive), "—", None, "no")
+    for weighting in ("cosine", "bm25"):
+        add(engine.ItemItemStrategy(neighbours=neighbours, weighting=weighting, include_sensitive=include_sensitive),
+            f"{weighting}, {neighbours} neighbours", history, "full history")
+    add(engine.SessionStrategy(neighbours=neighbours, include_sensitive=include_sensitive),
+        f"last {SESSION_ITEMS} items", split.sessions[rows], "this session only")
+    for cohort_k in cohort_ks:
+        add(engine.CohortStrategy(k=cohort_k, include_sensitive=include_sensitive), f"k = {cohort_k}", None,
+            "cohort membership")
+    for epsilon in epsilons:
+        add(engine.DPPopularityStrategy(epsilon=epsilon, include_sensitive=include_sensitive, seed=seed),
+            f"ε = {epsilon:g}", history, "own categories; counts DP")
+    return results
+
+
+def render(results: Sequence[Result], *, markdown: bool = False, k: int = 20) -> str:
+    header = tuple(h.replace("@k", f"@{k}") for h in HEADER)
+    body = [result.row() for result in results]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in body)])
