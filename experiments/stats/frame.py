@@ -21,6 +21,7 @@ covariate at the covariate's own 99th percentile.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -77,7 +78,7 @@ def _parse_metrics(
         if cap is not None:
             if metric_type != "mean":
                 raise ValueError(f"metric {name!r}: only mean metrics can be capped")
-            if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= 100:
+            if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not 0 < cap <= 100:
                 raise ValueError(
                     f"metric {name!r}: the cap percentile must be in (0, 100], got {cap!r}"
                 )
@@ -122,7 +123,10 @@ def _numeric_column(df: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _codes(df: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
-    codes, uniques = pd.factorize(df[column], sort=True)
+    try:
+        codes, uniques = pd.factorize(df[column], sort=True)
+    except TypeError:  # labels of mixed types (1 and "b") cannot be sorted
+        codes, uniques = pd.factorize(df[column], sort=False)
     if (codes < 0).any():
         raise ValueError(f"column {column!r} has {int((codes < 0).sum())} missing values")
     labels = [str(value) for value in uniques]
