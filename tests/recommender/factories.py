@@ -10,7 +10,7 @@ from django.utils import timezone
 from consent import services as consent_services
 from consent.models import Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.models import Arm, Exposure, PrivacyTreatment
+from experiments.models import Arm, Exposure, Layer, PrivacyTreatment
 from experiments.services import events_record, experiment_start
 from recommender.models import Category, Product
 from tests.experiments.factories import ExperimentFactory
@@ -66,7 +66,9 @@ def treatment(level: str, **fields) -> PrivacyTreatment:
 
 def experiment_with(*treatments: PrivacyTreatment) -> list[Arm]:
     """A running experiment whose arms (control first) apply ``treatments``; returns the arms."""
-    experiment = ExperimentFactory(arms=0)
+    # A layer of its own, so that several experiments can run side by side in one test.
+    layer = Layer.objects.create(key=f"layer-{uuid.uuid4().hex[:8]}", name="Recommender tests")
+    experiment = ExperimentFactory(arms=0, layer=layer)
     arms = [
         Arm.objects.create(experiment=experiment, key=f"arm-{i}", treatment=t, is_control=i == 0)
         for i, t in enumerate(treatments)
