@@ -2,7 +2,7 @@
 
 Every metric type is reduced to the same small set of *moments* of the
 difference (estimate, its variance, Welch–Satterthwaite degrees of freedom, the
-control mean and its covariance with the estimate); the absolute and relative
+control mean and the relative lift's delta-method variance); the absolute and relative
 effects are computed from those moments by one vectorised kernel, so a report
 with hundreds of comparisons makes a handful of scipy calls, not hundreds.
 
@@ -53,8 +53,8 @@ METHOD_RATIO = "delta_method_ratio"
 class Effect:
     """One effect with its (1 − alpha) interval and two-sided p-value.
 
-    Every field is ``None`` only for a relative lift that is undefined (control
-    mean of zero); the comparison's ``notes`` say why.
+    Every field is ``None`` only for a relative lift that is undefined (a control
+    mean of zero, or a lift with zero variance); the comparison's ``notes`` say why.
     """
 
     estimate: float | None

@@ -153,3 +153,23 @@ def test_bad_sequential_input(kwargs, message):
     statistic = ProportionStatistic(n=100, successes=10)
     with pytest.raises(ValueError, match=message):
         sequential_test(statistic, statistic, **kwargs)
+
+
+def test_sequential_test_uses_the_cuped_and_ratio_variances():
+    from experiments.stats import compare
+
+    from .stats_testkit import cuped_statistic, ratio_statistic
+
+    rng = np.random.default_rng(2)
+    x_c, x_t = rng.normal(100, 20, 600), rng.normal(100, 20, 600)
+    y_c, y_t = 0.8 * x_c + rng.normal(0, 10, 600), 0.8 * x_t + rng.normal(1.5, 10, 600)
+    for control, treatment in (
+        (cuped_statistic(y_c, x_c), cuped_statistic(y_t, x_t)),
+        (ratio_statistic(y_c, x_c), ratio_statistic(y_t, x_t)),
+    ):
+        fixed = compare(control, treatment)
+        result = sequential_test(control, treatment, tuning_sample_size=1200)
+        assert result.estimate == fixed.absolute.estimate
+        assert result.z == pytest.approx(
+            fixed.absolute.estimate / fixed.absolute.standard_error, rel=1e-12
+        )
