@@ -2,9 +2,18 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.utils.html import format_html, format_html_join
 
-from experiments import services
-from experiments.models import Arm, Experiment, Exposure, Guardrail, Holdout, Layer, PrivacyTreatment
+from experiments import selectors, services
+from experiments.models import (
+    Arm,
+    Experiment,
+    Exposure,
+    Guardrail,
+    Holdout,
+    Layer,
+    PrivacyTreatment,
+)
 
 
 class ArmInline(admin.TabularInline):
@@ -31,6 +40,19 @@ class ArmInline(admin.TabularInline):
 class GuardrailInline(admin.TabularInline):
     model = Guardrail
     extra = 0
+
+
+def _findings_html(findings) -> str:
+    if not findings:
+        return "No findings."
+    return format_html(
+        "<ul>{}</ul>",
+        format_html_join(
+            "",
+            "<li><strong>{}</strong> {} <em>({})</em></li>",
+            ((finding.severity.upper(), finding.message, finding.reference) for finding in findings),
+        ),
+    )
 
 
 def _lifecycle_action(action: str, description: str):
@@ -61,13 +83,15 @@ class ExperimentAdmin(admin.ModelAdmin):
     search_fields = ["key", "name", "hypothesis"]
     inlines = [ArmInline, GuardrailInline]
     filter_horizontal = ["viewers"]
-    readonly_fields = ["status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings"
+    ]
     fieldsets = [
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
         ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
         ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
         ("Analysis", {"fields": ["primary_metric", "alpha", "planned_subjects_per_arm"]}),
-        ("Compliance", {"fields": ["compliance_override_reason"]}),
+        ("Compliance", {"fields": ["compliance_findings", "compliance_override_reason"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     actions = [
@@ -80,6 +104,15 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_exposures=Count("exposures"))
+
+    @admin.display(description="Compliance review of the arms' treatments")
+    def compliance_findings(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the experiment with its arms to see the review."
+        per_arm = selectors.experiment_compliance_findings(experiment=obj)
+        return format_html_join(
+            "", "<p>Arm <code>{}</code>:</p>{}", ((key, _findings_html(f)) for key, f in per_arm.items())
+        )
 
     @admin.display(description="Subjects", ordering="_exposures")
     def exposure_count(self, obj):
@@ -135,6 +168,13 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["consent_prompt", "personalization_level", "sensitive_category_policy"]
     search_fields = ["name", "description"]
+    readonly_fields = ["compliance_findings"]
+
+    @admin.display(description="Compliance review (UU PDP / GDPR)")
+    def compliance_findings(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the treatment to see the review."
+        return _findings_html(selectors.treatment_compliance_findings(treatment=obj))
 
 
 @admin.register(Layer)

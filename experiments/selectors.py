@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from django.db.models import Prefetch
 
+from consent.compliance import Finding, treatment_compliance_review
+from consent.selectors import purpose_retention_limits
 from experiments.assignment import ArmSpec, ExperimentSpec, HoldoutSpec
-from experiments.models import Arm, Experiment, Holdout
+from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment
 
 CONFIG_VERSION_KEY = "experiments:config-version"
 
@@ -120,3 +122,16 @@ def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
 def experiment_spec(*, experiment: Experiment) -> ExperimentSpec:
     """The pure assignment spec of one experiment, whatever its status."""
     return _spec(experiment, list(experiment.arms.order_by("id")), _holdout_spec())
+
+
+def treatment_compliance_findings(*, treatment: PrivacyTreatment) -> tuple[Finding, ...]:
+    return treatment_compliance_review(treatment, purpose_retention_days=purpose_retention_limits())
+
+
+def experiment_compliance_findings(*, experiment: Experiment) -> dict[str, tuple[Finding, ...]]:
+    """The compliance review of each arm's treatment, by arm key."""
+    limits = purpose_retention_limits()
+    return {
+        arm.key: treatment_compliance_review(arm.treatment, purpose_retention_days=limits)
+        for arm in experiment.arms.select_related("treatment").order_by("id")
+    }

@@ -17,7 +17,11 @@ from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from experiments.assignment import assign, in_holdout, targeting_matches
 from experiments.models import Arm, Experiment, Exposure, Holdout, OrderLine, OutcomeEvent
-from experiments.selectors import CONFIG_VERSION_KEY, running_experiment_configs
+from experiments.selectors import (
+    CONFIG_VERSION_KEY,
+    experiment_compliance_findings,
+    running_experiment_configs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -243,9 +247,22 @@ def experiments_apply_schedule(*, now=None) -> dict[str, list[str]]:
 
 
 def _validate_compliance(experiment: Experiment) -> None:
-    """Hook for the treatment compliance review (consent app, issue 3)."""
-    # Filled in when the compliance check lands; until then there is nothing to refuse.
-    return
+    """An arm whose treatment has a compliance error runs only with a recorded override reason."""
+    errors = [
+        f"{arm_key}: {finding.message} ({finding.reference})"
+        for arm_key, findings in experiment_compliance_findings(experiment=experiment).items()
+        for finding in findings
+        if finding.is_error
+    ]
+    if errors and not experiment.compliance_override_reason.strip():
+        raise ValidationError(
+            {
+                "compliance_override_reason": [
+                    "The treatments have compliance errors; fix them or record an override reason "
+                    "to start anyway: " + " ".join(errors)
+                ]
+            }
+        )
 
 
 # --- assignment ------------------------------------------------------------------

@@ -128,3 +128,14 @@ def test_admin_is_for_staff_only(client):
     user = get_user_model().objects.create_user("shopper", password="x-password-123")
     client.force_login(user)
     assert client.get(CHANGELIST).status_code == 302
+
+
+def test_compliance_findings_show_on_the_treatment_and_experiment_pages(staff_client):
+    experiment = ExperimentFactory()
+    treatment = experiment.arms.get(is_control=True).treatment
+    treatment.default_personalization_consent = True
+    treatment.save()
+    treatment_page = staff_client.get(f"/admin/experiments/privacytreatment/{treatment.pk}/change/").content.decode()
+    experiment_page = staff_client.get(f"{CHANGELIST}{experiment.pk}/change/").content.decode()
+    for page in (treatment_page, experiment_page):
+        assert "ERROR" in page and "Art. 22" in page

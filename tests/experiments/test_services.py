@@ -150,3 +150,19 @@ def test_schedule_leaves_an_invalid_experiment_in_draft():
     result = services.experiments_apply_schedule()
     assert result["failed"] == [experiment.key]
     assert Experiment.objects.get(pk=experiment.pk).status == Status.DRAFT
+
+
+def test_a_treatment_with_a_compliance_error_starts_only_with_an_override_reason():
+    experiment = ExperimentFactory()
+    arm = experiment.arms.exclude(is_control=True).first()
+    # Pre-ticked personalization consent is not valid consent (UU PDP Art. 22, GDPR Recital 32).
+    arm.treatment.default_personalization_consent = True
+    arm.treatment.save()
+    with pytest.raises(ValidationError) as excinfo:
+        services.experiment_start(experiment=experiment)
+    assert "compliance_override_reason" in excinfo.value.message_dict
+    assert arm.key in str(excinfo.value)
+    assert Experiment.objects.get(pk=experiment.pk).status == Status.DRAFT
+    experiment.compliance_override_reason = "Legal approved a time-boxed test; DPO ticket 42."
+    experiment.save()
+    assert services.experiment_start(experiment=experiment).status == Status.RUNNING
