@@ -132,11 +132,14 @@ def test_cli_missing_file_and_garbage_exit_2(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_cli_as_a_process(csv_path):
-    # The real entry point, once for success and once for failure, side by side
-    # because each interpreter spends most of its time importing scipy.
+def test_cli_as_a_process_exits_2_and_loads_no_django(csv_path):
+    # The real entry point (``raise SystemExit(main())``) once, under
+    # ``-X importtime`` so the same run shows that the CLI path imports nothing
+    # from Django or the apps. The success path is the in-process test above.
     command = [
         sys.executable,
+        "-X",
+        "importtime",
         "-m",
         "experiments.stats",
         "report",
@@ -145,22 +148,26 @@ def test_cli_as_a_process(csv_path):
         "control",
         "--weights",
         "control=1,b=1,c=1",
+        "--metric",
+        "gmv:proportion",
     ]
-    runs = [
-        subprocess.Popen(
-            [*command, "--metric", metric],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for metric in ("converted:proportion", "gmv:proportion")
-    ]
-    (ok_out, ok_err), (failed_out, failed_err) = (run.communicate(timeout=120) for run in runs)
-    assert runs[0].returncode == 0, ok_err
-    assert set(json.loads(ok_out)) >= {"srm", "arms", "comparisons"}
-    assert runs[1].returncode == 2
-    assert "must be 0/1" in failed_err and failed_out == ""
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    messages = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert messages == ["error: proportion metric 'gmv': column 'gmv' must be 0/1"]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "experiments.stats.frame" in imported
+    forbidden = {
+        name
+        for name in imported
+        if name.split(".")[0]
+        in ("django", "rest_framework", "celery", "config", "consent", "recommender")
+    }
+    assert forbidden == set()
 
 
 def test_cli_usage_errors_exit_2(capsys):

@@ -21,7 +21,7 @@ positive_values = st.lists(st.integers(1, 100_000), min_size=2, max_size=25).map
 )
 bits = st.lists(st.integers(0, 1), min_size=2, max_size=60).map(np.array)
 scales = st.sampled_from([1e-3, 0.5, 3.0, 1e4, -1.0, -250.0])
-PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
+PROPERTY_SETTINGS = settings(max_examples=75, deadline=None)
 
 
 def analysable(make):
