@@ -20,6 +20,7 @@ statistics are inconsistent and raises ``ValueError``.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -38,12 +39,21 @@ class InsufficientDataError(ValueError):
     """
 
 
+def _is_number(value: object) -> bool:
+    # Decimal is what PostgreSQL's SUM over integers returns through psycopg.
+    return not isinstance(value, bool) and isinstance(value, numbers.Real | decimal.Decimal)
+
+
 def _count(value: object, name: str) -> int:
     if type(value) is int and value >= 0:  # the common case, kept cheap for big reports
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _is_number(value):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if isinstance(value, numbers.Integral):
+        count = int(value)
+    elif isinstance(value, decimal.Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
         count = int(value)
     else:
         as_float = float(value)
@@ -58,7 +68,7 @@ def _count(value: object, name: str) -> int:
 def _finite(value: object, name: str) -> float:
     if type(value) is float and math.isfinite(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _is_number(value):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     as_float = float(value)
     if not math.isfinite(as_float):

@@ -120,3 +120,17 @@ def test_statistics_are_frozen():
     statistic = ProportionStatistic(n=10, successes=3)
     with pytest.raises(AttributeError):
         statistic.n = 11  # type: ignore[misc]
+
+
+def test_decimal_sums_from_postgresql_are_accepted():
+    # SUM over integer columns comes back from psycopg as Decimal.
+    from decimal import Decimal
+
+    statistic = SampleMeanStatistic(n=Decimal("4"), sum=Decimal("10"), sum_squares=Decimal("30.5"))
+    assert (statistic.n, statistic.sum, statistic.sum_squares) == (4, 10.0, 30.5)
+    assert type(statistic.sum) is float
+    assert ProportionStatistic(n=Decimal(10), successes=Decimal(3)).successes == 3
+    with pytest.raises(ValueError, match="whole number"):
+        ProportionStatistic(n=Decimal("10.5"), successes=3)
+    with pytest.raises(ValueError, match="finite"):
+        SampleMeanStatistic(n=3, sum=Decimal("NaN"), sum_squares=1.0)
