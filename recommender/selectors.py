@@ -116,10 +116,8 @@ def current_build(*, arm_id: int | None) -> int | None:
     return build_id
 
 
-def _cached_or_record(cache_key_: str, **lookup) -> dict | None:
-    value = cache.get(cache_key_)
-    if value is not None:
-        return value
+def _record(**lookup) -> dict | list | None:
+    """A list from the database record, shaped as the cache holds it."""
     row = RecommendationList.objects.filter(**lookup).values_list("kind", "key", "items", "size").first()
     if row is None:
         return None
@@ -133,15 +131,20 @@ def _cached_or_record(cache_key_: str, **lookup) -> dict | None:
     return items  # item rows hold their payload
 
 
-def fallback_list(*, build_id: int) -> tuple[str, list]:
-    value = _cached_or_record(fallback_key(build_id), build_id=build_id, kind=RecommendationList.Kind.FALLBACK)
+def _cached_or_record(cache_key_: str, **lookup) -> dict | None:
+    value = cache.get(cache_key_)
+    return value if value is not None else _record(**lookup)
+
+
+def fallback_list(*, build_id: int, cached: dict | None = None) -> tuple[str, list]:
+    value = cached if cached is not None else _record(build_id=build_id, kind=RecommendationList.Kind.FALLBACK)
     if value is None:
         return POPULARITY, []
     return value.get("strategy", POPULARITY), value["items"]
 
 
-def subject_list(*, build_id: int, pseudonym: str) -> list | None:
-    value = _cached_or_record(subject_key(build_id, pseudonym), build_id=build_id, subject_id=pseudonym)
+def subject_list(*, build_id: int, pseudonym: str, cached: dict | None = None) -> list | None:
+    value = cached if cached is not None else _record(build_id=build_id, subject_id=pseudonym)
     if value is None:
         return None
     if "cohort" in value:
@@ -204,7 +207,7 @@ def _platform_items() -> list:
         return items
     try:
         build_id = current_build(arm_id=None)
-        fresh = fallback_list(build_id=build_id)[1] if build_id is not None else []
+        fresh = fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))[1] if build_id is not None else []
     except DatabaseError:
         logger.warning("platform popularity unavailable: serving the last one this process saw")
         return items
@@ -268,8 +271,12 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     build_id = current_build(arm_id=arm.arm_id)
     if build_id is None:  # this arm has never been built
         return _non_personal(limit, arm=arm)
-    fallback_strategy, fallback = fallback_list(build_id=build_id)
     personal_ok = state.personalization_allowed
+    stored = personal_ok and level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY)
+    # One round trip for the arm's fallback and the subject's own list; the record answers misses.
+    keys = [fallback_key(build_id), *([subject_key(build_id, pseudonym)] if stored else [])]
+    found = cache.get_many(keys)
+    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=found.get(keys[0]))
     sensitive_ok = (
         personal_ok
         and treatment["sensitive_category_policy"] != PrivacyTreatment.SensitivePolicy.EXCLUDE
@@ -277,8 +284,8 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     )
     personal: list | None = None
     if personal_ok:
-        if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY):
-            personal = subject_list(build_id=build_id, pseudonym=pseudonym)
+        if stored:
+            personal = subject_list(build_id=build_id, pseudonym=pseudonym, cached=found.get(keys[1]))
         elif level == Level.SESSION and session:
             personal = session_list(build_id=build_id, skus=session, sensitive_ok=sensitive_ok, explain=explain)
     if not personal:

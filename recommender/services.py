@@ -28,7 +28,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from consent.models import Purpose, Subject
@@ -691,37 +691,54 @@ def recommendations_build_enqueue(
 
 
 def recommendations_serve(*, subject_id: str, limit: int = 20, session: Iterable[str] = ()):
-    """Answer a recommendation request and record what was shown as impression events.
+    """Answer a recommendation request, and have what was shown recorded as impression events.
 
     Impressions are recorded only for subjects in an experiment (they are its
-    outcome data); a failure to record is logged and never fails the answer.
+    outcome data), by a Celery task, off the request path: the answer never
+    waits for, or fails because of, the events table. Their event ids are
+    fixed here, so a redelivered task records nothing twice.
     """
     from recommender.selectors import recommendations_for_subject
 
     served = recommendations_for_subject(subject_id=subject_id, limit=limit, session=tuple(session))
     if served.arm is not None and served.items:
-        _impressions_record(subject_id=subject_id, items=served.items)
+        _impressions_enqueue(subject_id=subject_id, items=served.items)
     return served
 
 
-def _impressions_record(*, subject_id: str, items: list[dict]) -> None:
-    from experiments.services import events_record
-
-    now = timezone.now()
+def impression_events(*, subject_id: str, items: list[dict], now: datetime) -> list[dict]:
     request_id = uuid.uuid4().hex
-    events = [
+    return [
         {
             "event_id": f"imp-{request_id}-{position}",
             "subject_id": subject_id,
-            "type": OutcomeEvent.Type.REC_IMPRESSION,
-            "timestamp": now,
+            "type": OutcomeEvent.Type.REC_IMPRESSION.value,
+            "timestamp": now.isoformat(),
             "product_id": item["product"],
             "category": item["category"],
             "position": position,
         }
         for position, item in enumerate(items)
     ]
+
+
+def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
+    from recommender.tasks import recommendations_impressions_record
+
+    events = impression_events(subject_id=subject_id, items=items, now=timezone.now())
     try:
-        events_record(events=events, now=now)
-    except (ValidationError, DatabaseError) as exc:
-        logger.warning("recommendation impressions not recorded (%s)", type(exc).__name__)
+        recommendations_impressions_record.delay(events)
+    except Exception as exc:  # the broker is down: the answer still goes out
+        logger.warning("recommendation impressions not queued (%s)", type(exc).__name__)
+
+
+def impressions_record(*, events: list[dict]) -> int:
+    """Record impression events through the outcome-events service; returns how many were new."""
+    from experiments.services import events_record
+
+    try:
+        return events_record(events=events).recorded
+    except ValidationError as exc:
+        # E.g. the subject was erased meanwhile: nothing to attribute them to. Not retried.
+        logger.warning("recommendation impressions not recorded (%s)", "; ".join(sorted(exc.message_dict)))
+        return 0

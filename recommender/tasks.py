@@ -29,3 +29,17 @@ def recommendations_build(arm_id: int | None, build_key: str) -> dict:
 def recommendations_build_all(build_key: str | None = None) -> dict:
     """Hourly: fan out one build per arm of every running experiment, plus the platform list."""
     return services.recommendations_build_enqueue(build_key=build_key)
+
+
+@shared_task(
+    acks_late=True,
+    time_limit=60,
+    soft_time_limit=50,
+    autoretry_for=TRANSIENT,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def recommendations_impressions_record(events: list[dict]) -> int:
+    """Record what a recommendation answer showed (event ids fixed at serving: idempotent)."""
+    return services.impressions_record(events=events)

@@ -18,3 +18,7 @@ def _forget_platform_memo():
     selectors._platform_memo = (0.0, [])
     yield
     selectors._platform_memo = (0.0, [])
+
+
+# The real worker process of the integration suite, for the build tests on a real worker.
+from tests.integration.conftest import celery_worker_process  # noqa: E402,F401

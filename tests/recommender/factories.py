@@ -59,6 +59,7 @@ def treatment(level: str, **fields) -> PrivacyTreatment:
         "cohort_k": 2,
         "dp_epsilon": 1.0 if level == "dp_popularity" else None,
         "show_explanations": True,
+        "retention_days": 90,
     }
     defaults.update(fields)
     return PrivacyTreatment.objects.create(**defaults)
@@ -68,7 +69,11 @@ def experiment_with(*treatments: PrivacyTreatment) -> list[Arm]:
     """A running experiment whose arms (control first) apply ``treatments``; returns the arms."""
     # A layer of its own, so that several experiments can run side by side in one test.
     layer = Layer.objects.create(key=f"layer-{uuid.uuid4().hex[:8]}", name="Recommender tests")
-    experiment = ExperimentFactory(arms=0, layer=layer)
+    # Some tests exercise treatments the compliance review refuses (``include`` on a personal
+    # level): the recommender must hold the line itself, so they run with an override.
+    experiment = ExperimentFactory(
+        arms=0, layer=layer, compliance_override_reason="Recommender tests exercise every policy."
+    )
     arms = [
         Arm.objects.create(experiment=experiment, key=f"arm-{i}", treatment=t, is_control=i == 0)
         for i, t in enumerate(treatments)

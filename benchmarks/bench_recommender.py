@@ -1,0 +1,260 @@
+"""Recommender: the item-item build against ``implicit``, and serving latency.
+
+1. Full item-item build and top-20 for every subject of a synthetic
+   marketplace (100,000 subjects, 20,000 products, 2,000,000 interactions),
+   ours (``recommender.engine.ItemItemStrategy``: scipy.sparse, cosine) against
+   ``implicit.nearest_neighbours.CosineRecommender`` with the same number of
+   neighbours on the same matrix, alternated in the same run. Targets: ≤ 60 s,
+   ≤ 1.5× implicit's time.
+2. recall@20 of both on a time split of the same data (train on the first
+   80 % of the time, score against what each subject chose later). Target:
+   ours ≥ implicit's.
+3. ``GET /api/v1/recommendations/<id>`` with the cache warm, in-process through
+   the whole Django stack (middleware, API-key auth, consent check, cache,
+   impression recording), on PostgreSQL and Redis when they are reachable.
+   Target: p99 ≤ 5 ms.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.table import Row
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = {"subjects": 100_000, "products": 20_000, "interactions": 2_000_000, "categories": 40}
+QUICK = {"subjects": 10_000, "products": 2_000, "interactions": 200_000, "categories": 20}
+TOP = 20
+
+
+def _neighbours() -> int:
+    # The production setting (recommender.services.NEIGHBOURS), without importing Django here.
+    return int(os.environ.get("BENCH_NEIGHBOURS", "50"))
+
+
+def _market(quick: bool):
+    from recommender.simulation import synthetic_marketplace
+
+    return synthetic_marketplace(**(QUICK if quick else FULL), seed=20261128)
+
+
+def _ours(data, rows, neighbours):
+    from recommender.engine import ItemItemStrategy
+
+    strategy = ItemItemStrategy(neighbours=neighbours, include_sensitive=True).fit(data)
+    return strategy.recommend(rows=rows, evidence=None, n=TOP).items
+
+
+def _implicit(matrix, neighbours):
+    from implicit.nearest_neighbours import CosineRecommender
+
+    model = CosineRecommender(K=neighbours)
+    model.fit(matrix, show_progress=False)
+    ids, _ = model.recommend(np.arange(matrix.shape[0]), matrix, N=TOP, filter_already_liked_items=True)
+    return ids
+
+
+def _build_rows(quick: bool) -> list[Row]:
+    try:
+        import implicit  # noqa: F401
+    except ImportError:
+        implicit = None
+    sizes = QUICK if quick else FULL
+    market = _market(quick)
+    data = market.training_data()
+    matrix = data.interactions.tocsr()
+    rows = np.arange(data.n_subjects)
+    neighbours = _neighbours()
+    label = (
+        f"item-item build + top-{TOP}, {sizes['subjects']:,} subjects, {sizes['products']:,} products, "
+        f"{len(market.items):,} interactions, {neighbours} neighbours"
+    )
+    repeats = 3 if quick else 2
+    ours_s, peer_s = [], []
+    for _ in range(repeats):  # alternated, so machine noise hits both alike
+        started = time.perf_counter()
+        _ours(data, rows, neighbours)
+        ours_s.append(time.perf_counter() - started)
+        if implicit is not None:
+            started = time.perf_counter()
+            _implicit(matrix, neighbours)
+            peer_s.append(time.perf_counter() - started)
+    ours = statistics.median(ours_s)
+    if implicit is None:
+        return [
+            Row(label, f"{ours:.1f} s", peer="peer not installed (pip install implicit)", target="≤ 60 s",
+                passed=ours <= 60),
+            Row(f"recall@{TOP}, time split", "not measured", peer="peer not installed"),
+        ]
+    peer = statistics.median(peer_s)
+    build_row = Row(
+        label,
+        f"{ours:.1f} s",
+        peer=f"implicit CosineRecommender {peer:.1f} s",
+        ratio=f"{ours / peer:.2f}× implicit's time",
+        target="≤ 60 s and ≤ 1.5× implicit",
+        passed=ours <= 60 and ours <= 1.5 * peer,
+    )
+    return [build_row, _recall_row(market, neighbours)]
+
+
+def _recall_row(market, neighbours) -> Row:
+    from recommender.evaluation import ranking_metrics, time_split
+
+    split = time_split(
+        subjects=market.subjects, items=market.items, times=market.times, weights=market.weights,
+        n_subjects=market.n_subjects, item_category=market.item_category,
+        category_sensitive=market.category_sensitive,
+    )
+    rows = split.subjects
+    test = split.test[rows]
+    ours_items = _ours(split.train, rows, neighbours)
+    ours_recall, ours_ndcg, _, n = ranking_metrics(ours_items, test, TOP)
+    peer_all = _implicit(split.train.interactions.tocsr(), neighbours)
+    peer_recall, peer_ndcg, _, _ = ranking_metrics(np.asarray(peer_all)[rows], test, TOP)
+    return Row(
+        f"recall@{TOP} (NDCG@{TOP}), time split 80/20, {n:,} subjects",
+        f"{ours_recall:.4f} ({ours_ndcg:.4f})",
+        peer=f"implicit {peer_recall:.4f} ({peer_ndcg:.4f})",
+        ratio=f"{ours_recall - peer_recall:+.4f}",
+        target="≥ implicit's recall",
+        passed=ours_recall >= peer_recall,
+    )
+
+
+# --- serving -------------------------------------------------------------------------------
+
+_SERVE = r"""
+import json, random, statistics, sys, time, uuid
+from datetime import timedelta
+import django
+django.setup()
+from django.core.cache import cache
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+from rest_framework_api_key.models import APIKey
+from consent.models import Subject
+from consent.pseudonyms import subject_pseudonym
+from consent.services import ConsentEventInput, consent_record
+from experiments.models import Arm, Experiment, Exposure, Layer, OrderLine, OutcomeEvent, PrivacyTreatment
+from experiments import services as experiment_services
+from recommender import services
+from recommender.models import Category, Product
+
+subjects, requests = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(7)
+Experiment.objects.filter(key="bench-reco").delete()
+for other in Experiment.objects.filter(status="running"):
+    experiment_services.experiment_stop(experiment=other)
+from django.contrib.auth import get_user_model
+owner, _ = get_user_model().objects.get_or_create(username="bench")
+layer, _ = Layer.objects.get_or_create(key="bench-reco", defaults={"name": "bench"})
+treatment, _ = PrivacyTreatment.objects.get_or_create(name="bench full", defaults={
+    "consent_prompt": "banner", "personalization_level": "full", "show_explanations": True})
+experiment = Experiment.objects.create(key="bench-reco", name="Bench reco", owner=owner, layer=layer)
+arms = [Arm.objects.create(experiment=experiment, key=k, treatment=treatment, is_control=(k == "control"))
+        for k in ("control", "b")]
+experiment_services.experiment_start(experiment=experiment)
+services.catalog_import(
+    categories=[{"key": f"c{c}", "name": f"Category {c}"} for c in range(20)],
+    products=[{"sku": f"S{i:05d}", "name": f"Product {i}", "category": f"c{i % 20}"} for i in range(2000)],
+)
+raw_ids = [f"bench-reco-{i}" for i in range(subjects)]
+pseudonyms = [subject_pseudonym(r) for r in raw_ids]
+Subject.objects.bulk_create([Subject(pseudonym=p) for p in pseudonyms], ignore_conflicts=True)
+Exposure.objects.filter(experiment=experiment).delete()
+Exposure.objects.bulk_create([Exposure(experiment=experiment, arm=arms[i % 2], subject_id=p, first_exposed_at=timezone.now())
+                              for i, p in enumerate(pseudonyms)])
+for start in range(0, subjects, 500):
+    consent_record(events=[ConsentEventInput(subject_id=r, purpose="personalization", action="grant", notice_version="1")
+                           for r in raw_ids[start:start + 500]])
+OutcomeEvent.objects.filter(event_id__startswith="bench-reco-").delete()
+now = timezone.now()
+events, lines = [], []
+for i, p in enumerate(pseudonyms):
+    taste = rng.randrange(20)
+    for j in range(8):
+        sku = f"S{(taste + 20 * rng.randrange(25)) % 2000:05d}"
+        events.append(OutcomeEvent(event_id=f"bench-reco-{i}-{j}", subject_id=p, type="order",
+                                   occurred_at=now - timedelta(days=1), received_at=now, amount=1000))
+        lines.append((p, sku, f"c{int(sku[1:]) % 20}"))
+created = OutcomeEvent.objects.bulk_create(events, batch_size=2000)
+OrderLine.objects.bulk_create([OrderLine(event=e, subject_id=p, occurred_at=e.occurred_at, product_id=sku,
+                                         category=cat, quantity=1, price=1000)
+                               for e, (p, sku, cat) in zip(created, lines)], batch_size=2000)
+key = f"bench-{uuid.uuid4().hex[:8]}"
+for arm in arms:
+    services.recommendations_build(arm_id=arm.pk, build_key=key)  # publishes on commit
+_, api_key = APIKey.objects.create_key(name="bench-reco")
+client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+for r in raw_ids:  # warm: arm, consent state and lists in the cache
+    assert client.get(f"/api/v1/recommendations/{r}").status_code == 200
+latencies, personal = [], 0
+for n in range(requests):
+    r = raw_ids[rng.randrange(subjects)]
+    started = time.perf_counter()
+    response = client.get(f"/api/v1/recommendations/{r}?limit=20")
+    latencies.append(time.perf_counter() - started)
+    assert response.status_code == 200, response.content
+    personal += response.json()["personalized"]
+latencies.sort()
+print(json.dumps({"p50": latencies[len(latencies) // 2] * 1000, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+                  "requests": requests, "personal": personal / requests, "backend": connection.vendor, "cache": type(cache._cache).__name__ if hasattr(cache, "_cache") else type(cache).__name__}))
+"""
+
+
+def _serving_env() -> tuple[dict[str, str], str]:
+    env = {
+        **os.environ,
+        "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
+        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_LOG_LEVEL": "WARNING",
+    }
+    database = os.environ.get("BENCH_RECO_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench_reco")
+    redis_url = os.environ.get("BENCH_RECO_REDIS_URL", "redis://127.0.0.1:6379/14")
+    services_up = shutil.which("pg_isready") and subprocess.run(
+        ["pg_isready", "-q", "-h", "127.0.0.1"], capture_output=True
+    ).returncode == 0
+    if services_up:
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database.rsplit("/", 1)[1]], capture_output=True)
+        env.update({"DATABASE_URL": database, "REDIS_URL": redis_url})
+        return env, "PostgreSQL + Redis"
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env["DJANGO_DEBUG"] = "1"
+    return env, "embedded SQLite + local memory (services not reachable)"
+
+
+def _serving_row(quick: bool) -> Row:
+    env, where = _serving_env()
+    subjects, requests = (300, 1000) if quick else (2000, 5000)
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVE, str(subjects), str(requests)], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=1800,
+    )
+    label = f"GET /api/v1/recommendations, cache warm, {requests:,} requests, in-process, {where}"
+    if result.returncode != 0:
+        return Row(label, f"not run: {(result.stderr.strip().splitlines() or ['?'])[-1][:160]}", passed=False)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return Row(
+        label,
+        f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms ({figures['personal']:.0%} personal)",
+        target="p99 ≤ 5 ms",
+        passed=figures["p99"] <= 5.0,
+    )
+
+
+def run(quick: bool) -> list[Row]:
+    return [*_build_rows(quick), _serving_row(quick)]
