@@ -42,6 +42,7 @@ def subject_id_problem(value: object) -> str | None:
         return "Must not be empty."
     if len(value) > SUBJECT_ID_MAX_LENGTH:
         return f"At most {SUBJECT_ID_MAX_LENGTH} characters."
-    if any(ch.isspace() or not ch.isprintable() or ch == "/" for ch in value):
+    # isprintable() is False for control characters and every space but " ".
+    if not value.isprintable() or " " in value or "/" in value:
         return "Must not contain whitespace, control characters or '/'."
     return None

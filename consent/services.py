@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -224,18 +225,21 @@ def consent_events_check(
     return results
 
 
-def _raise_for(errors: list[dict[str, list[str]]], *, single: bool) -> None:
-    if not any(errors):
-        return
-    if single:
-        raise ValidationError(errors[0])
-    raise ValidationError(
-        {
-            f"events[{index}].{name}": messages
-            for index, error in enumerate(errors)
-            for name, messages in error.items()
-        }
-    )
+class ConsentEventsInvalid(ValidationError):
+    """Some events of a batch are invalid; ``problems`` holds, per event, its problems by field."""
+
+    def __init__(self, problems: list[dict[str, list[str]]]):
+        self.problems = problems
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            super().__init__(
+                {
+                    f"events[{index}].{name}": messages
+                    for index, errors in enumerate(problems)
+                    for name, messages in errors.items()
+                }
+            )
 
 
 def consent_record(
@@ -247,7 +251,8 @@ def consent_record(
     tallies are updated in the same transaction; the subjects' cached state is
     invalidated. An event whose ``event_id`` was already recorded is not
     written again (a retried request is harmless); reusing an id for a
-    different decision is an error.
+    different decision is an error. Invalid events raise ``ConsentEventsInvalid``
+    and nothing is written.
     """
     if not events:
         raise ValidationError({"events": "Send at least one event."})
@@ -255,13 +260,35 @@ def consent_record(
         raise ValidationError({"events": f"At most {MAX_BATCH_EVENTS} events per batch."})
     now = now or timezone.now()
     rules = purpose_rules_load()
-    _raise_for(consent_events_check(events=events, rules=rules, now=now), single=len(events) == 1)
+    problems = consent_events_check(events=events, rules=rules, now=now)
+    if any(problems):
+        raise ConsentEventsInvalid(problems)
     try:
         return _record(events, rules, now)
     except IntegrityError:
         # A concurrent request recorded one of these event ids first; the
         # second attempt finds it and replays it instead of inserting.
         return _record(events, rules, now)
+
+
+class _Row(NamedTuple):
+    """A ledger row about to be written, in ``LEDGER_COLUMNS`` order."""
+
+    event_id: uuid.UUID
+    subject_id: str
+    purpose_id: str
+    action: str
+    notice_id: int | None
+    language: str
+    source_experiment: str
+    source_arm: str
+    source_prompt: str
+    source_channel: str
+    recorded_at: datetime
+    expires_at: datetime | None
+
+
+LEDGER_COLUMNS = _Row._fields
 
 
 def _record(
@@ -272,10 +299,11 @@ def _record(
     results: list[RecordedConsent | None] = [None] * len(events)
     with transaction.atomic():
         Subject.objects.bulk_create([Subject(pseudonym=p) for p in subjects], ignore_conflicts=True)
-        # One writer per subject at a time: the ledger's id order is then each
-        # subject's commit order, and the derived state follows the last event.
+        # One writer per subject at a time, so the ledger's id order is each
+        # subject's commit order and the derived state follows its last event.
+        # (NO KEY: other apps may still insert rows that refer to the subject.)
         list(
-            Subject.objects.select_for_update()
+            Subject.objects.select_for_update(no_key=True)
             .filter(pk__in=subjects)
             .order_by("pk")
             .values_list("pk")
@@ -289,25 +317,24 @@ def _record(
             if given
             else {}
         )
-        fresh: list[tuple[int, ConsentEvent]] = []
-        conflicts: dict[str, list[str]] = {}
+        fresh: list[tuple[int, _Row]] = []
+        conflicts: list[dict[str, list[str]]] = [{} for _ in events]
         for index, (event, pseudonym) in enumerate(zip(events, pseudonyms, strict=True)):
             rule = rules[event.purpose]
             if event.event_id in existing:
-                row = existing[event.event_id]
-                same = (row.subject_id, row.purpose_id, row.action) == (
+                stored = existing[event.event_id]
+                same = (stored.subject_id, stored.purpose_id, stored.action) == (
                     pseudonym,
                     event.purpose,
                     event.action,
                 ) and (
                     event.notice_version is None
-                    or (row.notice and row.notice.version) == event.notice_version
+                    or (stored.notice and stored.notice.version) == event.notice_version
                 )
                 if not same:
-                    name = "event_id" if len(events) == 1 else f"events[{index}].event_id"
-                    conflicts[name] = ["Already recorded for a different decision."]
+                    conflicts[index]["event_id"] = ["Already recorded for a different decision."]
                     continue
-                results[index] = _recorded(row, rule, replayed=True)
+                results[index] = _recorded(stored, rule, replayed=True)
                 continue
             notice = (
                 rule.notice(event.notice_version)
@@ -318,11 +345,11 @@ def _record(
             fresh.append(
                 (
                     index,
-                    ConsentEvent(
+                    _Row(
                         event_id=event.event_id or uuid.uuid4(),
                         subject_id=pseudonym,
                         purpose_id=event.purpose,
-                        action=event.action,
+                        action=str(event.action),
                         notice_id=notice.id if notice else None,
                         language=event.source.language or (Language.INDONESIAN if grant else ""),
                         source_experiment=event.source.experiment,
@@ -336,15 +363,71 @@ def _record(
                     ),
                 )
             )
-        if conflicts:
-            raise ValidationError(conflicts)
-        created = ConsentEvent.objects.bulk_create([row for _, row in fresh])
-        for (index, _), row in zip(fresh, created, strict=True):
-            results[index] = _recorded(row, rules[row.purpose_id], replayed=False)
-        _apply_to_state(created)
-        _tally(created, now)
-        consent_cache_invalidate(pseudonyms={row.subject_id for row in created})
+        if any(conflicts):
+            raise ConsentEventsInvalid(conflicts)
+        rows = [row for _, row in fresh]
+        ids = _write_events(rows)
+        for (index, row), event_id in zip(fresh, ids, strict=True):
+            results[index] = _recorded(
+                ConsentEvent(id=event_id, **row._asdict()), rules[row.purpose_id], replayed=False
+            )
+        _tally(rows, now)
+        consent_cache_invalidate(pseudonyms={row.subject_id for row in rows})
     return [result for result in results if result is not None]
+
+
+def _write_events(rows: Sequence[_Row]) -> list[int]:
+    """Append the rows to the ledger and move the derived state in step; returns their ids."""
+    if not rows:
+        return []
+    if connection.vendor == "postgresql":
+        return _write_events_postgres(rows)
+    created = ConsentEvent.objects.bulk_create([ConsentEvent(**row._asdict()) for row in rows])
+    _apply_to_state(created)
+    return [event.id for event in created]
+
+
+# Ledger rows and their derived state in one statement, with the values bound as
+# arrays on the server: the hot path of batch ingestion (10,000 events/s is the
+# target). ``ON CONFLICT`` moves a subject's state to its newest event.
+_WRITE_EVENTS_SQL = """
+WITH written AS (
+    INSERT INTO {ledger} ({columns})
+    SELECT * FROM unnest(
+        %s::uuid[], %s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[],
+        %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[]
+    )
+    RETURNING id, event_id, subject_id, purpose_id, action, notice_id, recorded_at, expires_at
+), derived AS (
+    INSERT INTO {state}
+        (subject_id, purpose_id, granted, notice_id, last_event_id, changed_at, expires_at)
+    SELECT subject_id, purpose_id, action = 'grant', notice_id, id, recorded_at, expires_at
+    FROM written
+    ON CONFLICT (subject_id, purpose_id) DO UPDATE SET
+        granted = EXCLUDED.granted,
+        notice_id = EXCLUDED.notice_id,
+        last_event_id = EXCLUDED.last_event_id,
+        changed_at = EXCLUDED.changed_at,
+        expires_at = EXCLUDED.expires_at
+)
+SELECT event_id, id FROM written
+""".format(  # noqa: S608 — our own table and column names
+    ledger=ConsentEvent._meta.db_table,
+    state=CurrentConsent._meta.db_table,
+    columns=", ".join(LEDGER_COLUMNS),
+)
+
+
+def _write_events_postgres(rows: Sequence[_Row]) -> list[int]:
+    import psycopg
+
+    connection.ensure_connection()
+    # A server-binding cursor on Django's connection (same transaction): the
+    # arrays travel as parameters instead of being quoted into the SQL text.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_WRITE_EVENTS_SQL, [list(column) for column in zip(*rows, strict=True)])
+        ids = dict(cursor.fetchall())
+    return [ids[row.event_id] for row in rows]
 
 
 def _recorded(row: ConsentEvent, rule: PurposeRule, *, replayed: bool) -> RecordedConsent:
@@ -385,7 +468,7 @@ def _apply_to_state(events: Sequence[ConsentEvent]) -> None:
         )
 
 
-def _tally(events: Sequence[ConsentEvent], now: datetime) -> None:
+def _tally(events: Sequence[_Row], now: datetime) -> None:
     """Add the events to the daily tallies: one upsert, the last statement of the write.
 
     Last, because the tally rows are shared by every writer: taking their locks

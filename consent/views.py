@@ -66,15 +66,15 @@ class ConsentView(APIView):
         )
         payload.is_valid(raise_exception=True)
         events = payload.to_events() if batch else [payload.to_event()]
-        problems = services.consent_events_check(events=events)
-        if any(problems):
+        try:
+            recorded = services.consent_record(events=events)
+        except services.ConsentEventsInvalid as exc:
             # The same shape DRF gives nested shape errors: only the failing events, by index.
             raise ValidationError(
-                {"events": {index: errors for index, errors in enumerate(problems) if errors}}
+                {"events": {index: errors for index, errors in enumerate(exc.problems) if errors}}
                 if batch
-                else problems[0]
-            )
-        recorded = services.consent_record(events=events)
+                else exc.problems[0]
+            ) from None
         if batch:
             body = ConsentBatchOutSerializer({"events": recorded}).data
         else:
