@@ -10,7 +10,14 @@ from recommender.selectors import recommendations_for_subject
 from recommender.tasks import recommendations_build
 from tests.recommender.factories import bought, catalog, experiment_with, subject, treatment
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
+# serialized_rollback: a transactional test flushes the tables, the seeded purposes and notices
+# with them; this puts them back for the next test.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 
 @pytest.fixture
