@@ -409,6 +409,8 @@ WITH written AS (
         last_event_id = EXCLUDED.last_event_id,
         changed_at = EXCLUDED.changed_at,
         expires_at = EXCLUDED.expires_at
+    -- Never move a state back to an older event, whatever the commit order.
+    WHERE {state}.last_event_id < EXCLUDED.last_event_id
 )
 SELECT event_id, id FROM written
 """.format(  # noqa: S608 — our own table and column names

@@ -175,6 +175,13 @@ def test_registration_checks_fields_at_start_up():
         personal_data_register(label="bad", export=lambda p: [])
 
 
+def test_the_raw_id_is_stored_nowhere(subject_everywhere):
+    subject, pseudonym, *_ = subject_everywhere
+    assert rows_referencing(pseudonym)  # the subject is held…
+    assert rows_referencing(subject) == {}  # …under its pseudonym only, in every model
+    assert cache_entries_referencing(subject) == []
+
+
 # --- access ---------------------------------------------------------------------------------------
 
 

@@ -128,6 +128,35 @@ def test_rebuild_reports_and_corrects_drift(capsys):
     assert "matches the ledger" in capsys.readouterr().out
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_decisions_for_one_subject_keep_state_and_ledger_in_step():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    subject = raw_id()
+    grant(subject)
+
+    def decide(i):
+        try:
+            action = grant if i % 2 else withdraw
+            for purpose in ("personalization", "marketing"):
+                action(subject, purpose)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(decide, range(24)))
+    pseudonym = subject_pseudonym(subject)
+    stored = {
+        (s.subject_id, s.purpose_id): (s.granted, s.notice_id, s.last_event_id)
+        for s in CurrentConsent.objects.filter(subject_id=pseudonym)
+    }
+    assert stored == _replay([pseudonym])
+    assert ConsentEvent.objects.filter(subject_id=pseudonym).count() == 1 + 24 * 2
+
+
 # --- what counts as consent now ---------------------------------------------------------------
 
 
