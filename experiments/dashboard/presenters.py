@@ -1,0 +1,762 @@
+"""The snapshot document (docs/metrics.md, schema version 1) as the dashboard shows it.
+
+Pure functions over the JSON document ``compute_results`` stores: no database,
+no requests. They decide nothing about the experiment (the pipeline's decision
+rule did that); they turn numbers into table rows, chart inputs and sentences,
+and say which way is good for each metric (an opt-out going up is bad).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from experiments.dashboard import charts
+from experiments.dashboard.formatting import (
+    MetricFormat,
+    decimals_for,
+    number,
+    p_value,
+    percent,
+    relative,
+    relative_interval,
+)
+
+GOOD, BAD, NEUTRAL = "good", "bad", "neutral"
+TONE_WORDS = {GOOD: "better", BAD: "worse", NEUTRAL: "no significant difference"}
+SEGMENT_DIMENSION_LABELS = {
+    "age_band": "Age band",
+    "province": "Province",
+    "platform": "Platform",
+    "customer": "New vs returning",
+}
+# How a metric reads inside a sentence ("cuts opt-outs by 1.8 pp").
+METRIC_PHRASES = {
+    "conversion": "conversion",
+    "opt_out": "opt-outs",
+    "consent_rate": "the consent rate",
+    "gmv": "GMV per subject",
+    "orders": "orders per subject",
+    "aov": "the average order value",
+    "ctr": "recommendation CTR",
+}
+OPT_OUT, GMV = "opt_out", "gmv"
+
+
+def metric_formats(document: Mapping) -> dict[str, MetricFormat]:
+    return {
+        key: MetricFormat(key=key, label=spec["label"], kind=spec["kind"], higher_is_better=spec["higher_is_better"])
+        for key, spec in document["metrics"].items()
+    }
+
+
+def confidence_percent(document: Mapping) -> str:
+    """The intervals' level ("95") from the analysis' alpha."""
+    return f"{(1 - document['experiment']['alpha']) * 100:g}"
+
+
+def control_arm(document: Mapping) -> str:
+    return next(arm["key"] for arm in document["arms"] if arm["is_control"])
+
+
+def treatment_arms(document: Mapping) -> list[str]:
+    return [arm["key"] for arm in document["arms"] if not arm["is_control"]]
+
+
+def comparison_tone(comparison: Mapping, metric: MetricFormat) -> str:
+    """Good or bad when significant, judged by the metric's direction; otherwise neutral."""
+    estimate = comparison["absolute"]["estimate"]
+    if not comparison["significant"] or estimate is None or estimate == 0:
+        return NEUTRAL
+    return GOOD if (estimate > 0) == metric.higher_is_better else BAD
+
+
+def comparisons_by_key(comparisons: Sequence[Mapping]) -> dict[tuple[str, str], Mapping]:
+    return {(c["arm"], c["metric"]): c for c in comparisons}
+
+
+def _width(ci: Sequence[float] | None) -> float | None:
+    return None if not ci else ci[1] - ci[0]
+
+
+def effect_text(comparison: Mapping, metric: MetricFormat) -> str:
+    """"+1.8 pp [+0.4, +3.2] pp" for sentences and tooltips."""
+    absolute = comparison["absolute"]
+    return f"{metric.difference(absolute['estimate'], width=_width(absolute['ci']))} {metric.interval(absolute['ci'])}"
+
+
+# --- the results table -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    arm: str
+    metric: str
+    metric_label: str
+    is_primary: bool
+    is_guardrail: bool
+    cuped: bool = False
+    cuped_note: str = ""
+    control_mean: str = "—"
+    treatment_mean: str = "—"
+    absolute: str = "—"
+    absolute_interval: str = ""
+    relative: str = "—"
+    relative_interval: str = ""
+    p_adjusted: str = "—"
+    p_raw: str = "—"
+    tone: str = NEUTRAL
+    tone_word: str = ""
+    higher_is_better: bool = True
+    skipped_reason: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArmResults:
+    arm: str
+    treatment: str
+    subjects: int
+    rows: tuple[ResultRow, ...]
+
+
+def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, is_guardrail: bool) -> ResultRow:
+    absolute, rel = comparison["absolute"], comparison["relative"]
+    tone = comparison_tone(comparison, metric)
+    cuped_note = ""
+    if comparison["cuped"]:
+        reduction = comparison.get("variance_reduction")
+        cuped_note = "CUPED: adjusted with each subject's GMV before exposure" + (
+            f"; variance reduced by {percent(reduction, 0)}" if reduction is not None else ""
+        )
+    return ResultRow(
+        arm=comparison["arm"],
+        metric=metric.key,
+        metric_label=metric.label,
+        is_primary=is_primary,
+        is_guardrail=is_guardrail,
+        cuped=bool(comparison["cuped"]),
+        cuped_note=cuped_note,
+        control_mean=metric.value(comparison["control_mean"]),
+        treatment_mean=metric.value(comparison["treatment_mean"]),
+        absolute=metric.difference(absolute["estimate"], width=_width(absolute["ci"])),
+        absolute_interval=metric.interval(absolute["ci"]),
+        relative=relative(rel["estimate"], decimals_for(_width(rel["ci"]) and _width(rel["ci"]) * 100, minimum=1,
+                                                        maximum=2)),
+        relative_interval=relative_interval(rel["ci"]),
+        p_adjusted=p_value(comparison["p_value_adjusted"]),
+        p_raw=p_value(absolute["p_value"]),
+        tone=tone,
+        tone_word=TONE_WORDS[tone],
+        higher_is_better=metric.higher_is_better,
+        notes=tuple(comparison.get("notes") or ()),
+    )
+
+
+def results_table(document: Mapping, *, primary_metric: str) -> list[ArmResults]:
+    """Per treatment arm, one row per metric; a metric that could not be compared says why."""
+    formats = metric_formats(document)
+    report = document.get("report") or {}
+    by_key = comparisons_by_key(report.get("comparisons", []))
+    skipped = {entry["metric"]: entry["reason"] for entry in document.get("skipped_metrics", [])}
+    guardrail_metrics = {entry["metric"] for entry in document.get("guardrails", [])}
+    treatments = {arm["key"]: arm for arm in document["arms"] if not arm["is_control"]}
+    tables = []
+    for key, arm in treatments.items():
+        rows = []
+        for metric in formats.values():
+            comparison = by_key.get((key, metric.key))
+            flags = {"is_primary": metric.key == primary_metric, "is_guardrail": metric.key in guardrail_metrics}
+            if comparison is None:
+                rows.append(
+                    ResultRow(arm=key, metric=metric.key, metric_label=metric.label,
+                              higher_is_better=metric.higher_is_better,
+                              skipped_reason=skipped.get(metric.key, "not compared in this run"), **flags)
+                )
+            else:
+                rows.append(_result_row(comparison, metric, **flags))
+        tables.append(ArmResults(arm=key, treatment=arm["treatment"], subjects=arm["subjects"], rows=tuple(rows)))
+    return tables
+
+
+# --- forest plot -----------------------------------------------------------------
+
+
+def forest_rows(document: Mapping) -> list[charts.ForestRow]:
+    """Every overall comparison's relative lift in percent, grouped by metric."""
+    formats = metric_formats(document)
+    comparisons = (document.get("report") or {}).get("comparisons", [])
+    rows = []
+    for metric in formats.values():
+        for comparison in comparisons:
+            rel = comparison["relative"]
+            if comparison["metric"] != metric.key or rel["estimate"] is None:
+                continue
+            low, high = rel["ci"] if rel["ci"] else (None, None)
+            rows.append(
+                charts.ForestRow(
+                    group=metric.label + (" (CUPED)" if comparison["cuped"] else ""),
+                    label=comparison["arm"],
+                    estimate=rel["estimate"] * 100,
+                    low=None if low is None else low * 100,
+                    high=None if high is None else high * 100,
+                    tone=comparison_tone(comparison, metric),
+                )
+            )
+    return rows
+
+
+def relative_tick(value: float) -> str:
+    return relative(value / 100, 0)
+
+
+# --- the trade-off and the verdict -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeoffRow:
+    """One arm of the trade-off chart, with its numbers as the table shows them."""
+
+    arm: str
+    opt_out: str
+    opt_out_interval: str
+    gmv: str
+    gmv_interval: str
+    guardrails: str
+    tone: str
+    point: charts.TradeoffPoint
+
+
+@dataclass(frozen=True)
+class Verdict:
+    text: str
+    tone: str
+    outcome: str
+    rule: str = ""
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    rows: tuple[TradeoffRow, ...]
+    missing: tuple[str, ...]  # arms that cannot be placed, with why
+    x_limit: float | None  # opt-out guardrail, pp
+    y_limit: float | None  # GMV guardrail, IDR
+    x_limit_label: str
+    y_limit_label: str
+    verdict: Verdict
+    chart: charts.ResponsiveChart | None = None
+
+
+def _guardrail_entries(document: Mapping) -> list[Mapping]:
+    return list(document.get("guardrails") or [])
+
+
+def _guardrails_of(document: Mapping, arm: str) -> list[Mapping]:
+    return [entry for entry in _guardrail_entries(document) if entry["arm"] == arm]
+
+
+def _guardrail_passes(entry: Mapping) -> bool:
+    ni = entry.get("noninferiority")
+    return bool(ni and ni["noninferior"] and not entry["breached"])
+
+
+def guardrail_limit(document: Mapping, metric: str) -> float | None:
+    """The harmful-side boundary of a guardrail in stored units (+margin for opt-out, −margin for GMV)."""
+    for entry in _guardrail_entries(document):
+        if entry["metric"] == metric:
+            return -entry["margin"] if entry["higher_is_better"] else entry["margin"]
+    return None
+
+
+def _effect_phrase(comparison: Mapping, metric: MetricFormat) -> str:
+    """"cuts opt-outs by 1.8 pp" / "raises GMV per subject by IDR 1,234 (+5.2%)"."""
+    estimate = comparison["absolute"]["estimate"]
+    phrase = METRIC_PHRASES.get(metric.key, metric.label.lower())
+    verb = "raises" if estimate > 0 else "cuts" if estimate < 0 else "leaves unchanged"
+    magnitude = metric.difference(abs(estimate), width=_width(comparison["absolute"]["ci"])).lstrip("+")
+    text = f"{verb} {phrase} by {magnitude}"
+    rel = comparison["relative"]["estimate"]
+    if metric.unit != "percent" and rel is not None:
+        text += f" ({relative(rel)})"
+    if not comparison["significant"]:
+        text += " (not significant)"
+    return text
+
+
+def _guardrail_phrase(entry: Mapping, metric: MetricFormat, comparison: Mapping | None = None) -> str:
+    """What the arm does to a guardrail metric, and whether that is within the tolerated harm."""
+    phrase = METRIC_PHRASES.get(metric.key, metric.label.lower())
+    bound = metric.difference(-entry["margin"] if entry["higher_is_better"] else entry["margin"])
+    effect = _effect_phrase(comparison, metric) if comparison is not None else ""
+    if entry["breached"]:
+        return f"{effect}, breaching the {bound} guardrail" if effect else f"breaches the {phrase} guardrail of {bound}"
+    if _guardrail_passes(entry):
+        if comparison is not None and comparison_tone(comparison, metric) == GOOD:
+            return f"{effect} (within the {bound} guardrail)"
+        return f"keeps {phrase} within {bound} of the control (non-inferior)"
+    if entry.get("noninferiority") is None:
+        return f"cannot be tested on {phrase} yet"
+    return f"{effect}; staying within the {bound} guardrail is not shown yet" if effect else (
+        f"has not yet shown {phrase} stays within {bound} of the control"
+    )
+
+
+def _join(parts: Sequence[str]) -> str:
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _arm_sentence(document: Mapping, arm: str, primary: str) -> list[str]:
+    """The primary effect, each guardrail, then opt-outs and GMV if not said yet."""
+    formats = metric_formats(document)
+    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
+    parts, said = [], set()
+    if (arm, primary) in by_key:
+        parts.append(_effect_phrase(by_key[(arm, primary)], formats[primary]))
+        said.add(primary)
+    for entry in _guardrails_of(document, arm):
+        if entry["metric"] in formats and entry["metric"] not in said:
+            parts.append(_guardrail_phrase(entry, formats[entry["metric"]], by_key.get((arm, entry["metric"]))))
+            said.add(entry["metric"])
+    for metric in (OPT_OUT, GMV):
+        if metric not in said and (arm, metric) in by_key:
+            parts.append(_effect_phrase(by_key[(arm, metric)], formats[metric]))
+    return parts
+
+
+def verdict(document: Mapping, *, planned_subjects_per_arm: int | None = None) -> Verdict:
+    """The decision rule's outcome in words, with the numbers behind it."""
+    decision = document.get("decision")
+    if not decision:
+        return Verdict(text=document.get("message") or "No decision yet.", tone=NEUTRAL, outcome="none")
+    formats = metric_formats(document)
+    primary = decision["primary_metric"]
+    label = formats[primary].label if primary in formats else primary
+    outcome, arm = decision["outcome"], decision.get("arm")
+    common = {"outcome": outcome, "rule": decision.get("rule", ""), "reasons": tuple(decision.get("reasons", []))}
+    if outcome == "invalid":
+        srm = document.get("srm") or {}
+        return Verdict(
+            text=f"Sample-ratio mismatch (p = {p_value(srm.get('p_value'))}): the arms did not get the traffic "
+            "their weights promise, so no effect here can be trusted. Fix the assignment or exposure logging "
+            "before deciding.",
+            tone=BAD,
+            **common,
+        )
+    if outcome == "ship" and arm:
+        return Verdict(text=f"Arm {arm} {_join(_arm_sentence(document, arm, primary))}: ship {arm}.", tone=GOOD,
+                       **common)
+    if outcome == "keep_control":
+        return Verdict(
+            text=f"Every treatment arm is significantly worse on {label}: keep the control.", tone=BAD, **common
+        )
+    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
+    blocked = [
+        candidate
+        for candidate in treatment_arms(document)
+        if (candidate, primary) in by_key
+        and comparison_tone(by_key[(candidate, primary)], formats[primary]) == GOOD
+        and not all(_guardrail_passes(entry) for entry in _guardrails_of(document, candidate))
+    ]
+    if blocked:
+        sentences = [f"Arm {candidate} {_join(_arm_sentence(document, candidate, primary))}" for candidate in blocked]
+        return Verdict(text="; ".join(sentences) + ": do not ship yet.", tone=BAD, **common)
+    progress = ""
+    if planned_subjects_per_arm:
+        smallest = min(arm["subjects"] for arm in document["arms"])
+        progress = f" The smallest arm has {percent(smallest / planned_subjects_per_arm, 0)} of its planned subjects."
+    return Verdict(
+        text=f"No arm differs significantly from the control on {label} yet: keep the experiment running."
+        + progress,
+        tone=NEUTRAL,
+        **common,
+    )
+
+
+def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", planned_subjects_per_arm: int | None = None
+             ) -> Tradeoff:
+    """Each treatment arm's Δ opt-out (pp) against Δ GMV per subject (IDR), and the verdict."""
+    formats = metric_formats(document)
+    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
+    decision = document.get("decision") or {}
+    shipped = decision.get("arm") if decision.get("outcome") == "ship" else None
+    opt_out, gmv = formats.get(OPT_OUT), formats.get(GMV)
+    rows, missing = [], []
+    for arm in treatment_arms(document):
+        x_cmp, y_cmp = by_key.get((arm, OPT_OUT)), by_key.get((arm, GMV))
+        if x_cmp is None or y_cmp is None or opt_out is None or gmv is None:
+            absent = [label for label, cmp in (("opt-out rate", x_cmp), ("GMV per subject", y_cmp)) if cmp is None]
+            missing.append(f"Arm {arm}: {' and '.join(absent)} cannot be compared yet.")
+            continue
+        entries = _guardrails_of(document, arm)
+        fails = any(entry["breached"] or not _guardrail_passes(entry) for entry in entries)
+        tone = GOOD if arm == shipped else BAD if fails else NEUTRAL
+        x_ci, y_ci = x_cmp["absolute"]["ci"] or (None, None), y_cmp["absolute"]["ci"] or (None, None)
+        guardrail_text = "; ".join(
+            _guardrail_phrase(entry, formats[entry["metric"]], by_key.get((arm, entry["metric"])))
+            for entry in entries
+            if entry["metric"] in formats
+        )
+        rows.append(
+            TradeoffRow(
+                arm=arm,
+                opt_out=opt_out.difference(x_cmp["absolute"]["estimate"], width=_width(x_cmp["absolute"]["ci"])),
+                opt_out_interval=opt_out.interval(x_cmp["absolute"]["ci"]),
+                gmv=gmv.difference(y_cmp["absolute"]["estimate"], width=_width(y_cmp["absolute"]["ci"])),
+                gmv_interval=gmv.interval(y_cmp["absolute"]["ci"]),
+                guardrails=guardrail_text or "no guardrail",
+                tone=tone,
+                point=charts.TradeoffPoint(
+                    label=arm,
+                    x=x_cmp["absolute"]["estimate"] * 100,
+                    x_low=None if x_ci[0] is None else x_ci[0] * 100,
+                    x_high=None if x_ci[1] is None else x_ci[1] * 100,
+                    y=y_cmp["absolute"]["estimate"],
+                    y_low=y_ci[0],
+                    y_high=y_ci[1],
+                    tone=tone,
+                    highlighted=arm == shipped,
+                ),
+            )
+        )
+    x_limit, y_limit = guardrail_limit(document, OPT_OUT), guardrail_limit(document, GMV)
+    result_verdict = verdict(document, planned_subjects_per_arm=planned_subjects_per_arm)
+    x_limit_label = "" if x_limit is None else f"opt-out guardrail {opt_out.difference(x_limit)}"
+    y_limit_label = "" if y_limit is None else f"GMV guardrail {gmv.difference(y_limit)}"
+    chart = None
+    if rows:
+        description = (
+            "Each treatment arm is a point: its change in opt-out rate against the control (percentage points, "
+            "left is better for privacy) and its change in GMV per subject (IDR, up is better for revenue), with "
+            f"{confidence_percent(document)}% interval cross-hairs; the control sits at the origin. "
+            + (f"The shaded band right of {x_limit * 100:+.2g} pp breaks the opt-out guardrail. "
+               if x_limit is not None else "")
+            + " ".join(f"Arm {row.arm}: opt-out {row.opt_out} {row.opt_out_interval}, GMV {row.gmv} "
+                       f"{row.gmv_interval}." for row in rows)
+            + " Verdict: " + result_verdict.text
+        )
+        chart = charts.responsive(
+            charts.tradeoff_chart,
+            points=[row.point for row in rows],
+            chart_id=chart_id,
+            title="Privacy/revenue trade-off: change in opt-out rate against change in GMV per subject",
+            description=description,
+            x_label="Δ opt-out rate vs control (pp) — left is better for privacy",
+            y_label="Δ GMV per subject vs control (IDR) — up is better",
+            x_format=opt_out.axis,
+            y_format=gmv.axis,
+            x_limit=None if x_limit is None else x_limit * 100,
+            x_limit_label=x_limit_label,
+            y_limit=y_limit,
+            y_limit_label=y_limit_label,
+            control_label="control" if control_arm(document) == "control" else f"control: {control_arm(document)}",
+            x_label_short="Δ opt-out rate (pp) — left is better",
+            y_label_short="Δ GMV per subject (IDR)",
+        )
+    return Tradeoff(
+        rows=tuple(rows), missing=tuple(missing), x_limit=x_limit, y_limit=y_limit, x_limit_label=x_limit_label,
+        y_limit_label=y_limit_label, verdict=result_verdict, chart=chart,
+    )
+
+
+# --- segments --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentCell:
+    arm: str
+    subjects: str  # "control n / arm n"
+    effect: str = "—"
+    interval: str = ""
+    p_adjusted: str = "—"
+    tone: str = NEUTRAL
+    tone_word: str = ""
+    skipped_reason: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    value: str
+    cells: tuple[SegmentCell, ...]
+    srm_flag: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    dimension: str
+    label: str
+    rows: tuple[SegmentRow, ...]
+
+
+def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
+    """One table per segment dimension for one metric; p-values BH-adjusted across all segments."""
+    formats = metric_formats(document)
+    if metric not in formats:
+        return []
+    fmt = formats[metric]
+    control = control_arm(document)
+    treatments = treatment_arms(document)
+    grouped: dict[str, list[SegmentRow]] = {}
+    for segment in (document.get("report") or {}).get("segments", []):
+        dimension, _, value = segment["segment"].partition("=")
+        by_arm = {c["arm"]: c for c in segment["comparisons"] if c["metric"] == metric}
+        skipped = {s["arm"]: s["reason"] for s in segment.get("skipped", []) if s.get("metric") == metric}
+        sizes = segment.get("arms", {})
+        cells = []
+        for arm in treatments:
+            subjects = f"{number(sizes.get(control, 0))} / {number(sizes.get(arm, 0))}"
+            comparison = by_arm.get(arm)
+            if comparison is None:
+                cells.append(SegmentCell(arm=arm, subjects=subjects,
+                                         skipped_reason=skipped.get(arm, "not compared")))
+                continue
+            tone = comparison_tone(comparison, fmt)
+            absolute = comparison["absolute"]
+            cells.append(
+                SegmentCell(
+                    arm=arm,
+                    subjects=subjects,
+                    effect=fmt.difference(absolute["estimate"], width=_width(absolute["ci"])),
+                    interval=fmt.interval(absolute["ci"]),
+                    p_adjusted=p_value(comparison["p_value_adjusted"]),
+                    tone=tone,
+                    tone_word=TONE_WORDS[tone],
+                )
+            )
+        srm = segment.get("srm") or {}
+        grouped.setdefault(dimension, []).append(
+            SegmentRow(value=value, cells=tuple(cells), srm_flag=bool(srm.get("flag")))
+        )
+    order = list(document.get("settings", {}).get("segment_dimensions") or SEGMENT_DIMENSION_LABELS)
+    order += [dimension for dimension in grouped if dimension not in order]
+    return [
+        SegmentTable(dimension=dimension, label=SEGMENT_DIMENSION_LABELS.get(dimension, dimension),
+                     rows=tuple(grouped[dimension]))
+        for dimension in order
+        if dimension in grouped
+    ]
+
+
+# --- recommendation quality ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecommendationGmvShare:
+    """GMV attributed to recommendations: bought after a click on the same product (selectors)."""
+
+    attributed: float
+    total: float
+
+    @property
+    def share(self) -> float | None:
+        return self.attributed / self.total if self.total > 0 else None
+
+
+@dataclass(frozen=True)
+class RecommendationRow:
+    arm: str
+    is_control: bool
+    impressions: str
+    clicks: str
+    impressions_per_subject: str
+    ctr: str
+    ctr_lift: str = ""
+    ctr_interval: str = ""
+    ctr_p_adjusted: str = ""
+    tone: str = NEUTRAL
+    tone_word: str = ""
+    gmv_share: str = "—"
+    gmv_attributed: str = "—"
+
+
+def recommendation_rows(
+    document: Mapping, *, gmv_shares: Mapping[str, RecommendationGmvShare] | None = None
+) -> list[RecommendationRow]:
+    """CTR per arm from the stored click and impression sums, its lift, and the share of GMV."""
+    formats = metric_formats(document)
+    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
+    gmv_shares = gmv_shares or {}
+    rows = []
+    for arm in document["arms"]:
+        key = arm["key"]
+        ctr = (document.get("statistics") or {}).get(key, {}).get("ctr")
+        if ctr is None:
+            continue
+        impressions, clicks, n = ctr["denominator_sum"], ctr["numerator_sum"], ctr["n"]
+        comparison = by_key.get((key, "ctr"))
+        share = gmv_shares.get(key)
+        row = {
+            "arm": key,
+            "is_control": arm["is_control"],
+            "impressions": number(impressions),
+            "clicks": number(clicks),
+            "impressions_per_subject": number(impressions / n, 2) if n else "—",
+            "ctr": percent(clicks / impressions, 2) if impressions else "—",
+            "gmv_share": "—" if share is None or share.share is None else percent(share.share, 1),
+            "gmv_attributed": "—" if share is None else "IDR " + number(share.attributed),
+        }
+        if comparison is not None and "ctr" in formats:
+            tone = comparison_tone(comparison, formats["ctr"])
+            absolute = comparison["absolute"]
+            row.update(
+                ctr_lift=formats["ctr"].difference(absolute["estimate"], width=_width(absolute["ci"])),
+                ctr_interval=formats["ctr"].interval(absolute["ci"]),
+                ctr_p_adjusted=p_value(comparison["p_value_adjusted"]),
+                tone=tone,
+                tone_word=TONE_WORDS[tone],
+            )
+        rows.append(RecommendationRow(**row))
+    return rows
+
+
+# --- guardrails and the sample-ratio test -----------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardrailRow:
+    arm: str
+    metric_label: str
+    margin: str
+    estimate: str
+    bound: str
+    p_value: str
+    status: str
+    tone: str
+    sequential_interval: str
+    reason: str
+
+
+def guardrail_rows(document: Mapping) -> list[GuardrailRow]:
+    formats = metric_formats(document)
+    rows = []
+    for entry in _guardrail_entries(document):
+        fmt = formats.get(entry["metric"])
+        if fmt is None:
+            continue
+        ni, seq = entry.get("noninferiority"), entry.get("sequential")
+        if entry["breached"]:
+            status, tone = "breached", BAD
+        elif ni and ni["noninferior"]:
+            status, tone = "non-inferior", GOOD
+        elif ni is None:
+            status, tone = "not testable yet", NEUTRAL
+        else:
+            status, tone = "not yet shown", NEUTRAL
+        limit = -entry["margin"] if entry["higher_is_better"] else entry["margin"]
+        rows.append(
+            GuardrailRow(
+                arm=entry["arm"],
+                metric_label=fmt.label,
+                margin=fmt.difference(limit),
+                estimate="—" if ni is None else fmt.difference(ni["estimate"]),
+                bound="—" if ni is None else fmt.difference(ni["bound"]),
+                p_value="—" if ni is None else p_value(ni["p_value"]),
+                status=status,
+                tone=tone,
+                sequential_interval="" if not seq else fmt.interval(seq["confidence_sequence"]),
+                reason=entry.get("reason", ""),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class SrmSummary:
+    flag: bool | None
+    p_value: str
+    chi2: str
+    arms: tuple[tuple[str, str, str], ...]  # (arm, observed, expected)
+
+
+def srm_summary(document: Mapping) -> SrmSummary | None:
+    srm = document.get("srm")
+    if not srm:
+        return None
+    return SrmSummary(
+        flag=srm.get("flag"),
+        p_value=p_value(srm.get("p_value")),
+        chi2=number(srm.get("chi2") or 0.0, 2),
+        arms=tuple(
+            (arm, number(observed), number(srm.get("expected", {}).get(arm, 0.0), 1))
+            for arm, observed in srm.get("observed", {}).items()
+        ),
+    )
+
+
+# --- exports ---------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "scope", "segment", "arm", "metric", "metric_label", "higher_is_better", "method", "cuped",
+    "control_n", "treatment_n", "control_mean", "treatment_mean",
+    "absolute_estimate", "absolute_ci_low", "absolute_ci_high",
+    "relative_estimate", "relative_ci_low", "relative_ci_high",
+    "p_value", "p_value_adjusted", "adjustment", "significant", "skipped_reason",
+)
+
+
+def _csv_comparison(scope: str, segment: str, comparison: Mapping, metric: Mapping, adjustment: str) -> dict:
+    absolute, rel = comparison["absolute"], comparison["relative"]
+    abs_ci, rel_ci = absolute["ci"] or (None, None), rel["ci"] or (None, None)
+    return {
+        "scope": scope, "segment": segment, "arm": comparison["arm"], "metric": comparison["metric"],
+        "metric_label": metric["label"], "higher_is_better": metric["higher_is_better"],
+        "method": comparison["method"], "cuped": comparison["cuped"],
+        "control_n": comparison["control_n"], "treatment_n": comparison["treatment_n"],
+        "control_mean": comparison["control_mean"], "treatment_mean": comparison["treatment_mean"],
+        "absolute_estimate": absolute["estimate"], "absolute_ci_low": abs_ci[0], "absolute_ci_high": abs_ci[1],
+        "relative_estimate": rel["estimate"], "relative_ci_low": rel_ci[0], "relative_ci_high": rel_ci[1],
+        "p_value": absolute["p_value"], "p_value_adjusted": comparison["p_value_adjusted"],
+        "adjustment": adjustment, "significant": comparison["significant"], "skipped_reason": "",
+    }
+
+
+def csv_records(document: Mapping) -> Iterator[dict]:
+    """One record per comparison (overall, then every segment), then the skipped ones with why."""
+    report = document.get("report") or {}
+    metrics = document["metrics"]
+    adjustment = report.get("adjustment", {})
+    for comparison in report.get("comparisons", []):
+        yield _csv_comparison("overall", "", comparison, metrics[comparison["metric"]],
+                              adjustment.get("comparisons", ""))
+    for entry in document.get("skipped_metrics", []):
+        yield {"scope": "overall", "metric": entry["metric"], "metric_label": metrics[entry["metric"]]["label"],
+               "skipped_reason": entry["reason"]}
+    for segment in report.get("segments", []):
+        for comparison in segment["comparisons"]:
+            yield _csv_comparison("segment", segment["segment"], comparison, metrics[comparison["metric"]],
+                                  adjustment.get("segments", ""))
+        for entry in segment.get("skipped", []):
+            yield {"scope": "segment", "segment": segment["segment"], "arm": entry.get("arm") or "",
+                   "metric": entry.get("metric") or "", "skipped_reason": entry["reason"]}
+
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> object:
+    """A cell a spreadsheet shows as text: text starting like a formula is defused with a quote.
+
+    Segment values come from the marketplace's subject attributes, so an export
+    opened in a spreadsheet must not run them (OWASP "CSV injection").
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+@dataclass(frozen=True)
+class PageState:
+    """What the detail page can show for the latest snapshot."""
+
+    kind: str  # none | old_schema | unreadable | no_exposures | arm_without_exposures | ok
+    message: str = ""
+    details: dict = field(default_factory=dict)

@@ -1,0 +1,100 @@
+"""The dashboard's one write: an owner asks for the results to be recomputed now.
+
+The request is remembered in the shared cache per experiment (task id and
+time), so every viewer of the page sees the same progress and a second click
+within a minute joins the first request instead of queueing another run. The
+task itself is the pipeline's ``results_compute``, enqueued after the commit
+like every task here; progress is read back by ``selectors.recompute_status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from experiments.models import Experiment, ResultSnapshot
+from experiments.tasks import results_compute
+
+logger = logging.getLogger(__name__)
+
+# Longer than results_compute's 15-minute time limit: a request is tracked until it must have ended.
+RECOMPUTE_TRACKED_SECONDS = 20 * 60
+RECOMPUTE_JOIN_SECONDS = 60
+
+
+def recompute_cache_key(experiment_id: int) -> str:
+    return f"dashboard:recompute:{experiment_id}"
+
+
+@dataclass(frozen=True)
+class RecomputeRequest:
+    task_id: str
+    requested_at: datetime
+    enqueue_failed: bool = False
+
+    def as_cache(self) -> dict:
+        return {
+            "task_id": self.task_id,
+            "requested_at": self.requested_at.isoformat(),
+            "enqueue_failed": self.enqueue_failed,
+        }
+
+    @classmethod
+    def from_cache(cls, value: object) -> RecomputeRequest | None:
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls(
+                task_id=str(value["task_id"]),
+                requested_at=datetime.fromisoformat(value["requested_at"]),
+                enqueue_failed=bool(value.get("enqueue_failed", False)),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def recompute_request_get(*, experiment: Experiment) -> RecomputeRequest | None:
+    return RecomputeRequest.from_cache(cache.get(recompute_cache_key(experiment.pk)))
+
+
+def _finished_since(experiment: Experiment, moment: datetime) -> bool:
+    return ResultSnapshot.objects.filter(experiment=experiment, computed_at__gte=moment).exists()
+
+
+def results_recompute_request(*, experiment: Experiment, requested_by) -> RecomputeRequest:
+    """Enqueue ``results_compute`` for the experiment now, once per minute at most."""
+    now = timezone.now()
+    pending = recompute_request_get(experiment=experiment)
+    if (
+        pending is not None
+        and not pending.enqueue_failed
+        and (now - pending.requested_at).total_seconds() < RECOMPUTE_JOIN_SECONDS
+        and not _finished_since(experiment, pending.requested_at)
+    ):
+        return pending
+    request = RecomputeRequest(task_id=str(uuid.uuid4()), requested_at=now)
+    key = recompute_cache_key(experiment.pk)
+    cache.set(key, request.as_cache(), timeout=RECOMPUTE_TRACKED_SECONDS)
+    experiment_id = experiment.pk
+
+    def enqueue() -> None:
+        try:
+            results_compute.apply_async(args=[experiment_id], task_id=request.task_id)
+        except Exception:
+            # A broker outage (or, with eager tasks, a failing run) must show up
+            # as a failed request on the page, not as an error page.
+            logger.exception("experiment %s: the results recompute could not be run", experiment_id)
+            cache.set(key, replace(request, enqueue_failed=True).as_cache(), timeout=RECOMPUTE_TRACKED_SECONDS)
+
+    transaction.on_commit(enqueue)
+    logger.info(
+        "experiment %s: results recompute requested by user %s (task %s)",
+        experiment.key, requested_by.pk, request.task_id,
+    )
+    return request
