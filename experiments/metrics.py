@@ -130,6 +130,7 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
         return {
             "pre_start": "e.first_exposed_at - %(pre_window)s",
             "float": "double precision",
+            "consent_purpose": "c.purpose_id",
             "materialized": "MATERIALIZED",
             "cap": (
                 "cap AS (SELECT CASE WHEN CAST(%(cap_percentile)s AS double precision) IS NULL THEN NULL ELSE "
@@ -144,6 +145,9 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
             # Django's own SQLite function, exact to the microsecond in its storage format.
             "pre_start": "django_format_dtdelta('-', e.first_exposed_at, %(pre_window_us)s)",
             "float": "REAL",
+            # Unary plus keeps SQLite's planner off the (purpose, time) index, which would
+            # scan every decision of the window per exposure, and on (subject, purpose).
+            "consent_purpose": "+c.purpose_id",
             "materialized": "MATERIALIZED",
             "cap": """
     buyers AS MATERIALIZED (SELECT gmv FROM per_subject WHERE gmv > 0),
@@ -177,47 +181,52 @@ exposed AS {materialized} (
     WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
       AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
 ),
-outcomes AS (
-    SELECT x.exposure_id,
+facts AS (
+    -- Three kinds of per-exposure facts, stacked and then summed per exposure: no
+    -- join between aggregates, so no engine ever matches them row by row.
+    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform,
         COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS orders,
         SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS gmv,
         SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_gmv,
         COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_orders,
         COUNT(*) FILTER (WHERE o.type = 'rec_impression') AS impressions,
-        COUNT(*) FILTER (WHERE o.type = 'rec_click') AS clicks
+        COUNT(*) FILTER (WHERE o.type = 'rec_click') AS clicks,
+        0 AS opted_out, NULL AS last_grant, NULL AS last_withdraw
     FROM exposed x
     JOIN {event} o ON o.subject_id = x.subject_id
     WHERE o.occurred_at < %(window_end)s
       AND (o.occurred_at >= x.fe OR (o.type = 'order' AND o.occurred_at >= x.pre_start))
-    GROUP BY x.exposure_id
-),
-decisions AS (
-    SELECT x.exposure_id,
-        MAX(CASE WHEN c.action = 'withdraw' THEN 1 ELSE 0 END) AS opted_out,
-        MAX(CASE WHEN c.action = 'grant' THEN c.id END) AS last_grant,
-        MAX(CASE WHEN c.action = 'withdraw' THEN c.id END) AS last_withdraw
+    GROUP BY x.exposure_id, x.arm_id, x.age_band, x.province, x.platform
+    UNION ALL
+    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform, 0, 0, 0, 0, 0, 0,
+        MAX(CASE WHEN c.action = 'withdraw' THEN 1 ELSE 0 END),
+        MAX(CASE WHEN c.action = 'grant' THEN c.id END),
+        MAX(CASE WHEN c.action = 'withdraw' THEN c.id END)
     FROM exposed x
     JOIN {consent} c ON c.subject_id = x.subject_id
-    WHERE c.purpose_id = %(purpose)s AND c.recorded_at >= x.fe AND c.recorded_at < %(window_end)s
-    GROUP BY x.exposure_id
+    WHERE {consent_purpose} = %(purpose)s AND c.recorded_at >= x.fe AND c.recorded_at < %(window_end)s
+    GROUP BY x.exposure_id, x.arm_id, x.age_band, x.province, x.platform
+    UNION ALL
+    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform, 0, 0, 0, 0, 0, 0, 0, NULL, NULL
+    FROM exposed x
 ),
 per_subject AS {materialized} (
-    SELECT x.arm_id, x.age_band, x.province, x.platform,
-        CASE WHEN COALESCE(o.pre_orders, 0) > 0 THEN 'returning' ELSE 'new' END AS customer,
-        COALESCE(o.orders, 0) AS orders,
-        CAST(COALESCE(o.gmv, 0) AS {float}) AS gmv,
-        CAST(COALESCE(o.pre_gmv, 0) AS {float}) AS pre_gmv,
-        COALESCE(o.impressions, 0) AS impressions,
-        COALESCE(o.clicks, 0) AS clicks,
-        COALESCE(d.opted_out, 0) AS opted_out,
-        CASE WHEN d.last_grant IS NOT NULL AND (d.last_withdraw IS NULL OR d.last_grant > d.last_withdraw)
+    SELECT f.arm_id, f.age_band, f.province, f.platform,
+        CASE WHEN SUM(f.pre_orders) > 0 THEN 'returning' ELSE 'new' END AS customer,
+        SUM(f.orders) AS orders,
+        CAST(SUM(f.gmv) AS {float}) AS gmv,
+        CAST(SUM(f.pre_gmv) AS {float}) AS pre_gmv,
+        SUM(f.impressions) AS impressions,
+        SUM(f.clicks) AS clicks,
+        MAX(f.opted_out) AS opted_out,
+        CASE WHEN MAX(f.last_grant) IS NOT NULL
+              AND (MAX(f.last_withdraw) IS NULL OR MAX(f.last_grant) > MAX(f.last_withdraw))
              THEN 1 ELSE 0 END AS consented
-    FROM exposed x
-    LEFT JOIN outcomes o ON o.exposure_id = x.exposure_id
-    LEFT JOIN decisions d ON d.exposure_id = x.exposure_id
+    FROM facts f
+    GROUP BY f.exposure_id, f.arm_id, f.age_band, f.province, f.platform
     -- A fixed order makes every floating-point sum below add up in the same
-    -- order on every run, however the database parallelised the joins.
-    ORDER BY x.exposure_id
+    -- order on every run, however the database parallelised the aggregation.
+    ORDER BY f.exposure_id
 ),
 {cap},
 capped AS (
@@ -281,6 +290,7 @@ def metric_statistics_sql(
         materialized=snippets["materialized"],
         pre_start=snippets["pre_start"],
         float=snippets["float"],
+        consent_purpose=snippets["consent_purpose"],
         cap=snippets["cap"].strip(),
         unknown=UNKNOWN_SEGMENT,
         exposure=connection.ops.quote_name(Exposure._meta.db_table),

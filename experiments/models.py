@@ -341,7 +341,10 @@ class OutcomeEvent(models.Model):
         REC_CLICK = "rec_click", "Recommendation click"
 
     event_id = models.CharField(max_length=128, unique=True)
-    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="outcome_events")
+    # No index of its own: the (subject, type, occurred_at, amount) index serves every lookup by subject.
+    subject = models.ForeignKey(
+        "consent.Subject", on_delete=models.CASCADE, related_name="outcome_events", db_index=False
+    )
     type = models.CharField(max_length=16, choices=Type.choices)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
@@ -373,12 +376,8 @@ class OutcomeEvent(models.Model):
             models.CheckConstraint(condition=~Q(event_id=""), name="outcome_event_id_not_empty"),
         ]
         indexes = [
-            models.Index(
-                fields=["subject", "type", "occurred_at"],
-                include=["amount"],
-                name="outcome_subject_type_time",
-            ),
-            models.Index(fields=["type", "occurred_at"], name="outcome_event_type_time"),
+            models.Index(fields=["subject", "type", "occurred_at", "amount"], name="outcome_subject_type_time_amt"),
+            models.Index(fields=["occurred_at"], name="outcome_event_time"),  # retention, training windows
         ]
         triggers = [pgtrigger.Protect(name="append_only", operation=pgtrigger.Update)]
 
@@ -400,7 +399,9 @@ class OrderLine(models.Model):
     """
 
     event = models.ForeignKey(OutcomeEvent, on_delete=models.CASCADE, related_name="lines")
-    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="order_lines")
+    subject = models.ForeignKey(
+        "consent.Subject", on_delete=models.CASCADE, related_name="order_lines", db_index=False
+    )  # served by the (subject, occurred_at) index
     occurred_at = models.DateTimeField()
     product_id = models.CharField(max_length=64)
     category = models.CharField(max_length=64)

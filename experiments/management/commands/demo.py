@@ -1,106 +1,84 @@
-"""``make demo``: the main job on the embedded default.
+"""``make demo``: the platform's main job on the embedded default.
 
-Migrates, creates a privacy experiment with treatment arms, assigns a simulated
-population through the real assignment service, prints the arm counts with the
-sample-ratio check, then serves the admin until interrupted.
+1. migrate the database;
+2. start a 14-day, 4-arm privacy experiment (backdated) and simulate the
+   marketplace through the real services: assignment, consent,
+   recommendation builds and serving, outcome events (``experiments.simulation``);
+3. compute the results through the Celery tasks (eager in this mode): the
+   metric pipeline, the stats engine, guardrails, the decision rule, a stored
+   ``ResultSnapshot``;
+4. print the results table;
+5. serve the admin (and the dashboard) at http://127.0.0.1:8000/ with a
+   printed login, until interrupted (``--no-serve`` stops after step 4).
 """
 
-import random
 import secrets
+import time
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
-from django.db import transaction
-from scipy.stats import chisquare
-from tqdm import tqdm
+from django.core.management.base import BaseCommand, CommandError
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from experiments import services
-from experiments.models import Arm, Experiment, Exposure, Guardrail, Metric, PrivacyTreatment
+from experiments.models import Experiment, ResultSnapshot
+from experiments.simulation import experiment_setup, simulate
+from experiments.tasks import results_compute
 
-EXPERIMENT_KEY = "privacy-reco-demo"
-AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55+"]
-PROVINCES = ["DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali"]
-PLATFORMS = ["android", "ios", "web"]
-SRM_THRESHOLD = 0.001
-
-TREATMENTS = [
-    # (arm key, weight, is_control, treatment fields)
-    (
-        "control",
-        1,
-        True,
-        {
-            "name": "Full personalization, consent banner",
-            "consent_prompt": "banner",
-            "personalization_level": "full",
-            "sensitive_category_policy": "explicit_consent",
-            "retention_days": 365,
-        },
-    ),
-    (
-        "optin-cohort",
-        1,
-        False,
-        {
-            "name": "Explicit opt-in, k-anonymous cohorts",
-            "consent_prompt": "modal",
-            "personalization_level": "cohort",
-            "sensitive_category_policy": "explicit_consent",
-            "cohort_k": 50,
-            "retention_days": 180,
-        },
-    ),
-    (
-        "dp-popularity",
-        1,
-        False,
-        {
-            "name": "No prompt, differentially private popularity",
-            "consent_prompt": "none",
-            "personalization_level": "dp_popularity",
-            "sensitive_category_policy": "exclude",
-            "dp_epsilon": 1.0,
-            "retention_days": 90,
-        },
-    ),
-]
+DEMO_PREFIX = "privacy-demo"
+DAYS = 14
 
 
 class Command(BaseCommand):
-    help = "Run the demo: a simulated privacy experiment on the embedded default, then serve the admin."
+    help = "Run the demo: simulate a 14-day privacy experiment, compute and print its results, serve the UI."
 
     def add_arguments(self, parser):
-        parser.add_argument("--subjects", type=int, default=6000, help="simulated population size")
+        parser.add_argument("--subjects", type=int, default=6000, help="simulated shoppers (default 6,000)")
         parser.add_argument("--seed", type=int, default=20261128)
+        parser.add_argument("--serve-limit", type=int, default=600, help="shoppers whose lists are read through serving")
         parser.add_argument("--no-serve", action="store_true", help="stop after printing the results")
         parser.add_argument("--addr", default="127.0.0.1:8000")
 
-    def handle(self, *args, subjects: int, seed: int, no_serve: bool, addr: str, **options):
-        self.stdout.write(self.style.MIGRATE_HEADING("1/4 Migrating the database"))
+    def handle(self, *args, subjects: int, seed: int, serve_limit: int, no_serve: bool, addr: str, **options):
+        started = time.perf_counter()
+        heading = self.style.MIGRATE_HEADING
+        self.stdout.write(heading("1/5 Migrating the database"))
         call_command("migrate", interactive=False, verbosity=0)
 
-        self.stdout.write(self.style.MIGRATE_HEADING("2/4 Setting up the privacy experiment"))
+        self.stdout.write(heading(f"2/5 Starting a {DAYS}-day privacy experiment"))
         username, password = self._demo_login()
-        experiment = self._demo_experiment(owner=get_user_model().objects.get(username=username))
+        end = timezone.now().replace(microsecond=0)
+        experiment = self._demo_experiment(owner=get_user_model().objects.get(username=username), start=end - timedelta(days=DAYS))
 
-        self.stdout.write(self.style.MIGRATE_HEADING(f"3/4 Assigning {subjects:,} simulated shoppers"))
-        rng = random.Random(seed)
-        for i in tqdm(range(subjects), unit="subject", disable=None):
-            services.assignments_for_subject(
-                subject_id=f"demo-shopper-{i}",
-                attributes={
-                    "age_band": rng.choice(AGE_BANDS),
-                    "province": rng.choice(PROVINCES),
-                    "platform": rng.choice(PLATFORMS),
-                },
-            )
+        self.stdout.write(heading(f"3/5 Simulating {subjects:,} shoppers over {DAYS} days (assignment, consent, "
+                                  "recommendations, orders through the platform's services)"))
+        result = simulate(
+            experiment=experiment, subjects=subjects, days=DAYS, seed=seed, end=end,
+            namespace=f"{experiment.key}-shopper", serve_limit=serve_limit, write=self.stdout.write,
+        )
+        self.stdout.write(
+            f"  {result.exposed:,} exposed, {result.events:,} outcome events, {result.consent_decisions:,} consent "
+            f"decisions, recommendations {result.recommendations}"
+        )
 
-        self.stdout.write(self.style.MIGRATE_HEADING("4/4 Arm counts and the sample-ratio check"))
-        self.stdout.write(self._arm_table(experiment))
+        self.stdout.write(heading("4/5 Computing the results (Celery task: metric SQL → stats engine → snapshot)"))
+        snapshot_id = results_compute.delay(experiment.pk, timezone.now().isoformat()).get()
+        snapshot = ResultSnapshot.objects.get(pk=snapshot_id)
+        computing = time.perf_counter() - started
+        self.stdout.write(f"  computed in {snapshot.compute_seconds:.1f}s; the demo's computing part took {computing:.0f}s")
 
+        self.stdout.write(heading("5/5 Results"))
+        self.stdout.write(results_table(snapshot))
         self.stdout.write("")
-        self.stdout.write(self.style.SUCCESS(f"Admin: http://{addr}/admin/  login: {username} / {password}"))
+        self.stdout.write(self.style.SUCCESS(f"Login: {username} / {password}"))
+        self.stdout.write(f"  Admin:     http://{addr}/admin/")
+        dashboard = self._dashboard_path(experiment)
+        if dashboard:
+            self.stdout.write(f"  Dashboard: http://{addr}{dashboard}")
+        self.stdout.write(f"  API docs:  http://{addr}/api/docs/")
         if no_serve:
             return
         self.stdout.write("Serving until interrupted (Ctrl+C).")
@@ -108,63 +86,113 @@ class Command(BaseCommand):
 
     def _demo_login(self) -> tuple[str, str]:
         username, password = "demo", secrets.token_urlsafe(9)
-        user, _ = get_user_model().objects.get_or_create(
-            username=username, defaults={"email": "", "is_staff": True, "is_superuser": True}
-        )
+        user, _ = get_user_model().objects.get_or_create(username=username, defaults={"email": ""})
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
         return username, password
 
-    def _demo_experiment(self, *, owner) -> Experiment:
-        experiment = Experiment.objects.filter(key=EXPERIMENT_KEY).first()
-        if experiment is None:
-            with transaction.atomic():
-                experiment = services.experiment_save(
-                    experiment=Experiment(
-                        key=EXPERIMENT_KEY,
-                        name="Privacy designs for product recommendations",
-                        hypothesis=(
-                            "An explicit opt-in with k-anonymous cohort recommendations keeps GMV per "
-                            "subject within 1% of full personalization while cutting opt-outs."
-                        ),
-                        owner=owner,
-                        primary_metric=Metric.GMV,
-                        planned_subjects_per_arm=5000,
-                    )
-                )
-                for key, weight, is_control, fields in TREATMENTS:
-                    treatment, _ = PrivacyTreatment.objects.get_or_create(name=fields["name"], defaults=fields)
-                    Arm.objects.create(
-                        experiment=experiment, key=key, treatment=treatment, weight=weight, is_control=is_control
-                    )
-                Guardrail.objects.create(experiment=experiment, metric=Metric.OPT_OUT, margin=0.005)
-        if experiment.status == Experiment.Status.DRAFT:
-            services.experiment_start(experiment=experiment)
-        self.stdout.write(f"  {experiment.name} [{experiment.key}], {experiment.arms.count()} arms, running")
+    def _demo_experiment(self, *, owner, start) -> Experiment:
+        # Earlier demo runs stop, so the new run owns the layer; their data stays for comparison.
+        for previous in Experiment.objects.filter(
+            key__startswith=DEMO_PREFIX, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED]
+        ):
+            services.experiment_stop(experiment=previous)
+        number = Experiment.objects.filter(key__startswith=DEMO_PREFIX).count() + 1
+        try:
+            experiment = experiment_setup(key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start)
+        except ValidationError as exc:
+            raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc
+        arms = ", ".join(f"{arm.key} ({arm.treatment.name})" for arm in experiment.arms.order_by("id"))
+        self.stdout.write(f"  {experiment.name} [{experiment.key}]: {arms}")
         return experiment
 
-    def _arm_table(self, experiment: Experiment) -> str:
-        arms = list(experiment.arms.order_by("id"))
-        counts = {arm.id: 0 for arm in arms}
-        for arm_id in Exposure.objects.filter(experiment=experiment).values_list("arm_id", flat=True):
-            counts[arm_id] += 1
-        total = sum(counts.values())
-        weight_total = sum(arm.weight for arm in arms)
-        lines = [f"  {'arm':<16} {'treatment':<48} {'subjects':>9} {'share':>7} {'expected':>9}"]
-        for arm in arms:
-            share = counts[arm.id] / total if total else 0.0
-            lines.append(
-                f"  {arm.key:<16} {arm.treatment.name:<48} {counts[arm.id]:>9,} {share:>7.2%} "
-                f"{arm.weight / weight_total:>9.2%}"
-            )
-        if total:
-            test = chisquare(
-                [counts[arm.id] for arm in arms], [total * arm.weight / weight_total for arm in arms]
-            )
-            verdict = "MISMATCH" if test.pvalue < SRM_THRESHOLD else "ok"
-            lines.append(
-                f"  sample-ratio check: chi2 = {test.statistic:.3f}, p = {test.pvalue:.4g} → {verdict} "
-                f"(flagged below p = {SRM_THRESHOLD})"
-            )
+    @staticmethod
+    def _dashboard_path(experiment: Experiment) -> str | None:
+        try:
+            return reverse("dashboard:experiment-detail", args=[experiment.key])
+        except NoReverseMatch:
+            return None
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _idr(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def results_table(snapshot: ResultSnapshot) -> str:
+    """The snapshot as the demo prints it: one line per arm, then the checks and the decision."""
+    data = snapshot.data
+    window = data["window"]
+    lines = [
+        f"{data['experiment']['name']} [{data['experiment']['key']}], window {window['start'][:16]} → {window['end'][:16]}"
+    ]
+    if snapshot.status != ResultSnapshot.Status.OK:
+        lines.append(f"  {data['message']}")
         return "\n".join(lines)
+    report = data["report"] or {"comparisons": []}
+    by = {(c["arm"], c["metric"]): c for c in report["comparisons"]}
+    statistics = data["statistics"]
+
+    def mean(arm: str, metric: str) -> float | None:
+        stat = statistics[arm][metric]
+        n = stat["n"]
+        if not n:
+            return None
+        return (stat["successes"] if "successes" in stat else stat["sum"]) / n
+
+    header = (
+        f"  {'arm':<15} {'treatment':<52} {'subjects':>8} {'conversion':>10} {'opt-out':>8} {'consent':>8} "
+        f"{'GMV/subject':>12} {'GMV lift':>9} {'95% interval':>19} {'p-value':>8}"
+    )
+    lines += [header, "  " + "-" * (len(header) - 2)]
+    for arm in data["arms"]:
+        key = arm["key"]
+        gmv = by.get((key, "gmv"))
+        if arm["is_control"]:
+            lift, interval, p = "control", "", ""
+        elif gmv is None:
+            lift, interval, p = "n/a", "", ""
+        else:
+            relative = gmv["relative"]
+            lift = _percent(relative["estimate"])
+            interval = f"[{_percent(relative['ci'][0])}, {_percent(relative['ci'][1])}]" if relative["ci"] else "—"
+            p = f"{gmv['absolute']['p_value']:.3g}"
+        lines.append(
+            f"  {key:<15} {arm['treatment'][:52]:<52} {arm['subjects']:>8,} {_percent(mean(key, 'conversion')):>10} "
+            f"{_percent(mean(key, 'opt_out'), 2):>8} {_percent(mean(key, 'consent_rate')):>8} "
+            f"{_idr(mean(key, 'gmv')):>12} {lift:>9} {interval:>19} {p:>8}"
+        )
+    settings = data["settings"]
+    cap = settings["gmv_cap"]
+    gmv_rows = [c for c in report["comparisons"] if c["metric"] == "gmv"]
+    reduction = [c["variance_reduction"] for c in gmv_rows if c.get("variance_reduction") is not None]
+    lines.append(
+        "  GMV per subject in IDR"
+        + (f", capped at the {settings['gmv_cap_percentile']:.0%} percentile of buyers ({_idr(cap)} IDR)" if cap else ", uncapped")
+        + (
+            f"; lift is CUPED-adjusted with {settings['pre_exposure_days']} days of pre-exposure GMV "
+            f"(variance reduced {min(reduction):.0%}–{max(reduction):.0%})"
+            if settings["cuped"] and reduction
+            else ""
+        )
+        + "; p-values two-sided Welch, intervals for the relative lift (delta method)."
+    )
+    srm = data["srm"]
+    verdict = "MISMATCH — do not trust the effects" if srm["flag"] else "ok"
+    lines.append(
+        f"  Sample-ratio check: chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g} → {verdict} "
+        f"(flagged below p = {srm['threshold']:g})"
+    )
+    for entry in data["guardrails"]:
+        lines.append(f"  Guardrail: {entry['reason']}")
+    decision = data["decision"]
+    if decision:
+        chosen = f" → {decision['arm']}" if decision["arm"] else ""
+        lines.append(f"  Decision: {decision['outcome']}{chosen}. {' '.join(decision['reasons'])}")
+    for skipped in data["skipped_metrics"]:
+        lines.append(f"  Not compared: {skipped['metric']} ({skipped['reason']})")
+    return "\n".join(lines)

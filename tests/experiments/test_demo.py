@@ -1,0 +1,54 @@
+"""``manage.py demo --no-serve``: the main job end to end on a small population, and its printed table."""
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from experiments.models import Experiment, ResultSnapshot
+
+# Committed transactions, as in the real command (configuration changes are announced on commit);
+# serialized_rollback restores the seeded purposes and notices for the next test.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+def test_the_demo_simulates_computes_and_prints_the_results_table():
+    out = StringIO()
+    call_command("demo", "--subjects", "400", "--serve-limit", "40", "--no-serve", stdout=out)
+    text = out.getvalue()
+
+    experiment = Experiment.objects.get(key="privacy-demo-1")
+    assert experiment.status == Experiment.Status.RUNNING
+    snapshot = ResultSnapshot.objects.get(experiment=experiment)
+    assert snapshot.status == ResultSnapshot.Status.OK and snapshot.subjects == 400
+
+    for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
+        assert step in text
+    header = next(line for line in text.splitlines() if "subjects" in line and "GMV lift" in line)
+    for column in ("arm", "treatment", "conversion", "opt-out", "consent", "GMV/subject", "95% interval", "p-value"):
+        assert column in header
+    rows = {line.split()[0]: line for line in text.splitlines() if re.match(r"\s+(control|optin-cohort|dp-popularity|no-sensitive)\s", line)}
+    assert set(rows) == {"control", "optin-cohort", "dp-popularity", "no-sensitive"}
+    by_arm = {arm["key"]: arm["subjects"] for arm in snapshot.data["arms"]}
+    for arm, line in rows.items():
+        assert f"{by_arm[arm]:,}" in line
+        if arm != "control":
+            # lift, interval [low, high] and p-value come from the stored snapshot's comparison
+            gmv = next(c for c in snapshot.data["report"]["comparisons"] if c["arm"] == arm and c["metric"] == "gmv")
+            assert f"{gmv['relative']['estimate'] * 100:.1f}%" in line
+            assert re.search(r"\[-?\d+\.\d%, -?\d+\.\d%\]", line)
+            assert f"{gmv['absolute']['p_value']:.3g}" in line
+    srm = snapshot.data["srm"]
+    assert f"Sample-ratio check: chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g}" in text
+    assert "Guardrail:" in text and "Decision:" in text
+    assert re.search(r"Login: demo / \S+", text)
+    assert "http://127.0.0.1:8000/admin/" in text
+
+
+def test_running_the_demo_again_starts_a_fresh_experiment():
+    call_command("demo", "--subjects", "120", "--serve-limit", "10", "--no-serve", stdout=StringIO())
+    call_command("demo", "--subjects", "120", "--serve-limit", "10", "--no-serve", stdout=StringIO())
+    first, second = Experiment.objects.get(key="privacy-demo-1"), Experiment.objects.get(key="privacy-demo-2")
+    assert first.status == Experiment.Status.STOPPED and second.status == Experiment.Status.RUNNING
+    assert ResultSnapshot.objects.get(experiment=second).subjects == 120
