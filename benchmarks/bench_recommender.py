@@ -53,7 +53,13 @@ def _ours(data, rows, neighbours):
 
 
 def _implicit(matrix, neighbours):
+    import warnings
+
     from implicit.nearest_neighbours import CosineRecommender
+    from implicit.utils import ParameterWarning
+
+    # implicit's own normalisation hands itself a COO matrix and warns about it.
+    warnings.filterwarnings("ignore", category=ParameterWarning)
 
     model = CosineRecommender(K=neighbours)
     model.fit(matrix, show_progress=False)
@@ -199,17 +205,24 @@ _, api_key = APIKey.objects.create_key(name="bench-reco")
 client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
 for r in raw_ids:  # warm: arm, consent state and lists in the cache
     assert client.get(f"/api/v1/recommendations/{r}").status_code == 200
-latencies, personal = [], 0
-for n in range(requests):
-    r = raw_ids[rng.randrange(subjects)]
-    started = time.perf_counter()
-    response = client.get(f"/api/v1/recommendations/{r}?limit=20")
-    latencies.append(time.perf_counter() - started)
-    assert response.status_code == 200, response.content
-    personal += response.json()["personalized"]
-latencies.sort()
-print(json.dumps({"p50": latencies[len(latencies) // 2] * 1000, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-                  "requests": requests, "personal": personal / requests, "backend": connection.vendor, "cache": type(cache._cache).__name__ if hasattr(cache, "_cache") else type(cache).__name__}))
+def measure(fn):
+    samples = []
+    for n in range(requests):
+        r = raw_ids[rng.randrange(subjects)]
+        started = time.perf_counter()
+        fn(r)
+        samples.append(time.perf_counter() - started)
+    samples.sort()
+    return {"p50": samples[len(samples) // 2] * 1000, "p99": samples[int(len(samples) * 0.99) - 1] * 1000}
+
+from recommender.selectors import recommendations_for_subject
+personal = sum(recommendations_for_subject(subject_id=r, limit=20).personalized for r in raw_ids) / subjects
+figures = {
+    "read": measure(lambda r: recommendations_for_subject(subject_id=r, limit=20)),
+    "endpoint": measure(lambda r: client.get(f"/api/v1/recommendations/{r}?limit=20")),
+    "health": measure(lambda r: client.get("/health/")),
+}
+print(json.dumps({**figures, "personal": personal, "backend": connection.vendor}))
 """
 
 
@@ -237,24 +250,35 @@ def _serving_env() -> tuple[dict[str, str], str]:
     return env, "embedded SQLite + local memory (services not reachable)"
 
 
-def _serving_row(quick: bool) -> Row:
+def _serving_rows(quick: bool) -> list[Row]:
     env, where = _serving_env()
     subjects, requests = (300, 1000) if quick else (2000, 5000)
     result = subprocess.run(
         [sys.executable, "-c", _SERVE, str(subjects), str(requests)], cwd=ROOT, env=env, capture_output=True,
         text=True, timeout=1800,
     )
-    label = f"GET /api/v1/recommendations, cache warm, {requests:,} requests, in-process, {where}"
     if result.returncode != 0:
-        return Row(label, f"not run: {(result.stderr.strip().splitlines() or ['?'])[-1][:160]}", passed=False)
+        error = (result.stderr.strip().splitlines() or ["?"])[-1][:160]
+        return [Row(f"serving, {where}", f"not run: {error}", passed=False)]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return Row(
-        label,
-        f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms ({figures['personal']:.0%} personal)",
-        target="p99 ≤ 5 ms",
-        passed=figures["p99"] <= 5.0,
-    )
+    read, endpoint, health = figures["read"], figures["endpoint"], figures["health"]
+    return [
+        Row(
+            f"serving read path (arm, current consent, lists; {figures['personal']:.0%} personal), cache warm, "
+            f"{requests:,} requests, {where}",
+            f"p50 {read['p50']:.2f} ms, p99 {read['p99']:.2f} ms",
+            target="p99 ≤ 5 ms",
+            passed=read["p99"] <= 5.0,
+        ),
+        Row(
+            "GET /api/v1/recommendations in-process (+ API-key auth, DRF, impression task enqueued)",
+            f"p50 {endpoint['p50']:.2f} ms, p99 {endpoint['p99']:.2f} ms",
+            peer=f"GET /health/ same stack: p50 {health['p50']:.2f} ms, p99 {health['p99']:.2f} ms",
+            target="p99 ≤ 5 ms",
+            passed=endpoint["p99"] <= 5.0,
+        ),
+    ]
 
 
 def run(quick: bool) -> list[Row]:
-    return [*_build_rows(quick), _serving_row(quick)]
+    return [*_build_rows(quick), *_serving_rows(quick)]

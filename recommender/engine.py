@@ -421,22 +421,33 @@ class ItemItemStrategy(Strategy):
     personal = True
 
     def __init__(self, *, neighbours: int = 50, weighting: str = "cosine", include_sensitive: bool = False,
-                 explain: bool = False, chunk: int = 20_000):
+                 explain: bool = False, saturate: bool = True, chunk: int = 20_000):
         super().__init__(include_sensitive=include_sensitive)
         if neighbours < 1:
             raise ValueError("neighbours must be at least 1")
         self.neighbours = neighbours
         self.weighting = weighting
         self.explain = explain
+        # A purchase counts once however often it is repeated (a click half): otherwise the
+        # staples a subject re-buys every week dominate both the similarities and their scores.
+        self.saturate = saturate
         self.chunk = chunk
 
     def params(self) -> dict:
-        return {**super().params(), "neighbours": self.neighbours, "weighting": self.weighting}
+        return {**super().params(), "neighbours": self.neighbours, "weighting": self.weighting,
+                "saturate": self.saturate}
+
+    def _weights(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        matrix = matrix.tocsr().astype(np.float32)
+        if self.saturate:
+            matrix = matrix.copy()
+            np.minimum(matrix.data, 1.0, out=matrix.data)
+        return matrix
 
     def fit(self, data: TrainingData) -> ItemItemStrategy:
         self.data = data
         self.similarity = item_item_similarity(
-            data.interactions, neighbours=self.neighbours, weighting=self.weighting
+            self._weights(data.interactions), neighbours=self.neighbours, weighting=self.weighting
         )
         return self
 
@@ -444,7 +455,7 @@ class ItemItemStrategy(Strategy):
         assert self.data is not None, "fit first"
         if evidence is None:
             evidence = self.data.interactions[rows]
-        evidence = evidence.tocsr().astype(np.float32)
+        evidence = self._weights(evidence)
         may_sensitive = _row_blocks(rows, sensitive_ok)
         blocked = self._blocked_items()
         sensitive_items = self.data.item_sensitive

@@ -706,36 +706,41 @@ def recommendations_serve(*, subject_id: str, limit: int = 20, session: Iterable
     return served
 
 
-def impression_events(*, subject_id: str, items: list[dict], now: datetime) -> list[dict]:
-    request_id = uuid.uuid4().hex
+def impression_events(*, subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> list[dict]:
+    """One ``rec_impression`` event per item shown, ids fixed by the answer's ``request_id``."""
     return [
         {
             "event_id": f"imp-{request_id}-{position}",
             "subject_id": subject_id,
             "type": OutcomeEvent.Type.REC_IMPRESSION.value,
-            "timestamp": now.isoformat(),
-            "product_id": item["product"],
-            "category": item["category"],
+            "timestamp": shown_at,
+            "product_id": sku,
+            "category": category,
             "position": position,
         }
-        for position, item in enumerate(items)
+        for position, (sku, category) in enumerate(items)
     ]
 
 
 def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
     from recommender.tasks import recommendations_impressions_record
 
-    events = impression_events(subject_id=subject_id, items=items, now=timezone.now())
+    shown = [[item["product"], item["category"]] for item in items]
     try:
-        recommendations_impressions_record.delay(events)
+        recommendations_impressions_record.apply_async(
+            args=[subject_id, uuid.uuid4().hex, timezone.now().isoformat(), shown],
+            # The message's readable summary (shown by monitoring tools) must not carry the raw id.
+            argsrepr=f"(<subject>, {len(shown)} items)",
+        )
     except Exception as exc:  # the broker is down: the answer still goes out
         logger.warning("recommendation impressions not queued (%s)", type(exc).__name__)
 
 
-def impressions_record(*, events: list[dict]) -> int:
-    """Record impression events through the outcome-events service; returns how many were new."""
+def impressions_record(*, subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
+    """Record what one answer showed through the outcome-events service; returns how many were new."""
     from experiments.services import events_record
 
+    events = impression_events(subject_id=subject_id, request_id=request_id, shown_at=shown_at, items=items)
     try:
         return events_record(events=events).recorded
     except ValidationError as exc:

@@ -92,7 +92,10 @@ def synthetic_marketplace(
     item_category = rng.integers(0, categories, products)
     popularity = rng.pareto(1.2, products) + 1.0
     activity = np.maximum(1.0, rng.lognormal(2.5, 0.9, subjects))
-    per_subject = np.maximum(1, (activity * interactions / activity.sum()).astype(np.int64))
+    share = activity * interactions / activity.sum()
+    per_subject = np.floor(share).astype(np.int64)
+    # The largest remainders get one more, so the total is exactly ``interactions``.
+    per_subject[np.argsort(per_subject - share)[: interactions - int(per_subject.sum())]] += 1
     subject_of = np.repeat(np.arange(subjects), per_subject)
     total = subject_of.size
     favourites = rng.integers(0, categories, (subjects, 2))

@@ -40,6 +40,6 @@ def recommendations_build_all(build_key: str | None = None) -> dict:
     retry_backoff_max=300,
     max_retries=5,
 )
-def recommendations_impressions_record(events: list[dict]) -> int:
-    """Record what a recommendation answer showed (event ids fixed at serving: idempotent)."""
-    return services.impressions_record(events=events)
+def recommendations_impressions_record(subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
+    """Record what one recommendation answer showed ([sku, category] per position); idempotent by request id."""
+    return services.impressions_record(subject_id=subject_id, request_id=request_id, shown_at=shown_at, items=items)

@@ -189,20 +189,17 @@ def test_schema_documents_the_endpoint(client):
 def test_impressions_are_recorded_once_even_if_the_task_runs_twice(world):
     from django.utils import timezone
 
-    from recommender import services
     from recommender.tasks import recommendations_impressions_record
 
     _, raws = world
-    events = services.impression_events(
-        subject_id=raws[0], items=[{"product": "F3", "category": "fashion"}], now=timezone.now()
-    )
-    assert recommendations_impressions_record.delay(events).get() == 1
-    assert recommendations_impressions_record.delay(events).get() == 0  # a redelivery records nothing twice
+    message = (raws[0], "req-1", timezone.now().isoformat(), [["F3", "fashion"]])
+    assert recommendations_impressions_record.delay(*message).get() == 1
+    assert recommendations_impressions_record.delay(*message).get() == 0  # a redelivery records nothing twice
     assert OutcomeEvent.objects.filter(type="rec_impression").count() == 1
 
 
 def test_a_broker_outage_does_not_fail_the_answer(api, world):
     _, raws = world
-    with mock.patch("recommender.tasks.recommendations_impressions_record.delay", side_effect=OSError("no broker")):
+    with mock.patch("recommender.tasks.recommendations_impressions_record.apply_async", side_effect=OSError("no broker")):
         response = api.get(URL.format(raws[0]))
     assert response.status_code == 200 and response.json()["personalized"] is True

@@ -237,3 +237,16 @@ def test_dp_noise_differs_between_builds_without_a_seed():
     first = DPPopularityStrategy(epsilon=1.0).fit(data).noisy_counts
     second = DPPopularityStrategy(epsilon=1.0).fit(data).noisy_counts
     assert not np.allclose(first, second)
+
+
+def test_repeated_purchases_count_once_in_item_item():
+    # u0 buys item 0 five times and item 1 once; u1 buys items 0 and 2 once each.
+    data = TrainingData.from_triples(
+        subjects=np.array([0, 0, 0, 0, 0, 0, 1, 1]), items=np.array([0, 0, 0, 0, 0, 1, 0, 2]), n_subjects=2,
+        item_category=np.zeros(3, dtype=int), category_sensitive=np.array([False]),
+    )
+    saturated = ItemItemStrategy(neighbours=5).fit(data).similarity.toarray()
+    # As if each purchase happened once: cos(0,1) = cos(0,2) = 1/√2.
+    assert saturated[0, 1] == pytest.approx(1 / math.sqrt(2)) and saturated[0, 2] == pytest.approx(1 / math.sqrt(2))
+    raw = ItemItemStrategy(neighbours=5, saturate=False).fit(data).similarity.toarray()
+    assert raw[0, 1] == pytest.approx(5 / math.sqrt(26)) and raw[0, 1] > raw[0, 2]
