@@ -68,12 +68,21 @@ class Served:
 # --- the subject's arm -------------------------------------------------------------------
 
 
-def subject_arm(*, pseudonym: str) -> ArmChoice | None:
-    """The subject's arm in a running experiment (the lowest experiment id if several), or None."""
-    configs = {config.id: config for config in running_experiment_configs()}
+_UNREAD = object()
+
+
+def subject_arm(*, pseudonym: str, configs: dict | None = None, cached: object = _UNREAD) -> ArmChoice | None:
+    """The subject's arm in a running experiment (the lowest experiment id if several), or None.
+
+    ``configs`` (running experiments by id) and ``cached`` (the value of the
+    subject's ``arm_of_key``) may be passed by a caller that fetched them already.
+    """
+    if configs is None:
+        configs = {config.id: config for config in running_experiment_configs()}
     if not configs:
         return None
-    cached = cache.get(arm_of_key(pseudonym))
+    if cached is _UNREAD:
+        cached = cache.get(arm_of_key(pseudonym))
     if cached is not None:
         experiment_id, arm_id = cached
         config = configs.get(experiment_id)
@@ -98,10 +107,10 @@ def subject_arm(*, pseudonym: str) -> ArmChoice | None:
 # --- the build's lists -------------------------------------------------------------------
 
 
-def current_build(*, arm_id: int | None) -> int | None:
+def current_build(*, arm_id: int | None, cached: int | None = None) -> int | None:
     """The build serving an arm: the cache's pointer, else the newest published build on record."""
     key = pointer_key(arm_id)
-    build_id = cache.get(key)
+    build_id = cached if cached is not None else cache.get(key)
     if build_id is not None:
         return build_id
     build_id = (
@@ -246,7 +255,11 @@ def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Se
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
     pseudonym = subject_pseudonym(subject_id)
     try:
-        arm = subject_arm(pseudonym=pseudonym)
+        configs = {config.id: config for config in running_experiment_configs()}
+        # One round trip for the subject's cached arm and every running arm's build pointer.
+        pointers = {pointer_key(a): a for config in configs.values() for a in config.arms_by_id}
+        found = cache.get_many([arm_of_key(pseudonym), *pointers]) if configs else {}
+        arm = subject_arm(pseudonym=pseudonym, configs=configs, cached=found.get(arm_of_key(pseudonym)))
     except DatabaseError:
         logger.warning("the subject's arm cannot be read: serving non-personal recommendations")
         return _non_personal(limit)
@@ -258,25 +271,21 @@ def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Se
         logger.warning("consent state unavailable (%s): failing closed", type(exc).__name__)
         return _non_personal(limit, arm=arm)
     try:
-        return _for_arm(arm, pseudonym, state, limit, session)
+        return _for_arm(arm, pseudonym, state, limit, session, pointer=found.get(pointer_key(arm.arm_id)))
     except DatabaseError as exc:
         logger.warning("recommendation record unavailable (%s): failing closed", type(exc).__name__)
         return _non_personal(limit, arm=arm)
 
 
-def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequence[str]) -> Served:
+def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequence[str], *,
+             pointer: int | None = None) -> Served:
     treatment = arm.treatment
     level = treatment["personalization_level"]
     explain = bool(treatment["show_explanations"])
-    build_id = current_build(arm_id=arm.arm_id)
+    build_id = current_build(arm_id=arm.arm_id, cached=pointer)
     if build_id is None:  # this arm has never been built
         return _non_personal(limit, arm=arm)
     personal_ok = state.personalization_allowed
-    stored = personal_ok and level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY)
-    # One round trip for the arm's fallback and the subject's own list; the record answers misses.
-    keys = [fallback_key(build_id), *([subject_key(build_id, pseudonym)] if stored else [])]
-    found = cache.get_many(keys)
-    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=found.get(keys[0]))
     sensitive_ok = (
         personal_ok
         and treatment["sensitive_category_policy"] != PrivacyTreatment.SensitivePolicy.EXCLUDE
@@ -284,17 +293,20 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     )
     personal: list | None = None
     if personal_ok:
-        if stored:
-            personal = subject_list(build_id=build_id, pseudonym=pseudonym, cached=found.get(keys[1]))
+        if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY):
+            personal = subject_list(
+                build_id=build_id, pseudonym=pseudonym, cached=cache.get(subject_key(build_id, pseudonym))
+            )
         elif level == Level.SESSION and session:
             personal = session_list(build_id=build_id, skus=session, sensitive_ok=sensitive_ok, explain=explain)
-    if not personal:
-        return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
     seen = set(session)
-    items = _as_items(personal, limit, explain=explain, exclude=seen, sensitive_ok=sensitive_ok)
+    items = _as_items(personal or [], limit, explain=explain, exclude=seen, sensitive_ok=sensitive_ok)
+    if len(items) >= limit:
+        return Served(items=items, strategy=level, personalized=True, arm=arm)
+    # The arm's non-personal list: the whole answer, or the rest of a short personal one
+    # (its own policy for sensitive items applies). Read only when needed.
+    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))
     if not items:
         return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
-    if len(items) < limit:
-        # Fill from the arm's non-personal list (its own policy for sensitive items applies).
-        items += _as_items(fallback, limit - len(items), explain=explain, exclude=seen, sensitive_ok=True)
+    items += _as_items(fallback, limit - len(items), explain=explain, exclude=seen, sensitive_ok=True)
     return Served(items=items, strategy=level, personalized=True, arm=arm)
