@@ -1,4 +1,4 @@
-"""Management commands: create_api_key and the demo's assignment run."""
+"""The create_api_key management command (the demo has tests/experiments/test_demo.py)."""
 
 from io import StringIO
 
@@ -25,13 +25,3 @@ def test_create_api_key_needs_a_name():
     with pytest.raises(CommandError, match="non-empty name"):
         call_command("create_api_key", "  ")
 
-
-def test_demo_assigns_through_the_service_and_prints_the_sample_ratio_check():
-    out = StringIO()
-    call_command("demo", subjects=300, no_serve=True, stdout=out)
-    text = out.getvalue()
-    assert "sample-ratio check" in text
-    assert "login: demo / " in text
-    from experiments.models import Exposure
-
-    assert Exposure.objects.count() == 300
