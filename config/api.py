@@ -24,6 +24,15 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus JSON answers for the errors Django raises itself."""
     if isinstance(exc, RequestDataTooBig):

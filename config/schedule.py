@@ -33,6 +33,13 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(days=1),
         "options": {"expires": 12 * 60 * MINUTE},
     },
+    "consent-dsr-requeue": {
+        # Data subject requests are due within 72 hours; a request whose task was
+        # lost (broker down when it was filed) is picked up again within the hour.
+        "task": "consent.tasks.dsr_enqueue_open",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 50 * MINUTE},
+    },
     "recommender-build-all": {
         "task": "recommender.tasks.recommendations_build_all",
         "schedule": timedelta(hours=1),

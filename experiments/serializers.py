@@ -1,18 +1,30 @@
 from rest_framework import serializers
 
-from config.api import StrictSerializer
+from config.api import StrictCharField, StrictSerializer
+from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, subject_id_problem
 
 MAX_ATTRIBUTES = 32
 
 
 class AssignmentRequestSerializer(StrictSerializer):
-    subject_id = serializers.CharField(max_length=256, allow_blank=False, trim_whitespace=True)
+    subject_id = StrictCharField(
+        max_length=SUBJECT_ID_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="The marketplace's own id; no whitespace, control characters or '/'.",
+    )
     attributes = serializers.DictField(
         child=serializers.CharField(max_length=128, allow_blank=True),
         required=False,
         default=dict,
         help_text="Subject attributes used for targeting, e.g. age_band, province, platform.",
     )
+
+    def validate_subject_id(self, value: str) -> str:
+        # One rule for every API that takes a subject id (consent's, used in URL paths too).
+        problem = subject_id_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate_attributes(self, value: dict) -> dict:
         if len(value) > MAX_ATTRIBUTES:
