@@ -1,0 +1,234 @@
+"""How the dashboard reads a snapshot: units, direction of good, the verdict in words, exports, charts."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from experiments.dashboard import charts, presenters
+from experiments.dashboard.formatting import MetricFormat, p_value, percent, relative
+from experiments.models import Guardrail
+from experiments.results import compute_results
+from tests.dashboard.conftest import make_experiment
+from tests.experiments.pipeline_kit import populate
+
+SVG = "{http://www.w3.org/2000/svg}"
+OPT_OUT = MetricFormat(key="opt_out", label="Opt-out rate", kind="proportion", higher_is_better=False)
+GMV = MetricFormat(key="gmv", label="GMV per subject", kind="mean", higher_is_better=True)
+ORDERS = MetricFormat(key="orders", label="Orders per subject", kind="mean", higher_is_better=True)
+CTR = MetricFormat(key="ctr", label="Recommendation CTR", kind="ratio", higher_is_better=True)
+
+
+# --- units ----------------------------------------------------------------------------
+
+
+def test_each_metric_in_its_own_unit():
+    assert OPT_OUT.value(0.052) == "5.2%" and OPT_OUT.value(0.004) == "0.40%"
+    assert OPT_OUT.difference(-0.018, width=0.02) == "\u22121.8 pp"
+    assert OPT_OUT.difference(0.005) == "+0.50 pp"  # a lone margin keeps two significant digits
+    assert OPT_OUT.interval([-0.031, 0.004]) == "[\u22123.1, +0.4] pp"
+    assert GMV.value(21053.4) == "IDR 21,053"
+    assert GMV.difference(14114.19, width=13000) == "+IDR 14,114"
+    assert GMV.difference(-399.2, width=11000) == "\u2212IDR 399"
+    assert GMV.interval([-6351.2, 5553.9]) == "[\u22126,351, +5,554] IDR"
+    assert ORDERS.difference(0.125, width=0.12) == "+0.12"
+    assert CTR.unit == "percent" and CTR.value(0.1225) == "12.2%"
+    assert relative(0.67040816) == "+67.0%" and relative(-0.0004, 1) == "0.0%"  # no sign on a rounded zero
+    assert percent(None) == "—" and p_value(0.0004) == "< 0.001" and p_value(0.0471) == "0.047"
+
+
+def _comparison(estimate: float, significant: bool) -> dict:
+    return {"absolute": {"estimate": estimate, "ci": [estimate - 1, estimate + 1]}, "significant": significant}
+
+
+@pytest.mark.parametrize(
+    ("metric", "estimate", "significant", "tone"),
+    [
+        (OPT_OUT, 0.02, True, "bad"),  # more opt-outs: worse
+        (OPT_OUT, -0.02, True, "good"),
+        (OPT_OUT, 0.02, False, "neutral"),
+        (GMV, 1500.0, True, "good"),
+        (GMV, -1500.0, True, "bad"),
+        (GMV, 0.0, True, "neutral"),
+    ],
+)
+def test_colour_follows_significance_and_the_direction_of_good(metric, estimate, significant, tone):
+    assert presenters.comparison_tone(_comparison(estimate, significant), metric) == tone
+
+
+# --- the verdict, from documents the pipeline really produced ----------------------------
+
+
+def _document(people, key, arms, *, primary="conversion", guardrail=None):
+    experiment = make_experiment(people["owner"], key=key, primary_metric=primary)
+    if guardrail:
+        Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=guardrail)
+    populate(experiment, arms, prefix=key)
+    return compute_results(experiment=experiment, monitor=False).data
+
+
+@pytest.mark.django_db
+def test_verdicts_say_what_the_decision_rule_decided(people):
+    keep = _document(people, "keep", {
+        "control": {"n": 200, "conversion": 0.5}, "arm-1": {"n": 200, "conversion": 0.1},
+        "arm-2": {"n": 200, "conversion": 0.15},
+    })
+    verdict = presenters.verdict(keep)
+    assert (verdict.outcome, verdict.tone) == ("keep_control", "bad")
+    assert verdict.text == "Every treatment arm is significantly worse on Conversion: keep the control."
+
+    flat = _document(people, "flat", {
+        "control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.2},
+        "arm-2": {"n": 100, "conversion": 0.21},
+    })
+    verdict = presenters.verdict(flat, planned_subjects_per_arm=400)
+    assert verdict.outcome == "inconclusive" and verdict.tone == "neutral"
+    assert verdict.text.startswith("No arm differs significantly from the control on Conversion yet")
+    assert "The smallest arm has 25% of its planned subjects." in verdict.text
+
+    skewed = _document(people, "skewed", {
+        "control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1},
+        "arm-2": {"n": 500, "conversion": 0.1},
+    })
+    verdict = presenters.verdict(skewed)
+    assert verdict.outcome == "invalid" and verdict.text.startswith("Sample-ratio mismatch (p = ")
+
+    blocked = _document(people, "blocked", {
+        "control": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
+        "arm-1": {"n": 600, "conversion": 0.40, "opt_out": 0.30},
+        "arm-2": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
+    }, guardrail=0.02)
+    verdict = presenters.verdict(blocked)
+    assert verdict.outcome == "inconclusive" and verdict.tone == "bad"
+    assert verdict.text.startswith("Arm arm-1 raises conversion by 30.0 pp")
+    assert "raises opt-outs by 25.0 pp, breaching the +2.0 pp guardrail" in verdict.text
+    assert verdict.text.endswith(": do not ship yet.")
+
+
+@pytest.mark.django_db
+def test_the_example_of_the_issue_privacy_first_primary_with_a_gmv_guardrail(people):
+    """ "Arm B keeps GMV within … (non-inferior) and cuts opt-outs by 1.8 pp: ship B" """
+    experiment = make_experiment(people["owner"], key="privacy-first", primary_metric="opt_out")
+    Guardrail.objects.create(experiment=experiment, metric="gmv", margin=60_000)
+    populate(experiment, {
+        "control": {"n": 500, "opt_out": 0.10, "conversion": 0.3, "gmv": 100_000},
+        "arm-1": {"n": 500, "opt_out": 0.04, "conversion": 0.3, "gmv": 100_000},
+        "arm-2": {"n": 500, "opt_out": 0.10, "conversion": 0.3, "gmv": 100_000},
+    }, prefix="pf")
+    document = compute_results(experiment=experiment, monitor=False).data
+    tradeoff = presenters.tradeoff(document)
+    assert tradeoff.verdict.outcome == "ship"
+    assert tradeoff.verdict.text.startswith("Arm arm-1 cuts opt-outs by 6.0 pp and keeps GMV per subject within ")
+    assert "of the control (non-inferior): ship arm-1." in tradeoff.verdict.text
+    # The GMV guardrail is drawn as a horizontal line at −margin; no opt-out guardrail line.
+    assert tradeoff.y_limit == -60_000 and tradeoff.x_limit is None
+    svg = _parse(tradeoff.chart.wide)
+    assert any(t.text == tradeoff.y_limit_label for t in svg.iter(f"{SVG}text"))
+
+
+# --- exports ----------------------------------------------------------------------------
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas():
+    assert presenters.csv_cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
+    assert presenters.csv_cell("+1") == "'+1" and presenters.csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert presenters.csv_cell("-cmd") == "'-cmd"
+    assert presenters.csv_cell(-0.25) == "-0.25"  # numbers stay numbers
+    assert presenters.csv_cell(float("nan")) == "" and presenters.csv_cell(None) == ""
+    assert presenters.csv_cell(True) == "true" and presenters.csv_cell("platform=ios") == "platform=ios"
+
+
+# --- charts -----------------------------------------------------------------------------
+
+
+def _parse(svg) -> ET.Element:
+    # Our own output, not untrusted input; well-formed XML, or this raises.
+    root = ET.fromstring(str(svg))  # noqa: S314
+    assert root.tag == f"{SVG}svg" and root.get("role") == "img"
+    assert root.find(f"{SVG}title").text and root.find(f"{SVG}desc").text
+    return root
+
+
+def test_chart_text_is_escaped():
+    hostile = '<script>alert("x")</script>'
+    svg = charts.forest_plot(
+        [charts.ForestRow(group=hostile, label=hostile, estimate=5.0, low=-1.0, high=11.0, tone="good")],
+        chart_id="c", title=hostile, description=hostile, axis_label=hostile, tick_format=str,
+    )
+    root = _parse(svg)
+    assert not list(root.iter(f"{SVG}script")) and not list(root.iter("script"))
+    assert any(t.text == hostile for t in root.iter(f"{SVG}text"))
+
+
+def test_the_tradeoff_chart_places_arms_where_their_effects_are():
+    points = [
+        charts.TradeoffPoint(label="b", x=-4.0, x_low=-6.7, x_high=-1.3, y=14_000, y_low=7_000, y_high=21_000,
+                             tone="good", highlighted=True),
+        charts.TradeoffPoint(label="c", x=6.0, x_low=2.0, x_high=10.0, y=-400, y_low=-6_000, y_high=5_500,
+                             tone="bad"),
+    ]
+    for width in (charts.WIDE, charts.COMPACT):
+        root = _parse(charts.tradeoff_chart(
+            points, chart_id="t", title="t", description="d", x_label="x", y_label="y", x_format=str,
+            y_format=str, x_limit=1.0, x_limit_label="guardrail", width=width,
+        ))
+        circles = list(root.iter(f"{SVG}circle"))
+        control = next(c for c in circles if c.get("fill") == "#ffffff")
+        b, c = (c for c in circles if c.get("class") == "tradeoff-point")
+        cx, cy = float(control.get("cx")), float(control.get("cy"))
+        assert float(b.get("cx")) < cx and float(b.get("cy")) < cy  # fewer opt-outs, more GMV: up-left
+        assert float(c.get("cx")) > cx and float(c.get("cy")) > cy  # down-right (SVG y grows downwards)
+        assert float(b.get("r")) > float(c.get("r"))  # the recommended arm stands out
+        guardrail = [line for line in root.iter(f"{SVG}line") if line.get("stroke-dasharray") == "6 4"]
+        assert len(guardrail) == 1 and cx < float(guardrail[0].get("x1")) < float(c.get("cx"))
+        assert root.get("viewBox").split()[2] == str(width)
+
+
+def test_forest_intervals_beyond_the_axis_end_in_arrows():
+    root = _parse(charts.forest_plot(
+        [charts.ForestRow(group="m", label="a", estimate=150.0, low=20.0, high=400.0, tone="good"),
+         charts.ForestRow(group="m", label="b", estimate=-10.0, low=-30.0, high=10.0, tone="neutral")],
+        chart_id="f", title="t", description="d", axis_label="x", tick_format=str,
+    ))
+    assert len(list(root.iter(f"{SVG}path"))) == 1  # only a's upper bound runs off the axis
+
+
+def test_the_timeline_draws_one_line_per_arm():
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    series = [
+        charts.TimeSeries(label=arm, points=tuple(
+            charts.TimePoint(at=start + timedelta(hours=h), estimate=h * sign, low=h * sign - 1, high=h * sign + 1)
+            for h in range(4)
+        ))
+        for arm, sign in (("b", 1), ("c", -1))
+    ]
+    root = _parse(charts.timeline_chart(series, chart_id="l", title="t", description="d", y_label="y",
+                                        tick_format=str, references=[charts.ReferenceLine(2.5, "guardrail")]))
+    assert len(list(root.iter(f"{SVG}polyline"))) == 2 and len(list(root.iter(f"{SVG}polygon"))) == 2
+    empty = _parse(charts.timeline_chart([], chart_id="e", title="t", description="d", y_label="y", tick_format=str))
+    assert any("No analysis" in (t.text or "") for t in empty.iter(f"{SVG}text"))
+
+
+@given(
+    st.floats(min_value=-1e7, max_value=1e7, allow_nan=False),
+    st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    st.integers(min_value=2, max_value=8),
+)
+def test_nice_ticks_cover_the_domain_with_round_even_steps(lo, span, count):
+    # Spans below a millionth of the values are beyond what doubles can space evenly (and any chart).
+    assume(span >= 1e-6 * max(1.0, abs(lo)))
+    hi = lo + span
+    ticks = charts.nice_ticks(lo, hi, count)
+    assert ticks[0] <= lo and ticks[-1] >= hi
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert len(ticks) >= 2 and len(ticks) <= 2 * count + 3
+    step = ticks[1] - ticks[0]
+    assert all(math.isclose(s, step, rel_tol=1e-6, abs_tol=1e-9) for s in steps)
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 5, 10))
