@@ -8,11 +8,14 @@ from experiments import selectors, services
 from experiments.models import (
     Arm,
     Experiment,
+    ExperimentAlert,
     Exposure,
     Guardrail,
     Holdout,
     Layer,
+    OutcomeEvent,
     PrivacyTreatment,
+    ResultSnapshot,
 )
 
 
@@ -90,7 +93,10 @@ class ExperimentAdmin(admin.ModelAdmin):
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
         ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
         ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
-        ("Analysis", {"fields": ["primary_metric", "alpha", "planned_subjects_per_arm"]}),
+        (
+            "Analysis",
+            {"fields": ["primary_metric", "alpha", "planned_subjects_per_arm", "gmv_cap_percentile", "pre_exposure_days"]},
+        ),
         ("Compliance", {"fields": ["compliance_findings", "compliance_override_reason"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
@@ -100,7 +106,15 @@ class ExperimentAdmin(admin.ModelAdmin):
         _lifecycle_action("resume", "Resume"),
         _lifecycle_action("stop", "Stop"),
         _lifecycle_action("conclude", "Conclude"),
+        "compute_results_now",
     ]
+
+    @admin.action(description="Compute results now")
+    def compute_results_now(self, request, queryset):
+        from experiments.results import results_enqueue
+
+        count = results_enqueue(experiment_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Results computation queued for {count} experiment(s).", messages.SUCCESS)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_exposures=Count("exposures"))
@@ -226,3 +240,62 @@ class ExposureAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# --- outcome events, results and alerts: records, read-only here ------------------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OutcomeEvent)
+class OutcomeEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "type", "occurred_at", "amount", "product_id", "category"]
+    list_filter = ["type"]
+    search_fields = ["event_id"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False  # the table is large: no COUNT(*) per page
+
+
+@admin.register(ResultSnapshot)
+class ResultSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ["experiment", "window_end", "status", "subjects", "srm_flag", "guardrail_breached", "computed_at"]
+    list_filter = ["status", "srm_flag", "guardrail_breached", "experiment"]
+    list_select_related = ["experiment"]
+    date_hierarchy = "window_end"
+    readonly_fields = [
+        "experiment", "schema_version", "status", "phase", "window_start", "window_end", "computed_at",
+        "compute_seconds", "subjects", "srm_flag", "guardrail_breached", "monitored_at", "document",
+    ]
+    exclude = ["data"]
+
+    @admin.display(description="Results document (JSON)")
+    def document(self, obj):
+        import json
+
+        return format_html("<pre style='max-height:40em;overflow:auto'>{}</pre>", json.dumps(obj.data, indent=2))
+
+
+@admin.register(ExperimentAlert)
+class ExperimentAlertAdmin(ReadOnlyAdmin):
+    list_display = ["experiment", "kind", "arm", "metric", "action", "created_at", "acknowledged_at"]
+    list_filter = ["kind", "action", "acknowledged_at"]
+    list_select_related = ["experiment"]
+    readonly_fields = ["experiment", "kind", "arm", "metric", "snapshot", "message", "details", "action",
+                       "created_at", "acknowledged_at"]
+    actions = ["acknowledge"]
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_staff  # for the acknowledge action; every field stays read-only
+
+    @admin.action(description="Acknowledge (a new occurrence will alert again)")
+    def acknowledge(self, request, queryset):
+        from experiments.results import alerts_acknowledge
+
+        count = alerts_acknowledge(alert_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} alert(s) acknowledged.", messages.SUCCESS)

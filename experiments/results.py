@@ -491,3 +491,21 @@ def results_enqueue_running(*, now: datetime | None = None) -> list[int]:
             lambda experiment_id=experiment_id: results_compute.delay(experiment_id, as_of.isoformat())
         )
     return ids
+
+
+def results_enqueue(*, experiment_ids: list[int], as_of: datetime | None = None) -> int:
+    """Queue a results run for each experiment (after commit); the admin's "compute now"."""
+    from experiments.tasks import results_compute
+
+    moment = (as_of or timezone.now()).isoformat()
+    ids = list(Experiment.objects.filter(pk__in=experiment_ids).values_list("pk", flat=True))
+    for experiment_id in ids:
+        transaction.on_commit(lambda experiment_id=experiment_id: results_compute.delay(experiment_id, moment))
+    return len(ids)
+
+
+def alerts_acknowledge(*, alert_ids: list[int], now: datetime | None = None) -> int:
+    """Close open alerts: the monitor raises a new one if the problem shows up again."""
+    return ExperimentAlert.objects.filter(pk__in=alert_ids, acknowledged_at__isnull=True).update(
+        acknowledged_at=now or timezone.now()
+    )

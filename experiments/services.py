@@ -630,16 +630,21 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], di
     fields = ("event_id", "subject_id", "type", "occurred_at", "amount", "product_id")
     if connection.vendor == "postgresql":
         # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
+        # Binary parameters, bound server-side (see _insert_returning_ids).
+        import psycopg
+
         quote = connection.ops.quote_name
-        with connection.cursor() as cursor:
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
                 f"SELECT {quote(Subject._meta.pk.column)} FROM {quote(Subject._meta.db_table)} "  # noqa: S608
-                f"WHERE {quote(Subject._meta.pk.column)} = ANY(%s)",
+                f"WHERE {quote(Subject._meta.pk.column)} = ANY(%b::varchar[])",
                 [pseudonyms],
             )
             known = {row[0] for row in cursor.fetchall()}
             cursor.execute(
-                f"SELECT {', '.join(fields)} FROM {quote(OutcomeEvent._meta.db_table)} WHERE event_id = ANY(%s)",  # noqa: S608
+                f"SELECT {', '.join(fields)} FROM {quote(OutcomeEvent._meta.db_table)} "  # noqa: S608
+                "WHERE event_id = ANY(%b::varchar[])",
                 [event_ids],
             )
             rows = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
@@ -730,6 +735,7 @@ def _insert_returning_ids(model, columns: list[str], rows: list[tuple], *, retur
             # Server-side binding with binary arrays (%b): Django's client-side
             # cursor would quote every value into the statement's text.
             arrays = ", ".join(f"%b::{field.db_type(connection).split('(')[0]}[]" for field in fields)
+            connection.ensure_connection()
             with psycopg.Cursor(connection.connection) as raw:
                 raw.execute(
                     f"INSERT INTO {table} ({column_list}) SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608 — our identifiers

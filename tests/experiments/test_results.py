@@ -206,3 +206,46 @@ def _other_layer():
     from experiments.models import Layer
 
     return Layer.objects.create(key="other", name="Other")
+
+
+# --- the admin -------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_client(client):
+    from tests.experiments.factories import UserFactory
+
+    user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+def test_admin_lists_snapshots_alerts_and_events(staff_client):
+    experiment = _experiment(arms=2)
+    populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    experiment_monitor(snapshot=snapshot)
+    for path in ("resultsnapshot", "experimentalert", "outcomeevent"):
+        assert staff_client.get(f"/admin/experiments/{path}/").status_code == 200
+    page = staff_client.get(f"/admin/experiments/resultsnapshot/{snapshot.pk}/change/")
+    assert page.status_code == 200 and b"schema_version" in page.content
+
+
+def test_admin_acknowledges_alerts_and_computes_on_demand(staff_client, django_capture_on_commit_callbacks):
+    experiment = _experiment(arms=2)
+    populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            "/admin/experiments/experiment/", {"action": "compute_results_now", "_selected_action": [experiment.pk]}
+        )
+    assert response.status_code == 302
+    snapshot = ResultSnapshot.objects.get(experiment=experiment)
+    alert = ExperimentAlert.objects.get(kind="srm")  # the chained monitor ran
+    assert snapshot.monitored_at is not None
+    staff_client.post("/admin/experiments/experimentalert/", {"action": "acknowledge", "_selected_action": [alert.pk]})
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is not None
+    # A later run with the same mismatch raises a new alert.
+    later = compute_results(experiment=experiment, as_of=timezone.now() + timedelta(minutes=15), monitor=False)
+    experiment_monitor(snapshot=later)
+    assert ExperimentAlert.objects.filter(kind="srm", acknowledged_at__isnull=True).count() == 1
