@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.models import Experiment, Guardrail, Layer, ResultSnapshot
+from experiments.models import Experiment, Guardrail, Layer, PrivacyTreatment, ResultSnapshot
 from experiments.results import compute_results
 from experiments.services import events_record
 from tests.experiments.factories import UserFactory, running_experiment
@@ -94,6 +94,10 @@ def analysed(people):
     """A running experiment with an opt-out guardrail, three runs of results and recommendation sales."""
     experiment = make_experiment(people["owner"], viewers=[people["viewer"]])
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    # arm-2 presumes consent: the compliance review must flag it in the page header.
+    PrivacyTreatment.objects.filter(arms__experiment=experiment, arms__key="arm-2").update(
+        name="Consent presumed", consent_prompt="none", default_personalization_consent=True
+    )
     populate(experiment, ARMS)
     record_recommendation_purchases()
     snapshots = analyse(experiment)

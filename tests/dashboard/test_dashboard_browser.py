@@ -105,6 +105,10 @@ def test_an_owner_reads_recomputes_and_downloads(chromium, live_server, analysed
     watch = PageWatch(page, live_server.url)
 
     _log_in(page, live_server, people["owner"].username)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-list.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-list-phone.png"), full_page=True)
+    page.set_viewport_size(LAPTOP)
     page.click(f"text={analysed.name}")
     page.wait_for_url(f"{live_server.url}/experiments/{analysed.key}/")
 

@@ -177,6 +177,9 @@ def test_the_detail_page_shows_the_latest_snapshot(client, analysed, people):
     # Header: hypothesis, treatments with the compliance review, freshness.
     assert analysed.hypothesis in html
     assert "Compliance review" in html and html.count('class="arm-card') == 3
+    findings = {arm.key: [f.code for f in arm.findings] for arm in page.arms}
+    assert findings["control"] == [] and findings["arm-2"][0] == "consent_presumed"
+    assert "silence or inactivity is not consent" in html and "UU PDP Art. 20(2)(a)" in html
     assert f'datetime="{snapshot.computed_at.isoformat()}"' in html
     # Results table: one row per treatment arm and metric, toned by the direction of good.
     rows = {(row.arm, row.metric): row for arm in page.results for row in arm.rows}
