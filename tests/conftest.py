@@ -30,11 +30,32 @@ def _is_postgres() -> bool:
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
+def _restore_reference_data_after_flushes(item) -> None:
+    """Every transactional test restores the migrated reference data (serialized rollback).
+
+    A transactional test ends with a flush that empties every table, including
+    the rows migrations seed (purposes, notices, content types). If only some
+    transactional tests restored them, the flush of one that does not would
+    recreate content types under new ids, and the next restore would collide
+    with them. So all of them restore, and every one starts from the migrated state.
+    """
+    marker = item.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server", "django_db_reset_sequences"} & set(getattr(item, "fixturenames", ()))
+    )
+    if transactional:
+        kwargs = dict(marker.kwargs) if marker else {}
+        kwargs.update(transaction=True, serialized_rollback=True)
+        item.add_marker(pytest.mark.django_db(**kwargs), append=False)
+
+
 def pytest_collection_modifyitems(config, items):
     missing = {
         "postgres": None if _is_postgres() else "needs PostgreSQL (set DATABASE_URL)",
         "redis": None if _redis_available() else "needs Redis (set REDIS_URL to a running server)",
     }
+    for item in items:
+        _restore_reference_data_after_flushes(item)
     absent = [reason for reason in missing.values() if reason]
     if REQUIRE_SERVICES and absent:
         raise pytest.UsageError("REQUIRE_SERVICES=1, but the suite " + "; ".join(absent))
