@@ -1,5 +1,5 @@
 from django.contrib import admin, messages
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 from recommender import services
@@ -60,16 +60,18 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
     actions = [build_now]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_epsilon=Sum("recommendation_builds__epsilon_spent"))
+        return super().get_queryset(request).annotate(
+            _epsilon=Sum("recommendation_builds__epsilon_spent"),
+            _last=Max("recommendation_builds__published_at"),
+        )
 
     @admin.display(description="Strategy")
     def level(self, obj):
         return obj.treatment.personalization_level
 
-    @admin.display(description="Last published build")
+    @admin.display(description="Last published build", ordering="_last")
     def last_build(self, obj):
-        build = obj.recommendation_builds.filter(published_at__isnull=False).order_by("-published_at").first()
-        return f"{build.build_key} ({build.published_at:%Y-%m-%d %H:%M})" if build else "—"
+        return obj._last
 
     @admin.display(description="ε spent (all builds)", ordering="_epsilon")
     def epsilon_total(self, obj):

@@ -212,7 +212,7 @@ def _platform_items() -> list:
     """The platform popularity list; remembered in-process so that it outlives a double outage."""
     global _platform_memo
     fetched_at, items = _platform_memo
-    if items and time.monotonic() - fetched_at < PLATFORM_MEMO_SECONDS:
+    if fetched_at and time.monotonic() - fetched_at < PLATFORM_MEMO_SECONDS:
         return items
     try:
         build_id = current_build(arm_id=None)
