@@ -119,18 +119,20 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
         pad = abs(lo) * 0.1 or 1.0
         lo, hi = lo - pad, hi + pad
     raw = (hi - lo) / max(count, 1)
-    step = 10 ** math.floor(math.log10(raw))
-    for multiple in (1, 2, 5, 10):
-        if raw <= step * multiple:
-            step *= multiple
-            break
-    first = math.floor(lo / step + 1e-9) * step
-    last = math.ceil(hi / step - 1e-9) * step
-    ticks, value = [], first
-    while value <= last + step / 2:
-        ticks.append(round(value, 12) + 0.0)
-        value += step
-    return ticks
+    exponent = math.floor(math.log10(raw))
+    multiple = next(m for m in (1, 2, 5, 10) if raw <= m * 10.0**exponent * (1 + 1e-12))
+
+    def tick(index: int) -> float:
+        # Parsed from its decimal form: the double nearest the round number, at any scale.
+        return float(f"{index * multiple}e{exponent}") + 0.0
+
+    step = tick(1)
+    first, last = math.floor(lo / step), math.ceil(hi / step)
+    while tick(first) > lo:
+        first -= 1
+    while tick(last) < hi:
+        last += 1
+    return [tick(index) for index in range(first, last + 1)]
 
 
 def _domain(
@@ -255,11 +257,23 @@ class ReferenceLine:
     label: str
 
 
+# Tick steps for time axes, in seconds: round minutes, hours and days.
+_TIME_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
+
+
 def _time_ticks(first: datetime, last: datetime, count: int) -> tuple[list[datetime], str]:
-    span = last - first
-    step = span / max(count - 1, 1)
-    label = "%d %b" if span >= timedelta(days=3) else "%d %b %H:%M"
-    return [first + step * i for i in range(count)], label
+    """Round moments (on the hour, at midnight, in the datetimes' own zone) inside ``[first, last]``."""
+    span = (last - first).total_seconds()
+    step = next((s for s in _TIME_STEPS if span / s <= count + 0.5), _TIME_STEPS[-1] * math.ceil(span / count / _TIME_STEPS[-1]))
+    offset = first.utcoffset().total_seconds() if first.utcoffset() else 0.0
+    start = math.ceil((first.timestamp() + offset) / step) * step - offset
+    ticks = []
+    moment = first + timedelta(seconds=start - first.timestamp())
+    while moment <= last:
+        ticks.append(moment)
+        moment += timedelta(seconds=step)
+    label = "%d %b" if step >= 86400 else "%d %b %H:%M"
+    return ticks, label
 
 
 def timeline_chart(
@@ -297,9 +311,10 @@ def timeline_chart(
         parts.append(_element("line", x1=left, x2=width - right, y1=y(tick), y2=y(tick), stroke=GRID))
         parts.append(_element("text", tick_format(tick), x=left - 8, y=y(tick) + 4, text_anchor="end", fill=AXIS))
     time_ticks, time_format = _time_ticks(first, last, 3 if compact else 5)
-    for index, moment in enumerate(time_ticks):
-        # The outer labels align with the plot's edges so they are never cut off.
-        anchor = "start" if index == 0 else "end" if index == len(time_ticks) - 1 else "middle"
+    plot_width = width - left - right
+    for moment in time_ticks:
+        # Labels near the plot's edges align with them, so they are never cut off.
+        anchor = "start" if x(moment) - left < 50 else "end" if left + plot_width - x(moment) < 50 else "middle"
         parts.append(
             _element("text", moment.strftime(time_format), x=x(moment), y=height - bottom + 18,
                      text_anchor=anchor, fill=AXIS)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from celery.result import AsyncResult
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db.models import (
@@ -376,7 +375,7 @@ def _task_state(task_id: str) -> str:
     if results_compute.app.conf.task_always_eager:
         return ""  # eager runs finish inside the request and store no state to ask about
     try:
-        return AsyncResult(task_id).state
+        return results_compute.AsyncResult(task_id).state
     except Exception:
         # The result backend is the same Redis as the broker: when it is down the
         # page says "unknown" rather than failing.
@@ -464,21 +463,32 @@ class ResultsPage:
         return f"{(1 - self.experiment.alpha) * 100:g}"
 
 
+def snapshot_schema_problem(snapshot: ResultSnapshot) -> str:
+    """Why this code cannot read the snapshot's document ("" when it can)."""
+    stored = snapshot.data.get("schema_version") if isinstance(snapshot.data, dict) else None
+    if snapshot.schema_version == SCHEMA_VERSION and stored == SCHEMA_VERSION:
+        return ""
+    version = snapshot.schema_version if snapshot.schema_version != SCHEMA_VERSION else stored
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        # A newer pipeline wrote it: this web process is the old one (a deploy in progress).
+        return (
+            f"The latest results were stored in format version {version}, newer than the version "
+            f"{SCHEMA_VERSION} this dashboard reads. Reload once the deployment has finished."
+        )
+    return (
+        f"The latest results were stored in format version {version}, and this dashboard reads version "
+        f"{SCHEMA_VERSION}. Recompute the results to see them here; the old run can still be downloaded as JSON."
+    )
+
+
 def _state(snapshot: ResultSnapshot | None) -> presenters.PageState:
     if snapshot is None:
         return presenters.PageState(
             kind="none", message="No results have been computed for this experiment yet."
         )
-    stored_version = snapshot.data.get("schema_version") if isinstance(snapshot.data, dict) else None
-    if snapshot.schema_version != SCHEMA_VERSION or stored_version != SCHEMA_VERSION:
-        return presenters.PageState(
-            kind="old_schema",
-            message=(
-                f"The latest results were stored in format version {snapshot.schema_version}, and this dashboard "
-                f"reads version {SCHEMA_VERSION}. Recompute the results to see them here; the old run can "
-                "still be downloaded as JSON."
-            ),
-        )
+    problem = snapshot_schema_problem(snapshot)
+    if problem:
+        return presenters.PageState(kind="old_schema", message=problem)
     if snapshot.status != ResultSnapshot.Status.OK:
         return presenters.PageState(kind=snapshot.status, message=snapshot.data.get("message", ""))
     return presenters.PageState(kind="ok")

@@ -175,6 +175,7 @@ class ExportJsonView(_ExportView):
             json.dumps(body, cls=DjangoJSONEncoder, indent=2, allow_nan=False), content_type="application/json"
         )
         response["Content-Disposition"] = f'attachment; filename="{_download_name(self.experiment, snapshot, "json")}"'
+        response["Cache-Control"] = "private, no-store"
         return response
 
 
@@ -185,12 +186,12 @@ class ExportCsvView(_ExportView):
         snapshot = selectors.snapshot_latest(experiment=self.experiment)
         if snapshot is None:
             return self.unavailable("No results have been computed for this experiment yet.")
-        if snapshot.schema_version != ResultSnapshot.SCHEMA_VERSION:
+        problem = selectors.snapshot_schema_problem(snapshot)
+        if problem:
             return self.unavailable(
-                f"The latest results are in format version {snapshot.schema_version}, which this export cannot "
-                "read. Recompute them, or download the JSON export, which keeps any version as stored."
+                f"{problem} The CSV export needs that version too; the JSON export keeps any version as stored."
             )
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response = HttpResponse(content_type="text/csv; charset=utf-8", headers={"Cache-Control": "private, no-store"})
         response["Content-Disposition"] = f'attachment; filename="{_download_name(self.experiment, snapshot, "csv")}"'
         writer = csv.writer(response)
         header = ("experiment", "window_end", *presenters.CSV_COLUMNS)

@@ -279,8 +279,25 @@ def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
     login(client, people["owner"])
     response = client.get(_url("experiment-detail", experiment))
     assert response.status_code == 200
-    assert 'data-state="old_schema"' in response.content.decode()
-    assert "format version" in response.content.decode()
+    html = response.content.decode()
+    assert 'data-state="old_schema"' in html
+    assert "stored in format version 0, and this dashboard reads version 1. Recompute" in html
+    csv_response = client.get(_url("export-csv", experiment))
+    assert csv_response.status_code == 409 and b"format version 0" in csv_response.content
+
+
+def test_a_snapshot_from_a_newer_pipeline_asks_to_wait_for_the_deploy(client, people):
+    experiment = make_experiment(people["owner"], key="new-format")
+    now = timezone.now()
+    ResultSnapshot.objects.create(
+        experiment=experiment, schema_version=ResultSnapshot.SCHEMA_VERSION + 1, status="ok", phase=1,
+        window_start=experiment.started_at, window_end=now, computed_at=now, subjects=10,
+        data={"schema_version": ResultSnapshot.SCHEMA_VERSION + 1, "something": "new"},
+    )
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", experiment))
+    assert response.status_code == 200
+    assert "newer than the version" in response.content.decode()
 
 
 def test_a_snapshot_stored_with_an_older_schema_version_is_never_a_500(client, people):
