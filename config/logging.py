@@ -26,3 +26,27 @@ class RedactSubjectIds(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+def logging_config(*, loggers: dict, root_level: str | None = None) -> dict:
+    """A dictConfig whose one handler writes to stdout through the redaction filter.
+
+    Shared by Django's LOGGING and gunicorn's logconfig_dict, so both redact alike.
+    """
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact_subject_ids": {"()": "config.logging.RedactSubjectIds"}},
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "filters": ["redact_subject_ids"],
+            }
+        },
+        "loggers": loggers,
+    }
+    if root_level is not None:
+        config["root"] = {"handlers": ["console"], "level": root_level}
+    return config

@@ -161,3 +161,20 @@ def test_celery_is_configured_for_safe_redelivery():
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
     assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def test_gunicorn_access_lines_are_redacted_like_the_apps():
+    import logging
+    import runpy
+
+    config = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))["logconfig_dict"]
+    assert config["handlers"]["console"]["filters"] == ["redact_subject_ids"]
+    from config.logging import RedactSubjectIds
+
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1,
+        '%s "GET /api/v1/recommendations/%s?limit=5 HTTP/1.1" 200', ("127.0.0.1", "user-123"), None,
+    )
+    RedactSubjectIds().filter(record)
+    assert "user-123" not in record.getMessage()
+    assert "/api/v1/recommendations/<subject>?limit=5" in record.getMessage()
