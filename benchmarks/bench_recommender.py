@@ -223,6 +223,9 @@ figures = {
     "read": measure(lambda r: recommendations_for_subject(subject_id=r, limit=20)),
     "endpoint": measure(lambda r: client.get(f"/api/v1/recommendations/{r}?limit=20")),
 }
+# The impression tasks queued above have no worker here: drop them with the bench's other data.
+from config.celery import app as celery_app
+celery_app.control.purge()
 load = open("/proc/loadavg").read().split()[0] if __import__("os").path.exists("/proc/loadavg") else "?"
 print(json.dumps({**figures, "personal": personal, "backend": connection.vendor, "load": load}))
 """

@@ -318,8 +318,11 @@ class PopularityStrategy(Strategy):
 # --- item-item collaborative filtering ------------------------------------------------
 
 
-def bm25_weight(matrix: sp.csr_matrix, *, k1: float = 100.0, b: float = 0.8) -> sp.csr_matrix:
-    """BM25 weighting of a subjects × items matrix (items as documents, subjects as terms)."""
+def bm25_weight(matrix: sp.csr_matrix, *, k1: float = 1.2, b: float = 0.75) -> sp.csr_matrix:
+    """BM25 weighting of a subjects × items matrix (items as documents, subjects as terms).
+
+    The formula and defaults of implicit's ``BM25Recommender``, so the two can be compared.
+    """
     items_by_subject = matrix.T.tocsr().astype(np.float64)
     coo = items_by_subject.tocoo()
     n_items = float(items_by_subject.shape[0])
@@ -430,7 +433,8 @@ class ItemItemStrategy(Strategy):
         self.explain = explain
         # A purchase counts once however often it is repeated (a click half): otherwise the
         # staples a subject re-buys every week dominate both the similarities and their scores.
-        self.saturate = saturate
+        # BM25 saturates repeats itself (its k1), so it gets the raw counts, as implicit does.
+        self.saturate = saturate and weighting == "cosine"
         self.chunk = chunk
 
     def params(self) -> dict:
