@@ -9,18 +9,15 @@
 
 import json
 import multiprocessing
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks.services import ROOT, gunicorn, service_env
 from benchmarks.table import Row, median_seconds
 
-ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 100_000
 CONCURRENCY = 16
 LOAD_PROCESSES = 2
@@ -66,26 +63,6 @@ def _in_process(quick: bool) -> Row:
 
 
 # --- the endpoint ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _service_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench"),
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-        "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
-        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_LOG_LEVEL": "WARNING",
-    }
 
 
 _SETUP = """
@@ -154,30 +131,14 @@ def _load_worker(args) -> tuple[list[float], list[str]]:
 
 
 def _endpoint(quick: bool) -> list[Row]:
-    env = _service_env()
+    env = service_env()
     if shutil.which("createdb"):
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "privacylab_bench"], capture_output=True)
     setup = subprocess.run([sys.executable, "-c", _SETUP], cwd=ROOT, env=env, capture_output=True, text=True)
     if setup.returncode != 0:
         return [Row("assignment endpoint", f"not run: {setup.stderr.strip().splitlines()[-1]}")]
     key = json.loads(setup.stdout.strip().splitlines()[-1])["key"]
-    port = _free_port()
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--config", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
-            "--workers", "3", "--access-logfile", "/dev/null",
-        ],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with gunicorn(workers=3, env=env) as port:
         subjects = [f"bench-{i}" for i in range(2000)]
         per_thread = 50 if quick else 250
         threads = CONCURRENCY // LOAD_PROCESSES
@@ -189,9 +150,6 @@ def _endpoint(quick: bool) -> list[Row]:
                 _load_worker, [(port, key, subjects, threads, per_thread) for _ in range(LOAD_PROCESSES)]
             )
             elapsed = time.perf_counter() - started
-    finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
     latencies = sorted(latency for batch, _ in results for latency in batch)
     errors = [error for _, batch in results for error in batch]
     if errors or not latencies:

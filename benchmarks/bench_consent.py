@@ -14,12 +14,12 @@ Runs in a child process against the services (``BENCH_DATABASE_URL``,
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.services import service_env
 from benchmarks.table import Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,26 +114,13 @@ print(json.dumps(result))
 """
 
 
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench"),
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-        "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
-        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_LOG_LEVEL": "WARNING",
-    }
-
-
 def run(quick: bool) -> list[Row]:
     if shutil.which("createdb"):
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "privacylab_bench"], capture_output=True)
     child = subprocess.run(
         [sys.executable, "-c", _SCRIPT, "1" if quick else "0"],
         cwd=ROOT,
-        env=_env(),
+        env=service_env(),
         capture_output=True,
         text=True,
     )
