@@ -104,16 +104,21 @@ def _load_worker(args) -> tuple[list[float], list[str]]:
         for i in range(requests):
             body = json.dumps({"subject_id": subject_ids[(offset * requests + i) % len(subject_ids)]})
             started = time.perf_counter()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request(
-                "POST",
-                "/api/v1/assignments",
-                body=body,
-                headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
-            )
-            response = conn.getresponse()
-            response.read()
-            conn.close()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request(
+                    "POST",
+                    "/api/v1/assignments",
+                    body=body,
+                    headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+            except OSError as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                continue
             if response.status != 200:
                 with lock:
                     errors.append(f"HTTP {response.status}")
