@@ -2,7 +2,9 @@
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -11,7 +13,15 @@ from tests.recommender.factories import bought, build, catalog, experiment_with,
 
 @pytest.fixture
 def recommender_schema(db):
-    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+    # Like Django's test client: a request must not close the test's connection,
+    # which holds the test's transaction (on PostgreSQL a closed one fails the next query).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        yield schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
