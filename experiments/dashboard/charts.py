@@ -264,7 +264,8 @@ _TIME_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2
 def _time_ticks(first: datetime, last: datetime, count: int) -> tuple[list[datetime], str]:
     """Round moments (on the hour, at midnight, in the datetimes' own zone) inside ``[first, last]``."""
     span = (last - first).total_seconds()
-    step = next((s for s in _TIME_STEPS if span / s <= count + 0.5), _TIME_STEPS[-1] * math.ceil(span / count / _TIME_STEPS[-1]))
+    longest = _TIME_STEPS[-1]
+    step = next((s for s in _TIME_STEPS if span / s <= count + 0.5), longest * math.ceil(span / count / longest))
     offset = first.utcoffset().total_seconds() if first.utcoffset() else 0.0
     start = math.ceil((first.timestamp() + offset) / step) * step - offset
     ticks = []

@@ -216,7 +216,9 @@ def arm_headers(*, experiment: Experiment) -> list[ArmHeader]:
     ]
 
 
-def effect_history(*, experiment: Experiment, phase: int, max_points: int = HISTORY_POINTS) -> list[tuple[datetime, list]]:
+def effect_history(
+    *, experiment: Experiment, phase: int, max_points: int = HISTORY_POINTS
+) -> list[tuple[datetime, list]]:
     """``(window_end, overall comparisons)`` of the phase's readable runs, oldest first, thinned evenly."""
     runs = list(
         ResultSnapshot.objects.filter(
@@ -459,8 +461,9 @@ class ResultsPage:
 
     @property
     def confidence(self) -> str:
-        """The intervals' level in percent ("95"), from the experiment's alpha."""
-        return f"{(1 - self.experiment.alpha) * 100:g}"
+        """The intervals' level in percent ("95"): the alpha the run used, else the experiment's."""
+        alpha = (self.document.get("experiment") or {}).get("alpha") or self.experiment.alpha
+        return f"{(1 - alpha) * 100:g}"
 
 
 def snapshot_schema_problem(snapshot: ResultSnapshot) -> str:
@@ -569,7 +572,9 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
         description=(
             f"Relative lift in percent with its {page.confidence}% interval (Holm-adjusted significance colours "
             "the point). "
-            + " ".join(f"{row.group}, {row.label}: {presenters.relative_tick(row.estimate)}." for row in page.forest_rows)
+            + " ".join(
+                f"{row.group}, {row.label}: {presenters.relative_tick(row.estimate)}." for row in page.forest_rows
+            )
         ),
         axis_label="Relative lift vs control (%) — the dashed line is no effect",
         axis_label_short="Relative lift vs control (%)",
@@ -592,7 +597,8 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
             title=f"Cumulative effect on {metric.label} over time",
             description=(
                 f"Each line is a treatment arm's cumulative difference from the control in {metric.label} "
-                f"({metric.difference_unit or 'units'}) at each analysis run, with its {page.confidence}% interval as a band; "
+                f"({metric.difference_unit or 'units'}) at each analysis run, with its {page.confidence}% "
+                "interval as a band; "
                 f"{sum(len(s.points) for s in page.timeline_series)} points from {len(history)} runs."
             ),
             y_label=f"Δ {metric.label} ({metric.difference_unit})" if metric.difference_unit else f"Δ {metric.label}",

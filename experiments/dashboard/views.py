@@ -42,7 +42,8 @@ class ExperimentListView(LoginRequiredMixin, TemplateView):
             user=request.user, status=filters.get("status", ""), owner=filters.get("owner")
         )
         page = Paginator(experiments, EXPERIMENTS_PER_PAGE).get_page(request.GET.get("page"))
-        kept = {"status": filters.get("status", ""), "owner": filters["owner"].get_username() if filters.get("owner") else ""}
+        owner = filters.get("owner")
+        kept = {"status": filters.get("status", ""), "owner": owner.get_username() if owner else ""}
         context = self.get_context_data(
             form=form,
             filter_query=urlencode({name: value for name, value in kept.items() if value}),

@@ -49,20 +49,28 @@ PHONE = {"width": 390, "height": 844}
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
-@pytest.fixture
-def chromium(monkeypatch):
-    if not CHROMIUM.exists():
-        reason = f"Chromium is not installed at {CHROMIUM} (Debian package 'chromium'; .ci/run installs it)"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
+def chromium_path(path: Path = CHROMIUM, *, required: bool | None = None) -> Path:
+    """The browser to launch; a skip (or with REQUIRE_SERVICES=1 a failure) when it is missing."""
+    if required is None:
+        required = os.environ.get("REQUIRE_SERVICES") == "1"
+    if not path.exists():
+        reason = f"Chromium is not installed at {path} (Debian package 'chromium'; .ci/run installs it)"
+        if required:
             pytest.fail(f"REQUIRE_SERVICES=1, but {reason}")
         pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread; the
     # test's own ORM calls (fixtures, assertions) are still plain sync code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(executable), headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -116,7 +124,8 @@ def test_an_owner_reads_recomputes_and_downloads(chromium, live_server, analysed
     rows = page.locator("#results-table tbody tr[data-metric]")
     assert rows.count() == 2 * 7
     assert page.locator('#results-table tr[data-arm="arm-1"][data-metric="gmv"]').get_attribute("data-tone") == "good"
-    assert page.locator('#results-table tr[data-arm="arm-2"][data-metric="opt_out"]').get_attribute("data-tone") == "bad"
+    opt_out = page.locator('#results-table tr[data-arm="arm-2"][data-metric="opt_out"]')
+    assert opt_out.get_attribute("data-tone") == "bad"  # more opt-outs: worse
     assert page.locator("#results-table .badge.cuped").count() >= 1
 
     # The trade-off chart is drawn: a real SVG of real size with one point per treatment arm.
@@ -211,3 +220,13 @@ def test_login_page_and_a_hidden_experiment(chromium, live_server, analysed, peo
     assert response.status == 404
     assert "No experiment here" in page.content()
     context.close()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_missing_browser_skips_unless_services_are_required(tmp_path):
+    missing = tmp_path / "no-chromium-here"
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        chromium_path(missing, required=False)
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_SERVICES=1"):
+        chromium_path(missing, required=True)
+    assert chromium_path(Path(__file__), required=True) == Path(__file__)

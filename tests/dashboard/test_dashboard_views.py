@@ -265,7 +265,8 @@ def test_no_snapshot_yet_says_so_and_offers_to_compute(client, people, django_ca
         client.post(_url("recompute", experiment))
     assert client.get(_url("results-json", experiment)).json()["state"] == "ok"
     login(client, people["viewer"])
-    assert "Only the owner and staff can recompute" in client.get(_url("experiment-detail", experiment)).content.decode()
+    viewer_page = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "Only the owner and staff can recompute" in viewer_page
 
 
 def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
@@ -441,7 +442,9 @@ def test_the_json_endpoint_carries_the_page_data(client, analysed, people):
 # --- recompute progress -----------------------------------------------------------------
 
 
-def test_recompute_status_goes_from_idle_to_queued_to_done(client, analysed, people, django_capture_on_commit_callbacks):
+def test_recompute_status_goes_from_idle_to_queued_to_done(
+    client, analysed, people, django_capture_on_commit_callbacks
+):
     login(client, people["owner"])
     status_url = _url("recompute-status", analysed)
     assert client.get(status_url).json()["state"] == "idle"
