@@ -78,6 +78,7 @@ def test_create_an_experiment_with_arms_in_the_admin(staff_client):
             "layer": Experiment._meta.get_field("layer").default(),
             "layer_start": 0, "layer_end": 1, "coverage": 1,
             "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05,
+            "gmv_cap_percentile": 0.99, "pre_exposure_days": 28,
             "arms-TOTAL_FORMS": 2, "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2, "arms-MAX_NUM_FORMS": 1000,
             "arms-0-key": "control", "arms-0-treatment": treatment_a.pk, "arms-0-weight": 1, "arms-0-is_control": "on",
             "arms-1-key": "optin", "arms-1-treatment": treatment_b.pk, "arms-1-weight": 1,
