@@ -123,6 +123,8 @@ def test_one_bad_event_writes_nothing_and_is_named_by_index_and_field(api, subje
             "This field is required.",
         ),
         ({**order(), "type": "refund"}, "events[0].type", "'refund' is not one of order, rec_impression, rec_click."),
+        ({**order(), "type": {}}, "events[0].type", "{} is not one of order, rec_impression, rec_click."),
+        ({**order(), "type": ["order"]}, "events[0].type", "['order'] is not one of order, rec_impression, rec_click."),
         ({**order(), "colour": "red"}, "events[0].colour", "Unknown field."),
         ({**impression(), "amount": 5}, "events[0].amount", "Unknown field."),
         ({k: v for k, v in impression().items() if k != "product_id"}, "events[0].product_id", "This field is required."),
