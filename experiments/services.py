@@ -501,7 +501,9 @@ def _event_clean(index: int, event: object, problems: _Problems, now: datetime) 
         return None
     before = len(problems.errors)
     kind = event.get("type")
-    if not isinstance(kind, str) or kind not in _FIELDS_BY_TYPE:
+    if not isinstance(kind, str):  # a list or an object is not a type (and cannot be looked up)
+        kind = repr(kind)
+    if kind not in _FIELDS_BY_TYPE:
         problems.add(f"{prefix}.type", f"{kind!r} is not one of order, rec_impression, rec_click.")
         allowed = _COMMON_FIELDS | _FIELDS_BY_TYPE[OutcomeEvent.Type.ORDER] | _FIELDS_BY_TYPE[OutcomeEvent.Type.REC_CLICK]
     else:
