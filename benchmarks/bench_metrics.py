@@ -176,9 +176,9 @@ GROUP BY e.arm_id
 def _measure(experiment_id: int, repeats: int) -> dict:
     from datetime import timedelta
 
-    from django.db import connection
+    from django.db import connection, transaction
 
-    from experiments.metrics import metric_statistics
+    from experiments.metrics import METRICS_WORK_MEM, metric_statistics
     from experiments.models import Experiment
 
     experiment = Experiment.objects.get(pk=experiment_id)
@@ -189,7 +189,10 @@ def _measure(experiment_id: int, repeats: int) -> dict:
         assert len(statistics_.arms) == 3 and len(statistics_.segments) == 5 + 7 + 3 + 2
 
     def peer():
-        with connection.cursor() as cursor:
+        # The same session settings as the pipeline's statement (its work_mem), so the
+        # comparison is of the two queries, not of two configurations.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('work_mem', %s, true)", [METRICS_WORK_MEM])
             cursor.execute(BARE_MINIMUM, [experiment_id])
             assert len(cursor.fetchall()) == 3
 

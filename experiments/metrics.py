@@ -44,7 +44,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import connections
+from django.conf import settings
+from django.db import connections, transaction
 from django.utils import timezone
 
 from consent.models import ConsentEvent, Purpose, Subject
@@ -60,6 +61,8 @@ from experiments.stats import (
 SEGMENT_DIMENSIONS = ("age_band", "province", "platform", "customer")
 UNKNOWN_SEGMENT = "unknown"
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
+# PostgreSQL work_mem for the metric statement (SET LOCAL: this transaction only).
+METRICS_WORK_MEM = getattr(settings, "PRIVACYLAB_METRICS_WORK_MEM", "64MB")
 
 # Metric key → (statistic kind, higher is better). The order is the report's order.
 METRICS: dict[str, tuple[str, bool]] = {
@@ -129,9 +132,11 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
     if vendor == "postgresql":
         return {
             "pre_start": "e.first_exposed_at - %(pre_window)s",
+            # PostgreSQL hashes and parallelises: one join of the exposures with one
+            # stream of events and decisions, one aggregation per exposure.
+            "facts": _FACTS_STREAM,
             "float": "double precision",
             "consent_purpose": "c.purpose_id",
-            "materialized": "MATERIALIZED",
             "cap": (
                 "cap AS (SELECT CASE WHEN CAST(%(cap_percentile)s AS double precision) IS NULL THEN NULL ELSE "
                 "percentile_cont(CAST(%(cap_percentile)s AS double precision)) WITHIN GROUP (ORDER BY gmv) "
@@ -144,11 +149,13 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
         return {
             # Django's own SQLite function, exact to the microsecond in its storage format.
             "pre_start": "django_format_dtdelta('-', e.first_exposed_at, %(pre_window_us)s)",
+            # SQLite walks indexes: per exposure, its events and its decisions by
+            # subject, stacked, then summed per exposure.
+            "facts": _FACTS_STACKED,
             "float": "REAL",
             # Unary plus keeps SQLite's planner off the (purpose, time) index, which would
             # scan every decision of the window per exposure, and on (subject, purpose).
             "consent_purpose": "+c.purpose_id",
-            "materialized": "MATERIALIZED",
             "cap": """
     buyers AS MATERIALIZED (SELECT gmv FROM per_subject WHERE gmv > 0),
     rank_of AS (
@@ -170,48 +177,71 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
 
 _SQL = """/* {marker} */
 WITH
-exposed AS {materialized} (
-    SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe,
-           {pre_start} AS pre_start,
-           COALESCE(NULLIF(s.age_band, ''), '{unknown}') AS age_band,
-           COALESCE(NULLIF(s.province, ''), '{unknown}') AS province,
-           COALESCE(NULLIF(s.platform, ''), '{unknown}') AS platform
+exposure_window AS NOT MATERIALIZED (
+    SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe, {pre_start} AS pre_start
     FROM {exposure} e
-    JOIN {subject} s ON s.{subject_pk} = e.subject_id
     WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
       AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
 ),
-facts AS (
+{facts}{cap},
+capped AS (
+    SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
+        p.opted_out, p.consented,
+        CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
+        CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
+        CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv
+    FROM per_subject p CROSS JOIN cap
+),
+cells AS (
+    -- One pass over the subjects into the cells arm × every segment dimension (a few
+    -- hundred rows); the per-arm and per-segment sums below add up cells.
+    SELECT arm_id, age_band, province, platform, customer, {cell_aggregates}
+    FROM capped
+    GROUP BY arm_id, age_band, province, platform, customer
+)
+{selects}
+UNION ALL
+SELECT 'cap', '', NULL, cap, {padding} FROM cap
+"""
+
+_FACTS_STACKED = """facts AS (
     -- Three kinds of per-exposure facts, stacked and then summed per exposure: no
     -- join between aggregates, so no engine ever matches them row by row.
-    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform,
+    SELECT x.exposure_id, CAST(NULL AS BIGINT) AS arm_id,
+        CAST(NULL AS TEXT) AS age_band, CAST(NULL AS TEXT) AS province, CAST(NULL AS TEXT) AS platform,
         COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS orders,
         SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at >= x.fe) AS gmv,
         SUM(o.amount) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_gmv,
         COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_orders,
         COUNT(*) FILTER (WHERE o.type = 'rec_impression') AS impressions,
         COUNT(*) FILTER (WHERE o.type = 'rec_click') AS clicks,
-        0 AS opted_out, NULL AS last_grant, NULL AS last_withdraw
-    FROM exposed x
+        0 AS opted_out, CAST(NULL AS BIGINT) AS last_grant, CAST(NULL AS BIGINT) AS last_withdraw
+    FROM exposure_window x
     JOIN {event} o ON o.subject_id = x.subject_id
     WHERE o.occurred_at < %(window_end)s
       AND (o.occurred_at >= x.fe OR (o.type = 'order' AND o.occurred_at >= x.pre_start))
-    GROUP BY x.exposure_id, x.arm_id, x.age_band, x.province, x.platform
+    GROUP BY x.exposure_id
     UNION ALL
-    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform, 0, 0, 0, 0, 0, 0,
+    SELECT x.exposure_id, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0,
         MAX(CASE WHEN c.action = 'withdraw' THEN 1 ELSE 0 END),
         MAX(CASE WHEN c.action = 'grant' THEN c.id END),
         MAX(CASE WHEN c.action = 'withdraw' THEN c.id END)
-    FROM exposed x
+    FROM exposure_window x
     JOIN {consent} c ON c.subject_id = x.subject_id
     WHERE {consent_purpose} = %(purpose)s AND c.recorded_at >= x.fe AND c.recorded_at < %(window_end)s
-    GROUP BY x.exposure_id, x.arm_id, x.age_band, x.province, x.platform
+    GROUP BY x.exposure_id
     UNION ALL
-    SELECT x.exposure_id, x.arm_id, x.age_band, x.province, x.platform, 0, 0, 0, 0, 0, 0, 0, NULL, NULL
-    FROM exposed x
+    SELECT x.exposure_id, x.arm_id,
+        COALESCE(NULLIF(s.age_band, ''), '{unknown}'),
+        COALESCE(NULLIF(s.province, ''), '{unknown}'),
+        COALESCE(NULLIF(s.platform, ''), '{unknown}'),
+        0, 0, 0, 0, 0, 0, 0, NULL, NULL
+    FROM exposure_window x
+    JOIN {subject} s ON s.{subject_pk} = x.subject_id
 ),
-per_subject AS {materialized} (
-    SELECT f.arm_id, f.age_band, f.province, f.platform,
+per_subject AS MATERIALIZED (
+    SELECT MAX(f.arm_id) AS arm_id, MAX(f.age_band) AS age_band, MAX(f.province) AS province,
+        MAX(f.platform) AS platform,
         CASE WHEN SUM(f.pre_orders) > 0 THEN 'returning' ELSE 'new' END AS customer,
         SUM(f.orders) AS orders,
         CAST(SUM(f.gmv) AS {float}) AS gmv,
@@ -223,40 +253,91 @@ per_subject AS {materialized} (
               AND (MAX(f.last_withdraw) IS NULL OR MAX(f.last_grant) > MAX(f.last_withdraw))
              THEN 1 ELSE 0 END AS consented
     FROM facts f
-    GROUP BY f.exposure_id, f.arm_id, f.age_band, f.province, f.platform
+    GROUP BY f.exposure_id
     -- A fixed order makes every floating-point sum below add up in the same
     -- order on every run, however the database parallelised the aggregation.
     ORDER BY f.exposure_id
 ),
-{cap},
-capped AS (
-    SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
-        p.opted_out, p.consented,
-        CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
-        CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
-        CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv
-    FROM per_subject p CROSS JOIN cap
-)
-{selects}
-UNION ALL
-SELECT 'cap', '', NULL, cap, {padding} FROM cap
 """
 
-_AGGREGATES = """COUNT(*), SUM(converted), SUM(opted_out), SUM(consented),
-        SUM(gmv), SUM(gmv * gmv), SUM(pre_gmv), SUM(pre_gmv * pre_gmv), SUM(gmv * pre_gmv),
-        SUM(orders), SUM(orders * orders), SUM(gmv * orders),
-        SUM(impressions), SUM(impressions * impressions), SUM(clicks), SUM(clicks * clicks),
-        SUM(clicks * impressions)"""
+_FACTS_STREAM = """stream AS NOT MATERIALIZED (
+    -- Outcome events and personalization decisions in one stream, so one join
+    -- with the exposures and one aggregation per exposure cover both.
+    SELECT o.subject_id, o.type AS kind, o.occurred_at AS at, o.amount, CAST(NULL AS BIGINT) AS ledger_id
+    FROM {event} o
+    WHERE o.occurred_at < %(window_end)s
+    UNION ALL
+    SELECT c.subject_id, c.action, c.recorded_at, NULL, c.id
+    FROM {consent} c
+    WHERE {consent_purpose} = %(purpose)s AND c.recorded_at < %(window_end)s
+),
+per_exposure AS (
+    SELECT x.exposure_id,
+        COUNT(*) FILTER (WHERE s.kind = 'order' AND s.at >= x.fe) AS orders,
+        SUM(s.amount) FILTER (WHERE s.kind = 'order' AND s.at >= x.fe) AS gmv,
+        SUM(s.amount) FILTER (WHERE s.kind = 'order' AND s.at < x.fe) AS pre_gmv,
+        COUNT(*) FILTER (WHERE s.kind = 'order' AND s.at < x.fe) AS pre_orders,
+        COUNT(*) FILTER (WHERE s.kind = 'rec_impression') AS impressions,
+        COUNT(*) FILTER (WHERE s.kind = 'rec_click') AS clicks,
+        COUNT(*) FILTER (WHERE s.kind = 'withdraw') AS withdrawals,
+        MAX(s.ledger_id) FILTER (WHERE s.kind = 'grant') AS last_grant,
+        MAX(s.ledger_id) FILTER (WHERE s.kind = 'withdraw') AS last_withdraw
+    FROM exposure_window x
+    JOIN stream s ON s.subject_id = x.subject_id
+    -- After exposure: everything; before it: only orders of the pre-exposure window.
+    WHERE s.at >= x.fe OR (s.kind = 'order' AND s.at >= x.pre_start)
+    GROUP BY x.exposure_id
+),
+per_subject AS MATERIALIZED (
+    SELECT x.arm_id,
+        COALESCE(NULLIF(u.age_band, ''), '{unknown}') AS age_band,
+        COALESCE(NULLIF(u.province, ''), '{unknown}') AS province,
+        COALESCE(NULLIF(u.platform, ''), '{unknown}') AS platform,
+        CASE WHEN COALESCE(p.pre_orders, 0) > 0 THEN 'returning' ELSE 'new' END AS customer,
+        COALESCE(p.orders, 0) AS orders,
+        CAST(COALESCE(p.gmv, 0) AS {float}) AS gmv,
+        CAST(COALESCE(p.pre_gmv, 0) AS {float}) AS pre_gmv,
+        COALESCE(p.impressions, 0) AS impressions,
+        COALESCE(p.clicks, 0) AS clicks,
+        CASE WHEN COALESCE(p.withdrawals, 0) > 0 THEN 1 ELSE 0 END AS opted_out,
+        CASE WHEN p.last_grant IS NOT NULL AND (p.last_withdraw IS NULL OR p.last_grant > p.last_withdraw)
+             THEN 1 ELSE 0 END AS consented
+    FROM exposure_window x
+    JOIN {subject} u ON u.{subject_pk} = x.subject_id
+    LEFT JOIN per_exposure p ON p.exposure_id = x.exposure_id
+    -- A fixed order makes every floating-point sum below add up in the same
+    -- order on every run, however the database parallelised the aggregation.
+    ORDER BY x.exposure_id
+),
+"""
+
+# Per cell, in the order of _SUMS.
+_AGGREGATES = (
+    "COUNT(*)", "SUM(converted)", "SUM(opted_out)", "SUM(consented)",
+    "SUM(gmv)", "SUM(gmv * gmv)", "SUM(pre_gmv)", "SUM(pre_gmv * pre_gmv)", "SUM(gmv * pre_gmv)",
+    "SUM(orders)", "SUM(orders * orders)", "SUM(gmv * orders)",
+    "SUM(impressions)", "SUM(impressions * impressions)", "SUM(clicks)", "SUM(clicks * clicks)",
+    "SUM(clicks * impressions)",
+)
 
 
-def _selects() -> str:
+def _cell_aggregates() -> str:
+    return ", ".join(f"{expression} AS {name}" for name, expression in zip(_SUMS, _AGGREGATES, strict=True))
+
+
+def _selects(vendor: str) -> str:
+    sums = ", ".join(f"SUM({name})" for name in _SUMS)
     # Identifiers come from the module's constants, never from input.
-    parts = [f"SELECT 'all', '', arm_id, {_AGGREGATES} FROM capped GROUP BY arm_id"]  # noqa: S608
-    for dimension in SEGMENT_DIMENSIONS:
-        parts.append(
-            f"SELECT '{dimension}', {dimension}, arm_id, {_AGGREGATES} FROM capped "  # noqa: S608
-            f"GROUP BY arm_id, {dimension}"
-        )
+    if vendor == "postgresql":
+        dimension = "CASE " + " ".join(
+            f"WHEN GROUPING({name}) = 0 THEN '{name}'" for name in SEGMENT_DIMENSIONS
+        ) + " ELSE 'all' END"
+        value = "COALESCE(" + ", ".join(SEGMENT_DIMENSIONS) + ", '')"
+        sets = ", ".join(["(arm_id)", *(f"(arm_id, {name})" for name in SEGMENT_DIMENSIONS)])
+        return f"SELECT {dimension}, {value}, arm_id, {sums} FROM cells GROUP BY GROUPING SETS ({sets})"  # noqa: S608
+    parts = [f"SELECT 'all', '', arm_id, {sums} FROM cells GROUP BY arm_id"]  # noqa: S608
+    for name in SEGMENT_DIMENSIONS:
+        parts.append(f"SELECT '{name}', {name}, arm_id, {sums} FROM cells GROUP BY arm_id, {name}")  # noqa: S608
     return "\nUNION ALL\n".join(parts)
 
 
@@ -285,9 +366,8 @@ def metric_statistics_sql(
     days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
     pre_window = timedelta(days=days)
     snippets = _vendor_snippets(connection.vendor)
-    sql = _SQL.format(
+    sql = _SQL.replace("{facts}", snippets["facts"]).format(
         marker=QUERY_MARKER,
-        materialized=snippets["materialized"],
         pre_start=snippets["pre_start"],
         float=snippets["float"],
         consent_purpose=snippets["consent_purpose"],
@@ -298,7 +378,8 @@ def metric_statistics_sql(
         subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
         event=connection.ops.quote_name(OutcomeEvent._meta.db_table),
         consent=connection.ops.quote_name(ConsentEvent._meta.db_table),
-        selects=_selects(),
+        selects=_selects(connection.vendor),
+        cell_aggregates=_cell_aggregates(),
         padding=", ".join(["NULL"] * (len(_SUMS) - 1)),
     )
     adapt = connection.ops.adapt_datetimefield_value
@@ -384,7 +465,12 @@ def metric_statistics(
     days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
     percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
     arm_keys = dict(Arm.objects.filter(experiment=experiment).values_list("id", "key"))
-    with connections[using].cursor() as cursor:
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Room for the per-exposure hash tables and sorts, for this statement only
+            # (the default 4 MB makes them spill to disk at a million subjects).
+            cursor.execute("SELECT set_config('work_mem', %s, true)", [METRICS_WORK_MEM])
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     cap: float | None = None
