@@ -330,8 +330,8 @@ def _ingestion(quick: bool) -> Row:
         key = _child("ingest-setup", str(subjects))["key"]
     except Exception as exc:  # noqa: BLE001 — reported in the table
         return Row("POST /api/v1/events ingestion", f"not run: {exc}", passed=False)
-    clients, batches = (2, 5) if quick else (4, 25)
-    workers = 2  # one per core: the load generator needs the rest
+    clients, batches = (2, 5) if quick else (6, 20)
+    workers = 3  # more than the 2 cores: while one worker waits on PostgreSQL another parses
     port = _free_port()
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config", "deploy/gunicorn.conf.py",

@@ -61,8 +61,11 @@ from experiments.stats import (
 SEGMENT_DIMENSIONS = ("age_band", "province", "platform", "customer")
 UNKNOWN_SEGMENT = "unknown"
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
+PLAN_MARKER = "privacylab:metric-shape"  # the two small reads that choose the statement's form
 # PostgreSQL work_mem for the metric statement (SET LOCAL: this transaction only).
 METRICS_WORK_MEM = getattr(settings, "PRIVACYLAB_METRICS_WORK_MEM", "64MB")
+# Above this share of all subjects exposed, the streamed form of the statement wins.
+STREAM_SHARE = getattr(settings, "PRIVACYLAB_METRICS_STREAM_SHARE", 0.3)
 
 # Metric key → (statistic kind, higher is better). The order is the report's order.
 METRICS: dict[str, tuple[str, bool]] = {
@@ -132,9 +135,6 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
     if vendor == "postgresql":
         return {
             "pre_start": "e.first_exposed_at - %(pre_window)s",
-            # PostgreSQL hashes and parallelises: one join of the exposures with one
-            # stream of events and decisions, one aggregation per exposure.
-            "facts": _FACTS_STREAM,
             "float": "double precision",
             "consent_purpose": "c.purpose_id",
             "cap": (
@@ -149,9 +149,6 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
         return {
             # Django's own SQLite function, exact to the microsecond in its storage format.
             "pre_start": "django_format_dtdelta('-', e.first_exposed_at, %(pre_window_us)s)",
-            # SQLite walks indexes: per exposure, its events and its decisions by
-            # subject, stacked, then summed per exposure.
-            "facts": _FACTS_STACKED,
             "float": "REAL",
             # Unary plus keeps SQLite's planner off the (purpose, time) index, which would
             # scan every decision of the window per exposure, and on (subject, purpose).
@@ -349,6 +346,38 @@ def window_for(experiment: Experiment, as_of: datetime | None = None) -> tuple[d
     return start, max(start, end)
 
 
+def shape(*, experiment: Experiment, using: str = "default") -> str:
+    """Which form of the statement suits this experiment: ``indexed`` or ``streamed``.
+
+    *indexed* walks, per exposure, the subject's events and decisions through
+    their subject indexes, and stacks the per-exposure facts: cheap when the
+    experiment's subjects are a small part of the tables, and what SQLite
+    always uses. *streamed* (PostgreSQL) reads events and decisions as one
+    stream, joins it once with the exposures by hashing and aggregates per
+    exposure, in parallel: cheaper once the experiment covers a large share of
+    the subjects (then nearly every row is read anyway). The choice compares
+    the experiment's exposures with the planner's estimate of the subjects.
+    Both forms return the same numbers (tests/experiments/test_metrics.py).
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return "indexed"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"/* {PLAN_MARKER} */ SELECT GREATEST(reltuples, 1) FROM pg_class WHERE oid = %s::regclass",  # noqa: S608
+            [Subject._meta.db_table],
+        )
+        row = cursor.fetchone()
+        subjects = float(row[0]) if row else 1.0
+        cursor.execute(
+            f"/* {PLAN_MARKER} */ SELECT COUNT(*) FROM {connection.ops.quote_name(Exposure._meta.db_table)} "  # noqa: S608
+            "WHERE experiment_id = %s AND phase = %s",
+            [experiment.pk, experiment.phase],
+        )
+        exposures = cursor.fetchone()[0]
+    return "streamed" if exposures >= STREAM_SHARE * subjects else "indexed"
+
+
 def metric_statistics_sql(
     *,
     experiment: Experiment,
@@ -366,7 +395,8 @@ def metric_statistics_sql(
     days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
     pre_window = timedelta(days=days)
     snippets = _vendor_snippets(connection.vendor)
-    sql = _SQL.replace("{facts}", snippets["facts"]).format(
+    facts = _FACTS_STACKED if shape(experiment=experiment, using=using) == "indexed" else _FACTS_STREAM
+    sql = _SQL.replace("{facts}", facts).format(
         marker=QUERY_MARKER,
         pre_start=snippets["pre_start"],
         float=snippets["float"],
@@ -471,6 +501,8 @@ def metric_statistics(
             # Room for the per-exposure hash tables and sorts, for this statement only
             # (the default 4 MB makes them spill to disk at a million subjects).
             cursor.execute("SELECT set_config('work_mem', %s, true)", [METRICS_WORK_MEM])
+            # JIT compilation costs 1–2 s here and gains nothing on this statement.
+            cursor.execute("SELECT set_config('jit', 'off', true)")
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     cap: float | None = None

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import QUERY_MARKER, metric_statistics
+from experiments.metrics import PLAN_MARKER, QUERY_MARKER, metric_statistics, shape
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
     ProportionStatistic,
@@ -38,8 +38,22 @@ def _assert_sums_equal(actual: dict, expected: dict):
             assert actual[key][name] == pytest.approx(value, rel=1e-9, abs=1e-6), (key, name)
 
 
+@pytest.fixture(params=["automatic", "indexed", "streamed"])
+def statement_shape(request, monkeypatch):
+    """Run the pandas comparison with each form of the statement (PostgreSQL has two)."""
+    from django.db import connection
+
+    if request.param != "automatic" and connection.vendor != "postgresql":
+        pytest.skip("SQLite has one form of the statement")
+    if request.param == "indexed":
+        monkeypatch.setattr("experiments.metrics.STREAM_SHARE", 10.0)
+    elif request.param == "streamed":
+        monkeypatch.setattr("experiments.metrics.STREAM_SHARE", 0.0)
+    return request.param
+
+
 @pytest.mark.parametrize(("cap_percentile", "pre_days"), [(0.9, 28), (None, 28), (0.99, 7), (1.0, 0)])
-def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days):
+def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statement_shape):
     ExperimentFactory(arms=2)  # a decoy experiment sharing subjects
     experiment = _experiment(arms=3)
     as_of = timezone.now() - timedelta(days=1)
@@ -107,7 +121,9 @@ def test_one_statement_computes_everything():
     # Besides it, only the arm keys are read (and work_mem set on PostgreSQL); never a per-subject row.
     statements = [
         q["sql"] for q in queries.captured_queries
-        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")) and "set_config('work_mem'" not in q["sql"]
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        and "set_config(" not in q["sql"]
+        and PLAN_MARKER not in q["sql"]  # PostgreSQL: the exposures count that picks the statement's form
     ]
     assert len(statements) == 2
 
@@ -246,3 +262,30 @@ def test_window_ends_when_the_experiment_stopped(one_arm_each):
     stats = metric_statistics(experiment=experiment, gmv_cap_percentile=None)
     assert stats.window_end == experiment.ended_at
     assert stats.arms["control"]["gmv"].sum == pytest.approx(100)
+
+
+@pytest.mark.postgres
+def test_postgresql_picks_the_form_by_the_experiments_share_of_subjects(one_arm_each):
+    experiment, arms = one_arm_each
+    for i in range(20):
+        Subject.objects.create(pseudonym=subject_pseudonym(f"bystander-{i}"))
+    _subject("only", arms["control"], experiment.started_at + timedelta(hours=1))
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE consent_subject")
+    assert shape(experiment=experiment) == "indexed"  # 1 of 21 subjects exposed
+    for i in range(20):
+        Exposure.objects.create(
+            experiment=experiment, arm=arms["arm-1"], subject_id=subject_pseudonym(f"bystander-{i}"),
+            first_exposed_at=experiment.started_at + timedelta(hours=2),
+        )
+    assert shape(experiment=experiment) == "streamed"
+
+
+def test_sqlite_always_walks_the_indexes(one_arm_each):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    assert shape(experiment=one_arm_each[0]) == "indexed"
