@@ -36,9 +36,9 @@ class Command(BaseCommand):
     help = "Run the demo: simulate a 14-day privacy experiment, compute and print its results, serve the UI."
 
     def add_arguments(self, parser):
-        parser.add_argument("--subjects", type=int, default=6000, help="simulated shoppers (default 6,000)")
+        parser.add_argument("--subjects", type=int, default=10_000, help="simulated shoppers (default 10,000)")
         parser.add_argument("--seed", type=int, default=20261128)
-        parser.add_argument("--serve-limit", type=int, default=600, help="shoppers whose lists are read through serving")
+        parser.add_argument("--serve-limit", type=int, default=800, help="shoppers whose lists are read through serving")
         parser.add_argument("--no-serve", action="store_true", help="stop after printing the results")
         parser.add_argument("--addr", default="127.0.0.1:8000")
 
@@ -119,6 +119,15 @@ def _percent(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f}%"
 
 
+def _ordinal(fraction: float) -> str:
+    number = round(fraction * 100, 1)
+    text = f"{number:g}"
+    if number != int(number):
+        return text + "th"
+    suffix = "th" if 10 <= int(number) % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(int(number) % 10, "th")
+    return text + suffix
+
+
 def _idr(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
@@ -172,7 +181,7 @@ def results_table(snapshot: ResultSnapshot) -> str:
     reduction = [c["variance_reduction"] for c in gmv_rows if c.get("variance_reduction") is not None]
     lines.append(
         "  GMV per subject in IDR"
-        + (f", capped at the {settings['gmv_cap_percentile']:.0%} percentile of buyers ({_idr(cap)} IDR)" if cap else ", uncapped")
+        + (f", capped at the {_ordinal(settings['gmv_cap_percentile'])} percentile of buyers ({_idr(cap)} IDR)" if cap else ", uncapped")
         + (
             f"; lift is CUPED-adjusted with {settings['pre_exposure_days']} days of pre-exposure GMV "
             f"(variance reduced {min(reduction):.0%}–{max(reduction):.0%})"
