@@ -99,7 +99,7 @@ elapsed = time.perf_counter() - started
 result["service_events_per_s"] = batches * 1000 / elapsed
 
 _, key = APIKey.objects.create_key(name=f"bench-{run}")
-client = APIClient()
+client = APIClient(HTTP_HOST="127.0.0.1")
 client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
 api_batches = 5 if quick else 20
 bodies = [{"events": [{"subject_id": f"api-{run}-{i}-{j}", "purpose": p, "action": "grant", "notice_version": "1"}
