@@ -149,6 +149,9 @@ def _source_problems(source: ConsentSource) -> list[str]:
     return problems
 
 
+_ACTIONS = frozenset(Action.values)  # (``Action.values`` builds a new list on every access)
+
+
 def consent_events_check(
     *,
     events: Sequence[ConsentEventInput],
@@ -183,9 +186,9 @@ def consent_events_check(
                 "purpose",
                 f"Unknown purpose {event.purpose!r}; expected one of {', '.join(sorted(rules))}.",
             )
-        if event.action not in Action.values:
+        if event.action not in _ACTIONS:
             problem("action", f"{event.action!r} is not one of grant, withdraw.")
-        if rule is not None and event.action in Action.values:
+        if rule is not None and event.action in _ACTIONS:
             version = event.notice_version
             notice = rule.notice(version)
             if event.action == Action.GRANT and not version:
@@ -298,7 +301,7 @@ def _record(
     subjects = sorted(set(pseudonyms))
     results: list[RecordedConsent | None] = [None] * len(events)
     with transaction.atomic():
-        Subject.objects.bulk_create([Subject(pseudonym=p) for p in subjects], ignore_conflicts=True)
+        _subjects_ensure(subjects, now)
         # One writer per subject at a time, so the ledger's id order is each
         # subject's commit order and the derived state follows its last event.
         # (NO KEY: other apps may still insert rows that refer to the subject.)
@@ -366,14 +369,30 @@ def _record(
         if any(conflicts):
             raise ConsentEventsInvalid(conflicts)
         rows = [row for _, row in fresh]
-        ids = _write_events(rows)
-        for (index, row), event_id in zip(fresh, ids, strict=True):
-            results[index] = _recorded(
-                ConsentEvent(id=event_id, **row._asdict()), rules[row.purpose_id], replayed=False
-            )
+        _write_events(rows)
+        for index, row in fresh:
+            results[index] = _recorded(row, rules[row.purpose_id], replayed=False)
         _tally(rows, now)
         consent_cache_invalidate(pseudonyms={row.subject_id for row in rows})
     return [result for result in results if result is not None]
+
+
+def _subjects_ensure(pseudonyms: Sequence[str], now: datetime) -> None:
+    """Create the subjects not yet known (attributes blank), leaving known ones as they are."""
+    if connection.vendor != "postgresql":
+        Subject.objects.bulk_create([Subject(pseudonym=p) for p in pseudonyms], ignore_conflicts=True)
+        return
+    import psycopg
+
+    connection.ensure_connection()
+    table = connection.ops.quote_name(Subject._meta.db_table)
+    # The ORM's bulk_create prepares every row through its fields: 15 ms per 250 subjects.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (pseudonym, age_band, province, platform, first_seen) "  # noqa: S608 — our table
+            "SELECT p, '', '', '', %b FROM unnest(%b::varchar[]) AS p ON CONFLICT DO NOTHING",
+            [now, list(pseudonyms)],
+        )
 
 
 def _write_events(rows: Sequence[_Row]) -> list[int]:
@@ -394,8 +413,8 @@ _WRITE_EVENTS_SQL = """
 WITH written AS (
     INSERT INTO {ledger} ({columns})
     SELECT * FROM unnest(
-        %s::uuid[], %s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[],
-        %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[]
+        %b::uuid[], %b::varchar[], %b::varchar[], %b::varchar[], %b::bigint[], %b::varchar[],
+        %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::timestamptz[]
     )
     RETURNING id, event_id, subject_id, purpose_id, action, notice_id, recorded_at, expires_at
 ), derived AS (
@@ -432,7 +451,7 @@ def _write_events_postgres(rows: Sequence[_Row]) -> list[int]:
     return [ids[row.event_id] for row in rows]
 
 
-def _recorded(row: ConsentEvent, rule: PurposeRule, *, replayed: bool) -> RecordedConsent:
+def _recorded(row: ConsentEvent | _Row, rule: PurposeRule, *, replayed: bool) -> RecordedConsent:
     notice = next((n for n in rule.notices if n.id == row.notice_id), None)
     return RecordedConsent(
         event_id=row.event_id,

@@ -300,11 +300,7 @@ def assignments_for_subject(
     if not matched:
         return []
     pseudonym = subject_pseudonym(subject_id)
-    stored = dict(
-        Exposure.objects.filter(subject_id=pseudonym, experiment_id__in=matched).values_list(
-            "experiment_id", "arm_id"
-        )
-    )
+    stored = _stored_arms(pseudonym, list(matched))
     missing = [experiment_id for experiment_id in matched if experiment_id not in stored]
     if missing:
         stored.update(_record_first_exposures(pseudonym, attributes, missing, matched, now))
@@ -315,6 +311,23 @@ def assignments_for_subject(
             continue
         result.append(Assignment(experiment=config.key, arm=arm.key, treatment=arm.treatment))
     return result
+
+
+def _stored_arms(pseudonym: str, experiment_ids: list[int]) -> dict[int, int]:
+    """``{experiment_id: arm_id}`` of the subject's recorded exposures among these experiments.
+
+    Plain SQL: this is every returning subject's request, and building the
+    ORM query cost more than running it.
+    """
+    table = connection.ops.quote_name(Exposure._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(experiment_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT experiment_id, arm_id FROM {table} "  # noqa: S608 — our table, placeholders only
+            f"WHERE subject_id = %s AND experiment_id IN ({placeholders})",
+            [pseudonym, *experiment_ids],
+        )
+        return dict(cursor.fetchall())
 
 
 def _record_first_exposures(pseudonym, attributes, experiment_ids, matched, now=None) -> dict[int, int]:
@@ -337,11 +350,7 @@ def _record_first_exposures(pseudonym, attributes, experiment_ids, matched, now=
             ],
             ignore_conflicts=True,
         )
-    return dict(
-        Exposure.objects.filter(subject_id=pseudonym, experiment_id__in=experiment_ids).values_list(
-            "experiment_id", "arm_id"
-        )
-    )
+    return _stored_arms(pseudonym, experiment_ids)
 
 
 # --- outcome events --------------------------------------------------------------
@@ -597,7 +606,7 @@ def _same_event(row: dict, clean: dict, pseudonym: str) -> bool:
     )
 
 
-def events_record(*, events: list[dict], now: datetime | None = None) -> EventsRecorded:
+def events_record(*, events: list[dict], now: datetime | None = None, pseudonymous: bool = False) -> EventsRecorded:
     """Record a batch of outcome events: all or nothing, idempotent by ``event_id``.
 
     ``events`` is a list (at most ``MAX_EVENTS_PER_BATCH``) of dicts as the API
@@ -616,15 +625,19 @@ def events_record(*, events: list[dict], now: datetime | None = None) -> EventsR
     time, amount or product is an error. Any error anywhere raises a
     ``ValidationError`` keyed ``events[i].field`` and writes nothing. Events
     and order lines go in with one bulk insert each, in one transaction.
+
+    ``pseudonymous``: the ``subject_id`` values are already pseudonyms. For
+    the platform's own callers (the recommender's impression task), so that
+    no raw id has to travel through the broker to get here.
     """
     now = now or timezone.now()
     cleaned = events_check(events=events, now=now)
     try:
-        return _events_insert(cleaned, now)
+        return _events_insert(cleaned, now, pseudonymous=pseudonymous)
     except IntegrityError:
         # A concurrent request stored one of these ids first: the second pass
         # sees it as a duplicate (or a conflict) instead of inserting it.
-        return _events_insert(cleaned, now)
+        return _events_insert(cleaned, now, pseudonymous=pseudonymous)
 
 
 def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], dict[str, dict]]:
@@ -656,8 +669,10 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], di
     return known, {row["event_id"]: row for row in rows}
 
 
-def _events_insert(cleaned: list[dict], now: datetime) -> EventsRecorded:
-    pseudonyms = [subject_pseudonym(clean["subject_id"]) for clean in cleaned]
+def _events_insert(cleaned: list[dict], now: datetime, *, pseudonymous: bool) -> EventsRecorded:
+    pseudonyms = [
+        clean["subject_id"] if pseudonymous else subject_pseudonym(clean["subject_id"]) for clean in cleaned
+    ]
     problems = _Problems()
     with transaction.atomic():
         known, existing = _existing(sorted(set(pseudonyms)), [clean["event_id"] for clean in cleaned])

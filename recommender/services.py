@@ -32,6 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from consent.models import Purpose, Subject
+from consent.pseudonyms import subject_pseudonym
 from consent.selectors import consenting_subject_ids
 from experiments.models import Arm, Experiment, Exposure, OrderLine, OutcomeEvent, PrivacyTreatment
 from recommender import engine
@@ -706,12 +707,12 @@ def recommendations_serve(*, subject_id: str, limit: int = 20, session: Iterable
     return served
 
 
-def impression_events(*, subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> list[dict]:
+def impression_events(*, pseudonym: str, request_id: str, shown_at: str, items: list[list[str]]) -> list[dict]:
     """One ``rec_impression`` event per item shown, ids fixed by the answer's ``request_id``."""
     return [
         {
             "event_id": f"imp-{request_id}-{position}",
-            "subject_id": subject_id,
+            "subject_id": pseudonym,
             "type": OutcomeEvent.Type.REC_IMPRESSION.value,
             "timestamp": shown_at,
             "product_id": sku,
@@ -728,21 +729,21 @@ def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
     shown = [[item["product"], item["category"]] for item in items]
     try:
         recommendations_impressions_record.apply_async(
-            args=[subject_id, uuid.uuid4().hex, timezone.now().isoformat(), shown],
-            # The message's readable summary (shown by monitoring tools) must not carry the raw id.
+            # The pseudonym, never the raw id: the message is stored in the broker.
+            args=[subject_pseudonym(subject_id), uuid.uuid4().hex, timezone.now().isoformat(), shown],
             argsrepr=f"(<subject>, {len(shown)} items)",
         )
     except Exception as exc:  # the broker is down: the answer still goes out
         logger.warning("recommendation impressions not queued (%s)", type(exc).__name__)
 
 
-def impressions_record(*, subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
+def impressions_record(*, pseudonym: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
     """Record what one answer showed through the outcome-events service; returns how many were new."""
     from experiments.services import events_record
 
-    events = impression_events(subject_id=subject_id, request_id=request_id, shown_at=shown_at, items=items)
+    events = impression_events(pseudonym=pseudonym, request_id=request_id, shown_at=shown_at, items=items)
     try:
-        return events_record(events=events).recorded
+        return events_record(events=events, pseudonymous=True).recorded
     except ValidationError as exc:
         # E.g. the subject was erased meanwhile: nothing to attribute them to. Not retried.
         logger.warning("recommendation impressions not recorded (%s)", "; ".join(sorted(exc.message_dict)))

@@ -40,6 +40,9 @@ def recommendations_build_all(build_key: str | None = None) -> dict:
     retry_backoff_max=300,
     max_retries=5,
 )
-def recommendations_impressions_record(subject_id: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
-    """Record what one recommendation answer showed ([sku, category] per position); idempotent by request id."""
-    return services.impressions_record(subject_id=subject_id, request_id=request_id, shown_at=shown_at, items=items)
+def recommendations_impressions_record(pseudonym: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
+    """Record what one recommendation answer showed ([sku, category] per position); idempotent by request id.
+
+    Takes the subject's pseudonym: the raw id never goes into the broker.
+    """
+    return services.impressions_record(pseudonym=pseudonym, request_id=request_id, shown_at=shown_at, items=items)
