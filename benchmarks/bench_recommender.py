@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.services import service_env
 from benchmarks.table import Row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,22 +233,15 @@ print(json.dumps({**figures, "personal": personal, "backend": connection.vendor,
 
 
 def _serving_env() -> tuple[dict[str, str], str]:
-    env = {
-        **os.environ,
-        "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
-        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_LOG_LEVEL": "WARNING",
-    }
-    database = os.environ.get("BENCH_RECO_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench_reco")
-    redis_url = os.environ.get("BENCH_RECO_REDIS_URL", "redis://127.0.0.1:6379/14")
+    env = service_env(database="privacylab_bench_reco", redis_db=14, database_variable="BENCH_RECO_DATABASE_URL")
+    # The in-process test client's host (the production settings list only real ones).
+    env["DJANGO_ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
     services_up = shutil.which("pg_isready") and subprocess.run(
         ["pg_isready", "-q", "-h", "127.0.0.1"], capture_output=True
     ).returncode == 0
     if services_up:
+        database = env["DATABASE_URL"]
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database.rsplit("/", 1)[1]], capture_output=True)
-        env.update({"DATABASE_URL": database, "REDIS_URL": redis_url})
         return env, "PostgreSQL + Redis"
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)

@@ -39,7 +39,9 @@ def request_bytes(*, method: str, path: str, headers: dict[str, str], body: byte
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _client(port: int, requests: Sequence[bytes], latencies: list[float], errors: list[str]) -> None:
+async def _client(
+    port: int, requests: Sequence[bytes], latencies: list[float], errors: list[str], expect: bytes
+) -> None:
     for raw in requests:
         started = time.perf_counter()
         try:
@@ -51,21 +53,27 @@ async def _client(port: int, requests: Sequence[bytes], latencies: list[float], 
             errors.append(f"{type(exc).__name__}: {exc}")
             continue
         status = reply[9:12]
-        if status != b"200":
+        if status != expect:
             errors.append(f"HTTP {status.decode(errors='replace') or 'no reply'}: {reply[-200:]!r}")
             continue
         latencies.append(time.perf_counter() - started)
 
 
-def closed_loop(*, port: int, requests: Sequence[bytes], concurrency: int) -> LoadResult:
-    """Send ``requests`` over ``concurrency`` clients, each waiting for its reply before the next."""
+def closed_loop(*, port: int, requests: Sequence[bytes], concurrency: int, expect: int = 200) -> LoadResult:
+    """Send ``requests`` over ``concurrency`` clients, each waiting for its reply before the next.
+
+    A reply with another status than ``expect`` is an error, not a latency.
+    """
 
     async def main() -> LoadResult:
         latencies: list[float] = []
         errors: list[str] = []
         started = time.perf_counter()
         await asyncio.gather(
-            *(_client(port, requests[i::concurrency], latencies, errors) for i in range(concurrency))
+            *(
+                _client(port, requests[i::concurrency], latencies, errors, str(expect).encode())
+                for i in range(concurrency)
+            )
         )
         return LoadResult(sorted(latencies), errors, time.perf_counter() - started)
 

@@ -12,12 +12,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def service_env() -> dict[str, str]:
-    """Production settings against a benchmark database and Redis DB (BENCH_* override them)."""
+def service_env(
+    *, database: str = "privacylab_bench", redis_db: int = 15, database_variable: str = "BENCH_DATABASE_URL"
+) -> dict[str, str]:
+    """Production settings against a benchmark database and Redis DB.
+
+    ``database_variable`` (default ``BENCH_DATABASE_URL``) and ``BENCH_REDIS_URL``
+    override them with full URLs.
+    """
     return {
         **os.environ,
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/privacylab_bench"),
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        "DATABASE_URL": os.environ.get(database_variable, f"postgres://postgres@127.0.0.1:5432/{database}"),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db}"),
         "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
         "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
         "DJANGO_SECURE_SSL_REDIRECT": "0",
