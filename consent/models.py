@@ -12,6 +12,7 @@ import uuid
 import pgtrigger
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 from consent.pseudonyms import PSEUDONYM_LENGTH
 
@@ -220,6 +221,10 @@ class ConsentEvent(models.Model):
         blank=True,
         help_text="When this grant lapses (the purpose's validity when given).",
     )
+    # When the platform stored the row (the database's clock at the writing
+    # transaction's start), whatever ``recorded_at`` says: derived data that is
+    # refreshed incrementally finds late or back-dated rows by it.
+    stored_at = models.DateTimeField(db_default=Now(), editable=False)
 
     objects = ConsentEventQuerySet.as_manager()
 
@@ -228,6 +233,7 @@ class ConsentEvent(models.Model):
         indexes = [
             models.Index(fields=["subject", "purpose", "id"], name="consent_event_subject_purpose"),
             models.Index(fields=["purpose", "recorded_at"], name="consent_event_purpose_time"),
+            models.Index(fields=["stored_at"], name="consent_event_stored"),
         ]
         constraints = [
             models.CheckConstraint(

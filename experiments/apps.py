@@ -10,7 +10,7 @@ class ExperimentsConfig(AppConfig):
         # erasure) and the retention purge reach the experiments' personal data
         # through its registry.
         from consent.registry import personal_data_register
-        from experiments.models import Exposure, OrderLine, OutcomeEvent
+        from experiments.models import Exposure, MetricFacts, OrderLine, OutcomeEvent
 
         personal_data_register(
             label="experiments.exposure",
@@ -32,4 +32,13 @@ class ExperimentsConfig(AppConfig):
             subject_field="subject",
             timestamp_field="occurred_at",
             purpose="behavioral_tracking",
+        )
+        # Derived per exposure (the metric facts): exported with the rest, erased
+        # with the exposure (a cascade) or on their own.
+        personal_data_register(
+            label="experiments.metricfacts",
+            export=lambda pseudonym: list(
+                MetricFacts.objects.filter(exposure__subject_id=pseudonym).order_by("pk").values()
+            ),
+            erase=lambda pseudonym: MetricFacts.objects.filter(exposure__subject_id=pseudonym).delete()[0],
         )

@@ -1,10 +1,14 @@
 """The metric pipeline: per-arm and per-segment sufficient statistics, computed in the database.
 
-For one experiment, ONE aggregate SQL statement (PostgreSQL or SQLite) reads
-the exposures, the outcome events and the consent ledger and returns, per arm
-and per segment, the counts, sums, sums of squares and cross-products the stats
-engine needs (``experiments.stats``). No per-subject row ever reaches Python:
-the statement returns one row per (dimension, value, arm).
+For one experiment, two SQL statements (PostgreSQL or SQLite) in one
+transaction: the *refresh* brings the stored per-exposure facts
+(``MetricFacts``: what the metrics need of each exposed subject, read from the
+exposures, the outcome events and the consent ledger) up to the analysis time,
+rewriting only the exposures whose data changed since the last run; the
+*aggregate* returns, per arm and per segment, the counts, sums, sums of
+squares and cross-products the stats engine needs (``experiments.stats``).
+No per-subject row ever reaches Python: the aggregate returns one row per
+(dimension, value, arm).
 
 Per exposed subject of the current phase, counting from the subject's first
 exposure up to the analysis time ``as_of`` (docs/metrics.md has the details):
@@ -35,7 +39,8 @@ Public API::
     stats.segments    # {"platform=ios": {arm_key: {metric: Statistic}}, ...}
     stats.gmv_cap     # the cap the database computed (None: no cap / no buyers)
 
-    sql, params = metric_statistics_sql(experiment=experiment, as_of=now)  # the one statement
+    refresh = metric_facts_refresh(experiment=…, window_start=…, window_end=…, pre_exposure_days=…)
+    sql, params = metric_statistics_sql(experiment=experiment)  # the aggregate over the facts
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from consent.models import ConsentEvent, Purpose, Subject
-from experiments.models import Arm, Experiment, Exposure, Metric, OutcomeEvent
+from experiments.models import (
+    Arm,
+    Experiment,
+    Exposure,
+    Metric,
+    MetricFacts,
+    MetricFactsState,
+    OutcomeEvent,
+)
 from experiments.stats import (
     ProportionStatistic,
     RatioStatistic,
@@ -62,10 +75,14 @@ SEGMENT_DIMENSIONS = ("age_band", "province", "platform", "customer")
 UNKNOWN_SEGMENT = "unknown"
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
 PLAN_MARKER = "privacylab:metric-shape"  # the two small reads that choose the statement's form
+REFRESH_MARKER = "privacylab:metric-facts-refresh"  # the statement that writes the per-exposure facts
 # PostgreSQL work_mem for the metric statement (SET LOCAL: this transaction only).
 METRICS_WORK_MEM = getattr(settings, "PRIVACYLAB_METRICS_WORK_MEM", "64MB")
 # Above this share of all subjects exposed, the streamed form of the statement wins.
 STREAM_SHARE = getattr(settings, "PRIVACYLAB_METRICS_STREAM_SHARE", 0.3)
+# How long a writing transaction may stay open: rows stored this long before a
+# refresh began and committed after it are still found by the next refresh.
+LATE_MARGIN = timedelta(minutes=getattr(settings, "PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES", 15))
 
 # Metric key → (statistic kind, higher is better). The order is the report's order.
 METRICS: dict[str, tuple[str, bool]] = {
@@ -114,6 +131,7 @@ class MetricStatistics:
     arms: dict[str, dict[str, Statistic]]
     segments: dict[str, dict[str, dict[str, Statistic]]]
     sums: dict[str, dict[str, float]] = field(repr=False)  # overall raw sums per arm (for tests, the docs)
+    refresh: FactsRefresh | None = field(default=None, repr=False)  # what the run did to the stored facts
 
     @property
     def subjects(self) -> dict[str, int]:
@@ -174,13 +192,16 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
 
 _SQL = """/* {marker} */
 WITH
-exposure_window AS NOT MATERIALIZED (
-    SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe, {pre_start} AS pre_start
-    FROM {exposure} e
-    WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
-      AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
+per_subject AS MATERIALIZED (
+    SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, impressions, clicks,
+        opted_out, consented
+    FROM {facts_table}
+    WHERE experiment_id = %(experiment_id)s
+    -- A fixed order makes every floating-point sum below add up in the same
+    -- order on every run, however the database scanned the table.
+    ORDER BY exposure_id
 ),
-{facts}{cap},
+{cap},
 capped AS (
     SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
         p.opted_out, p.consented,
@@ -200,6 +221,57 @@ cells AS (
 UNION ALL
 SELECT 'cap', '', NULL, cap, {padding} FROM cap
 """
+
+# The facts of an experiment's exposures, written in one statement: every exposure of
+# the window (a rebuild) or only those whose data may have changed since the last
+# refresh ({changed}), upserted.
+_REFRESH_SQL = """/* {marker} */
+WITH
+{changed}exposure_window AS NOT MATERIALIZED (
+    SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe, {pre_start} AS pre_start
+    FROM {exposure} e
+    WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
+      AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
+      {only_changed}
+),
+{facts}
+INSERT INTO {facts_table} (exposure_id, experiment_id, {fact_columns})
+SELECT exposure_id, %(experiment_id)s, {fact_columns} FROM per_subject
+WHERE true  -- (SQLite needs a WHERE before ON CONFLICT after a SELECT)
+ON CONFLICT (exposure_id) DO UPDATE SET {fact_updates}
+"""
+
+# The exposures whose facts may differ from the stored ones: without facts (exposed
+# since the last cutoff, or recorded late with an earlier time); or whose subject has
+# events or personalization decisions that entered the window since (happened in
+# [previous cutoff, window end)), or that were stored late (since the last refresh
+# began, less the margin).
+_CHANGED = """changed AS MATERIALIZED (
+    SELECT e.id FROM {exposure} e
+    WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
+      AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
+      AND (
+        NOT EXISTS (SELECT 1 FROM {facts_table} f WHERE f.exposure_id = e.id)
+        OR e.subject_id IN (
+            SELECT o.subject_id FROM {event} o WHERE o.stored_at >= %(stored_since)s
+            UNION
+            SELECT o.subject_id FROM {event} o
+            WHERE o.occurred_at >= %(previous_cutoff)s AND o.occurred_at < %(window_end)s
+            UNION
+            SELECT c.subject_id FROM {consent} c WHERE c.stored_at >= %(stored_since)s
+            UNION
+            SELECT c.subject_id FROM {consent} c
+            WHERE c.purpose_id = %(purpose)s
+              AND c.recorded_at >= %(previous_cutoff)s AND c.recorded_at < %(window_end)s
+        )
+      )
+),
+"""
+
+_FACT_COLUMNS = (
+    "arm_id", "age_band", "province", "platform", "customer", "orders", "gmv", "pre_gmv",
+    "impressions", "clicks", "opted_out", "consented",
+)
 
 _FACTS_STACKED = """facts AS (
     -- Three kinds of per-exposure facts, stacked and then summed per exposure: no
@@ -237,7 +309,7 @@ _FACTS_STACKED = """facts AS (
     JOIN {subject} s ON s.{subject_pk} = x.subject_id
 ),
 per_subject AS MATERIALIZED (
-    SELECT MAX(f.arm_id) AS arm_id, MAX(f.age_band) AS age_band, MAX(f.province) AS province,
+    SELECT f.exposure_id, MAX(f.arm_id) AS arm_id, MAX(f.age_band) AS age_band, MAX(f.province) AS province,
         MAX(f.platform) AS platform,
         CASE WHEN SUM(f.pre_orders) > 0 THEN 'returning' ELSE 'new' END AS customer,
         SUM(f.orders) AS orders,
@@ -251,10 +323,7 @@ per_subject AS MATERIALIZED (
              THEN 1 ELSE 0 END AS consented
     FROM facts f
     GROUP BY f.exposure_id
-    -- A fixed order makes every floating-point sum below add up in the same
-    -- order on every run, however the database parallelised the aggregation.
-    ORDER BY f.exposure_id
-),
+)
 """
 
 _FACTS_STREAM = """stream AS NOT MATERIALIZED (
@@ -286,7 +355,7 @@ per_exposure AS (
     GROUP BY x.exposure_id
 ),
 per_subject AS MATERIALIZED (
-    SELECT x.arm_id,
+    SELECT x.exposure_id, x.arm_id,
         COALESCE(NULLIF(u.age_band, ''), '{unknown}') AS age_band,
         COALESCE(NULLIF(u.province, ''), '{unknown}') AS province,
         COALESCE(NULLIF(u.platform, ''), '{unknown}') AS platform,
@@ -302,10 +371,7 @@ per_subject AS MATERIALIZED (
     FROM exposure_window x
     JOIN {subject} u ON u.{subject_pk} = x.subject_id
     LEFT JOIN per_exposure p ON p.exposure_id = x.exposure_id
-    -- A fixed order makes every floating-point sum below add up in the same
-    -- order on every run, however the database parallelised the aggregation.
-    ORDER BY x.exposure_id
-),
+)
 """
 
 # Per cell, in the order of _SUMS.
@@ -378,52 +444,147 @@ def shape(*, experiment: Experiment, using: str = "default") -> str:
     return "streamed" if exposures >= STREAM_SHARE * subjects else "indexed"
 
 
+def _table(connection, model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 def metric_statistics_sql(
-    *,
-    experiment: Experiment,
-    as_of: datetime | None = None,
-    gmv_cap_percentile: float | None | type[...] = ...,
-    pre_exposure_days: int | None = None,
-    using: str = "default",
+    *, experiment: Experiment, gmv_cap_percentile: float | None = None, using: str = "default"
 ) -> tuple[str, list]:
-    """The one aggregate statement of ``metric_statistics`` and its parameters."""
+    """The aggregate statement over the experiment's stored facts, and its parameters."""
     connection = connections[using]
-    window_start, window_end = window_for(experiment, as_of)
-    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
-    if percentile is not None and not 0.0 <= float(percentile) <= 1.0:
-        raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {percentile!r}")
-    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
-    pre_window = timedelta(days=days)
+    if gmv_cap_percentile is not None and not 0.0 <= float(gmv_cap_percentile) <= 1.0:
+        raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {gmv_cap_percentile!r}")
     snippets = _vendor_snippets(connection.vendor)
-    facts = _FACTS_STACKED if shape(experiment=experiment, using=using) == "indexed" else _FACTS_STREAM
-    sql = _SQL.replace("{facts}", facts).format(
+    sql = _SQL.format(
         marker=QUERY_MARKER,
-        pre_start=snippets["pre_start"],
-        float=snippets["float"],
-        consent_purpose=snippets["consent_purpose"],
         cap=snippets["cap"].strip(),
-        unknown=UNKNOWN_SEGMENT,
-        exposure=connection.ops.quote_name(Exposure._meta.db_table),
-        subject=connection.ops.quote_name(Subject._meta.db_table),
-        subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
-        event=connection.ops.quote_name(OutcomeEvent._meta.db_table),
-        consent=connection.ops.quote_name(ConsentEvent._meta.db_table),
+        facts_table=_table(connection, MetricFacts),
         selects=_selects(connection.vendor),
         cell_aggregates=_cell_aggregates(),
         padding=", ".join(["NULL"] * (len(_SUMS) - 1)),
     )
-    adapt = connection.ops.adapt_datetimefield_value
     params = {
         "experiment_id": experiment.pk,
-        "phase": experiment.phase,
-        "window_start": adapt(window_start),
-        "window_end": adapt(window_end),
-        "pre_window": pre_window,
-        "pre_window_us": int(pre_window.total_seconds()) * 1_000_000,
-        "purpose": Purpose.PERSONALIZATION,
-        "cap_percentile": None if percentile is None else float(percentile),
+        "cap_percentile": None if gmv_cap_percentile is None else float(gmv_cap_percentile),
     }
     return _named_to_positional(sql, params)
+
+
+def _refresh_sql(
+    *, experiment: Experiment, form: str, incremental: bool, params: dict, using: str
+) -> tuple[str, list]:
+    connection = connections[using]
+    snippets = _vendor_snippets(connection.vendor)
+    names = {
+        "exposure": _table(connection, Exposure),
+        "subject": _table(connection, Subject),
+        "subject_pk": connection.ops.quote_name(Subject._meta.pk.column),
+        "event": _table(connection, OutcomeEvent),
+        "consent": _table(connection, ConsentEvent),
+        "facts_table": _table(connection, MetricFacts),
+    }
+    facts = (_FACTS_STACKED if form == "indexed" else _FACTS_STREAM).format(
+        float=snippets["float"], consent_purpose=snippets["consent_purpose"], unknown=UNKNOWN_SEGMENT, **names
+    )
+    sql = _REFRESH_SQL.format(
+        marker=REFRESH_MARKER,
+        changed=_CHANGED.format(**names) if incremental else "",
+        only_changed="AND e.id IN (SELECT id FROM changed)" if incremental else "",
+        pre_start=snippets["pre_start"],
+        facts=facts,
+        fact_columns=", ".join(_FACT_COLUMNS),
+        fact_updates=", ".join(f"{column} = excluded.{column}" for column in _FACT_COLUMNS),
+        **names,
+    )
+    return _named_to_positional(sql, params)
+
+
+@dataclass(frozen=True)
+class FactsRefresh:
+    """What ``metric_facts_refresh`` did: ``rebuilt`` every exposure's facts, or ``updated`` the changed ones."""
+
+    kind: str
+    exposures: int  # rows written
+
+
+def metric_facts_refresh(
+    *,
+    experiment: Experiment,
+    window_start: datetime,
+    window_end: datetime,
+    pre_exposure_days: int,
+    using: str = "default",
+) -> FactsRefresh:
+    """Bring the experiment's stored per-exposure facts to the window ``[window_start, window_end)``.
+
+    The facts of an exposure are everything the metrics need of its subject
+    (orders, GMV and the pre-exposure GMV, impressions, clicks, consent
+    decisions, the segment attributes) counted up to the cutoff
+    ``window_end``. A refresh to a later cutoff rewrites only the exposures
+    whose facts can differ: exposed since the previous cutoff, or whose
+    subject has events or decisions that happened in between or were stored
+    since the previous refresh began (less ``LATE_MARGIN``, for transactions
+    still open then). Anything else (an earlier cutoff, another phase,
+    window start or pre-exposure window) rebuilds every exposure's facts.
+    One statement either way, in the caller's transaction, with the
+    experiment's facts locked: concurrent runs take turns, and a run that
+    dies leaves the previous facts as they were.
+    """
+    connection = connections[using]
+    began = timezone.now()  # before anything is read: the next refresh looks back from here
+    with transaction.atomic(using=using):
+        state, _ = (
+            MetricFactsState.objects.using(using).select_for_update().get_or_create(experiment_id=experiment.pk)
+        )
+        incremental = (
+            state.cutoff is not None
+            and state.refreshed_at is not None
+            and state.phase == experiment.phase
+            and state.window_start == window_start
+            and state.pre_exposure_days == pre_exposure_days
+            and state.cutoff <= window_end
+        )
+        adapt = connection.ops.adapt_datetimefield_value
+        params = {
+            "experiment_id": experiment.pk,
+            "phase": experiment.phase,
+            "window_start": adapt(window_start),
+            "window_end": adapt(window_end),
+            "pre_window": timedelta(days=pre_exposure_days),
+            "pre_window_us": pre_exposure_days * 86_400 * 1_000_000,
+            "purpose": Purpose.PERSONALIZATION,
+        }
+        if incremental:
+            params["previous_cutoff"] = adapt(state.cutoff)
+            params["stored_since"] = adapt(state.refreshed_at - LATE_MARGIN)
+            form = "indexed"  # a few subjects: through their indexes
+        else:
+            MetricFacts.objects.using(using).filter(experiment_id=experiment.pk).delete()
+            form = shape(experiment=experiment, using=using)
+        sql, positional = _refresh_sql(
+            experiment=experiment, form=form, incremental=incremental, params=params, using=using
+        )
+        with connection.cursor() as cursor:
+            if form == "streamed":
+                # The streamed form is hash joins by design. Fresh, unanalysed tables (a
+                # simulation just loaded) can mislead the planner into a nested loop over
+                # the per-exposure aggregate: quadratic, minutes instead of a second.
+                cursor.execute("SELECT set_config('enable_nestloop', 'off', true)")
+            cursor.execute(sql, positional)
+            written = cursor.rowcount
+            if form == "streamed":
+                cursor.execute("SELECT set_config('enable_nestloop', 'on', true)")
+            if written < 0 and connection.vendor == "sqlite":  # its driver counts no WITH … INSERT
+                cursor.execute("SELECT changes()")
+                written = cursor.fetchone()[0]
+        state.phase = experiment.phase
+        state.window_start = window_start
+        state.cutoff = window_end
+        state.pre_exposure_days = pre_exposure_days
+        state.refreshed_at = began
+        state.save(using=using)
+    return FactsRefresh(kind="updated" if incremental else "rebuilt", exposures=max(written, 0))
 
 
 def _number(value) -> float:
@@ -478,33 +639,36 @@ def metric_statistics(
     pre_exposure_days: int | None = None,
     using: str = "default",
 ) -> MetricStatistics:
-    """Every metric's sufficient statistics per arm and per segment: one SQL statement.
+    """Every metric's sufficient statistics per arm and per segment: the facts refreshed, then aggregated.
 
     ``gmv_cap_percentile`` and ``pre_exposure_days`` default to the
     experiment's settings. Arms with no exposure in the window are absent
     from ``arms`` (the caller decides what that means).
     """
-    sql, params = metric_statistics_sql(
-        experiment=experiment,
-        as_of=as_of,
-        gmv_cap_percentile=gmv_cap_percentile,
-        pre_exposure_days=pre_exposure_days,
-        using=using,
-    )
     window_start, window_end = window_for(experiment, as_of)
     days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
     percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
-    arm_keys = dict(Arm.objects.filter(experiment=experiment).values_list("id", "key"))
+    sql, params = metric_statistics_sql(experiment=experiment, gmv_cap_percentile=percentile, using=using)
+    arm_keys = dict(Arm.objects.using(using).filter(experiment=experiment).values_list("id", "key"))
     connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Room for the per-exposure hash tables and sorts, for this statement only
-            # (the default 4 MB makes them spill to disk at a million subjects).
-            cursor.execute("SELECT set_config('work_mem', %s, true)", [METRICS_WORK_MEM])
-            # JIT compilation costs 1–2 s here and gains nothing on this statement.
-            cursor.execute("SELECT set_config('jit', 'off', true)")
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    with transaction.atomic(using=using):
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # Room for the per-exposure hash tables and sorts, for this transaction only
+                # (the default 4 MB makes them spill to disk at a million subjects).
+                cursor.execute("SELECT set_config('work_mem', %s, true)", [METRICS_WORK_MEM])
+                # JIT compilation costs 1–2 s here and gains nothing on these statements.
+                cursor.execute("SELECT set_config('jit', 'off', true)")
+        refresh = metric_facts_refresh(
+            experiment=experiment,
+            window_start=window_start,
+            window_end=window_end,
+            pre_exposure_days=days,
+            using=using,
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
     cap: float | None = None
     overall: dict[str, dict[str, float]] = {}
     by_segment: dict[str, dict[str, dict[str, float]]] = {}
@@ -533,4 +697,5 @@ def metric_statistics(
             for label, arms in sorted(by_segment.items())
         },
         sums=overall,
+        refresh=refresh,
     )

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 
 def new_salt() -> str:
@@ -348,6 +349,9 @@ class OutcomeEvent(models.Model):
     type = models.CharField(max_length=16, choices=Type.choices)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
+    # The database's clock when the row was written, whatever the caller said:
+    # the metric facts refresh finds late and back-dated events by it.
+    stored_at = models.DateTimeField(db_default=Now(), editable=False)
     amount = models.DecimalField(
         max_digits=15, decimal_places=2, null=True, blank=True, help_text="Order value in IDR (orders only)."
     )
@@ -378,6 +382,7 @@ class OutcomeEvent(models.Model):
         indexes = [
             models.Index(fields=["subject", "type", "occurred_at", "amount"], name="outcome_subject_type_time_amt"),
             models.Index(fields=["occurred_at"], name="outcome_event_time"),  # retention, training windows
+            models.Index(fields=["stored_at"], name="outcome_event_stored"),  # metric facts refresh
         ]
         triggers = [pgtrigger.Protect(name="append_only", operation=pgtrigger.Update)]
 
@@ -430,6 +435,60 @@ class OrderLine(models.Model):
         if not self._state.adding:
             raise OutcomeEventIsAppendOnly("Order lines cannot be updated: record a new event instead.")
         super().save(*args, **kwargs)
+
+
+# --- metric facts ----------------------------------------------------------------
+
+
+class MetricFacts(models.Model):
+    """One exposure's per-subject metric values, as of its experiment's facts cutoff.
+
+    Derived data, kept up to date by ``experiments.metrics.metric_facts_refresh``
+    (which rewrites only the exposures whose data changed since the last run),
+    so that a results run aggregates a million of these rows instead of joining
+    every raw event again. Deleted with the exposure (an erasure reaches it).
+    """
+
+    exposure = models.OneToOneField(Exposure, primary_key=True, on_delete=models.CASCADE, related_name="facts")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="+", db_index=False)
+    age_band = models.CharField(max_length=16)
+    province = models.CharField(max_length=64)
+    platform = models.CharField(max_length=16)
+    customer = models.CharField(max_length=9)  # new | returning
+    orders = models.BigIntegerField()
+    gmv = models.FloatField()
+    pre_gmv = models.FloatField()
+    impressions = models.BigIntegerField()
+    clicks = models.BigIntegerField()
+    opted_out = models.PositiveSmallIntegerField()
+    consented = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(opted_out__in=[0, 1]), name="metric_facts_opted_out_flag"),
+            models.CheckConstraint(condition=Q(consented__in=[0, 1]), name="metric_facts_consented_flag"),
+            models.CheckConstraint(condition=Q(customer__in=["new", "returning"]), name="metric_facts_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"metric facts of exposure {self.exposure_id}"
+
+
+class MetricFactsState(models.Model):
+    """What an experiment's ``MetricFacts`` are exact for, and when they were last refreshed."""
+
+    experiment = models.OneToOneField(
+        Experiment, primary_key=True, on_delete=models.CASCADE, related_name="metric_facts_state"
+    )
+    phase = models.PositiveIntegerField(null=True)
+    window_start = models.DateTimeField(null=True)
+    cutoff = models.DateTimeField(null=True, help_text="The facts count what happened before this time.")
+    pre_exposure_days = models.PositiveIntegerField(null=True)
+    refreshed_at = models.DateTimeField(null=True, help_text="Wall-clock time the last refresh began reading.")
+
+    def __str__(self) -> str:
+        return f"metric facts of experiment {self.experiment_id} as of {self.cutoff}"
 
 
 # --- results ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import PLAN_MARKER, QUERY_MARKER, metric_statistics, shape
+from experiments.metrics import PLAN_MARKER, QUERY_MARKER, REFRESH_MARKER, metric_statistics, shape
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
     ProportionStatistic,
@@ -111,21 +111,31 @@ def test_statistic_types_follow_the_metric():
     assert isinstance(no_cuped["gmv"], SampleMeanStatistic)
 
 
-def test_one_statement_computes_everything():
+def test_one_statement_writes_the_facts_and_one_reads_every_metric():
     experiment = _experiment(arms=3)
     seed_experiment(experiment, subjects=60, as_of=timezone.now(), decoys=False)
-    with CaptureQueriesContext(connection) as queries:
-        metric_statistics(experiment=experiment)
-    pipeline = [q["sql"] for q in queries.captured_queries if QUERY_MARKER in q["sql"]]
-    assert len(pipeline) == 1
-    # Besides it, only the arm keys are read (and work_mem set on PostgreSQL); never a per-subject row.
-    statements = [
-        q["sql"] for q in queries.captured_queries
-        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
-        and "set_config(" not in q["sql"]
-        and PLAN_MARKER not in q["sql"]  # PostgreSQL: the exposures count that picks the statement's form
-    ]
-    assert len(statements) == 2
+    for _ in range(2):  # a rebuild, then a refresh
+        with CaptureQueriesContext(connection) as queries:
+            metric_statistics(experiment=experiment)
+        statements = [
+            q["sql"] for q in queries.captured_queries
+            if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
+            and "set_config(" not in q["sql"]  # PostgreSQL: work_mem and JIT for the transaction
+            and PLAN_MARKER not in q["sql"]  # PostgreSQL: the exposures count that picks the statement's form
+        ]
+        assert sum(QUERY_MARKER in sql for sql in statements) == 1
+        assert sum(REFRESH_MARKER in sql for sql in statements) == 1
+        # Besides them only bookkeeping: the arm keys, the facts' state, and on a rebuild the
+        # old facts deleted. No statement reads a per-subject row into Python.
+        for sql in statements:
+            if QUERY_MARKER in sql or REFRESH_MARKER in sql:
+                continue
+            assert (
+                '"experiments_arm"' in sql
+                or '"experiments_metricfactsstate"' in sql
+                or sql.startswith('DELETE FROM "experiments_metricfacts" WHERE')
+                or sql == "SELECT changes()"  # SQLite: how many facts the statement wrote
+            ), sql
 
 
 # --- hand-checked cases ----------------------------------------------------------
@@ -289,3 +299,129 @@ def test_sqlite_always_walks_the_indexes(one_arm_each):
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
     assert shape(experiment=one_arm_each[0]) == "indexed"
+
+
+# --- the stored facts: refreshed incrementally, equal to a rebuild -----------------
+
+
+def _store_everything_long_ago():
+    """Pretend every event and decision so far was stored a day ago.
+
+    Both tables refuse updates (on PostgreSQL by a trigger, which the test steps around).
+    """
+    import contextlib
+
+    import pgtrigger
+
+    long_ago = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(days=1))
+    bypass = (
+        pgtrigger.ignore("experiments.OutcomeEvent:append_only", "consent.ConsentEvent:append_only")
+        if connection.vendor == "postgresql"
+        else contextlib.nullcontext()
+    )
+    with bypass, connection.cursor() as cursor:
+        for table in ("experiments_outcomeevent", "consent_consentevent"):
+            cursor.execute(f"UPDATE {table} SET stored_at = %s", [long_ago])  # noqa: S608 — fixed names
+
+
+def _assert_same_statistics(actual, expected):
+    from dataclasses import asdict
+
+    assert actual.gmv_cap == pytest.approx(expected.gmv_cap, rel=1e-12) if expected.gmv_cap else actual.gmv_cap is None
+    _assert_sums_equal(actual.sums, expected.sums)
+    assert set(actual.segments) == set(expected.segments)
+    for label, arms in expected.segments.items():
+        assert set(actual.segments[label]) == set(arms)
+        for arm, metrics in arms.items():
+            for metric, statistic in metrics.items():
+                got = asdict(actual.segments[label][arm][metric])
+                for name, value in asdict(statistic).items():
+                    assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-6), (label, arm, metric, name)
+
+
+def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_shape):
+    from consent.models import ConsentEvent
+    from experiments.models import MetricFacts, MetricFactsState
+
+    ExperimentFactory(arms=2)  # a decoy experiment sharing subjects
+    experiment = _experiment(arms=3)
+    as_of = timezone.now() - timedelta(days=2)
+    later = as_of + timedelta(hours=3)
+    seed_experiment(experiment, subjects=300, as_of=as_of, seed=11)
+    _store_everything_long_ago()
+    first = metric_statistics(experiment=experiment, as_of=as_of)
+    assert first.refresh.kind == "rebuilt"
+
+    # What reaches the platform after that run, each kind for different subjects, so that
+    # each way of finding a changed exposure is needed: subjects exposed before its cutoff
+    # but recorded late, and after it (no facts yet); for subjects already counted, orders
+    # placed before the cutoff but reported late, and back-dated withdrawals (stored
+    # late). Meanwhile the window moves on over events and decisions stored long ago but
+    # dated after the first cutoff.
+    seed_experiment(experiment, subjects=40, as_of=as_of, seed=12, prefix="late", decoys=False)
+    _store_everything_long_ago()
+    counted = list(
+        Exposure.objects.filter(
+            experiment=experiment, phase=experiment.phase, first_exposed_at__lt=as_of - timedelta(hours=2)
+        ).order_by("id")[:8]
+    )
+    for n, exposure in enumerate(counted[:4]):
+        OutcomeEvent.objects.create(
+            event_id=f"late-order-{n}", subject_id=exposure.subject_id, type="order",
+            occurred_at=exposure.first_exposed_at + timedelta(minutes=30), received_at=timezone.now(),
+            amount=Decimal("123456.78"),
+        )
+    for exposure in counted[4:]:
+        ConsentEvent.objects.create(
+            subject_id=exposure.subject_id, purpose_id=Purpose.PERSONALIZATION, action="withdraw",
+            recorded_at=exposure.first_exposed_at + timedelta(minutes=45),
+        )
+
+    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    assert refreshed.refresh.kind == "updated"
+    in_window = Exposure.objects.filter(
+        experiment=experiment, phase=experiment.phase,
+        first_exposed_at__gte=experiment.started_at, first_exposed_at__lt=later,
+    ).count()
+    assert 0 < refreshed.refresh.exposures < in_window  # only what changed was rewritten
+    assert MetricFacts.objects.filter(experiment=experiment).count() == in_window
+
+    MetricFactsState.objects.filter(experiment=experiment).delete()  # forget: the next run rebuilds
+    rebuilt = metric_statistics(experiment=experiment, as_of=later)
+    assert rebuilt.refresh.kind == "rebuilt"
+    _assert_same_statistics(refreshed, rebuilt)
+
+
+def test_an_earlier_window_another_phase_or_pre_window_rebuild_the_facts():
+    experiment = _experiment(arms=2)
+    as_of = timezone.now() - timedelta(days=1)
+    seed_experiment(experiment, subjects=80, as_of=as_of, seed=5, decoys=False)
+
+    def kind(**kwargs):
+        return metric_statistics(experiment=experiment, **kwargs).refresh.kind
+
+    assert kind(as_of=as_of) == "rebuilt"
+    assert kind(as_of=as_of) == "updated"  # the same window again
+    assert kind(as_of=as_of + timedelta(hours=1)) == "updated"
+    assert kind(as_of=as_of) == "rebuilt"  # earlier than the stored facts
+    assert kind(as_of=as_of, pre_exposure_days=3) == "rebuilt"
+    assert kind(as_of=as_of, gmv_cap_percentile=0.5) == "rebuilt"  # back to the experiment's window
+    assert kind(as_of=as_of, gmv_cap_percentile=0.9) == "updated"  # the cap is applied when reading
+    experiment.phase += 1
+    experiment.save(update_fields=["phase"])
+    assert kind(as_of=as_of) == "rebuilt"
+
+
+def test_the_facts_leave_with_the_subject():
+    from consent.registry import personal_data_sources
+    from experiments.models import MetricFacts
+
+    experiment = _experiment(arms=2)
+    seed_experiment(experiment, subjects=20, as_of=timezone.now(), decoys=False)
+    metric_statistics(experiment=experiment)
+    facts = MetricFacts.objects.select_related("exposure").first()
+    pseudonym = facts.exposure.subject_id
+    source = next(s for s in personal_data_sources() if s.label == "experiments.metricfacts")
+    assert [row["exposure_id"] for row in source.export(pseudonym)] == [facts.pk]
+    Exposure.objects.filter(subject_id=pseudonym).delete()  # what an erasure does
+    assert not MetricFacts.objects.filter(pk=facts.pk).exists()

@@ -3,7 +3,7 @@
 The task is ``acks_late`` and the broker redelivers it when the worker process
 dies (``task_reject_on_worker_lost``); it carries its analysis time, so the
 redelivered run computes the same window and writes the one snapshot of that
-window. Killed while its metric query waits on a lock, the task is redelivered
+window. Killed while its metric facts refresh waits on a lock, the task is redelivered
 and the final snapshot equals a clean in-process run.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from experiments.metrics import QUERY_MARKER
+from experiments.metrics import REFRESH_MARKER
 from experiments.models import Guardrail, ResultSnapshot
 from experiments.results import results_document
 from experiments.tasks import results_compute
@@ -68,7 +68,7 @@ def test_killed_mid_task_the_results_task_is_redelivered_and_counts_once(django_
     as_of = timezone.now().replace(microsecond=0)
 
     with _raw_connection() as blocker:
-        # Hold the events table so the task's metric query blocks: the worker is then
+        # Hold the events table so the task's metric facts refresh blocks: the worker is then
         # provably in the middle of compute_results when it is killed.
         blocker.execute("LOCK TABLE experiments_outcomeevent IN ACCESS EXCLUSIVE MODE")
         result = results_compute.delay(experiment.pk, as_of.isoformat())
@@ -77,11 +77,11 @@ def test_killed_mid_task_the_results_task_is_redelivered_and_counts_once(django_
             with _raw_connection() as observer:
                 row = observer.execute(
                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                    [f"%{QUERY_MARKER}%"],
+                    [f"%{REFRESH_MARKER}%"],
                 ).fetchone()
             return row and row[0]
 
-        _wait_for(blocked_query_pid, 60, "the metric query to block on the lock")
+        _wait_for(blocked_query_pid, 60, "the metric facts refresh to block on the lock")
         children = celery_worker_process.child_pids()
         assert len(children) == 1
         os.kill(children[0], signal.SIGKILL)
