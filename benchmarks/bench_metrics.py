@@ -123,10 +123,11 @@ def _load(experiment, arms, prefix: str, key: str, subjects: int, events: int) -
                    (ARRAY['android','ios','web'])[1 + (i / 35) % 3],
                    now()
             FROM generate_series(1::bigint, {subjects}) AS i""",
-        f"""INSERT INTO experiments_exposure (experiment_id, arm_id, subject_id, phase, first_exposed_at)
+        f"""INSERT INTO experiments_exposure (experiment_id, arm_id, subject_id, phase, first_exposed_at, stored_at)
             SELECT {experiment.pk}, ({arm_ids})[1 + abs(hashint8(i)::bigint) % 3], {pseudonym.format(p=prefix, i='i')}, 1,
-                   {first_exposed.format(start=START, i='i')}
-            FROM generate_series(1::bigint, {subjects}) AS i""",
+                   at, at
+            FROM (SELECT i, {first_exposed.format(start=START, i='i')} AS at
+                  FROM generate_series(1::bigint, {subjects}) AS i) AS exposed""",
         # 8% orders, 85% recommendation impressions, 7% clicks; from 5 days before exposure to
         # 15 days after (so some fall before it: the CUPED covariate; some after the analysis time).
         # Each event is stored when it happens (stored_at = occurred_at), as live traffic is.

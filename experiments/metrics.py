@@ -238,35 +238,42 @@ WITH
 INSERT INTO {facts_table} (exposure_id, experiment_id, {fact_columns})
 SELECT exposure_id, %(experiment_id)s, {fact_columns} FROM per_subject
 WHERE true  -- (SQLite needs a WHERE before ON CONFLICT after a SELECT)
+ORDER BY exposure_id  -- a rebuild lays the rows down in the order they are read in
 ON CONFLICT (exposure_id) DO UPDATE SET {fact_updates}
 """
 
-# The exposures whose facts may differ from the stored ones: without facts (exposed
-# since the last cutoff, or recorded late with an earlier time); or whose subject has
-# events or personalization decisions that entered the window since (happened in
-# [previous cutoff, window end)), or that were stored late (since the last refresh
-# began, less the margin).
+# The exposures whose facts may differ from the stored ones: exposed since the last
+# cutoff, or recorded late (stored since the last refresh began, less the margin,
+# with an earlier first exposure); or whose subject has events or personalization
+# decisions that entered the window since (happened in [previous cutoff, window
+# end)) or were stored late. Each part is an index range scan; the subjects' part
+# finds their exposures through the (experiment, subject) index.
 _CHANGED = """changed AS MATERIALIZED (
     SELECT e.id FROM {exposure} e
-    WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
-      AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
-      AND (
-        NOT EXISTS (SELECT 1 FROM {facts_table} f WHERE f.exposure_id = e.id)
-        OR e.subject_id IN (
-            SELECT o.subject_id FROM {event} o WHERE o.stored_at >= %(stored_since)s
-            UNION
-            SELECT o.subject_id FROM {event} o
-            WHERE o.occurred_at >= %(previous_cutoff)s AND o.occurred_at < %(window_end)s
-            UNION
-            SELECT c.subject_id FROM {consent} c WHERE c.stored_at >= %(stored_since)s
-            UNION
-            SELECT c.subject_id FROM {consent} c
-            WHERE c.purpose_id = %(purpose)s
-              AND c.recorded_at >= %(previous_cutoff)s AND c.recorded_at < %(window_end)s
-        )
-      )
+    WHERE e.experiment_id = %(experiment_id)s
+      AND e.first_exposed_at >= %(previous_cutoff)s AND e.first_exposed_at < %(window_end)s
+    UNION
+    SELECT e.id FROM {exposure} e
+    WHERE e.stored_at >= %(stored_since)s AND e.experiment_id = %(experiment_id)s
+    UNION
+    SELECT e.id FROM {exposure} e
+    JOIN (
+        SELECT o.subject_id FROM {event} o WHERE o.stored_at >= %(stored_since)s
+        UNION
+        SELECT o.subject_id FROM {event} o
+        WHERE o.occurred_at >= %(previous_cutoff)s AND o.occurred_at < %(window_end)s
+        UNION
+        SELECT c.subject_id FROM {consent} c WHERE c.stored_at >= %(stored_since)s
+        UNION
+        SELECT c.subject_id FROM {consent} c
+        WHERE c.purpose_id = %(purpose)s
+          AND c.recorded_at >= %(previous_cutoff)s AND c.recorded_at < %(window_end)s
+    ) AS touched ON touched.subject_id = e.subject_id
+    WHERE e.experiment_id = %(experiment_id)s
 ),
 """
+
+_AVOID_JOINS = {"streamed": ("enable_nestloop",), "indexed": ("enable_hashjoin", "enable_mergejoin")}
 
 _FACT_COLUMNS = (
     "arm_id", "age_band", "province", "platform", "customer", "orders", "gmv", "pre_gmv",
@@ -566,15 +573,17 @@ def metric_facts_refresh(
             experiment=experiment, form=form, incremental=incremental, params=params, using=using
         )
         with connection.cursor() as cursor:
-            if form == "streamed":
-                # The streamed form is hash joins by design. Fresh, unanalysed tables (a
-                # simulation just loaded) can mislead the planner into a nested loop over
-                # the per-exposure aggregate: quadratic, minutes instead of a second.
-                cursor.execute("SELECT set_config('enable_nestloop', 'off', true)")
+            # Each form is one kind of join by design; the planner's estimates of how many
+            # exposures changed, or of fresh, unanalysed tables (a simulation just loaded),
+            # can mislead it into the other: a hash join over every event for a few
+            # changed exposures, or a quadratic nested loop over the per-exposure aggregate.
+            avoid = _AVOID_JOINS[form] if connection.vendor == "postgresql" else ()
+            for setting in avoid:
+                cursor.execute("SELECT set_config(%s, 'off', true)", [setting])
             cursor.execute(sql, positional)
             written = cursor.rowcount
-            if form == "streamed":
-                cursor.execute("SELECT set_config('enable_nestloop', 'on', true)")
+            for setting in avoid:
+                cursor.execute("SELECT set_config(%s, 'on', true)", [setting])
             if written < 0 and connection.vendor == "sqlite":  # its driver counts no WITH … INSERT
                 cursor.execute("SELECT changes()")
                 written = cursor.fetchone()[0]

@@ -290,12 +290,19 @@ class Exposure(models.Model):
     subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="exposures")
     phase = models.PositiveIntegerField(default=1)
     first_exposed_at = models.DateTimeField()
+    # The database's clock when the row was written (see OutcomeEvent.stored_at).
+    stored_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["experiment", "subject"], name="exposure_unique_subject"),
         ]
-        indexes = [models.Index(fields=["experiment", "arm"], name="exposure_experiment_arm")]
+        indexes = [
+            models.Index(fields=["experiment", "arm"], name="exposure_experiment_arm"),
+            # The metric facts refresh: exposures new to the window, or recorded late.
+            models.Index(fields=["experiment", "first_exposed_at"], name="exposure_experiment_time"),
+            models.Index(fields=["stored_at"], name="exposure_stored"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject_id[:12]}… in {self.arm}"
@@ -450,7 +457,8 @@ class MetricFacts(models.Model):
     """
 
     exposure = models.OneToOneField(Exposure, primary_key=True, on_delete=models.CASCADE, related_name="facts")
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    # Indexed with the exposure below: an experiment's facts are read in exposure order.
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+", db_index=False)
     arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="+", db_index=False)
     age_band = models.CharField(max_length=16)
     province = models.CharField(max_length=64)
@@ -470,6 +478,7 @@ class MetricFacts(models.Model):
             models.CheckConstraint(condition=Q(consented__in=[0, 1]), name="metric_facts_consented_flag"),
             models.CheckConstraint(condition=Q(customer__in=["new", "returning"]), name="metric_facts_customer"),
         ]
+        indexes = [models.Index(fields=["experiment", "exposure"], name="metric_facts_experiment")]
 
     def __str__(self) -> str:
         return f"metric facts of exposure {self.exposure_id}"

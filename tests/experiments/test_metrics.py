@@ -304,8 +304,8 @@ def test_sqlite_always_walks_the_indexes(one_arm_each):
 # --- the stored facts: refreshed incrementally, equal to a rebuild -----------------
 
 
-def _store_everything_long_ago():
-    """Pretend every event and decision so far was stored a day ago.
+def _store_everything_long_ago(tables=("experiments_exposure", "experiments_outcomeevent", "consent_consentevent")):
+    """Pretend every row of these tables (exposures, events, decisions) was stored a day ago.
 
     Both tables refuse updates (on PostgreSQL by a trigger, which the test steps around).
     """
@@ -320,7 +320,7 @@ def _store_everything_long_ago():
         else contextlib.nullcontext()
     )
     with bypass, connection.cursor() as cursor:
-        for table in ("experiments_outcomeevent", "consent_consentevent"):
+        for table in tables:
             cursor.execute(f"UPDATE {table} SET stored_at = %s", [long_ago])  # noqa: S608 — fixed names
 
 
@@ -354,12 +354,13 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
 
     # What reaches the platform after that run, each kind for different subjects, so that
     # each way of finding a changed exposure is needed: subjects exposed before its cutoff
-    # but recorded late, and after it (no facts yet); for subjects already counted, orders
+    # but recorded late, and after it (their events and decisions look old); for subjects
+    # already counted, orders
     # placed before the cutoff but reported late, and back-dated withdrawals (stored
     # late). Meanwhile the window moves on over events and decisions stored long ago but
     # dated after the first cutoff.
     seed_experiment(experiment, subjects=40, as_of=as_of, seed=12, prefix="late", decoys=False)
-    _store_everything_long_ago()
+    _store_everything_long_ago(tables=("experiments_outcomeevent", "consent_consentevent"))
     counted = list(
         Exposure.objects.filter(
             experiment=experiment, phase=experiment.phase, first_exposed_at__lt=as_of - timedelta(hours=2)
