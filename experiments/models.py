@@ -478,7 +478,11 @@ class MetricFacts(models.Model):
             models.CheckConstraint(condition=Q(consented__in=[0, 1]), name="metric_facts_consented_flag"),
             models.CheckConstraint(condition=Q(customer__in=["new", "returning"]), name="metric_facts_customer"),
         ]
-        indexes = [models.Index(fields=["experiment", "exposure"], name="metric_facts_experiment")]
+        indexes = [
+            models.Index(fields=["experiment", "exposure"], name="metric_facts_experiment"),
+            # The buyers' GMV, for the cap's percentile.
+            models.Index(fields=["experiment", "gmv"], condition=Q(gmv__gt=0), name="metric_facts_buyers"),
+        ]
 
     def __str__(self) -> str:
         return f"metric facts of exposure {self.exposure_id}"
