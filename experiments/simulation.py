@@ -52,6 +52,7 @@ from tqdm import tqdm
 from consent.models import Purpose
 from consent.services import ConsentEventInput, ConsentSource, consent_record
 from experiments import services
+from experiments.marketplace import CATEGORIES
 from experiments.models import Arm, Experiment, Guardrail, Metric, PrivacyTreatment
 
 logger = logging.getLogger(__name__)
@@ -332,22 +333,6 @@ class Catalog:
 
     def items_of(self, category: int) -> np.ndarray:
         return np.flatnonzero(self.item_category == category)
-
-
-CATEGORIES = (
-    # key, name, sensitive (UU PDP Art. 4(2): health and financial data are specific personal data)
-    ("fashion", "Fashion", False),
-    ("electronics", "Electronics", False),
-    ("home-living", "Home & Living", False),
-    ("beauty", "Beauty", False),
-    ("groceries", "Groceries", False),
-    ("sports", "Sports & Outdoors", False),
-    ("toys", "Toys & Baby", False),
-    ("automotive", "Automotive", False),
-    ("books", "Books & Stationery", False),
-    ("health", "Health & Pharmacy", True),
-    ("financial-products", "Financial Products", True),
-)
 
 
 def catalog_build(*, seed: int, products: int = 400) -> Catalog:

@@ -14,25 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.marketplace import CATEGORIES as BASE_CATEGORIES
 from recommender.engine import TrainingData
 
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 PROVINCES = ("DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali")
 PLATFORMS = ("android", "ios", "web")
 TASTE_CLUSTERS = 5
-BASE_CATEGORIES = (
-    ("fashion", "Fashion", False),
-    ("electronics", "Electronics", False),
-    ("home-living", "Home & Living", False),
-    ("beauty", "Beauty", False),
-    ("groceries", "Groceries", False),
-    ("sports", "Sports & Outdoors", False),
-    ("toys", "Toys & Baby", False),
-    ("automotive", "Automotive", False),
-    ("books", "Books & Stationery", False),
-    ("health", "Health & Pharmacy", True),
-    ("financial-products", "Financial Products", True),
-)
 
 
 @dataclass(frozen=True)
