@@ -10,6 +10,7 @@ status line is checked, so a fast error can never pass for a fast answer.
 """
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ class LoadResult:
 
     def percentile_ms(self, q: float) -> float:
         """The ordinal percentile: the smallest latency with at least q of them at or below it."""
-        index = max(0, min(len(self.latencies) - 1, -(-len(self.latencies) * q // 1) - 1))
-        return self.latencies[int(index)] * 1000
+        index = min(len(self.latencies), max(1, math.ceil(len(self.latencies) * q))) - 1
+        return self.latencies[index] * 1000
 
 
 def request_bytes(*, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

@@ -478,9 +478,7 @@ def metric_statistics_sql(
     return _named_to_positional(sql, params)
 
 
-def _refresh_sql(
-    *, experiment: Experiment, form: str, incremental: bool, params: dict, using: str
-) -> tuple[str, list]:
+def _refresh_sql(*, form: str, incremental: bool, params: dict, using: str) -> tuple[str, list]:
     connection = connections[using]
     snippets = _vendor_snippets(connection.vendor)
     names = {
@@ -574,9 +572,7 @@ def metric_facts_refresh(
         else:
             MetricFacts.objects.using(using).filter(experiment_id=experiment.pk).delete()
             form = shape(experiment=experiment, using=using)
-        sql, positional = _refresh_sql(
-            experiment=experiment, form=form, incremental=incremental, params=params, using=using
-        )
+        sql, positional = _refresh_sql(form=form, incremental=incremental, params=params, using=using)
         with connection.cursor() as cursor:
             # Each form is one kind of join by design; the planner's estimates of how many
             # exposures changed, or of fresh, unanalysed tables (a simulation just loaded),
