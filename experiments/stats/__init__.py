@@ -47,6 +47,25 @@ The statistic type chooses the method: ``SampleMeanStatistic`` and
 ``n`` subjects (the exposed subjects of that arm); ``n`` of a ratio metric is
 subjects too, not orders or impressions.
 
+The verdict (docs/statistics.md §9), on rows or on sufficient statistics::
+
+    from experiments.stats import decide
+    verdict = decide(
+        df, control="control", weights={"control": 1, "dp": 1, "cohort": 1},
+        metrics={"gmv": "mean", "opt_out": "proportion"}, primary="gmv",
+        guardrails={"opt_out": {"margin": 0.005, "higher_is_better": False}},
+        rule="privacy_first", margin=0.05, privacy_order=["dp", "cohort", "control"],
+        planned_subjects_per_arm=12_000,
+    )
+    verdict["outcome"], verdict["arm"], verdict["final"], verdict["summary"]
+
+    python -m experiments.stats decide DATA.csv --control control --weights control=1,dp=1 \\
+        --metric gmv:mean opt_out:proportion --primary gmv --guardrail opt_out:0.005:lower \\
+        --rule privacy_first --margin 0.05 --privacy-order dp,control --planned 12000
+
+``decide_statistics`` takes ``{arm: {metric: statistic}}`` like
+``analyze_statistics`` and returns a ``Decision`` (``to_dict``/``from_dict``).
+
 For the guardrail monitor and the dashboard:
 
 - ``compare(control, treatment, *, alpha)`` — one comparison;
@@ -63,6 +82,15 @@ Bad input raises ``ValueError`` with a message; ``InsufficientDataError`` (a
 """
 
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
+from experiments.stats.decide import (
+    DECISION_VERSION,
+    RULES,
+    Decision,
+    DecisionTest,
+    GuardrailRule,
+    decide,
+    decide_statistics,
+)
 from experiments.stats.frame import analyze, statistics_from_frame
 from experiments.stats.frequentist import (
     Comparison,
@@ -95,8 +123,13 @@ from experiments.stats.statistics import (
 )
 
 __all__ = [
+    "DECISION_VERSION",
+    "RULES",
     "SRM_THRESHOLD",
     "Comparison",
+    "Decision",
+    "DecisionTest",
+    "GuardrailRule",
     "DifferenceMoments",
     "Effect",
     "ExperimentPlan",
@@ -119,6 +152,8 @@ __all__ = [
     "compare",
     "compare_many",
     "cuped_slope",
+    "decide",
+    "decide_statistics",
     "difference_moments",
     "experiment_plan",
     "holm_adjust",
