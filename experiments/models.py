@@ -636,6 +636,7 @@ class ResultSnapshot(models.Model):
 
     # 2: a typed, versioned decision (experiments.stats.decide.Decision); 1 still renders.
     SCHEMA_VERSION = 2
+    READABLE_SCHEMA_VERSIONS = (1, 2)  # the pages still render schema-1 runs
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"

@@ -125,7 +125,7 @@ def _previous_sequential(experiment: Experiment, phase: int, window_end: datetim
         .values_list("data", flat=True)
         .first()
     )
-    if not previous or previous.get("schema_version") != SCHEMA_VERSION:
+    if not previous or previous.get("schema_version") not in ResultSnapshot.READABLE_SCHEMA_VERSIONS:
         return {}
     return {
         (entry["metric"], entry["arm"]): entry["sequential"]["p_value"]
@@ -287,11 +287,18 @@ def _decision_dates(decision: Decision, statistics: MetricStatistics, experiment
     }
 
 
-def _unreadable_decision(experiment: Experiment, reason: str) -> dict:
+def _unreadable_decision(experiment: Experiment, reason: str, *, srm) -> dict:
     """The decision document of a run whose primary metric cannot be analysed yet."""
+    invalid = srm is not None and srm.flag
+    summary = (
+        f"Sample-ratio mismatch (p = {srm.p_value:.2g}): the arms did not get the traffic their weights promise, so "
+        "no effect can be trusted; fix the assignment or exposure logging before deciding."
+        if invalid
+        else f"Keep running: {reason}."
+    )
     return {
         "version": DECISION_VERSION,
-        "outcome": "continue",
+        "outcome": "invalid" if invalid else "continue",
         "arm": None,
         "final": False,
         "rule": experiment.decision_rule,
@@ -301,7 +308,7 @@ def _unreadable_decision(experiment: Experiment, reason: str) -> dict:
         "primary_higher_is_better": METRICS[experiment.primary_metric][1],
         "margin": experiment.decision_margin,
         "privacy_order": [],
-        "summary": f"Keep running: {reason}.",
+        "summary": summary,
         "rule_text": "",
         "reasons": [],
         "tests": [],
@@ -436,7 +443,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     try:
         decision = _decision(experiment, statistics, arms, srm, included)
     except InsufficientDataError as error:
-        current = _unreadable_decision(experiment, str(error))
+        current = _unreadable_decision(experiment, str(error), srm=srm)
     else:
         current = decision.with_extra(**_decision_dates(decision, statistics, experiment)).to_dict()
     document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)

@@ -424,8 +424,8 @@ class Wording:
         if self.kinds.get(metric) == "proportion":
             return _signed(value * 100, " pp")
         unit = self.units.get(metric)
-        if unit:
-            return _signed(value, f" {unit}", grouped=True)
+        if unit:  # a currency, written before the amount as the pages do: "+IDR 14,114"
+            return _signed(value, "", grouped=True, prefix=f"{unit} ")
         return _signed(value, "")
 
     def margin(self, metric: str, *, higher_is_better: bool, relative: bool, margin: float) -> str:
@@ -433,7 +433,7 @@ class Wording:
         return self.difference(metric, -margin if higher_is_better else margin, relative=relative)
 
 
-def _signed(value: float, suffix: str, *, grouped: bool = False) -> str:
+def _signed(value: float, suffix: str, *, grouped: bool = False, prefix: str = "") -> str:
     magnitude = abs(value)
     if grouped and magnitude >= 100:
         text = f"{magnitude:,.0f}"
@@ -444,13 +444,14 @@ def _signed(value: float, suffix: str, *, grouped: bool = False) -> str:
     else:
         text = f"{magnitude:.2g}"
     sign = "−" if value < 0 and float(text.replace(",", "")) != 0 else "+"
-    return f"{sign}{text}{suffix}"
+    return f"{sign}{prefix}{text}{suffix}"
 
 
 def _p(value: float | None) -> str:
+    """"p < 0.001" or "p = 0.012"."""
     if value is None:
-        return "—"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return "p —"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 # --- the tests -----------------------------------------------------------------------
@@ -721,7 +722,7 @@ def _test_phrase(test: DecisionTest, wording: Wording) -> str:
     if test.kind == "superiority":
         return (
             f"{label} {wording.difference(test.metric, test.estimate, relative=test.relative)} "
-            f"(bound {bound}, adjusted p = {_p(test.p_value_adjusted)})"
+            f"(bound {bound}, adjusted {_p(test.p_value_adjusted)})"
         )
     limit = wording.margin(test.metric, higher_is_better=test.higher_is_better, relative=test.relative,
                            margin=test.margin)
@@ -790,7 +791,7 @@ def _verdict(
             bound = wording.difference(primary, test.bound, relative=test.relative)
             if rule == "superiority":
                 head = (f"Ship {chosen}: it {'raises' if sign * test.estimate > 0 else 'lowers'} {label} by "
-                        f"{estimate} (bound {bound}, adjusted p = {_p(test.p_value_adjusted)})")
+                        f"{estimate} (bound {bound}, adjusted {_p(test.p_value_adjusted)})")
             else:
                 limit = wording.margin(primary, higher_is_better=higher, relative=True, margin=margin)
                 head = (f"Ship {chosen}: its {label} stays within {limit} of the control (estimate {estimate}, "
@@ -944,8 +945,8 @@ def decide_statistics(
     if srm is not None and srm.flag:
         return Decision(
             outcome=INVALID, arm=None, final=False, tests=(), reasons=(),
-            summary=(f"No verdict: sample-ratio mismatch (p = {_p(srm.p_value)}), the arms did not get the traffic "
-                     "their weights promise; fix the assignment or exposure logging before reading any effect."),
+            summary=(f"Sample-ratio mismatch ({_p(srm.p_value)}): the arms did not get the traffic their weights "
+                     "promise, so no effect can be trusted; fix the assignment or exposure logging before deciding."),
             **common,
         )
     empty = [arm for arm in arms if subjects.get(arm, 0) == 0]
