@@ -74,7 +74,8 @@ For the guardrail monitor and the dashboard:
   previous_p_value)`` — always-valid (mSPRT), safe to run every hour;
 - ``srm_test(observed, weights)``;
 - ``required_sample_size``, ``statistical_power``, ``minimum_detectable_effect``,
-  ``experiment_plan`` (subjects per arm and days from daily traffic);
+  ``experiment_plan`` (subjects per arm and days from daily traffic), ``decision_plan``
+  (sized for the whole decision rule: its confirmatory family and every guardrail);
 - ``holm_adjust``, ``benjamini_hochberg_adjust``.
 
 Bad input raises ``ValueError`` with a message; ``InsufficientDataError`` (a
@@ -103,8 +104,10 @@ from experiments.stats.frequentist import (
 )
 from experiments.stats.noninferiority import NonInferiorityResult, noninferiority_test
 from experiments.stats.power import (
+    DecisionPlan,
     ExperimentPlan,
     SampleSizeResult,
+    decision_plan,
     experiment_plan,
     minimum_detectable_effect,
     required_sample_size,
@@ -128,6 +131,7 @@ __all__ = [
     "SRM_THRESHOLD",
     "Comparison",
     "Decision",
+    "DecisionPlan",
     "DecisionTest",
     "GuardrailRule",
     "DifferenceMoments",
@@ -154,6 +158,7 @@ __all__ = [
     "cuped_slope",
     "decide",
     "decide_statistics",
+    "decision_plan",
     "difference_moments",
     "experiment_plan",
     "holm_adjust",
