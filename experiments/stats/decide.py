@@ -714,21 +714,21 @@ def _rule_text(rule: str, *, primary: str, higher: bool, margin: float | None, w
     return f"{core} {when} Never with a sample-ratio mismatch."
 
 
-def _test_phrase(test: DecisionTest, wording: Wording) -> str:
-    label = wording.label(test.metric)
+def _test_phrase(test: DecisionTest, wording: Wording, *, named: bool = True) -> str:
+    label = wording.label(test.metric) + " " if named else ""
     if test.p_value is None:
-        return f"{label}: {test.reason}"
+        return f"{label.strip() or 'not testable'}: {test.reason}" if named else test.reason
     bound = wording.difference(test.metric, test.bound, relative=test.relative)
     if test.kind == "superiority":
         return (
-            f"{label} {wording.difference(test.metric, test.estimate, relative=test.relative)} "
+            f"{label}{wording.difference(test.metric, test.estimate, relative=test.relative)} "
             f"(bound {bound}, adjusted {_p(test.p_value_adjusted)})"
         )
     limit = wording.margin(test.metric, higher_is_better=test.higher_is_better, relative=test.relative,
                            margin=test.margin)
     side = "lower" if test.higher_is_better else "upper"
     relation = (">" if test.higher_is_better else "<") if test.passed else ("≤" if test.higher_is_better else "≥")
-    return f"{label} {side} bound {bound} {relation} {limit}"
+    return f"{label}{side} bound {bound} {relation} {limit}"
 
 
 def _arm_story(arm: str, tests: Sequence[DecisionTest], wording: Wording) -> str:
@@ -737,7 +737,7 @@ def _arm_story(arm: str, tests: Sequence[DecisionTest], wording: Wording) -> str
     parts = [_test_phrase(t, wording) for t in primary]
     for test in guardrails:
         status = "passes" if test.passed else "not shown" if not test.ruled_out else "fails"
-        parts.append(f"{wording.label(test.metric)} guardrail {status} ({_test_phrase(test, wording)})")
+        parts.append(f"{wording.label(test.metric)} guardrail {status} ({_test_phrase(test, wording, named=False)})")
     return "; ".join(parts)
 
 
