@@ -145,20 +145,25 @@ def _guardrails(
     entries = []
     for guardrail in Guardrail.objects.filter(experiment=experiment).order_by("metric"):
         higher_is_better = METRICS[guardrail.metric][1]
-        harm = -guardrail.margin if higher_is_better else guardrail.margin
         for arm in treatments:
+            control_statistic = statistics.arms[control][guardrail.metric]
+            treatment_statistic = statistics.arms[arm][guardrail.metric]
+            # A relative margin is a fraction of the control's value; the monitor's always-valid
+            # test watches it in the metric's unit at this run's control mean.
+            margin = guardrail.margin * abs(control_statistic.mean) if guardrail.relative else guardrail.margin
+            harm = -margin if higher_is_better else margin
             entry = {
                 "metric": guardrail.metric,
                 "arm": arm,
-                "margin": guardrail.margin,
+                "margin": margin,
+                "relative": guardrail.relative,
+                "relative_margin": guardrail.margin if guardrail.relative else None,
                 "higher_is_better": higher_is_better,
                 "noninferiority": None,
                 "sequential": None,
                 "breached": False,
                 "reason": "",
             }
-            control_statistic = statistics.arms[control][guardrail.metric]
-            treatment_statistic = statistics.arms[arm][guardrail.metric]
             try:
                 ni = noninferiority_test(
                     control_statistic,
@@ -166,7 +171,10 @@ def _guardrails(
                     margin=guardrail.margin,
                     higher_is_better=higher_is_better,
                     alpha=experiment.alpha,
+                    relative=guardrail.relative,
                 )
+                if margin == 0:
+                    raise InsufficientDataError("a relative margin needs a non-zero control mean")
                 seq = sequential_test(
                     control_statistic,
                     treatment_statistic,

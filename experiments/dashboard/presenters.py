@@ -710,13 +710,19 @@ def guardrail_rows(document: Mapping) -> list[GuardrailRow]:
         else:
             status, tone = "not yet shown", NEUTRAL
         limit = -entry["margin"] if entry["higher_is_better"] else entry["margin"]
+        # A relative guardrail's test is on the relative lift; its limit is shown both ways.
+        show = relative if entry.get("relative") else fmt.difference
+        margin_text = fmt.difference(limit)
+        if entry.get("relative"):
+            relative_limit = entry["relative_margin"] * (-1 if entry["higher_is_better"] else 1)
+            margin_text = f"{relative(relative_limit)} ({margin_text})"
         rows.append(
             GuardrailRow(
                 arm=entry["arm"],
                 metric_label=fmt.label,
-                margin=fmt.difference(limit),
-                estimate="—" if ni is None else fmt.difference(ni["estimate"]),
-                bound="—" if ni is None else fmt.difference(ni["bound"]),
+                margin=margin_text,
+                estimate="—" if ni is None else show(ni["estimate"]),
+                bound="—" if ni is None else show(ni["bound"]),
                 p_value="—" if ni is None else p_value(ni["p_value"]),
                 status=status,
                 tone=tone,

@@ -95,3 +95,20 @@ def test_before_the_minimum_runtime_even_a_clear_result_keeps_running():
     earliest = decision["earliest_decision_date"]
     assert earliest[:10] == (experiment.started_at + timedelta(days=14)).date().isoformat()
     assert not ExperimentDecision.objects.exists()
+
+
+def test_a_relative_guardrail_is_tested_on_the_relative_lift_and_watched_in_the_metrics_unit():
+    experiment = _experiment(arms=2, primary_metric="conversion", planned_subjects_per_arm=800)
+    Guardrail.objects.create(experiment=experiment, metric="gmv", margin=0.5, relative=True)
+    populate(experiment, {
+        "control": {"n": 800, "conversion": 0.5, "gmv": 100_000},
+        "arm-1": {"n": 800, "conversion": 0.5, "gmv": 100_000},
+    })
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    entry = snapshot.data["guardrails"][0]
+    control_mean = snapshot.data["statistics"]["control"]["gmv"]["sum"] / 800
+    assert entry["relative"] is True and entry["relative_margin"] == 0.5
+    assert entry["margin"] == pytest.approx(0.5 * control_mean)  # the monitor's margin, in IDR
+    assert entry["noninferiority"]["relative"] is True and entry["noninferiority"]["noninferior"] is True
+    test = next(t for t in snapshot.data["decision"]["tests"] if t["kind"] == "guardrail")
+    assert test["relative"] is True and test["margin"] == 0.5 and test["passed"] is True
