@@ -8,6 +8,7 @@ DPO can still find a subject's rows when the subject files a request.
 
 import hashlib
 import hmac
+import unicodedata
 from functools import lru_cache
 
 from django.conf import settings
@@ -21,8 +22,17 @@ def _key(secret: str) -> bytes:
 
 
 def subject_pseudonym(subject_id: str) -> str:
+    """``HMAC-SHA256(key, NFC(subject_id))`` in hex.
+
+    Unicode-normalised (NFC) first: the same id typed or stored in another
+    normal form ("é" as one code point or as "e" + a combining accent) is the
+    same person and must get the same pseudonym. docs/operations.md has the
+    note for data stored before normalisation.
+    """
     if not settings.PSEUDONYM_KEY:
         raise RuntimeError("PRIVACYLAB_PSEUDONYM_KEY is not set")
+    if not subject_id.isascii():  # ASCII is already NFC: the hot path skips the normalisation
+        subject_id = unicodedata.normalize("NFC", subject_id)
     return hmac.new(_key(settings.PSEUDONYM_KEY), subject_id.encode(), hashlib.sha256).hexdigest()
 
 

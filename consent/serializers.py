@@ -151,13 +151,17 @@ class RequestInSerializer(StrictSerializer):
 
 class RequestOutSerializer(serializers.Serializer):
     request_id = serializers.UUIDField(source="id")
-    type = serializers.CharField()
-    status = serializers.CharField()
+    type = serializers.ChoiceField(choices=DataSubjectRequest.Type.values)
+    status = serializers.ChoiceField(choices=DataSubjectRequest.Status.values)
     received_at = serializers.DateTimeField()
     due_at = serializers.DateTimeField(
         help_text="3 × 24 hours after receipt (UU PDP Arts. 32, 41)."
     )
+    not_before = serializers.DateTimeField(
+        allow_null=True, help_text="Erasures: runs after this; cancellable until it has run."
+    )
     completed_at = serializers.DateTimeField(allow_null=True)
+    cancelled_at = serializers.DateTimeField(allow_null=True)
 
 
 class RequestDetailSerializer(RequestOutSerializer):

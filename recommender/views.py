@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import permissions
 from consent.pseudonyms import subject_id_problem
 from recommender.serializers import RecommendationQuerySerializer, RecommendationResponseSerializer
 from recommender.services import recommendations_serve
@@ -10,6 +11,9 @@ from recommender.services import recommendations_serve
 
 class RecommendationView(APIView):
     """Recommendations for a subject, under their arm's privacy rules and current consent."""
+
+    required_scope = permissions.RECOMMEND
+    throttle_scope = "serving"
 
     @extend_schema(
         operation_id="recommendations_retrieve",
