@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.conf import settings
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.health import health
@@ -13,6 +15,9 @@ api_v1 = [
 
 urlpatterns = [
     path("health/", health, name="health"),
+    # Browsers ask for /favicon.ico on pages that name none (the admin, the API docs).
+    # (The unhashed name: whitenoise serves it too, and no manifest is read at import.)
+    path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}dashboard/favicon.svg", permanent=True)),
     path("admin/", admin.site.urls),
     # Log in and out, and change one's password. No password reset: nothing here sends
     # email, and a reset route that cannot reach its owner only helps an attacker.
