@@ -24,7 +24,7 @@ from config import permissions
 from config.openapi import ERROR_SCHEMA
 from consent import services
 from consent.models import DataSubjectRequest
-from consent.pseudonyms import subject_id_problem, subject_pseudonym
+from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem, subject_pseudonym
 from consent.selectors import consent_history, consent_state, erased_request, subject_requests
 from consent.serializers import (
     ConsentBatchInSerializer,
@@ -40,7 +40,7 @@ from consent.serializers import (
 
 SUBJECT_PARAMETER = OpenApiParameter(
     "subject_id",
-    str,
+    SUBJECT_ID_SCHEMA,
     OpenApiParameter.PATH,
     description="The marketplace's user id (hashed on arrival).",
 )

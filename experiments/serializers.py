@@ -4,6 +4,7 @@ from rest_framework import serializers
 from config.api import StrictCharField, StrictSerializer
 from consent.models import Subject
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, subject_id_problem
+from consent.serializers import SubjectIdField, subject_id_validator
 
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_LENGTH = 128
@@ -17,8 +18,12 @@ STORED_ATTRIBUTES = {name: Subject._meta.get_field(name).max_length for name in 
         "description": "Subject attributes used for targeting, e.g. age_band, province, platform "
         f"(stored on the subject, so at most {', '.join(f'{n} {m}' for n, m in STORED_ATTRIBUTES.items())} "
         f"characters); any other attribute at most {MAX_ATTRIBUTE_LENGTH} characters.",
-        "properties": {name: {"type": "string", "maxLength": length} for name, length in STORED_ATTRIBUTES.items()},
-        "additionalProperties": {"type": "string", "maxLength": MAX_ATTRIBUTE_LENGTH},
+        # (DRF refuses NUL characters in any text.)
+        "properties": {
+            name: {"type": "string", "maxLength": length, "pattern": "^[^\\x00]*$"}
+            for name, length in STORED_ATTRIBUTES.items()
+        },
+        "additionalProperties": {"type": "string", "maxLength": MAX_ATTRIBUTE_LENGTH, "pattern": "^[^\\x00]*$"},
         "maxProperties": MAX_ATTRIBUTES,
     }
 )
@@ -30,7 +35,9 @@ class AttributesField(serializers.DictField):
 class AssignmentRequestSerializer(StrictSerializer):
     subject_id = StrictCharField(
         max_length=SUBJECT_ID_MAX_LENGTH,
+        min_length=1,
         trim_whitespace=False,
+        validators=[subject_id_validator],
         help_text="The marketplace's own id; no whitespace, control characters or '/'.",
     )
     attributes = AttributesField(required=False, default=dict)
@@ -80,16 +87,16 @@ class AssignmentResponseSerializer(serializers.Serializer):
 # --- outcome events (documentation of the contract; events_record validates) -----
 
 
-class OrderLineSerializer(serializers.Serializer):
+class OrderLineSerializer(StrictSerializer):
     product_id = serializers.CharField(max_length=64)
     category = serializers.CharField(max_length=64)
     quantity = serializers.IntegerField(min_value=1, max_value=1_000_000)
     price = serializers.DecimalField(max_digits=15, decimal_places=2, min_value=0, help_text="Unit price, IDR.")
 
 
-class OutcomeEventInSerializer(serializers.Serializer):
+class OutcomeEventInSerializer(StrictSerializer):
     event_id = serializers.CharField(max_length=128, help_text="Chosen by the client; unique. A replay is a no-op.")
-    subject_id = serializers.CharField(max_length=256, help_text="The marketplace's user id (hashed on arrival).")
+    subject_id = SubjectIdField()
     type = serializers.ChoiceField(choices=["order", "rec_impression", "rec_click"])
     timestamp = serializers.DateTimeField(help_text="When it happened, ISO 8601 with a time zone offset.")
     amount = serializers.DecimalField(

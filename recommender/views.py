@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config import permissions
-from consent.pseudonyms import subject_id_problem
+from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem
 from recommender.serializers import RecommendationQuerySerializer, RecommendationResponseSerializer
 from recommender.services import recommendations_serve
 
@@ -18,9 +18,10 @@ class RecommendationView(APIView):
     @extend_schema(
         operation_id="recommendations_retrieve",
         parameters=[
-            OpenApiParameter("subject_id", str, OpenApiParameter.PATH, description="The marketplace's subject id."),
-            OpenApiParameter("limit", int, description="How many items, 1..100 (default 20)."),
-            OpenApiParameter("session", str, description="Comma-separated product ids of the current session."),
+            OpenApiParameter(
+                "subject_id", SUBJECT_ID_SCHEMA, OpenApiParameter.PATH, description="The marketplace's subject id."
+            ),
+            RecommendationQuerySerializer,  # limit (1..100) and session, with the server's own bounds
         ],
         responses={
             200: RecommendationResponseSerializer,
