@@ -38,7 +38,7 @@ from consent.selectors import (
     state_cache_key,
 )
 from experiments.services import assignments_for_subject
-from tests.consent.factories import grant, raw_id, withdraw
+from tests.consent.factories import grant, raw_id, tombstone_expire, withdraw
 from tests.experiments.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
@@ -382,7 +382,10 @@ def test_erasure_leaves_no_key_in_redis(
     redis = get_redis_connection("default")
     assert list(redis.scan_iter(match=f"*{pseudonym}*"))  # the state and the recommendations
     erase(subject, django_capture_on_commit_callbacks)
-    assert list(redis.scan_iter(match=f"*{pseudonym}*")) == []
+    # Only the consent state's tombstone is left: it holds nothing and expires within seconds.
+    left = list(redis.scan_iter(match=f"*{pseudonym}*"))
+    assert [redis.get(key) for key in left] == [json.dumps(TOMBSTONE).encode()]
+    assert 0 < redis.pttl(left[0]) <= TOMBSTONE_SECONDS * 1000
     assert list(redis.scan_iter(match=f"*{subject}*")) == []
     assert rows_referencing(pseudonym, subject) == {}
 
@@ -474,6 +477,7 @@ def test_withdrawal_with_the_real_redis_cache_warm(django_assert_num_queries):
 
     subject = raw_id()
     grant(subject)
+    tombstone_expire(subject)
     assert personalization_allowed(subject_id=subject)
     redis = get_redis_connection("default")
     assert list(redis.scan_iter(match=f"*{state_cache_key(subject_pseudonym(subject))}"))
