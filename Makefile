@@ -3,13 +3,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Every dependency, pinned with its hashes (`make lock` regenerates it from pyproject.toml).
+LOCK := requirements.lock
 
-.PHONY: venv demo test bench lint up migrate clean
+.PHONY: venv demo test bench lint up migrate lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,9 +33,18 @@ lint: $(STAMP)
 migrate: $(STAMP)
 	$(PY) manage.py migrate
 
-# Web + worker + beat on one machine against DATABASE_URL / REDIS_URL (see README).
+# Web + worker + beat on one machine against DATABASE_URL / REDIS_URL (see README). The
+# Procfile's commands are the virtual environment's, and run from the project's root.
 up: $(STAMP)
-	$(VENV)/bin/honcho -f deploy/Procfile start
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f deploy/Procfile -d "$(CURDIR)" start
+
+# Pin every dependency (and the dev extra) with hashes, for CI and `make venv`. Run it after
+# changing pyproject.toml's dependencies, and commit requirements.lock.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "pip-tools>=7.4,<8"
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		--no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache db.sqlite3 staticfiles

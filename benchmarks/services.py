@@ -25,7 +25,7 @@ def service_env(
         "DATABASE_URL": os.environ.get(database_variable, f"postgres://postgres@127.0.0.1:5432/{database}"),
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db}"),
         "DJANGO_SECRET_KEY": "bench-" + "b" * 40,
-        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms",
+        "PRIVACYLAB_PSEUDONYM_KEY": "bench-pseudonyms-" + "k" * 32,
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "config.settings",

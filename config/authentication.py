@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from django.core.exceptions import ObjectDoesNotExist
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -22,13 +23,34 @@ class ApiClient:
 
     name: str
     prefix: str
+    scopes: frozenset[str] = frozenset()
     is_authenticated: bool = True
     is_staff: bool = False
 
 
+def key_scopes(api_key: APIKey) -> frozenset[str]:
+    """The key's scopes: its ``ApiKeyScopes`` row, or the defaults if it has none."""
+    from config.permissions import DEFAULT_SCOPES
+
+    try:
+        return api_key.scopes.scope_names
+    except ObjectDoesNotExist:
+        return DEFAULT_SCOPES
+
+
+def key_verify(key: str) -> APIKey | None:
+    """The usable (not revoked, not expired) key that ``key`` is, with its scopes; None if none is."""
+    prefix, _, _ = key.partition(".")
+    api_key = APIKey.objects.get_usable_keys().select_related("scopes").filter(prefix=prefix).first()
+    if api_key is None or not api_key.is_valid(key) or api_key.has_expired:
+        return None
+    return api_key
+
+
 # Verified keys are remembered in-process for a few seconds, so that the hot
 # endpoints do not query the key table on every request. A revoked or expired
-# key therefore stops working within VERIFIED_KEY_TTL seconds.
+# key therefore stops working, and a change of its scopes takes effect, within
+# VERIFIED_KEY_TTL seconds.
 VERIFIED_KEY_TTL = 5.0
 _verified: dict[str, tuple[float, "ApiClient", APIKey]] = {}
 _verified_lock = threading.Lock()
@@ -54,13 +76,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         remembered = _verified.get(fingerprint)
         if remembered is not None and remembered[0] > now:
             return remembered[1], remembered[2]
-        try:
-            api_key = APIKey.objects.get_from_key(key)  # revoked keys are not found
-        except APIKey.DoesNotExist:
-            api_key = None
-        if api_key is None or api_key.has_expired:
+        api_key = key_verify(key)
+        if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
-        client = ApiClient(name=api_key.name, prefix=api_key.prefix)
+        client = ApiClient(name=api_key.name, prefix=api_key.prefix, scopes=key_scopes(api_key))
         with _verified_lock:
             if len(_verified) > 10_000:  # bounded: keys are few, garbage is not
                 _verified.clear()
@@ -82,5 +101,6 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "`Api-Key <key>`; `manage.py create_api_key NAME` prints a key.",
+            "description": "`Api-Key <key>`; `manage.py create_api_key NAME --scopes assign,recommend` prints a key. "
+            "Each operation needs one scope of the key (403 without it).",
         }

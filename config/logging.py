@@ -3,13 +3,19 @@
 Subject ids travel in some URL paths (``/api/v1/subjects/<id>/...``,
 ``/api/v1/recommendations/<id>``) and Django and gunicorn log paths of failed
 requests. This filter rewrites every record so those path segments read
-``<subject>`` before any handler formats it.
+``<subject>`` before any handler formats it — however the path is written:
+repeated slashes (``//api/v1//subjects/…``), percent-encoded slashes
+(``%2F``), any letter case (a request that misses a route is logged too).
 """
 
 import logging
 import re
 
-_SUBJECT_IN_PATH = re.compile(r"(/api/v\d+/(?:subjects|recommendations)/)[^/?\s\"']+")
+_SLASH = r"(?:/|%2f)+"
+_SUBJECT_IN_PATH = re.compile(
+    rf"({_SLASH}api{_SLASH}v\d+{_SLASH}(?:subjects|recommendations){_SLASH})(?:%(?!2f)|[^/?#%\s\"'])+",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:

@@ -33,9 +33,17 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(days=1),
         "options": {"expires": 12 * 60 * MINUTE},
     },
+    "consent-cache-invalidations-retry": {
+        # A withdrawal whose cache invalidation the cache did not confirm is retried until
+        # it is, so an entry the cache kept through an outage is not served for long.
+        "task": "consent.tasks.consent_cache_invalidations_retry",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 1 * MINUTE},
+    },
     "consent-dsr-requeue": {
         # Data subject requests are due within 72 hours; a request whose task was
-        # lost (broker down when it was filed) is picked up again within the hour.
+        # lost (broker down when it was filed) is picked up again within the hour,
+        # and so is an erasure whose grace period is over.
         "task": "consent.tasks.dsr_enqueue_open",
         "schedule": timedelta(hours=1),
         "options": {"expires": 50 * MINUTE},

@@ -20,23 +20,33 @@ if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The embedded default is for a laptop; production must bring its own secrets.
+# The embedded default is for a laptop; the services mode is production and must
+# bring its own secrets, whatever DEBUG says.
 EMBEDDED = not env("DATABASE_URL", default="") and not env("REDIS_URL", default="")
 _DEV_ONLY_SECRET = "embedded-default-not-for-production-" + "x" * 32  # noqa: S105
-SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_ONLY_SECRET if EMBEDDED or DEBUG else "")
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_ONLY_SECRET if EMBEDDED else "")
+# Production answers only the hosts it is told (the test client's "testserver" is added by the tests).
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
-# Keyed-HMAC pseudonymisation of the marketplace's subject ids (see consent.pseudonyms).
+# Keyed-HMAC pseudonymisation of the marketplace's subject ids (see consent.pseudonyms):
+# at least 32 bytes (HMAC-SHA256's output size; a shorter key can be guessed offline
+# from stored pseudonyms and known ids). docs/operations.md: rotation and compromise.
+PSEUDONYM_KEY_MIN_BYTES = 32
 PSEUDONYM_KEY = env(
     "PRIVACYLAB_PSEUDONYM_KEY",
-    default="embedded-default-pseudonym-key" if EMBEDDED or DEBUG else "",
+    default="embedded-default-pseudonym-key-not-for-production" if EMBEDDED else "",
 )
 for _name, _value in (("DJANGO_SECRET_KEY", SECRET_KEY), ("PRIVACYLAB_PSEUDONYM_KEY", PSEUDONYM_KEY)):
     if not _value:
         raise ImproperlyConfigured(
-            f"{_name} must be set when running against services (DATABASE_URL/REDIS_URL) without DEBUG."
+            f"{_name} must be set when running against services (DATABASE_URL/REDIS_URL), even with DEBUG."
         )
+if len(PSEUDONYM_KEY.encode()) < PSEUDONYM_KEY_MIN_BYTES:
+    raise ImproperlyConfigured(
+        f"PRIVACYLAB_PSEUDONYM_KEY must be at least {PSEUDONYM_KEY_MIN_BYTES} bytes "
+        f"(it has {len(PSEUDONYM_KEY.encode())}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -51,6 +61,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # Login lockout for the admin and the dashboard after repeated failures.
+    "axes",
     # Object permissions (who may read an experiment's results); loads every app's rules.py.
     "rules.apps.AutodiscoverRulesConfig",
     "pgtrigger",
@@ -68,6 +80,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -108,6 +123,9 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "privacylab",
             "OPTIONS": {
+                # JSON, never pickle: whoever can write to Redis must not be able to
+                # run code in the web and worker processes by planting a pickle.
+                "SERIALIZER": "config.cache.JSONSerializer",
                 "SOCKET_CONNECT_TIMEOUT": 0.5,
                 "SOCKET_TIMEOUT": 0.5,
                 # A cache outage must never become a 500: reads miss, writes
@@ -128,18 +146,53 @@ else:
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("DJANGO_PASSWORD_MIN_LENGTH", default=12)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# ModelBackend first (logins, model permissions); rules answers the per-object
+# django-axes first (it refuses a locked-out login before a password is checked),
+# then ModelBackend (logins, model permissions); rules answers the per-object
 # questions such as "may this user read this experiment's results?".
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "rules.permissions.ObjectPermissionBackend",
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
+# Staff and dashboard sessions end after this many hours, whatever the activity.
+SESSION_COOKIE_AGE = int(env.float("DJANGO_SESSION_HOURS", default=12) * 3600)
+# Lockout (django-axes): after AXES_FAILURE_LIMIT failed logins of one username, or
+# from one address, that username (address) cannot log in for the cool-off period.
+# Behind a reverse proxy, PRIVACYLAB_TRUSTED_PROXIES says how many proxies append to
+# X-Forwarded-For, so the client's address is read past them (config.security).
+AXES_FAILURE_LIMIT = env.int("PRIVACYLAB_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("PRIVACYLAB_LOGIN_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+TRUSTED_PROXIES = env.int("PRIVACYLAB_TRUSTED_PROXIES", default=0)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
+# Content-Security-Policy (django-csp): the dashboard, the admin and the API docs
+# load scripts, styles and images from this site only; nothing inline, no frames.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "Asia/Jakarta"
@@ -168,10 +221,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("PRIVACYLAB_MAX_REQUEST_BYTES", default=2 
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view names the key scope it needs (config.permissions); none named: refused.
+    "DEFAULT_PERMISSION_CLASSES": ["config.permissions.ScopeRequired"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.KeyRateThrottle"],
+    # Per API key. Serving carries the marketplace's production traffic: its default is
+    # far above what one gunicorn host serves (docs/benchmarks.md); the subject
+    # endpoints read or erase one person's data and are kept tight.
+    "DEFAULT_THROTTLE_RATES": {
+        "serving": env("PRIVACYLAB_THROTTLE_SERVING", default="1200000/min"),
+        "subjects": env("PRIVACYLAB_THROTTLE_SUBJECTS", default="120/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -183,10 +245,31 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs are public; every operation in them needs a key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Fields named "status" and "type" with different choices: each enum its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "ConsentStatusEnum": ["granted", "withdrawn", "expired", "reconsent_required", "not_set"],
+        "RequestStatusEnum": ["received", "completed", "cancelled"],
+        "RequestTypeEnum": ["access", "erasure", "restriction", "objection"],
+        "EventTypeEnum": ["order", "rec_impression", "rec_click"],
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Data subject requests (consent.services): an erasure waits this long, cancellable,
+# before it runs; it must leave time within the 3 × 24 hour due time.
+ERASURE_GRACE_HOURS = env.float("PRIVACYLAB_ERASURE_GRACE_HOURS", default=24.0)
+if not 0 <= ERASURE_GRACE_HOURS <= 60:
+    raise ImproperlyConfigured("PRIVACYLAB_ERASURE_GRACE_HOURS must be from 0 to 60 (erasures are due in 72 hours).")
+
+# Retention of experiment measurement data (docs/privacy.md): exposures, and the
+# per-exposure metric facts derived from them, are deleted this many days after
+# their experiment ended; the results (aggregates) stay.
+EXPOSURE_RETENTION_DAYS = env.int("PRIVACYLAB_EXPOSURE_RETENTION_DAYS", default=365)
+METRIC_FACTS_RETENTION_DAYS = env.int("PRIVACYLAB_METRIC_FACTS_RETENTION_DAYS", default=30)
+# Segment results and exports never show a cell of fewer subjects than this.
+MIN_CELL_SUBJECTS = env.int("PRIVACYLAB_MIN_CELL_SUBJECTS", default=20)
 
 # Celery: JSON only; a task is acknowledged after it ran, and redelivered if the
 # worker dies mid-task, so every task must be idempotent.
@@ -227,5 +310,10 @@ X_FRAME_OPTIONS = "DENY"
 
 LOGGING = logging_config(
     root_level=env("DJANGO_LOG_LEVEL", default="INFO"),
-    loggers={"django.db.backends": {"level": "WARNING"}},
+    loggers={
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # runserver's request lines (make demo) go through the redaction too.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 )

@@ -5,10 +5,12 @@ import os
 # Tests run with DEBUG off against the services, like production; they bring
 # throwaway secrets instead of the environment's.
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-" + "t" * 40)
-os.environ.setdefault("PRIVACYLAB_PSEUDONYM_KEY", "test-pseudonym-key")
+os.environ.setdefault("PRIVACYLAB_PSEUDONYM_KEY", "test-pseudonym-key-" + "p" * 32)
 
 from config.settings import *  # noqa: E402,F403
 
+# Django's test client calls itself "testserver".
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]  # noqa: F405
 # The test client speaks plain HTTP.
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False

@@ -1,17 +1,26 @@
 """Admin for PMs and the data protection officer.
 
-Subjects are found by the marketplace's user id: the search term is hashed
-with the pseudonym key and matched against the stored pseudonym, so the raw id
-is never stored or shown. The ledger is read-only; requests show their due
-time and status. Writes go through the services.
+Subjects are found by the marketplace's user id: the search box posts it (a
+form body, never a URL, so no access log or browser history holds it), the
+admin hashes it with the pseudonym key and shows the subject's pseudonym,
+which is what the list then filters on. The raw id is never stored or shown.
+The ledger is read-only; requests show their due time and status. Writes go
+through the services.
 """
 
+import re
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from consent import services
 from consent.models import (
@@ -26,26 +35,74 @@ from consent.models import (
     Purpose,
     Subject,
 )
-from consent.pseudonyms import subject_id_problem, subject_pseudonym
+from consent.pseudonyms import PSEUDONYM_LENGTH, subject_id_problem, subject_pseudonym
+
+_PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}")
 
 
 class PseudonymSearchMixin:
-    """Search by the marketplace's raw user id (hashed here) or by pseudonym."""
+    """Search by the marketplace's raw user id (posted, hashed here) or by pseudonym.
+
+    The changelist's search box is a POST form to ``…/find/``, which turns the
+    id into its pseudonym and redirects to the list filtered by it (``?q=``
+    holds pseudonyms only; a raw id there finds nothing and says why).
+    """
 
     pseudonym_lookup = "pk"
-    search_help_text = "The marketplace's user id (hashed before searching) or a pseudonym."
+    search_help_text = "The marketplace's user id (sent in the form, hashed before searching) or a pseudonym."
+    change_list_template = "admin/consent/pseudonym_change_list.html"
 
     def get_search_fields(self, request):
         return ("pseudonym-search",)  # non-empty, so the admin shows the search box
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
+        term = search_term.strip().lower()
         if not term:
             return queryset, False
-        candidates = {term.lower()}
-        if subject_id_problem(term) is None:
-            candidates.add(subject_pseudonym(term))
-        return queryset.filter(**{f"{self.pseudonym_lookup}__in": candidates}), False
+        if not _PSEUDONYM.fullmatch(term):
+            self.message_user(
+                request,
+                "Search by the search box: it sends the marketplace's id in the form, never in the address.",
+                messages.WARNING,
+            )
+            return queryset.none(), False
+        return queryset.filter(**{self.pseudonym_lookup: term}), False
+
+    def get_urls(self):
+        opts = self.model._meta
+        find = path(
+            "find/",
+            self.admin_site.admin_view(self.pseudonym_find_view),
+            name=f"{opts.app_label}_{opts.model_name}_find",
+        )
+        return [find, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        opts = self.model._meta
+        extra_context = {
+            **(extra_context or {}),
+            "pseudonym_find_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_find"),
+            "pseudonym_search_term": request.GET.get("q", ""),
+        }
+        return super().changelist_view(request, extra_context)
+
+    @method_decorator(require_POST)
+    def pseudonym_find_view(self, request):
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        opts = self.model._meta
+        term = request.POST.get("subject_id", "").strip()
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        if not term:
+            return HttpResponseRedirect(changelist)
+        if _PSEUDONYM.fullmatch(term.lower()):
+            pseudonym = term.lower()
+        elif subject_id_problem(term) is None:
+            pseudonym = subject_pseudonym(term)
+        else:
+            self.message_user(request, "That is neither a marketplace user id nor a pseudonym.", messages.ERROR)
+            return HttpResponseRedirect(changelist)
+        return HttpResponseRedirect(f"{changelist}?{urlencode({'q': pseudonym})}")
 
 
 class ReadOnlyAdminMixin:
@@ -123,7 +180,9 @@ class SubjectAdmin(PseudonymSearchMixin, admin.ModelAdmin):
     def _file(self, request, queryset, type_):
         filed = 0
         for subject in queryset:
-            _, created = services.dsr_file(type=type_, pseudonym=subject.pk)
+            _, created = services.dsr_file(
+                type=type_, pseudonym=subject.pk, filed_by=f"admin:{request.user.get_username()}"
+            )
             filed += created
         self.message_user(request, f"Filed {filed} {type_} request(s).", messages.SUCCESS)
 
@@ -276,7 +335,9 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         "received_at",
         "due_at",
         "due_state",
+        "not_before",
         "completed_at",
+        "filed_by",
         "attempts",
     )
     list_filter = ("type", "status")
@@ -287,14 +348,20 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         "status",
         "received_at",
         "due_at",
+        "not_before",
         "completed_at",
+        "cancelled_at",
+        "filed_by",
         "attempts",
         "last_error",
         "export_cleared_at",
         "export",
     )
     date_hierarchy = "received_at"
-    actions = ["process_now"]
+    actions = ["process_now", "cancel_erasure"]
+
+    class Media:
+        css = {"all": ["consent/admin.css"]}
 
     def has_add_permission(self, request):
         return False
@@ -304,16 +371,18 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="Due")
     def due_state(self, obj):
+        if obj.status == DataSubjectRequest.Status.CANCELLED:
+            return "cancelled"
         if obj.status == DataSubjectRequest.Status.COMPLETED:
             on_time = obj.completed_at <= obj.due_at
             return format_html(
-                '<span style="color:{}">{}</span>',
-                "green" if on_time else "red",
+                '<span class="{}">{}</span>',
+                "dsr-on-time" if on_time else "dsr-late",
                 "on time" if on_time else "late",
             )
         left = obj.due_at - timezone.now()
         if left.total_seconds() < 0:
-            return format_html('<strong style="color:red">{}</strong>', "OVERDUE")
+            return format_html('<strong class="dsr-overdue">{}</strong>', "OVERDUE")
         return f"{left.days * 24 + left.seconds // 3600} h left"
 
     @admin.action(description="Process the selected requests now", permissions=["change"])
@@ -323,7 +392,26 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         )
         for request_id in open_ids:
             services.dsr_enqueue(request_id=request_id)
-        self.message_user(request, f"Enqueued {len(open_ids)} request(s).", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Enqueued {len(open_ids)} request(s); an erasure in its grace period waits until it is over.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Cancel the selected erasures (before they run)", permissions=["change"])
+    def cancel_erasure(self, request, queryset):
+        cancelled = 0
+        for dsr in queryset.filter(type=DataSubjectRequest.Type.ERASURE):
+            try:
+                services.dsr_cancel(
+                    request_id=dsr.pk,
+                    pseudonym=dsr.subject_pseudonym,
+                    cancelled_by=f"admin:{request.user.get_username()}",
+                )
+            except (DataSubjectRequest.DoesNotExist, services.RequestNotCancellable):
+                continue
+            cancelled += 1
+        self.message_user(request, f"Cancelled {cancelled} erasure request(s).", messages.SUCCESS)
 
 
 @admin.register(ErasureRecord)
@@ -335,7 +423,9 @@ class ErasureRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "on_time",
         "rows_erased",
         "cache_keys_erased",
+        "found_nothing",
     )
+    list_filter = ("found_nothing",)
     readonly_fields = (
         "received_at",
         "due_at",
@@ -343,6 +433,7 @@ class ErasureRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "rows_erased",
         "rows_by_source",
         "cache_keys_erased",
+        "found_nothing",
     )
 
     @admin.display(boolean=True)

@@ -3,6 +3,7 @@ from django.urls import path
 from consent.views import (
     ConsentView,
     SubjectConsentsView,
+    SubjectRequestCancelView,
     SubjectRequestDetailView,
     SubjectRequestsView,
 )
@@ -23,5 +24,10 @@ urlpatterns = [
         "subjects/<str:subject_id>/requests/<uuid:request_id>",
         SubjectRequestDetailView.as_view(),
         name="api-subject-request",
+    ),
+    path(
+        "subjects/<str:subject_id>/requests/<uuid:request_id>/cancel",
+        SubjectRequestCancelView.as_view(),
+        name="api-subject-request-cancel",
     ),
 ]

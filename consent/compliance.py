@@ -16,9 +16,13 @@ from dataclasses import dataclass
 ERROR, WARNING, INFO = "error", "warning", "info"
 _SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
 
-# Personalization levels that use the subject's own history.
-PERSONAL_LEVELS = frozenset({"full", "cohort"})
-NON_PERSONAL_LEVELS = frozenset({"dp_popularity", "popularity", "session"})
+# Personalization levels that use the subject's own data. Differentially private
+# popularity is one: the counts are noisy, but at serving time the list is spread
+# over the subject's own categories (and answered ``personalized: true``), which is
+# profiling of that subject (UU PDP Art. 10, GDPR Art. 4(4)). Session-only uses
+# nothing kept about the subject beyond the current visit.
+PERSONAL_LEVELS = frozenset({"full", "cohort", "dp_popularity"})
+NON_PERSONAL_LEVELS = frozenset({"popularity", "session"})
 KNOWN_LEVELS = PERSONAL_LEVELS | NON_PERSONAL_LEVELS
 KNOWN_PROMPTS = frozenset({"none", "banner", "modal", "just_in_time"})
 KNOWN_SENSITIVE_POLICIES = frozenset({"exclude", "explicit_consent", "include"})

@@ -51,6 +51,15 @@ class Subject(models.Model):
         null=True, blank=True, help_text="The subject objected to profiling."
     )
 
+    class Meta:
+        indexes = [
+            # The few restricted subjects, found without reading every subject (the metric
+            # facts leave them out on every refresh).
+            models.Index(
+                fields=["restricted_at"], condition=Q(restricted_at__isnull=False), name="subject_restricted"
+            ),
+        ]
+
     def __str__(self) -> str:
         return f"subject {self.pseudonym[:12]}…"
 
@@ -339,7 +348,11 @@ class DataSubjectRequest(models.Model):
 
     The subject is held as a plain pseudonym (not a foreign key): a request may
     concern someone the platform holds nothing about, and the answer is then an
-    empty export.
+    empty export. An erasure waits for a grace period (``not_before``) during
+    which it can be cancelled; once it ran, its record stays without the
+    pseudonym (``subject_pseudonym`` empty), so the caller can still confirm by
+    the request's id that it was completed, while nothing in it links back to
+    the subject.
     """
 
     class Type(models.TextChoices):
@@ -351,14 +364,26 @@ class DataSubjectRequest(models.Model):
     class Status(models.TextChoices):
         RECEIVED = "received"
         COMPLETED = "completed"
+        CANCELLED = "cancelled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    subject_pseudonym = models.CharField(max_length=PSEUDONYM_LENGTH, db_index=True)
+    subject_pseudonym = models.CharField(
+        max_length=PSEUDONYM_LENGTH, db_index=True, help_text="Empty once the subject was erased."
+    )
     type = models.CharField(max_length=16, choices=Type.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     received_at = models.DateTimeField(db_index=True)
     due_at = models.DateTimeField(db_index=True)
+    not_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Erasures: the end of the grace period, during which the request can be cancelled.",
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    filed_by = models.CharField(
+        max_length=160, blank=True, help_text="The API key (its prefix) or the admin user that filed it."
+    )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
     export = models.JSONField(null=True, blank=True, help_text="The access request's answer.")
@@ -368,20 +393,46 @@ class DataSubjectRequest(models.Model):
         ordering = ["due_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(due_at__gt=F("received_at")), name="dsr_due_after_receipt"
+                condition=Q(due_at__gt=F("received_at")),
+                name="dsr_due_after_receipt",
+                violation_error_message="A request is due after it was received.",
             ),
             models.CheckConstraint(
                 condition=~Q(status="completed") | Q(completed_at__isnull=False),
                 name="dsr_completed_has_time",
+                violation_error_message="A completed request records when it was completed.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="cancelled") | Q(cancelled_at__isnull=False),
+                name="dsr_cancelled_has_time",
+                violation_error_message="A cancelled request records when it was cancelled.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["received", "completed", "cancelled"]),
+                name="dsr_status_valid",
+                violation_error_message="A request is received, completed or cancelled.",
             ),
             models.CheckConstraint(
                 condition=Q(type__in=["access", "erasure", "restriction", "objection"]),
                 name="dsr_type_valid",
+                violation_error_message="A request is for access, erasure, restriction or objection.",
+            ),
+            models.CheckConstraint(
+                condition=Q(not_before__isnull=True)
+                | (Q(type="erasure") & Q(not_before__gte=F("received_at")) & Q(not_before__lt=F("due_at"))),
+                name="dsr_grace_within_due_time",
+                violation_error_message="Only an erasure has a grace period, and it ends before the due time.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(subject_pseudonym="") | (Q(type="erasure") & Q(status="completed")),
+                name="dsr_only_completed_erasure_forgets_subject",
+                violation_error_message="Only a completed erasure's record drops the subject's pseudonym.",
             ),
             models.UniqueConstraint(
                 fields=["subject_pseudonym", "type"],
                 condition=Q(status="received"),
                 name="dsr_one_open_per_type",
+                violation_error_message="The subject already has an open request of this type.",
             ),
         ]
         indexes = [models.Index(fields=["status", "due_at"], name="dsr_status_due")]
@@ -402,6 +453,11 @@ class ErasureRecord(models.Model):
     rows_erased = models.PositiveIntegerField()
     rows_by_source = models.JSONField(default=dict, help_text="Source label → rows erased.")
     cache_keys_erased = models.PositiveIntegerField(default=0)
+    found_nothing = models.BooleanField(
+        default=False,
+        help_text="Nothing was held beyond the subject record: an alert (was the data stored under "
+        "another pseudonym key?).",
+    )
 
     class Meta:
         ordering = ["-completed_at"]
@@ -412,3 +468,24 @@ class ErasureRecord(models.Model):
     @property
     def on_time(self) -> bool:
         return self.completed_at <= self.due_at
+
+
+class PendingCacheInvalidation(models.Model):
+    """A subject whose cached consent state could not be invalidated: the cache did not answer.
+
+    Written when a write's invalidation is not confirmed (in the write's own
+    transaction, so it cannot be lost), and retried every minute by
+    ``consent_cache_invalidations_retry`` until the cache confirms it; then
+    deleted. Without it, a cache that was unreachable from one process while a
+    withdrawal committed could keep serving the old "granted" once it answers
+    again. A technical record: erased with the subject.
+    """
+
+    pseudonym = models.CharField(primary_key=True, max_length=PSEUDONYM_LENGTH)
+    since = models.DateTimeField(help_text="The first invalidation that was not confirmed.")
+
+    class Meta:
+        ordering = ["since"]
+
+    def __str__(self) -> str:
+        return f"pending cache invalidation of {self.pseudonym[:12]}…"

@@ -17,7 +17,10 @@ each app that stores subject-keyed data registers it here from its
 A table source is exported with ``values()``, erased with a queryset delete,
 and — when it names a ``purpose`` and a ``timestamp_field`` — purged by the
 daily retention job once its rows are older than the purpose's retention
-period. Anything that is not one table (a file store, a search index) passes
+period. A source whose retention follows another rule (experiment data: some
+time after the experiment ended) passes ``purge(now=, batch_size=)``, which
+deletes one batch and returns how many rows it deleted (0 when none are left).
+Anything that is not one table (a file store, a search index) passes
 ``export`` and ``erase`` callables instead. Cache entries keyed by the
 subject register with ``personal_cache_register`` so an erasure deletes them.
 """
@@ -32,6 +35,7 @@ from django.db import models
 
 Exporter = Callable[[str], list[dict]]
 Eraser = Callable[[str], int]
+Purger = Callable[..., int]  # (*, now: datetime, batch_size: int) -> rows deleted
 CacheKeys = Callable[[str], Iterable[str]]
 
 
@@ -46,6 +50,11 @@ class PersonalDataSource:
     purpose: str | None = None
     exporter: Exporter | None = field(default=None, repr=False)
     eraser: Eraser | None = field(default=None, repr=False)
+    purger: Purger | None = field(default=None, repr=False)
+
+    @property
+    def has_retention(self) -> bool:
+        return self.purger is not None or (self.purpose is not None and self.timestamp_field is not None)
 
     def export(self, pseudonym: str) -> list[dict]:
         if self.exporter is not None:
@@ -111,6 +120,7 @@ def personal_data_register(
     purpose: str | None = None,
     export: Exporter | None = None,
     erase: Eraser | None = None,
+    purge: Purger | None = None,
 ) -> PersonalDataSource:
     """Declare personal data held by an app. Registering a label again replaces it."""
     if model is None and (export is None or erase is None):
@@ -121,6 +131,8 @@ def personal_data_register(
             model._meta.get_field(timestamp_field)
     if purpose is not None and timestamp_field is None and model is not None:
         raise ValueError("a source with a retention purpose needs a timestamp_field")
+    if purpose is not None and purge is not None:
+        raise ValueError("a source is purged by its purpose's retention or by its own purge, not both")
     source = PersonalDataSource(
         label=label,
         model=model,
@@ -129,6 +141,7 @@ def personal_data_register(
         purpose=purpose,
         exporter=export,
         eraser=erase,
+        purger=purge,
     )
     with _lock:
         _sources[label] = source

@@ -3,9 +3,15 @@
 ``consent_state`` answers from the shared cache in one round trip (the
 subject's state and the purposes' rules token, fetched together); on a miss it
 reads the database and fills the cache. Writes invalidate the subject's entry
-explicitly, in the same operation (``services.consent_cache_invalidate``).
-When the cache is unreachable (django-redis swallows the error), every read is
-a miss: the database answers, so it stays the truth.
+explicitly, in the same operation (``services.consent_cache_invalidate``), by
+writing a short-lived *tombstone* over it: a reader that read the database
+just before the write committed fills the cache with ``add``, which cannot
+replace the tombstone, and it fills only if its read began less than half the
+tombstone's lifetime ago — so a late fill either lands before the
+invalidation (which then overwrites it) or meets the tombstone, never after
+it expired. Readers that meet a tombstone answer from the database without
+filling. When the cache is unreachable (django-redis swallows the error),
+every read is a miss: the database answers, so it stays the truth.
 
 Whether a grant still *counts* is decided at read time against ``now``: it may
 have expired, or a newer notice that requires re-consent may have come into
@@ -45,8 +51,12 @@ logger = logging.getLogger(__name__)
 STATE_KEY_PREFIX = "consent:state:v1:"
 RULES_TOKEN_KEY = "consent:rules-token"  # noqa: S105 — a cache key, not a secret
 # A lost invalidation (the cache was unreachable during a withdrawal and then
-# came back) can leave a stale entry; this bounds how long it may live.
+# came back) can leave a stale entry until the retry (every minute) confirms it;
+# this bounds how long it may live in any case.
 STATE_CACHE_SECONDS: int = getattr(settings, "CONSENT_STATE_CACHE_SECONDS", 120)
+# What an invalidation writes over a subject's entry, and for how long.
+TOMBSTONE = "consent:invalidated"
+TOMBSTONE_SECONDS: float = getattr(settings, "CONSENT_STATE_TOMBSTONE_SECONDS", 10)
 # Rules are reloaded at least this often even if the rules token never moves.
 RULES_MAX_AGE_SECONDS = 60.0
 
@@ -336,12 +346,27 @@ def consent_state(
     cached = cache.get_many([key, RULES_TOKEN_KEY])
     rules = purpose_rules(token=cached.get(RULES_TOKEN_KEY))
     raw = cached.get(key)
-    if raw is None:
-        raw = _state_from_db(pseudonym)
-        # ``add``, not ``set``: if a write invalidated the key while we read, a
-        # later reader's fresher value is not overwritten by ours.
-        cache.add(key, raw, timeout=STATE_CACHE_SECONDS)
+    if raw is None or raw == TOMBSTONE:
+        read_began = time.monotonic()
+        fresh = _state_from_db(pseudonym)
+        if raw is None:
+            state_cache_fill(key=key, raw=fresh, read_began=read_began)
+        raw = fresh
     return _evaluate(raw, rules, now or timezone.now())
+
+
+def state_cache_fill(*, key: str, raw: CachedState, read_began: float) -> bool:
+    """Offer a state just read from the database to the cache; whether it was taken.
+
+    ``add``, never ``set``: it cannot replace a tombstone (an invalidation that
+    happened while we read) or a fresher reader's value. And only while the
+    read is young: a tombstone lives ``TOMBSTONE_SECONDS``, so a fill within
+    half of that after the read began cannot land after the tombstone of a
+    write that committed during the read has expired.
+    """
+    if time.monotonic() - read_began >= TOMBSTONE_SECONDS / 2:
+        return False
+    return bool(cache.add(key, raw, timeout=STATE_CACHE_SECONDS))
 
 
 def _fail_closed(check: str, subject_id: str | None, pseudonym: str | None) -> bool:
@@ -462,3 +487,13 @@ def consent_history(*, pseudonym: str) -> list[ConsentRecord]:
 
 def subject_requests(*, pseudonym: str) -> QuerySet:
     return DataSubjectRequest.objects.filter(subject_pseudonym=pseudonym).order_by("received_at")
+
+
+def erased_request(*, request_id: uuid.UUID) -> DataSubjectRequest | None:
+    """A completed erasure's record, found by its id alone: it no longer names its subject."""
+    return DataSubjectRequest.objects.filter(
+        pk=request_id,
+        subject_pseudonym="",
+        type=DataSubjectRequest.Type.ERASURE,
+        status=DataSubjectRequest.Status.COMPLETED,
+    ).first()

@@ -7,12 +7,17 @@ from ``services.consent_events_check``, reported in the same nested shape:
 for a single event.
 """
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from config.api import StrictSerializer
 from consent.models import ConsentEvent, DataSubjectRequest, Language
-from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, subject_id_problem
+from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN, subject_id_problem
 from consent.services import MAX_BATCH_EVENTS, ConsentEventInput, ConsentSource
+
+subject_id_validator = RegexValidator(
+    SUBJECT_ID_PATTERN, message="Must not contain whitespace, control characters or '/'."
+)
 
 
 class SubjectIdField(serializers.CharField):
@@ -20,7 +25,10 @@ class SubjectIdField(serializers.CharField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", SUBJECT_ID_MAX_LENGTH)
+        kwargs.setdefault("min_length", 1)
         kwargs.setdefault("trim_whitespace", False)
+        # The schema states the server's rule exactly (consent.pseudonyms.SUBJECT_ID_PATTERN).
+        kwargs.setdefault("validators", [subject_id_validator])
         kwargs.setdefault(
             "help_text", "The marketplace's user id; stored only as a keyed-HMAC pseudonym."
         )
@@ -151,13 +159,17 @@ class RequestInSerializer(StrictSerializer):
 
 class RequestOutSerializer(serializers.Serializer):
     request_id = serializers.UUIDField(source="id")
-    type = serializers.CharField()
-    status = serializers.CharField()
+    type = serializers.ChoiceField(choices=DataSubjectRequest.Type.values)
+    status = serializers.ChoiceField(choices=DataSubjectRequest.Status.values)
     received_at = serializers.DateTimeField()
     due_at = serializers.DateTimeField(
         help_text="3 × 24 hours after receipt (UU PDP Arts. 32, 41)."
     )
+    not_before = serializers.DateTimeField(
+        allow_null=True, help_text="Erasures: runs after this; cancellable until it has run."
+    )
     completed_at = serializers.DateTimeField(allow_null=True)
+    cancelled_at = serializers.DateTimeField(allow_null=True)
 
 
 class RequestDetailSerializer(RequestOutSerializer):

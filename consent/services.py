@@ -1,11 +1,14 @@
 """Writes of the consent app: the ledger, data subject requests, retention, rebuilds.
 
 Every write that changes what ``consent_state`` answers invalidates the
-subject's cache entry explicitly in the same operation: once inside the
-transaction (so no reader after it is served the old entry) and again after
-commit (so an entry refilled from the pre-commit database is dropped too).
-The database write does not depend on the cache: with Redis down a withdrawal
-is still committed before the response, and readers then go to the database.
+subject's cache entry explicitly in the same operation, by writing a
+short-lived tombstone over it (``consent.selectors``: a late fill cannot
+replace it): once inside the transaction (so no reader after it is served the
+old entry) and again after commit (so a reader that read the database before
+the commit cannot cache what it read). The database write does not depend on
+the cache: with Redis down a withdrawal is still committed before the
+response, and readers then go to the database; an invalidation the cache did
+not confirm is recorded in the same transaction and retried until it is.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -34,6 +38,7 @@ from consent.models import (
     Language,
     Notice,
     NoticeText,
+    PendingCacheInvalidation,
     Purpose,
     Subject,
 )
@@ -41,6 +46,8 @@ from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from consent.registry import personal_cache_sources, personal_data_sources
 from consent.selectors import (
     RULES_TOKEN_KEY,
+    TOMBSTONE,
+    TOMBSTONE_SECONDS,
     PurposeRule,
     consent_history,
     purpose_rules_forget,
@@ -62,12 +69,56 @@ Action = ConsentEvent.Action
 
 
 def consent_cache_invalidate(*, pseudonyms: Iterable[str]) -> list[str]:
-    """Drop the subjects' cached consent state, now and again after commit."""
+    """Write tombstones over the subjects' cached consent state, now and again after commit.
+
+    Each time the cache must confirm it holds the tombstones; the subjects it
+    does not confirm are recorded (``PendingCacheInvalidation``: first in this
+    transaction, then after commit) and retried every minute until it does.
+    """
+    pseudonyms = sorted(set(pseudonyms))
     keys = [state_cache_key(pseudonym) for pseudonym in pseudonyms]
-    if keys:
-        cache.delete_many(keys)
-        transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
+    if not keys:
+        return keys
+    unconfirmed = _tombstones_write(pseudonyms)
+    if unconfirmed:
+        _pending_record(unconfirmed, timezone.now())
+
+    def after_commit() -> None:
+        failed = _tombstones_write(pseudonyms)
+        if failed:
+            _pending_record(failed, timezone.now())
+        if unconfirmed and not failed:
+            PendingCacheInvalidation.objects.filter(pseudonym__in=unconfirmed).delete()
+
+    transaction.on_commit(after_commit, robust=True)
     return keys
+
+
+def _tombstones_write(pseudonyms: Sequence[str]) -> list[str]:
+    """Tombstone the subjects' state entries; the pseudonyms whose tombstone the cache did not confirm."""
+    keys = {state_cache_key(pseudonym): pseudonym for pseudonym in pseudonyms}
+    cache.set_many(dict.fromkeys(keys, TOMBSTONE), timeout=TOMBSTONE_SECONDS)
+    held = cache.get_many(list(keys))  # {} when the cache does not answer
+    return [pseudonym for key, pseudonym in keys.items() if held.get(key) != TOMBSTONE]
+
+
+def _pending_record(pseudonyms: Sequence[str], now: datetime) -> None:
+    PendingCacheInvalidation.objects.bulk_create(
+        [PendingCacheInvalidation(pseudonym=pseudonym, since=now) for pseudonym in pseudonyms],
+        ignore_conflicts=True,
+    )
+    logger.warning("consent cache did not confirm %d invalidation(s): recorded for retry", len(pseudonyms))
+
+
+def consent_cache_invalidations_retry(*, batch_size: int = 1000) -> dict[str, int]:
+    """Retry the invalidations the cache did not confirm; the confirmed ones are forgotten."""
+    confirmed = 0
+    pending = list(PendingCacheInvalidation.objects.order_by("since").values_list("pseudonym", flat=True)[:batch_size])
+    if pending:
+        failed = set(_tombstones_write(pending))
+        done = [pseudonym for pseudonym in pending if pseudonym not in failed]
+        confirmed, _ = PendingCacheInvalidation.objects.filter(pseudonym__in=done).delete()
+    return {"confirmed": confirmed, "pending": PendingCacheInvalidation.objects.count()}
 
 
 def purpose_rules_changed() -> None:
@@ -749,11 +800,17 @@ def _resolve(subject_id: str | None, pseudonym: str | None) -> str:
     return pseudonym
 
 
+def erasure_grace() -> timedelta:
+    """How long an erasure waits, cancellable, before it runs (``ERASURE_GRACE_HOURS``)."""
+    return timedelta(hours=float(getattr(settings, "ERASURE_GRACE_HOURS", 24.0)))
+
+
 def dsr_file(
     *,
     type: str,
     subject_id: str | None = None,
     pseudonym: str | None = None,
+    filed_by: str = "",
     now: datetime | None = None,
 ) -> tuple[DataSubjectRequest, bool]:
     """File a data subject request; returns it and whether it is new.
@@ -761,7 +818,10 @@ def dsr_file(
     An open request of the same type for the subject is returned instead of a
     second one. Restriction and objection take effect at once (stopping
     processing is always safe) and so does a restriction while an erasure is
-    pending; the Celery task ``dsr_process`` then completes the request.
+    pending. An erasure runs once its grace period (``erasure_grace()``) is
+    over, and can be cancelled until it has run (``dsr_cancel``); the Celery
+    task ``dsr_process`` completes every request. ``filed_by`` names the
+    caller (an API key's prefix, an admin user) for the record and the log.
     """
     if type not in DataSubjectRequest.Type.values:
         raise ValidationError(
@@ -772,28 +832,75 @@ def dsr_file(
     open_requests = DataSubjectRequest.objects.filter(
         subject_pseudonym=pseudonym, type=type, status=DataSubjectRequest.Status.RECEIVED
     )
+    erasure = type == DataSubjectRequest.Type.ERASURE
     try:
         with transaction.atomic():
             existing = open_requests.select_for_update().first()
             if existing is not None:
                 return existing, False
             request = DataSubjectRequest.objects.create(
-                subject_pseudonym=pseudonym, type=type, received_at=now, due_at=now + DSR_DUE_AFTER
+                subject_pseudonym=pseudonym,
+                type=type,
+                received_at=now,
+                due_at=now + DSR_DUE_AFTER,
+                not_before=now + erasure_grace() if erasure else None,
+                filed_by=filed_by[:160],
             )
             if type in (DataSubjectRequest.Type.RESTRICTION, DataSubjectRequest.Type.ERASURE):
                 _subject_flag(pseudonym, restricted_at=now)
             elif type == DataSubjectRequest.Type.OBJECTION:
                 _subject_flag(pseudonym, objected_at=now)
-            transaction.on_commit(lambda: dsr_enqueue(request_id=request.id), robust=True)
+            if not erasure or request.not_before <= now:
+                transaction.on_commit(lambda: dsr_enqueue(request_id=request.id), robust=True)
+            # An erasure in its grace period is enqueued by ``dsr_enqueue_open`` once it is over.
     except IntegrityError:  # a concurrent filing of the same request won
         return open_requests.get(), False
     logger.info(
-        "data subject request %s (%s) received, due %s",
+        "data subject request %s (%s) received from %s, due %s%s",
         request.id,
         type,
+        filed_by or "an internal caller",
         request.due_at.isoformat(),
+        f", runs after {request.not_before.isoformat()}" if erasure else "",
     )
     return request, True
+
+
+class RequestNotCancellable(ValidationError):
+    """The request cannot be cancelled (not an erasure, or already completed or cancelled)."""
+
+
+def dsr_cancel(
+    *, request_id: uuid.UUID, pseudonym: str, cancelled_by: str = "", now: datetime | None = None
+) -> DataSubjectRequest:
+    """Cancel an erasure that has not run yet; the restriction it imposed is lifted.
+
+    The restriction stays if the subject also asked for one (a restriction
+    request of theirs, open or completed). Raises ``DataSubjectRequest.DoesNotExist``
+    for a request that is not this subject's, ``RequestNotCancellable`` for one
+    that cannot be cancelled. Serialised with ``dsr_process`` by the row lock:
+    an erasure is either cancelled or carried out, never both.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        request = DataSubjectRequest.objects.select_for_update().get(pk=request_id, subject_pseudonym=pseudonym)
+        if request.type != DataSubjectRequest.Type.ERASURE:
+            raise RequestNotCancellable({"request_id": "Only an erasure request can be cancelled."})
+        if request.status != DataSubjectRequest.Status.RECEIVED:
+            raise RequestNotCancellable({"request_id": f"The erasure is already {request.status}."})
+        request.status = DataSubjectRequest.Status.CANCELLED
+        request.cancelled_at = now
+        request.save(update_fields=["status", "cancelled_at"])
+        asked_for_restriction = DataSubjectRequest.objects.filter(
+            subject_pseudonym=pseudonym,
+            type=DataSubjectRequest.Type.RESTRICTION,
+            status__in=[DataSubjectRequest.Status.RECEIVED, DataSubjectRequest.Status.COMPLETED],
+        ).exists()
+        if not asked_for_restriction:
+            Subject.objects.filter(pk=pseudonym).update(restricted_at=None)
+            consent_cache_invalidate(pseudonyms=[pseudonym])
+    logger.info("erasure request %s cancelled by %s", request.id, cancelled_by or "an internal caller")
+    return request
 
 
 def dsr_enqueue(*, request_id: uuid.UUID) -> None:
@@ -805,12 +912,15 @@ def dsr_enqueue(*, request_id: uuid.UUID) -> None:
 def dsr_enqueue_open(
     *, now: datetime | None = None, settle: timedelta = timedelta(minutes=10)
 ) -> int:
-    """Enqueue again every open request older than ``settle`` (its task may have been lost)."""
+    """Enqueue every open request that is due to run: erasures whose grace is over, others
+    older than ``settle`` (their task may have been lost)."""
     now = now or timezone.now()
     ids = list(
-        DataSubjectRequest.objects.filter(
-            status=DataSubjectRequest.Status.RECEIVED, received_at__lte=now - settle
-        ).values_list("id", flat=True)
+        DataSubjectRequest.objects.filter(status=DataSubjectRequest.Status.RECEIVED)
+        .filter(
+            Q(not_before__isnull=True, received_at__lte=now - settle) | Q(not_before__lte=now)
+        )
+        .values_list("id", flat=True)
     )
     for request_id in ids:
         dsr_enqueue(request_id=request_id)
@@ -820,13 +930,18 @@ def dsr_enqueue_open(
 def dsr_process(*, request_id: uuid.UUID, now: datetime | None = None) -> dict:
     """Serve one data subject request; a request already served (or erased) is left alone.
 
+    An erasure still in its grace period is left for later (``dsr_enqueue_open``).
     Returns a summary without personal data (it lands in the task result backend).
     """
     now = now or timezone.now()
-    request = DataSubjectRequest.objects.filter(pk=request_id).only("type").first()
+    request = DataSubjectRequest.objects.filter(pk=request_id).only("type", "status", "not_before").first()
     if request is None:
         return {"request": str(request_id), "outcome": "not_found"}
+    if request.status != DataSubjectRequest.Status.RECEIVED:
+        return {"request": str(request_id), "outcome": "already_done"}
     if request.type == DataSubjectRequest.Type.ERASURE:
+        if request.not_before is not None and now < request.not_before:
+            return {"request": str(request_id), "outcome": "in_grace_period"}
         return _dsr_erase(request_id, now)
     with transaction.atomic():
         request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
@@ -918,7 +1033,8 @@ def _cache_answers() -> bool:
 
 
 def _subject_cache_keys(pseudonym: str) -> list[str]:
-    keys = [state_cache_key(pseudonym)]
+    """The registered apps' cache keys of the subject (the consent state is tombstoned apart)."""
+    keys: list[str] = []
     for source in personal_cache_sources():
         keys.extend(source.keys(pseudonym))
     return keys
@@ -933,6 +1049,11 @@ class ErasureSummary:
     def rows(self) -> int:
         return sum(self.rows_by_source.values())
 
+    @property
+    def found_nothing(self) -> bool:
+        """Nothing was held but the subject record itself (which filing the request creates)."""
+        return self.rows - self.rows_by_source.get("consent.subject", 0) == 0
+
 
 def subject_erase(*, pseudonym: str) -> ErasureSummary:
     """Remove the subject's personal rows from every table and every cache entry.
@@ -940,8 +1061,12 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
     Registered apps first (their rows may refer to the subject), then this
     app's: derived state, requests, the ledger (the one sanctioned deletion
     from it), and the subject. Aggregates that identify nobody stay (consent
-    tallies, experiment results). Must run inside a transaction; the cache is
-    cleared before and again after commit.
+    tallies, experiment results), and so does the record of an erasure
+    request once it no longer names the subject. Must run inside a
+    transaction. Registered cache keys are deleted before and again after
+    commit; the consent state's entry gets tombstones (a reader that read the
+    subject before the commit cannot cache it again), which expire within
+    ``TOMBSTONE_SECONDS`` and hold nothing about the subject.
     """
     keys = _subject_cache_keys(pseudonym)
     cache.delete_many(keys)
@@ -958,8 +1083,10 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
         subject_id=pseudonym
     ).sanctioned_delete(reason="erasure")
     counts["consent.subject"], _ = Subject.objects.filter(pk=pseudonym).delete()
+    consent_cache_invalidate(pseudonyms=[pseudonym])
+    PendingCacheInvalidation.objects.filter(pseudonym=pseudonym).delete()
     transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
-    return ErasureSummary(rows_by_source=counts, cache_keys=len(keys))
+    return ErasureSummary(rows_by_source=counts, cache_keys=len(keys) + 1)
 
 
 def _dsr_erase(request_id: uuid.UUID, now: datetime) -> dict:
@@ -971,8 +1098,16 @@ def _dsr_erase(request_id: uuid.UUID, now: datetime) -> dict:
         request = DataSubjectRequest.objects.select_for_update().filter(pk=request_id).first()
         if request is None or request.status != DataSubjectRequest.Status.RECEIVED:
             return {"request": str(request_id), "outcome": "already_done"}
-        received_at, due_at = request.received_at, request.due_at
-        summary = subject_erase(pseudonym=request.subject_pseudonym)
+        received_at, due_at, pseudonym = request.received_at, request.due_at, request.subject_pseudonym
+        # The request's record stays, readable by its id, with nothing that names the subject.
+        DataSubjectRequest.objects.filter(pk=request.pk).update(
+            status=DataSubjectRequest.Status.COMPLETED,
+            completed_at=now,
+            subject_pseudonym="",
+            attempts=request.attempts + 1,
+            last_error="",
+        )
+        summary = subject_erase(pseudonym=pseudonym)
         record = ErasureRecord.objects.create(
             received_at=received_at,
             due_at=due_at,
@@ -980,6 +1115,15 @@ def _dsr_erase(request_id: uuid.UUID, now: datetime) -> dict:
             rows_erased=summary.rows,
             rows_by_source=summary.rows_by_source,
             cache_keys_erased=summary.cache_keys,
+            found_nothing=summary.found_nothing,
+        )
+    if summary.found_nothing:
+        # The marketplace asked to erase someone it knows; finding nothing usually means the
+        # data was stored under other pseudonyms (another key, another form of the id).
+        logger.error(
+            "ALERT erasure (record %s) found nothing held about the subject: check that "
+            "PRIVACYLAB_PSEUDONYM_KEY is the key the data was stored under (docs/operations.md)",
+            record.pk,
         )
     logger.info("erasure completed (record %s): %s rows", record.pk, summary.rows)
     return {
@@ -1026,7 +1170,8 @@ def consent_retention_purge(
     """Delete raw personal data older than its purpose's retention period, in batches.
 
     Idempotent: a second run the same day finds nothing. Covers registered
-    sources that name a purpose; in the ledger, decisions superseded long ago
+    sources that name a purpose, and those with a retention rule of their own
+    (``purge``: experiment exposures and metric facts); in the ledger, decisions superseded long ago
     and consents that ended (withdrawn, expired, lapsed by a new notice) longer
     than the retention period ago — the current grant and its proof stay;
     answers to access requests after 30 days; completed requests after three
@@ -1036,6 +1181,11 @@ def consent_retention_purge(
     rules = purpose_rules_load()
     counts: dict[str, int] = {}
     for source in personal_data_sources():
+        if source.purger is not None:
+            counts[source.label] = _batched(
+                lambda s=source: s.purger(now=now, batch_size=batch_size)
+            )
+            continue
         if source.purpose is None or source.timestamp_field is None:
             continue
         rule = rules.get(source.purpose)
@@ -1061,8 +1211,8 @@ def consent_retention_purge(
     counts["consent.requests"] = _batched(
         lambda: _delete_batch(
             DataSubjectRequest.objects.filter(
-                status=DataSubjectRequest.Status.COMPLETED,
-                completed_at__lt=now - DSR_RECORD_KEPT_FOR,
+                Q(status=DataSubjectRequest.Status.COMPLETED, completed_at__lt=now - DSR_RECORD_KEPT_FOR)
+                | Q(status=DataSubjectRequest.Status.CANCELLED, cancelled_at__lt=now - DSR_RECORD_KEPT_FOR)
             ),
             batch_size,
         )

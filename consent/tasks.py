@@ -42,3 +42,9 @@ def dsr_enqueue_open() -> int:
 def consent_retention_purge() -> dict:
     """Daily: delete raw personal data older than its purpose's retention period."""
     return services.consent_retention_purge()
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def consent_cache_invalidations_retry() -> dict:
+    """Every minute: retry the consent-cache invalidations the cache did not confirm."""
+    return services.consent_cache_invalidations_retry()

@@ -1,18 +1,31 @@
 """The consent API: record decisions, show proof of consent, file data subject requests.
 
 Views translate HTTP to services and back; subject ids from the path or body
-are hashed by the services and selectors before any lookup or storage.
+are hashed by the services and selectors before any lookup or storage. Each
+view names the API key scope it needs (``config.permissions``) and its
+throttle (``config.throttling``); every call that files, reads or cancels a
+data subject request is logged with the key's prefix, never the subject id.
 """
 
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+import logging
+
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import permissions
+from config.openapi import ERROR_SCHEMA
 from consent import services
-from consent.pseudonyms import subject_id_problem, subject_pseudonym
-from consent.selectors import consent_history, consent_state, subject_requests
+from consent.models import DataSubjectRequest
+from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem, subject_pseudonym
+from consent.selectors import consent_history, consent_state, erased_request, subject_requests
 from consent.serializers import (
     ConsentBatchInSerializer,
     ConsentBatchOutSerializer,
@@ -27,10 +40,13 @@ from consent.serializers import (
 
 SUBJECT_PARAMETER = OpenApiParameter(
     "subject_id",
-    str,
+    SUBJECT_ID_SCHEMA,
     OpenApiParameter.PATH,
     description="The marketplace's user id (hashed on arrival).",
 )
+
+
+logger = logging.getLogger("consent.api")
 
 
 def _pseudonym_from_path(subject_id: str) -> str:
@@ -39,8 +55,22 @@ def _pseudonym_from_path(subject_id: str) -> str:
     return subject_pseudonym(subject_id)
 
 
+def _caller(request) -> str:
+    """The API key behind the request, by its prefix (the key's public part)."""
+    return f"api-key:{getattr(request.user, 'prefix', '?')}"
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request is in a state that does not allow this."
+    default_code = "conflict"
+
+
 class ConsentView(APIView):
     """Record consent decisions: one event, or a batch that is recorded all or nothing."""
+
+    required_scope = permissions.CONSENT
+    throttle_scope = "serving"
 
     @extend_schema(
         operation_id="consents_create",
@@ -85,6 +115,9 @@ class ConsentView(APIView):
 class SubjectConsentsView(APIView):
     """The subject's current consent per purpose and the full history: proof of consent."""
 
+    required_scope = permissions.CONSENT_READ
+    throttle_scope = "subjects"
+
     @extend_schema(
         operation_id="subject_consents_retrieve",
         parameters=[SUBJECT_PARAMETER],
@@ -116,6 +149,9 @@ class SubjectConsentsView(APIView):
 class SubjectRequestsView(APIView):
     """File a data subject request, or list the subject's requests."""
 
+    required_scope = permissions.DSR
+    throttle_scope = "subjects"
+
     @extend_schema(
         operation_id="subject_requests_create",
         parameters=[SUBJECT_PARAMETER],
@@ -123,13 +159,19 @@ class SubjectRequestsView(APIView):
         responses={202: RequestOutSerializer, 200: RequestOutSerializer},
         description="Access (export), erasure, restriction of processing or objection to profiling; "
         "due 3 × 24 hours after receipt. 202 for a new request; 200 with the open request of the "
-        "same type if there is one.",
+        "same type if there is one. An erasure runs after a grace period (`not_before`, 24 hours by "
+        "default) during which `POST …/requests/<request_id>/cancel` cancels it; processing is "
+        "restricted from filing.",
     )
     def post(self, request, subject_id: str):
         pseudonym = _pseudonym_from_path(subject_id)
         payload = RequestInSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        filed, created = services.dsr_file(type=payload.validated_data["type"], pseudonym=pseudonym)
+        filed, created = services.dsr_file(
+            type=payload.validated_data["type"], pseudonym=pseudonym, filed_by=_caller(request)
+        )
+        if not created:
+            logger.info("data subject request %s (%s) re-filed by %s", filed.id, filed.type, _caller(request))
         return Response(
             RequestOutSerializer(filed).data,
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
@@ -142,22 +184,62 @@ class SubjectRequestsView(APIView):
     )
     def get(self, request, subject_id: str):
         pseudonym = _pseudonym_from_path(subject_id)
-        return Response(
-            RequestListSerializer({"requests": subject_requests(pseudonym=pseudonym)}).data
+        requests = list(subject_requests(pseudonym=pseudonym))
+        logger.info(
+            "data subject requests listed by %s: %s", _caller(request), ", ".join(str(r.id) for r in requests) or "none"
         )
+        return Response(RequestListSerializer({"requests": requests}).data)
 
 
 class SubjectRequestDetailView(APIView):
     """One request, with the export once an access request is complete."""
 
+    required_scope = permissions.DSR
+    throttle_scope = "subjects"
+
     @extend_schema(
         operation_id="subject_requests_retrieve",
         parameters=[SUBJECT_PARAMETER],
         responses={200: RequestDetailSerializer},
+        description="A completed erasure's record stays readable by its id (it no longer names the "
+        "subject, so any subject id finds it): the caller can confirm the erasure was carried out.",
     )
     def get(self, request, subject_id: str, request_id):
         pseudonym = _pseudonym_from_path(subject_id)
-        found = subject_requests(pseudonym=pseudonym).filter(pk=request_id).first()
+        found = subject_requests(pseudonym=pseudonym).filter(pk=request_id).first() or erased_request(
+            request_id=request_id
+        )
         if found is None:
             raise NotFound("No such request for this subject.")
+        logger.info("data subject request %s (%s) read by %s", found.id, found.type, _caller(request))
         return Response(RequestDetailSerializer(found).data)
+
+
+class SubjectRequestCancelView(APIView):
+    """Cancel an erasure during its grace period (until it has run)."""
+
+    required_scope = permissions.DSR
+    throttle_scope = "subjects"
+
+    @extend_schema(
+        operation_id="subject_requests_cancel",
+        parameters=[SUBJECT_PARAMETER],
+        request=None,
+        responses={
+            200: RequestOutSerializer,
+            409: OpenApiResponse(
+                response=ERROR_SCHEMA, description="Not an erasure, or it was already carried out or cancelled."
+            ),
+        },
+        description="Only an erasure that has not run yet can be cancelled (409 otherwise); the "
+        "restriction of processing it imposed is lifted, unless the subject also asked for one.",
+    )
+    def post(self, request, subject_id: str, request_id):
+        pseudonym = _pseudonym_from_path(subject_id)
+        try:
+            cancelled = services.dsr_cancel(request_id=request_id, pseudonym=pseudonym, cancelled_by=_caller(request))
+        except DataSubjectRequest.DoesNotExist:
+            raise NotFound("No such request for this subject.") from None
+        except services.RequestNotCancellable as exc:
+            raise Conflict(" ".join(exc.messages)) from None
+        return Response(RequestOutSerializer(cancelled).data)

@@ -8,7 +8,8 @@ from django.forms.models import BaseInlineFormSet
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from experiments import selectors, services
+from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin_api_keys registers the key admin)
+from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
     Experiment,
@@ -104,7 +105,14 @@ def _lifecycle_action(action: str, description: str):
 
     run.__name__ = f"action_{action}"
     run.short_description = description
+    run.allowed_permissions = ("lifecycle",)  # ExperimentAdmin.has_lifecycle_permission
     return run
+
+
+# Permissions behind the admin's actions (experiments.models.Experiment.Meta.permissions).
+RUN_EXPERIMENT = "experiments.run_experiment"
+COMPUTE_RESULTS = "experiments.compute_results"
+ACKNOWLEDGE_ALERT = "experiments.acknowledge_experimentalert"
 
 
 @admin.register(Experiment)
@@ -117,6 +125,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     readonly_fields = [
         "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
         "privacy_ladder", "planned_days", "plan_summary",
+        "compliance_override_approved_by", "compliance_override_approved_at",
     ]
     fieldsets = [
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
@@ -146,7 +155,15 @@ class ExperimentAdmin(admin.ModelAdmin):
                 "the planned subjects per arm and days. Or set the planned subjects per arm yourself.",
             },
         ),
-        ("Compliance", {"fields": ["compliance_findings", "compliance_override_reason"]}),
+        (
+            "Compliance",
+            {
+                "fields": [
+                    "compliance_findings", "compliance_override_reason",
+                    "compliance_override_approved_by", "compliance_override_approved_at",
+                ]
+            },
+        ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
     actions = [
@@ -156,9 +173,32 @@ class ExperimentAdmin(admin.ModelAdmin):
         _lifecycle_action("stop", "Stop"),
         _lifecycle_action("conclude", "Conclude"),
         "compute_results_now",
+        "approve_compliance_override",
     ]
 
-    @admin.action(description="Compute results now")
+    def has_lifecycle_permission(self, request) -> bool:
+        return request.user.has_perm(RUN_EXPERIMENT)
+
+    def has_compute_permission(self, request) -> bool:
+        return request.user.has_perm(COMPUTE_RESULTS)
+
+    def has_approve_override_permission(self, request) -> bool:
+        return request.user.has_perm(services.APPROVE_OVERRIDE)
+
+    @admin.action(
+        description="Approve the compliance override (data protection officer)", permissions=["approve_override"]
+    )
+    def approve_compliance_override(self, request, queryset):
+        for experiment in queryset:
+            try:
+                services.experiment_override_approve(experiment=experiment, approver=request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{experiment.key}: {' '.join(exc.messages)}", messages.ERROR)
+                continue
+            self.log_change(request, experiment, "Compliance override approved")
+            self.message_user(request, f"{experiment.key}: compliance override approved.", messages.SUCCESS)
+
+    @admin.action(description="Compute results now", permissions=["compute"])
     def compute_results_now(self, request, queryset):
         from experiments.results import results_enqueue
 
@@ -274,13 +314,58 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["consent_prompt", "personalization_level", "sensitive_category_policy"]
     search_fields = ["name", "description"]
-    readonly_fields = ["compliance_findings"]
+    readonly_fields = ["compliance_findings", "frozen_by"]
+    actions = ["duplicate"]
 
     @admin.display(description="Compliance review (UU PDP / GDPR)")
     def compliance_findings(self, obj):
         if obj is None or obj.pk is None:
             return "Save the treatment to see the review."
         return _findings_html(selectors.treatment_compliance_findings(treatment=obj))
+
+    @admin.display(description="Frozen by")
+    def frozen_by(self, obj):
+        keys = services.treatment_frozen_by(treatment=obj) if obj is not None else []
+        if not keys:
+            return "Not applied by a running or paused experiment: it can change."
+        return "Applied by running or paused experiment(s) " + ", ".join(keys) + ": it cannot change (duplicate it)."
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and services.treatment_frozen_by(treatment=obj):
+            readonly += [f.name for f in PrivacyTreatment._meta.concrete_fields if f.editable and f.name != "id"]
+        return readonly
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class TreatmentForm(form):
+            def _post_clean(self):
+                # After the instance carries the submitted values, ask the service.
+                super()._post_clean()
+                try:
+                    services.treatment_validate_change(treatment=self.instance)
+                except ValidationError as exc:
+                    self.add_error(None, exc)
+
+        return TreatmentForm
+
+    def save_model(self, request, obj, form, change):
+        findings = services.treatment_save(treatment=obj)
+        errors = [finding for finding in findings if finding.is_error]
+        if errors:
+            self.message_user(
+                request,
+                "Compliance errors: " + " ".join(f"{f.message} ({f.reference})" for f in errors)
+                + " An experiment applying this treatment cannot start without an approved override.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Duplicate as a new treatment (to change a frozen one)", permissions=["add"])
+    def duplicate(self, request, queryset):
+        for treatment in queryset:
+            copy = services.treatment_copy(treatment=treatment)
+            self.message_user(request, f"Created {copy.name!r}.", messages.SUCCESS)
 
 
 @admin.register(Layer)
@@ -366,11 +451,16 @@ class ResultSnapshotAdmin(ReadOnlyAdmin):
     ]
     exclude = ["data"]
 
+    class Media:
+        css = {"all": ["dashboard/admin.css"]}
+
     @admin.display(description="Results document (JSON)")
     def document(self, obj):
         import json
 
-        return format_html("<pre style='max-height:40em;overflow:auto'>{}</pre>", json.dumps(obj.data, indent=2))
+        # Small segment cells are suppressed here as on the dashboard (experiments.disclosure).
+        data = segments_suppress(obj.data) if isinstance(obj.data, dict) else obj.data
+        return format_html('<pre class="results-document">{}</pre>', json.dumps(data, indent=2))
 
 
 @admin.register(ExperimentAlert)
@@ -382,10 +472,10 @@ class ExperimentAlertAdmin(ReadOnlyAdmin):
                        "created_at", "acknowledged_at"]
     actions = ["acknowledge"]
 
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_staff  # for the acknowledge action; every field stays read-only
+    def has_acknowledge_permission(self, request) -> bool:
+        return request.user.has_perm(ACKNOWLEDGE_ALERT)
 
-    @admin.action(description="Acknowledge (a new occurrence will alert again)")
+    @admin.action(description="Acknowledge (a new occurrence will alert again)", permissions=["acknowledge"])
     def acknowledge(self, request, queryset):
         from experiments.results import alerts_acknowledge
 

@@ -11,12 +11,16 @@ class ExperimentsConfig(AppConfig):
         # through its registry.
         from consent.registry import personal_data_register
         from experiments.models import Exposure, MetricFacts, OrderLine, OutcomeEvent
+        from experiments.services import exposures_retention_purge, metric_facts_retention_purge
 
+        # Measurement data: kept while the experiment runs and for EXPOSURE_RETENTION_DAYS
+        # after it ended (docs/privacy.md), then purged with its metric facts.
         personal_data_register(
             label="experiments.exposure",
             model=Exposure,
             subject_field="subject",
             timestamp_field="first_exposed_at",
+            purge=exposures_retention_purge,
         )
         # Outcomes are behavioural data: they age out with that purpose's retention.
         personal_data_register(
@@ -41,4 +45,5 @@ class ExperimentsConfig(AppConfig):
                 MetricFacts.objects.filter(exposure__subject_id=pseudonym).order_by("pk").values()
             ),
             erase=lambda pseudonym: MetricFacts.objects.filter(exposure__subject_id=pseudonym).delete()[0],
+            purge=metric_facts_retention_purge,
         )

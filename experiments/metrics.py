@@ -233,6 +233,10 @@ WITH
     WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
       AND e.first_exposed_at >= %(window_start)s AND e.first_exposed_at < %(window_end)s
       {only_changed}
+      -- A subject who restricted processing is left out of the measurement (docs/privacy.md).
+      AND NOT EXISTS (
+          SELECT 1 FROM {subject} rs WHERE rs.{subject_pk} = e.subject_id AND rs.restricted_at IS NOT NULL
+      )
 ),
 {facts}
 INSERT INTO {facts_table} (exposure_id, experiment_id, {fact_columns})
@@ -478,6 +482,14 @@ def metric_statistics_sql(
     return _named_to_positional(sql, params)
 
 
+# The facts of exposures whose subject restricted processing since they were written
+# (a refresh rewrites only changed exposures, and a restriction changes none).
+_RESTRICTED_FACTS_SQL = """DELETE FROM {facts_table} WHERE exposure_id IN (
+    SELECT e.id FROM {subject} s JOIN {exposure} e ON e.subject_id = s.{subject_pk}
+    WHERE s.restricted_at IS NOT NULL AND e.experiment_id = %s
+)"""
+
+
 def _refresh_sql(*, form: str, incremental: bool, params: dict, using: str) -> tuple[str, list]:
     connection = connections[using]
     snippets = _vendor_snippets(connection.vendor)
@@ -588,6 +600,15 @@ def metric_facts_refresh(
             if written < 0 and connection.vendor == "sqlite":  # its driver counts no WITH … INSERT
                 cursor.execute("SELECT changes()")
                 written = cursor.fetchone()[0]
+            cursor.execute(
+                _RESTRICTED_FACTS_SQL.format(
+                    facts_table=_table(connection, MetricFacts),
+                    subject=_table(connection, Subject),
+                    subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
+                    exposure=_table(connection, Exposure),
+                ),
+                [experiment.pk],
+            )
         state.phase = experiment.phase
         state.window_start = window_start
         state.cutoff = window_end

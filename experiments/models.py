@@ -210,7 +210,25 @@ class Experiment(models.Model):
         help_text="CUPED covariate: a subject's GMV in this many days before first exposure (0 turns "
         "CUPED off). A subject who ordered in that window is a returning customer.",
     )
-    compliance_override_reason = models.TextField(blank=True)
+    compliance_override_reason = models.TextField(
+        blank=True,
+        help_text="Why the experiment may start despite compliance errors; a data protection officer "
+        "must approve it.",
+    )
+    compliance_override_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The data protection officer who approved the override.",
+    )
+    compliance_override_approved_at = models.DateTimeField(null=True, blank=True)
+    compliance_override_approved_findings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Arm → the compliance error codes the approval covers; a new error needs a new approval.",
+    )
     # --- the decision (experiments.stats.decide; docs/statistics.md §9) ---
     decision_rule = models.CharField(
         max_length=16,
@@ -270,7 +288,18 @@ class Experiment(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("run_experiment", "Can start, pause, resume, stop and conclude experiments"),
+            ("compute_results", "Can compute an experiment's results now"),
+            ("approve_compliance_override", "Can approve a compliance override (data protection officer)"),
+        ]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(compliance_override_approved_by__isnull=True, compliance_override_approved_at__isnull=True)
+                | Q(compliance_override_approved_by__isnull=False, compliance_override_approved_at__isnull=False),
+                name="experiment_override_approval_complete",
+                violation_error_message="An override approval records both who approved it and when.",
+            ),
             models.CheckConstraint(
                 condition=Q(layer_start__gte=0.0) & Q(layer_end__lte=1.0) & Q(layer_start__lt=F("layer_end")),
                 name="experiment_layer_range_valid",
@@ -749,6 +778,7 @@ class ExperimentAlert(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("acknowledge_experimentalert", "Can acknowledge experiment alerts")]
         constraints = [
             models.UniqueConstraint(
                 fields=["experiment", "kind", "arm", "metric"],
@@ -760,3 +790,57 @@ class ExperimentAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.experiment.key}"
+
+
+# --- API keys --------------------------------------------------------------------
+
+
+class ApiKeyScopes(models.Model):
+    """What one API key may do (``config.permissions``): one flag per scope.
+
+    The keys themselves are djangorestframework-api-key's (stored hashed); a
+    key without a row here has the default scopes (never ``consent:read`` or
+    ``dsr``), so a key created before scopes existed keeps its serving access
+    and nothing more.
+    """
+
+    api_key = models.OneToOneField(
+        "rest_framework_api_key.APIKey", primary_key=True, on_delete=models.CASCADE, related_name="scopes"
+    )
+    assign = models.BooleanField(default=True, help_text="POST /api/v1/assignments")
+    recommend = models.BooleanField(default=True, help_text="GET /api/v1/recommendations/<subject_id>")
+    events = models.BooleanField(default=True, help_text="POST /api/v1/events")
+    consent = models.BooleanField(default=True, help_text="POST /api/v1/consents")
+    consent_read = models.BooleanField(
+        "consent:read", default=False, help_text="GET /api/v1/subjects/<subject_id>/consents: a subject's history."
+    )
+    dsr = models.BooleanField(
+        default=False,
+        help_text="/api/v1/subjects/<subject_id>/requests: file, read and cancel data subject requests "
+        "(an access request's answer holds everything about the subject).",
+    )
+
+    # Scope name (config.permissions.SCOPES) → field.
+    FIELDS = {
+        "assign": "assign",
+        "recommend": "recommend",
+        "events": "events",
+        "consent": "consent",
+        "consent:read": "consent_read",
+        "dsr": "dsr",
+    }
+
+    class Meta:
+        verbose_name = "API key scopes"
+        verbose_name_plural = "API key scopes"
+
+    def __str__(self) -> str:
+        return ", ".join(sorted(self.scope_names)) or "no scopes"
+
+    @property
+    def scope_names(self) -> frozenset[str]:
+        return frozenset(scope for scope, name in self.FIELDS.items() if getattr(self, name))
+
+    def set_scopes(self, scopes) -> None:
+        for scope, name in self.FIELDS.items():
+            setattr(self, name, scope in scopes)

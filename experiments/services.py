@@ -3,12 +3,13 @@
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -16,7 +17,17 @@ from django.utils import timezone
 from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from experiments.assignment import assign, in_holdout, targeting_matches
-from experiments.models import Arm, Experiment, Exposure, Holdout, OrderLine, OutcomeEvent
+from experiments.models import (
+    Arm,
+    Experiment,
+    Exposure,
+    Holdout,
+    MetricFacts,
+    MetricFactsState,
+    OrderLine,
+    OutcomeEvent,
+    PrivacyTreatment,
+)
 from experiments.selectors import (
     CONFIG_VERSION_KEY,
     experiment_compliance_findings,
@@ -110,7 +121,13 @@ def _validate_layer_range_free(experiment: Experiment) -> None:
 
 
 def experiment_save(*, experiment: Experiment, changed: Iterable[str] = ()) -> Experiment:
-    """Create or update an experiment's own fields (arms are saved separately)."""
+    """Create or update an experiment's own fields (arms are saved separately).
+
+    A changed override reason voids an approval given for the old one.
+    """
+    changed = set(changed)
+    if "compliance_override_reason" in changed and experiment.compliance_override_approved_at is not None:
+        _override_approval_clear(experiment)
     experiment.full_clean(exclude=["owner"] if experiment.owner_id is None else None)
     with transaction.atomic():
         experiment_validate_change(experiment=experiment, changed=changed)
@@ -264,23 +281,172 @@ def experiments_apply_schedule(*, now=None) -> dict[str, list[str]]:
     return {"started": started, "stopped": stopped, "failed": failed}
 
 
+APPROVE_OVERRIDE = "experiments.approve_compliance_override"
+
+
+def _compliance_errors(experiment: Experiment) -> dict[str, list[str]]:
+    """Arm key → the codes of its treatment's compliance errors (arms without errors left out)."""
+    return {
+        arm_key: sorted({finding.code for finding in findings if finding.is_error})
+        for arm_key, findings in experiment_compliance_findings(experiment=experiment).items()
+        if any(finding.is_error for finding in findings)
+    }
+
+
 def _validate_compliance(experiment: Experiment) -> None:
-    """An arm whose treatment has a compliance error runs only with a recorded override reason."""
+    """An arm whose treatment has a compliance error runs only with an override a DPO approved.
+
+    The approval covers the errors it was given for: an error that appeared
+    since (a changed treatment, a new arm) needs a new approval.
+    """
+    findings = experiment_compliance_findings(experiment=experiment)
     errors = [
         f"{arm_key}: {finding.message} ({finding.reference})"
-        for arm_key, findings in experiment_compliance_findings(experiment=experiment).items()
-        for finding in findings
+        for arm_key, arm_findings in findings.items()
+        for finding in arm_findings
         if finding.is_error
     ]
-    if errors and not experiment.compliance_override_reason.strip():
+    if not errors:
+        return
+    if not experiment.compliance_override_reason.strip():
+        problem = "fix them, or record an override reason and have a data protection officer approve it"
+    elif experiment.compliance_override_approved_at is None:
+        problem = "the override reason awaits a data protection officer's approval"
+    else:
+        approved = experiment.compliance_override_approved_findings or {}
+        uncovered = {
+            arm: sorted(set(codes) - set(approved.get(arm, [])))
+            for arm, codes in _compliance_errors(experiment).items()
+            if set(codes) - set(approved.get(arm, []))
+        }
+        if not uncovered:
+            return
+        problem = "the approved override does not cover " + "; ".join(
+            f"{arm}: {', '.join(codes)}" for arm, codes in uncovered.items()
+        ) + " (approve it again)"
+    raise ValidationError(
+        {"compliance_override_reason": [f"The treatments have compliance errors; {problem}: " + " ".join(errors)]}
+    )
+
+
+def experiment_override_approve(*, experiment: Experiment, approver, now: datetime | None = None) -> Experiment:
+    """A data protection officer approves the experiment's compliance override, for its current errors.
+
+    Needs the ``approve_compliance_override`` permission, which PMs do not
+    have, and an approver other than the experiment's owner (four eyes).
+    """
+    if not approver.has_perm(APPROVE_OVERRIDE):
+        raise PermissionDenied("Approving a compliance override is for data protection officers.")
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if experiment.owner_id == approver.pk:
+            raise ValidationError("The experiment's owner cannot approve its own compliance override.")
+        if experiment.status != Status.DRAFT:
+            raise ValidationError("Only a draft experiment's override can be approved.")
+        if not experiment.compliance_override_reason.strip():
+            raise ValidationError({"compliance_override_reason": "There is no override reason to approve."})
+        errors = _compliance_errors(experiment)
+        if not errors:
+            raise ValidationError("The treatments have no compliance errors: there is nothing to override.")
+        experiment.compliance_override_approved_by = approver
+        experiment.compliance_override_approved_at = now or timezone.now()
+        experiment.compliance_override_approved_findings = errors
+        experiment.save(
+            update_fields=[
+                "compliance_override_approved_by",
+                "compliance_override_approved_at",
+                "compliance_override_approved_findings",
+                "updated_at",
+            ]
+        )
+    logger.info("experiment %s: compliance override approved for %s", experiment.key, errors)
+    return experiment
+
+
+def _override_approval_clear(experiment: Experiment) -> None:
+    experiment.compliance_override_approved_by = None
+    experiment.compliance_override_approved_at = None
+    experiment.compliance_override_approved_findings = {}
+
+
+# --- privacy treatments ----------------------------------------------------------
+
+
+def treatment_frozen_by(*, treatment: PrivacyTreatment) -> list[str]:
+    """Keys of the running or paused experiments whose arms apply this treatment."""
+    if treatment.pk is None:
+        return []
+    return sorted(
+        Experiment.objects.filter(
+            arms__treatment_id=treatment.pk, status__in=[Status.RUNNING, Status.PAUSED]
+        ).distinct().values_list("key", flat=True)
+    )
+
+
+def treatment_validate_change(*, treatment: PrivacyTreatment) -> None:
+    """Refuse a change to a treatment applied by a running or paused experiment (saving it unchanged is fine)."""
+    if treatment.pk is None:
+        return
+    stored = PrivacyTreatment.objects.filter(pk=treatment.pk).first()
+    if stored is None:
+        return
+    changed = [
+        field.name
+        for field in PrivacyTreatment._meta.concrete_fields
+        if field.editable and getattr(stored, field.attname) != getattr(treatment, field.attname)
+    ]
+    frozen_by = treatment_frozen_by(treatment=treatment) if changed else []
+    if frozen_by:
         raise ValidationError(
             {
-                "compliance_override_reason": [
-                    "The treatments have compliance errors; fix them or record an override reason "
-                    "to start anyway: " + " ".join(errors)
-                ]
+                name: f"Frozen: applied by running or paused experiment(s) {', '.join(frozen_by)}; "
+                "create a new treatment (Duplicate) instead."
+                for name in changed
             }
         )
+
+
+def treatment_save(*, treatment: PrivacyTreatment) -> tuple:
+    """Create or change a privacy treatment; returns its compliance review.
+
+    A treatment applied by a running or paused experiment is frozen: its
+    subjects were promised that contract (and serving processes hold it), so a
+    change is refused — create a new treatment (``treatment_copy``) instead.
+    The review runs on every change; its errors stop any experiment using the
+    treatment from starting without an approved override.
+    """
+    from experiments.selectors import treatment_compliance_findings
+
+    treatment.full_clean()
+    with transaction.atomic():
+        if treatment.pk is not None:
+            PrivacyTreatment.objects.select_for_update().filter(pk=treatment.pk).exists()
+        treatment_validate_change(treatment=treatment)
+        treatment.save()
+    findings = treatment_compliance_findings(treatment=treatment)
+    logger.info(
+        "privacy treatment %s saved: %d compliance error(s), %d warning(s)",
+        treatment.pk,
+        sum(f.severity == "error" for f in findings),
+        sum(f.severity == "warning" for f in findings),
+    )
+    return findings
+
+
+def treatment_copy(*, treatment: PrivacyTreatment) -> PrivacyTreatment:
+    """A new treatment with the same settings, named "<name> (copy N)", to edit instead of a frozen one."""
+    base = f"{treatment.name} (copy"
+    number = 1
+    while PrivacyTreatment.objects.filter(name=f"{base} {number})").exists():
+        number += 1
+    fields = {
+        field.name: getattr(treatment, field.name)
+        for field in PrivacyTreatment._meta.concrete_fields
+        if field.name not in ("id", "name", "created_at")
+    }
+    copy = PrivacyTreatment(name=f"{base} {number})"[: PrivacyTreatment._meta.get_field("name").max_length], **fields)
+    treatment_save(treatment=copy)
+    return copy
 
 
 # --- assignment ------------------------------------------------------------------
@@ -318,7 +484,11 @@ def assignments_for_subject(
     if not matched:
         return []
     pseudonym = subject_pseudonym(subject_id)
-    stored = _stored_arms(pseudonym, list(matched))
+    blocked, stored = _subject_arms(pseudonym, list(matched))
+    if blocked:
+        # Restricted processing or an objection: the subject is in no experiment and gets the
+        # surface's default (docs/privacy.md, "Legal basis of experiment measurement").
+        return []
     missing = [experiment_id for experiment_id in matched if experiment_id not in stored]
     if missing:
         stored.update(_record_first_exposures(pseudonym, attributes, missing, matched, now))
@@ -329,6 +499,28 @@ def assignments_for_subject(
             continue
         result.append(Assignment(experiment=config.key, arm=arm.key, treatment=arm.treatment))
     return result
+
+
+def _subject_arms(pseudonym: str, experiment_ids: list[int]) -> tuple[bool, dict[int, int]]:
+    """Whether the subject restricted processing or objected, and their recorded arms.
+
+    One statement, the subject's row joined with their exposures among these
+    experiments: every request asks it, so the check costs no round trip.
+    """
+    subject = connection.ops.quote_name(Subject._meta.db_table)
+    exposure = connection.ops.quote_name(Exposure._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(experiment_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT s.restricted_at IS NOT NULL OR s.objected_at IS NOT NULL, e.experiment_id, e.arm_id "  # noqa: S608 — our tables, placeholders only
+            f"FROM {subject} s LEFT JOIN {exposure} e "
+            f"ON e.subject_id = s.pseudonym AND e.experiment_id IN ({placeholders}) "
+            "WHERE s.pseudonym = %s",
+            [*experiment_ids, pseudonym],
+        )
+        rows = cursor.fetchall()
+    blocked = any(row[0] for row in rows)
+    return blocked, {row[1]: row[2] for row in rows if row[1] is not None}
 
 
 def _stored_arms(pseudonym: str, experiment_ids: list[int]) -> dict[int, int]:
@@ -350,8 +542,11 @@ def _stored_arms(pseudonym: str, experiment_ids: list[int]) -> dict[int, int]:
 
 def _record_first_exposures(pseudonym, attributes, experiment_ids, matched, now=None) -> dict[int, int]:
     now = now or timezone.now()
+    # The API refuses longer values (400 naming the attribute); other callers are cut to the column.
     subject_fields = {
-        name: str(attributes[name])[:64] for name in SUBJECT_ATTRIBUTES if attributes.get(name) is not None
+        name: str(attributes[name])[: Subject._meta.get_field(name).max_length]
+        for name in SUBJECT_ATTRIBUTES
+        if attributes.get(name) is not None
     }
     with transaction.atomic():
         Subject.objects.bulk_create([Subject(pseudonym=pseudonym, **subject_fields)], ignore_conflicts=True)
@@ -391,11 +586,21 @@ _LINE_FIELDS = frozenset({"product_id", "category", "quantity", "price"})
 
 @dataclass(frozen=True)
 class EventsRecorded:
-    """What ``events_record`` did: how many events it stored, and which ids it had already."""
+    """What ``events_record`` did: how many events it stored, which ids it had already, and
+    which it did not store because the subject restricted processing or objected."""
 
     received: int
     recorded: int
     duplicates: list[str]
+    withheld: list[str] = field(default_factory=list)
+
+
+# What is not collected about a subject who restricted processing (nothing at all) or
+# objected to profiling (their behaviour: impressions and clicks). docs/privacy.md.
+WITHHELD_TYPES = {
+    "restricted": frozenset(OutcomeEvent.Type.values),
+    "objected": frozenset({OutcomeEvent.Type.REC_IMPRESSION, OutcomeEvent.Type.REC_CLICK}),
+}
 
 
 class _Problems:
@@ -638,8 +843,10 @@ def events_record(*, events: list[dict], now: datetime | None = None, pseudonymo
          "timestamp": ..., "product_id": "p1", "category": "fashion", "position": 0}
 
     The subject must already be known (an assignment or consent created it).
-    An event whose id is already stored is a duplicate: not written again, and
-    reported in ``duplicates``; the same id with a different subject, type,
+    Nothing is stored for a subject who restricted processing, and no
+    impression or click for one who objected to profiling: those events are
+    accepted and listed in ``withheld``. An event whose id is already stored is
+    a duplicate: not written again, and reported in ``duplicates``; the same id with a different subject, type,
     time, amount or product is an error. Any error anywhere raises a
     ``ValidationError`` keyed ``events[i].field`` and writes nothing. Events
     and order lines go in with one bulk insert each, in one transaction.
@@ -658,9 +865,14 @@ def events_record(*, events: list[dict], now: datetime | None = None, pseudonymo
         return _events_insert(cleaned, now, pseudonymous=pseudonymous)
 
 
-def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], dict[str, dict]]:
-    """Which subjects exist, and the stored events with these ids (the fields a replay must match)."""
+def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+    """Which subjects exist (pseudonym → "restricted", "objected" or ""), and the stored events
+    with these ids (the fields a replay must match)."""
     fields = ("event_id", "subject_id", "type", "occurred_at", "amount", "product_id")
+    flag = (
+        "CASE WHEN restricted_at IS NOT NULL THEN 'restricted' "
+        "WHEN objected_at IS NOT NULL THEN 'objected' ELSE '' END"
+    )
     if connection.vendor == "postgresql":
         # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
         # Binary parameters, bound server-side (see _insert_returning_ids).
@@ -670,11 +882,11 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], di
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                f"SELECT {quote(Subject._meta.pk.column)} FROM {quote(Subject._meta.db_table)} "  # noqa: S608
+                f"SELECT {quote(Subject._meta.pk.column)}, {flag} FROM {quote(Subject._meta.db_table)} "  # noqa: S608
                 f"WHERE {quote(Subject._meta.pk.column)} = ANY(%b::varchar[])",
                 [pseudonyms],
             )
-            known = {row[0] for row in cursor.fetchall()}
+            known = dict(cursor.fetchall())
             cursor.execute(
                 f"SELECT {', '.join(fields)} FROM {quote(OutcomeEvent._meta.db_table)} "  # noqa: S608
                 "WHERE event_id = ANY(%b::varchar[])",
@@ -682,7 +894,12 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[set[str], di
             )
             rows = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
         return known, {row["event_id"]: row for row in rows}
-    known = set(Subject.objects.filter(pk__in=pseudonyms).values_list("pk", flat=True))
+    known = {
+        pseudonym: "restricted" if restricted else "objected" if objected else ""
+        for pseudonym, restricted, objected in Subject.objects.filter(pk__in=pseudonyms).values_list(
+            "pk", "restricted_at", "objected_at"
+        )
+    }
     rows = OutcomeEvent.objects.filter(event_id__in=event_ids).values(*fields)
     return known, {row["event_id"]: row for row in rows}
 
@@ -695,6 +912,7 @@ def _events_insert(cleaned: list[dict], now: datetime, *, pseudonymous: bool) ->
     with transaction.atomic():
         known, existing = _existing(sorted(set(pseudonyms)), [clean["event_id"] for clean in cleaned])
         duplicates: list[str] = []
+        withheld: list[str] = []
         fresh: list[tuple[dict, str]] = []
         for index, (clean, pseudonym) in enumerate(zip(cleaned, pseudonyms, strict=True)):
             if pseudonym not in known:
@@ -702,6 +920,9 @@ def _events_insert(cleaned: list[dict], now: datetime, *, pseudonymous: bool) ->
                     f"events[{index}].subject_id",
                     "Unknown subject: it has no assignment or consent on record.",
                 )
+                continue
+            if known[pseudonym] and clean["type"] in WITHHELD_TYPES[known[pseudonym]]:
+                withheld.append(clean["event_id"])
                 continue
             row = existing.get(clean["event_id"])
             if row is not None:
@@ -738,7 +959,7 @@ def _events_insert(cleaned: list[dict], now: datetime, *, pseudonymous: bool) ->
             ],
             returning=False,
         )
-    return EventsRecorded(received=len(cleaned), recorded=len(ids), duplicates=duplicates)
+    return EventsRecorded(received=len(cleaned), recorded=len(ids), duplicates=duplicates, withheld=withheld)
 
 
 # Rows per INSERT statement: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
@@ -790,3 +1011,46 @@ def _insert_returning_ids(model, columns: list[str], rows: list[tuple], *, retur
             if returning:
                 ids.update((event_id, pk) for pk, event_id in cursor.fetchall())
     return ids
+
+
+# --- retention of measurement data ---------------------------------------------------
+
+
+def _ended_before(days: int, now: datetime):
+    """Experiments that ended (stopped or concluded) more than ``days`` days before ``now``."""
+    return Experiment.objects.filter(
+        status__in=[Status.STOPPED, Status.CONCLUDED], ended_at__lt=now - timedelta(days=days)
+    ).values("pk")
+
+
+def exposures_retention_purge(*, now: datetime, batch_size: int) -> int:
+    """Delete one batch of exposures of experiments ended ``EXPOSURE_RETENTION_DAYS`` ago (their
+    metric facts go with them); the results, which are aggregates, stay. Returns rows deleted."""
+    days = getattr(settings, "EXPOSURE_RETENTION_DAYS", 365)
+    pks = list(
+        Exposure.objects.filter(experiment__in=_ended_before(days, now)).order_by("pk").values_list("pk", flat=True)[
+            :batch_size
+        ]
+    )
+    if not pks:
+        return 0
+    deleted, _ = Exposure.objects.filter(pk__in=pks).delete()
+    return deleted
+
+
+def metric_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
+    """Delete one batch of per-exposure metric facts of experiments ended ``METRIC_FACTS_RETENTION_DAYS``
+    ago. The facts only serve the results runs of a live experiment; a later run rebuilds them
+    from the raw data while that is kept (the facts' state is reset)."""
+    days = getattr(settings, "METRIC_FACTS_RETENTION_DAYS", 30)
+    ended = _ended_before(days, now)
+    pks = list(
+        MetricFacts.objects.filter(experiment__in=ended).order_by("pk").values_list("pk", flat=True)[:batch_size]
+    )
+    if not pks:
+        MetricFactsState.objects.filter(experiment__in=ended, cutoff__isnull=False).update(
+            phase=None, window_start=None, cutoff=None, pre_exposure_days=None, refreshed_at=None
+        )
+        return 0
+    deleted, _ = MetricFacts.objects.filter(pk__in=pks).delete()
+    return deleted

@@ -6,6 +6,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import permissions
 from experiments.serializers import (
     AssignmentRequestSerializer,
     AssignmentResponseSerializer,
@@ -17,6 +18,9 @@ from experiments.services import assignments_for_subject, events_record
 
 class AssignmentView(APIView):
     """Assign a subject to every running experiment it falls into."""
+
+    required_scope = permissions.ASSIGN
+    throttle_scope = "serving"
 
     @extend_schema(
         request=AssignmentRequestSerializer,
@@ -42,6 +46,9 @@ class AssignmentView(APIView):
 
 class EventsView(APIView):
     """Record outcome events: orders, recommendation impressions and clicks."""
+
+    required_scope = permissions.EVENTS
+    throttle_scope = "serving"
 
     @extend_schema(
         request=EventsRequestSerializer,

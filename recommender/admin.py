@@ -41,7 +41,7 @@ class ModelBuildAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Build recommendations now")
+@admin.action(description="Build recommendations now", permissions=["build"])
 def build_now(modeladmin, request, queryset):
     arm_ids = list(queryset.values_list("id", flat=True))
     key = f"manual-{timezone.now():%Y%m%dT%H%M%S}"
@@ -58,6 +58,10 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
     list_select_related = ["experiment", "treatment"]
     search_fields = ["key", "experiment__key"]
     actions = [build_now]
+
+    def has_build_permission(self, request) -> bool:
+        # A build costs a worker minutes (and a DP build spends privacy budget): its own permission.
+        return request.user.has_perm("recommender.build_recommendations")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(

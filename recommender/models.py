@@ -199,3 +199,4 @@ class ArmRecommendations(Arm):
         proxy = True
         verbose_name = "arm recommendations"
         verbose_name_plural = "arm recommendations"
+        permissions = [("build_recommendations", "Can build an arm's recommendations now")]

@@ -3,7 +3,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consent.pseudonyms import subject_id_problem
+from config import permissions
+from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem
 from recommender.serializers import RecommendationQuerySerializer, RecommendationResponseSerializer
 from recommender.services import recommendations_serve
 
@@ -11,12 +12,16 @@ from recommender.services import recommendations_serve
 class RecommendationView(APIView):
     """Recommendations for a subject, under their arm's privacy rules and current consent."""
 
+    required_scope = permissions.RECOMMEND
+    throttle_scope = "serving"
+
     @extend_schema(
         operation_id="recommendations_retrieve",
         parameters=[
-            OpenApiParameter("subject_id", str, OpenApiParameter.PATH, description="The marketplace's subject id."),
-            OpenApiParameter("limit", int, description="How many items, 1..100 (default 20)."),
-            OpenApiParameter("session", str, description="Comma-separated product ids of the current session."),
+            OpenApiParameter(
+                "subject_id", SUBJECT_ID_SCHEMA, OpenApiParameter.PATH, description="The marketplace's subject id."
+            ),
+            RecommendationQuerySerializer,  # limit (1..100) and session, with the server's own bounds
         ],
         responses={
             200: RecommendationResponseSerializer,

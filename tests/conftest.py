@@ -86,12 +86,24 @@ def _fresh_cache():
     yield
 
 
-@pytest.fixture
-def api_key(db):
+def api_key_create(*, scopes=None, name: str = "tests") -> str:
+    """A new API key with these scopes (default: every scope); returns the key itself."""
     from rest_framework_api_key.models import APIKey
 
-    _, key = APIKey.objects.create_key(name="tests")
+    from config.permissions import SCOPES
+    from experiments.models import ApiKeyScopes
+
+    api_key, key = APIKey.objects.create_key(name=name)
+    row = ApiKeyScopes(api_key=api_key)
+    row.set_scopes(SCOPES if scopes is None else scopes)
+    row.save()
     return key
+
+
+@pytest.fixture
+def api_key(db):
+    """A key with every scope: the API's own tests are about what each operation does."""
+    return api_key_create()
 
 
 @pytest.fixture

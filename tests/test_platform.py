@@ -17,7 +17,7 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/privacylab",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "DJANGO_SECRET_KEY": "kX9#mQ2$vL7@pR4!wZ8^nB3&cF6*hJ1(tY5)dG0_sA-eU+iO=qW~xC",
-    "PRIVACYLAB_PSEUDONYM_KEY": "a-long-random-pseudonym-key",
+    "PRIVACYLAB_PSEUDONYM_KEY": "a-long-random-pseudonym-key-of-at-least-32-bytes",
     "DJANGO_ALLOWED_HOSTS": "privacylab.example.com",
 }
 

@@ -555,6 +555,13 @@ class SegmentTable:
     rows: tuple[SegmentRow, ...]
 
 
+def _cell_size(segment: Mapping, arm: str) -> str:
+    """A segment cell's subject count, or what stands for it when small cells are suppressed."""
+    if arm in (segment.get("suppressed") or {}):
+        return "suppressed"
+    return number(segment.get("arms", {}).get(arm, 0))
+
+
 def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
     """One table per segment dimension for one metric; p-values BH-adjusted across all segments."""
     formats = metric_formats(document)
@@ -568,10 +575,9 @@ def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
         dimension, _, value = segment["segment"].partition("=")
         by_arm = {c["arm"]: c for c in segment["comparisons"] if c["metric"] == metric}
         skipped = {s["arm"]: s["reason"] for s in segment.get("skipped", []) if s.get("metric") == metric}
-        sizes = segment.get("arms", {})
         cells = []
         for arm in treatments:
-            subjects = f"{number(sizes.get(control, 0))} / {number(sizes.get(arm, 0))}"
+            subjects = f"{_cell_size(segment, control)} / {_cell_size(segment, arm)}"
             comparison = by_arm.get(arm)
             if comparison is None:
                 cells.append(SegmentCell(arm=arm, subjects=subjects,

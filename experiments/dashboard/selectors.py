@@ -40,6 +40,7 @@ from consent.selectors import purpose_retention_limits
 from experiments.dashboard import charts, presenters
 from experiments.dashboard.formatting import MetricFormat, number
 from experiments.dashboard.services import RecomputeRequest, recompute_request_get
+from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
     Experiment,
@@ -187,7 +188,11 @@ def experiment_for_dashboard(*, key: str) -> Experiment | None:
 
 
 def snapshot_latest(*, experiment: Experiment) -> ResultSnapshot | None:
-    return ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end", "-pk").first()
+    """The latest run, its segment cells of fewer than k subjects suppressed (every page and export reads it here)."""
+    snapshot = ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end", "-pk").first()
+    if snapshot is not None and isinstance(snapshot.data, dict):
+        snapshot.data = segments_suppress(snapshot.data)
+    return snapshot
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,14 @@ def grant(subject_id: str, purpose: str = Purpose.PERSONALIZATION, version: str 
 
 def withdraw(subject_id: str, purpose: str = Purpose.PERSONALIZATION, **kwargs):
     return services.consent_withdraw(subject_id=subject_id, purpose=purpose, **kwargs)
+
+
+def tombstone_expire(subject_id: str) -> None:
+    """Let the tombstone that a write left on the subject's cached state expire (it lives seconds)."""
+    from django.core.cache import cache
+
+    from consent.selectors import TOMBSTONE, state_cache_key
+
+    key = state_cache_key(subject_pseudonym(subject_id))
+    if cache.get(key) == TOMBSTONE:
+        cache.delete(key)

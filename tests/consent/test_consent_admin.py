@@ -29,22 +29,33 @@ def test_every_changelist_loads(staff_client, model):
     assert staff_client.get(f"/admin/consent/{model}/").status_code == 200
 
 
-def test_subjects_are_found_by_the_marketplace_id_hashed(staff_client):
+def test_subjects_are_found_by_the_marketplace_id_hashed_and_never_put_in_a_url(staff_client):
     wanted, other = "buyer-8812", "buyer-9999"
     grant(wanted)
     grant(other)
-    response = staff_client.get("/admin/consent/subject/", {"q": wanted})
-    page = response.content.decode()
+    # The search box posts the id; the answer is a redirect to the list filtered by its pseudonym.
+    page = staff_client.get("/admin/consent/subject/").content.decode()
+    assert 'method="post" action="/admin/consent/subject/find/"' in page and 'name="subject_id"' in page
+    response = staff_client.post("/admin/consent/subject/find/", {"subject_id": wanted})
+    assert response.status_code == 302
+    assert wanted not in response["Location"]
+    assert response["Location"].endswith(f"?q={subject_pseudonym(wanted)}")
+    page = staff_client.get(response["Location"]).content.decode()
     assert subject_pseudonym(wanted)[:16] in page
     assert subject_pseudonym(other)[:16] not in page
-    assert "1 result" in page
+    assert "1 result" in page and wanted not in page
     # The ledger and the requests are searchable the same way.
-    response = staff_client.get("/admin/consent/consentevent/", {"q": wanted})
+    response = staff_client.post("/admin/consent/consentevent/find/", {"subject_id": wanted}, follow=True)
     assert subject_pseudonym(wanted)[:16] in response.content.decode()
     assert subject_pseudonym(other)[:16] not in response.content.decode()
-    # A pseudonym works too; nonsense finds nothing.
-    assert "1 result" in staff_client.get("/admin/consent/subject/", {"q": subject_pseudonym(other)}).content.decode()
-    assert "0 results" in staff_client.get("/admin/consent/subject/", {"q": "nobody"}).content.decode()
+    assert staff_client.post("/admin/consent/datasubjectrequest/find/", {"subject_id": wanted}).status_code == 302
+    # A pseudonym works too; a raw id put in the address is not searched (and not hashed).
+    response = staff_client.post("/admin/consent/subject/find/", {"subject_id": subject_pseudonym(other)}, follow=True)
+    assert "1 result" in response.content.decode()
+    page = staff_client.get("/admin/consent/subject/", {"q": wanted}).content.decode()
+    assert "0 results" in page and "never in the address" in page
+    # The find view answers only POST.
+    assert staff_client.get("/admin/consent/subject/find/", {"subject_id": wanted}).status_code == 405
 
 
 def test_the_ledger_is_read_only(staff_client):
@@ -92,8 +103,31 @@ def test_filing_an_erasure_from_the_subject_page(staff_client, django_capture_on
             {"action": "file_erasure", "_selected_action": [subject_pseudonym(subject)]},
             follow=True,
         )
+    request = DataSubjectRequest.objects.get(type="erasure")
+    assert request.filed_by == "admin:dpo"
+    # In its grace period the subject is restricted, and nothing is erased yet.
+    assert Subject.objects.get(pk=subject_pseudonym(subject)).restricted_at is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.dsr_process(request_id=request.pk, now=request.not_before)
     assert not Subject.objects.filter(pk=subject_pseudonym(subject)).exists()
     assert not ConsentEvent.objects.exists()
+
+
+def test_an_erasure_is_cancelled_from_the_requests_page(staff_client, django_capture_on_commit_callbacks):
+    subject = raw_id()
+    grant(subject)
+    with django_capture_on_commit_callbacks(execute=True):
+        request, _ = services.dsr_file(type="erasure", subject_id=subject)
+    staff_client.post(
+        "/admin/consent/datasubjectrequest/",
+        {"action": "cancel_erasure", "_selected_action": [str(request.pk)]},
+        follow=True,
+    )
+    request.refresh_from_db()
+    assert request.status == "cancelled" and request.cancelled_at is not None
+    assert Subject.objects.get(pk=subject_pseudonym(subject)).restricted_at is None
+    assert services.dsr_process(request_id=request.pk, now=request.due_at)["outcome"] == "already_done"
+    assert ConsentEvent.objects.exists()
 
 
 def test_a_notice_in_use_is_frozen(staff_client):

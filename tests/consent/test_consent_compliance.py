@@ -152,3 +152,26 @@ def test_reviews_a_treatment_object_and_keyword_overrides():
 @pytest.mark.django_db
 def test_the_seeded_purposes_supply_the_limits():
     assert purpose_retention_limits() == LIMITS
+
+
+def test_dp_popularity_is_reviewed_as_the_personal_processing_it_is():
+    """Serving spreads a DP list over the subject's own categories (and says ``personalized: true``)."""
+    dp = {"personalization_level": "dp_popularity", "dp_epsilon": 1.0}
+    pre_ticked = review(default_personalization_consent=True, **dp)
+    assert "pre_ticked_consent" in codes(pre_ticked, "error") and has_errors(pre_ticked)
+    sensitive = review(sensitive_category_policy="include", **dp)
+    assert "sensitive_without_explicit_consent" in codes(sensitive, "error")
+    assert "sensitive_non_personal" not in codes(sensitive)
+    assert "no_prompt" in codes(review(consent_prompt="none", **dp), "warning")
+    assert "no_explanations" in codes(review(show_explanations=False, **dp), "info")
+    # Plain popularity stays non-personal.
+    assert not has_errors(review(default_personalization_consent=True, personalization_level="popularity"))
+
+
+def test_the_demo_arms_can_still_start():
+    """No demo arm is pre-ticked or includes sensitive categories, so the review change starts them all."""
+    from experiments.simulation import DEMO_ARMS
+
+    for _, _, _, fields in DEMO_ARMS:
+        attributes = {name: value for name, value in fields.items() if name != "name"}
+        assert not has_errors(treatment_compliance_review(purpose_retention_days=LIMITS, **attributes)), fields["name"]

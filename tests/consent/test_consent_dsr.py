@@ -30,9 +30,15 @@ from consent.registry import (
     personal_data_sources,
     personal_data_unregister,
 )
-from consent.selectors import consent_state, personalization_allowed, state_cache_key
+from consent.selectors import (
+    TOMBSTONE,
+    TOMBSTONE_SECONDS,
+    consent_state,
+    personalization_allowed,
+    state_cache_key,
+)
 from experiments.services import assignments_for_subject
-from tests.consent.factories import grant, raw_id, withdraw
+from tests.consent.factories import grant, raw_id, tombstone_expire, withdraw
 from tests.experiments.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
@@ -90,13 +96,19 @@ def rows_referencing(*needles: str) -> dict[str, set]:
 
 
 def cache_entries_referencing(needle: str) -> list[str]:
-    """Cache entries whose key or stored value holds ``needle`` (local memory or Redis)."""
+    """Cache entries whose key or stored value holds ``needle`` (local memory or Redis).
+
+    The consent state's tombstone (a marker that holds nothing and expires within
+    seconds, see ``consent.selectors``) is not an entry about anyone: it is left
+    out here and checked by ``tombstones_referencing``.
+    """
     store = getattr(cache, "_cache", None)
     if store is not None:  # LocMemCache: keys and pickled values in a dict
         return [
             key
             for key, value in store.items()
-            if needle in key or needle.encode() in value or needle in repr(pickle.loads(value))  # noqa: S301
+            if (needle in key or needle.encode() in value or needle in repr(pickle.loads(value)))  # noqa: S301
+            and pickle.loads(value) != TOMBSTONE  # noqa: S301
         ]
     from django_redis import get_redis_connection
 
@@ -104,9 +116,30 @@ def cache_entries_referencing(needle: str) -> list[str]:
     hits = []
     for key in redis.scan_iter(count=1000):
         value = redis.get(key) if redis.type(key) == b"string" else b""
-        if needle.encode() in key or needle.encode() in (value or b""):
+        if (needle.encode() in key or needle.encode() in (value or b"")) and value != json.dumps(TOMBSTONE).encode():
             hits.append(key.decode())
     return hits
+
+
+def tombstones_referencing(needle: str) -> list[tuple[str, float]]:
+    """Tombstones whose key holds ``needle``, with the seconds each has left to live."""
+    import time
+
+    store = getattr(cache, "_cache", None)
+    if store is not None:
+        return [
+            (key, cache._expire_info[key] - time.time())
+            for key, value in store.items()
+            if needle in key and pickle.loads(value) == TOMBSTONE  # noqa: S301
+        ]
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("default")
+    return [
+        (key.decode(), redis.pttl(key) / 1000)
+        for key in redis.scan_iter(match=f"*{needle}*", count=1000)
+        if redis.get(key) == json.dumps(TOMBSTONE).encode()
+    ]
 
 
 @pytest.fixture
@@ -142,9 +175,13 @@ def subject_everywhere(recommendations_cache, django_capture_on_commit_callbacks
 
 
 def erase(subject_id, capture):
+    """File an erasure and carry it out once its grace period is over."""
     with capture(execute=True):
         request, created = services.dsr_file(type="erasure", subject_id=subject_id)
     assert created
+    assert services.dsr_process(request_id=request.id)["outcome"] == "in_grace_period"
+    with capture(execute=True):
+        assert services.dsr_process(request_id=request.id, now=request.not_before)["outcome"] == "completed"
     return request
 
 
@@ -260,6 +297,8 @@ def test_erasure_leaves_no_row_and_no_cache_entry(
 
     assert rows_referencing(pseudonym, subject) == {}  # …and nothing after, in any model of any app
     assert cache_entries_referencing(pseudonym) == []
+    # Only the consent state's tombstone names the subject's key, holding nothing, for seconds.
+    assert [ttl <= TOMBSTONE_SECONDS for _, ttl in tombstones_referencing(pseudonym)] == [True]
     assert cache.get(recommendations_cache(pseudonym)) is None
     # The erasure record holds counts and times, nothing that leads back to the subject.
     record = ErasureRecord.objects.get()
@@ -278,12 +317,14 @@ def test_erasure_leaves_no_row_and_no_cache_entry(
     # What the platform now knows of the subject: nothing.
     assert not consent_state(subject_id=subject).personalization_allowed
     assert not DataSubjectRequest.objects.filter(subject_pseudonym=pseudonym).exists()
+    assert not record.found_nothing
 
 
 def test_erasure_is_idempotent(subject_everywhere, django_capture_on_commit_callbacks):
     subject, pseudonym, *_ = subject_everywhere
     request = erase(subject, django_capture_on_commit_callbacks)
-    assert tasks.dsr_process.delay(str(request.id)).get()["outcome"] == "not_found"
+    assert tasks.dsr_process.delay(str(request.id)).get()["outcome"] == "already_done"
+    assert services.dsr_process(request_id=request.id, now=request.due_at)["outcome"] == "already_done"
     assert ErasureRecord.objects.count() == 1
 
 
@@ -295,7 +336,7 @@ def test_pending_erasure_restricts_processing_until_done(django_capture_on_commi
     assert DataSubjectRequest.objects.get(pk=request.id).status == "received"
     assert personalization_allowed(subject_id=subject) is False  # before the task has run
     assert ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).exists()
-    services.dsr_process(request_id=request.id)
+    services.dsr_process(request_id=request.id, now=request.not_before)
     assert not Subject.objects.filter(pk=subject_pseudonym(subject)).exists()
 
 
@@ -306,11 +347,11 @@ def test_erasure_waits_for_the_cache(django_capture_on_commit_callbacks):
         with django_capture_on_commit_callbacks(execute=False):
             request, _ = services.dsr_file(type="erasure", subject_id=subject)
         with pytest.raises(services.CacheUnavailable):
-            services.dsr_process(request_id=request.id)
+            services.dsr_process(request_id=request.id, now=request.not_before)
     # Nothing was erased, the request is still open, and the next attempt completes it.
     assert ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).exists()
     assert DataSubjectRequest.objects.get(pk=request.id).status == "received"
-    assert services.dsr_process(request_id=request.id)["outcome"] == "completed"
+    assert services.dsr_process(request_id=request.id, now=request.not_before)["outcome"] == "completed"
     assert not ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).exists()
 
 
@@ -341,7 +382,10 @@ def test_erasure_leaves_no_key_in_redis(
     redis = get_redis_connection("default")
     assert list(redis.scan_iter(match=f"*{pseudonym}*"))  # the state and the recommendations
     erase(subject, django_capture_on_commit_callbacks)
-    assert list(redis.scan_iter(match=f"*{pseudonym}*")) == []
+    # Only the consent state's tombstone is left: it holds nothing and expires within seconds.
+    left = list(redis.scan_iter(match=f"*{pseudonym}*"))
+    assert [redis.get(key) for key in left] == [json.dumps(TOMBSTONE).encode()]
+    assert 0 < redis.pttl(left[0]) <= TOMBSTONE_SECONDS * 1000
     assert list(redis.scan_iter(match=f"*{subject}*")) == []
     assert rows_referencing(pseudonym, subject) == {}
 
@@ -433,6 +477,7 @@ def test_withdrawal_with_the_real_redis_cache_warm(django_assert_num_queries):
 
     subject = raw_id()
     grant(subject)
+    tombstone_expire(subject)
     assert personalization_allowed(subject_id=subject)
     redis = get_redis_connection("default")
     assert list(redis.scan_iter(match=f"*{state_cache_key(subject_pseudonym(subject))}"))

@@ -15,6 +15,7 @@ from consent import services
 from consent.models import ConsentEvent, CurrentConsent, Purpose
 from consent.pseudonyms import subject_pseudonym
 from consent.selectors import (
+    TOMBSTONE,
     ConsentState,
     Status,
     consent_state,
@@ -24,7 +25,7 @@ from consent.selectors import (
     state_cache_key,
 )
 from consent.services import ConsentEventInput
-from tests.consent.factories import NoticeFactory, grant, raw_id, withdraw
+from tests.consent.factories import NoticeFactory, grant, raw_id, tombstone_expire, withdraw
 
 pytestmark = pytest.mark.django_db
 PURPOSES = ["personalization", "sensitive_profiling", "behavioral_tracking", "marketing"]
@@ -287,6 +288,7 @@ def test_consenting_subject_ids_for_model_builds():
 def test_warm_reads_touch_no_table(django_assert_num_queries):
     subject = raw_id()
     grant(subject)
+    tombstone_expire(subject)
     consent_state(subject_id=subject)
     assert cache.get(state_cache_key(subject_pseudonym(subject))) is not None
     with django_assert_num_queries(0):
@@ -296,6 +298,7 @@ def test_warm_reads_touch_no_table(django_assert_num_queries):
 def test_withdrawal_is_visible_on_the_next_read_with_the_cache_warm(django_assert_num_queries):
     subject = raw_id()
     grant(subject)
+    tombstone_expire(subject)
     assert personalization_allowed(subject_id=subject)
     with django_assert_num_queries(0):
         assert personalization_allowed(subject_id=subject)  # served from the cache
@@ -313,8 +316,8 @@ def test_withdrawal_invalidates_the_cache_after_commit_too(django_capture_on_com
         cache.set(key, (False, False, (("personalization", True, "1", 0.0, None),)))
     for callback in callbacks:
         callback()
-    # …is dropped by the post-commit invalidation.
-    assert cache.get(key) is None
+    # …is replaced by the post-commit invalidation's tombstone.
+    assert cache.get(key) == TOMBSTONE
     assert personalization_allowed(subject_id=subject) is False
 
 

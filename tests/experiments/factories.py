@@ -51,3 +51,23 @@ def running_experiment(**kwargs) -> Experiment:
     """A started experiment, with the configuration change announced as on a real commit."""
     with TestCase.captureOnCommitCallbacks(execute=True):
         return experiment_start(experiment=ExperimentFactory(**kwargs))
+
+
+def data_protection_officer():
+    """A staff user who reads experiments and holds the one permission that approves compliance overrides."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="dpo-on-duty", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["approve_compliance_override", "view_experiment"])
+    )
+    return get_user_model().objects.get(pk=user.pk)  # a fresh object: no stale permission cache
+
+
+def override_approved(experiment: Experiment) -> Experiment:
+    """The experiment's compliance override, approved by a data protection officer (if it has errors)."""
+    from experiments.services import _compliance_errors, experiment_override_approve
+
+    if _compliance_errors(experiment):
+        experiment = experiment_override_approve(experiment=experiment, approver=data_protection_officer())
+    return experiment

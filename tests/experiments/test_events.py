@@ -57,7 +57,7 @@ def post(api, events):
 def test_a_batch_is_stored_with_its_lines(api, subjects):
     response = post(api, [order(), impression(), impression("c-1", kind="rec_click")])
     assert response.status_code == 201, response.content
-    assert response.json() == {"received": 3, "recorded": 3, "duplicates": []}
+    assert response.json() == {"received": 3, "recorded": 3, "duplicates": [], "withheld": []}
     stored = OutcomeEvent.objects.get(event_id="o-1")
     assert stored.subject_id == subject_pseudonym("u-0")
     assert stored.amount == Decimal("150000.00")
@@ -77,7 +77,7 @@ def test_a_replayed_batch_changes_nothing_and_reports_duplicates(api, subjects):
     before = (OutcomeEvent.objects.count(), OrderLine.objects.count())
     replay = post(api, [*batch, impression("i-2")])
     assert replay.status_code == 201
-    assert replay.json() == {"received": 3, "recorded": 1, "duplicates": ["o-1", "i-1"]}
+    assert replay.json() == {"received": 3, "recorded": 1, "duplicates": ["o-1", "i-1"], "withheld": []}
     assert (OutcomeEvent.objects.count(), OrderLine.objects.count()) == (before[0] + 1, before[1])
 
 

@@ -9,7 +9,12 @@ from django.utils import timezone
 
 from experiments import services
 from experiments.models import Arm, Experiment, Holdout
-from tests.experiments.factories import ExperimentFactory, TreatmentFactory, running_experiment
+from tests.experiments.factories import (
+    ExperimentFactory,
+    TreatmentFactory,
+    override_approved,
+    running_experiment,
+)
 
 pytestmark = pytest.mark.django_db
 Status = Experiment.Status
@@ -165,4 +170,8 @@ def test_a_treatment_with_a_compliance_error_starts_only_with_an_override_reason
     assert Experiment.objects.get(pk=experiment.pk).status == Status.DRAFT
     experiment.compliance_override_reason = "Legal approved a time-boxed test; DPO ticket 42."
     experiment.save()
+    # A reason alone is not enough: a data protection officer approves it.
+    with pytest.raises(ValidationError, match="awaits a data protection officer"):
+        services.experiment_start(experiment=experiment)
+    experiment = override_approved(experiment)
     assert services.experiment_start(experiment=experiment).status == Status.RUNNING

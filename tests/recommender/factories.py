@@ -13,7 +13,7 @@ from consent.pseudonyms import subject_pseudonym
 from experiments.models import Arm, Exposure, Layer, PrivacyTreatment
 from experiments.services import events_record, experiment_start
 from recommender.models import Category, Product
-from tests.experiments.factories import ExperimentFactory
+from tests.experiments.factories import ExperimentFactory, override_approved
 
 
 class CategoryFactory(factory.django.DjangoModelFactory):
@@ -80,6 +80,7 @@ def experiment_with(*treatments: PrivacyTreatment) -> list[Arm]:
     ]
     if len(arms) == 1:  # an experiment needs two arms to start
         arms.append(Arm.objects.create(experiment=experiment, key="other", treatment=treatments[0]))
+    experiment = override_approved(experiment)  # a data protection officer signs the override off
     with TestCase.captureOnCommitCallbacks(execute=True):
         experiment_start(experiment=experiment)
     return arms
