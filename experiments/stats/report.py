@@ -132,25 +132,25 @@ def _label(where: str, arm: str, metric: str) -> str:
     return f"{where}arm {arm!r}, metric {metric!r}"
 
 
-def analyze_statistics(
+@dataclass(frozen=True, slots=True)
+class ValidatedArms:
+    """The checked overall input of a report (shared by the frequentist and Bayesian engines)."""
+
+    weights: dict[str, float]
+    metric_names: list[str]
+    metric_types: dict[str, type]
+    arms: dict[str, int]
+    srm: SrmResult
+
+
+def validated_report_arms(
     statistics: ArmStatistics,
     *,
     control: str,
     weights: Mapping[str, float],
-    alpha: float = 0.05,
-    segments: Mapping[str, ArmStatistics] | None = None,
-    srm_threshold: float = SRM_THRESHOLD,
-) -> Report:
-    """The experiment report from sufficient statistics.
-
-    ``statistics`` maps every arm to ``{metric: statistic}``; the control's
-    metrics define the metric list and order, and every other arm must have the
-    same metrics with the same statistic types. Arms are those of ``weights``
-    (its order is the report's arm order); an arm of ``weights`` missing from
-    ``statistics`` has zero subjects. ``segments`` maps a segment label (e.g.
-    ``"platform=android"``) to the same structure restricted to that segment.
-    """
-    alpha = _check_alpha(alpha)
+    srm_threshold: float,
+) -> ValidatedArms:
+    """Check a report's overall statistics against its weights; raise ``ValueError`` if wrong."""
     checked_weights = validate_weights(weights)
     if control not in checked_weights:
         raise ValueError(
@@ -188,6 +188,116 @@ def analyze_statistics(
             f"arms {empty} have no subjects (sample-ratio mismatch: chi2={srm.chi2:.6g}, "
             f"p={srm.p_value:.3g}); no comparison is possible"
         )
+    return ValidatedArms(checked_weights, metric_names, metric_types, arms, srm)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPair:
+    """One (arm, metric) of a segment: both statistics, or why one is missing."""
+
+    arm: str
+    metric: str
+    control: Statistic | None
+    treatment: Statistic | None
+    missing: SkippedComparison | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSegment:
+    where: str
+    arms: dict[str, int]
+    srm: SrmResult | None
+    srm_skipped: tuple[SkippedComparison, ...]
+    pairs: tuple[SegmentPair, ...]
+
+
+def validated_segment(
+    segment: str,
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    weights: dict[str, float],
+    metric_names: list[str],
+    metric_types: dict[str, type],
+    srm_threshold: float,
+) -> ValidatedSegment:
+    """Check one segment's statistics and list its (arm, metric) pairs in report order."""
+    where = f"segment {segment!r}: "
+    unknown = [arm for arm in statistics if arm not in weights]
+    if unknown:
+        raise ValueError(f"{where}arms {unknown} have statistics but no configured weight")
+    unknown_metrics = sorted(
+        {m for metrics in statistics.values() for m in metrics} - set(metric_names)
+    )
+    if unknown_metrics:
+        raise ValueError(f"{where}metrics {unknown_metrics} are not in the overall report")
+    _check_metric_types(metric_types, statistics, where)
+    sizes = _arm_sizes({arm: m for arm, m in statistics.items() if m}, where)
+    arms = {arm: sizes.get(arm, 0) for arm in weights}
+    srm_skipped: tuple[SkippedComparison, ...] = ()
+    try:
+        srm: SrmResult | None = _srm_test(arms, weights, srm_threshold)
+    except InsufficientDataError as error:
+        srm = None
+        srm_skipped = (
+            SkippedComparison(arm=None, metric=None, reason=f"sample-ratio test: {error}"),
+        )
+    control_metrics = statistics.get(control, {})
+    pairs = []
+    for arm in (arm for arm in weights if arm != control):
+        treatment_metrics = statistics.get(arm, {})
+        for metric in metric_names:
+            if metric not in control_metrics or metric not in treatment_metrics:
+                missing = control if metric not in control_metrics else arm
+                pairs.append(
+                    SegmentPair(
+                        arm,
+                        metric,
+                        None,
+                        None,
+                        SkippedComparison(
+                            arm=arm, metric=metric, reason=f"no data for arm {missing!r}"
+                        ),
+                    )
+                )
+            else:
+                pairs.append(
+                    SegmentPair(
+                        arm, metric, control_metrics[metric], treatment_metrics[metric], None
+                    )
+                )
+    return ValidatedSegment(where, arms, srm, srm_skipped, tuple(pairs))
+
+
+def analyze_statistics(
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    weights: Mapping[str, float],
+    alpha: float = 0.05,
+    segments: Mapping[str, ArmStatistics] | None = None,
+    srm_threshold: float = SRM_THRESHOLD,
+) -> Report:
+    """The experiment report from sufficient statistics.
+
+    ``statistics`` maps every arm to ``{metric: statistic}``; the control's
+    metrics define the metric list and order, and every other arm must have the
+    same metrics with the same statistic types. Arms are those of ``weights``
+    (its order is the report's arm order); an arm of ``weights`` missing from
+    ``statistics`` has zero subjects. ``segments`` maps a segment label (e.g.
+    ``"platform=android"``) to the same structure restricted to that segment.
+    """
+    alpha = _check_alpha(alpha)
+    validated = validated_report_arms(
+        statistics, control=control, weights=weights, srm_threshold=srm_threshold
+    )
+    checked_weights, metric_names, metric_types = (
+        validated.weights,
+        validated.metric_names,
+        validated.metric_types,
+    )
+    control_metrics = statistics[control]
+    arms, srm = validated.arms, validated.srm
 
     treatments = [arm for arm in checked_weights if arm != control]
     moments: list[DifferenceMoments] = []
@@ -240,61 +350,44 @@ def _segment_reports(
     metric_types: dict[str, type],
     srm_threshold: float,
 ) -> tuple[SegmentReport, ...]:
-    treatments = [arm for arm in weights if arm != control]
     partial = []  # (segment, arms, srm, comparisons, skipped)
     all_moments: list[DifferenceMoments] = []
     all_labels: list[tuple[str, str]] = []
     all_caps: list[float | None] = []
     owner: list[int] = []
     for index, (segment, statistics) in enumerate(segments.items()):
-        where = f"segment {segment!r}: "
-        unknown = [arm for arm in statistics if arm not in weights]
-        if unknown:
-            raise ValueError(f"{where}arms {unknown} have statistics but no configured weight")
-        unknown_metrics = sorted(
-            {m for metrics in statistics.values() for m in metrics} - set(metric_names)
+        checked = validated_segment(
+            segment,
+            statistics,
+            control=control,
+            weights=weights,
+            metric_names=metric_names,
+            metric_types=metric_types,
+            srm_threshold=srm_threshold,
         )
-        if unknown_metrics:
-            raise ValueError(f"{where}metrics {unknown_metrics} are not in the overall report")
-        _check_metric_types(metric_types, statistics, where)
-        sizes = _arm_sizes({arm: m for arm, m in statistics.items() if m}, where)
-        arms = {arm: sizes.get(arm, 0) for arm in weights}
-        skipped: list[SkippedComparison] = []
-        try:
-            srm: SrmResult | None = _srm_test(arms, weights, srm_threshold)
-        except InsufficientDataError as error:
-            srm = None
-            skipped.append(
-                SkippedComparison(arm=None, metric=None, reason=f"sample-ratio test: {error}")
-            )
-        control_metrics = statistics.get(control, {})
-        for arm in treatments:
-            treatment_metrics = statistics.get(arm, {})
-            for metric in metric_names:
-                if metric not in control_metrics or metric not in treatment_metrics:
-                    missing = control if metric not in control_metrics else arm
-                    skipped.append(
-                        SkippedComparison(
-                            arm=arm, metric=metric, reason=f"no data for arm {missing!r}"
-                        )
-                    )
-                    continue
-                control_statistic = control_metrics[metric]
-                treatment_statistic = treatment_metrics[metric]
-                try:
-                    all_moments.append(difference_moments(control_statistic, treatment_statistic))
-                except InsufficientDataError as error:
-                    skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
-                    continue
-                except ValueError as error:
-                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
-                try:
-                    all_caps.append(_common_cap(control_statistic, treatment_statistic))
-                except ValueError as error:
-                    all_moments.pop()
-                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
-                all_labels.append((arm, metric))
-                owner.append(index)
+        where, arms, srm = checked.where, checked.arms, checked.srm
+        skipped: list[SkippedComparison] = list(checked.srm_skipped)
+        for pair in checked.pairs:
+            arm, metric = pair.arm, pair.metric
+            if pair.missing is not None:
+                skipped.append(pair.missing)
+                continue
+            control_statistic = pair.control
+            treatment_statistic = pair.treatment
+            try:
+                all_moments.append(difference_moments(control_statistic, treatment_statistic))
+            except InsufficientDataError as error:
+                skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
+                continue
+            except ValueError as error:
+                raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+            try:
+                all_caps.append(_common_cap(control_statistic, treatment_statistic))
+            except ValueError as error:
+                all_moments.pop()
+                raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+            all_labels.append((arm, metric))
+            owner.append(index)
         partial.append((segment, arms, srm, skipped))
 
     comparisons = compare_moments(
