@@ -5,6 +5,11 @@
         --metric converted:proportion gmv:mean gmv/orders:ratio \\
         --covariate gmv=pre_gmv [--cap gmv=99] [--segment platform] [--alpha 0.05]
 
+    # CUPED++ (several covariates, post-stratification) and the Bayesian engine:
+    python -m experiments.stats report DATA.csv --control control --weights control=1,b=1 \\
+        --metric gmv:mean --covariate gmv=pre_gmv,pre_orders --strata age_band,platform \\
+        --engine bayesian [--prior-mean 0 --prior-variance 0.01] [--lower-is-better opted_out]
+
 ``DATA.csv`` has one row per exposed subject and an ``arm`` column (``-``
 reads stdin). ``--metric`` and ``--covariate`` may be repeated or take several
 values. Bad input prints a message on stderr and exits with status 2.
@@ -19,7 +24,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from experiments.stats.bayesian import ENGINES
 from experiments.stats.frame import ARM_COLUMN, METRIC_TYPES, analyze
+from experiments.stats.health import BIAS_THRESHOLD, SUSPICIOUS_UPLIFT
 
 EXIT_BAD_INPUT = 2
 
@@ -83,6 +90,34 @@ def _caps(items: Sequence[str]) -> dict[str, float]:
     return caps
 
 
+def _covariates(items: Sequence[str]) -> dict[str, str | list[str]]:
+    """``METRIC=COLUMN`` (classic CUPED) or ``METRIC=COLUMN,COLUMN`` (CUPED++)."""
+    covariates: dict[str, str | list[str]] = {}
+    for metric, value in _pairs(items, "--covariate", "METRIC=COLUMN[,COLUMN...]").items():
+        columns = [column.strip() for column in value.split(",")]
+        if not all(columns):
+            raise BadInput(f"--covariate {metric}: empty column name in {value!r}")
+        covariates[metric] = columns if len(columns) > 1 else columns[0]
+    return covariates
+
+
+def _columns(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    columns = [column.strip() for column in text.split(",")]
+    if not all(columns):
+        raise BadInput(f"{what}: empty column name in {text!r}")
+    return columns
+
+
+def _prior(mean: float | None, variance: float | None) -> dict[str, float] | None:
+    if mean is None and variance is None:
+        return None
+    if mean is None or variance is None:
+        raise BadInput("--prior-mean and --prior-variance go together")
+    return {"mean": mean, "variance": variance}
+
+
 def _read(path: str, string_columns: list[str]) -> pd.DataFrame:
     source = sys.stdin if path == "-" else path
     try:
@@ -121,7 +156,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="COLUMN:proportion|mean, or NUMERATOR/DENOMINATOR:ratio (repeatable)",
     )
     report.add_argument(
-        "--covariate", action="extend", nargs="+", default=[], help="METRIC=COLUMN for CUPED"
+        "--covariate",
+        action="extend",
+        nargs="+",
+        default=[],
+        help="METRIC=COLUMN for CUPED, METRIC=COLUMN,COLUMN,... for CUPED++ (repeatable)",
+    )
+    report.add_argument(
+        "--strata",
+        help="post-stratify every metric on these columns (CUPED++), e.g. age_band,platform",
+    )
+    report.add_argument(
+        "--engine", default="frequentist", help=f"one of {', '.join(ENGINES)} (default frequentist)"
+    )
+    report.add_argument(
+        "--prior-mean", type=float, help="Bayesian: prior mean of the relative effect (e.g. 0)"
+    )
+    report.add_argument(
+        "--prior-variance",
+        type=float,
+        help="Bayesian: prior variance of the relative effect (e.g. 0.01); without it the prior is flat",
+    )
+    report.add_argument(
+        "--lower-is-better",
+        help="Bayesian: metrics whose chance to win is a decrease, e.g. opted_out",
+    )
+    report.add_argument(
+        "--subject", help="a subject id column: enables the multiple-exposure check"
+    )
+    report.add_argument(
+        "--suspicious-uplift",
+        type=float,
+        default=SUSPICIOUS_UPLIFT,
+        help=f"flag relative effects beyond this (default {SUSPICIOUS_UPLIFT})",
+    )
+    report.add_argument(
+        "--bias-threshold",
+        type=float,
+        default=BIAS_THRESHOLD,
+        help=f"flag pre-exposure imbalance at p below this (default {BIAS_THRESHOLD})",
     )
     report.add_argument(
         "--cap", action="extend", nargs="+", default=[], help="METRIC=PERCENTILE, e.g. gmv=99"
@@ -140,9 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = _weights(args.weights)
         metrics = _metrics(args.metric)
-        covariates = _pairs(args.covariate, "--covariate", "METRIC=COLUMN")
+        covariates = _covariates(args.covariate)
         caps = _caps(args.cap)
-        df = _read(args.data, [ARM_COLUMN] + ([args.segment] if args.segment else []))
+        strata = _columns(args.strata, "--strata")
+        lower_is_better = _columns(args.lower_is_better, "--lower-is-better") or []
+        prior = _prior(args.prior_mean, args.prior_variance)
+        text_columns = [ARM_COLUMN, *([args.segment] if args.segment else []), *(strata or [])]
+        df = _read(args.data, text_columns + ([args.subject] if args.subject else []))
         report = analyze(
             df,
             control=args.control,
@@ -152,6 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             alpha=args.alpha,
             segment_by=args.segment,
             caps=caps or None,
+            strata=strata,
+            engine=args.engine,
+            prior=prior,
+            lower_is_better=lower_is_better,
+            subject_column=args.subject,
+            suspicious_uplift=args.suspicious_uplift,
+            bias_threshold=args.bias_threshold,
         )
     except (BadInput, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

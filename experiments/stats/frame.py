@@ -36,6 +36,7 @@ import pandas as pd
 
 from experiments.stats.bayesian import bayesian_report, check_engine, gaussian_prior
 from experiments.stats.health import BIAS_THRESHOLD, SUSPICIOUS_UPLIFT, health_checks
+from experiments.stats.heterogeneity import heterogeneity_tests
 from experiments.stats.regression import CellMoments, LinAdjustedStatistic
 from experiments.stats.report import analyze_statistics
 from experiments.stats.srm import SRM_THRESHOLD
@@ -561,6 +562,18 @@ def analyze(
             srm_threshold=srm_threshold,
         )
     result = {"engine": engine, **report.to_dict()}
+    if segments:
+        frequentist = report if engine == "frequentist" else None
+        if frequentist is None:
+            frequentist = analyze_statistics(
+                statistics,
+                control=control,
+                weights=weights,
+                alpha=alpha,
+                segments=segments,
+                srm_threshold=srm_threshold,
+            )
+        result["heterogeneity"] = [test.to_dict() for test in heterogeneity_tests(frequentist)]
     result["health"] = health_checks(
         statistics,
         control=control,
