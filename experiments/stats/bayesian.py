@@ -442,21 +442,21 @@ class BayesianComparison:
         }
 
 
-def _positive_part_mean(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """E[max(X, 0)] for X ~ N(mean, sd²), without cancellation in either tail.
+def expected_gain_and_loss(mean: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(E[max(X, 0)], E[max(−X, 0)])`` for X ~ N(mean, sd²), without cancellation.
 
-    E[max(X, 0)] = sd·g(z), z = mean/sd, g(z) = φ(z) + z·Φ(z). For z ≤ 0 it is
+    The smaller of the two is sd·g(−|z|), z = mean/sd, g(z) = φ(z) + z·Φ(z),
     computed as φ(z)·(1 + z·√(π/2)·erfcx(−z/√2)) (Φ/φ through the scaled
-    complementary error function); for z > 0 from E[max(X, 0)] − E[max(−X, 0)] = mean.
+    complementary error function, accurate far into the tail); the larger is
+    the smaller plus |mean|, since E[max(X, 0)] − E[max(−X, 0)] = mean.
     """
-    z = mean / sd
-    negative_z = -np.abs(z)
-    density = np.exp(-0.5 * negative_z * negative_z) / math.sqrt(2.0 * math.pi)
-    g = density * (
-        1.0 + negative_z * math.sqrt(math.pi / 2.0) * special.erfcx(-negative_z / math.sqrt(2.0))
-    )
-    small = sd * np.maximum(g, 0.0)  # E[max(X, 0)] if mean ≤ 0, else E[max(−X, 0)]
-    return np.where(z <= 0, small, mean + small)
+    z = -np.abs(mean / sd)
+    density = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    g = density * (1.0 + z * math.sqrt(math.pi / 2.0) * special.erfcx(-z / math.sqrt(2.0)))
+    small = sd * np.maximum(g, 0.0)
+    large = small + np.abs(mean)
+    positive = mean > 0
+    return np.where(positive, large, small), np.where(positive, small, large)
 
 
 def posterior_summaries(
@@ -480,9 +480,9 @@ def posterior_summaries(
     sd = np.sqrt(posterior_variance)
     quantile = float(norm_isf(alpha / 2.0))
     above = norm_cdf(mean / sd)  # P(effect > 0)
-    gain = _positive_part_mean(mean, sd)  # E[max(effect, 0)]: the loss of keeping the control
-    loss = gain - mean  # E[max(−effect, 0)]: the loss of choosing the treatment
-    loss = np.maximum(loss, 0.0)
+    # E[max(effect, 0)] is what keeping the control loses; E[max(−effect, 0)]
+    # what choosing the treatment loses.
+    gain, loss = expected_gain_and_loss(mean, sd)
     chance = np.where(higher_is_better, above, norm_cdf(-mean / sd))
     risk_control = np.where(higher_is_better, gain, loss)
     risk_treatment = np.where(higher_is_better, loss, gain)

@@ -59,7 +59,14 @@ def gbstats_cases(seed: int, per_kind: int = 6) -> list[dict]:
         for index in range(per_kind):
             n_control, n_treatment = int(rng.integers(200, 5000)), int(rng.integers(200, 5000))
             shift = float(rng.choice([-0.05, 0.0, 0.02, 0.1]))
-            prior = None if index % 2 == 0 else {"mean": float(rng.normal(0, 0.02)), "variance": float(rng.choice([0.0004, 0.01, 0.3]))}
+            prior = (
+                None
+                if index % 2 == 0
+                else {
+                    "mean": float(rng.normal(0, 0.02)),
+                    "variance": float(rng.choice([0.0004, 0.01, 0.3])),
+                }
+            )
             for difference_type in ("relative", "absolute"):
                 cases.append(
                     {
