@@ -116,7 +116,7 @@ def _parse_metrics(
                 raise ValueError(
                     f"ratio metric {name!r} must be named 'numerator/denominator' (e.g. 'gmv/orders')"
                 )
-            if isinstance(covariate, str):
+            if isinstance(covariate, str) and not stratified:
                 raise ValueError(
                     f"ratio metric {name!r}: classic CUPED is for mean and proportion metrics; "
                     f"pass a list (covariates={{{name!r}: [{covariate!r}]}}) for CUPED++"
