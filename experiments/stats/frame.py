@@ -362,14 +362,18 @@ def statistics_from_frame(
                     ).reshape(length, width)
                 )
         result = []
+        count_rows = counts.tolist()
+        first_rows = np.stack(first, axis=2).tolist()  # (group, cell, variable)
+        second_rows = np.stack(second, axis=2).tolist()
         for group in range(length):
             cells = {
                 stratum_keys[k]: CellMoments(
-                    n=int(counts[group, k]),
-                    sums=tuple(float(f[group, k]) for f in first),
-                    cross_products=tuple(float(p[group, k]) for p in second),
+                    n=count_rows[group][k],
+                    sums=tuple(first_rows[group][k]),
+                    cross_products=tuple(second_rows[group][k]),
                 )
-                for k in np.flatnonzero(counts[group]).tolist()
+                for k, n in enumerate(count_rows[group])
+                if n
             }
             result.append(
                 LinAdjustedStatistic(

@@ -23,6 +23,7 @@ continuous covariates, whose per-row leverages no finite set of sums carries
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,16 @@ _RESIDUAL_TOLERANCE = 1e-12
 
 def _triangle_size(q: int) -> int:
     return q * (q + 1) // 2
+
+
+@functools.lru_cache(maxsize=32)
+def _triangle_positions(q: int) -> np.ndarray:
+    """For each entry of a q × q matrix, its position in the row-major upper triangle."""
+    positions = np.empty((q, q), dtype=np.intp)
+    rows, columns = np.triu_indices(q)
+    positions[rows, columns] = np.arange(rows.size)
+    positions[columns, rows] = np.arange(rows.size)
+    return positions.ravel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +93,7 @@ class CellMoments:
     def matrix(self) -> np.ndarray:
         """``Σ v·vᵀ`` as a full symmetric matrix."""
         q = len(self.sums)
-        full = np.zeros((q, q))
-        rows, columns = np.triu_indices(q)
-        full[rows, columns] = self.cross_products
-        full[columns, rows] = self.cross_products
-        return full
+        return np.asarray(self.cross_products)[_triangle_positions(q)].reshape(q, q)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +142,7 @@ class LinAdjustedStatistic:
         if not isinstance(self.cells, Mapping) or not self.cells:
             raise ValueError("LinAdjustedStatistic: cells must be a non-empty mapping")
         q = len(self.outcomes) + len(self.covariates)
-        keys, counts, sums, matrices = [], [], [], []
+        keys, counts, sums, triangles = [], [], [], []
         for key, cell in self.cells.items():
             key = tuple(key) if isinstance(key, tuple | list) else (key,)
             if len(key) != len(self.strata):
@@ -150,24 +157,35 @@ class LinAdjustedStatistic:
                     f"LinAdjustedStatistic: cell {key!r} has {len(cell.sums)} sums, expected {q} "
                     f"(outcomes {list(self.outcomes)} then covariates {list(self.covariates)})"
                 )
-            matrix = cell.matrix()
-            for j in range(q):
-                centred_second_moment(
-                    cell.n, cell.sums[j], matrix[j, j], f"LinAdjustedStatistic cell {key!r}"
-                )
             keys.append(tuple(str(level) for level in key))
             counts.append(cell.n)
             sums.append(cell.sums)
-            matrices.append(matrix)
+            triangles.append(cell.cross_products)
         if len(set(keys)) != len(keys):
             raise ValueError("LinAdjustedStatistic: two cells have the same levels")
+        counts_array = np.asarray(counts, float)
+        sums_array = np.asarray(sums, float)
+        matrices = np.asarray(triangles, float)[:, _triangle_positions(q)].reshape(-1, q, q)
+        diagonal = np.diagonal(matrices, axis1=1, axis2=2)
+        for cell_index in np.flatnonzero(
+            (diagonal < 0).any(axis=1)
+            | (
+                diagonal * counts_array[:, None] - sums_array**2
+                < -1e-12 * diagonal * counts_array[:, None] - 1e-300
+            ).any(axis=1)
+            | ((counts_array == 0) & (np.abs(sums_array).sum(axis=1) > 0))
+        ):
+            cell = self.cells[list(self.cells)[cell_index]]
+            for j in range(q):
+                centred_second_moment(
+                    cell.n,
+                    cell.sums[j],
+                    matrices[cell_index, j, j],
+                    f"LinAdjustedStatistic cell {keys[cell_index]!r}",
+                )
         setter(self, "cap", _optional_finite(self.cap, "cap"))
         setter(self, "_n", int(sum(counts)))
-        setter(
-            self,
-            "_arrays",
-            (tuple(keys), np.asarray(counts, float), np.asarray(sums, float), np.asarray(matrices)),
-        )
+        setter(self, "_arrays", (tuple(keys), counts_array, sums_array, matrices))
 
     @property
     def n(self) -> int:
