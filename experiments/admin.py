@@ -1,7 +1,11 @@
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import model_ngettext
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.forms.models import BaseInlineFormSet
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from experiments import selectors, services
@@ -17,10 +21,33 @@ from experiments.models import (
     PrivacyTreatment,
     ResultSnapshot,
 )
+from experiments.privacy_ladder import arms_privacy_order
+from experiments.validation import experiment_decision_problems
+
+
+class ArmFormSet(BaseInlineFormSet):
+    """The arms, checked against the experiment's privacy order before anything is saved."""
+
+    def clean(self):
+        super().clean()
+        experiment = self.instance
+        if not experiment.privacy_order:
+            return
+        if self.can_delete and any(form.cleaned_data.get("DELETE") for form in self.forms if form.cleaned_data):
+            keys = [form.cleaned_data["key"] for form in self.forms
+                    if form.cleaned_data and not form.cleaned_data.get("DELETE") and form.cleaned_data.get("key")]
+        elif any(form.has_changed() for form in self.forms):
+            keys = [form.cleaned_data["key"] for form in self.forms if form.cleaned_data.get("key")]
+        else:
+            keys = list(experiment.arms.values_list("key", flat=True)) if experiment.pk else []
+        problems = experiment_decision_problems(experiment=experiment, arm_keys=keys).get("privacy_order")
+        if problems:
+            raise ValidationError(["Privacy order: " + problem for problem in problems])
 
 
 class ArmInline(admin.TabularInline):
     model = Arm
+    formset = ArmFormSet
     extra = 0
     min_num = 2
     fields = ["key", "treatment", "weight", "is_control"]
@@ -43,6 +70,7 @@ class ArmInline(admin.TabularInline):
 class GuardrailInline(admin.TabularInline):
     model = Guardrail
     extra = 0
+    fields = ["metric", "margin", "relative", "plan_baseline", "plan_standard_deviation"]
 
 
 def _findings_html(findings) -> str:
@@ -87,15 +115,36 @@ class ExperimentAdmin(admin.ModelAdmin):
     inlines = [ArmInline, GuardrailInline]
     filter_horizontal = ["viewers"]
     readonly_fields = [
-        "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings"
+        "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
+        "privacy_ladder", "planned_days", "plan_summary",
     ]
     fieldsets = [
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
         ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
         ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
         (
-            "Analysis",
-            {"fields": ["primary_metric", "alpha", "planned_subjects_per_arm", "gmv_cap_percentile", "pre_exposure_days"]},
+            "Analysis and decision",
+            {
+                "fields": [
+                    "primary_metric", "alpha", "decision_rule", "decision_margin", "testing_mode",
+                    "minimum_runtime_days", "privacy_order", "privacy_ladder", "gmv_cap_percentile",
+                    "pre_exposure_days",
+                ],
+                "description": "The rule decides the verdict (docs/statistics.md §9). Guardrails are below; each "
+                "must pass its one-sided non-inferiority test for an arm to ship.",
+            },
+        ),
+        (
+            "Plan",
+            {
+                "fields": [
+                    "plan_daily_subjects", "plan_baseline", "plan_standard_deviation", "plan_minimum_effect",
+                    "plan_power", "planned_subjects_per_arm", "planned_days", "plan_summary",
+                ],
+                "description": "Fill in the daily traffic and the primary metric's baseline (and each guardrail's "
+                "baseline in its row below): on save the planner sizes the experiment for the whole rule and sets "
+                "the planned subjects per arm and days. Or set the planned subjects per arm yourself.",
+            },
         ),
         ("Compliance", {"fields": ["compliance_findings", "compliance_override_reason"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
@@ -126,6 +175,37 @@ class ExperimentAdmin(admin.ModelAdmin):
         per_arm = selectors.experiment_compliance_findings(experiment=obj)
         return format_html_join(
             "", "<p>Arm <code>{}</code>:</p>{}", ((key, _findings_html(f)) for key, f in per_arm.items())
+        )
+
+    @admin.display(description="Privacy order by the ladder")
+    def privacy_ladder(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the experiment with its arms to see the order."
+        order = arms_privacy_order(obj.arms.select_related("treatment").order_by("id"))
+        used = "used" if not obj.privacy_order else "overridden by the privacy order above"
+        return f"{' > '.join(order)} (most private first; {used})"
+
+    @admin.display(description="Plan")
+    def plan_summary(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the experiment with its arms and guardrails to see the plan."
+        try:
+            plan = selectors.experiment_decision_plan(experiment=obj)
+        except selectors.PlanIncomplete as problem:
+            return str(problem)
+        start = obj.started_at or obj.scheduled_start or timezone.now()
+        tests = format_html_join(
+            "", "<li>{}: {} (alpha {}), power {}</li>",
+            ((test.kind.replace("noninferiority", "non-inferiority"), test.metric if test.metric != "primary"
+              else obj.get_primary_metric_display(), f"{test.alternative}, {test.alpha:.3g}", f"{test.power:.0%}")
+             for test in plan.tests),
+        )
+        return format_html(
+            "<p>{} subjects per arm ({} in all) in {} days at {} a day: the rule ships a truly good arm with "
+            "probability {}. Expected end: {}.</p><ul>{}</ul>",
+            f"{plan.planned_subjects_per_arm:,}", f"{plan.total_subjects:,}", plan.days,
+            f"{plan.daily_subjects:,.0f}", f"{plan.power:.0%}", (start + timedelta(days=plan.days)).date().isoformat(),
+            tests,
         )
 
     @admin.display(description="Subjects", ordering="_exposures")
@@ -161,6 +241,18 @@ class ExperimentAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         obj = form.instance
+        if obj.plan_daily_subjects is not None and obj.plan_baseline is not None:
+            try:
+                plan = services.experiment_plan_apply(experiment=obj)
+            except selectors.PlanIncomplete as problem:
+                self.message_user(request, f"Planned subjects not changed: {problem}", messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    f"Planned: {plan.planned_subjects_per_arm:,} subjects per arm, {plan.days} days "
+                    f"(power {plan.power:.0%} for the whole rule).",
+                    messages.INFO,
+                )
         if obj.is_editable:
             try:
                 services.experiment_validate_arms(experiment=obj)

@@ -2,6 +2,7 @@ import secrets
 
 import pgtrigger
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
@@ -147,6 +148,15 @@ class Metric(models.TextChoices):
 
 
 class Experiment(models.Model):
+    class DecisionRule(models.TextChoices):
+        SUPERIORITY = "superiority", "Superiority"
+        NONINFERIORITY = "noninferiority", "Do no harm (non-inferiority)"
+        PRIVACY_FIRST = "privacy_first", "Privacy first"
+
+    class TestingMode(models.TextChoices):
+        FIXED = "fixed", "Fixed horizon"
+        SEQUENTIAL = "sequential", "Sequential (always valid)"
+
     class Status(models.TextChoices):
         DRAFT = "draft"
         RUNNING = "running"
@@ -201,6 +211,60 @@ class Experiment(models.Model):
         "CUPED off). A subject who ordered in that window is a returning customer.",
     )
     compliance_override_reason = models.TextField(blank=True)
+    # --- the decision (experiments.stats.decide; docs/statistics.md §9) ---
+    decision_rule = models.CharField(
+        max_length=16,
+        choices=DecisionRule.choices,
+        default=DecisionRule.SUPERIORITY,
+        help_text="Superiority: ship the arm that significantly improves the primary metric. Do no harm: ship an "
+        "arm whose primary metric stays within the margin. Privacy first: ship the most private design whose "
+        "primary metric stays within the margin. Guardrails must pass under every rule.",
+    )
+    decision_margin = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Largest tolerated relative loss of the primary metric, e.g. 0.05 = at most 5% worse than the "
+        "control. Required by the do-no-harm and privacy-first rules.",
+    )
+    privacy_order = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Arm keys, most private first, e.g. ["dp-popularity", "optin-cohort", "control"]. Empty: the '
+        "privacy ladder orders the arms by their treatments (docs/statistics.md §9).",
+    )
+    testing_mode = models.CharField(
+        max_length=16,
+        choices=TestingMode.choices,
+        default=TestingMode.FIXED,
+        help_text="Fixed horizon: the verdict is read once, at the planned sample size. Sequential: always-valid "
+        "tests, so the verdict may be final at any run after the minimum runtime.",
+    )
+    minimum_runtime_days = models.PositiveIntegerField(
+        default=7, help_text="No verdict before this many days, in whole weeks (weekday and weekend shoppers differ)."
+    )
+    planned_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Set by the planner: days to reach the planned subjects (whole weeks)."
+    )
+    plan_daily_subjects = models.FloatField(
+        null=True, blank=True, help_text="Plan: new subjects entering the experiment per day (all arms)."
+    )
+    plan_baseline = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Plan: the primary metric's expected value in the control (a rate such as 0.08 for "
+        "proportions; IDR for GMV).",
+    )
+    plan_standard_deviation = models.FloatField(
+        null=True, blank=True, help_text="Plan: the primary metric's standard deviation per subject (means only)."
+    )
+    plan_minimum_effect = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Plan (superiority): the smallest relative improvement worth detecting, e.g. 0.05 = +5%.",
+    )
+    plan_power = models.FloatField(
+        default=0.8, help_text="Plan: the chance that the whole rule ships an arm that is truly as good as planned."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -231,10 +295,53 @@ class Experiment(models.Model):
             models.CheckConstraint(
                 condition=Q(pre_exposure_days__lte=365), name="experiment_pre_exposure_days_range"
             ),
+            models.CheckConstraint(
+                condition=Q(decision_rule__in=["superiority", "noninferiority", "privacy_first"]),
+                name="experiment_decision_rule_valid",
+                violation_error_message="Choose a decision rule: superiority, do no harm or privacy first.",
+            ),
+            models.CheckConstraint(
+                condition=Q(decision_margin__isnull=True) | (Q(decision_margin__gt=0) & Q(decision_margin__lt=1)),
+                name="experiment_decision_margin_range",
+                violation_error_message="The margin is a relative loss between 0 and 1, e.g. 0.05 for at most 5% worse.",
+            ),
+            models.CheckConstraint(
+                condition=Q(decision_rule="superiority") | Q(decision_margin__isnull=False),
+                name="experiment_decision_margin_required",
+                violation_error_message="The do-no-harm and privacy-first rules need a margin: the largest "
+                "tolerated relative loss of the primary metric, e.g. 0.05.",
+            ),
+            models.CheckConstraint(
+                condition=Q(testing_mode__in=["fixed", "sequential"]),
+                name="experiment_testing_mode_valid",
+                violation_error_message="Choose fixed-horizon or sequential testing.",
+            ),
+            models.CheckConstraint(
+                condition=Q(minimum_runtime_days__gte=7) & Q(minimum_runtime_days__lte=364),
+                name="experiment_minimum_runtime_range",
+                violation_error_message="The minimum runtime is at least one week (7 days) and at most 52 weeks.",
+            ),
+            models.CheckConstraint(
+                condition=Q(plan_power__gt=0.5) & Q(plan_power__lt=1),
+                name="experiment_plan_power_range",
+                violation_error_message="The planned power is a probability above 0.5 and below 1, e.g. 0.8.",
+            ),
+            models.CheckConstraint(
+                condition=Q(planned_subjects_per_arm__isnull=True) | Q(planned_subjects_per_arm__gte=1),
+                name="experiment_planned_subjects_positive",
+                violation_error_message="The planned subjects per arm must be at least 1.",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from experiments.validation import experiment_decision_problems
+
+        problems = experiment_decision_problems(experiment=self)
+        if problems:
+            raise ValidationError(problems)
 
     @property
     def is_editable(self) -> bool:
@@ -269,7 +376,17 @@ class Guardrail(models.Model):
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="guardrails")
     metric = models.CharField(max_length=16, choices=Metric.choices)
     margin = models.FloatField(
-        help_text="Largest tolerated harm, absolute (e.g. 0.005 = 0.5 percentage points for opt-out)."
+        help_text="Largest tolerated harm, absolute (e.g. 0.005 = 0.5 percentage points for opt-out), or a "
+        "fraction of the control's value when relative (0.02 = 2%)."
+    )
+    relative = models.BooleanField(
+        default=False, help_text="The margin is a fraction of the control's value instead of the metric's unit."
+    )
+    plan_baseline = models.FloatField(
+        null=True, blank=True, help_text="Plan: the metric's expected value in the control (e.g. 0.03 opt-out rate)."
+    )
+    plan_standard_deviation = models.FloatField(
+        null=True, blank=True, help_text="Plan: the metric's standard deviation per subject (means only)."
     )
 
     class Meta:
@@ -279,7 +396,7 @@ class Guardrail(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_metric_display()} ≤ {self.margin:g}"
+        return f"{self.get_metric_display()} ≤ {self.margin:g}{' (relative)' if self.relative else ''}"
 
 
 class Exposure(models.Model):
@@ -517,7 +634,9 @@ class ResultSnapshot(models.Model):
     shape it has (readers must check it: older rows keep their old shape).
     """
 
-    SCHEMA_VERSION = 1
+    # 2: a typed, versioned decision (experiments.stats.decide.Decision); 1 still renders.
+    SCHEMA_VERSION = 2
+    READABLE_SCHEMA_VERSIONS = (1, 2)  # the pages still render schema-1 runs
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"
@@ -556,6 +675,48 @@ class ResultSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.key} results at {self.window_end:%Y-%m-%d %H:%M}"
+
+
+class ExperimentDecision(models.Model):
+    """An experiment phase's final verdict: recorded once, by the run whose tests made it final.
+
+    Later runs still compute and show the numbers, but carry this verdict
+    unchanged (``experiments.results``), so a verdict never flips back.
+    """
+
+    class Outcome(models.TextChoices):
+        SHIP = "ship", "Ship an arm"
+        KEEP_CONTROL = "keep_control", "Keep the control"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="decisions")
+    phase = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    arm = models.CharField(max_length=64, blank=True)
+    window_end = models.DateTimeField(help_text="The analysis time of the run that made the verdict final.")
+    snapshot = models.ForeignKey(
+        ResultSnapshot, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    document = models.JSONField(help_text="The decision as that run stored it (docs/metrics.md).")
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["experiment", "phase"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "phase"],
+                name="decision_one_per_phase",
+                violation_error_message="This phase of the experiment already has its final verdict.",
+            ),
+            models.CheckConstraint(
+                condition=(Q(outcome="ship") & ~Q(arm="")) | (Q(outcome="keep_control") & Q(arm="")),
+                name="decision_arm_matches_outcome",
+                violation_error_message="A ship verdict names its arm; keeping the control names none.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        verdict = f"ship {self.arm}" if self.outcome == self.Outcome.SHIP else "keep the control"
+        return f"{self.experiment.key} phase {self.phase}: {verdict}"
 
 
 class ExperimentAlert(models.Model):

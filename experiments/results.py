@@ -6,14 +6,16 @@ task ``experiments.tasks.results_compute`` calls it). It
 1. computes every metric's sufficient statistics per arm and segment in one
    SQL statement (``experiments.metrics``);
 2. runs the stats engine: Welch / CUPED / delta-method comparisons of each
-   treatment arm with the control, Holm-adjusted overall and
-   Benjamini–Hochberg across segments, and the sample-ratio test;
-3. evaluates every guardrail twice: a fixed-horizon non-inferiority test at
-   the guardrail's margin (the decision rule uses it) and the always-valid
-   mSPRT against the same margin (the monitor uses it: safe to look at every
-   15 minutes);
-4. applies the decision rule (ship the arm with the best significant
-   improvement in the primary metric whose guardrails are all non-inferior);
+   treatment arm with the control, the primary metric × arms Holm-adjusted as
+   the confirmatory family, the other metrics and the segments
+   Benjamini–Hochberg-adjusted as exploration, and the sample-ratio test;
+3. watches every guardrail with the always-valid mSPRT against its margin
+   (the monitor pauses on a breach: safe to look at every 15 minutes);
+4. applies the experiment's decision rule with the decision engine
+   (``experiments.stats.decide``): superiority, do no harm or privacy first,
+   fixed-horizon or sequential, and whether the verdict is final; a final
+   verdict is recorded once (``ExperimentDecision``) and carried unchanged
+   by every later run of the phase;
 5. stores the JSON document (schema in docs/metrics.md) as the snapshot of the
    window ``[experiment start, as_of)``.
 
@@ -30,18 +32,30 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from experiments.metrics import METRICS, SEGMENT_DIMENSIONS, MetricStatistics, metric_statistics
-from experiments.models import Experiment, ExperimentAlert, Guardrail, Metric, ResultSnapshot
+from experiments.models import (
+    Experiment,
+    ExperimentAlert,
+    ExperimentDecision,
+    Guardrail,
+    Metric,
+    ResultSnapshot,
+)
+from experiments.privacy_ladder import experiment_privacy_order
 from experiments.stats import (
+    DECISION_VERSION,
+    Decision,
+    GuardrailRule,
     InsufficientDataError,
     Statistic,
     analyze_statistics,
+    decide_statistics,
     difference_moments,
     noninferiority_test,
     sequential_test,
@@ -111,7 +125,7 @@ def _previous_sequential(experiment: Experiment, phase: int, window_end: datetim
         .values_list("data", flat=True)
         .first()
     )
-    if not previous or previous.get("schema_version") != SCHEMA_VERSION:
+    if not previous or previous.get("schema_version") not in ResultSnapshot.READABLE_SCHEMA_VERSIONS:
         return {}
     return {
         (entry["metric"], entry["arm"]): entry["sequential"]["p_value"]
@@ -131,20 +145,25 @@ def _guardrails(
     entries = []
     for guardrail in Guardrail.objects.filter(experiment=experiment).order_by("metric"):
         higher_is_better = METRICS[guardrail.metric][1]
-        harm = -guardrail.margin if higher_is_better else guardrail.margin
         for arm in treatments:
+            control_statistic = statistics.arms[control][guardrail.metric]
+            treatment_statistic = statistics.arms[arm][guardrail.metric]
+            # A relative margin is a fraction of the control's value; the monitor's always-valid
+            # test watches it in the metric's unit at this run's control mean.
+            margin = guardrail.margin * abs(control_statistic.mean) if guardrail.relative else guardrail.margin
+            harm = -margin if higher_is_better else margin
             entry = {
                 "metric": guardrail.metric,
                 "arm": arm,
-                "margin": guardrail.margin,
+                "margin": margin,
+                "relative": guardrail.relative,
+                "relative_margin": guardrail.margin if guardrail.relative else None,
                 "higher_is_better": higher_is_better,
                 "noninferiority": None,
                 "sequential": None,
                 "breached": False,
                 "reason": "",
             }
-            control_statistic = statistics.arms[control][guardrail.metric]
-            treatment_statistic = statistics.arms[arm][guardrail.metric]
             try:
                 ni = noninferiority_test(
                     control_statistic,
@@ -152,7 +171,10 @@ def _guardrails(
                     margin=guardrail.margin,
                     higher_is_better=higher_is_better,
                     alpha=experiment.alpha,
+                    relative=guardrail.relative,
                 )
+                if margin == 0:
+                    raise InsufficientDataError("a relative margin needs a non-zero control mean")
                 seq = sequential_test(
                     control_statistic,
                     treatment_statistic,
@@ -188,59 +210,156 @@ def _guardrails(
     return entries
 
 
+UNITS = {Metric.GMV: "IDR", Metric.AOV: "IDR"}
+
+
+def _previous_decision(experiment: Experiment, phase: int, window_end: datetime) -> dict:
+    """The running minima of the always-valid decision tests, from the last earlier run."""
+    previous = (
+        ResultSnapshot.objects.filter(
+            experiment=experiment, phase=phase, window_end__lt=window_end, schema_version__gte=2
+        )
+        .order_by("-window_end")
+        .values_list("data", flat=True)
+        .first()
+    )
+    decision = (previous or {}).get("decision")
+    if not decision or "version" not in decision:
+        return {}
+    if decision.get("frozen"):  # a frozen verdict carries the final run's tests; the latest look has the minima
+        decision = decision.get("latest") or {}
+    return Decision.from_dict(decision).running_minima() if decision.get("version") else {}
+
+
 def _decision(
     experiment: Experiment,
-    report: dict | None,
-    srm: dict | None,
-    guardrails: list[dict],
-    treatments: list[str],
-) -> dict:
+    statistics: MetricStatistics,
+    arms: list,
+    srm,
+    included: list[str],
+) -> Decision:
+    """The experiment's rule applied by the decision engine to this run's statistics."""
+    control = next(arm.key for arm in arms if arm.is_control)
     primary = experiment.primary_metric
-    higher_is_better = METRICS[primary][1]
-    rule = (
-        f"Ship the treatment arm with the largest significant "
-        f"{'increase' if higher_is_better else 'decrease'} in {Metric(primary).label} "
-        f"(Holm-adjusted, alpha {experiment.alpha:g}) whose guardrails are all non-inferior; "
-        "never with a sample-ratio mismatch."
-    )
-    decision = {"rule": rule, "primary_metric": primary, "outcome": "inconclusive", "arm": None, "reasons": []}
-    if srm is not None and srm.get("flag"):
-        decision.update(outcome="invalid")
-        decision["reasons"].append("Sample-ratio mismatch: the assignment or logging is broken; do not read effects.")
-        return decision
-    comparisons = {c["arm"]: c for c in (report or {}).get("comparisons", []) if c["metric"] == primary}
-    if not comparisons:
-        decision["reasons"].append(f"{Metric(primary).label} cannot be compared yet.")
-        return decision
-    better, worse = [], []
-    for arm in treatments:
-        comparison = comparisons.get(arm)
-        if comparison is None or not comparison["significant"]:
-            continue
-        improves = (comparison["absolute"]["estimate"] > 0) == higher_is_better
-        (better if improves else worse).append(arm)
-    blocked = {}
-    for entry in guardrails:
-        ni = entry["noninferiority"]
-        if entry["breached"] or ni is None or not ni["noninferior"]:
-            blocked.setdefault(entry["arm"], []).append(entry["reason"])
-    eligible = [arm for arm in better if arm not in blocked]
-    if eligible:
-        sign = 1 if higher_is_better else -1
-        best = max(eligible, key=lambda arm: sign * comparisons[arm]["absolute"]["estimate"])
-        decision.update(outcome="ship", arm=best)
-        decision["reasons"].append(
-            f"Arm {best!r} improves {Metric(primary).label} significantly and passes every guardrail."
+    if primary not in included:
+        raise InsufficientDataError(f"{Metric(primary).label} cannot be compared yet")
+    sequential = experiment.testing_mode == Experiment.TestingMode.SEQUENTIAL
+    guardrails = {
+        guardrail.metric: GuardrailRule(
+            metric=guardrail.metric, margin=guardrail.margin, higher_is_better=METRICS[guardrail.metric][1],
+            relative=guardrail.relative,
         )
-    elif better:
-        decision["reasons"].extend(reason for arm in better for reason in blocked[arm])
-        decision["reasons"].insert(0, "Arms that improve the primary metric fail a guardrail.")
-    elif worse and len(worse) == len(treatments):
-        decision.update(outcome="keep_control")
-        decision["reasons"].append(f"Every treatment arm is significantly worse on {Metric(primary).label}.")
+        for guardrail in Guardrail.objects.filter(experiment=experiment).order_by("metric")
+        if guardrail.metric in included
+    }
+    runtime = (statistics.window_end - statistics.window_start).total_seconds() / 86_400
+    return decide_statistics(
+        {arm: {metric: by_metric[metric] for metric in included} for arm, by_metric in statistics.arms.items()},
+        control=control,
+        weights={arm.key: arm.weight for arm in arms},
+        primary=primary,
+        primary_higher_is_better=METRICS[primary][1],
+        guardrails=guardrails,
+        rule=experiment.decision_rule,
+        margin=experiment.decision_margin,
+        privacy_order=experiment_privacy_order(experiment=experiment, arms=arms),
+        planned_subjects_per_arm=experiment.planned_subjects_per_arm,
+        sequential=sequential,
+        alpha=experiment.alpha,
+        runtime_days=runtime,
+        minimum_runtime_days=experiment.minimum_runtime_days,
+        previous=_previous_decision(experiment, statistics.phase, statistics.window_end),
+        labels={metric: Metric(metric).label for metric in METRICS},
+        kinds={metric: kind for metric, (kind, _) in METRICS.items()},
+        units=UNITS,
+        srm=srm,
+    )
+
+
+def _decision_dates(decision: Decision, statistics: MetricStatistics, experiment: Experiment) -> dict:
+    """When the verdict can be expected, in dates (the engine counts days)."""
+    progress = decision.progress
+    earliest_runtime = statistics.window_start + timedelta(days=experiment.minimum_runtime_days)
+    expected = None
+    if progress is not None and progress.days_remaining is not None:
+        expected = statistics.window_end + timedelta(days=progress.days_remaining)
+    if decision.mode == "sequential":
+        earliest = earliest_runtime
+    elif expected is not None:
+        earliest = max(expected, earliest_runtime)
     else:
-        decision["reasons"].append(f"No arm differs significantly from the control on {Metric(primary).label} yet.")
-    return decision
+        earliest = None
+    return {
+        "expected_date": None if expected is None else expected.isoformat(),
+        "earliest_decision_date": None if earliest is None else earliest.isoformat(),
+    }
+
+
+def _unreadable_decision(experiment: Experiment, reason: str, *, srm) -> dict:
+    """The decision document of a run whose primary metric cannot be analysed yet."""
+    invalid = srm is not None and srm.flag
+    summary = (
+        f"Sample-ratio mismatch (p = {srm.p_value:.2g}): the arms did not get the traffic their weights promise, so "
+        "no effect can be trusted; fix the assignment or exposure logging before deciding."
+        if invalid
+        else f"Keep running: {reason}."
+    )
+    return {
+        "version": DECISION_VERSION,
+        "outcome": "invalid" if invalid else "continue",
+        "arm": None,
+        "final": False,
+        "rule": experiment.decision_rule,
+        "mode": experiment.testing_mode,
+        "alpha": experiment.alpha,
+        "primary_metric": experiment.primary_metric,
+        "primary_higher_is_better": METRICS[experiment.primary_metric][1],
+        "margin": experiment.decision_margin,
+        "privacy_order": [],
+        "summary": summary,
+        "rule_text": "",
+        "reasons": [],
+        "tests": [],
+        "progress": None,
+        "guardrails": [],
+    }
+
+
+def _frozen(experiment: Experiment, phase: int, window_end: datetime, current: dict) -> dict:
+    """This run's decision, or the phase's final verdict when an earlier run made one."""
+    final = (
+        ExperimentDecision.objects.filter(experiment=experiment, phase=phase, window_end__lt=window_end)
+        .values("document", "window_end")
+        .first()
+    )
+    if final is None:
+        return current
+    return {**final["document"], "frozen": True, "final_since": final["window_end"].isoformat(), "latest": current}
+
+
+def _decision_record(experiment: Experiment, snapshot: ResultSnapshot) -> None:
+    """Record the phase's verdict the first time a run makes it final (idempotent)."""
+    decision = snapshot.data.get("decision") or {}
+    if not decision.get("final") or decision.get("frozen") or decision.get("outcome") not in ("ship", "keep_control"):
+        return
+    try:
+        with transaction.atomic():
+            ExperimentDecision.objects.get_or_create(
+                experiment=experiment,
+                phase=snapshot.phase,
+                defaults={
+                    "outcome": decision["outcome"],
+                    "arm": decision.get("arm") or "",
+                    "window_end": snapshot.window_end,
+                    "snapshot": snapshot,
+                    "document": decision,
+                    "decided_at": snapshot.computed_at,
+                },
+            )
+    except IntegrityError:  # a concurrent run recorded it first
+        pass
+    else:
+        logger.info("experiment %s phase %d: final verdict %s", experiment.key, snapshot.phase, decision["outcome"])
 
 
 def results_document(*, experiment: Experiment, as_of: datetime | None = None) -> tuple[str, dict, MetricStatistics]:
@@ -318,6 +437,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             control=control,
             weights=weights,
             alpha=experiment.alpha,
+            primary=experiment.primary_metric if experiment.primary_metric in included else None,
             segments={
                 label: {arm: {metric: metrics[metric] for metric in included} for arm, metrics in by_arm.items()}
                 for label, by_arm in statistics.segments.items()
@@ -328,7 +448,13 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
         document["message"] = "No metric can be compared yet: " + "; ".join(s["reason"] for s in skipped)
     previous = _previous_sequential(experiment, statistics.phase, statistics.window_end)
     document["guardrails"] = _guardrails(experiment, statistics, control, treatments, previous)
-    document["decision"] = _decision(experiment, document["report"], document["srm"], document["guardrails"], treatments)
+    try:
+        decision = _decision(experiment, statistics, arms, srm, included)
+    except InsufficientDataError as error:
+        current = _unreadable_decision(experiment, str(error), srm=srm)
+    else:
+        current = decision.with_extra(**_decision_dates(decision, statistics, experiment)).to_dict()
+    document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)
     document["status"] = Status.OK
     return Status.OK, _clean(document), statistics
 
@@ -356,6 +482,8 @@ def compute_results(*, experiment: Experiment, as_of: datetime | None = None, mo
         "data": document,
     }
     snapshot = _snapshot_upsert(experiment, statistics.phase, statistics.window_end, fields)
+    if status == Status.OK:
+        _decision_record(experiment, snapshot)
     if monitor:
         from experiments.tasks import experiment_monitor
 

@@ -135,3 +135,84 @@ def experiment_compliance_findings(*, experiment: Experiment) -> dict[str, tuple
         arm.key: treatment_compliance_review(arm.treatment, purpose_retention_days=limits)
         for arm in experiment.arms.select_related("treatment").order_by("id")
     }
+
+
+# --- the plan --------------------------------------------------------------------
+
+
+class PlanIncomplete(ValueError):
+    """The plan's inputs are missing or cannot be planned; the message says which."""
+
+
+def experiment_decision_plan(*, experiment: Experiment, arms=None, guardrails=None):
+    """The sample size and duration the experiment's rule needs, from its plan inputs.
+
+    ``arms`` and ``guardrails`` default to the saved ones (an admin form passes
+    its unsaved rows). Raises ``PlanIncomplete`` naming what is missing.
+    """
+    from experiments.metrics import METRICS
+    from experiments.stats import decision_plan
+
+    arms = list(experiment.arms.all() if arms is None else arms)
+    guardrails = list(experiment.guardrails.all() if guardrails is None else guardrails)
+    missing = [
+        label
+        for field, label in (("plan_daily_subjects", "daily subjects"), ("plan_baseline", "baseline"))
+        if getattr(experiment, field) is None
+    ]
+    kind = METRICS[experiment.primary_metric][0]
+    if kind == "mean" and experiment.plan_standard_deviation is None:
+        missing.append("standard deviation (a mean metric)")
+    if experiment.decision_rule == Experiment.DecisionRule.SUPERIORITY and experiment.plan_minimum_effect is None:
+        missing.append("minimum effect (the superiority rule)")
+    if missing:
+        raise PlanIncomplete("To plan, fill in the plan's " + ", ".join(missing) + ".")
+    if kind == "ratio":
+        raise PlanIncomplete(
+            f"The planner sizes proportions and means; {experiment.get_primary_metric_display()} is a ratio "
+            "metric: set the planned subjects per arm yourself."
+        )
+    controls = [arm.key for arm in arms if arm.is_control]
+    if len(controls) != 1 or len(arms) < 2:
+        raise PlanIncomplete("To plan, give the experiment a control arm and at least one treatment arm.")
+    guardrail_specs = []
+    for guardrail in guardrails:
+        guardrail_kind, higher = METRICS[guardrail.metric]
+        if guardrail.plan_baseline is None:
+            raise PlanIncomplete(
+                f"To plan, give the {guardrail.get_metric_display()} guardrail its baseline (the control's expected "
+                "value)."
+            )
+        if guardrail_kind == "ratio":
+            raise PlanIncomplete(
+                f"The planner cannot size the {guardrail.get_metric_display()} guardrail (a ratio metric); remove "
+                "its baseline from the plan or set the planned subjects per arm yourself."
+            )
+        if guardrail_kind == "mean" and guardrail.plan_standard_deviation is None:
+            raise PlanIncomplete(f"To plan, give the {guardrail.get_metric_display()} guardrail its standard deviation.")
+        guardrail_specs.append({
+            "metric": guardrail.metric, "metric_type": guardrail_kind, "baseline_mean": guardrail.plan_baseline,
+            "standard_deviation": guardrail.plan_standard_deviation if guardrail_kind == "mean" else None,
+            "margin": guardrail.margin, "relative": guardrail.relative,
+        })
+    try:
+        return decision_plan(
+            rule=experiment.decision_rule,
+            metric_type=kind,
+            baseline_mean=experiment.plan_baseline,
+            standard_deviation=experiment.plan_standard_deviation if kind == "mean" else None,
+            minimum_detectable_effect=experiment.plan_minimum_effect
+            if experiment.decision_rule == Experiment.DecisionRule.SUPERIORITY else None,
+            margin=experiment.decision_margin
+            if experiment.decision_rule != Experiment.DecisionRule.SUPERIORITY else None,
+            guardrails=guardrail_specs,
+            weights={arm.key: arm.weight for arm in arms},
+            control=controls[0],
+            daily_subjects=experiment.plan_daily_subjects,
+            alpha=experiment.alpha,
+            power=experiment.plan_power,
+            sequential=experiment.testing_mode == Experiment.TestingMode.SEQUENTIAL,
+            minimum_runtime_days=experiment.minimum_runtime_days,
+        )
+    except ValueError as error:
+        raise PlanIncomplete(f"The plan cannot be computed: {error}.") from error

@@ -120,6 +120,24 @@ def experiment_save(*, experiment: Experiment, changed: Iterable[str] = ()) -> E
     return experiment
 
 
+def experiment_plan_apply(*, experiment: Experiment, arms=None, guardrails=None):
+    """Size the experiment with the planner and store its planned subjects per arm and days.
+
+    Returns the ``DecisionPlan``; raises ``selectors.PlanIncomplete`` (a
+    ``ValueError``) with what is missing, changing nothing.
+    """
+    from experiments.selectors import experiment_decision_plan
+
+    plan = experiment_decision_plan(experiment=experiment, arms=arms, guardrails=guardrails)
+    experiment.planned_subjects_per_arm = plan.planned_subjects_per_arm
+    experiment.planned_days = plan.days
+    if experiment.pk is not None:
+        Experiment.objects.filter(pk=experiment.pk).update(
+            planned_subjects_per_arm=plan.planned_subjects_per_arm, planned_days=plan.days, updated_at=timezone.now()
+        )
+    return plan
+
+
 def experiment_transition(*, experiment: Experiment, action: str, now=None) -> Experiment:
     """Move an experiment along draft → running ⇄ paused → stopped → concluded."""
     if action not in _TRANSITIONS:

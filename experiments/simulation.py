@@ -784,6 +784,12 @@ def _subset(population: Population, mask: np.ndarray) -> Population:
 
 # --- the demo experiment -----------------------------------------------------------------
 
+# The largest GMV loss per subject the demo's product team accepts for more privacy.
+DEMO_GMV_MARGIN = 0.10
+# What a product manager would read off the marketplace's history to plan the demo experiment:
+# GMV per subject (capped, IDR) and its spread per subject, and the opt-out rate, in this simulator.
+DEMO_PLAN = {"gmv_baseline": 75_000.0, "gmv_standard_deviation": 180_000.0, "opt_out_baseline": 0.045}
+
 
 def experiment_setup(
     *,
@@ -795,10 +801,18 @@ def experiment_setup(
     opt_out_margin: float = 0.02,
     planned_subjects_per_arm: int | None = None,
     salt: str | None = None,
+    decision_rule: str = Experiment.DecisionRule.PRIVACY_FIRST,
+    decision_margin: float | None = DEMO_GMV_MARGIN,
+    daily_subjects: float | None = None,
 ) -> Experiment:
     """Create and start (at ``start``) a privacy experiment with the given arms and an opt-out guardrail.
 
-    ``salt`` fixes the assignment hash (a reproducible simulation); by default it is random.
+    The demo's question is privacy first: the most private design whose GMV per
+    subject stays within ``decision_margin`` of the control, its opt-out
+    guardrail passing. With ``daily_subjects`` the planner sizes it (from the
+    simulated marketplace's GMV level and spread, ``DEMO_PLAN``); otherwise
+    ``planned_subjects_per_arm`` is used as given. ``salt`` fixes the
+    assignment hash (a reproducible simulation); by default it is random.
     """
     with transaction.atomic():
         experiment = services.experiment_save(
@@ -814,13 +828,22 @@ def experiment_setup(
                 primary_metric=Metric.GMV,
                 planned_subjects_per_arm=planned_subjects_per_arm,
                 gmv_cap_percentile=gmv_cap_percentile,
+                decision_rule=decision_rule,
+                decision_margin=None if decision_rule == Experiment.DecisionRule.SUPERIORITY else decision_margin,
                 **({"salt": salt} if salt else {}),
+                **({"plan_daily_subjects": daily_subjects, "plan_baseline": DEMO_PLAN["gmv_baseline"],
+                    "plan_standard_deviation": DEMO_PLAN["gmv_standard_deviation"]} if daily_subjects else {}),
             )
         )
         for arm_key, weight, is_control, fields in arms:
             treatment = _treatment_for(fields)
             Arm.objects.create(experiment=experiment, key=arm_key, treatment=treatment, weight=weight, is_control=is_control)
-        Guardrail.objects.create(experiment=experiment, metric=Metric.OPT_OUT, margin=opt_out_margin)
+        Guardrail.objects.create(
+            experiment=experiment, metric=Metric.OPT_OUT, margin=opt_out_margin,
+            plan_baseline=DEMO_PLAN["opt_out_baseline"] if daily_subjects else None,
+        )
+        if daily_subjects:
+            services.experiment_plan_apply(experiment=experiment)
     return services.experiment_transition(experiment=experiment, action="start", now=start)
 
 

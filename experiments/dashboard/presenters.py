@@ -229,12 +229,137 @@ class TradeoffRow:
 
 
 @dataclass(frozen=True)
+class DecisionTestRow:
+    """One test the decision rule read, as the decision panel lists it."""
+
+    arm: str
+    question: str  # "GMV per subject within −5.0%", "Opt-out rate guardrail", …
+    estimate: str
+    bound: str
+    limit: str
+    p_value: str
+    p_adjusted: str
+    status: str  # passes | not shown yet | fails | not testable yet
+    tone: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Verdict:
+    """The decision engine's verdict as the pages show it (rendered, never re-derived)."""
+
     text: str
     tone: str
     outcome: str
     rule: str = ""
     reasons: tuple[str, ...] = ()
+    final: bool = False
+    mode: str = ""
+    progress: float | None = None  # the least-advanced arm's share of its planned subjects
+    progress_text: str = ""
+    earliest_decision_date: str = ""  # ISO 8601
+    expected_date: str = ""
+    final_since: str = ""  # ISO 8601: an earlier run made this verdict final
+    tests: tuple[DecisionTestRow, ...] = ()
+    latest_text: str = ""  # a frozen verdict: what this run's numbers would say
+
+
+OUTCOME_TONES = {"ship": GOOD, "keep_control": NEUTRAL, "continue": NEUTRAL, "invalid": BAD, "none": NEUTRAL}
+QUESTION_WORDS = {"superiority": "beats the control on", "noninferiority": "stays within the margin on"}
+
+
+def _decision_test_row(test: Mapping, formats: Mapping[str, MetricFormat]) -> DecisionTestRow:
+    fmt = formats.get(test["metric"])
+    label = fmt.label if fmt else test["metric"]
+
+    def show(value: float | None) -> str:
+        if value is None:
+            return "—"
+        if test.get("relative"):
+            return relative(value)
+        return fmt.difference(value) if fmt else f"{value:+.4g}"
+
+    higher = test.get("higher_is_better", True)
+    if test["kind"] == "guardrail":
+        question = f"{label} guardrail"
+    else:
+        question = f"{QUESTION_WORDS.get(test['kind'], test['kind'])} {label}"
+    margin = test.get("margin")
+    limit = "0" if margin is None else show(-margin if higher else margin)
+    if test.get("p_value") is None:
+        status, tone = "not testable yet", NEUTRAL
+    elif test.get("passed"):
+        status, tone = "passes", GOOD
+    elif test.get("ruled_out"):
+        status, tone = "fails", BAD
+    else:
+        status, tone = "not shown yet", NEUTRAL
+    return DecisionTestRow(
+        arm=test["arm"], question=question, estimate=show(test.get("estimate")), bound=show(test.get("bound")),
+        limit=limit, p_value=p_value(test.get("p_value")), p_adjusted=p_value(test.get("p_value_adjusted")),
+        status=status, tone=tone, reason=test.get("reason", ""),
+    )
+
+
+def _progress_text(progress: Mapping | None, mode: str) -> str:
+    if not progress:
+        return ""
+    parts = []
+    targets = progress.get("targets")
+    if targets:
+        smallest = min(targets.values())
+        parts.append(f"{percent(min(progress.get('share') or 0.0, 1.0), 0)} of the planned subjects "
+                     f"(target {number(smallest)} per arm)")
+    elif mode == "fixed":
+        parts.append("no planned sample size yet")
+    runtime, minimum = progress.get("runtime_days"), progress.get("minimum_runtime_days")
+    if runtime is not None and minimum:
+        parts.append(f"day {min(runtime, 9_999):.0f} of at least {minimum:g}")
+    return "; ".join(parts)
+
+
+def verdict(document: Mapping, **_ignored) -> Verdict:
+    """The stored decision in words, with the numbers behind it (schema 2, or schema 1's shape)."""
+    from experiments.stats.decide import Decision
+
+    raw = document.get("decision")
+    if not raw:
+        return Verdict(text=document.get("message") or "No decision yet.", tone=NEUTRAL, outcome="none")
+    formats = metric_formats(document)
+    decision = Decision.from_dict(raw)
+    progress = raw.get("progress") or {}
+    latest = raw.get("latest") or {}
+    return Verdict(
+        text=decision.summary or "No decision yet.",
+        tone=OUTCOME_TONES.get(decision.outcome, NEUTRAL),
+        outcome=decision.outcome,
+        rule=decision.rule_text,
+        reasons=decision.reasons,
+        final=decision.final,
+        mode=decision.mode,
+        progress=progress.get("share"),
+        progress_text=_progress_text(progress, decision.mode),
+        earliest_decision_date=raw.get("earliest_decision_date") or "",
+        expected_date=raw.get("expected_date") or "",
+        final_since=raw.get("final_since") or "",
+        tests=tuple(_decision_test_row(test, formats) for test in raw.get("tests") or ()),
+        latest_text=latest.get("summary", "") if raw.get("frozen") else "",
+    )
+
+
+def primary_margin_limit(document: Mapping, metric: str) -> float | None:
+    """The primary metric's non-inferiority margin in the metric's unit (−5% of the control's GMV → IDR)."""
+    decision = document.get("decision") or {}
+    margin = decision.get("margin")
+    if margin is None or decision.get("primary_metric") != metric:
+        return None
+    comparison = next(
+        (c for c in (document.get("report") or {}).get("comparisons", []) if c["metric"] == metric), None
+    )
+    if comparison is None or not comparison.get("control_mean"):
+        return None
+    loss = margin * abs(comparison["control_mean"])
+    return -loss if decision.get("primary_higher_is_better", True) else loss
 
 
 @dataclass(frozen=True)
@@ -303,81 +428,19 @@ def _guardrail_phrase(entry: Mapping, metric: MetricFormat, comparison: Mapping 
     )
 
 
-def _join(parts: Sequence[str]) -> str:
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+def _axis_limit(document: Mapping, metric: str, fmt: MetricFormat | None, name: str) -> tuple[float | None, str]:
+    """The line an axis draws: the primary metric's margin if it is the primary, else its guardrail."""
+    if fmt is None:
+        return None, ""
+    margin = primary_margin_limit(document, metric)
+    if margin is not None:
+        relative_margin = (document.get("decision") or {}).get("margin")
+        return margin, f"{name} margin {relative(-relative_margin)} ({fmt.difference(margin)})"
+    limit = guardrail_limit(document, metric)
+    return limit, "" if limit is None else f"{name} guardrail {fmt.difference(limit)}"
 
 
-def _arm_sentence(document: Mapping, arm: str, primary: str) -> list[str]:
-    """The primary effect, each guardrail, then opt-outs and GMV if not said yet."""
-    formats = metric_formats(document)
-    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
-    parts, said = [], set()
-    if (arm, primary) in by_key:
-        parts.append(_effect_phrase(by_key[(arm, primary)], formats[primary]))
-        said.add(primary)
-    for entry in _guardrails_of(document, arm):
-        if entry["metric"] in formats and entry["metric"] not in said:
-            parts.append(_guardrail_phrase(entry, formats[entry["metric"]], by_key.get((arm, entry["metric"]))))
-            said.add(entry["metric"])
-    for metric in (OPT_OUT, GMV):
-        if metric not in said and (arm, metric) in by_key:
-            parts.append(_effect_phrase(by_key[(arm, metric)], formats[metric]))
-    return parts
-
-
-def verdict(document: Mapping, *, planned_subjects_per_arm: int | None = None) -> Verdict:
-    """The decision rule's outcome in words, with the numbers behind it."""
-    decision = document.get("decision")
-    if not decision:
-        return Verdict(text=document.get("message") or "No decision yet.", tone=NEUTRAL, outcome="none")
-    formats = metric_formats(document)
-    primary = decision["primary_metric"]
-    label = formats[primary].label if primary in formats else primary
-    outcome, arm = decision["outcome"], decision.get("arm")
-    common = {"outcome": outcome, "rule": decision.get("rule", ""), "reasons": tuple(decision.get("reasons", []))}
-    if outcome == "invalid":
-        srm = document.get("srm") or {}
-        return Verdict(
-            text=f"Sample-ratio mismatch (p = {p_value(srm.get('p_value'))}): the arms did not get the traffic "
-            "their weights promise, so no effect here can be trusted. Fix the assignment or exposure logging "
-            "before deciding.",
-            tone=BAD,
-            **common,
-        )
-    if outcome == "ship" and arm:
-        return Verdict(text=f"Arm {arm} {_join(_arm_sentence(document, arm, primary))}: ship {arm}.", tone=GOOD,
-                       **common)
-    if outcome == "keep_control":
-        return Verdict(
-            text=f"Every treatment arm is significantly worse on {label}: keep the control.", tone=BAD, **common
-        )
-    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
-    blocked = [
-        candidate
-        for candidate in treatment_arms(document)
-        if (candidate, primary) in by_key
-        and comparison_tone(by_key[(candidate, primary)], formats[primary]) == GOOD
-        and not all(_guardrail_passes(entry) for entry in _guardrails_of(document, candidate))
-    ]
-    if blocked:
-        sentences = [f"Arm {candidate} {_join(_arm_sentence(document, candidate, primary))}" for candidate in blocked]
-        return Verdict(text="; ".join(sentences) + ": do not ship yet.", tone=BAD, **common)
-    progress = ""
-    if planned_subjects_per_arm:
-        smallest = min(arm["subjects"] for arm in document["arms"])
-        progress = f" The smallest arm has {percent(smallest / planned_subjects_per_arm, 0)} of its planned subjects."
-    return Verdict(
-        text=f"No arm differs significantly from the control on {label} yet: keep the experiment running."
-        + progress,
-        tone=NEUTRAL,
-        **common,
-    )
-
-
-def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", planned_subjects_per_arm: int | None = None
-             ) -> Tradeoff:
+def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", **_ignored) -> Tradeoff:
     """Each treatment arm's Δ opt-out (pp) against Δ GMV per subject (IDR), and the verdict."""
     formats = metric_formats(document)
     by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
@@ -422,18 +485,19 @@ def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", planned_sub
                 ),
             )
         )
-    x_limit, y_limit = guardrail_limit(document, OPT_OUT), guardrail_limit(document, GMV)
-    result_verdict = verdict(document, planned_subjects_per_arm=planned_subjects_per_arm)
-    x_limit_label = "" if x_limit is None else f"opt-out guardrail {opt_out.difference(x_limit)}"
-    y_limit_label = "" if y_limit is None else f"GMV guardrail {gmv.difference(y_limit)}"
+    x_limit, x_limit_label = _axis_limit(document, OPT_OUT, opt_out, "opt-out")
+    y_limit, y_limit_label = _axis_limit(document, GMV, gmv, "GMV")
+    result_verdict = verdict(document)
     chart = None
     if rows:
         description = (
             "Each treatment arm is a point: its change in opt-out rate against the control (percentage points, "
             "left is better for privacy) and its change in GMV per subject (IDR, up is better for revenue), with "
             f"{confidence_percent(document)}% interval cross-hairs; the control sits at the origin. "
-            + (f"The shaded band right of {x_limit * 100:+.2g} pp breaks the opt-out guardrail. "
+            + (f"The shaded band right of {x_limit * 100:+.2g} pp is beyond the {x_limit_label}. "
                if x_limit is not None else "")
+            + (f"The shaded band below {gmv.difference(y_limit)} is beyond the {y_limit_label}. "
+               if y_limit is not None else "")
             + " ".join(f"Arm {row.arm}: opt-out {row.opt_out} {row.opt_out_interval}, GMV {row.gmv} "
                        f"{row.gmv_interval}." for row in rows)
             + " Verdict: " + result_verdict.text
@@ -646,13 +710,19 @@ def guardrail_rows(document: Mapping) -> list[GuardrailRow]:
         else:
             status, tone = "not yet shown", NEUTRAL
         limit = -entry["margin"] if entry["higher_is_better"] else entry["margin"]
+        # A relative guardrail's test is on the relative lift; its limit is shown both ways.
+        show = relative if entry.get("relative") else fmt.difference
+        margin_text = fmt.difference(limit)
+        if entry.get("relative"):
+            relative_limit = entry["relative_margin"] * (-1 if entry["higher_is_better"] else 1)
+            margin_text = f"{relative(relative_limit)} ({margin_text})"
         rows.append(
             GuardrailRow(
                 arm=entry["arm"],
                 metric_label=fmt.label,
-                margin=fmt.difference(limit),
-                estimate="—" if ni is None else fmt.difference(ni["estimate"]),
-                bound="—" if ni is None else fmt.difference(ni["bound"]),
+                margin=margin_text,
+                estimate="—" if ni is None else show(ni["estimate"]),
+                bound="—" if ni is None else show(ni["bound"]),
                 p_value="—" if ni is None else p_value(ni["p_value"]),
                 status=status,
                 tone=tone,
@@ -719,8 +789,10 @@ def csv_records(document: Mapping) -> Iterator[dict]:
     metrics = document["metrics"]
     adjustment = report.get("adjustment", {})
     for comparison in report.get("comparisons", []):
+        # Schema 2 names each comparison's family; schema 1 had one family for them all.
+        family = comparison.get("family")
         yield _csv_comparison("overall", "", comparison, metrics[comparison["metric"]],
-                              adjustment.get("comparisons", ""))
+                              adjustment.get(family, "") if family else adjustment.get("comparisons", ""))
     for entry in document.get("skipped_metrics", []):
         yield {"scope": "overall", "metric": entry["metric"], "metric_label": metrics[entry["metric"]]["label"],
                "skipped_reason": entry["reason"]}

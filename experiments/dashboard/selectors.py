@@ -55,6 +55,7 @@ from experiments.tasks import results_compute
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = ResultSnapshot.SCHEMA_VERSION
+READABLE = ResultSnapshot.READABLE_SCHEMA_VERSIONS
 # Results older than two scheduled runs mean the periodic job is not running.
 STALE_AFTER = timedelta(minutes=2 * RESULTS_EVERY_MINUTES)
 # Enough points to see a trend, few enough to draw and send quickly.
@@ -130,7 +131,7 @@ def short_verdict(snapshot: dict | None) -> tuple[str, str]:
     """The list page's one-line verdict and its tone."""
     if snapshot is None:
         return "No results yet", presenters.NEUTRAL
-    if snapshot["schema_version"] != SCHEMA_VERSION:
+    if snapshot["schema_version"] not in READABLE:
         return "Results in an old format: recompute", presenters.NEUTRAL
     if snapshot["status"] == ResultSnapshot.Status.NO_EXPOSURES:
         return "No exposures yet", presenters.NEUTRAL
@@ -138,13 +139,14 @@ def short_verdict(snapshot: dict | None) -> tuple[str, str]:
         return "An arm has no subjects yet", presenters.BAD
     decision = snapshot.get("data__decision") or {}
     outcome = decision.get("outcome")
+    final = " (final)" if decision.get("final") else ""
     if outcome == "ship":
-        return f"Ship {decision.get('arm')}", presenters.GOOD
+        return f"Ship {decision.get('arm')}{final}", presenters.GOOD
     if outcome == "keep_control":
-        return "Keep the control", presenters.BAD
+        return f"Keep the control{final}", presenters.NEUTRAL
     if outcome == "invalid":
         return "Invalid: sample-ratio mismatch", presenters.BAD
-    return "Inconclusive so far", presenters.NEUTRAL
+    return "Keep running", presenters.NEUTRAL
 
 
 def experiment_list_rows(*, experiments: Sequence[Experiment], now: datetime | None = None) -> list[ExperimentListRow]:
@@ -222,7 +224,7 @@ def effect_history(
     """``(window_end, overall comparisons)`` of the phase's readable runs, oldest first, thinned evenly."""
     runs = list(
         ResultSnapshot.objects.filter(
-            experiment=experiment, phase=phase, schema_version=SCHEMA_VERSION, status=ResultSnapshot.Status.OK
+            experiment=experiment, phase=phase, schema_version__in=READABLE, status=ResultSnapshot.Status.OK
         )
         .order_by("window_end")
         .values_list("pk", flat=True)
@@ -440,6 +442,7 @@ class ResultsPage:
     results: list[presenters.ArmResults] = field(default_factory=list)
     skipped_metrics: list[dict] = field(default_factory=list)
     cuped: bool = False
+    families: bool = False  # the report has a confirmatory family (schema 2) rather than one Holm family
     forest_rows: list[charts.ForestRow] = field(default_factory=list)
     forest_chart: charts.ResponsiveChart | None = None
     timeline_metric: str = ""
@@ -469,18 +472,20 @@ class ResultsPage:
 def snapshot_schema_problem(snapshot: ResultSnapshot) -> str:
     """Why this code cannot read the snapshot's document ("" when it can)."""
     stored = snapshot.data.get("schema_version") if isinstance(snapshot.data, dict) else None
-    if snapshot.schema_version == SCHEMA_VERSION and stored == SCHEMA_VERSION:
+    if snapshot.schema_version in READABLE and stored == snapshot.schema_version:
         return ""
-    version = snapshot.schema_version if snapshot.schema_version != SCHEMA_VERSION else stored
+    version = snapshot.schema_version if snapshot.schema_version not in READABLE else stored
     if isinstance(version, int) and version > SCHEMA_VERSION:
         # A newer pipeline wrote it: this web process is the old one (a deploy in progress).
         return (
             f"The latest results were stored in format version {version}, newer than the version "
             f"{SCHEMA_VERSION} this dashboard reads. Reload once the deployment has finished."
         )
+    readable = " and ".join(str(v) for v in READABLE)
     return (
-        f"The latest results were stored in format version {version}, and this dashboard reads version "
-        f"{SCHEMA_VERSION}. Recompute the results to see them here; the old run can still be downloaded as JSON."
+        f"The latest results were stored in format version {version}, and this dashboard reads "
+        f"version{'s' if len(READABLE) > 1 else ''} {readable}. Recompute the results to see them here; the old "
+        "run can still be downloaded as JSON."
     )
 
 
@@ -563,6 +568,7 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.results = presenters.results_table(document, primary_metric=primary)
     page.skipped_metrics = list(document.get("skipped_metrics", []))
     page.cuped = bool(document.get("settings", {}).get("cuped"))
+    page.families = "confirmatory" in ((document.get("report") or {}).get("adjustment") or {})
     page.forest_rows = presenters.forest_rows(document)
     page.forest_chart = charts.responsive(
         charts.forest_plot,

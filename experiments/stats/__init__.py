@@ -59,6 +59,25 @@ The second generation (docs/statistics.md §15–§19):
 - ``interaction_test``, ``heterogeneity_tests(report)``, ``effect_by_exposure_day``;
 - ``health_checks(statistics, control=..., comparisons=..., multiple_exposures=...)``.
 
+The verdict (docs/statistics.md §9), on rows or on sufficient statistics::
+
+    from experiments.stats import decide
+    verdict = decide(
+        df, control="control", weights={"control": 1, "dp": 1, "cohort": 1},
+        metrics={"gmv": "mean", "opt_out": "proportion"}, primary="gmv",
+        guardrails={"opt_out": {"margin": 0.005, "higher_is_better": False}},
+        rule="privacy_first", margin=0.05, privacy_order=["dp", "cohort", "control"],
+        planned_subjects_per_arm=12_000,
+    )
+    verdict["outcome"], verdict["arm"], verdict["final"], verdict["summary"]
+
+    python -m experiments.stats decide DATA.csv --control control --weights control=1,dp=1 \\
+        --metric gmv:mean opt_out:proportion --primary gmv --guardrail opt_out:0.005:lower \\
+        --rule privacy_first --margin 0.05 --privacy-order dp,control --planned 12000
+
+``decide_statistics`` takes ``{arm: {metric: statistic}}`` like
+``analyze_statistics`` and returns a ``Decision`` (``to_dict``/``from_dict``).
+
 For the guardrail monitor and the dashboard:
 
 - ``compare(control, treatment, *, alpha)`` — one comparison;
@@ -67,7 +86,8 @@ For the guardrail monitor and the dashboard:
   previous_p_value)`` — always-valid (mSPRT), safe to run every hour;
 - ``srm_test(observed, weights)``;
 - ``required_sample_size``, ``statistical_power``, ``minimum_detectable_effect``,
-  ``experiment_plan`` (subjects per arm and days from daily traffic);
+  ``experiment_plan`` (subjects per arm and days from daily traffic), ``decision_plan``
+  (sized for the whole decision rule: its confirmatory family and every guardrail);
 - ``holm_adjust``, ``benjamini_hochberg_adjust``.
 
 Bad input raises ``ValueError`` with a message; ``InsufficientDataError`` (a
@@ -86,6 +106,15 @@ from experiments.stats.bayesian import (
 )
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
 from experiments.stats.dunnett import DunnettResult, dunnett_adjust, dunnett_test
+from experiments.stats.decide import (
+    DECISION_VERSION,
+    RULES,
+    Decision,
+    DecisionTest,
+    GuardrailRule,
+    decide,
+    decide_statistics,
+)
 from experiments.stats.frame import analyze, statistics_from_frame
 from experiments.stats.frequentist import (
     Comparison,
@@ -106,8 +135,10 @@ from experiments.stats.heterogeneity import (
 )
 from experiments.stats.noninferiority import NonInferiorityResult, noninferiority_test
 from experiments.stats.power import (
+    DecisionPlan,
     ExperimentPlan,
     SampleSizeResult,
+    decision_plan,
     experiment_plan,
     minimum_detectable_effect,
     required_sample_size,
@@ -127,6 +158,8 @@ from experiments.stats.statistics import (
 )
 
 __all__ = [
+    "DECISION_VERSION",
+    "RULES",
     "SRM_THRESHOLD",
     "BayesianComparison",
     "BayesianReport",
@@ -151,6 +184,10 @@ __all__ = [
     "interaction_test",
     "lin_difference",
     "Comparison",
+    "Decision",
+    "DecisionPlan",
+    "DecisionTest",
+    "GuardrailRule",
     "DifferenceMoments",
     "Effect",
     "ExperimentPlan",
@@ -173,6 +210,9 @@ __all__ = [
     "compare",
     "compare_many",
     "cuped_slope",
+    "decide",
+    "decide_statistics",
+    "decision_plan",
     "difference_moments",
     "experiment_plan",
     "holm_adjust",

@@ -83,9 +83,15 @@ class Comparison:
     ``control_mean`` and ``treatment_mean`` are the observed means (the ratio
     for a ratio metric), also under CUPED, where ``absolute.estimate`` is the
     adjusted difference and therefore not exactly their difference.
-    ``p_value_adjusted`` is set by the report (Holm overall, Benjamini–Hochberg
-    across segments) and is ``None`` for a stand-alone comparison;
-    ``significant`` uses the adjusted p-value when there is one.
+    ``p_value_adjusted`` is set by the report and is ``None`` for a
+    stand-alone comparison; ``significant`` uses the adjusted p-value when
+    there is one. ``family`` names the multiple-testing family the report put
+    the comparison in (``confirmatory``: the primary metric × arms, Holm;
+    ``exploratory``: other metrics, Benjamini–Hochberg; ``segment``; ``all``:
+    one Holm family when no primary metric is named). ``interval_level`` is the
+    confidence level of ``absolute.ci`` and ``relative.ci``: ``1 − alpha``
+    (unadjusted) except in the confirmatory family, whose intervals are
+    widened to agree with the adjusted p-values (docs/statistics.md §8).
     """
 
     arm: str | None
@@ -108,6 +114,8 @@ class Comparison:
     notes: tuple[str, ...] = ()
     # CUPED++ only: {"covariates": [...], "strata": [...]} actually used.
     adjusted_for: dict | None = None
+    family: str | None = None
+    interval_level: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -130,6 +138,8 @@ class Comparison:
             "cap": self.cap,
             "notes": list(self.notes),
             "adjusted_for": self.adjusted_for,
+            "family": self.family,
+            "interval_level": self.interval_level,
         }
 
 
@@ -600,6 +610,7 @@ def compare_moments(
                 cap=cap,
                 notes=_notes_for(m, rel is not None, normal_critical),
                 adjusted_for=m.adjusted_for,
+                interval_level=1.0 - alpha,
             )
         )
     return results

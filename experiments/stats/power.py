@@ -21,7 +21,7 @@ Power Analysis for the Behavioral Sciences*; Chow, Shao & Wang (2008),
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -369,4 +369,239 @@ def experiment_plan(
         alpha_per_comparison=alpha_per_comparison,
         power=power,
         absolute_effect=absolute,
+    )
+
+
+# --- planning the decision rule ---------------------------------------------------------
+#
+# The plan sizes the experiment for the rule it will be judged by (docs/statistics.md §10):
+# every test the rule needs must pass for an arm to ship, so the plan's power is the
+# product of the tests' powers at the planned size (the tests are on different metrics
+# and close to independent), for the least-favoured arm pair:
+#
+# - superiority: the primary metric's two-sided test at alpha/k (k treatment arms:
+#   Bonferroni, which Holm's first step equals and its later steps only improve on),
+#   at the minimum detectable effect;
+# - noninferiority / privacy_first: the primary metric's one-sided non-inferiority
+#   test at alpha/k, at a true difference of zero;
+# - each guardrail: its one-sided non-inferiority test at alpha, at a true difference
+#   of zero.
+#
+# In sequential mode the tests' critical values are the always-valid boundaries at the
+# planned size (tuned for it, as the results job tunes them); power is read at that
+# final look only, so it is conservative: an always-valid test can also cross earlier.
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTest:
+    """One test of the rule as planned: its level, its effect or margin, and its power at the plan."""
+
+    kind: str
+    metric: str
+    alpha: float
+    alternative: str
+    absolute: float  # the effect (superiority) or the margin (non-inferiority), in the metric's unit
+    power: float
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "metric": self.metric,
+            "alpha": self.alpha,
+            "alternative": self.alternative,
+            "absolute": self.absolute,
+            "power": self.power,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPlan:
+    """Subjects per arm and days for the whole rule to ship a good arm with ``power``."""
+
+    rule: str
+    sequential: bool
+    planned_subjects_per_arm: int  # for an arm of average weight, as the experiment stores it
+    subjects_per_arm: dict[str, int]
+    total_subjects: int
+    days: int
+    daily_subjects: float
+    power: float  # the rule's power at the plan, for the least-favoured arm
+    tests: tuple[PlannedTest, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "rule": self.rule,
+            "sequential": self.sequential,
+            "planned_subjects_per_arm": self.planned_subjects_per_arm,
+            "subjects_per_arm": dict(self.subjects_per_arm),
+            "total_subjects": self.total_subjects,
+            "days": self.days,
+            "daily_subjects": self.daily_subjects,
+            "power": self.power,
+            "tests": [test.to_dict() for test in self.tests],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    kind: str
+    metric: str
+    alpha: float
+    alternative: str
+    absolute: float  # effect or margin
+    control_variance: float
+    treatment_variance: float
+
+
+def _guardrail_plan(spec: Mapping, alpha: float) -> _Planned:
+    metric = spec.get("metric", "guardrail")
+    where = f"guardrails[{metric!r}]"
+    for key in ("metric_type", "baseline_mean", "margin"):
+        if key not in spec:
+            raise ValueError(f"{where}: {key!r} is required to plan it")
+    baseline = _finite(spec["baseline_mean"], f"{where} baseline_mean")
+    margin = _finite(spec["margin"], f"{where} margin")
+    if not margin > 0:
+        raise ValueError(f"{where} margin must be positive (the largest tolerated harm), got {margin:g}")
+    absolute = margin * abs(baseline) if spec.get("relative") else margin
+    if absolute == 0:
+        raise ValueError(f"{where}: a relative margin needs a non-zero baseline")
+    variance, _ = _variances(spec["metric_type"], baseline, 0.0, spec.get("standard_deviation"))
+    return _Planned("guardrail", metric, alpha, "one-sided", absolute, variance, variance)
+
+
+def _sequential_critical(alternative: str, total: float, alpha: float) -> float:
+    """The always-valid test's critical |z| at ``total`` subjects, tuned for that size."""
+    from experiments.stats.sequential import (
+        confidence_sequence_half_width,
+        mixing_scale_squared,
+        one_sided_critical_z,
+    )
+
+    tuning = max(2, math.ceil(total))
+    rho_squared = mixing_scale_squared(tuning_sample_size=tuning, alpha=alpha)
+    if alternative == "one-sided":
+        return one_sided_critical_z(total, rho_squared=rho_squared, alpha=alpha)
+    return float(confidence_sequence_half_width(1.0, total, rho_squared=rho_squared, alpha=alpha))
+
+
+def _planned_power(test: _Planned, control_n: float, ratio: float, sequential: bool) -> float:
+    standard_error = math.sqrt(test.control_variance / control_n + test.treatment_variance / (control_n * ratio))
+    if sequential:
+        critical = _sequential_critical(test.alternative, control_n * (1 + ratio), test.alpha)
+    else:
+        critical = _critical_value(test.alpha, test.alternative)
+    return _power_at(abs(test.absolute) / standard_error, critical, test.alternative)
+
+
+def decision_plan(
+    *,
+    rule: str,
+    metric_type: MetricType,
+    baseline_mean: float,
+    weights: Mapping[str, float],
+    control: str,
+    daily_subjects: float,
+    standard_deviation: float | None = None,
+    minimum_detectable_effect: float | None = None,
+    margin: float | None = None,
+    guardrails: Sequence[Mapping] = (),
+    alpha: float = 0.05,
+    power: float = 0.8,
+    sequential: bool = False,
+    minimum_runtime_days: int = 7,
+) -> DecisionPlan:
+    """The sample size and duration at which ``rule`` ships a truly good arm with ``power``.
+
+    ``minimum_detectable_effect`` (superiority) and ``margin`` (the other rules)
+    are relative to ``baseline_mean`` (0.05 = 5 %). Each guardrail is
+    ``{"metric", "metric_type", "baseline_mean", "margin", "relative"?,
+    "standard_deviation"?}`` with its margin in the metric's unit (or relative).
+    Days are rounded up to whole weeks and to at least ``minimum_runtime_days``.
+    """
+    from experiments.stats.decide import RULES
+
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    alpha = _check_alpha(alpha)
+    power = _check_power(power, alpha, "one-sided")
+    checked_weights = validate_weights(weights)
+    if control not in checked_weights:
+        raise ValueError(f"control: {control!r} is not among the weighted arms")
+    treatments = [arm for arm in checked_weights if arm != control]
+    if not treatments:
+        raise ValueError("weights: a plan needs at least one treatment arm")
+    if any(weight == 0 for weight in checked_weights.values()):
+        raise ValueError("weights: every arm needs a positive weight")
+    daily = _finite(daily_subjects, "daily_subjects")
+    if not daily > 0:
+        raise ValueError(f"daily_subjects must be positive, got {daily:g}")
+    baseline_mean = _finite(baseline_mean, "baseline_mean")
+    minimum_runtime_days = _count(minimum_runtime_days, "minimum_runtime_days")
+    k = len(treatments)
+    if rule == "superiority":
+        if minimum_detectable_effect is None:
+            raise ValueError("minimum_detectable_effect is required to plan the superiority rule (e.g. 0.05 = +5%)")
+        effect = _absolute_effect(baseline_mean, minimum_detectable_effect, relative=True)
+        control_variance, treatment_variance = _variances(metric_type, baseline_mean, effect, standard_deviation)
+        primary = _Planned("superiority", "primary", alpha / k, "two-sided", effect, control_variance,
+                           treatment_variance)
+    else:
+        if margin is None:
+            raise ValueError(f"margin is required to plan the {rule} rule (e.g. 0.05 = at most 5% worse)")
+        margin = _finite(margin, "margin")
+        if not 0 < margin < 1:
+            raise ValueError(f"margin must be a relative loss between 0 and 1, got {margin:g}")
+        absolute = _absolute_effect(baseline_mean, margin, relative=True)
+        variance, _ = _variances(metric_type, baseline_mean, 0.0, standard_deviation)
+        primary = _Planned("noninferiority", "primary", alpha / k, "one-sided", absolute, variance, variance)
+    planned = [primary] + [_guardrail_plan(spec, alpha) for spec in guardrails]
+    control_weight = checked_weights[control]
+    ratios = [checked_weights[arm] / control_weight for arm in treatments]
+
+    def rule_power(control_n: float) -> float:
+        return min(
+            math.prod(_planned_power(test, control_n, ratio, sequential) for test in planned) for ratio in ratios
+        )
+
+    low, high = 2.0, 4.0
+    while rule_power(high) < power:
+        low, high = high, high * 2
+        if high > 1e12:
+            raise ValueError("no sample size reaches that power: check the margins and baselines")
+    for _ in range(200):
+        if high - low <= max(1e-9 * high, 0.5):
+            break
+        middle = math.sqrt(low * high)
+        if rule_power(middle) >= power:
+            high = middle
+        else:
+            low = middle
+    control_n = math.ceil(high)
+    while control_n > 2 and rule_power(control_n - 1) >= power:
+        control_n -= 1
+    while rule_power(control_n) < power:
+        control_n += 1
+    subjects = {arm: max(2, math.ceil(control_n * weight / control_weight - 1e-9))
+                for arm, weight in checked_weights.items()}
+    mean_weight = math.fsum(checked_weights.values()) / len(checked_weights)
+    total = sum(subjects.values())
+    days = max(minimum_runtime_days, math.ceil(total / daily - 1e-9))
+    days = 7 * math.ceil(days / 7)
+    worst_ratio = min(ratios, key=lambda ratio: math.prod(
+        _planned_power(test, control_n, ratio, sequential) for test in planned))
+    return DecisionPlan(
+        rule=rule,
+        sequential=sequential,
+        planned_subjects_per_arm=math.ceil(control_n * mean_weight / control_weight - 1e-9),
+        subjects_per_arm=subjects,
+        total_subjects=total,
+        days=days,
+        daily_subjects=daily,
+        power=rule_power(control_n),
+        tests=tuple(
+            PlannedTest(kind=test.kind, metric=test.metric, alpha=test.alpha, alternative=test.alternative,
+                        absolute=test.absolute, power=_planned_power(test, control_n, worst_ratio, sequential))
+            for test in planned
+        ),
     )

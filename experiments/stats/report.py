@@ -5,10 +5,17 @@ takes ``{arm: {metric: statistic}}`` overall (and optionally per segment), the
 control arm, the configured weights and alpha, and returns a ``Report`` whose
 ``to_dict()`` is the JSON contract of ``experiments.stats.analyze``.
 
-Families for multiple comparisons:
+Families for multiple comparisons (docs/statistics.md §8):
 
-- every overall comparison (each treatment arm × each metric) is one Holm
-  family: ``p_value_adjusted`` controls the family-wise error rate;
+- with a ``primary`` metric, the **confirmatory** family is the primary metric
+  × the treatment arms, Holm-adjusted (family-wise error rate), and its
+  intervals are widened to agree with the adjusted p-values: an interval
+  excludes zero exactly when the adjusted test rejects. The other metrics are
+  **exploratory**: Benjamini–Hochberg across arms × metrics, with unadjusted
+  intervals (``interval_level`` says so). This is the family the decision
+  reads; guardrails are separate non-inferiority tests (``decide``);
+- without a ``primary``, every overall comparison is one Holm family (``all``)
+  with unadjusted intervals;
 - every segment comparison (segments × arms × metrics) is one
   Benjamini–Hochberg family: segment results are exploration, and FDR control
   keeps 20 segments × 8 metrics from drowning in false positives without
@@ -25,10 +32,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
+from experiments.stats._distributions import t_isf
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
 from experiments.stats.frequentist import (
     Comparison,
     DifferenceMoments,
+    Effect,
     _check_alpha,
     _common_cap,
     compare_moments,
@@ -75,6 +86,18 @@ class SegmentReport:
         }
 
 
+FAMILY_CONFIRMATORY = "confirmatory"
+FAMILY_EXPLORATORY = "exploratory"
+FAMILY_ALL = "all"
+FAMILY_SEGMENT = "segment"
+ADJUSTMENTS = {
+    FAMILY_CONFIRMATORY: "holm",
+    FAMILY_EXPLORATORY: "benjamini-hochberg",
+    FAMILY_ALL: "holm",
+    FAMILY_SEGMENT: "benjamini-hochberg",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     alpha: float
@@ -83,12 +106,22 @@ class Report:
     srm: SrmResult
     comparisons: tuple[Comparison, ...]
     segments: tuple[SegmentReport, ...]
+    primary: str | None = None
 
     def to_dict(self) -> dict:
+        if self.primary:
+            adjustment = {
+                FAMILY_CONFIRMATORY: ADJUSTMENTS[FAMILY_CONFIRMATORY],
+                FAMILY_EXPLORATORY: ADJUSTMENTS[FAMILY_EXPLORATORY],
+            }
+        else:  # one Holm family over every overall comparison, as before families existed
+            adjustment = {"comparisons": ADJUSTMENTS[FAMILY_ALL]}
+        adjustment["segments"] = ADJUSTMENTS[FAMILY_SEGMENT]
         return {
             "alpha": self.alpha,
             "control": self.control,
-            "adjustment": {"comparisons": "holm", "segments": "benjamini-hochberg"},
+            "primary": self.primary,
+            "adjustment": adjustment,
             "srm": self.srm.to_dict(),
             "arms": dict(self.arms),
             "comparisons": [comparison.to_dict() for comparison in self.comparisons],
@@ -249,17 +282,9 @@ def validated_segment(
         for metric in metric_names:
             if metric not in control_metrics or metric not in treatment_metrics:
                 missing = control if metric not in control_metrics else arm
-                pairs.append(
-                    SegmentPair(
-                        arm,
-                        metric,
-                        None,
-                        None,
-                        SkippedComparison(
-                            arm=arm, metric=metric, reason=f"no data for arm {missing!r}"
-                        ),
-                    )
-                )
+                reason = f"no data for arm {missing!r}"
+                skipped = SkippedComparison(arm=arm, metric=metric, reason=reason)
+                pairs.append(SegmentPair(arm, metric, None, None, skipped))
             else:
                 pairs.append(
                     SegmentPair(
@@ -277,6 +302,7 @@ def analyze_statistics(
     alpha: float = 0.05,
     segments: Mapping[str, ArmStatistics] | None = None,
     srm_threshold: float = SRM_THRESHOLD,
+    primary: str | None = None,
 ) -> Report:
     """The experiment report from sufficient statistics.
 
@@ -286,18 +312,18 @@ def analyze_statistics(
     (its order is the report's arm order); an arm of ``weights`` missing from
     ``statistics`` has zero subjects. ``segments`` maps a segment label (e.g.
     ``"platform=android"``) to the same structure restricted to that segment.
+    ``primary`` (one of the metrics) makes the primary metric × arms the
+    confirmatory family and the other metrics exploratory (module docstring).
     """
     alpha = _check_alpha(alpha)
     validated = validated_report_arms(
         statistics, control=control, weights=weights, srm_threshold=srm_threshold
     )
-    checked_weights, metric_names, metric_types = (
-        validated.weights,
-        validated.metric_names,
-        validated.metric_types,
-    )
+    checked_weights, metric_names = validated.weights, validated.metric_names
+    metric_types, arms, srm = validated.metric_types, validated.arms, validated.srm
+    if primary is not None and primary not in metric_names:
+        raise ValueError(f"primary: {primary!r} is not one of the metrics {metric_names}")
     control_metrics = statistics[control]
-    arms, srm = validated.arms, validated.srm
 
     treatments = [arm for arm in checked_weights if arm != control]
     moments: list[DifferenceMoments] = []
@@ -313,9 +339,8 @@ def analyze_statistics(
             except ValueError as error:
                 raise ValueError(f"{_label('', arm, metric)}: {error}") from error
             labels.append((arm, metric))
-    comparisons = compare_moments(
-        moments, alpha=alpha, labels=labels, caps=caps, adjust=holm_adjust
-    )
+    comparisons = compare_moments(moments, alpha=alpha, labels=labels, caps=caps)
+    _adjust_families(comparisons, alpha=alpha, primary=primary)
 
     segment_reports = (
         _segment_reports(
@@ -337,7 +362,58 @@ def analyze_statistics(
         srm=srm,
         comparisons=tuple(comparisons),
         segments=segment_reports,
+        primary=primary,
     )
+
+
+def _adjust_families(comparisons: list[Comparison], *, alpha: float, primary: str | None) -> None:
+    """Adjust the overall comparisons' p-values within their families (in place)."""
+    if primary is None:
+        families = {FAMILY_ALL: list(range(len(comparisons)))}
+    else:
+        families = {FAMILY_CONFIRMATORY: [], FAMILY_EXPLORATORY: []}
+        for index, comparison in enumerate(comparisons):
+            family = FAMILY_CONFIRMATORY if comparison.metric == primary else FAMILY_EXPLORATORY
+            families[family].append(index)
+    for family, indexes in families.items():
+        if not indexes:
+            continue
+        raw = np.array([comparisons[i].absolute.p_value for i in indexes], dtype=float)
+        adjust = holm_adjust if ADJUSTMENTS[family] == "holm" else benjamini_hochberg_adjust
+        for i, adjusted in zip(indexes, adjust(raw).tolist(), strict=True):
+            comparison = comparisons[i]
+            comparison.family = family
+            comparison.p_value_adjusted = adjusted
+            comparison.significant = adjusted < alpha
+            if family == FAMILY_CONFIRMATORY:
+                _widen_to_adjusted(comparison, alpha=alpha, members=len(indexes))
+
+
+def adjusted_level(p_value: float, p_value_adjusted: float, *, alpha: float, members: int) -> float:
+    """The test level γ = α·p/p̃ whose unadjusted test agrees with the adjusted one.
+
+    An unadjusted test at level γ rejects exactly when ``p < γ``, that is when
+    ``p̃ < α``; so an interval at confidence ``1 − γ`` excludes the null
+    exactly when the adjusted test rejects. For Holm's first step (and for
+    Bonferroni) γ = α/m. A p-value that underflowed to zero takes α/m.
+    """
+    if p_value > 0 and p_value_adjusted > 0:
+        return min(alpha, alpha * p_value / p_value_adjusted)
+    return alpha / members
+
+
+def _widen_to_adjusted(comparison: Comparison, *, alpha: float, members: int) -> None:
+    gamma = adjusted_level(
+        comparison.absolute.p_value, comparison.p_value_adjusted, alpha=alpha, members=members
+    )
+    quantile = float(t_isf(gamma / 2.0, comparison.degrees_of_freedom))
+    comparison.interval_level = 1.0 - gamma
+    for name in ("absolute", "relative"):
+        effect: Effect = getattr(comparison, name)
+        if effect.estimate is None or effect.standard_error is None:
+            continue
+        half_width = quantile * effect.standard_error
+        effect.ci = (effect.estimate - half_width, effect.estimate + half_width)
 
 
 def _segment_reports(
@@ -372,17 +448,15 @@ def _segment_reports(
             if pair.missing is not None:
                 skipped.append(pair.missing)
                 continue
-            control_statistic = pair.control
-            treatment_statistic = pair.treatment
             try:
-                all_moments.append(difference_moments(control_statistic, treatment_statistic))
+                all_moments.append(difference_moments(pair.control, pair.treatment))
             except InsufficientDataError as error:
                 skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
                 continue
             except ValueError as error:
                 raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
             try:
-                all_caps.append(_common_cap(control_statistic, treatment_statistic))
+                all_caps.append(_common_cap(pair.control, pair.treatment))
             except ValueError as error:
                 all_moments.pop()
                 raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
@@ -393,6 +467,8 @@ def _segment_reports(
     comparisons = compare_moments(
         all_moments, alpha=alpha, labels=all_labels, caps=all_caps, adjust=benjamini_hochberg_adjust
     )
+    for comparison in comparisons:
+        comparison.family = FAMILY_SEGMENT
     by_segment: list[list[Comparison]] = [[] for _ in partial]
     for segment_index, comparison in zip(owner, comparisons, strict=True):
         by_segment[segment_index].append(comparison)

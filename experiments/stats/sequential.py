@@ -160,3 +160,60 @@ def sequential_test(
         tuning_sample_size=int(tuning_sample_size),
         method="msprt_normal_mixture",
     )
+
+
+# --- one-sided: a half-normal mixture ------------------------------------------------
+#
+# For a one-sided question (is the treatment no worse than the margin? does it
+# beat the control?) mixing only over alternatives on the favourable side,
+# with a half-normal of the same scale ρ, gives with I = Nρ² and z measured
+# towards the alternative
+#
+#     Λ = 2 (1 + I)^(−1/2) · exp(z² I / (2(1 + I))) · Φ(z √(I/(1 + I))).
+#
+# Under every null on the other side of δ₀ it is a non-negative supermartingale
+# (each component's expectation is exp(N·a·(δ − δ₀)) ≤ 1 for a > 0, δ ≤ δ₀), so
+# by Ville's inequality min(1, 1/Λ), kept as a running minimum, is an
+# always-valid one-sided p-value (Robbins 1970; Howard et al. 2021, §3.5).
+# Λ increases with z, so the one-sided confidence sequence is the estimate
+# minus z*·se, with z* the root of Λ = 1/α.
+
+
+def one_sided_log_likelihood_ratio(
+    z: np.ndarray | float, sample_size: np.ndarray | float, *, rho_squared: float
+) -> np.ndarray:
+    """``log Λ`` of the half-normal mixture SPRT; ``z`` points towards the alternative."""
+    from scipy.special import log_ndtr
+
+    information = np.asarray(sample_size, dtype=float) * rho_squared
+    z = np.asarray(z, dtype=float)
+    shrink = np.sqrt(information / (1.0 + information))
+    return (
+        math.log(2.0)
+        - 0.5 * np.log1p(information)
+        + z * z * information / (2.0 * (1.0 + information))
+        + log_ndtr(z * shrink)
+    )
+
+
+def one_sided_always_valid_p_value(
+    z: np.ndarray | float, sample_size: np.ndarray | float, *, rho_squared: float
+) -> np.ndarray:
+    """``min(1, 1/Λ)`` of the one-sided mixture at each look (not yet the running minimum)."""
+    log_ratio = one_sided_log_likelihood_ratio(z, sample_size, rho_squared=rho_squared)
+    return np.exp(-np.maximum(log_ratio, 0.0))
+
+
+def one_sided_critical_z(sample_size: float, *, rho_squared: float, alpha: float) -> float:
+    """The z at which the one-sided always-valid test rejects at ``alpha`` (Λ = 1/α)."""
+    from scipy.optimize import brentq
+
+    target = math.log(1.0 / alpha)
+
+    def excess(z: float) -> float:
+        return float(one_sided_log_likelihood_ratio(z, sample_size, rho_squared=rho_squared)) - target
+
+    high = 1.0
+    while excess(high) < 0:
+        high *= 2.0
+    return float(brentq(excess, -high, high, xtol=1e-12))

@@ -92,7 +92,8 @@ def analyse(experiment: Experiment, *, runs: int = 3) -> list[ResultSnapshot]:
 @pytest.fixture
 def analysed(people):
     """A running experiment with an opt-out guardrail, three runs of results and recommendation sales."""
-    experiment = make_experiment(people["owner"], viewers=[people["viewer"]])
+    # Planned for the 400 subjects per arm it gets, so its fixed-horizon verdict is readable.
+    experiment = make_experiment(people["owner"], viewers=[people["viewer"]], planned_subjects_per_arm=400)
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
     # arm-2 presumes consent: the compliance review must flag it in the page header.
     PrivacyTreatment.objects.filter(arms__experiment=experiment, arms__key="arm-2").update(

@@ -134,7 +134,8 @@ def test_an_owner_reads_recomputes_and_downloads(chromium, live_server, analysed
     box = chart.bounding_box()
     assert box is not None and box["width"] > 500 and box["height"] > 300
     assert page.locator("svg#tradeoff-chart circle.tradeoff-point").count() == 2
-    assert "ship arm-1" in page.locator("#tradeoff-verdict").inner_text()
+    assert "Ship arm-1:" in page.locator("#tradeoff-verdict").inner_text()
+    assert page.locator("#verdict-final").inner_text() == "final"
     assert page.locator("svg#forest-plot").is_visible()
     assert page.locator("svg#timeline-chart polyline").count() == 2  # one line per treatment arm
 

@@ -63,8 +63,10 @@ def test_colour_follows_significance_and_the_direction_of_good(metric, estimate,
 # --- the verdict, from documents the pipeline really produced ----------------------------
 
 
-def _document(people, key, arms, *, primary="conversion", guardrail=None):
-    experiment = make_experiment(people["owner"], key=key, primary_metric=primary)
+def _document(people, key, arms, *, primary="conversion", guardrail=None, **fields):
+    planned = min(spec["n"] for spec in arms.values())  # the planned size is reached: the verdict is readable
+    experiment = make_experiment(people["owner"], key=key, primary_metric=primary,
+                                 planned_subjects_per_arm=fields.pop("planned_subjects_per_arm", planned), **fields)
     if guardrail:
         Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=guardrail)
     populate(experiment, arms, prefix=key)
@@ -72,30 +74,34 @@ def _document(people, key, arms, *, primary="conversion", guardrail=None):
 
 
 @pytest.mark.django_db
-def test_verdicts_say_what_the_decision_rule_decided(people):
+def test_the_verdict_is_the_stored_decision_rendered_never_re_derived(people):
     keep = _document(people, "keep", {
         "control": {"n": 200, "conversion": 0.5}, "arm-1": {"n": 200, "conversion": 0.1},
         "arm-2": {"n": 200, "conversion": 0.15},
     })
     verdict = presenters.verdict(keep)
-    assert (verdict.outcome, verdict.tone) == ("keep_control", "bad")
-    assert verdict.text == "Every treatment arm is significantly worse on Conversion: keep the control."
+    assert (verdict.outcome, verdict.tone, verdict.final) == ("keep_control", "neutral", True)
+    assert verdict.text == keep["decision"]["summary"]
+    assert verdict.text == "Keep the control: every treatment arm is significantly worse on Conversion."
 
-    flat = _document(people, "flat", {
-        "control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.2},
+    early = _document(people, "early", {
+        "control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.6},
         "arm-2": {"n": 100, "conversion": 0.21},
-    })
-    verdict = presenters.verdict(flat, planned_subjects_per_arm=400)
-    assert verdict.outcome == "inconclusive" and verdict.tone == "neutral"
-    assert verdict.text.startswith("No arm differs significantly from the control on Conversion yet")
-    assert "The smallest arm has 25% of its planned subjects." in verdict.text
+    }, planned_subjects_per_arm=400)
+    verdict = presenters.verdict(early)
+    # arm-1 looks far better, but a fixed-horizon verdict is read only at the planned size.
+    assert (verdict.outcome, verdict.tone, verdict.final) == ("continue", "neutral", False)
+    assert verdict.text.startswith("Keep running: 25% of the planned subjects so far")
+    assert verdict.progress == pytest.approx(0.25) and "25% of the planned subjects" in verdict.progress_text
+    assert verdict.earliest_decision_date  # the date at the traffic so far
 
     skewed = _document(people, "skewed", {
         "control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1},
         "arm-2": {"n": 500, "conversion": 0.1},
     })
     verdict = presenters.verdict(skewed)
-    assert verdict.outcome == "invalid" and verdict.text.startswith("Sample-ratio mismatch (p = ")
+    assert verdict.outcome == "invalid" and verdict.tone == "bad"
+    assert verdict.text.startswith("Sample-ratio mismatch (p < 0.001)")
 
     blocked = _document(people, "blocked", {
         "control": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
@@ -103,31 +109,56 @@ def test_verdicts_say_what_the_decision_rule_decided(people):
         "arm-2": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
     }, guardrail=0.02)
     verdict = presenters.verdict(blocked)
-    assert verdict.outcome == "inconclusive" and verdict.tone == "bad"
-    assert verdict.text.startswith("Arm arm-1 raises conversion by 30.0 pp")
-    assert "raises opt-outs by 25.0 pp, breaching the +2.0 pp guardrail" in verdict.text
-    assert verdict.text.endswith(": do not ship yet.")
+    assert (verdict.outcome, verdict.final) == ("keep_control", True)
+    rows = {(row.arm, row.question): row for row in verdict.tests}
+    assert rows[("arm-1", "beats the control on Conversion")].status == "passes"
+    assert rows[("arm-1", "Opt-out rate guardrail")].status == "fails"
+    assert rows[("arm-1", "Opt-out rate guardrail")].limit == "+2.0 pp"
+    assert any("Opt-out rate guardrail fails" in reason for reason in verdict.reasons)
 
 
 @pytest.mark.django_db
-def test_the_example_of_the_issue_privacy_first_primary_with_a_gmv_guardrail(people):
-    """ "Arm B keeps GMV within … (non-inferior) and cuts opt-outs by 1.8 pp: ship B" """
-    experiment = make_experiment(people["owner"], key="privacy-first", primary_metric="opt_out")
-    Guardrail.objects.create(experiment=experiment, metric="gmv", margin=60_000)
+def test_a_schema_1_decision_still_renders(people):
+    document = {
+        "schema_version": 1, "metrics": {}, "arms": [],
+        "decision": {"rule": "Ship the best…", "primary_metric": "gmv", "outcome": "inconclusive", "arm": None,
+                     "reasons": ["No arm differs significantly from the control on GMV per subject yet."]},
+    }
+    verdict = presenters.verdict(document)
+    assert (verdict.outcome, verdict.final, verdict.rule) == ("continue", False, "Ship the best…")
+    assert verdict.text == "No arm differs significantly from the control on GMV per subject yet."
+
+
+@pytest.mark.django_db
+def test_privacy_first_ships_the_most_private_arm_and_the_chart_draws_both_margins(people):
+    experiment = make_experiment(
+        people["owner"], key="privacy-first", primary_metric="gmv", decision_rule="privacy_first",
+        decision_margin=0.05, planned_subjects_per_arm=800, privacy_order=["arm-2", "arm-1", "control"],
+    )
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.02)
     populate(experiment, {
-        "control": {"n": 500, "opt_out": 0.10, "conversion": 0.3, "gmv": 100_000},
-        "arm-1": {"n": 500, "opt_out": 0.04, "conversion": 0.3, "gmv": 100_000},
-        "arm-2": {"n": 500, "opt_out": 0.10, "conversion": 0.3, "gmv": 100_000},
+        "control": {"n": 800, "opt_out": 0.05, "conversion": 1.0, "gmv": 100_000},
+        "arm-1": {"n": 800, "opt_out": 0.05, "conversion": 1.0, "gmv": 100_000},
+        "arm-2": {"n": 800, "opt_out": 0.05, "conversion": 1.0, "gmv": 100_000},
     }, prefix="pf")
     document = compute_results(experiment=experiment, monitor=False).data
     tradeoff = presenters.tradeoff(document)
-    assert tradeoff.verdict.outcome == "ship"
-    assert tradeoff.verdict.text.startswith("Arm arm-1 cuts opt-outs by 6.0 pp and keeps GMV per subject within ")
-    assert "of the control (non-inferior): ship arm-1." in tradeoff.verdict.text
-    # The GMV guardrail is drawn as a horizontal line at −margin; no opt-out guardrail line.
-    assert tradeoff.y_limit == -60_000 and tradeoff.x_limit is None
+    assert (tradeoff.verdict.outcome, tradeoff.verdict.final) == ("ship", True)
+    assert document["decision"]["arm"] == "arm-2"  # the most private qualifying design
+    assert tradeoff.verdict.text.startswith(
+        "Ship arm-2: the most private design whose GMV per subject stays within −5.0% of the control (lower bound "
+    )
+    assert "its opt-out rate guardrail passes (upper bound +" in tradeoff.verdict.text
+    # The GMV margin (−5% of the control's GMV, in IDR) and the opt-out guardrail are both drawn.
+    control_gmv = next(c for c in document["report"]["comparisons"] if c["metric"] == "gmv")["control_mean"]
+    assert tradeoff.y_limit == pytest.approx(-0.05 * control_gmv)
+    assert tradeoff.x_limit == pytest.approx(0.02)
+    assert tradeoff.y_limit_label.startswith("GMV margin −5.0% (−IDR ")
     svg = _parse(tradeoff.chart.wide)
-    assert any(t.text == tradeoff.y_limit_label for t in svg.iter(f"{SVG}text"))
+    texts = {t.text for t in svg.iter(f"{SVG}text")}
+    assert tradeoff.y_limit_label in texts and tradeoff.x_limit_label in texts
+    shipped = [row for row in tradeoff.rows if row.point.highlighted]
+    assert [row.arm for row in shipped] == ["arm-2"]
 
 
 # --- exports ----------------------------------------------------------------------------

@@ -109,11 +109,23 @@ def test_the_list_row_shows_progress_srm_and_the_verdict(client, analysed, peopl
     row = response.context["rows"][0]
     assert row.arms == ("control", "arm-1", "arm-2")
     assert row.days_running == 10
-    assert (row.subjects, row.planned_subjects, row.progress_percent) == (1200, 3000, 40)
+    assert (row.subjects, row.planned_subjects, row.progress_percent) == (1200, 1200, 100)
     assert row.srm == "ok"
-    assert row.verdict == "Ship arm-1" and row.verdict_tone == "good"
+    assert row.verdict == "Ship arm-1 (final)" and row.verdict_tone == "good"
     html = response.content.decode()
-    assert "1,200" in html and "3,000" in html and "SRM ok" in html and "Ship arm-1" in html
+    assert "1,200" in html and "SRM ok" in html and "Ship arm-1 (final)" in html
+
+
+def test_before_the_planned_size_the_list_says_keep_running_however_good_an_arm_looks(client, people):
+    from tests.dashboard.conftest import ARMS
+
+    experiment = make_experiment(people["owner"], key="before-plan", planned_subjects_per_arm=1000)
+    populate(experiment, ARMS, prefix="plan")
+    compute_results(experiment=experiment, monitor=False)
+    login(client, people["owner"])
+    row = client.get("/").context["rows"][0]
+    assert row.progress_percent == 40
+    assert row.verdict == "Keep running" and row.verdict_tone == "neutral"
 
 
 def test_the_list_filters_by_status_and_owner(client, people):
@@ -200,9 +212,13 @@ def test_the_detail_page_shows_the_latest_snapshot(client, analysed, people):
         assert f'class="chart" id="{chart_id}"' in html and f'class="chart" id="{chart_id}-compact"' in html
         assert f'id="{chart_id}-title"' in html and f'id="{chart_id}-desc"' in html
     assert html.count("tradeoff-point") == 4  # two arms, drawn at both widths
-    # The decision rule's verdict in words.
-    assert "Arm arm-1 raises GMV per subject by IDR" in page.tradeoff.verdict.text
-    assert "cuts opt-outs by 4.0 pp (within the +1.0 pp guardrail): ship arm-1." in page.tradeoff.verdict.text
+    # The decision engine's verdict in words, final (every arm has its planned subjects), rendered as stored.
+    verdict = page.tradeoff.verdict
+    assert verdict.text == snapshot.data["decision"]["summary"]
+    assert verdict.text.startswith("Ship arm-1: it raises GMV per subject by +IDR ")
+    assert "its opt-out rate guardrail passes (upper bound −" in verdict.text and "< +1.0 pp)" in verdict.text
+    assert verdict.final and 'id="verdict-final">final<' in html
+    assert {row.arm for row in verdict.tests} == {"arm-1", "arm-2"}
     # The cumulative effect: three runs per treatment arm.
     assert [len(series.points) for series in page.timeline_series] == [3, 3]
 
@@ -282,7 +298,7 @@ def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-state="old_schema"' in html
-    assert "stored in format version 0, and this dashboard reads version 1. Recompute" in html
+    assert "stored in format version 0, and this dashboard reads versions 1 and 2. Recompute" in html
     csv_response = client.get(_url("export-csv", experiment))
     assert csv_response.status_code == 409 and b"format version 0" in csv_response.content
 
@@ -309,12 +325,13 @@ def test_a_snapshot_stored_with_an_older_schema_version_is_never_a_500(client, p
         window_end=now, computed_at=now, subjects=10, data={"effects": {"arm-1": 0.1}},
     )
     # schema_version ≥ 1 is a database constraint, so an "older" row is one the code has moved past:
-    with mock.patch.object(ResultSnapshot, "SCHEMA_VERSION", 2), \
-            mock.patch("experiments.dashboard.selectors.SCHEMA_VERSION", 2):
+    with mock.patch.object(ResultSnapshot, "SCHEMA_VERSION", 3), \
+            mock.patch("experiments.dashboard.selectors.SCHEMA_VERSION", 3), \
+            mock.patch("experiments.dashboard.selectors.READABLE", (2, 3)):
         login(client, people["owner"])
         page = client.get(_url("experiment-detail", experiment))
         assert page.status_code == 200
-        assert "stored in format version 1, and this dashboard reads version 2" in page.content.decode()
+        assert "stored in format version 1, and this dashboard reads versions 2 and 3" in page.content.decode()
         csv_response = client.get(_url("export-csv", experiment))
         assert csv_response.status_code == 409 and b"format version 1" in csv_response.content
         exported = client.get(_url("export-json", experiment))
@@ -431,7 +448,7 @@ def test_the_json_endpoint_carries_the_page_data(client, analysed, people):
     assert payload["state"] == "ok" and payload["snapshot"]["id"] == snapshot.pk
     assert payload["comparisons"] == snapshot.data["report"]["comparisons"]
     assert payload["segments"] == snapshot.data["report"]["segments"]
-    assert payload["decision"]["outcome"] == "ship" and payload["verdict"]["text"].endswith("ship arm-1.")
+    assert payload["decision"]["outcome"] == "ship" and payload["verdict"]["text"].startswith("Ship arm-1:")
     assert [arm["key"] for arm in payload["experiment"]["arms"]] == ["control", "arm-1", "arm-2"]
     assert all("compliance_findings" in arm for arm in payload["experiment"]["arms"])
     quality = {row["arm"]: row for row in payload["recommendation_quality"]}

@@ -79,6 +79,8 @@ def test_create_an_experiment_with_arms_in_the_admin(staff_client):
             "layer_start": 0, "layer_end": 1, "coverage": 1,
             "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05,
             "gmv_cap_percentile": 0.99, "pre_exposure_days": 28,
+            "decision_rule": "superiority", "testing_mode": "fixed", "minimum_runtime_days": 7,
+            "plan_power": 0.8, "privacy_order": "[]",
             "arms-TOTAL_FORMS": 2, "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2, "arms-MAX_NUM_FORMS": 1000,
             "arms-0-key": "control", "arms-0-treatment": treatment_a.pk, "arms-0-weight": 1, "arms-0-is_control": "on",
             "arms-1-key": "optin", "arms-1-treatment": treatment_b.pk, "arms-1-weight": 1,

@@ -41,7 +41,8 @@ def test_the_demo_simulates_computes_and_prints_the_results_table():
             assert f"{gmv['absolute']['p_value']:.3g}" in line
     srm = snapshot.data["srm"]
     assert f"Sample-ratio check: chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g}" in text
-    assert "Guardrail:" in text and "Decision:" in text
+    assert "Guardrail:" in text and "Decision rule: Privacy first:" in text
+    assert text.rstrip().splitlines()[-6].startswith("  Decision (not final yet): Keep running: ")  # the verdict in words ends the table
     assert re.search(r"Login: demo / \S+", text)
     assert "http://127.0.0.1:8000/admin/" in text
 

@@ -51,7 +51,10 @@ class Command(BaseCommand):
         self.stdout.write(heading(f"2/5 Starting a {DAYS}-day privacy experiment"))
         username, password = self._demo_login()
         end = timezone.now().replace(microsecond=0)
-        experiment = self._demo_experiment(owner=get_user_model().objects.get(username=username), start=end - timedelta(days=DAYS))
+        experiment = self._demo_experiment(
+            owner=get_user_model().objects.get(username=username), start=end - timedelta(days=DAYS),
+            daily_subjects=subjects / DAYS,
+        )
 
         self.stdout.write(heading(f"3/5 Simulating {subjects:,} shoppers over {DAYS} days (assignment, consent, "
                                   "recommendations, orders through the platform's services)"))
@@ -92,7 +95,7 @@ class Command(BaseCommand):
         user.save()
         return username, password
 
-    def _demo_experiment(self, *, owner, start) -> Experiment:
+    def _demo_experiment(self, *, owner, start, daily_subjects: float) -> Experiment:
         # Earlier demo runs stop, so the new run owns the layer; their data stays for comparison.
         for previous in Experiment.objects.filter(
             key__startswith=DEMO_PREFIX, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED]
@@ -100,11 +103,18 @@ class Command(BaseCommand):
             services.experiment_stop(experiment=previous)
         number = Experiment.objects.filter(key__startswith=DEMO_PREFIX).count() + 1
         try:
-            experiment = experiment_setup(key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start)
+            experiment = experiment_setup(
+                key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects
+            )
         except ValidationError as exc:
             raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc
         arms = ", ".join(f"{arm.key} ({arm.treatment.name})" for arm in experiment.arms.order_by("id"))
         self.stdout.write(f"  {experiment.name} [{experiment.key}]: {arms}")
+        self.stdout.write(
+            f"  Rule: {experiment.get_decision_rule_display()}, GMV per subject within "
+            f"−{experiment.decision_margin:.0%} of the control; planned {experiment.planned_subjects_per_arm:,} "
+            f"subjects per arm ({experiment.planned_days} days at {daily_subjects:,.0f} shoppers a day)"
+        )
         return experiment
 
     @staticmethod
@@ -198,10 +208,16 @@ def results_table(snapshot: ResultSnapshot) -> str:
     )
     for entry in data["guardrails"]:
         lines.append(f"  Guardrail: {entry['reason']}")
-    decision = data["decision"]
-    if decision:
-        chosen = f" → {decision['arm']}" if decision["arm"] else ""
-        lines.append(f"  Decision: {decision['outcome']}{chosen}. {' '.join(decision['reasons'])}")
     for skipped in data["skipped_metrics"]:
         lines.append(f"  Not compared: {skipped['metric']} ({skipped['reason']})")
+    decision = data["decision"]
+    if decision:
+        for reason in decision.get("reasons") or ():
+            lines.append(f"  {reason}")
+        if decision.get("rule_text"):
+            lines.append(f"  Decision rule: {decision['rule_text']}")
+        if decision.get("earliest_decision_date") and not decision.get("final"):
+            lines.append(f"  Earliest decision date: {decision['earliest_decision_date'][:10]}")
+        state = "final" if decision.get("final") else "not final yet"
+        lines.append(f"  Decision ({state}): {decision['summary']}")
     return "\n".join(lines)
