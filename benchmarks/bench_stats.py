@@ -718,8 +718,12 @@ def _aa_rows(quick: bool) -> list[Row]:
     return rows
 
 
-def _coverage_rows(quick: bool) -> list[Row]:
-    rng = np.random.default_rng(200)
+def _coverage_rows(
+    quick: bool, *, seed: int = 200, label: str = "95% CI", compare=None
+) -> list[Row]:
+    """Coverage of the intervals ``compare(pairs)`` returns (the frequentist ones by default)."""
+    compare = compare or (lambda pairs: compare_many(pairs, alpha=ALPHA))
+    rng = np.random.default_rng(seed)
     size = 10_000 if quick else 100_000
     cases = {
         "normal means": (lambda: _mean_pairs(rng, size, 300, 10.0, 10.5, 3.0), 0.5, 0.05),
@@ -729,7 +733,7 @@ def _coverage_rows(quick: bool) -> list[Row]:
     }
     rows = []
     for name, (make, true_absolute, true_relative) in cases.items():
-        comparisons = compare_many(make(), alpha=ALPHA)
+        comparisons = compare(make())
         absolute = float(
             np.mean([c.absolute.ci[0] <= true_absolute <= c.absolute.ci[1] for c in comparisons])
         )
@@ -738,7 +742,7 @@ def _coverage_rows(quick: bool) -> list[Row]:
         )
         rows.append(
             Row(
-                benchmark=f"calibration: 95% CI coverage, {name}, {len(comparisons):,} experiments (absolute / relative)",
+                benchmark=f"calibration: {label} coverage, {name}, {len(comparisons):,} experiments (absolute / relative)",
                 ours=f"{absolute:.2%} / {relative:.2%}",
                 target="95% ± 1%",
                 passed=abs(absolute - 0.95) < 0.01 and abs(relative - 0.95) < 0.01,
@@ -808,34 +812,12 @@ def _cuped_rows(quick: bool) -> list[Row]:
 
 
 def _bayesian_coverage_rows(quick: bool) -> list[Row]:
-    rng = np.random.default_rng(500)
-    size = 10_000 if quick else 100_000
-    cases = {
-        "normal means": (lambda: _mean_pairs(rng, size, 300, 10.0, 10.5, 3.0), 0.5, 0.05),
-        "proportions": (lambda: _proportion_pairs(rng, size, 2000, 0.10, 0.12), 0.02, 0.2),
-        "CUPED": (lambda: _cuped_pairs(rng, size, 300, 2.0, 0.8), 2.0, 0.02),
-        "ratio": (lambda: _ratio_pairs(rng, size // 4, 300, 150.0, 157.5), 7.5, 0.05),
-    }
-    rows = []
-    for name, (make, true_absolute, true_relative) in cases.items():
-        comparisons = bayesian_compare_moments(
-            [gaussian_moments(c, t) for c, t in make()], alpha=ALPHA
-        )
-        absolute = float(
-            np.mean([c.absolute.ci[0] <= true_absolute <= c.absolute.ci[1] for c in comparisons])
-        )
-        relative = float(
-            np.mean([c.relative.ci[0] <= true_relative <= c.relative.ci[1] for c in comparisons])
-        )
-        rows.append(
-            Row(
-                benchmark=f"calibration: Bayesian 95% credible coverage, flat prior, {name}, {len(comparisons):,} experiments (absolute / relative)",
-                ours=f"{absolute:.2%} / {relative:.2%}",
-                target="95% ± 1%",
-                passed=abs(absolute - 0.95) < 0.01 and abs(relative - 0.95) < 0.01,
-            )
-        )
-    return rows
+    def posterior(pairs):
+        return bayesian_compare_moments([gaussian_moments(c, t) for c, t in pairs], alpha=ALPHA)
+
+    return _coverage_rows(
+        quick, seed=500, label="Bayesian 95% credible (flat prior)", compare=posterior
+    )
 
 
 def _lin_pair(rng, n: int, r_squared: float, useless: bool) -> tuple:

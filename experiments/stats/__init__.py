@@ -47,7 +47,7 @@ The statistic type chooses the method: ``SampleMeanStatistic`` and
 ``n`` subjects (the exposed subjects of that arm); ``n`` of a ratio metric is
 subjects too, not orders or impressions.
 
-The second generation (docs/statistics.md §15–§19):
+The second generation (docs/statistics.md §17–§21):
 
 - ``analyze(..., engine="bayesian", prior=None | {"mean": m, "variance": v})`` and
   ``bayesian_report(statistics, ...)``, ``bayesian_compare(control, treatment, ...)``:
@@ -105,7 +105,6 @@ from experiments.stats.bayesian import (
     gaussian_moments,
 )
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
-from experiments.stats.dunnett import DunnettResult, dunnett_adjust, dunnett_test
 from experiments.stats.decide import (
     DECISION_VERSION,
     RULES,
@@ -115,6 +114,7 @@ from experiments.stats.decide import (
     decide,
     decide_statistics,
 )
+from experiments.stats.dunnett import DunnettResult, dunnett_adjust, dunnett_test
 from experiments.stats.frame import analyze, statistics_from_frame
 from experiments.stats.frequentist import (
     Comparison,

@@ -39,13 +39,18 @@ from experiments.stats.frequentist import (
     METHOD_LIN_RATIO,
     _check_alpha,
     _common_cap,
+    _plain_relative_variance,
     _ratio_variance_of_mean,
     _relative_moments,
+    _require_subjects,
+    _zero_variance_error,
     difference_moments,
+    method_for,
 )
 from experiments.stats.regression import LinAdjustedStatistic
 from experiments.stats.report import (
     ArmStatistics,
+    SegmentReport,
     SkippedComparison,
     _label,
     validated_report_arms,
@@ -157,16 +162,13 @@ def _two_arm(
     """gbstats' ``frequentist_diff`` / ``frequentist_variance`` for independent arm means."""
     variance = control_var + treatment_var
     if not variance > 0:
-        raise InsufficientDataError(
-            "zero variance in both arms (every subject has the same value), so no test is "
-            "possible; a constant metric carries no evidence either way"
-        )
-    relative_estimate = relative_variance = None
+        raise _zero_variance_error()
+    relative_estimate = None
     if control_mean != 0:
         relative_estimate = (treatment_mean - control_mean) / abs(control_mean)
-        relative_variance = (treatment_var + (treatment_mean / control_mean) ** 2 * control_var) / (
-            control_mean * control_mean
-        )
+    relative_variance = _plain_relative_variance(
+        control_mean, control_var, treatment_mean, treatment_var
+    )
     return GaussianMoments(
         method=method,
         control_n=control.n,
@@ -180,14 +182,6 @@ def _two_arm(
         prior_scale=abs(control_mean),
         **extra,
     )
-
-
-def _require_two(control: Statistic, treatment: Statistic) -> None:
-    for role, statistic in (("control", control), ("treatment", treatment)):
-        if statistic.n < 2:
-            raise InsufficientDataError(
-                f"the {role} arm has {statistic.n} subject(s); at least 2 per arm are needed"
-            )
 
 
 def _proportion(control: ProportionStatistic, treatment: ProportionStatistic) -> GaussianMoments:
@@ -343,15 +337,8 @@ _GAUSSIAN_BY_TYPE = {
 
 def gaussian_moments(control: Statistic, treatment: Statistic) -> GaussianMoments:
     """The data's estimate and variance of ``treatment − control``, as gbstats computes them."""
-    if type(control) is not type(treatment):
-        raise ValueError(
-            f"control and treatment statistics differ in type: {type(control).__name__} "
-            f"vs {type(treatment).__name__}"
-        )
-    method = _GAUSSIAN_BY_TYPE.get(type(control))
-    if method is None:
-        raise ValueError(f"unsupported statistic type {type(control).__name__}")
-    _require_two(control, treatment)
+    method = method_for(_GAUSSIAN_BY_TYPE, control, treatment)
+    _require_subjects(control, treatment)
     return method(control, treatment)
 
 
@@ -646,24 +633,6 @@ def bayesian_compare(
 
 
 @dataclass(frozen=True, slots=True)
-class BayesianSegmentReport:
-    segment: str
-    arms: dict[str, int]
-    srm: SrmResult | None
-    comparisons: tuple[BayesianComparison, ...]
-    skipped: tuple[SkippedComparison, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "segment": self.segment,
-            "arms": dict(self.arms),
-            "srm": None if self.srm is None else self.srm.to_dict(),
-            "comparisons": [comparison.to_dict() for comparison in self.comparisons],
-            "skipped": [skipped.to_dict() for skipped in self.skipped],
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class BayesianReport:
     alpha: float
     control: str
@@ -671,7 +640,7 @@ class BayesianReport:
     arms: dict[str, int]
     srm: SrmResult
     comparisons: tuple[BayesianComparison, ...]
-    segments: tuple[BayesianSegmentReport, ...]
+    segments: tuple[SegmentReport, ...]  # of BayesianComparison
 
     def to_dict(self) -> dict:
         return {
@@ -771,7 +740,7 @@ def bayesian_report(
             segment_moments.append(moment)
             segment_labels.append((pair.arm, pair.metric))
         segment_reports.append(
-            BayesianSegmentReport(
+            SegmentReport(
                 segment=str(segment),
                 arms=checked.arms,
                 srm=checked.srm,

@@ -26,7 +26,7 @@ p-values come from survival functions (``t.sf``), so a huge effect reports
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -428,16 +428,22 @@ def difference_moments(control: Statistic, treatment: Statistic) -> DifferenceMo
     than two subjects, zero variance in both arms, or a ratio whose denominator
     sums to zero; ``ValueError`` for mismatched statistic types.
     """
+    method = method_for(_MOMENTS_BY_TYPE, control, treatment)
+    _require_subjects(control, treatment)
+    return method(control, treatment)
+
+
+def method_for(methods: Mapping[type, Callable], control: Statistic, treatment: Statistic) -> Callable:
+    """The function of ``methods`` (keyed by statistic type) for two statistics of the same type."""
     if type(control) is not type(treatment):
         raise ValueError(
             f"control and treatment statistics differ in type: {type(control).__name__} "
             f"vs {type(treatment).__name__}"
         )
-    method = _MOMENTS_BY_TYPE.get(type(control))
+    method = methods.get(type(control))
     if method is None:
         raise ValueError(f"unsupported statistic type {type(control).__name__}")
-    _require_subjects(control, treatment)
-    return method(control, treatment)
+    return method
 
 
 def _check_alpha(alpha: float) -> float:
