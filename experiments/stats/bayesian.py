@@ -67,7 +67,10 @@ from experiments.stats.statistics import (
 )
 
 ENGINES = ("frequentist", "bayesian")
-_PRIOR_NEEDS_CONTROL_MEAN = "a prior on the relative effect needs a control mean that is not zero"
+_PRIOR_NEEDS_CONTROL_MEAN = (
+    "a prior on the relative effect needs a defined relative effect (a control mean that is "
+    "not zero, a relative lift with variance)"
+)
 
 METHOD_BAYES_MEAN = "bayesian_gaussian_mean"
 METHOD_BAYES_PROPORTION = "bayesian_gaussian_proportion"
@@ -484,6 +487,19 @@ def posterior_summaries(
     )
 
 
+def _relative_defined(moments: GaussianMoments) -> bool:
+    return (
+        moments.relative_estimate is not None
+        and moments.relative_variance is not None
+        and moments.relative_variance > 0
+    )
+
+
+def _prior_applies(moments: GaussianMoments) -> bool:
+    """A prior on the relative effect needs a relative effect (and a scale for the absolute one)."""
+    return moments.prior_scale != 0 and _relative_defined(moments)
+
+
 def bayesian_compare_moments(
     moments: Sequence[GaussianMoments],
     *,
@@ -501,16 +517,9 @@ def bayesian_compare_moments(
     better = np.array(
         [True] * count if higher_is_better is None else list(higher_is_better), dtype=bool
     )
-    relative_defined = [
-        m.relative_estimate is not None
-        and m.relative_variance is not None
-        and m.relative_variance > 0
-        for m in moments
-    ]
-    if prior is not None:
-        for m, defined in zip(moments, relative_defined, strict=True):
-            if m.prior_scale == 0 or not defined:
-                raise InsufficientDataError(_PRIOR_NEEDS_CONTROL_MEAN)
+    relative_defined = [_relative_defined(m) for m in moments]
+    if prior is not None and not all(_prior_applies(m) for m in moments):
+        raise InsufficientDataError(_PRIOR_NEEDS_CONTROL_MEAN)
     absolute = np.array([m.estimate for m in moments], float)
     absolute_var = np.array([m.variance for m in moments], float)
     relative = np.array(
@@ -691,7 +700,7 @@ def bayesian_report(
             try:
                 moments.append(gaussian_moments(control_statistic, treatment_statistic))
                 caps.append(_common_cap(control_statistic, treatment_statistic))
-                if checked_prior is not None and moments[-1].prior_scale == 0:
+                if checked_prior is not None and not _prior_applies(moments[-1]):
                     raise InsufficientDataError(_PRIOR_NEEDS_CONTROL_MEAN)
             except ValueError as error:
                 raise ValueError(f"{_label('', arm, metric)}: {error}") from error
@@ -724,7 +733,7 @@ def bayesian_report(
             label = _label(checked.where, pair.arm, pair.metric)
             try:
                 moment = gaussian_moments(pair.control, pair.treatment)
-                if checked_prior is not None and moment.prior_scale == 0:
+                if checked_prior is not None and not _prior_applies(moment):
                     raise InsufficientDataError(_PRIOR_NEEDS_CONTROL_MEAN)
             except InsufficientDataError as error:
                 skipped.append(

@@ -338,3 +338,29 @@ def test_aa_false_positive_rate_of_the_bayesian_significance_is_alpha():
 
     significant = np.mean([c.significant for c in bayesian_compare_moments(pairs)])
     assert abs(significant - 0.05) < 3 * math.sqrt(0.05 * 0.95 / size)
+
+
+def test_a_segment_whose_relative_lift_is_undefined_is_skipped_under_a_proper_prior():
+    # In the "tiny" segment the treatment has no conversions at all: its
+    # relative lift has no variance, so a prior on it cannot apply there.
+    overall = {
+        "control": {"converted": ProportionStatistic(n=1000, successes=100)},
+        "b": {"converted": ProportionStatistic(n=1000, successes=90)},
+    }
+    segments = {
+        "tiny": {
+            "control": {"converted": ProportionStatistic(n=50, successes=5)},
+            "b": {"converted": ProportionStatistic(n=50, successes=0)},
+        },
+        "big": overall,
+    }
+    report = bayesian_report(
+        overall,
+        control="control",
+        weights={"control": 1, "b": 1},
+        prior={"mean": 0.0, "variance": 0.01},
+        segments=segments,
+    )
+    tiny, big = report.segments
+    assert tiny.comparisons == () and "prior on the relative effect" in tiny.skipped[0].reason
+    assert len(big.comparisons) == 1
