@@ -47,6 +47,18 @@ The statistic type chooses the method: ``SampleMeanStatistic`` and
 ``n`` subjects (the exposed subjects of that arm); ``n`` of a ratio metric is
 subjects too, not orders or impressions.
 
+The second generation (docs/statistics.md §17–§21):
+
+- ``analyze(..., engine="bayesian", prior=None | {"mean": m, "variance": v})`` and
+  ``bayesian_report(statistics, ...)``, ``bayesian_compare(control, treatment, ...)``:
+  GrowthBook's Gaussian effect model (chance to win, risk, credible intervals);
+- ``analyze(..., covariates={"gmv": ["pre_gmv", "pre_orders"]}, strata=["age_band"])``
+  and ``LinAdjustedStatistic`` / ``CellMoments``: CUPED++ (Lin's interacted
+  regression) from per-arm × stratum-cell sums, for means, proportions and ratios;
+- ``dunnett_adjust(moments, ...)``, ``dunnett_test(control, treatments, ...)``;
+- ``interaction_test``, ``heterogeneity_tests(report)``, ``effect_by_exposure_day``;
+- ``health_checks(statistics, control=..., comparisons=..., multiple_exposures=...)``.
+
 The verdict (docs/statistics.md §9), on rows or on sufficient statistics::
 
     from experiments.stats import decide
@@ -82,6 +94,16 @@ Bad input raises ``ValueError`` with a message; ``InsufficientDataError`` (a
 ``ValueError``) marks statistics that are valid but too thin for a test.
 """
 
+from experiments.stats.bayesian import (
+    BayesianComparison,
+    BayesianReport,
+    GaussianMoments,
+    GaussianPrior,
+    bayesian_compare,
+    bayesian_compare_moments,
+    bayesian_report,
+    gaussian_moments,
+)
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
 from experiments.stats.decide import (
     DECISION_VERSION,
@@ -92,6 +114,7 @@ from experiments.stats.decide import (
     decide,
     decide_statistics,
 )
+from experiments.stats.dunnett import DunnettResult, dunnett_adjust, dunnett_test
 from experiments.stats.frame import analyze, statistics_from_frame
 from experiments.stats.frequentist import (
     Comparison,
@@ -101,6 +124,14 @@ from experiments.stats.frequentist import (
     compare_many,
     cuped_slope,
     difference_moments,
+)
+from experiments.stats.health import HealthFlag, HealthReport, health_checks
+from experiments.stats.heterogeneity import (
+    ExposureDayEffects,
+    InteractionResult,
+    effect_by_exposure_day,
+    heterogeneity_tests,
+    interaction_test,
 )
 from experiments.stats.noninferiority import NonInferiorityResult, noninferiority_test
 from experiments.stats.power import (
@@ -113,6 +144,7 @@ from experiments.stats.power import (
     required_sample_size,
     statistical_power,
 )
+from experiments.stats.regression import CellMoments, LinAdjustedStatistic, lin_difference
 from experiments.stats.report import Report, SegmentReport, SkippedComparison, analyze_statistics
 from experiments.stats.sequential import SequentialResult, sequential_test
 from experiments.stats.srm import SRM_THRESHOLD, SrmResult, srm_test
@@ -129,6 +161,28 @@ __all__ = [
     "DECISION_VERSION",
     "RULES",
     "SRM_THRESHOLD",
+    "BayesianComparison",
+    "BayesianReport",
+    "CellMoments",
+    "DunnettResult",
+    "ExposureDayEffects",
+    "GaussianMoments",
+    "GaussianPrior",
+    "HealthFlag",
+    "HealthReport",
+    "InteractionResult",
+    "LinAdjustedStatistic",
+    "bayesian_compare",
+    "bayesian_compare_moments",
+    "bayesian_report",
+    "dunnett_adjust",
+    "dunnett_test",
+    "effect_by_exposure_day",
+    "gaussian_moments",
+    "health_checks",
+    "heterogeneity_tests",
+    "interaction_test",
+    "lin_difference",
     "Comparison",
     "Decision",
     "DecisionPlan",

@@ -10,6 +10,12 @@
         --guardrail opt_out:0.005:lower --rule privacy_first --margin 0.05 \\
         --privacy-order dp,cohort,control --planned 12000 [--sequential] [--alpha 0.05]
 
+    # CUPED++ (several covariates, post-stratification) and the Bayesian engine:
+    python -m experiments.stats report DATA.csv --control control --weights control=1,b=1 \\
+        --metric gmv:mean --covariate gmv=pre_gmv,pre_orders --strata age_band,platform \\
+        --engine bayesian [--prior-mean 0 --prior-variance 0.01] \\
+        [--lower-is-better-metrics opted_out] [--subject subject_id]
+
 ``DATA.csv`` has one row per exposed subject and an ``arm`` column (``-``
 reads stdin). ``--metric`` and ``--covariate`` may be repeated or take several
 values. Bad input prints a message on stderr and exits with status 2.
@@ -24,8 +30,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from experiments.stats.bayesian import ENGINES
 from experiments.stats.decide import RULES, decide
 from experiments.stats.frame import ARM_COLUMN, METRIC_TYPES, analyze
+from experiments.stats.health import BIAS_THRESHOLD, SUSPICIOUS_UPLIFT
 
 EXIT_BAD_INPUT = 2
 
@@ -106,6 +114,34 @@ def _read(path: str, string_columns: list[str]) -> pd.DataFrame:
         raise BadInput(f"cannot read {path} as CSV: {error}") from None
 
 
+def _covariates(items: Sequence[str]) -> dict[str, str | list[str]]:
+    """``METRIC=COLUMN`` (classic CUPED) or ``METRIC=COLUMN,COLUMN`` (CUPED++)."""
+    covariates: dict[str, str | list[str]] = {}
+    for metric, value in _pairs(items, "--covariate", "METRIC=COLUMN[,COLUMN...]").items():
+        columns = [column.strip() for column in value.split(",")]
+        if not all(columns):
+            raise BadInput(f"--covariate {metric}: empty column name in {value!r}")
+        covariates[metric] = columns if len(columns) > 1 else columns[0]
+    return covariates
+
+
+def _columns(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    columns = [column.strip() for column in text.split(",")]
+    if not all(columns):
+        raise BadInput(f"{what}: empty column name in {text!r}")
+    return columns
+
+
+def _prior(mean: float | None, variance: float | None) -> dict[str, float] | None:
+    if mean is None and variance is None:
+        return None
+    if mean is None or variance is None:
+        raise BadInput("--prior-mean and --prior-variance go together")
+    return {"mean": mean, "variance": variance}
+
+
 def _guardrails(items: Sequence[str]) -> dict[str, dict]:
     guardrails: dict[str, dict] = {}
     for item in items:
@@ -136,7 +172,13 @@ def _common_arguments(command: argparse.ArgumentParser) -> None:
         nargs="+",
         help="COLUMN:proportion|mean, or NUMERATOR/DENOMINATOR:ratio (repeatable)",
     )
-    command.add_argument("--covariate", action="extend", nargs="+", default=[], help="METRIC=COLUMN for CUPED")
+    command.add_argument(
+        "--covariate",
+        action="extend",
+        nargs="+",
+        default=[],
+        help="METRIC=COLUMN for CUPED, METRIC=COLUMN,COLUMN,... for CUPED++ (repeatable)",
+    )
     command.add_argument("--cap", action="extend", nargs="+", default=[], help="METRIC=PERCENTILE, e.g. gmv=99")
     command.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
 
@@ -152,6 +194,37 @@ def build_parser() -> argparse.ArgumentParser:
     _common_arguments(report)
     report.add_argument(
         "--segment", help="a column to report per segment (Benjamini–Hochberg across segments)"
+    )
+    report.add_argument(
+        "--strata", help="post-stratify every metric on these columns (CUPED++), e.g. age_band,platform"
+    )
+    report.add_argument(
+        "--engine", default="frequentist", help=f"one of {', '.join(ENGINES)} (default frequentist)"
+    )
+    report.add_argument(
+        "--prior-mean", type=float, help="Bayesian: prior mean of the relative effect (e.g. 0)"
+    )
+    report.add_argument(
+        "--prior-variance",
+        type=float,
+        help="Bayesian: prior variance of the relative effect (e.g. 0.01); without a prior it is flat",
+    )
+    report.add_argument(
+        "--lower-is-better-metrics",
+        help="Bayesian: metrics whose chance to win is a decrease, e.g. opted_out",
+    )
+    report.add_argument("--subject", help="a subject id column: enables the multiple-exposure check")
+    report.add_argument(
+        "--suspicious-uplift",
+        type=float,
+        default=SUSPICIOUS_UPLIFT,
+        help=f"flag relative effects beyond this (default {SUSPICIOUS_UPLIFT})",
+    )
+    report.add_argument(
+        "--bias-threshold",
+        type=float,
+        default=BIAS_THRESHOLD,
+        help=f"flag pre-exposure imbalance at p below this (default {BIAS_THRESHOLD})",
     )
     verdict = commands.add_parser(
         "decide", help="apply a decision rule to per-subject rows and print the verdict as JSON"
@@ -178,10 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = _weights(args.weights)
         metrics = _metrics(args.metric)
-        covariates = _pairs(args.covariate, "--covariate", "METRIC=COLUMN")
+        covariates = _covariates(args.covariate)
         caps = _caps(args.cap)
         segment = getattr(args, "segment", None)
-        df = _read(args.data, [ARM_COLUMN] + ([segment] if segment else []))
+        strata = _columns(getattr(args, "strata", None), "--strata")
+        subject = getattr(args, "subject", None)
+        text_columns = [ARM_COLUMN, *([segment] if segment else []), *(strata or [])]
+        df = _read(args.data, text_columns + ([subject] if subject else []))
         if args.command == "decide":
             report = decide(
                 df,
@@ -211,6 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 alpha=args.alpha,
                 segment_by=segment,
                 caps=caps or None,
+                strata=strata,
+                engine=args.engine,
+                prior=_prior(args.prior_mean, args.prior_variance),
+                lower_is_better=_columns(args.lower_is_better_metrics, "--lower-is-better-metrics")
+                or [],
+                subject_column=subject,
+                suspicious_uplift=args.suspicious_uplift,
+                bias_threshold=args.bias_threshold,
             )
     except (BadInput, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -13,6 +13,12 @@ Metric specifications (``metrics``), ``{name: type}``:
 
 ``covariates={"gmv": "pre_gmv"}`` reports ``gmv`` CUPED-adjusted with the
 pre-exposure column ``pre_gmv`` (mean and proportion metrics).
+``covariates={"gmv": ["pre_gmv", "pre_orders"]}`` (a list) selects CUPED++:
+Lin's interacted regression on several covariates, for means, proportions
+and ratio metrics; ``strata=["age_band", "platform"]`` post-stratifies every
+metric on those assignment attributes (CUPED++ with or without covariates).
+``engine="bayesian"`` (with ``prior=None | {"mean": m, "variance": v}``)
+reports posteriors instead of p-values (``experiments.stats.bayesian``).
 ``caps={"gmv": 99}`` caps ``gmv`` at its 99th percentile over all arms pooled
 (linear interpolation, like PostgreSQL's ``percentile_cont``), and its
 covariate at the covariate's own 99th percentile.
@@ -22,12 +28,16 @@ covariate at the covariate's own 99th percentile.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from experiments.stats.bayesian import bayesian_report, check_engine, gaussian_prior
+from experiments.stats.health import BIAS_THRESHOLD, SUSPICIOUS_UPLIFT, health_checks
+from experiments.stats.heterogeneity import heterogeneity_tests
+from experiments.stats.regression import CellMoments, LinAdjustedStatistic
 from experiments.stats.report import analyze_statistics
 from experiments.stats.srm import SRM_THRESHOLD
 from experiments.stats.statistics import (
@@ -51,13 +61,31 @@ class _MetricSpec:
     denominator: str | None = None
     covariate: str | None = None
     cap_percentile: float | None = None
+    # CUPED++ (Lin): the covariate columns, possibly none when only post-stratified.
+    lin_covariates: tuple[str, ...] | None = None
+
+
+def _covariate_list(name: str, covariate: object) -> tuple[str, ...]:
+    if isinstance(covariate, str):
+        return (covariate,)
+    if not isinstance(covariate, list | tuple) or not covariate:
+        raise ValueError(
+            f"covariates[{name!r}] must be a column name or a non-empty list of column names, "
+            f"got {covariate!r}"
+        )
+    if any(not isinstance(column, str) or not column for column in covariate):
+        raise ValueError(f"covariates[{name!r}] must list column names, got {covariate!r}")
+    if len(set(covariate)) != len(covariate):
+        raise ValueError(f"covariates[{name!r}] names a column twice: {list(covariate)}")
+    return tuple(covariate)
 
 
 def _parse_metrics(
     metrics: Mapping[str, str],
-    covariates: Mapping[str, str] | None,
+    covariates: Mapping[str, str | Sequence[str]] | None,
     caps: Mapping[str, float] | None,
     columns: pd.Index,
+    stratified: bool = False,
 ) -> list[_MetricSpec]:
     if not metrics:
         raise ValueError("no metrics given: pass e.g. metrics={'converted': 'proportion'}")
@@ -88,20 +116,50 @@ def _parse_metrics(
                 raise ValueError(
                     f"ratio metric {name!r} must be named 'numerator/denominator' (e.g. 'gmv/orders')"
                 )
-            if covariate is not None:
+            if isinstance(covariate, str) and not stratified:
                 raise ValueError(
-                    f"ratio metric {name!r}: CUPED is supported for mean and proportion metrics only"
+                    f"ratio metric {name!r}: classic CUPED is for mean and proportion metrics; "
+                    f"pass a list (covariates={{{name!r}: [{covariate!r}]}}) for CUPED++"
                 )
+            lin = None
+            if covariate is not None or stratified:
+                lin = () if covariate is None else _covariate_list(name, covariate)
             spec = _MetricSpec(
-                name=name, type=metric_type, numerator=parts[0], denominator=parts[1]
+                name=name,
+                type=metric_type,
+                numerator=parts[0],
+                denominator=parts[1],
+                lin_covariates=lin,
             )
         else:
+            lin = None
+            if stratified or (covariate is not None and not isinstance(covariate, str)):
+                lin = () if covariate is None else _covariate_list(name, covariate)
+                covariate = None
             spec = _MetricSpec(
-                name=name, type=metric_type, column=name, covariate=covariate, cap_percentile=cap
+                name=name,
+                type=metric_type,
+                column=name,
+                covariate=covariate,
+                cap_percentile=cap,
+                lin_covariates=lin,
             )
-        for column in (spec.column, spec.numerator, spec.denominator, spec.covariate):
+        outcome_columns = {spec.column, spec.numerator, spec.denominator}
+        for column in (
+            spec.column,
+            spec.numerator,
+            spec.denominator,
+            spec.covariate,
+            *(spec.lin_covariates or ()),
+        ):
             if column is not None and column not in columns:
-                raise ValueError(f"metric {name!r}: column {column!r} is not in the data")
+                what = "covariates" if column not in outcome_columns else "metric"
+                raise ValueError(f"{what}: metric {name!r}: column {column!r} is not in the data")
+        if set(spec.lin_covariates or ()) & outcome_columns:
+            raise ValueError(
+                f"covariates: metric {name!r} lists its own column as a covariate; covariates "
+                "must be measured before exposure"
+            )
         specs.append(spec)
     return specs
 
@@ -135,19 +193,80 @@ def _codes(df: pd.DataFrame, column: str) -> tuple[np.ndarray, list[str]]:
     return codes, labels
 
 
+def _parse_strata(strata: Sequence[str] | None, columns: pd.Index) -> tuple[str, ...]:
+    if strata is None:
+        return ()
+    if isinstance(strata, str) or not isinstance(strata, Sequence):
+        raise ValueError(f"strata must be a list of column names, got {strata!r}")
+    names = tuple(strata)
+    for name in names:
+        if not isinstance(name, str) or name not in columns:
+            raise ValueError(f"strata: column {name!r} is not in the data")
+        if name == ARM_COLUMN:
+            raise ValueError("strata: cannot stratify on the arm column")
+    if len(set(names)) != len(names):
+        raise ValueError(f"strata names a column twice: {list(names)}")
+    return names
+
+
+def _stratum_cells(
+    df: pd.DataFrame,
+    strata: tuple[str, ...],
+    arm_codes: np.ndarray,
+    arm_labels: list[str],
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Each row's stratum cell (a combination of the strata's levels) and the cells' keys.
+
+    Raises ``ValueError`` naming ``strata`` for a column with a single level or
+    a level with no subjects in some arm: post-stratification needs every
+    level in every arm.
+    """
+    if not strata:
+        return np.zeros(len(df), dtype=np.int64), [()]
+    combined = np.zeros(len(df), dtype=np.int64)
+    all_labels = []
+    for column in strata:
+        codes, labels = _codes(df, column)
+        if len(labels) < 2:
+            raise ValueError(
+                f"strata: column {column!r} has a single level ({labels[0]!r}); "
+                "there is nothing to stratify on"
+            )
+        present = np.zeros((len(arm_labels), len(labels)), dtype=bool)
+        present[arm_codes, codes] = True
+        for arm_index, level_index in zip(*np.nonzero(~present), strict=True):
+            raise ValueError(
+                f"strata: level {labels[level_index]!r} of {column!r} has no subjects in arm "
+                f"{arm_labels[arm_index]!r}; merge it with another level or drop the column"
+            )
+        combined = combined * len(labels) + codes
+        all_labels.append(labels)
+    cell_codes, uniques = pd.factorize(combined, sort=True)
+    keys = []
+    for value in uniques.tolist():
+        key = []
+        for labels in reversed(all_labels):
+            value, index = divmod(value, len(labels))
+            key.append(labels[index])
+        keys.append(tuple(reversed(key)))
+    return cell_codes.astype(np.int64), keys
+
+
 def statistics_from_frame(
     df: pd.DataFrame,
     *,
     metrics: Mapping[str, str],
-    covariates: Mapping[str, str] | None = None,
+    covariates: Mapping[str, str | Sequence[str]] | None = None,
     caps: Mapping[str, float] | None = None,
     segment_by: str | None = None,
+    strata: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, Statistic]], dict[str, dict[str, dict[str, Statistic]]]]:
     """Sufficient statistics per arm (and per segment) from per-subject rows.
 
     Returns ``(statistics, segments)`` in the shapes ``analyze_statistics``
     takes; ``segments`` is empty without ``segment_by``. Arms (and segments)
-    with no rows are absent.
+    with no rows are absent. CUPED++ metrics get ``LinAdjustedStatistic``s
+    whose cells are the combinations of the ``strata`` columns' values.
     """
     if not isinstance(df, pd.DataFrame):
         raise ValueError("df must be a pandas DataFrame")
@@ -155,9 +274,11 @@ def statistics_from_frame(
         raise ValueError(f"the data has no {ARM_COLUMN!r} column")
     if len(df) == 0:
         raise ValueError("the data has no rows")
-    specs = _parse_metrics(metrics, covariates, caps, df.columns)
+    strata_columns = _parse_strata(strata, df.columns)
+    specs = _parse_metrics(metrics, covariates, caps, df.columns, stratified=bool(strata_columns))
     arm_codes, arm_labels = _codes(df, ARM_COLUMN)
     arm_count = len(arm_labels)
+    stratum_codes, stratum_keys = _stratum_cells(df, strata_columns, arm_codes, arm_labels)
 
     if segment_by is not None:
         if segment_by not in df.columns:
@@ -207,6 +328,66 @@ def statistics_from_frame(
             sums[full_key] = np.bincount(codes, weights=weights_fn(), minlength=length)
         return sums[full_key]
 
+    def lin_statistics(codes: np.ndarray, length: int, spec: _MetricSpec) -> list:
+        """Per group (arm, or segment × arm): the CUPED++ statistic from stratum-cell sums."""
+        cap = spec.cap_percentile
+        outcomes = (spec.column,) if spec.type != "ratio" else (spec.numerator, spec.denominator)
+        columns = [(column, cap) for column in outcomes] + [
+            (column, cap) for column in spec.lin_covariates
+        ]
+        width = len(stratum_keys)
+        joint = codes * width + stratum_codes
+        size = length * width
+        counts = np.bincount(joint, minlength=size).reshape(length, width)
+        first = [
+            bincount(joint, size, ("sum", c, p), lambda c=c, p=p: column_values(c, p)).reshape(
+                length, width
+            )
+            for c, p in columns
+        ]
+        second = []
+        for i, (a, a_cap) in enumerate(columns):
+            for b, b_cap in columns[i:]:
+                key = (
+                    ("sq", a, a_cap) if (a, a_cap) == (b, b_cap) else ("cross", a, a_cap, b, b_cap)
+                )
+                second.append(
+                    bincount(
+                        joint,
+                        size,
+                        key,
+                        lambda a=a, a_cap=a_cap, b=b, b_cap=b_cap: (
+                            column_values(a, a_cap) * column_values(b, b_cap)
+                        ),
+                    ).reshape(length, width)
+                )
+        result = []
+        count_rows = counts.tolist()
+        first_rows = np.stack(first, axis=2).tolist()  # (group, cell, variable)
+        second_rows = np.stack(second, axis=2).tolist()
+        for group in range(length):
+            cells = {
+                stratum_keys[k]: CellMoments(
+                    n=count_rows[group][k],
+                    sums=tuple(first_rows[group][k]),
+                    cross_products=tuple(second_rows[group][k]),
+                )
+                for k, n in enumerate(count_rows[group])
+                if n
+            }
+            result.append(
+                LinAdjustedStatistic(
+                    outcomes=outcomes,
+                    covariates=spec.lin_covariates,
+                    strata=strata_columns,
+                    cells=cells,
+                    cap=caps_used.get(spec.name),
+                )
+                if cells
+                else None
+            )
+        return result
+
     def cell_statistics(codes: np.ndarray, length: int) -> list[dict[str, Statistic]]:
         counts = np.bincount(codes, minlength=length)
         result: list[dict[str, Statistic]] = [{} for _ in range(length)]
@@ -229,12 +410,15 @@ def statistics_from_frame(
 
         for spec in specs:
             cap = spec.cap_percentile
+            lin = lin_statistics(codes, length, spec) if spec.lin_covariates is not None else None
             for cell in range(length):
                 n = int(counts[cell])
                 if n == 0:
                     continue
-                if spec.type == "ratio":
-                    statistic: Statistic = RatioStatistic(
+                if lin is not None:
+                    statistic: Statistic = lin[cell]
+                elif spec.type == "ratio":
+                    statistic = RatioStatistic(
                         n=n,
                         numerator_sum=float(total(spec.numerator, None)[cell]),
                         numerator_sum_squares=float(squares(spec.numerator, None)[cell]),
@@ -282,36 +466,124 @@ def statistics_from_frame(
     return statistics, segments
 
 
+def _without_multiple_exposures(df: pd.DataFrame, subject_column: str) -> tuple[pd.DataFrame, int]:
+    """The rows of subjects seen in one arm only, and how many subjects were seen in several."""
+    if subject_column not in df.columns:
+        raise ValueError(f"subject_column: column {subject_column!r} is not in the data")
+    if df[subject_column].isna().any():
+        raise ValueError(f"subject_column: column {subject_column!r} has missing values")
+    pairs = df[[subject_column, ARM_COLUMN]]
+    repeated = pairs.duplicated()
+    if repeated.any():
+        subject, arm = pairs[repeated].iloc[0].tolist()
+        raise ValueError(
+            f"subject_column: subject {subject!r} has two rows in arm {arm!r}; the data must "
+            "have one row per exposed subject and arm"
+        )
+    arms_per_subject = pairs.groupby(subject_column, sort=False)[ARM_COLUMN].transform("nunique")
+    several = arms_per_subject.to_numpy() > 1
+    if not several.any():
+        return df, 0
+    return df.loc[~several], int(pairs.loc[several, subject_column].nunique())
+
+
 def analyze(
     df: pd.DataFrame,
     *,
     control: str,
     weights: Mapping[str, float],
     metrics: Mapping[str, str],
-    covariates: Mapping[str, str] | None = None,
+    covariates: Mapping[str, str | Sequence[str]] | None = None,
     alpha: float = 0.05,
     segment_by: str | None = None,
     caps: Mapping[str, float] | None = None,
     srm_threshold: float = SRM_THRESHOLD,
+    strata: Sequence[str] | None = None,
+    engine: str = "frequentist",
+    prior: Mapping[str, float] | None = None,
+    lower_is_better: Sequence[str] = (),
+    subject_column: str | None = None,
+    suspicious_uplift: float = SUSPICIOUS_UPLIFT,
+    bias_threshold: float = BIAS_THRESHOLD,
 ) -> dict:
     """The experiment report, as a JSON-serialisable dict, from per-subject rows.
 
     ``df`` has one row per exposed subject, an ``arm`` column and one column
     per metric (see the module docstring for ``metrics``, ``covariates``,
-    ``caps`` and ``segment_by``). Raises ``ValueError`` with a message for bad
-    input: unknown or missing columns, non-numeric or non-finite values, arms
-    without weights, a missing control, empty or one-subject arms, zero
-    variance, bad weights or alpha.
+    ``strata``, ``caps`` and ``segment_by``). ``engine="bayesian"`` reports
+    posteriors (``prior`` on the relative effect; ``lower_is_better`` names
+    the metrics whose chance to win is a decrease). The report's ``health``
+    holds the health checks; ``subject_column`` (a subject id column) turns
+    on the multiple-exposure check, whose subjects are left out.
+
+    Raises ``ValueError`` with a message naming the argument for bad input:
+    unknown or missing columns, non-numeric or non-finite values, arms without
+    weights, a missing control, empty or one-subject arms, zero variance, bad
+    weights, alpha, engine, prior, strata or thresholds.
     """
+    engine = check_engine(engine)
+    checked_prior = gaussian_prior(prior)
+    if checked_prior is not None and engine != "bayesian":
+        raise ValueError("prior: a prior is only used by engine='bayesian'")
+    if isinstance(lower_is_better, str) or not isinstance(lower_is_better, Sequence):
+        raise ValueError(f"lower_is_better must be a list of metric names, got {lower_is_better!r}")
+    unknown = sorted(set(lower_is_better) - set(metrics or {}))
+    if unknown:
+        raise ValueError(f"lower_is_better names metrics {unknown} that are not in metrics")
+    if lower_is_better and engine != "bayesian":
+        raise ValueError("lower_is_better: only engine='bayesian' reports a chance to win")
+    multiple_exposures = None
+    if subject_column is not None:
+        if not isinstance(df, pd.DataFrame) or ARM_COLUMN not in df.columns:
+            raise ValueError(f"df must be a pandas DataFrame with an {ARM_COLUMN!r} column")
+        df, multiple_exposures = _without_multiple_exposures(df, subject_column)
     statistics, segments = statistics_from_frame(
-        df, metrics=metrics, covariates=covariates, caps=caps, segment_by=segment_by
+        df,
+        metrics=metrics,
+        covariates=covariates,
+        caps=caps,
+        segment_by=segment_by,
+        strata=strata,
     )
-    report = analyze_statistics(
+    if engine == "bayesian":
+        report = bayesian_report(
+            statistics,
+            control=control,
+            weights=weights,
+            prior=checked_prior,
+            alpha=alpha,
+            segments=segments or None,
+            srm_threshold=srm_threshold,
+            lower_is_better=lower_is_better,
+        )
+    else:
+        report = analyze_statistics(
+            statistics,
+            control=control,
+            weights=weights,
+            alpha=alpha,
+            segments=segments or None,
+            srm_threshold=srm_threshold,
+        )
+    result = {"engine": engine, **report.to_dict()}
+    if segments:
+        frequentist = report if engine == "frequentist" else None
+        if frequentist is None:
+            frequentist = analyze_statistics(
+                statistics,
+                control=control,
+                weights=weights,
+                alpha=alpha,
+                segments=segments,
+                srm_threshold=srm_threshold,
+            )
+        result["heterogeneity"] = [test.to_dict() for test in heterogeneity_tests(frequentist)]
+    result["health"] = health_checks(
         statistics,
         control=control,
-        weights=weights,
-        alpha=alpha,
-        segments=segments or None,
-        srm_threshold=srm_threshold,
-    )
-    return report.to_dict()
+        comparisons=report.comparisons,
+        multiple_exposures=multiple_exposures,
+        suspicious_uplift=suspicious_uplift,
+        bias_threshold=bias_threshold,
+    ).to_dict()
+    return result

@@ -15,7 +15,9 @@ Methods (formulas and references in docs/statistics.md):
 - ratio metrics: the delta method for each arm's ratio, Welch's degrees of
   freedom on the linearised per-subject values;
 - relative lift ``(treatment − control)/|control|``: delta method, including
-  the uncertainty of the control mean (and its covariance with the difference).
+  the uncertainty of the control mean (and its covariance with the difference);
+- CUPED++ (``LinAdjustedStatistic``): Lin's interacted regression with several
+  covariates and strata (``experiments.stats.regression``), cell-averaged HC2.
 
 p-values come from survival functions (``t.sf``), so a huge effect reports
 ``9e-112`` rather than ``0``.
@@ -24,12 +26,13 @@ p-values come from survival functions (``t.sf``), so a huge effect reports
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from experiments.stats._distributions import norm_isf, t_isf, t_sf
+from experiments.stats.regression import LinAdjustedStatistic, lin_difference
 from experiments.stats.statistics import (
     InsufficientDataError,
     ProportionStatistic,
@@ -43,6 +46,8 @@ from experiments.stats.statistics import (
 METHOD_WELCH = "welch_t"
 METHOD_CUPED = "cuped_welch_t"
 METHOD_RATIO = "delta_method_ratio"
+METHOD_LIN = "lin_interacted_hc2"
+METHOD_LIN_RATIO = "lin_interacted_hc2_ratio"
 
 # The per-comparison result classes below are not frozen: a frozen dataclass
 # pays an object.__setattr__ per field on construction, 5× slower, and a report
@@ -107,6 +112,8 @@ class Comparison:
     variance_reduction: float | None = None
     cap: float | None = None
     notes: tuple[str, ...] = ()
+    # CUPED++ only: {"covariates": [...], "strata": [...]} actually used.
+    adjusted_for: dict | None = None
     family: str | None = None
     interval_level: float | None = None
 
@@ -130,6 +137,7 @@ class Comparison:
             "variance_reduction": self.variance_reduction,
             "cap": self.cap,
             "notes": list(self.notes),
+            "adjusted_for": self.adjusted_for,
             "family": self.family,
             "interval_level": self.interval_level,
         }
@@ -159,6 +167,10 @@ class DifferenceMoments:
     theta: float | None = None
     variance_reduction: float | None = None
     notes: tuple[str, ...] = ()
+    # The control arm's share of ``variance`` (what the comparisons of several
+    # arms with one control have in common: Dunnett's correlations).
+    control_variance: float | None = None
+    adjusted_for: dict | None = None
 
 
 def _welch_degrees_of_freedom(
@@ -216,6 +228,7 @@ def _mean_moments(control: Statistic, treatment: Statistic) -> DifferenceMoments
         relative_variance=_plain_relative_variance(
             control_mean, control_var, treatment_mean, treatment_var
         ),
+        control_variance=control_var,
     )
 
 
@@ -312,6 +325,7 @@ def _cuped_moments(
         notes=()
         if control_sxx + treatment_sxx > 0
         else ("the covariate is constant in both arms: CUPED made no adjustment",),
+        control_variance=control_var,
     )
 
 
@@ -354,6 +368,47 @@ def _ratio_moments(control: RatioStatistic, treatment: RatioStatistic) -> Differ
         relative_variance=_plain_relative_variance(
             control_ratio, control_var, treatment_ratio, treatment_var
         ),
+        control_variance=control_var,
+    )
+
+
+def _lin_moments(
+    control: LinAdjustedStatistic, treatment: LinAdjustedStatistic
+) -> DifferenceMoments:
+    """CUPED++: the means reported are the adjusted ones (each arm's prediction at
+    the pooled covariate mean), so the estimate is exactly their difference and
+    the relative lift divides by the adjusted control mean."""
+    difference = lin_difference(control, treatment)
+    control_fit, treatment_fit = difference.control, difference.treatment
+    notes = tuple(
+        f"{name} is constant in both arms: not used in the adjustment"
+        for name in difference.dropped
+    )
+    return DifferenceMoments(
+        method=METHOD_LIN_RATIO if control.ratio else METHOD_LIN,
+        control_n=control_fit.n,
+        treatment_n=treatment_fit.n,
+        control_mean=control_fit.adjusted_mean,
+        treatment_mean=treatment_fit.adjusted_mean,
+        estimate=difference.estimate,
+        variance=difference.variance,
+        degrees_of_freedom=difference.degrees_of_freedom,
+        control_mean_variance=control_fit.variance,
+        relative_variance=_plain_relative_variance(
+            control_fit.adjusted_mean,
+            control_fit.variance,
+            treatment_fit.adjusted_mean,
+            treatment_fit.variance,
+        ),
+        variance_reduction=difference.variance_reduction,
+        notes=notes,
+        control_variance=control_fit.variance,
+        adjusted_for={
+            "covariates": [
+                name for name in difference.covariates if name not in difference.dropped
+            ],
+            "strata": list(difference.strata),
+        },
     )
 
 
@@ -362,6 +417,7 @@ _MOMENTS_BY_TYPE = {
     ProportionStatistic: _mean_moments,
     RegressionAdjustedStatistic: _cuped_moments,
     RatioStatistic: _ratio_moments,
+    LinAdjustedStatistic: _lin_moments,
 }
 
 
@@ -372,16 +428,22 @@ def difference_moments(control: Statistic, treatment: Statistic) -> DifferenceMo
     than two subjects, zero variance in both arms, or a ratio whose denominator
     sums to zero; ``ValueError`` for mismatched statistic types.
     """
+    method = method_for(_MOMENTS_BY_TYPE, control, treatment)
+    _require_subjects(control, treatment)
+    return method(control, treatment)
+
+
+def method_for(methods: Mapping[type, Callable], control: Statistic, treatment: Statistic) -> Callable:
+    """The function of ``methods`` (keyed by statistic type) for two statistics of the same type."""
     if type(control) is not type(treatment):
         raise ValueError(
             f"control and treatment statistics differ in type: {type(control).__name__} "
             f"vs {type(treatment).__name__}"
         )
-    method = _MOMENTS_BY_TYPE.get(type(control))
+    method = methods.get(type(control))
     if method is None:
         raise ValueError(f"unsupported statistic type {type(control).__name__}")
-    _require_subjects(control, treatment)
-    return method(control, treatment)
+    return method
 
 
 def _check_alpha(alpha: float) -> float:
@@ -534,7 +596,7 @@ def compare_moments(
                 arm=label[0],
                 metric=label[1],
                 method=m.method,
-                cuped=m.method == METHOD_CUPED,
+                cuped=m.method in (METHOD_CUPED, METHOD_LIN, METHOD_LIN_RATIO),
                 alpha=alpha,
                 control_n=m.control_n,
                 treatment_n=m.treatment_n,
@@ -553,6 +615,7 @@ def compare_moments(
                 variance_reduction=m.variance_reduction,
                 cap=cap,
                 notes=_notes_for(m, rel is not None, normal_critical),
+                adjusted_for=m.adjusted_for,
                 interval_level=1.0 - alpha,
             )
         )

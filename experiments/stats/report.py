@@ -165,6 +165,135 @@ def _label(where: str, arm: str, metric: str) -> str:
     return f"{where}arm {arm!r}, metric {metric!r}"
 
 
+@dataclass(frozen=True, slots=True)
+class ValidatedArms:
+    """The checked overall input of a report (shared by the frequentist and Bayesian engines)."""
+
+    weights: dict[str, float]
+    metric_names: list[str]
+    metric_types: dict[str, type]
+    arms: dict[str, int]
+    srm: SrmResult
+
+
+def validated_report_arms(
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    weights: Mapping[str, float],
+    srm_threshold: float,
+) -> ValidatedArms:
+    """Check a report's overall statistics against its weights; raise ``ValueError`` if wrong."""
+    checked_weights = validate_weights(weights)
+    if control not in checked_weights:
+        raise ValueError(
+            f"the control arm {control!r} is not among the weighted arms {list(checked_weights)}"
+        )
+    zero_weight = [arm for arm, weight in checked_weights.items() if weight == 0]
+    if zero_weight:
+        raise ValueError(f"arms {zero_weight} have weight 0; remove arms that receive no traffic")
+    unknown = [arm for arm in statistics if arm not in checked_weights]
+    if unknown:
+        raise ValueError(f"arms {unknown} have statistics but no configured weight")
+    if len(checked_weights) < 2:
+        raise ValueError("an experiment needs a control and at least one treatment arm")
+    if control not in statistics:
+        raise ValueError(f"the control arm {control!r} is missing from the data")
+
+    control_metrics = statistics[control]
+    if not control_metrics:
+        raise ValueError("the control arm has no metrics")
+    metric_names = list(control_metrics)
+    metric_types = {metric: type(statistic) for metric, statistic in control_metrics.items()}
+    for arm, metrics in statistics.items():
+        if set(metrics) != set(metric_names):
+            raise ValueError(
+                f"arm {arm!r} has metrics {sorted(metrics)} but the control has {sorted(metric_names)}"
+            )
+    _check_metric_types(metric_types, statistics, "")
+
+    sizes = _arm_sizes(statistics, "")
+    arms = {arm: sizes.get(arm, 0) for arm in checked_weights}
+    srm = srm_test(arms, checked_weights, threshold=srm_threshold)
+    empty = [arm for arm, n in arms.items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"arms {empty} have no subjects (sample-ratio mismatch: chi2={srm.chi2:.6g}, "
+            f"p={srm.p_value:.3g}); no comparison is possible"
+        )
+    return ValidatedArms(checked_weights, metric_names, metric_types, arms, srm)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPair:
+    """One (arm, metric) of a segment: both statistics, or why one is missing."""
+
+    arm: str
+    metric: str
+    control: Statistic | None
+    treatment: Statistic | None
+    missing: SkippedComparison | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSegment:
+    where: str
+    arms: dict[str, int]
+    srm: SrmResult | None
+    srm_skipped: tuple[SkippedComparison, ...]
+    pairs: tuple[SegmentPair, ...]
+
+
+def validated_segment(
+    segment: str,
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    weights: dict[str, float],
+    metric_names: list[str],
+    metric_types: dict[str, type],
+    srm_threshold: float,
+) -> ValidatedSegment:
+    """Check one segment's statistics and list its (arm, metric) pairs in report order."""
+    where = f"segment {segment!r}: "
+    unknown = [arm for arm in statistics if arm not in weights]
+    if unknown:
+        raise ValueError(f"{where}arms {unknown} have statistics but no configured weight")
+    unknown_metrics = sorted(
+        {m for metrics in statistics.values() for m in metrics} - set(metric_names)
+    )
+    if unknown_metrics:
+        raise ValueError(f"{where}metrics {unknown_metrics} are not in the overall report")
+    _check_metric_types(metric_types, statistics, where)
+    sizes = _arm_sizes({arm: m for arm, m in statistics.items() if m}, where)
+    arms = {arm: sizes.get(arm, 0) for arm in weights}
+    srm_skipped: tuple[SkippedComparison, ...] = ()
+    try:
+        srm: SrmResult | None = _srm_test(arms, weights, srm_threshold)
+    except InsufficientDataError as error:
+        srm = None
+        srm_skipped = (
+            SkippedComparison(arm=None, metric=None, reason=f"sample-ratio test: {error}"),
+        )
+    control_metrics = statistics.get(control, {})
+    pairs = []
+    for arm in (arm for arm in weights if arm != control):
+        treatment_metrics = statistics.get(arm, {})
+        for metric in metric_names:
+            if metric not in control_metrics or metric not in treatment_metrics:
+                missing = control if metric not in control_metrics else arm
+                reason = f"no data for arm {missing!r}"
+                skipped = SkippedComparison(arm=arm, metric=metric, reason=reason)
+                pairs.append(SegmentPair(arm, metric, None, None, skipped))
+            else:
+                pairs.append(
+                    SegmentPair(
+                        arm, metric, control_metrics[metric], treatment_metrics[metric], None
+                    )
+                )
+    return ValidatedSegment(where, arms, srm, srm_skipped, tuple(pairs))
+
+
 def analyze_statistics(
     statistics: ArmStatistics,
     *,
@@ -187,45 +316,14 @@ def analyze_statistics(
     confirmatory family and the other metrics exploratory (module docstring).
     """
     alpha = _check_alpha(alpha)
-    checked_weights = validate_weights(weights)
-    if control not in checked_weights:
-        raise ValueError(
-            f"the control arm {control!r} is not among the weighted arms {list(checked_weights)}"
-        )
-    zero_weight = [arm for arm, weight in checked_weights.items() if weight == 0]
-    if zero_weight:
-        raise ValueError(f"arms {zero_weight} have weight 0; remove arms that receive no traffic")
-    unknown = [arm for arm in statistics if arm not in checked_weights]
-    if unknown:
-        raise ValueError(f"arms {unknown} have statistics but no configured weight")
-    if len(checked_weights) < 2:
-        raise ValueError("an experiment needs a control and at least one treatment arm")
-    if control not in statistics:
-        raise ValueError(f"the control arm {control!r} is missing from the data")
-
-    control_metrics = statistics[control]
-    if not control_metrics:
-        raise ValueError("the control arm has no metrics")
-    metric_names = list(control_metrics)
+    validated = validated_report_arms(
+        statistics, control=control, weights=weights, srm_threshold=srm_threshold
+    )
+    checked_weights, metric_names = validated.weights, validated.metric_names
+    metric_types, arms, srm = validated.metric_types, validated.arms, validated.srm
     if primary is not None and primary not in metric_names:
         raise ValueError(f"primary: {primary!r} is not one of the metrics {metric_names}")
-    metric_types = {metric: type(statistic) for metric, statistic in control_metrics.items()}
-    for arm, metrics in statistics.items():
-        if set(metrics) != set(metric_names):
-            raise ValueError(
-                f"arm {arm!r} has metrics {sorted(metrics)} but the control has {sorted(metric_names)}"
-            )
-    _check_metric_types(metric_types, statistics, "")
-
-    sizes = _arm_sizes(statistics, "")
-    arms = {arm: sizes.get(arm, 0) for arm in checked_weights}
-    srm = srm_test(arms, checked_weights, threshold=srm_threshold)
-    empty = [arm for arm, n in arms.items() if n == 0]
-    if empty:
-        raise ValueError(
-            f"arms {empty} have no subjects (sample-ratio mismatch: chi2={srm.chi2:.6g}, "
-            f"p={srm.p_value:.3g}); no comparison is possible"
-        )
+    control_metrics = statistics[control]
 
     treatments = [arm for arm in checked_weights if arm != control]
     moments: list[DifferenceMoments] = []
@@ -328,61 +426,42 @@ def _segment_reports(
     metric_types: dict[str, type],
     srm_threshold: float,
 ) -> tuple[SegmentReport, ...]:
-    treatments = [arm for arm in weights if arm != control]
     partial = []  # (segment, arms, srm, comparisons, skipped)
     all_moments: list[DifferenceMoments] = []
     all_labels: list[tuple[str, str]] = []
     all_caps: list[float | None] = []
     owner: list[int] = []
     for index, (segment, statistics) in enumerate(segments.items()):
-        where = f"segment {segment!r}: "
-        unknown = [arm for arm in statistics if arm not in weights]
-        if unknown:
-            raise ValueError(f"{where}arms {unknown} have statistics but no configured weight")
-        unknown_metrics = sorted(
-            {m for metrics in statistics.values() for m in metrics} - set(metric_names)
+        checked = validated_segment(
+            segment,
+            statistics,
+            control=control,
+            weights=weights,
+            metric_names=metric_names,
+            metric_types=metric_types,
+            srm_threshold=srm_threshold,
         )
-        if unknown_metrics:
-            raise ValueError(f"{where}metrics {unknown_metrics} are not in the overall report")
-        _check_metric_types(metric_types, statistics, where)
-        sizes = _arm_sizes({arm: m for arm, m in statistics.items() if m}, where)
-        arms = {arm: sizes.get(arm, 0) for arm in weights}
-        skipped: list[SkippedComparison] = []
-        try:
-            srm: SrmResult | None = _srm_test(arms, weights, srm_threshold)
-        except InsufficientDataError as error:
-            srm = None
-            skipped.append(
-                SkippedComparison(arm=None, metric=None, reason=f"sample-ratio test: {error}")
-            )
-        control_metrics = statistics.get(control, {})
-        for arm in treatments:
-            treatment_metrics = statistics.get(arm, {})
-            for metric in metric_names:
-                if metric not in control_metrics or metric not in treatment_metrics:
-                    missing = control if metric not in control_metrics else arm
-                    skipped.append(
-                        SkippedComparison(
-                            arm=arm, metric=metric, reason=f"no data for arm {missing!r}"
-                        )
-                    )
-                    continue
-                control_statistic = control_metrics[metric]
-                treatment_statistic = treatment_metrics[metric]
-                try:
-                    all_moments.append(difference_moments(control_statistic, treatment_statistic))
-                except InsufficientDataError as error:
-                    skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
-                    continue
-                except ValueError as error:
-                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
-                try:
-                    all_caps.append(_common_cap(control_statistic, treatment_statistic))
-                except ValueError as error:
-                    all_moments.pop()
-                    raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
-                all_labels.append((arm, metric))
-                owner.append(index)
+        where, arms, srm = checked.where, checked.arms, checked.srm
+        skipped: list[SkippedComparison] = list(checked.srm_skipped)
+        for pair in checked.pairs:
+            arm, metric = pair.arm, pair.metric
+            if pair.missing is not None:
+                skipped.append(pair.missing)
+                continue
+            try:
+                all_moments.append(difference_moments(pair.control, pair.treatment))
+            except InsufficientDataError as error:
+                skipped.append(SkippedComparison(arm=arm, metric=metric, reason=str(error)))
+                continue
+            except ValueError as error:
+                raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+            try:
+                all_caps.append(_common_cap(pair.control, pair.treatment))
+            except ValueError as error:
+                all_moments.pop()
+                raise ValueError(f"{_label(where, arm, metric)}: {error}") from error
+            all_labels.append((arm, metric))
+            owner.append(index)
         partial.append((segment, arms, srm, skipped))
 
     comparisons = compare_moments(

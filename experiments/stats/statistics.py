@@ -353,3 +353,5 @@ class RatioStatistic:
 
 
 Statistic = SampleMeanStatistic | ProportionStatistic | RegressionAdjustedStatistic | RatioStatistic
+# CUPED++ (experiments.stats.regression.LinAdjustedStatistic) is a statistic too;
+# it lives beside its estimator, which needs numpy's linear algebra.

@@ -175,3 +175,70 @@ def test_cli_usage_errors_exit_2(capsys):
         main(["report"])
     assert exit_info.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+def _base(csv_path):
+    return [
+        "report",
+        str(csv_path),
+        "--control",
+        "control",
+        "--weights",
+        "control=1,b=1,c=1",
+        "--metric",
+        "gmv:mean",
+        "gmv/orders:ratio",
+    ]
+
+
+def test_cli_bayesian_cuped_plus_plus_prints_the_same_report_as_analyze(csv_path, capsys):
+    code = main(
+        [
+            *_base(csv_path),
+            "--covariate",
+            "gmv=pre_gmv,orders",
+            "gmv/orders=pre_gmv",
+            "--strata",
+            "platform",
+            "--engine",
+            "bayesian",
+            "--prior-mean",
+            "0",
+            "--prior-variance",
+            "0.04",
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = analyze(
+        pd.read_csv(csv_path, dtype={"arm": str, "platform": str}),
+        control="control",
+        weights={"control": 1, "b": 1, "c": 1},
+        metrics={"gmv": "mean", "gmv/orders": "ratio"},
+        covariates={"gmv": ["pre_gmv", "orders"], "gmv/orders": "pre_gmv"},
+        strata=["platform"],
+        engine="bayesian",
+        prior={"mean": 0.0, "variance": 0.04},
+    )
+    assert printed == json.loads(json.dumps(expected))
+    assert printed["engine"] == "bayesian" and printed["comparisons"][0]["adjusted_for"] == {
+        "covariates": ["pre_gmv", "orders"],
+        "strata": ["platform"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--engine", "bayes"], "engine must be one of"),
+        (["--engine", "bayesian", "--prior-mean", "0", "--prior-variance", "0"], "prior variance"),
+        (["--engine", "bayesian", "--prior-mean", "0"], "--prior-mean and --prior-variance"),
+        (["--covariate", "gmv=pre_gmv,nope"], "covariates: metric 'gmv': column 'nope'"),
+        (["--strata", "nope"], "strata: column 'nope'"),
+        (["--strata", "platform,"], "--strata: empty column name"),
+        (["--subject", "nope"], "subject_column"),
+    ],
+)
+def test_cli_second_generation_bad_input_exits_2(csv_path, capsys, arguments, message):
+    assert main([*_base(csv_path), *arguments]) == 2
+    assert message in capsys.readouterr().err
