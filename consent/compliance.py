@@ -16,8 +16,9 @@ from dataclasses import dataclass
 ERROR, WARNING, INFO = "error", "warning", "info"
 _SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
 
-# Personalization levels that use the subject's own history.
-PERSONAL_LEVELS = frozenset({"full", "cohort"})
+# Personalization levels that use the subject's own history. ``dp_item_item`` does: its
+# model is differentially private, but each subject's list is scored from their own history.
+PERSONAL_LEVELS = frozenset({"full", "cohort", "dp_item_item"})
 NON_PERSONAL_LEVELS = frozenset({"dp_popularity", "popularity", "session"})
 KNOWN_LEVELS = PERSONAL_LEVELS | NON_PERSONAL_LEVELS
 KNOWN_PROMPTS = frozenset({"none", "banner", "modal", "just_in_time"})
@@ -25,6 +26,7 @@ KNOWN_SENSITIVE_POLICIES = frozenset({"exclude", "explicit_consent", "include"})
 
 MIN_COHORT_K = 10  # below this a "cohort" may single people out
 MAX_DP_EPSILON = 5.0  # above this the differential-privacy guarantee is weak
+DP_LEVELS = frozenset({"dp_popularity", "dp_item_item"})
 
 _FIELDS = (
     "consent_prompt",
@@ -221,7 +223,7 @@ def treatment_compliance_review(
             )
         )
     epsilon = values["dp_epsilon"]
-    if level == "dp_popularity" and isinstance(epsilon, int | float) and epsilon > MAX_DP_EPSILON:
+    if level in DP_LEVELS and isinstance(epsilon, int | float) and epsilon > MAX_DP_EPSILON:
         add(
             Finding(
                 WARNING,

@@ -943,6 +943,9 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
     tallies, experiment results). Must run inside a transaction; the cache is
     cleared before and again after commit.
     """
+    # The subject's row first (FOR UPDATE): a recommendation build writing this subject's lists holds
+    # it (FOR KEY SHARE) until it commits, so either the build sees the erasure or the erasure its rows.
+    list(Subject.objects.select_for_update().filter(pk=pseudonym).values_list("pk", flat=True))
     keys = _subject_cache_keys(pseudonym)
     cache.delete_many(keys)
     counts: dict[str, int] = {}
@@ -958,7 +961,8 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
         subject_id=pseudonym
     ).sanctioned_delete(reason="erasure")
     counts["consent.subject"], _ = Subject.objects.filter(pk=pseudonym).delete()
-    transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
+    # Listed again after commit: a build that started meanwhile may have written keys of its own.
+    transaction.on_commit(lambda: cache.delete_many(_subject_cache_keys(pseudonym)), robust=True)
     return ErasureSummary(rows_by_source=counts, cache_keys=len(keys))
 
 

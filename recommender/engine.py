@@ -594,6 +594,10 @@ class ItemItemStrategy(Strategy):
         if self.buy_again_share > 0 and self.data.item_repeatable is not None:
             rebuy_items, rebuy_scores = self._rebuy_candidates(rows, evidence, n, may_sensitive)
             top = blend_buy_again(top, rebuy_items, rebuy_scores, n, self.buy_again_share)
+            # A re-buy of a sensitive item is sensitive evidence itself.
+            sensitive_rebuy = top.rebuy & self.data.item_sensitive[np.maximum(top.items, 0)] & (top.items >= 0)
+            top = TopN(items=top.items, scores=top.scores, because=top.because,
+                       sensitive_evidence=top.sensitive_evidence | sensitive_rebuy, rebuy=top.rebuy)
         if not self.explain:
             top = TopN(items=top.items, scores=top.scores, sensitive_evidence=top.sensitive_evidence, rebuy=top.rebuy)
         return top

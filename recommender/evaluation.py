@@ -154,7 +154,7 @@ def evaluate(
     min_support: int = 5,
     buy_again_share: float = 0.5,
     dp_clip: int = 20,
-    dp_candidates: int = 1000,
+    dp_candidates: int = 500,
     seed: int | None = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:

@@ -52,7 +52,7 @@ def test_evaluation_on_a_synthetic_marketplace_orders_strategies_sensibly():
         category_names=market.category_keys,
     )
     results = {(r.strategy, r.setting): r for r in evaluate(split, cohort_ks=(5, 50), epsilons=(0.05, 5.0))}
-    full = results[("full", "cosine, 50 neighbours")]
+    full = results[("full", "cosine, 50 neighbours, m = 5")]
     popularity = results[("popularity", "—")]
     assert full.recall > popularity.recall and full.coverage > popularity.coverage
     # Less privacy budget, less utility: ε = 0.05 drowns the counts in noise.
