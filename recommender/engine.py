@@ -1226,7 +1226,6 @@ class DPItemItemStrategy(DifferentiallyPrivateStrategy):
         return noisy + noisy.T
 
     def _similarity(self, noisy: np.ndarray) -> sp.csr_matrix:
-        size = self.vocabulary.size
         threshold = self.min_signal * _noise_std(self.mechanism, self.pair_noise_scale)
         counts = np.maximum(self.noisy_counts[self.vocabulary], 1.0)
         scaled = noisy / np.sqrt(counts[:, None] * counts[None, :])

@@ -218,3 +218,122 @@ def render(results: Sequence[Result], *, markdown: bool = False, k: int = 20) ->
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in body)])
+
+
+# --- an export of the marketplace's own orders ------------------------------------------------
+
+
+class OrdersFileError(ValueError):
+    """A problem with an orders or catalog CSV, naming the line and column."""
+
+
+_YES = {"1", "true", "yes", "y", "t"}
+_NO = {"0", "false", "no", "n", "f", ""}
+
+
+def _read_csv(source, required: tuple[str, ...], label: str):
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise OrdersFileError(f"{label}: cannot be read as CSV ({exc})") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise OrdersFileError(f"{label}: missing columns {', '.join(missing)} (has: {', '.join(frame.columns)})")
+    for column in frame.columns:
+        frame[column] = frame[column].str.strip()
+    return frame
+
+
+def _flags(values, label: str, column: str):
+    lowered = values.str.lower()
+    bad = ~lowered.isin(_YES | _NO)
+    if bad.any():
+        line = int(bad.to_numpy().nonzero()[0][0]) + 2  # the header is line 1
+        raise OrdersFileError(f"{label} line {line}, column {column}: {values[bad].iloc[0]!r} is not yes/no")
+    return lowered.isin(_YES).to_numpy()
+
+
+def orders_read(interactions, *, catalog=None, sensitive: Sequence[str] = (), repeatable: Sequence[str] = ()):  # noqa: C901
+    """A ``simulation.Marketplace`` from an export of orders, for ``evaluate``: nothing is stored.
+
+    ``interactions``: CSV with ``subject,product,time[,category]``, one row per
+    product ordered (time: ISO 8601 or Unix seconds). ``catalog``: CSV with
+    ``product,category[,sensitive][,repeatable]`` (yes/no; a category is
+    sensitive when any of its products says so). ``sensitive`` and
+    ``repeatable`` name categories to mark as well (``repeatable=["*"]``: all).
+    Raises ``OrdersFileError`` naming the line and column of a bad value.
+    """
+    import pandas as pd
+
+    from recommender.simulation import Marketplace  # simulation imports engine only: no cycle
+
+    orders = _read_csv(interactions, ("subject", "product", "time"), "interactions")
+    if orders.empty:
+        raise OrdersFileError("interactions: no rows")
+    for column in ("subject", "product", "time"):
+        empty = orders[column] == ""
+        if empty.any():
+            line = int(empty.to_numpy().nonzero()[0][0]) + 2
+            raise OrdersFileError(f"interactions line {line}, column {column}: empty")
+    numeric = pd.to_numeric(orders["time"], errors="coerce")
+    parsed = pd.to_datetime(orders["time"].where(numeric.isna()), errors="coerce", utc=True, format="ISO8601")
+    seconds = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    from_dates = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+    times = np.where(np.isnan(seconds), from_dates, seconds)
+    bad = np.isnan(times)
+    if bad.any():
+        line = int(bad.nonzero()[0][0]) + 2
+        raise OrdersFileError(f"interactions line {line}, column time: {orders['time'].iloc[line - 2]!r} is neither "
+                              "ISO 8601 nor Unix seconds")
+    product_category: dict[str, str] = {}
+    product_repeatable: dict[str, bool] = {}
+    sensitive_categories = set(sensitive)
+    if catalog is not None:
+        products = _read_csv(catalog, ("product", "category"), "catalog")
+        duplicated = products["product"].duplicated()
+        if duplicated.any():
+            line = int(duplicated.to_numpy().nonzero()[0][0]) + 2
+            raise OrdersFileError(f"catalog line {line}, column product: {products['product'][duplicated].iloc[0]!r} "
+                                  "appears twice")
+        product_category = dict(zip(products["product"], products["category"], strict=True))
+        if "sensitive" in products.columns:
+            flags = _flags(products["sensitive"], "catalog", "sensitive")
+            sensitive_categories |= set(products["category"][flags])
+        if "repeatable" in products.columns:
+            product_repeatable = dict(zip(products["product"], _flags(products["repeatable"], "catalog", "repeatable"),
+                                          strict=True))
+        unknown = ~orders["product"].isin(product_category)
+        if unknown.any():
+            line = int(unknown.to_numpy().nonzero()[0][0]) + 2
+            raise OrdersFileError(f"interactions line {line}, column product: {orders['product'][unknown].iloc[0]!r} "
+                                  f"is not in the catalog ({int(unknown.sum())} rows like it)")
+    elif "category" in orders.columns:
+        product_category = dict(zip(orders["product"], orders["category"].replace("", "unknown"), strict=True))
+    subject_codes, _ = pd.factorize(orders["subject"])
+    item_codes, skus = pd.factorize(orders["product"])
+    categories_of_items = [product_category.get(sku, "unknown") for sku in skus]
+    category_codes, category_keys = pd.factorize(pd.Series(categories_of_items, dtype=str))
+    keys = tuple(str(k) for k in category_keys)
+    every = "*" in repeatable
+    category_repeatable = np.array([every or key in repeatable for key in keys], dtype=bool)
+    item_repeatable = np.array([product_repeatable.get(sku, category_repeatable[c])
+                                for sku, c in zip(skus, category_codes, strict=True)], dtype=bool)
+    n_subjects = int(subject_codes.max()) + 1
+    market = Marketplace(
+        category_keys=keys,
+        category_names=keys,
+        category_sensitive=np.array([key in sensitive_categories for key in keys], dtype=bool),
+        item_category=np.asarray(category_codes, dtype=np.int64),
+        item_skus=tuple(str(s) for s in skus),
+        attributes=tuple(("", "", "") for _ in range(n_subjects)),
+        subjects=np.asarray(subject_codes, dtype=np.int64),
+        items=np.asarray(item_codes, dtype=np.int64),
+        times=times,
+        weights=np.ones(len(orders), dtype=np.float32),
+        category_repeatable=category_repeatable,
+        product_repeatable=item_repeatable,
+    )
+    return market

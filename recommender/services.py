@@ -806,13 +806,15 @@ def _live_subjects(pseudonyms: Iterable[str], *, lock: bool) -> set[str]:
     """
     found: set[str] = set()
     ordered = sorted(set(pseudonyms))
-    table, column = Subject._meta.db_table, Subject._meta.pk.column
+    quote = connection.ops.quote_name
+    table, column = quote(Subject._meta.db_table), quote(Subject._meta.pk.column)
     for start in range(0, len(ordered), 10_000):
         chunk = ordered[start : start + 10_000]
         if lock and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
+                # Names from the model's metadata, quoted; the values are bound.
                 cursor.execute(
-                    f'SELECT "{column}" FROM "{table}" WHERE "{column}" = ANY(%s) ORDER BY "{column}" FOR KEY SHARE',
+                    f"SELECT {column} FROM {table} WHERE {column} = ANY(%s) ORDER BY {column} FOR KEY SHARE",  # noqa: S608
                     [chunk],
                 )
                 found.update(row[0] for row in cursor.fetchall())

@@ -46,6 +46,7 @@ class Marketplace:
     times: np.ndarray  # seconds since the start
     weights: np.ndarray  # 1.0 purchase, 0.5 click
     category_repeatable: np.ndarray | None = None  # per category: consumables bought again
+    product_repeatable: np.ndarray | None = None  # per product, when products say it themselves
 
     @property
     def n_subjects(self) -> int:
@@ -69,6 +70,8 @@ class Marketplace:
 
     @property
     def item_repeatable(self) -> np.ndarray | None:
+        if self.product_repeatable is not None:
+            return self.product_repeatable
         return None if self.category_repeatable is None else self.category_repeatable[self.item_category]
 
 
