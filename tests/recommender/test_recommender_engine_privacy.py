@@ -16,13 +16,13 @@ from recommender.engine import (
     DPItemItemStrategy,
     ItemItemStrategy,
     SessionStrategy,
+    TopN,
     TrainingData,
     blend_buy_again,
     buy_again_slots,
     item_item_similarity,
     pair_weights,
     score_with_similarity,
-    TopN,
 )
 from recommender.simulation import synthetic_marketplace
 

@@ -20,7 +20,16 @@ from consent.services import subject_erase
 from recommender import services
 from recommender.models import Category, ModelBuild, Product, RecommendationList
 from recommender.selectors import privacy_budget, recommendations_for_subject
-from tests.recommender.factories import bought, build, catalog, experiment_with, grant, subject, treatment, withdraw
+from tests.recommender.factories import (
+    bought,
+    build,
+    catalog,
+    experiment_with,
+    grant,
+    subject,
+    treatment,
+    withdraw,
+)
 
 pytestmark = pytest.mark.django_db
 
