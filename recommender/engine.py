@@ -18,6 +18,7 @@ evaluation and in the benchmark, so what is evaluated is what is served.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -386,6 +387,11 @@ def _blocks(rows: int) -> int:
     return max(1, min(rows, numba.get_num_threads() * 8))
 
 
+# numba's default threading layer (workqueue) must not be entered by two threads of one process
+# at once (a threaded Celery pool, a test driving builds from threads): one kernel at a time.
+_KERNEL_LOCK = threading.Lock()
+
+
 def item_item_similarity(
     interactions: sp.csr_matrix, *, neighbours: int, weighting: str = "cosine", min_support: int = 1
 ) -> sp.csr_matrix:
@@ -414,10 +420,11 @@ def item_item_similarity(
     weighted.sort_indices()
     by_item = weighted.T.tocsr()
     n_items = weighted.shape[1]
-    columns, values, _ = kernels.neighbours_with_support(
-        by_item.indptr, by_item.indices, by_item.data, weighted.indptr, weighted.indices, weighted.data,
-        norms.astype(np.float64), int(neighbours), int(min_support), _blocks(n_items),
-    )
+    with _KERNEL_LOCK:
+        columns, values, _ = kernels.neighbours_with_support(
+            by_item.indptr, by_item.indices, by_item.data, weighted.indptr, weighted.indices, weighted.data,
+            norms.astype(np.float64), int(neighbours), int(min_support), _blocks(n_items),
+        )
     keep = columns >= 0
     counts = keep.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -447,11 +454,12 @@ def score_with_similarity(
         empty = np.zeros((0, n), dtype=np.int64)
         return TopN(items=empty, scores=np.zeros((0, n), np.float32), because=empty.copy(),
                     sensitive_evidence=np.zeros((0, n), dtype=bool))
-    items, scores, because, sensitive = kernels.score_rows(
-        evidence.indptr, evidence.indices, evidence.data, similarity.indptr, similarity.indices,
-        similarity.data, np.asarray(blocked, dtype=np.bool_), np.asarray(item_sensitive, dtype=np.bool_),
-        np.asarray(may_sensitive, dtype=np.bool_), bool(exclude_evidence), int(n), _blocks(evidence.shape[0]),
-    )
+    with _KERNEL_LOCK:
+        items, scores, because, sensitive = kernels.score_rows(
+            evidence.indptr, evidence.indices, evidence.data, similarity.indptr, similarity.indices,
+            similarity.data, np.asarray(blocked, dtype=np.bool_), np.asarray(item_sensitive, dtype=np.bool_),
+            np.asarray(may_sensitive, dtype=np.bool_), bool(exclude_evidence), int(n), _blocks(evidence.shape[0]),
+        )
     return TopN(items=items, scores=scores, because=because, sensitive_evidence=sensitive)
 
 
