@@ -19,9 +19,11 @@ _SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
 # Personalization levels that use the subject's own data. Differentially private
 # popularity is one: the counts are noisy, but at serving time the list is spread
 # over the subject's own categories (and answered ``personalized: true``), which is
-# profiling of that subject (UU PDP Art. 10, GDPR Art. 4(4)). Session-only uses
-# nothing kept about the subject beyond the current visit.
-PERSONAL_LEVELS = frozenset({"full", "cohort", "dp_popularity"})
+# profiling of that subject (UU PDP Art. 10, GDPR Art. 4(4)). ``dp_item_item`` is
+# one too: its model is differentially private, but each subject's list is scored
+# from their own history. Session-only uses nothing kept about the subject beyond
+# the current visit.
+PERSONAL_LEVELS = frozenset({"full", "cohort", "dp_popularity", "dp_item_item"})
 NON_PERSONAL_LEVELS = frozenset({"popularity", "session"})
 KNOWN_LEVELS = PERSONAL_LEVELS | NON_PERSONAL_LEVELS
 KNOWN_PROMPTS = frozenset({"none", "banner", "modal", "just_in_time"})
@@ -29,6 +31,7 @@ KNOWN_SENSITIVE_POLICIES = frozenset({"exclude", "explicit_consent", "include"})
 
 MIN_COHORT_K = 10  # below this a "cohort" may single people out
 MAX_DP_EPSILON = 5.0  # above this the differential-privacy guarantee is weak
+DP_LEVELS = frozenset({"dp_popularity", "dp_item_item"})
 
 _FIELDS = (
     "consent_prompt",
@@ -225,7 +228,7 @@ def treatment_compliance_review(
             )
         )
     epsilon = values["dp_epsilon"]
-    if level == "dp_popularity" and isinstance(epsilon, int | float) and epsilon > MAX_DP_EPSILON:
+    if level in DP_LEVELS and isinstance(epsilon, int | float) and epsilon > MAX_DP_EPSILON:
         add(
             Finding(
                 WARNING,

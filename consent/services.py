@@ -1068,6 +1068,9 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
     subject before the commit cannot cache it again), which expire within
     ``TOMBSTONE_SECONDS`` and hold nothing about the subject.
     """
+    # The subject's row first (FOR UPDATE): a recommendation build writing this subject's lists holds
+    # it (FOR KEY SHARE) until it commits, so either the build sees the erasure or the erasure its rows.
+    list(Subject.objects.select_for_update().filter(pk=pseudonym).values_list("pk", flat=True))
     keys = _subject_cache_keys(pseudonym)
     cache.delete_many(keys)
     counts: dict[str, int] = {}
@@ -1085,7 +1088,8 @@ def subject_erase(*, pseudonym: str) -> ErasureSummary:
     counts["consent.subject"], _ = Subject.objects.filter(pk=pseudonym).delete()
     consent_cache_invalidate(pseudonyms=[pseudonym])
     PendingCacheInvalidation.objects.filter(pseudonym=pseudonym).delete()
-    transaction.on_commit(lambda: cache.delete_many(keys), robust=True)
+    # Listed again after commit: a build that started meanwhile may have written keys of its own.
+    transaction.on_commit(lambda: cache.delete_many(_subject_cache_keys(pseudonym)), robust=True)
     return ErasureSummary(rows_by_source=counts, cache_keys=len(keys) + 1)
 
 

@@ -26,6 +26,7 @@ class PrivacyTreatment(models.Model):
         FULL = "full", "Full history"
         COHORT = "cohort", "k-anonymous cohort"
         DP_POPULARITY = "dp_popularity", "Differentially private popularity"
+        DP_ITEM_ITEM = "dp_item_item", "Differentially private item-item (own history)"
         POPULARITY = "popularity", "Popularity (non-personal)"
         SESSION = "session", "Session only"
 
@@ -52,7 +53,7 @@ class PrivacyTreatment(models.Model):
     dp_epsilon = models.FloatField(
         null=True,
         blank=True,
-        help_text="Privacy budget per build for differentially private popularity.",
+        help_text="Privacy budget per build for the differentially private levels (popularity, item-item).",
     )
     retention_days = models.PositiveIntegerField(default=365)
     show_explanations = models.BooleanField(default=True)
@@ -69,6 +70,12 @@ class PrivacyTreatment(models.Model):
             models.CheckConstraint(
                 condition=~Q(personalization_level="dp_popularity") | Q(dp_epsilon__isnull=False),
                 name="treatment_dp_needs_epsilon",
+            ),
+            models.CheckConstraint(
+                condition=~Q(personalization_level="dp_item_item") | Q(dp_epsilon__isnull=False),
+                name="treatment_dp_item_item_needs_epsilon",
+                violation_error_message="Differentially private item-item needs a privacy budget per build "
+                "(dp_epsilon > 0).",
             ),
             models.CheckConstraint(
                 condition=Q(retention_days__gte=1), name="treatment_retention_positive"

@@ -7,8 +7,10 @@ breaking the ties of the one before (docs/statistics.md §9):
 
 1. how personal the recommendations are: popularity and session-only (no
    personal history) above differentially private popularity (smaller ε more
-   private), then k-anonymous cohorts (larger k more private), then full
-   history;
+   private), then k-anonymous cohorts (larger k more private), then
+   differentially private item-item (smaller ε more private: each subject's
+   list is scored from their own item-level history, as under full history,
+   but what it learns from everyone else is ε-DP), then full history;
 2. sensitive categories: excluded above explicit consent above included;
 3. retention: shorter above longer;
 4. personalization consent: not granted by default above pre-selected.
@@ -28,7 +30,8 @@ PERSONALIZATION_RUNG = {
     "session": 0,
     "dp_popularity": 1,
     "cohort": 2,
-    "full": 3,
+    "dp_item_item": 3,
+    "full": 4,
 }
 SENSITIVE_RUNG = {"exclude": 0, "explicit_consent": 1, "include": 2}
 
@@ -37,7 +40,7 @@ def treatment_privacy_key(treatment) -> tuple:
     """A sort key: a smaller key is a more privacy-preserving treatment."""
     level = treatment.personalization_level
     rung = PERSONALIZATION_RUNG.get(level, len(PERSONALIZATION_RUNG))
-    if level == "dp_popularity":
+    if level in ("dp_popularity", "dp_item_item"):
         within = treatment.dp_epsilon if treatment.dp_epsilon is not None else math.inf
     elif level == "cohort":
         within = -(treatment.cohort_k or 0)

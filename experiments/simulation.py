@@ -81,13 +81,15 @@ SENSITIVE_CONSENT_GRANT = 0.35  # of those, granting sensitive profiling when as
 
 PROMPT_GRANT = {"none": 0.03, "banner": 0.70, "modal": 0.55, "just_in_time": 0.62}  # "none": via settings
 AGE_GRANT_SHIFT = {"18-24": 0.08, "25-34": 0.04, "35-44": 0.0, "45-54": -0.06, "55+": -0.12}
-WITHDRAW_BY_LEVEL = {"full": 0.035, "cohort": 0.02, "dp_popularity": 0.008, "popularity": 0.008, "session": 0.012}
+WITHDRAW_BY_LEVEL = {
+    "full": 0.035, "dp_item_item": 0.025, "cohort": 0.02, "dp_popularity": 0.008, "popularity": 0.008, "session": 0.012,
+}
 AGE_WITHDRAW_SHIFT = {"18-24": 0.0, "25-34": 0.0, "35-44": 0.005, "45-54": 0.015, "55+": 0.025}
 SENSITIVE_WITHDRAW_SHIFT = {"include": 0.09, "explicit_consent": 0.05, "exclude": 0.0}
-PERSONAL_LEVELS = frozenset({"full", "cohort"})  # need the personalization consent to take effect
-ORDER_LIFT = {"full": 1.25, "cohort": 1.15, "dp_popularity": 1.08, "popularity": 1.0, "session": 1.08}
-VALUE_LIFT = {"full": 1.06, "cohort": 1.03, "dp_popularity": 1.01, "popularity": 1.0, "session": 1.02}
-CLICK_RATE = {"full": 0.07, "cohort": 0.05, "dp_popularity": 0.04, "popularity": 0.03, "session": 0.045}
+PERSONAL_LEVELS = frozenset({"full", "dp_item_item", "cohort"})  # need the personalization consent to take effect
+ORDER_LIFT = {"full": 1.25, "dp_item_item": 1.18, "cohort": 1.15, "dp_popularity": 1.08, "popularity": 1.0, "session": 1.08}
+VALUE_LIFT = {"full": 1.06, "dp_item_item": 1.04, "cohort": 1.03, "dp_popularity": 1.01, "popularity": 1.0, "session": 1.02}
+CLICK_RATE = {"full": 0.07, "dp_item_item": 0.06, "cohort": 0.05, "dp_popularity": 0.04, "popularity": 0.03, "session": 0.045}
 BASE_CLICK_RATE = 0.03  # what anyone sees without personalization
 SENSITIVE_EXCLUDED_LIFT_SHARE = 0.5  # sensitive shoppers keep half the lift when their categories are excluded
 

@@ -1,5 +1,7 @@
+from datetime import timedelta
+
 from django.contrib import admin, messages
-from django.db.models import Max, Sum
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from recommender import services
@@ -28,11 +30,16 @@ class ModelBuildAdmin(admin.ModelAdmin):
 
     list_display = [
         "id", "arm", "strategy", "build_key", "status", "published_at", "subjects_trained",
-        "lists_written", "epsilon_spent", "duration_seconds",
+        "lists_written", "epsilon_spent", "duration_seconds", "outcome",
     ]
     list_filter = ["status", "strategy"]
     list_select_related = ["arm", "arm__experiment"]
     date_hierarchy = "started_at"
+
+    @admin.display(description="Why it failed")
+    def outcome(self, obj):
+        # A refused DP build says why (no data in it); any other failure only its class.
+        return (obj.params or {}).get("refused") or obj.error or "—"
 
     def has_add_permission(self, request):
         return False
@@ -53,7 +60,7 @@ def build_now(modeladmin, request, queryset):
 class ArmRecommendationsAdmin(admin.ModelAdmin):
     """Arms as the recommender sees them: strategy, last build, privacy budget spent; build on demand."""
 
-    list_display = ["__str__", "level", "last_build", "epsilon_total"]
+    list_display = ["__str__", "level", "last_build", "epsilon_period", "epsilon_total"]
     list_filter = ["experiment__status", "treatment__personalization_level"]
     list_select_related = ["experiment", "treatment"]
     search_fields = ["key", "experiment__key"]
@@ -64,8 +71,12 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
         return request.user.has_perm("recommender.build_recommendations")
 
     def get_queryset(self, request):
+        since = timezone.now() - timedelta(days=int(services.recommender_setting("RECOMMENDER_DP_BUDGET_DAYS")))
         return super().get_queryset(request).annotate(
             _epsilon=Sum("recommendation_builds__epsilon_spent"),
+            _epsilon_period=Sum(
+                "recommendation_builds__epsilon_spent", filter=Q(recommendation_builds__started_at__gt=since)
+            ),
             _last=Max("recommendation_builds__published_at"),
         )
 
@@ -76,6 +87,14 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
     @admin.display(description="Last published build", ordering="_last")
     def last_build(self, obj):
         return obj._last
+
+    @admin.display(description="ε spent in the budget period", ordering="_epsilon_period")
+    def epsilon_period(self, obj):
+        if obj.treatment.dp_epsilon is None and not obj._epsilon_period:
+            return "—"
+        budget = float(services.recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON"))
+        days = int(services.recommender_setting("RECOMMENDER_DP_BUDGET_DAYS"))
+        return f"{obj._epsilon_period or 0:g} of {budget:g} (last {days} days)"
 
     @admin.display(description="ε spent (all builds)", ordering="_epsilon")
     def epsilon_total(self, obj):

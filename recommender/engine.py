@@ -18,13 +18,17 @@ evaluation and in the benchmark, so what is evaluated is what is served.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
+
+from recommender import kernels
 
 # --- data -------------------------------------------------------------------------
 
@@ -40,6 +44,11 @@ class TrainingData:
     ``category_sensitive`` flags the categories that are specific personal data.
     ``attributes`` holds the subjects' coarse attributes (age band, province,
     platform), one tuple of strings per row, for cohorts.
+
+    For "buy again": ``purchases`` counts each subject's orders of each item
+    (clicks excluded) and ``last_purchased`` holds the latest order's time;
+    ``item_repeatable`` flags the consumables a shopper buys again; ``as_of``
+    is the time the data describes (recency is measured from it).
     """
 
     interactions: sp.csr_matrix
@@ -48,6 +57,10 @@ class TrainingData:
     last_seen: sp.csr_matrix | None = None
     attributes: tuple[tuple[str, ...], ...] | None = None
     category_names: tuple[str, ...] | None = None
+    purchases: sp.csr_matrix | None = None
+    last_purchased: sp.csr_matrix | None = None
+    item_repeatable: np.ndarray | None = None
+    as_of: float | None = None
 
     def __post_init__(self):
         if self.interactions.shape[1] != len(self.item_category):
@@ -56,6 +69,8 @@ class TrainingData:
             raise ValueError("item_category refers to a category without a sensitive flag")
         if self.attributes is not None and len(self.attributes) != self.interactions.shape[0]:
             raise ValueError("attributes needs one tuple per subject row")
+        if self.item_repeatable is not None and len(self.item_repeatable) != len(self.item_category):
+            raise ValueError("item_repeatable needs one flag per item")
 
     @property
     def n_subjects(self) -> int:
@@ -82,29 +97,36 @@ class TrainingData:
         category_sensitive: np.ndarray,
         attributes: tuple[tuple[str, ...], ...] | None = None,
         category_names: tuple[str, ...] | None = None,
+        purchases: np.ndarray | None = None,
+        item_repeatable: np.ndarray | None = None,
+        as_of: float | None = None,
     ) -> TrainingData:
-        """From one row per interaction; repeats of a (subject, item) pair are summed."""
+        """From one row per interaction; repeats of a (subject, item) pair are summed.
+
+        ``purchases`` flags the rows that are orders (default: all of them).
+        """
         subjects = np.asarray(subjects, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         n_items = len(item_category)
+        shape = (n_subjects, n_items)
         if weights is None:
             weights = np.ones(len(subjects), dtype=np.float32)
-        matrix = sp.csr_matrix(
-            (np.asarray(weights, dtype=np.float32), (subjects, items)), shape=(n_subjects, n_items)
-        )
+        matrix = sp.csr_matrix((np.asarray(weights, dtype=np.float32), (subjects, items)), shape=shape)
         matrix.sum_duplicates()
-        last_seen = None
-        if times is not None:
-            # The latest time per pair: sort by time, and let later duplicates overwrite earlier ones.
-            order = np.argsort(times, kind="stable")
-            keys = subjects[order] * n_items + items[order]
-            unique_keys, last_index = np.unique(keys[::-1], return_index=True)
-            latest = np.asarray(times, dtype=np.float64)[order][::-1][last_index]
-            last_seen = sp.csr_matrix(
-                (latest, (unique_keys // n_items, unique_keys % n_items)), shape=(n_subjects, n_items)
-            )
-            last_seen.sort_indices()
         matrix.sort_indices()
+        ordered = np.ones(len(subjects), dtype=bool) if purchases is None else np.asarray(purchases, dtype=bool)
+        bought = sp.csr_matrix(
+            (np.ones(int(ordered.sum()), dtype=np.float32), (subjects[ordered], items[ordered])), shape=shape
+        )
+        bought.sum_duplicates()
+        bought.sort_indices()
+        last_seen = last_purchased = None
+        if times is not None:
+            times = np.asarray(times, dtype=np.float64)
+            last_seen = _latest_per_pair(subjects, items, times, shape)
+            last_purchased = _latest_per_pair(subjects[ordered], items[ordered], times[ordered], shape)
+            if as_of is None and times.size:
+                as_of = float(times.max())
         return cls(
             interactions=matrix,
             item_category=np.asarray(item_category, dtype=np.int64),
@@ -112,7 +134,24 @@ class TrainingData:
             last_seen=last_seen,
             attributes=attributes,
             category_names=category_names,
+            purchases=bought,
+            last_purchased=last_purchased,
+            item_repeatable=None if item_repeatable is None else np.asarray(item_repeatable, dtype=bool),
+            as_of=as_of,
         )
+
+
+def _latest_per_pair(subjects: np.ndarray, items: np.ndarray, times: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The latest time of each (subject, item) pair, as a CSR with the pairs' pattern."""
+    n_items = shape[1]
+    # Sort by time, and let later duplicates overwrite earlier ones.
+    order = np.argsort(times, kind="stable")
+    keys = subjects[order] * n_items + items[order]
+    unique_keys, last_index = np.unique(keys[::-1], return_index=True)
+    latest = times[order][::-1][last_index]
+    matrix = sp.csr_matrix((latest, (unique_keys // n_items, unique_keys % n_items)), shape=shape)
+    matrix.sort_indices()
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -121,12 +160,18 @@ class TopN:
 
     ``because[r, j]`` is the item (from the row's own evidence) that explains
     recommendation ``items[r, j]``, or −1; ``cohorts[r]`` the row's cohort (−1: none).
+    ``sensitive_evidence[r, j]`` records whether an item of a sensitive
+    category among the row's evidence contributed to recommendation
+    ``items[r, j]`` (its rank then says something sensitive about the
+    subject); ``rebuy[r, j]`` marks a "buy again" entry.
     """
 
     items: np.ndarray
     scores: np.ndarray
     because: np.ndarray | None = None
     cohorts: np.ndarray | None = None
+    sensitive_evidence: np.ndarray | None = None
+    rebuy: np.ndarray | None = None
 
     def row(self, r: int) -> list[tuple[int, float]]:
         keep = self.items[r] >= 0
@@ -145,7 +190,8 @@ def topk_per_row(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]
 
     Rows are bucketed by length (≤ k, ≤ 2k, ≤ 4k, …) and each bucket is padded
     into a dense block, so one ``argpartition`` per bucket replaces a Python
-    loop over rows: at most twice the stored values are touched.
+    loop over rows: at most twice the stored values are touched. Equal values
+    are listed lower column first.
     """
     matrix = matrix.tocsr()
     n_rows = matrix.shape[0]
@@ -172,10 +218,11 @@ def topk_per_row(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]
         else:
             chosen = np.broadcast_to(offsets, (rows.size, width))
         chosen_values = np.take_along_axis(values, chosen, axis=1)
-        order = np.argsort(-chosen_values, axis=1, kind="stable")
-        chosen = np.take_along_axis(chosen, order, axis=1)
+        chosen_columns = matrix.indices[np.take_along_axis(positions, chosen, axis=1)]
+        # Best first; equal values: the lower column first.
+        order = np.lexsort((chosen_columns, -chosen_values), axis=1)
         chosen_values = np.take_along_axis(chosen_values, order, axis=1)
-        columns = matrix.indices[np.take_along_axis(positions, chosen, axis=1)]
+        columns = np.take_along_axis(chosen_columns, order, axis=1)
         finite = np.isfinite(chosen_values)
         out_cols[rows, :take] = np.where(finite, columns, -1)
         out_vals[rows, :take] = np.where(finite, chosen_values, 0.0)
@@ -335,99 +382,181 @@ def bm25_weight(matrix: sp.csr_matrix, *, k1: float = 1.2, b: float = 0.75) -> s
     return weighted.T.tocsr()
 
 
+def _blocks(rows: int) -> int:
+    """How many blocks a kernel splits its rows into: a few per thread, for balance."""
+    return max(1, min(rows, numba.get_num_threads() * 8))
+
+
+# numba's default threading layer (workqueue) must not be entered by two threads of one process
+# at once (a threaded Celery pool, a test driving builds from threads): one kernel at a time.
+_KERNEL_LOCK = threading.Lock()
+
+
 def item_item_similarity(
-    interactions: sp.csr_matrix, *, neighbours: int, weighting: str = "cosine", chunk: int = 4000
+    interactions: sp.csr_matrix, *, neighbours: int, weighting: str = "cosine", min_support: int = 1
 ) -> sp.csr_matrix:
     """Items × items, keeping each item's ``neighbours`` most similar others (no self-similarity).
 
-    The Gram matrix is computed in blocks of item rows, each pruned to its top
-    neighbours at once, so memory stays bounded by one block's candidates.
+    A pair is kept only when at least ``min_support`` distinct subjects chose
+    both items: a similarity from fewer co-purchases would reveal what
+    individuals bought (Calandrino et al., IEEE S&P 2011). The compiled kernel
+    (``kernels.neighbours_with_support``) accumulates one item's co-occurrences
+    at a time into a reused buffer, so a staple co-bought with most of the
+    catalog costs one pass, never a dense row of the Gram matrix.
     """
+    if neighbours < 1:
+        raise ValueError("neighbours must be at least 1")
+    if min_support < 1:
+        raise ValueError("min_support must be at least 1")
     if weighting == "cosine":
-        weighted = interactions.astype(np.float32)
+        weighted = interactions.tocsr().astype(np.float32)
         norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=0)).ravel())
         norms[norms == 0] = 1.0
-        weighted = weighted.multiply((1.0 / norms).astype(np.float32)).tocsr()
     elif weighting == "bm25":
         weighted = bm25_weight(interactions)
+        norms = np.ones(weighted.shape[1], dtype=np.float64)
     else:
         raise ValueError(f"unknown weighting {weighting!r}: cosine or bm25")
-    by_item = weighted.T.tocsr().astype(np.float32)
-    n_items = by_item.shape[0]
-    row_parts, col_parts, val_parts = [], [], []
-    for start in range(0, n_items, chunk):
-        block = (by_item[start : start + chunk] @ weighted).tocsr()
-        block.setdiag(0, k=start)
-        block.eliminate_zeros()
-        columns, values = topk_per_row(block, neighbours)
-        keep = columns >= 0
-        row_parts.append(np.nonzero(keep)[0] + start)
-        col_parts.append(columns[keep])
-        val_parts.append(values[keep])
-    if not row_parts:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    similarity = sp.csr_matrix(
-        (np.concatenate(val_parts), (np.concatenate(row_parts), np.concatenate(col_parts))),
-        shape=(n_items, n_items),
-        dtype=np.float32,
-    )
+    weighted.sort_indices()
+    by_item = weighted.T.tocsr()
+    n_items = weighted.shape[1]
+    with _KERNEL_LOCK:
+        columns, values, _ = kernels.neighbours_with_support(
+            by_item.indptr, by_item.indices, by_item.data, weighted.indptr, weighted.indices, weighted.data,
+            norms.astype(np.float64), int(neighbours), int(min_support), _blocks(n_items),
+        )
+    keep = columns >= 0
+    counts = keep.sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    similarity = sp.csr_matrix((values[keep], columns[keep], indptr), shape=(n_items, n_items), dtype=np.float32)
     similarity.sort_indices()
     return similarity
 
 
-def _explain(evidence: sp.csr_matrix, similarity: sp.csr_matrix, items: np.ndarray, *, chunk: int = 1000) -> np.ndarray:
-    """For each recommended (row, item): the evidence item that contributed most to its score.
+def score_with_similarity(
+    evidence: sp.csr_matrix,
+    similarity: sp.csr_matrix,
+    n: int,
+    *,
+    blocked: np.ndarray,
+    item_sensitive: np.ndarray,
+    may_sensitive: np.ndarray,
+    exclude_evidence: bool = True,
+) -> TopN:
+    """Top-``n`` per evidence row by Σ_j evidence(j)·similarity(j, i), with reasons and sensitive evidence.
 
-    For item i the candidates are the items j that have i among their
-    neighbours; the contribution of j is evidence(row, j) · sim(j, i). Rows go
-    in chunks through one reused dense buffer, so each lookup is an array read.
+    ``because`` is the evidence item that contributed most to each entry;
+    ``sensitive_evidence`` whether a sensitive evidence item contributed at all.
     """
-    because = np.full(items.shape, -1, dtype=np.int64)
-    into = similarity.T.tocsr()  # row i: the items j with i among their neighbours
-    n_items = evidence.shape[1]
-    buffer = np.zeros((min(chunk, max(evidence.shape[0], 1)), n_items), dtype=np.float32)
-    for start in range(0, evidence.shape[0], chunk):
-        part = evidence[start : start + chunk]
-        part_rows = np.repeat(np.arange(part.shape[0]), np.diff(part.indptr))
-        buffer[part_rows, part.indices] = part.data
-        rows, slots = np.nonzero(items[start : start + chunk] >= 0)
-        targets = items[start + rows, slots]
-        counts = np.diff(into.indptr)[targets]
-        if counts.sum():
-            pair = np.repeat(np.arange(rows.size), counts)
-            begin = np.repeat(into.indptr[targets] - (np.cumsum(counts) - counts), counts)
-            sources = into.indices[begin + np.arange(pair.size)]
-            contribution = buffer[rows[pair], sources] * into.data[begin + np.arange(pair.size)]
-            has = counts > 0
-            starts = (np.cumsum(counts) - counts)[has]
-            best = np.maximum.reduceat(contribution, starts)
-            is_best = contribution == np.repeat(best, counts[has])
-            winners = np.flatnonzero(is_best & (contribution > 0))
-            winner_pairs = pair[winners]
-            first = np.ones(winners.size, dtype=bool)
-            first[1:] = winner_pairs[1:] != winner_pairs[:-1]
-            chosen = winners[first]
-            because[start + rows[winner_pairs[first]], slots[winner_pairs[first]]] = sources[chosen]
-        buffer[part_rows, part.indices] = 0.0
-    return because
+    evidence = evidence.tocsr().astype(np.float32)
+    evidence.sort_indices()
+    if evidence.shape[0] == 0:
+        empty = np.zeros((0, n), dtype=np.int64)
+        return TopN(items=empty, scores=np.zeros((0, n), np.float32), because=empty.copy(),
+                    sensitive_evidence=np.zeros((0, n), dtype=bool))
+    with _KERNEL_LOCK:
+        items, scores, because, sensitive = kernels.score_rows(
+            evidence.indptr, evidence.indices, evidence.data, similarity.indptr, similarity.indices,
+            similarity.data, np.asarray(blocked, dtype=np.bool_), np.asarray(item_sensitive, dtype=np.bool_),
+            np.asarray(may_sensitive, dtype=np.bool_), bool(exclude_evidence), int(n), _blocks(evidence.shape[0]),
+        )
+    return TopN(items=items, scores=scores, because=because, sensitive_evidence=sensitive)
+
+
+def buy_again_slots(n: int, share: float) -> np.ndarray:
+    """Which of ``n`` list positions go to "buy again" (True) under a share of the list.
+
+    Position p (0-based) is a re-buy slot when ⌈(p + 1)·share⌉ > ⌈p·share⌉:
+    share 0.5 alternates re-buy, new, re-buy, …; 1/3 gives re-buy, new, new, ….
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("the buy-again share is between 0 and 1")
+    positions = np.arange(n, dtype=np.float64)
+    # A hair below each product so that exact multiples are not rounded up by float error.
+    return np.ceil((positions + 1) * share - 1e-9) > np.ceil(positions * share - 1e-9)
+
+
+def blend_buy_again(new: TopN, rebuy_items: np.ndarray, rebuy_scores: np.ndarray, n: int, share: float) -> TopN:
+    """Interleave re-buy candidates into new-item lists by ``buy_again_slots``; either fills the other's gaps.
+
+    Candidate t of a kind takes that kind's t-th slot; sorting the candidates
+    by slot and keeping the first ``n`` compacts a shorter kind's gaps.
+    """
+    rows = new.items.shape[0]
+    pattern = buy_again_slots(2 * n, share)
+    rebuy_positions = np.flatnonzero(pattern)
+    new_positions = np.flatnonzero(~pattern)
+
+    def keys_for(positions: np.ndarray, width: int) -> np.ndarray:
+        keys = np.full(width, np.inf)
+        take = min(width, positions.size)
+        keys[:take] = positions[:take]
+        # Beyond the pattern (one kind ran out of slots): after everything, in order.
+        keys[take:] = 4 * n + np.arange(width - take)
+        return keys
+
+    items = np.concatenate([new.items, rebuy_items], axis=1)
+    keys = np.concatenate(
+        [np.tile(keys_for(new_positions, new.items.shape[1]), (rows, 1)),
+         np.tile(keys_for(rebuy_positions, rebuy_items.shape[1]), (rows, 1))], axis=1)
+    if share <= 0:
+        keys[:, new.items.shape[1]:] = np.inf
+    keys[items < 0] = np.inf
+    order = np.argsort(keys, axis=1, kind="stable")[:, :n]
+    chosen = np.take_along_axis(items, order, axis=1)
+    empty = np.take_along_axis(keys, order, axis=1) == np.inf
+    chosen[empty] = -1
+
+    def pick(first: np.ndarray, second: np.ndarray, fill) -> np.ndarray:
+        merged = np.take_along_axis(np.concatenate([first, second], axis=1), order, axis=1)
+        merged[empty] = fill
+        return merged
+
+    is_rebuy = order >= new.items.shape[1]
+    is_rebuy[empty] = False
+    width = rebuy_items.shape[1]
+    because = new.because if new.because is not None else np.full(new.items.shape, -1)
+    sensitive = new.sensitive_evidence if new.sensitive_evidence is not None else np.zeros(new.items.shape, bool)
+    return TopN(
+        items=chosen,
+        scores=pick(new.scores, rebuy_scores.astype(np.float32), 0.0),
+        # A re-buy is explained by the item itself, and is sensitive evidence when the item is.
+        because=pick(because, rebuy_items, -1),
+        sensitive_evidence=pick(sensitive, np.zeros((rows, width), dtype=bool), False),
+        rebuy=is_rebuy,
+    )
 
 
 class ItemItemStrategy(Strategy):
     """``full``: item-item collaborative filtering over the subject's purchase and click history.
 
     score(subject, i) = Σ_j history(subject, j) · sim(j, i), over each item's
-    ``neighbours`` most similar items (cosine or BM25 weighting); items the
-    subject already has are not recommended again.
+    ``neighbours`` most similar items (cosine or BM25 weighting), each pair
+    supported by at least ``min_support`` distinct subjects; items the subject
+    already has are not recommended as new.
+
+    Buy again (``buy_again_share`` > 0, and items marked repeatable): the
+    subject's own purchases of repeatable items are candidates too, scored
+    frequency × 2^(−days since the last purchase / ``buy_again_half_life_days``),
+    and take that share of the list's slots (``buy_again_slots``); when there
+    are fewer of one kind, the other fills the list.
     """
 
     level = "full"
     personal = True
 
     def __init__(self, *, neighbours: int = 50, weighting: str = "cosine", include_sensitive: bool = False,
-                 explain: bool = False, saturate: bool = True, chunk: int = 20_000):
+                 explain: bool = False, saturate: bool = True, min_support: int = 5,
+                 buy_again_share: float = 0.0, buy_again_half_life_days: float = 30.0):
         super().__init__(include_sensitive=include_sensitive)
         if neighbours < 1:
             raise ValueError("neighbours must be at least 1")
+        if min_support < 1:
+            raise ValueError("min_support must be at least 1")
+        if not 0.0 <= buy_again_share <= 1.0:
+            raise ValueError("buy_again_share is between 0 and 1")
+        if buy_again_half_life_days <= 0:
+            raise ValueError("buy_again_half_life_days must be positive")
         self.neighbours = neighbours
         self.weighting = weighting
         self.explain = explain
@@ -435,11 +564,14 @@ class ItemItemStrategy(Strategy):
         # staples a subject re-buys every week dominate both the similarities and their scores.
         # BM25 saturates repeats itself (its k1), so it gets the raw counts, as implicit does.
         self.saturate = saturate and weighting == "cosine"
-        self.chunk = chunk
+        self.min_support = min_support
+        self.buy_again_share = buy_again_share
+        self.buy_again_half_life_days = buy_again_half_life_days
 
     def params(self) -> dict:
         return {**super().params(), "neighbours": self.neighbours, "weighting": self.weighting,
-                "saturate": self.saturate}
+                "saturate": self.saturate, "min_support": self.min_support,
+                "buy_again_share": self.buy_again_share, "buy_again_half_life_days": self.buy_again_half_life_days}
 
     def _weights(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         matrix = matrix.tocsr().astype(np.float32)
@@ -451,38 +583,62 @@ class ItemItemStrategy(Strategy):
     def fit(self, data: TrainingData) -> ItemItemStrategy:
         self.data = data
         self.similarity = item_item_similarity(
-            self._weights(data.interactions), neighbours=self.neighbours, weighting=self.weighting
+            self._weights(data.interactions), neighbours=self.neighbours, weighting=self.weighting,
+            min_support=self.min_support,
         )
         return self
 
     def recommend(self, *, rows, evidence, n, sensitive_ok=None, exclude_evidence: bool = True) -> TopN:
         assert self.data is not None, "fit first"
+        rows = np.asarray(rows, dtype=np.int64)
         if evidence is None:
             evidence = self.data.interactions[rows]
         evidence = self._weights(evidence)
         may_sensitive = _row_blocks(rows, sensitive_ok)
-        blocked = self._blocked_items()
-        sensitive_items = self.data.item_sensitive
-        out_items = np.full((evidence.shape[0], n), -1, dtype=np.int64)
-        out_scores = np.zeros((evidence.shape[0], n), dtype=np.float32)
-        for start in range(0, evidence.shape[0], self.chunk):
-            part = evidence[start : start + self.chunk]
-            columns, values = _top_allowed(
-                part @ self.similarity,
-                n,
-                blocked=blocked,
-                sensitive_items=sensitive_items,
-                may_sensitive=may_sensitive[start : start + self.chunk],
-                seen=part if exclude_evidence else None,
-            )
-            out_items[start : start + self.chunk] = columns
-            out_scores[start : start + self.chunk] = values
-        because = _explain(evidence, self.similarity, out_items) if self.explain else None
-        return TopN(items=out_items, scores=out_scores, because=because)
+        top = score_with_similarity(
+            evidence, self.similarity, n, blocked=self._blocked_items(), item_sensitive=self.data.item_sensitive,
+            may_sensitive=may_sensitive, exclude_evidence=exclude_evidence,
+        )
+        if self.buy_again_share > 0 and self.data.item_repeatable is not None:
+            rebuy_items, rebuy_scores = self._rebuy_candidates(rows, evidence, n, may_sensitive)
+            top = blend_buy_again(top, rebuy_items, rebuy_scores, n, self.buy_again_share)
+            # A re-buy of a sensitive item is sensitive evidence itself.
+            sensitive_rebuy = top.rebuy & self.data.item_sensitive[np.maximum(top.items, 0)] & (top.items >= 0)
+            top = TopN(items=top.items, scores=top.scores, because=top.because,
+                       sensitive_evidence=top.sensitive_evidence | sensitive_rebuy, rebuy=top.rebuy)
+        if not self.explain:
+            top = TopN(items=top.items, scores=top.scores, sensitive_evidence=top.sensitive_evidence, rebuy=top.rebuy)
+        return top
+
+    def buy_again_scores(self, rows: np.ndarray, evidence: sp.csr_matrix) -> sp.csr_matrix:
+        """Rows × items: the re-buy score of each repeatable item the row's evidence holds and the subject ordered."""
+        data = self.data
+        purchases = data.purchases[rows] if data.purchases is not None else data.interactions[rows]
+        present = evidence.copy()
+        present.data[:] = 1.0
+        candidates = purchases.multiply(present).tocsr()
+        candidates = _mask_entries(candidates, ~data.item_repeatable | self._blocked_items())
+        candidates.eliminate_zeros()
+        if data.last_purchased is not None and data.as_of is not None and candidates.nnz:
+            last = data.last_purchased[rows].tocsr()
+            # Elementwise: the pattern of ``candidates`` is a subset of ``last``'s.
+            last_at = np.asarray(last[np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr)),
+                                      candidates.indices]).ravel()
+            age_days = np.maximum(data.as_of - last_at, 0.0) / 86400.0
+            candidates.data = (candidates.data * np.exp2(-age_days / self.buy_again_half_life_days)).astype(np.float32)
+        return candidates
+
+    def _rebuy_candidates(self, rows, evidence, n, may_sensitive) -> tuple[np.ndarray, np.ndarray]:
+        candidates = self.buy_again_scores(rows, evidence)
+        if not may_sensitive.all() and candidates.nnz:
+            row_of = np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr))
+            candidates.data[~may_sensitive[row_of] & self.data.item_sensitive[candidates.indices]] = 0.0
+            candidates.eliminate_zeros()
+        return topk_per_row(candidates, n)
 
     def neighbours_of(self, item: int) -> list[tuple[int, float]]:
         start, end = self.similarity.indptr[item], self.similarity.indptr[item + 1]
-        order = np.argsort(-self.similarity.data[start:end], kind="stable")
+        order = np.lexsort((self.similarity.indices[start:end], -self.similarity.data[start:end]))
         return list(zip(self.similarity.indices[start:end][order].tolist(),
                         self.similarity.data[start:end][order].tolist(), strict=True))
 
@@ -491,12 +647,17 @@ class SessionStrategy(ItemItemStrategy):
     """``session``: item-item scores from the items of the current session only.
 
     The similarity is learned from consenting subjects' histories, like
-    ``full``; what it is applied to is only what the request carries, so
-    nothing about the subject is stored.
+    ``full`` (with the same support threshold); what it is applied to is only
+    what the request carries, so nothing about the subject is stored — and
+    there is no "buy again", which would need their history.
     """
 
     level = "session"
     personal = True
+
+    def __init__(self, **kwargs):
+        kwargs.pop("buy_again_share", None)
+        super().__init__(**kwargs, buy_again_share=0.0)
 
     def recommend(self, *, rows, evidence, n, sensitive_ok=None, exclude_evidence: bool = True) -> TopN:
         if evidence is None:
@@ -520,6 +681,22 @@ class Cohorts:
     sizes: np.ndarray
     membership: np.ndarray  # per subject row: cohort index, −1 for none
     lists: list[list[tuple[int, float]]] = field(default_factory=list)
+    category_of: list[int] = field(default_factory=list)  # per cohort: its affinity category (−1: the root)
+
+
+def _cohort_key(names: tuple[str, ...], category: int, attributes: tuple[str, ...], kept: tuple[int, ...] | None) -> str:
+    """A cohort's key at one generalisation level (None: the root, which keeps nothing)."""
+    if kept is None:
+        return "*"
+    parts = [f"category={names[category]}"]
+    parts += [f"{ATTRIBUTE_NAMES[i]}={attributes[i] or '?'}" for i in kept]
+    return "|".join(parts)
+
+
+def _nearest_cohort(category_of: list[int], members: list[list[int]], category: int) -> int:
+    """The largest cohort of the same affinity, else the largest of all."""
+    same = [i for i, c in enumerate(category_of) if c == category]
+    return max(same or range(len(members)), key=lambda i: len(members[i]))
 
 
 class CohortStrategy(Strategy):
@@ -529,25 +706,43 @@ class CohortStrategy(Strategy):
     attributes (age band, province, platform); any group smaller than ``k``
     is merged into its generalisation (dropping province, then platform, then
     age band, then the category), and what is left below ``k`` at the root
-    joins the nearest cohort with the same affinity, or the largest. A cohort's
-    list ranks items by how many distinct members chose them; an item only one
-    member chose (fewer than ``min_item_support``) is never listed, so no list
-    reveals one member's purchase.
+    joins the nearest cohort with the same affinity, or the largest.
+
+    A cohort's list is learnt from the cohort's *pooled* interactions, never
+    from an individual profile: its profile p(c, j) is the share of members
+    who chose item j, counting only items at least ``min_item_support``
+    members chose; the list ranks items by
+
+        score(c, i) = p(c, i) + ``learn`` · Σ_j p(c, j) · sim(j, i)
+
+    where sim is the item-item similarity of all consenting subjects, each
+    pair supported by at least ``min_item_support`` subjects. The second term
+    brings in what is co-bought with the cohort's typical items — where
+    popularity, inside a cohort or out, sees only what is common. ``learn``
+    = 0 is the plain ranking by distinct members.
     """
 
     level = "cohort"
     personal = True
 
-    def __init__(self, *, k: int, min_item_support: int = 2, include_sensitive: bool = False, list_size: int = 100):
+    def __init__(self, *, k: int, min_item_support: int = 5, include_sensitive: bool = False, list_size: int = 100,
+                 learn: float = 1.0, neighbours: int = 50):
         super().__init__(include_sensitive=include_sensitive)
         if k < 2:
             raise ValueError("k must be at least 2")
+        if min_item_support < 1:
+            raise ValueError("min_item_support must be at least 1")
+        if learn < 0:
+            raise ValueError("learn must not be negative")
         self.k = k
         self.min_item_support = min_item_support
         self.list_size = list_size
+        self.learn = learn
+        self.neighbours = neighbours
 
     def params(self) -> dict:
-        return {**super().params(), "k": self.k, "min_item_support": self.min_item_support}
+        return {**super().params(), "k": self.k, "min_item_support": self.min_item_support, "learn": self.learn,
+                "neighbours": self.neighbours}
 
     def fit(self, data: TrainingData) -> CohortStrategy:
         self.data = data
@@ -555,25 +750,31 @@ class CohortStrategy(Strategy):
         self._rank_cohorts(data)
         return self
 
-    def _affinity(self, data: TrainingData) -> np.ndarray:
-        """Per subject: the category of most of their interactions (−1 without any)."""
-        matrix = data.interactions
+    def _affinity(self, data: TrainingData, matrix: sp.csr_matrix | None = None) -> np.ndarray:
+        """Per row: the category it over-chooses most (−1 without any interaction).
+
+        The excess of the row's items in a category over what the population's
+        category shares predict for a row of its size: a grocery shopper's
+        largest category is produce for nearly everyone, their excess tells
+        the baby-care or pet-food household apart. Ties: the lower category.
+        """
+        matrix = (data.interactions if matrix is None else matrix).tocsr()
         n_categories = len(data.category_sensitive)
         rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        per_category = sp.csr_matrix(
-            (np.ones(matrix.nnz, dtype=np.float32), (rows, data.item_category[matrix.indices])),
+        counts = sp.csr_matrix(
+            (np.ones(matrix.nnz, dtype=np.float64), (rows, data.item_category[matrix.indices])),
             shape=(matrix.shape[0], n_categories),
-        ).toarray() if matrix.shape[0] * n_categories <= 50_000_000 else None
-        if per_category is None:  # very many subjects: a sparse argmax per row
-            counts = sp.csr_matrix(
-                (np.ones(matrix.nnz, dtype=np.float32), (rows, data.item_category[matrix.indices])),
-                shape=(matrix.shape[0], n_categories),
-            )
-            columns, _ = topk_per_row(counts, 1)
-            affinity = columns[:, 0]
-        else:
-            affinity = np.where(per_category.sum(axis=1) > 0, per_category.argmax(axis=1), -1)
-        return affinity
+        )
+        counts.sum_duplicates()
+        population = np.bincount(data.item_category[data.interactions.indices], minlength=n_categories)
+        share = population / max(population.sum(), 1)
+        totals = np.diff(matrix.indptr).astype(np.float64)
+        count_rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        # Shifted to stay positive (a stored value must win over the absent ones), a hair off per category.
+        counts.data = counts.data - totals[count_rows] * share[counts.indices] + totals[count_rows] + 1.0 \
+            - counts.indices * 1e-7
+        columns, _ = topk_per_row(counts, 1)
+        return columns[:, 0]
 
     def _form_cohorts(self, data: TrainingData) -> Cohorts:
         affinity = self._affinity(data)
@@ -584,19 +785,11 @@ class CohortStrategy(Strategy):
         keys: list[str] = []
         members: list[list[int]] = []
         category_of: list[int] = []
-
-        def key_for(row: int, kept: tuple[int, ...] | None) -> str:
-            if kept is None:
-                return "*"
-            parts = [f"category={names[affinity[row]]}"]
-            parts += [f"{ATTRIBUTE_NAMES[i]}={attributes[row][i] or '?'}" for i in kept]
-            return "|".join(parts)
-
         pending = population.tolist()
         for kept in (*COHORT_LEVELS, None):
             groups: dict[str, list[int]] = {}
             for row in pending:
-                groups.setdefault(key_for(row, kept), []).append(row)
+                groups.setdefault(_cohort_key(names, affinity[row], attributes[row], kept), []).append(row)
             pending = []
             for key, group in sorted(groups.items()):
                 if len(group) >= self.k:
@@ -608,13 +801,36 @@ class CohortStrategy(Strategy):
         if pending and members:
             # The root's remainder (< k): join a cohort of the same affinity, else the largest.
             for row in pending:
-                same = [i for i, c in enumerate(category_of) if c == affinity[row]]
-                target = max(same or range(len(members)), key=lambda i: len(members[i]))
-                members[target].append(row)
+                members[_nearest_cohort(category_of, members, affinity[row])].append(row)
             pending = []
         for index, group in enumerate(members):
             membership[group] = index
-        return Cohorts(keys=keys, sizes=np.array([len(g) for g in members], dtype=np.int64), membership=membership)
+        cohorts = Cohorts(keys=keys, sizes=np.array([len(g) for g in members], dtype=np.int64), membership=membership)
+        cohorts.category_of = category_of
+        return cohorts
+
+    def membership_from(self, *, rows: np.ndarray, evidence: sp.csr_matrix) -> np.ndarray:
+        """The existing cohort each row would join with only this evidence (−1: none), e.g. without its
+        sensitive items: the most specific cohort of its affinity and attributes, as in ``fit``."""
+        assert self.data is not None, "fit first"
+        cohorts = self.cohorts
+        affinity = self._affinity(self.data, evidence)
+        attributes = self.data.attributes or tuple(("", "", "") for _ in range(self.data.n_subjects))
+        names = self.data.category_names or tuple(str(c) for c in range(len(self.data.category_sensitive)))
+        index = {key: i for i, key in enumerate(cohorts.keys)}
+        members = [[0] * int(size) for size in cohorts.sizes]  # only the sizes matter to the nearest rule
+        out = np.full(len(rows), -1, dtype=np.int64)
+        for r, row in enumerate(np.asarray(rows).tolist()):
+            if affinity[r] < 0 or not cohorts.keys:
+                continue
+            for kept in (*COHORT_LEVELS, None):
+                key = _cohort_key(names, affinity[r], attributes[row], kept)
+                if key in index:
+                    out[r] = index[key]
+                    break
+            else:
+                out[r] = _nearest_cohort(cohorts.category_of, members, affinity[r])
+        return out
 
     def _rank_cohorts(self, data: TrainingData) -> None:
         cohorts = self.cohorts
@@ -629,16 +845,26 @@ class CohortStrategy(Strategy):
             shape=(len(cohorts.keys), data.n_items),
         )
         support.sum_duplicates()
+        # An item fewer than m members chose is not part of the cohort's profile: it would be theirs.
         support.data[support.data < self.min_item_support] = 0
         support.eliminate_zeros()
+        profile = (sp.diags(1.0 / cohorts.sizes.astype(np.float64)) @ support).tocsr()
+        scores = profile
+        if self.learn > 0 and profile.nnz:
+            saturated = matrix.astype(np.float32)
+            saturated.data = np.minimum(saturated.data, 1.0)
+            similarity = item_item_similarity(saturated, neighbours=self.neighbours,
+                                              min_support=self.min_item_support)
+            scores = (profile + self.learn * (profile @ similarity)).tocsr()
         global_counts = np.bincount(matrix.indices, minlength=data.n_items).astype(np.float64)
-        # Ties between equally supported items go to the globally more popular one.
-        tie_break = global_counts / (global_counts.max(initial=0.0) + 1.0)
-        support.data = support.data + tie_break[support.indices].astype(np.float32) * 0.5
-        support = _mask_entries(support, self._blocked_items())
-        columns, values = topk_per_row(support, self.list_size)
+        # Ties between equal scores go to the globally more popular item.
+        tie_break = global_counts / (global_counts.max(initial=0.0) + 1.0) * 1e-6
+        scores = scores.astype(np.float64)
+        scores.data = scores.data + tie_break[scores.indices]
+        scores = _mask_entries(scores, self._blocked_items())
+        columns, values = topk_per_row(scores, self.list_size)
         cohorts.lists = [
-            [(int(c), float(math.floor(v)) / float(cohorts.sizes[i])) for c, v in zip(columns[i], values[i], strict=True) if c >= 0]
+            [(int(c), round(float(v), 6)) for c, v in zip(columns[i], values[i], strict=True) if c >= 0]
             for i in range(len(cohorts.keys))
         ]
 
@@ -714,21 +940,36 @@ def clip_contributions(interactions: sp.csr_matrix, *, clip: int, last_seen: sp.
     return sp.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, columns[keep])), shape=matrix.shape)
 
 
-class DPPopularityStrategy(Strategy):
-    """``dp_popularity``: popularity per category with user-level differential privacy.
+def mechanism_scale(*, mechanism: str, epsilon: float, delta: float, l1: float, l2: float) -> float:
+    """The noise scale of one release: Laplace b = Δ₁/ε, or the analytic Gaussian σ for (ε, δ) and Δ₂."""
+    if mechanism == "laplace":
+        return l1 / epsilon
+    if mechanism == "gaussian":
+        return analytic_gaussian_sigma(epsilon=epsilon, delta=delta, sensitivity=l2)
+    raise ValueError("mechanism is laplace or gaussian")
+
+
+def _noise(rng: np.random.Generator, mechanism: str, scale: float, size) -> np.ndarray:
+    if mechanism == "laplace":
+        return rng.laplace(0.0, scale, size=size)
+    return rng.normal(0.0, scale, size=size)
+
+
+def _noise_std(mechanism: str, scale: float) -> float:
+    return scale * math.sqrt(2.0) if mechanism == "laplace" else scale
+
+
+class DifferentiallyPrivateStrategy(Strategy):
+    """What the DP strategies share: the budget (ε, δ) one ``fit`` spends and the noisy item counts.
 
     Each subject contributes at most ``clip`` distinct items (their most
-    recent), each counted once; every item of the catalog — including those
-    nobody chose, so that the released set itself leaks nothing — gets
-    Laplace noise of scale clip/ε (or Gaussian noise calibrated to (ε, δ)).
-    Only the noisy counts leave ``fit``: rankings per category and overall are
-    post-processing and cost no further budget. Recommending to a consenting
-    subject spreads the list over the categories of their own history (their
-    data, for them only); everyone else gets the overall noisy ranking.
+    recent), each counted once; every released item of the catalog —
+    including those nobody chose, so that the released set itself leaks
+    nothing — gets noise: Laplace of scale clip/ε, or Gaussian calibrated to
+    (ε, δ) with L2 sensitivity √clip. Noise comes from fresh OS entropy unless
+    a seed is given (tests): noise that could be regenerated from public
+    inputs could be subtracted again.
     """
-
-    level = "dp_popularity"
-    personal = False
 
     def __init__(self, *, epsilon: float, clip: int = 20, mechanism: str = "laplace", delta: float = 1e-6,
                  include_sensitive: bool = False, seed: int | None = None):
@@ -739,6 +980,8 @@ class DPPopularityStrategy(Strategy):
             raise ValueError("clip must be at least 1")
         if mechanism not in ("laplace", "gaussian"):
             raise ValueError("mechanism is laplace or gaussian")
+        if mechanism == "gaussian" and not 0 < delta < 1:
+            raise ValueError("the Gaussian mechanism needs 0 < delta < 1")
         self.epsilon = float(epsilon)
         self.clip = int(clip)
         self.mechanism = mechanism
@@ -750,49 +993,64 @@ class DPPopularityStrategy(Strategy):
                 "delta": self.delta}
 
     @property
-    def noise_scale(self) -> float:
-        """Laplace b, or Gaussian σ."""
-        if self.mechanism == "laplace":
-            return self.clip / self.epsilon
-        return analytic_gaussian_sigma(epsilon=self.epsilon, delta=self.delta, sensitivity=math.sqrt(self.clip))
-
-    @property
     def budget(self) -> tuple[float, float]:
         """(ε, δ) that one ``fit`` spends."""
         return self.epsilon, self.delta
 
-    def fit(self, data: TrainingData) -> DPPopularityStrategy:
-        self.data = data
+    def _noisy_item_counts(self, data: TrainingData, rng: np.random.Generator, *, epsilon: float,
+                           delta: float) -> tuple[np.ndarray, float]:
+        """User-level DP counts of every released item (−inf: not released), and the noise scale used."""
         released = ~self._blocked_items()
         usable = data.interactions
+        last_seen = data.last_seen
         if not released.all():
             # Items outside the release are removed before clipping, so the clip is spent on released items.
             usable = _mask_entries(usable, ~released)
-        last_seen = data.last_seen
-        if last_seen is not None and not released.all():
-            last_seen = _mask_entries(last_seen, ~released)
+            if last_seen is not None:
+                last_seen = _mask_entries(last_seen, ~released)
         clipped = clip_contributions(usable, clip=self.clip, last_seen=last_seen)
         true_counts = np.bincount(clipped.indices, minlength=data.n_items).astype(np.float64)
-        # Fresh OS entropy unless a seed is given (tests): noise that could be regenerated
-        # from public inputs could be subtracted again.
-        rng = np.random.default_rng(self.seed)
-        if self.mechanism == "laplace":
-            noise = rng.laplace(0.0, self.noise_scale, size=data.n_items)
-        else:
-            noise = rng.normal(0.0, self.noise_scale, size=data.n_items)
-        noisy = true_counts + noise
+        scale = mechanism_scale(mechanism=self.mechanism, epsilon=epsilon, delta=delta, l1=self.clip,
+                                l2=math.sqrt(self.clip))
+        noisy = true_counts + _noise(rng, self.mechanism, scale, data.n_items)
         noisy[~released] = -np.inf
-        self.noisy_counts = noisy  # the only output derived from the data
+        return noisy, scale
+
+    def overall_ranking(self, n: int, *, sensitive: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The noisy best sellers (post-processing: no further budget)."""
+        allowed = np.isfinite(self.noisy_counts)
+        if not sensitive:
+            allowed &= ~self.data.item_sensitive
+        return rank_scores(self.noisy_counts, n, allowed=allowed)
+
+
+class DPPopularityStrategy(DifferentiallyPrivateStrategy):
+    """``dp_popularity``: popularity per category with user-level differential privacy.
+
+    The noisy item counts (``DifferentiallyPrivateStrategy``) are the only
+    output derived from the data: rankings per category and overall are
+    post-processing and cost no further budget. Recommending to a consenting
+    subject spreads the list over the categories of their own history (their
+    data, for them only); everyone else gets the overall noisy ranking.
+    """
+
+    level = "dp_popularity"
+    personal = False
+
+    @property
+    def noise_scale(self) -> float:
+        """Laplace b, or Gaussian σ."""
+        return mechanism_scale(mechanism=self.mechanism, epsilon=self.epsilon, delta=self.delta, l1=self.clip,
+                               l2=math.sqrt(self.clip))
+
+    def fit(self, data: TrainingData) -> DPPopularityStrategy:
+        self.data = data
+        rng = np.random.default_rng(self.seed)
+        self.noisy_counts, _ = self._noisy_item_counts(data, rng, epsilon=self.epsilon, delta=self.delta)
         return self
 
     def category_ranking(self, category: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         allowed = (self.data.item_category == category) & np.isfinite(self.noisy_counts)
-        return rank_scores(self.noisy_counts, n, allowed=allowed)
-
-    def overall_ranking(self, n: int, *, sensitive: bool) -> tuple[np.ndarray, np.ndarray]:
-        allowed = np.isfinite(self.noisy_counts)
-        if not sensitive:
-            allowed &= ~self.data.item_sensitive
         return rank_scores(self.noisy_counts, n, allowed=allowed)
 
     def recommend(self, *, rows, evidence, n, sensitive_ok=None) -> TopN:
@@ -849,10 +1107,167 @@ class DPPopularityStrategy(Strategy):
             may_sensitive=may_sensitive,
             seen=evidence,
         )
-        return TopN(items=columns, scores=values)
+        return TopN(items=columns, scores=values, sensitive_evidence=_rows_with_sensitive(evidence, data, columns))
+
+
+def _rows_with_sensitive(evidence: sp.csr_matrix | None, data: TrainingData, columns: np.ndarray) -> np.ndarray:
+    """Every entry of a row whose evidence holds a sensitive item (its category shares shaped them all)."""
+    if evidence is None or evidence.nnz == 0:
+        return np.zeros(columns.shape, dtype=bool)
+    evidence = evidence.tocsr()
+    row_of = np.repeat(np.arange(evidence.shape[0]), np.diff(evidence.indptr))
+    has = np.bincount(row_of[data.item_sensitive[evidence.indices]], minlength=evidence.shape[0]) > 0
+    return np.repeat(has[:, None], columns.shape[1], axis=1) & (columns >= 0)
+
+
+# --- differentially private item-item ------------------------------------------------------
+
+
+def pair_weights(items_per_subject: np.ndarray, *, mechanism: str) -> np.ndarray:
+    """Each subject's weight on their co-occurring pairs, so that their whole contribution has norm ≤ 1.
+
+    A subject with n items adds their weight to n(n−1)/2 pairs. Laplace needs
+    the L1 norm bounded: weight 1/(n(n−1)/2); Gaussian the L2 norm: weight
+    1/√(n(n−1)/2) (McSherry & Mironov 2009, §3: per-user weights that bound a
+    user's influence on the covariance). Subjects with fewer than two items
+    contribute no pair (weight 0).
+    """
+    n = np.asarray(items_per_subject, dtype=np.float64)
+    pairs = n * (n - 1) / 2
+    weights = np.zeros_like(pairs)
+    some = pairs > 0
+    weights[some] = 1.0 / pairs[some] if mechanism == "laplace" else 1.0 / np.sqrt(pairs[some])
+    return weights
+
+
+class DPItemItemStrategy(DifferentiallyPrivateStrategy):
+    """``dp_item_item``: item-item recommendations from a differentially private co-occurrence matrix.
+
+    After McSherry & Mironov (KDD 2009), in two releases whose budgets add up
+    to ε per build (sequential composition):
+
+    1. ``selection_share``·ε: the noisy item counts of every released item
+       (as ``dp_popularity``); the ``candidates`` items with the highest noisy
+       counts form the model's vocabulary (post-processing).
+    2. the rest of ε: each subject's most recent ``clip`` candidate items,
+       their pairs weighted so the subject's whole contribution has norm ≤ 1
+       (``pair_weights``: L1 for Laplace, L2 for Gaussian), summed into the
+       candidates × candidates co-occurrence, and noise of scale 1/ε₂ (or the
+       Gaussian σ for Δ₂ = 1) added to *every* pair, including those nobody
+       co-chose.
+
+    Everything after is post-processing: pairs whose noisy co-occurrence is
+    below ``min_signal`` noise standard deviations are dropped, the rest are
+    normalised by the noisy counts like a cosine, and each item keeps its
+    ``neighbours`` best. Recommending scores the subject's *own* history —
+    personal data they consented to, used for them only — against those
+    similarities; it releases nothing about anyone else.
+    """
+
+    level = "dp_item_item"
+    personal = True
+
+    def __init__(self, *, epsilon: float, clip: int = 20, mechanism: str = "laplace", delta: float = 1e-6,
+                 candidates: int = 1000, selection_share: float = 0.2, neighbours: int = 50,
+                 min_signal: float = 2.0, include_sensitive: bool = False, explain: bool = False,
+                 seed: int | None = None):
+        super().__init__(epsilon=epsilon, clip=clip, mechanism=mechanism, delta=delta,
+                         include_sensitive=include_sensitive, seed=seed)
+        if candidates < 2:
+            raise ValueError("candidates must be at least 2")
+        if not 0 < selection_share < 1:
+            raise ValueError("selection_share is strictly between 0 and 1")
+        if neighbours < 1:
+            raise ValueError("neighbours must be at least 1")
+        self.candidates = int(candidates)
+        self.selection_share = float(selection_share)
+        self.neighbours = int(neighbours)
+        self.min_signal = float(min_signal)
+        self.explain = explain
+
+    def params(self) -> dict:
+        return {**super().params(), "candidates": self.candidates, "selection_share": self.selection_share,
+                "neighbours": self.neighbours, "min_signal": self.min_signal}
+
+    @property
+    def phase_budgets(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(ε, δ) of the item-count release and of the co-occurrence release; they add up to ``budget``."""
+        selection = self.epsilon * self.selection_share
+        return (selection, self.delta / 2), (self.epsilon - selection, self.delta / 2)
+
+    @property
+    def pair_noise_scale(self) -> float:
+        """The co-occurrence noise: Laplace b = 1/ε₂, or the Gaussian σ for (ε₂, δ₂) and Δ₂ = 1."""
+        (_, _), (epsilon, delta) = self.phase_budgets
+        return mechanism_scale(mechanism=self.mechanism, epsilon=epsilon, delta=delta, l1=1.0, l2=1.0)
+
+    def fit(self, data: TrainingData) -> DPItemItemStrategy:
+        self.data = data
+        rng = np.random.default_rng(self.seed)
+        (epsilon_1, delta_1), _ = self.phase_budgets
+        self.noisy_counts, _ = self._noisy_item_counts(data, rng, epsilon=epsilon_1, delta=delta_1)
+        vocabulary, _ = rank_scores(self.noisy_counts, self.candidates, allowed=np.isfinite(self.noisy_counts))
+        self.vocabulary = np.sort(vocabulary[vocabulary >= 0])
+        noisy = self._noisy_cooccurrence(data, rng)
+        self.similarity = self._similarity(noisy)
+        return self
+
+    def _noisy_cooccurrence(self, data: TrainingData, rng: np.random.Generator) -> np.ndarray:
+        """The candidates × candidates weighted co-occurrence plus noise on every pair (symmetric, zero diagonal)."""
+        size = self.vocabulary.size
+        outside = np.ones(data.n_items, dtype=bool)
+        outside[self.vocabulary] = False
+        usable = _mask_entries(data.interactions, outside)
+        last_seen = _mask_entries(data.last_seen, outside) if data.last_seen is not None else None
+        clipped = clip_contributions(usable, clip=self.clip, last_seen=last_seen)
+        position = np.full(data.n_items, -1, dtype=np.int64)
+        position[self.vocabulary] = np.arange(size)
+        binary = sp.csr_matrix(
+            (clipped.data, position[clipped.indices], clipped.indptr), shape=(clipped.shape[0], size)
+        )
+        weights = pair_weights(np.diff(binary.indptr), mechanism=self.mechanism)
+        weighted = sp.diags(weights) @ binary
+        cooccurrence = np.asarray((binary.T @ weighted).todense(), dtype=np.float64)
+        upper = np.triu_indices(size, k=1)
+        noisy = np.zeros((size, size), dtype=np.float64)
+        noisy[upper] = cooccurrence[upper] + _noise(rng, self.mechanism, self.pair_noise_scale, upper[0].size)
+        return noisy + noisy.T
+
+    def _similarity(self, noisy: np.ndarray) -> sp.csr_matrix:
+        threshold = self.min_signal * _noise_std(self.mechanism, self.pair_noise_scale)
+        counts = np.maximum(self.noisy_counts[self.vocabulary], 1.0)
+        scaled = noisy / np.sqrt(counts[:, None] * counts[None, :])
+        scaled[noisy <= threshold] = 0.0
+        np.fill_diagonal(scaled, 0.0)
+        columns, values = topk_per_row(sp.csr_matrix(scaled), self.neighbours)
+        keep = (columns >= 0) & (values > 0)
+        rows = np.nonzero(keep)[0]
+        n_items = self.data.n_items
+        similarity = sp.csr_matrix(
+            (values[keep], (self.vocabulary[rows], self.vocabulary[columns[keep]])), shape=(n_items, n_items),
+            dtype=np.float32,
+        )
+        similarity.sort_indices()
+        return similarity
+
+    def recommend(self, *, rows, evidence, n, sensitive_ok=None) -> TopN:
+        assert self.data is not None, "fit first"
+        rows = np.asarray(rows, dtype=np.int64)
+        if evidence is None:
+            evidence = self.data.interactions[rows]
+        evidence = evidence.tocsr().astype(np.float32)
+        evidence.data = np.minimum(evidence.data, 1.0)
+        top = score_with_similarity(
+            evidence, self.similarity, n, blocked=~np.isfinite(self.noisy_counts),
+            item_sensitive=self.data.item_sensitive, may_sensitive=_row_blocks(rows, sensitive_ok),
+        )
+        if not self.explain:
+            top = TopN(items=top.items, scores=top.scores, sensitive_evidence=top.sensitive_evidence)
+        return top
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.level: cls
-    for cls in (ItemItemStrategy, CohortStrategy, DPPopularityStrategy, PopularityStrategy, SessionStrategy)
+    for cls in (ItemItemStrategy, CohortStrategy, DPItemItemStrategy, DPPopularityStrategy, PopularityStrategy,
+                SessionStrategy)
 }

@@ -27,6 +27,11 @@ class Category(models.Model):
         help_text="Specific personal data under UU PDP Art. 4(2) (health, financial products): "
         "a subject's interest in it is used only with the explicit sensitive_profiling consent.",
     )
+    repeatable = models.BooleanField(
+        default=False,
+        help_text="Consumables shoppers buy again (groceries, toiletries): full-history arms list the "
+        "subject's own re-buys of them beside new items.",
+    )
 
     class Meta:
         ordering = ["key"]
@@ -43,6 +48,9 @@ class Product(models.Model):
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="products")
     price = models.DecimalField(max_digits=15, decimal_places=2, null=True, blank=True, help_text="IDR.")
     active = models.BooleanField(default=True, help_text="Inactive products are never recommended.")
+    repeatable = models.BooleanField(
+        null=True, blank=True, help_text="Bought again? Empty: as its category says."
+    )
 
     class Meta:
         ordering = ["sku"]
@@ -70,6 +78,7 @@ class ModelBuild(models.Model):
         FULL = "full"
         COHORT = "cohort"
         DP_POPULARITY = "dp_popularity"
+        DP_ITEM_ITEM = "dp_item_item"
         POPULARITY = "popularity"
         SESSION = "session"
 
@@ -97,7 +106,10 @@ class ModelBuild(models.Model):
     interactions_trained = models.PositiveIntegerField(default=0)
     lists_written = models.PositiveIntegerField(default=0)
     epsilon_spent = models.FloatField(
-        null=True, blank=True, help_text="Differential-privacy budget this build spent (ε)."
+        null=True,
+        blank=True,
+        help_text="Differential-privacy budget this build spent (ε), charged when it started to compute: "
+        "a build that fails afterwards has spent it too.",
     )
     delta_spent = models.FloatField(null=True, blank=True, help_text="δ of an (ε, δ) mechanism.")
     duration_seconds = models.FloatField(null=True, blank=True)
@@ -116,8 +128,9 @@ class ModelBuild(models.Model):
                 condition=Q(status__in=["running", "succeeded", "failed"]), name="build_status_valid"
             ),
             models.CheckConstraint(
-                condition=Q(strategy__in=["full", "cohort", "dp_popularity", "popularity", "session"]),
+                condition=Q(strategy__in=["full", "cohort", "dp_popularity", "dp_item_item", "popularity", "session"]),
                 name="build_strategy_valid",
+                violation_error_message="A build's strategy is one of the personalization levels.",
             ),
             models.CheckConstraint(
                 condition=Q(published_at__isnull=True) | Q(status="succeeded"),
@@ -132,8 +145,11 @@ class ModelBuild(models.Model):
                 name="build_delta_range",
             ),
             models.CheckConstraint(
-                condition=~Q(strategy="dp_popularity") | ~Q(status="succeeded") | Q(epsilon_spent__isnull=False),
+                condition=~Q(strategy__in=["dp_popularity", "dp_item_item"])
+                | ~Q(status="succeeded")
+                | Q(epsilon_spent__isnull=False),
                 name="build_dp_records_budget",
+                violation_error_message="A succeeded differentially private build records the ε it spent.",
             ),
         ]
         indexes = [
@@ -147,9 +163,12 @@ class ModelBuild(models.Model):
 class RecommendationList(models.Model):
     """One precomputed list of a build: for a subject, a cohort, an item's neighbours, or the fallback.
 
-    ``items`` is a list of ``[sku, score, sensitive, reason]``. A subject row of
-    a cohort build holds no items: its ``key`` names the subject's cohort,
-    whose list is the cohort row (no individual profile is kept).
+    ``items`` is a list of ``[sku, category, score, sensitive, reason,
+    sensitive_evidence]``: ``sensitive_evidence`` records whether one of the
+    subject's items in a sensitive category contributed to the entry (its rank
+    or its reason). A subject row of a cohort build holds no items: its
+    ``key`` names the subject's cohort, whose list is the cohort row (no
+    individual profile is kept).
     """
 
     class Kind(models.TextChoices):
@@ -166,6 +185,13 @@ class RecommendationList(models.Model):
     key = models.CharField(max_length=200, blank=True, help_text="Cohort key, or the item's sku.")
     size = models.PositiveIntegerField(null=True, blank=True, help_text="Cohort rows: members.")
     items = models.JSONField(default=list, blank=True)
+    without_sensitive = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Subject rows whose list used sensitive evidence: the same list computed without it "
+        "({'items': …} or {'cohort': …}; {} when nothing is left), served while the subject holds no "
+        "sensitive_profiling consent. Empty: no sensitive evidence contributed.",
+    )
     created_at = models.DateTimeField()
 
     class Meta:
@@ -184,6 +210,11 @@ class RecommendationList(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["build", "kind", "key"], condition=Q(subject__isnull=True), name="reco_list_one_per_key"
+            ),
+            models.CheckConstraint(
+                condition=Q(without_sensitive__isnull=True) | Q(kind="subject"),
+                name="reco_list_variant_only_for_subjects",
+                violation_error_message="Only a subject's list has a variant without sensitive evidence.",
             ),
         ]
         indexes = [models.Index(fields=["subject", "created_at"], name="reco_list_subject_time")]

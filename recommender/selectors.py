@@ -31,6 +31,7 @@ from experiments.selectors import running_experiment_configs
 from recommender.models import ModelBuild, RecommendationList
 from recommender.services import (
     CACHE_SECONDS,
+    PER_SUBJECT_LEVELS,
     arm_of_key,
     cohort_key,
     fallback_key,
@@ -127,12 +128,15 @@ def current_build(*, arm_id: int | None, cached: int | None = None) -> int | Non
 
 def _record(**lookup) -> dict | list | None:
     """A list from the database record, shaped as the cache holds it."""
-    row = RecommendationList.objects.filter(**lookup).values_list("kind", "key", "items", "size").first()
+    row = RecommendationList.objects.filter(**lookup).values_list(
+        "kind", "key", "items", "size", "without_sensitive"
+    ).first()
     if row is None:
         return None
-    kind, list_key, items, size = row
+    kind, list_key, items, size, without_sensitive = row
     if kind == RecommendationList.Kind.SUBJECT:
-        return {"cohort": list_key} if list_key else {"items": items}
+        value = {"cohort": list_key} if list_key else {"items": items}
+        return {**value, "without_sensitive": without_sensitive}
     if kind == RecommendationList.Kind.FALLBACK:
         return {"items": items, "strategy": list_key}
     if kind == RecommendationList.Kind.COHORT:
@@ -152,10 +156,20 @@ def fallback_list(*, build_id: int, cached: dict | None = None) -> tuple[str, li
     return value.get("strategy", POPULARITY), value["items"]
 
 
-def subject_list(*, build_id: int, pseudonym: str, cached: dict | None = None) -> list | None:
+def subject_list(*, build_id: int, pseudonym: str, cached: dict | None = None, sensitive_ok: bool = True) -> list | None:
+    """The subject's list in a build, as their consent allows *now*.
+
+    A list that used the subject's sensitive interactions is served only while
+    their sensitive_profiling consent counts; otherwise its twin computed
+    without them (``without_sensitive``), or nothing — the arm's fallback.
+    """
     value = cached if cached is not None else _record(build_id=build_id, subject_id=pseudonym)
     if value is None:
         return None
+    if not sensitive_ok and value.get("without_sensitive") is not None:
+        value = value["without_sensitive"]
+        if not value:
+            return None
     if "cohort" in value:
         cohort = _cached_or_record(
             cohort_key(build_id, value["cohort"]),
@@ -184,11 +198,11 @@ def session_list(*, build_id: int, skus: Sequence[str], sensitive_ok: bool, expl
     for payload in found.values():
         if payload["sensitive"] and not sensitive_ok:
             continue  # a sensitive item in the session says something sensitive: not used without consent
-        for sku, category, score, sensitive, _ in payload["items"]:
+        for sku, category, score, sensitive, *_ in payload["items"]:
             if sku in in_session:
                 continue
             scores[sku] = scores.get(sku, 0.0) + score
-            entries.setdefault(sku, [sku, category, 0.0, sensitive, None])
+            entries.setdefault(sku, [sku, category, 0.0, sensitive, None, False])
             if score > best.get(sku, (-1.0, ""))[0]:
                 best[sku] = (score, payload["name"])
     ranked = sorted(scores, key=lambda sku: (-scores[sku], sku))
@@ -199,6 +213,71 @@ def session_list(*, build_id: int, skus: Sequence[str], sensitive_ok: bool, expl
         entry[4] = f"Similar to {best[sku][1]} in your session" if explain else None
         result.append(entry)
     return result
+
+
+# --- the differential-privacy budget ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """An arm's differential-privacy spend over the budget period, by basic sequential composition.
+
+    Every DP build of the arm releases a fresh (ε, δ)-DP statistic of the same
+    subjects, so over any period the guarantee is (Σ ε, Σ δ) of the builds in
+    it (Dwork & Roth 2014, Thm. 3.16). A build is refused when it would take
+    the sum past the budget.
+    """
+
+    arm_id: int
+    period_days: int
+    epsilon_budget: float
+    delta_budget: float
+    epsilon_spent: float
+    delta_spent: float
+    builds: int
+
+    @property
+    def epsilon_remaining(self) -> float:
+        return max(self.epsilon_budget - self.epsilon_spent, 0.0)
+
+    def refusal(self, *, epsilon: float, delta: float) -> str:
+        """Why a build spending (ε, δ) would exceed the budget; empty when it fits."""
+        # A hair of tolerance: ten builds of ε = 0.1 fit a budget of 1.
+        if self.epsilon_spent + epsilon > self.epsilon_budget * (1 + 1e-9):
+            return (f"ε = {epsilon:g} would bring this arm's spend over the last {self.period_days} days to "
+                    f"{self.epsilon_spent + epsilon:g}, over its budget of {self.epsilon_budget:g}")
+        if delta and self.delta_spent + delta > self.delta_budget * (1 + 1e-9):
+            return (f"δ = {delta:g} would bring this arm's spend over the last {self.period_days} days to "
+                    f"{self.delta_spent + delta:g}, over its budget of {self.delta_budget:g}")
+        return ""
+
+
+def privacy_budget(*, arm_id: int, now=None, exclude_build: int | None = None) -> PrivacyBudget:
+    """What an arm's DP builds spent in the budget period ending ``now`` (``RECOMMENDER_DP_BUDGET_*``)."""
+    from datetime import timedelta
+
+    from django.db.models import Count, Sum
+    from django.utils import timezone
+
+    from recommender.services import recommender_setting
+
+    now = now or timezone.now()
+    days = int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS"))
+    spending = ModelBuild.objects.filter(
+        arm_id=arm_id, epsilon_spent__isnull=False, started_at__gt=now - timedelta(days=days)
+    )
+    if exclude_build is not None:
+        spending = spending.exclude(pk=exclude_build)
+    totals = spending.aggregate(epsilon=Sum("epsilon_spent"), delta=Sum("delta_spent"), builds=Count("id"))
+    return PrivacyBudget(
+        arm_id=arm_id,
+        period_days=days,
+        epsilon_budget=float(recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON")),
+        delta_budget=float(recommender_setting("RECOMMENDER_DP_BUDGET_DELTA")),
+        epsilon_spent=float(totals["epsilon"] or 0.0),
+        delta_spent=float(totals["delta"] or 0.0),
+        builds=int(totals["builds"]),
+    )
 
 
 # --- the answer ----------------------------------------------------------------------------
@@ -225,10 +304,21 @@ def _platform_items() -> list:
     return fresh
 
 
-def _as_items(entries: list, limit: int, *, explain: bool, exclude: set[str], sensitive_ok: bool) -> list[dict]:
+def _as_items(entries: list, limit: int, *, explain: bool, exclude: set[str], sensitive_ok: bool,
+              personal: bool = False) -> list[dict]:
+    """Entries as the API shows them: without what the answer may not hold.
+
+    Sensitive items need ``sensitive_ok``; in a subject's own list (``personal``)
+    so does an entry that their sensitive interactions shaped (its sixth field;
+    a list built before the field existed counts as shaped by them).
+    """
     items = []
-    for sku, category, score, sensitive, reason in entries:
+    for entry in entries:
+        sku, category, score, sensitive, reason = entry[:5]
+        shaped_by_sensitive = bool(entry[5]) if len(entry) > 5 else True
         if sku in exclude or (sensitive and not sensitive_ok):
+            continue
+        if personal and shaped_by_sensitive and not sensitive_ok:
             continue
         item = {"product": sku, "category": category, "score": score}
         if explain:
@@ -293,14 +383,17 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     )
     personal: list | None = None
     if personal_ok:
-        if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY):
+        if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
             personal = subject_list(
-                build_id=build_id, pseudonym=pseudonym, cached=cache.get(subject_key(build_id, pseudonym))
+                build_id=build_id, pseudonym=pseudonym, cached=cache.get(subject_key(build_id, pseudonym)),
+                sensitive_ok=sensitive_ok,
             )
         elif level == Level.SESSION and session:
             personal = session_list(build_id=build_id, skus=session, sensitive_ok=sensitive_ok, explain=explain)
     seen = set(session)
-    items = _as_items(personal or [], limit, explain=explain, exclude=seen, sensitive_ok=sensitive_ok)
+    # A cohort's list is the cohort's, not shaped by the subject's own items: the cohort choice is.
+    items = _as_items(personal or [], limit, explain=explain, exclude=seen, sensitive_ok=sensitive_ok,
+                      personal=level in PER_SUBJECT_LEVELS)
     if len(items) >= limit:
         return Served(items=items, strategy=level, personalized=True, arm=arm)
     # The arm's non-personal list: the whole answer, or the rest of a short personal one

@@ -58,5 +58,5 @@ class RecommendedItemSerializer(serializers.Serializer):
 
 class RecommendationResponseSerializer(serializers.Serializer):
     items = RecommendedItemSerializer(many=True)
-    strategy = serializers.ChoiceField(choices=["full", "cohort", "dp_popularity", "popularity", "session"])
+    strategy = serializers.ChoiceField(choices=["full", "cohort", "dp_popularity", "dp_item_item", "popularity", "session"])
     personalized = serializers.BooleanField(help_text="Whether the subject's own data shaped the list.")

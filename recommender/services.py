@@ -25,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
+import scipy.sparse as sp
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from consent.models import Purpose, Subject
@@ -57,6 +58,28 @@ KEEP_BUILDS: int = getattr(settings, "RECOMMENDER_KEEP_BUILDS", 24)  # per arm, 
 CACHE_SECONDS: int = getattr(settings, "RECOMMENDER_CACHE_SECONDS", 26 * 3600)
 MIN_INTERACTIONS: int = getattr(settings, "RECOMMENDER_MIN_INTERACTIONS", 1)
 ORDER_WEIGHT, CLICK_WEIGHT = 1.0, 0.5
+
+# Read when used (``recommender_setting``), so that an override takes effect without a re-import.
+SETTING_DEFAULTS: dict[str, float | int] = {
+    # A similarity, or a cohort's listed item, needs at least this many distinct subjects.
+    "RECOMMENDER_MIN_SUPPORT": 5,
+    # The share of a full-history list given to the subject's own re-buys of repeatable items.
+    "RECOMMENDER_BUY_AGAIN_SHARE": 0.5,
+    "RECOMMENDER_BUY_AGAIN_HALF_LIFE_DAYS": 30.0,
+    # DP item-item: the model's vocabulary (items chosen by noisy counts) and the share of ε choosing it.
+    "RECOMMENDER_DP_CANDIDATES": 500,
+    "RECOMMENDER_DP_SELECTION_SHARE": 0.2,
+    # Per arm, over a sliding period: the ε (and δ) all its DP builds may spend together.
+    "RECOMMENDER_DP_BUDGET_EPSILON": 10.0,
+    "RECOMMENDER_DP_BUDGET_DELTA": 1e-5,
+    "RECOMMENDER_DP_BUDGET_DAYS": 30,
+}
+
+
+def recommender_setting(name: str):
+    """A recommender setting from Django settings, else its default (``SETTING_DEFAULTS``)."""
+    return getattr(settings, name, SETTING_DEFAULTS[name])
+
 # A build still "running" after this long was abandoned by a dead worker: take it over.
 STALE_AFTER = timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1800))
 
@@ -95,10 +118,15 @@ def arm_of_key(pseudonym: str) -> str:
 
 
 def subject_cache_keys(pseudonym: str) -> list[str]:
-    """Every cache key that may hold this subject's data (for erasure)."""
-    build_ids = ModelBuild.objects.filter(
-        status=ModelBuild.Status.SUCCEEDED, finished_at__gte=timezone.now() - timedelta(seconds=CACHE_SECONDS)
-    ).values_list("id", flat=True)
+    """Every cache key that may hold this subject's data (for erasure).
+
+    Every build that may have written keys still alive: whatever its status —
+    running (it may be publishing right now), failed (it may have written its
+    keys before failing) or succeeded — if it started within a key's lifetime
+    plus the longest a build may run.
+    """
+    since = timezone.now() - timedelta(seconds=CACHE_SECONDS) - STALE_AFTER
+    build_ids = ModelBuild.objects.filter(started_at__gte=since).values_list("id", flat=True)
     return [arm_of_key(pseudonym), *(subject_key(build_id, pseudonym) for build_id in build_ids)]
 
 
@@ -140,7 +168,8 @@ def _text(row: Mapping, name: str, where: str, errors: dict, *, max_length: int,
 def catalog_import(
     *, categories: Iterable[Mapping[str, object]] = (), products: Iterable[Mapping[str, object]] = ()
 ) -> CatalogImport:
-    """Create or update categories (key, name, sensitive) and products (sku, name, category, price, active).
+    """Create or update categories (key, name, sensitive, repeatable) and products (sku, name, category,
+    price, active, repeatable).
 
     All or nothing: any bad row raises a ValidationError naming its line and
     column (``categories[3].sensitive``), and nothing is written.
@@ -152,9 +181,12 @@ def catalog_import(
         key = _text(row, "key", where, errors, max_length=64)
         name = _text(row, "name", where, errors, max_length=120, required=False) or key
         sensitive = _flag(row.get("sensitive"), f"{where}.sensitive", errors)
+        # Absent or blank: a new category is not repeatable, an existing one keeps its flag.
+        repeatable = None if row.get("repeatable") in (None, "") else _flag(
+            row.get("repeatable"), f"{where}.repeatable", errors)
         if key in clean_categories:
             errors.setdefault(f"{where}.key", []).append(f"Category {key!r} appears twice.")
-        clean_categories[key] = {"name": name, "sensitive": sensitive}
+        clean_categories[key] = {"name": name, "sensitive": sensitive, "repeatable": repeatable}
     known = set(Category.objects.values_list("key", flat=True)) | set(clean_categories)
     clean_products: dict[str, dict] = {}
     for index, row in enumerate(products):
@@ -176,19 +208,29 @@ def catalog_import(
                 errors.setdefault(f"{where}.price", []).append("Must be a non-negative amount in IDR.")
                 price = None
         active = True if row.get("active") in (None, "") else _flag(row.get("active"), f"{where}.active", errors)
+        # Blank: as the category says.
+        repeatable = None if row.get("repeatable") in (None, "") else _flag(
+            row.get("repeatable"), f"{where}.repeatable", errors)
         if sku in clean_products:
             errors.setdefault(f"{where}.sku", []).append(f"Product {sku!r} appears twice.")
-        clean_products[sku] = {"name": name, "category": category, "price": price, "active": active}
+        clean_products[sku] = {"name": name, "category": category, "price": price, "active": active,
+                               "repeatable": repeatable}
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
         existing = {c.key: c for c in Category.objects.select_for_update().filter(key__in=clean_categories)}
-        new = [Category(key=key, **values) for key, values in clean_categories.items() if key not in existing]
+        new = [
+            Category(key=key, name=values["name"], sensitive=values["sensitive"], repeatable=bool(values["repeatable"]))
+            for key, values in clean_categories.items()
+            if key not in existing
+        ]
         for key, values in clean_categories.items():
             if key in existing:
                 existing[key].name, existing[key].sensitive = values["name"], values["sensitive"]
+                if values["repeatable"] is not None:
+                    existing[key].repeatable = values["repeatable"]
         Category.objects.bulk_create(new, batch_size=1000)
-        Category.objects.bulk_update(list(existing.values()), ["name", "sensitive"], batch_size=1000)
+        Category.objects.bulk_update(list(existing.values()), ["name", "sensitive", "repeatable"], batch_size=1000)
         category_ids = dict(Category.objects.values_list("key", "id"))
         current = {p.sku: p for p in Product.objects.select_for_update().filter(sku__in=clean_products)}
         new_products, changed = [], []
@@ -198,6 +240,7 @@ def catalog_import(
                 "category_id": category_ids[values["category"]],
                 "price": values["price"],
                 "active": values["active"],
+                "repeatable": values["repeatable"],
             }
             if sku in current:
                 for name, value in fields.items():
@@ -206,7 +249,7 @@ def catalog_import(
             else:
                 new_products.append(Product(sku=sku, **fields))
         Product.objects.bulk_create(new_products, batch_size=2000)
-        Product.objects.bulk_update(changed, ["name", "category_id", "price", "active"], batch_size=2000)
+        Product.objects.bulk_update(changed, ["name", "category_id", "price", "active", "repeatable"], batch_size=2000)
     return CatalogImport(
         categories_created=len(new),
         categories_updated=len(existing),
@@ -235,11 +278,14 @@ def catalog_import_csv(*, categories_csv: str | None = None, products_csv: str |
 
 def catalog_simulate(*, marketplace) -> CatalogImport:
     """Write a ``simulation.Marketplace``'s catalog (the demo's simulator fills the catalog so)."""
+    repeatable = (marketplace.category_repeatable if marketplace.category_repeatable is not None
+                  else np.zeros(len(marketplace.category_keys), dtype=bool))
     return catalog_import(
         categories=[
-            {"key": key, "name": name, "sensitive": "true" if flag else "false"}
-            for key, name, flag in zip(
-                marketplace.category_keys, marketplace.category_names, marketplace.category_sensitive, strict=True
+            {"key": key, "name": name, "sensitive": "true" if flag else "false", "repeatable": "true" if again else "false"}
+            for key, name, flag, again in zip(
+                marketplace.category_keys, marketplace.category_names, marketplace.category_sensitive, repeatable,
+                strict=True,
             )
         ],
         products=[
@@ -262,6 +308,7 @@ class CatalogArrays:
     category_names: list[str]
     category_sensitive: np.ndarray
     index: dict[str, int] = field(default_factory=dict)
+    item_repeatable: np.ndarray | None = None
 
     @property
     def item_sensitive(self) -> np.ndarray:
@@ -270,18 +317,24 @@ class CatalogArrays:
 
 def catalog_arrays() -> CatalogArrays:
     """The active catalog as arrays, items in sku order."""
-    categories = list(Category.objects.order_by("id").values_list("id", "key", "name", "sensitive"))
+    categories = list(Category.objects.order_by("id").values_list("id", "key", "name", "sensitive", "repeatable"))
     position = {row[0]: i for i, row in enumerate(categories)}
-    products = list(Product.objects.filter(active=True).order_by("sku").values_list("sku", "name", "category_id"))
+    products = list(
+        Product.objects.filter(active=True).order_by("sku").values_list("sku", "name", "category_id", "repeatable")
+    )
+    category_repeatable = {row[0]: row[4] for row in categories}
     return CatalogArrays(
-        skus=[sku for sku, _, _ in products],
-        names=[name for _, name, _ in products],
-        categories=[categories[position[c]][1] for _, _, c in products],
-        item_category=np.array([position[c] for _, _, c in products], dtype=np.int64),
+        skus=[sku for sku, _, _, _ in products],
+        names=[name for _, name, _, _ in products],
+        categories=[categories[position[c]][1] for _, _, c, _ in products],
+        item_category=np.array([position[c] for _, _, c, _ in products], dtype=np.int64),
         category_keys=[row[1] for row in categories],
         category_names=[row[2] for row in categories],
         category_sensitive=np.array([row[3] for row in categories], dtype=bool),
-        index={sku: i for i, (sku, _, _) in enumerate(products)},
+        index={sku: i for i, (sku, _, _, _) in enumerate(products)},
+        item_repeatable=np.array(
+            [category_repeatable[c] if again is None else again for _, _, c, again in products], dtype=bool
+        ),
     )
 
 
@@ -369,6 +422,9 @@ def training_load(*, policy: str, now: datetime | None = None, history_days: int
         category_sensitive=catalog.category_sensitive,
         attributes=tuple(attributes_by_subject.get(p, ("", "", "")) for p in pseudonyms),
         category_names=tuple(catalog.category_keys),
+        purchases=raw[3] == ORDER_WEIGHT,
+        item_repeatable=catalog.item_repeatable,
+        as_of=now.timestamp(),
     )
     return Training(
         data=data,
@@ -400,14 +456,19 @@ def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = Fals
         return engine.PopularityStrategy(include_sensitive=False)
     level = treatment["personalization_level"]
     include_sensitive = treatment["sensitive_category_policy"] != Policy.EXCLUDE
+    min_support = int(recommender_setting("RECOMMENDER_MIN_SUPPORT"))
     if level == Level.FULL:
         return engine.ItemItemStrategy(
-            neighbours=NEIGHBOURS, weighting=WEIGHTING, include_sensitive=include_sensitive, explain=explain
+            neighbours=NEIGHBOURS, weighting=WEIGHTING, include_sensitive=include_sensitive, explain=explain,
+            min_support=min_support, buy_again_share=float(recommender_setting("RECOMMENDER_BUY_AGAIN_SHARE")),
+            buy_again_half_life_days=float(recommender_setting("RECOMMENDER_BUY_AGAIN_HALF_LIFE_DAYS")),
         )
     if level == Level.SESSION:
-        return engine.SessionStrategy(neighbours=NEIGHBOURS, weighting=WEIGHTING, include_sensitive=include_sensitive)
+        return engine.SessionStrategy(neighbours=NEIGHBOURS, weighting=WEIGHTING, include_sensitive=include_sensitive,
+                                      min_support=min_support)
     if level == Level.COHORT:
-        return engine.CohortStrategy(k=int(treatment["cohort_k"]), include_sensitive=include_sensitive, list_size=FALLBACK_N)
+        return engine.CohortStrategy(k=int(treatment["cohort_k"]), include_sensitive=include_sensitive,
+                                     list_size=FALLBACK_N, min_item_support=min_support, neighbours=NEIGHBOURS)
     if level == Level.DP_POPULARITY:
         return engine.DPPopularityStrategy(
             epsilon=float(treatment["dp_epsilon"]),
@@ -415,6 +476,19 @@ def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = Fals
             mechanism=DP_MECHANISM,
             delta=DP_DELTA,
             include_sensitive=include_sensitive,
+            seed=seed,
+        )
+    if level == Level.DP_ITEM_ITEM:
+        return engine.DPItemItemStrategy(
+            epsilon=float(treatment["dp_epsilon"]),
+            clip=DP_CLIP,
+            mechanism=DP_MECHANISM,
+            delta=DP_DELTA,
+            candidates=int(recommender_setting("RECOMMENDER_DP_CANDIDATES")),
+            selection_share=float(recommender_setting("RECOMMENDER_DP_SELECTION_SHARE")),
+            neighbours=NEIGHBOURS,
+            include_sensitive=include_sensitive,
+            explain=explain,
             seed=seed,
         )
     if level == Level.POPULARITY:
@@ -429,16 +503,21 @@ class InsufficientTrainingData(RuntimeError):
     """Too little usable data to build: publishing would replace good lists with empty ones."""
 
 
+class PrivacyBudgetExhausted(RuntimeError):
+    """A DP build would spend more ε (or δ) than its arm has left in the budget period."""
+
+
 @dataclass(frozen=True)
 class BuildSummary:
     """What a build task returns (no personal data: it lands in the result backend)."""
 
     build_id: int | None
-    outcome: str  # built | already_built | in_progress
+    outcome: str  # built | already_built | in_progress | refused
     strategy: str = ""
     lists: int = 0
     subjects_trained: int = 0
     epsilon_spent: float | None = None
+    reason: str = ""
 
     def as_dict(self) -> dict:
         return {
@@ -448,6 +527,7 @@ class BuildSummary:
             "lists": self.lists,
             "subjects_trained": self.subjects_trained,
             "epsilon_spent": self.epsilon_spent,
+            "reason": self.reason,
         }
 
 
@@ -456,42 +536,73 @@ def build_key_for(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
-def _claim(arm: Arm | None, build_key: str, strategy: str, now: datetime) -> tuple[ModelBuild | None, str]:
+def _claim(arm: Arm | None, build_key: str, strategy: engine.Strategy, now: datetime) -> tuple[ModelBuild, str, str]:
+    """Claim the build (``claimed``, or why not), and for a DP strategy charge its budget first.
+
+    The charge is made under a lock on the arm's row, so two builds of one arm
+    cannot both spend the last of its budget; it is committed before any noise
+    is drawn, and stays charged whatever happens next. Each attempt draws fresh
+    noise, so each attempt is charged: ``epsilon_spent`` adds up.
+    """
+    dp = isinstance(strategy, engine.DifferentiallyPrivateStrategy)
     with transaction.atomic():
+        if dp and arm is not None:
+            Arm.objects.select_for_update().filter(pk=arm.pk).first()
         lookup = {"arm": arm, "build_key": build_key}
         build = ModelBuild.objects.select_for_update().filter(**lookup).first()
         if build is None:
-            build = ModelBuild.objects.create(
-                **lookup, strategy=strategy, status=ModelBuild.Status.RUNNING, attempts=1, started_at=now
-            )
-            return build, "claimed"
-        if build.status == ModelBuild.Status.SUCCEEDED:
-            return build, "already_built"
-        if build.status == ModelBuild.Status.RUNNING and build.started_at > now - STALE_AFTER:
-            return build, "in_progress"
+            build = ModelBuild(**lookup, status=ModelBuild.Status.RUNNING, attempts=0, started_at=now)
+        elif build.status == ModelBuild.Status.SUCCEEDED:
+            return build, "already_built", ""
+        elif build.status == ModelBuild.Status.RUNNING and build.started_at > now - STALE_AFTER:
+            return build, "in_progress", ""
         build.status = ModelBuild.Status.RUNNING
         build.attempts += 1
         build.started_at = now
-        build.strategy = strategy
+        build.strategy = strategy.level
         build.error = ""
-        build.save(update_fields=["status", "attempts", "started_at", "strategy", "error"])
-        return build, "claimed"
+        build.finished_at = None
+        if dp and arm is not None:
+            from recommender.selectors import privacy_budget
+
+            epsilon, delta = strategy.budget
+            budget = privacy_budget(arm_id=arm.pk, now=now, exclude_build=build.pk)
+            refusal = budget.refusal(epsilon=epsilon, delta=delta)
+            if refusal:
+                build.status = ModelBuild.Status.FAILED
+                build.finished_at = now
+                build.error = PrivacyBudgetExhausted.__name__
+                build.params = {**strategy.params(), "refused": refusal}
+                build.save()
+                return build, "refused", refusal
+            build.epsilon_spent = (build.epsilon_spent or 0.0) + epsilon
+            build.delta_spent = ((build.delta_spent or 0.0) + delta) or None
+        build.save()
+        return build, "claimed", ""
 
 
 def recommendations_build(
     *, arm_id: int | None, build_key: str, now: datetime | None = None, seed: int | None = None
 ) -> BuildSummary:
-    """Build one arm's recommendations (``arm_id`` None: the platform popularity list); idempotent."""
+    """Build one arm's recommendations (``arm_id`` None: the platform popularity list); idempotent.
+
+    A DP arm whose budget for the period cannot pay for this build is refused
+    (outcome ``refused``, recorded as a failed build with the reason): the
+    previous build keeps serving, with its ε already accounted.
+    """
     now = now or timezone.now()
     arm = Arm.objects.select_related("treatment", "experiment").get(pk=arm_id) if arm_id is not None else None
     treatment = arm.treatment.as_contract() if arm is not None else None
-    strategy_level = treatment["personalization_level"] if treatment else Level.POPULARITY
-    build, outcome = _claim(arm, build_key, strategy_level, now)
+    explain = bool(treatment and treatment["show_explanations"])
+    strategy = strategy_for(treatment=treatment, explain=explain, seed=seed)
+    build, outcome, reason = _claim(arm, build_key, strategy, now)
     if outcome != "claimed":
-        return BuildSummary(build_id=build.pk, outcome=outcome, strategy=build.strategy)
+        if outcome == "refused":
+            logger.warning("recommendation build %s refused: %s", build.pk, reason)
+        return BuildSummary(build_id=build.pk, outcome=outcome, strategy=build.strategy, reason=reason)
     started = time.monotonic()
     try:
-        summary = _build(build, arm, treatment, now=now, seed=seed)
+        summary = _build(build, arm, treatment, strategy, now=now)
     except Exception as exc:
         ModelBuild.objects.filter(pk=build.pk).update(
             status=ModelBuild.Status.FAILED,
@@ -505,13 +616,18 @@ def recommendations_build(
     return summary
 
 
-def _entry(catalog: CatalogArrays, item: int, score: float, reason: str | None) -> list:
-    return [catalog.skus[item], catalog.categories[item], round(float(score), 6), bool(catalog.item_sensitive[item]), reason]
+def _entry(catalog: CatalogArrays, item: int, score: float, reason: str | None, sensitive_evidence: bool = False) -> list:
+    return [catalog.skus[item], catalog.categories[item], round(float(score), 6), bool(catalog.item_sensitive[item]),
+            reason, bool(sensitive_evidence)]
 
 
-def _reason(level: str, catalog: CatalogArrays, because: int, cohort_label: str | None = None) -> str | None:
+def _reason(level: str, catalog: CatalogArrays, because: int, *, rebuy: bool = False) -> str | None:
+    if rebuy:
+        return "Buy again"
     if level in (Level.FULL, Level.SESSION) and because >= 0:
         return f"Because you showed interest in {catalog.names[because]}"
+    if level == Level.DP_ITEM_ITEM and because >= 0:
+        return f"Because you showed interest in {catalog.names[because]} (privacy-protected similarities)"
     if level == Level.COHORT:
         return "Popular with shoppers like you"
     if level == Level.DP_POPULARITY:
@@ -527,7 +643,7 @@ def _fallback_entries(strategy: engine.Strategy, training: Training, policy: str
     """
     catalog = training.catalog
     sensitive = policy == Policy.INCLUDE
-    if isinstance(strategy, engine.DPPopularityStrategy):
+    if isinstance(strategy, engine.DifferentiallyPrivateStrategy):
         items, scores = strategy.overall_ranking(FALLBACK_N, sensitive=sensitive)
         reason = "Popular on the marketplace (privacy-protected counts)" if explain else None
         label = Level.DP_POPULARITY.value
@@ -549,7 +665,38 @@ def _targets(arm: Arm | None, training: Training) -> np.ndarray:
     return np.array(sorted(training.row_of[p] for p in exposed if p in training.row_of), dtype=np.int64)
 
 
-def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now: datetime, seed: int | None) -> BuildSummary:
+PER_SUBJECT_LEVELS = (Level.FULL, Level.DP_POPULARITY, Level.DP_ITEM_ITEM)
+
+
+def _with_sensitive_evidence(training: Training, rows: np.ndarray) -> np.ndarray:
+    """Which of these training rows hold an interaction in a sensitive category."""
+    evidence = training.data.interactions[rows]
+    row_of = np.repeat(np.arange(len(rows)), np.diff(evidence.indptr))
+    flagged = row_of[training.catalog.item_sensitive[evidence.indices]]
+    return np.bincount(flagged, minlength=len(rows)) > 0
+
+
+def _without_sensitive(training: Training, rows: np.ndarray):
+    """The rows' evidence with their sensitive items removed (what is left without that consent)."""
+    evidence = training.data.interactions[rows].tocsr()
+    keep = ~training.catalog.item_sensitive[evidence.indices]
+    row_of = np.repeat(np.arange(len(rows)), np.diff(evidence.indptr))
+    return sp.csr_matrix((evidence.data[keep], (row_of[keep], evidence.indices[keep])), shape=evidence.shape)
+
+
+def _personal_entries(top: engine.TopN, r: int, level: str, catalog: CatalogArrays, explain: bool) -> list:
+    because = top.because if top.because is not None else np.full(top.items.shape, -1)
+    flags = top.sensitive_evidence if top.sensitive_evidence is not None else np.zeros(top.items.shape, dtype=bool)
+    rebuy = top.rebuy if top.rebuy is not None else np.zeros(top.items.shape, dtype=bool)
+    return [
+        _entry(catalog, int(i), score, _reason(level, catalog, int(b), rebuy=bool(again)) if explain else None, bool(flag))
+        for i, score, b, flag, again in zip(top.items[r], top.scores[r], because[r], flags[r], rebuy[r], strict=True)
+        if i >= 0
+    ]
+
+
+def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, strategy: engine.Strategy, *,
+           now: datetime) -> BuildSummary:
     policy = treatment["sensitive_category_policy"] if treatment else Policy.EXCLUDE
     history_days = min(HISTORY_DAYS, int(treatment["retention_days"])) if treatment else HISTORY_DAYS
     training = training_load(policy=policy, now=now, history_days=history_days)
@@ -559,7 +706,6 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now
             f"{len(training.catalog.skus)} active products"
         )
     explain = bool(treatment and treatment["show_explanations"])
-    strategy = strategy_for(treatment=treatment, explain=explain, seed=seed)
     strategy.fit(training.data)
     level = strategy.level
     catalog = training.catalog
@@ -568,33 +714,51 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now
     cache_entries: dict[str, object] = {}
     targets = _targets(arm, training)
 
-    if len(targets) and level in (Level.FULL, Level.DP_POPULARITY):
+    if len(targets) and level in PER_SUBJECT_LEVELS:
         top = strategy.recommend(
             rows=targets, evidence=training.data.interactions[targets], n=TOP_N, sensitive_ok=training.sensitive_ok[targets]
         )
-        because = top.because if top.because is not None else np.full(top.items.shape, -1)
+        # A list that used the subject's sensitive interactions gets a twin computed without them,
+        # served once (and as soon as) the subject's sensitive_profiling consent no longer counts.
+        sensitive_rows = np.flatnonzero(_with_sensitive_evidence(training, targets))
+        variants: dict[int, dict] = {}
+        if sensitive_rows.size:
+            twin = strategy.recommend(
+                rows=targets[sensitive_rows], evidence=_without_sensitive(training, targets[sensitive_rows]),
+                n=TOP_N, sensitive_ok=np.zeros(sensitive_rows.size, dtype=bool),
+            )
+            for v, r in enumerate(sensitive_rows.tolist()):
+                variants[r] = {"items": _personal_entries(twin, v, level, catalog, explain)}
         for r, row in enumerate(targets.tolist()):
-            entries = [
-                _entry(catalog, int(i), s, _reason(level, catalog, int(b)) if explain else None)
-                for i, s, b in zip(top.items[r], top.scores[r], because[r], strict=True)
-                if i >= 0
-            ]
+            entries = _personal_entries(top, r, level, catalog, explain)
             if entries:
                 pseudonym = training.pseudonyms[row]
-                lists.append(RecommendationList(build=build, kind="subject", subject_id=pseudonym, items=entries, created_at=created))
-                cache_entries[subject_key(build.pk, pseudonym)] = {"items": entries}
+                variant = variants.get(r)
+                lists.append(RecommendationList(build=build, kind="subject", subject_id=pseudonym, items=entries,
+                                                without_sensitive=variant, created_at=created))
+                cache_entries[subject_key(build.pk, pseudonym)] = {"items": entries, "without_sensitive": variant}
     if level == Level.COHORT:
         cohorts = strategy.cohorts
         for index, key in enumerate(cohorts.keys):
             entries = [_entry(catalog, i, s, _reason(level, catalog, -1) if explain else None) for i, s in cohorts.lists[index]]
             lists.append(RecommendationList(build=build, kind="cohort", key=key, size=int(cohorts.sizes[index]), items=entries, created_at=created))
             cache_entries[cohort_key(build.pk, key)] = {"items": entries, "size": int(cohorts.sizes[index])}
-        for row in targets.tolist():
+        members = targets[cohorts.membership[targets] >= 0]
+        # A cohort chosen from the subject's sensitive interactions (say, a health affinity) has a twin:
+        # the cohort their other interactions would put them in (or none).
+        sensitive_members = members[_with_sensitive_evidence(training, members)] if members.size else members
+        twins = dict(zip(sensitive_members.tolist(), strategy.membership_from(
+            rows=sensitive_members, evidence=_without_sensitive(training, sensitive_members)).tolist(), strict=True)
+        ) if sensitive_members.size else {}
+        for row in members.tolist():
             index = int(cohorts.membership[row])
-            if index >= 0:
-                pseudonym = training.pseudonyms[row]
-                lists.append(RecommendationList(build=build, kind="subject", subject_id=pseudonym, key=cohorts.keys[index], created_at=created))
-                cache_entries[subject_key(build.pk, pseudonym)] = {"cohort": cohorts.keys[index]}
+            pseudonym = training.pseudonyms[row]
+            variant = None
+            if row in twins:
+                variant = {"cohort": cohorts.keys[twins[row]]} if twins[row] >= 0 else {}
+            lists.append(RecommendationList(build=build, kind="subject", subject_id=pseudonym, key=cohorts.keys[index],
+                                            without_sensitive=variant, created_at=created))
+            cache_entries[subject_key(build.pk, pseudonym)] = {"cohort": cohorts.keys[index], "without_sensitive": variant}
     if level == Level.SESSION:
         similarity = strategy.similarity
         for item in np.flatnonzero(np.diff(similarity.indptr)).tolist():
@@ -606,14 +770,7 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now
     lists.append(RecommendationList(build=build, kind="fallback", key=fallback_label, items=fallback, created_at=created))
     cache_entries[fallback_key(build.pk)] = {"items": fallback, "strategy": fallback_label}
 
-    epsilon, delta = strategy.budget if isinstance(strategy, engine.DPPopularityStrategy) else (None, None)
-    with transaction.atomic():
-        # A previous attempt of this build may have written some rows: replace them.
-        RecommendationList.objects.filter(build=build).delete()
-        RecommendationList.objects.bulk_create(lists, batch_size=2000)
-    for chunk_start in range(0, len(cache_entries), 1000):
-        chunk = dict(list(cache_entries.items())[chunk_start : chunk_start + 1000])
-        cache.set_many(chunk, timeout=CACHE_SECONDS)
+    written, lists_written = _lists_write(build, lists, cache_entries)
     with transaction.atomic():
         ModelBuild.objects.filter(pk=build.pk).update(
             status=ModelBuild.Status.SUCCEEDED,
@@ -622,22 +779,86 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, *, now
             params=strategy.params(),
             subjects_trained=training.data.n_subjects,
             interactions_trained=training.interactions,
-            lists_written=len(lists),
-            epsilon_spent=epsilon,
-            delta_spent=delta if delta else None,
         )
         pointer = pointer_key(arm.pk if arm else None)
         transaction.on_commit(lambda: _publish(pointer, build.pk), robust=True)
+    _erased_forget(build.pk, written)
     recommendations_prune(arm_id=arm.pk if arm else None)
-    logger.info("recommendation build %s (%s) published: %s lists", build.pk, level, len(lists))
+    logger.info("recommendation build %s (%s) published", build.pk, level)
     return BuildSummary(
         build_id=build.pk,
         outcome="built",
         strategy=level,
-        lists=len(lists),
+        lists=lists_written,
         subjects_trained=training.data.n_subjects,
-        epsilon_spent=epsilon,
+        epsilon_spent=build.epsilon_spent,
     )
+
+
+def _live_subjects(pseudonyms: Iterable[str], *, lock: bool) -> set[str]:
+    """Which of these subjects still exist; with ``lock``, held (FOR KEY SHARE) until the transaction ends.
+
+    The lock is the one an erasure's FOR UPDATE on the subject waits for (and
+    the other way round), so a build never writes a list for a subject whose
+    erasure has committed, and an erasure that starts while a build writes
+    sees — and deletes — what the build wrote. Builds' KEY SHARE locks do not
+    block one another.
+    """
+    found: set[str] = set()
+    ordered = sorted(set(pseudonyms))
+    quote = connection.ops.quote_name
+    table, column = quote(Subject._meta.db_table), quote(Subject._meta.pk.column)
+    for start in range(0, len(ordered), 10_000):
+        chunk = ordered[start : start + 10_000]
+        if lock and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # Names from the model's metadata, quoted; the values are bound.
+                cursor.execute(
+                    f"SELECT {column} FROM {table} WHERE {column} = ANY(%s) ORDER BY {column} FOR KEY SHARE",  # noqa: S608
+                    [chunk],
+                )
+                found.update(row[0] for row in cursor.fetchall())
+        else:
+            found.update(Subject.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    return found
+
+
+def _lists_write(build: ModelBuild, lists: list[RecommendationList],
+                 cache_entries: dict[str, object]) -> tuple[set[str], int]:
+    """Write the build's lists to the database, then to the cache; returns the subjects and the lists written.
+
+    Subjects erased since the training data was read are left out (their rows
+    would fail the commit, their keys outlive the erasure).
+    """
+    pseudonyms = {row.subject_id for row in lists if row.subject_id is not None}
+    with transaction.atomic():
+        # Lock first, then replace the rows a previous attempt of this build may have written:
+        # an erasure waiting on one of these subjects holds no lock this transaction needs.
+        alive = _live_subjects(pseudonyms, lock=True)
+        RecommendationList.objects.filter(build=build).delete()
+        kept = [row for row in lists if row.subject_id is None or row.subject_id in alive]
+        RecommendationList.objects.bulk_create(kept, batch_size=2000)
+        ModelBuild.objects.filter(pk=build.pk).update(lists_written=len(kept))
+    gone = {subject_key(build.pk, p) for p in pseudonyms - alive}
+    entries = [(key, value) for key, value in cache_entries.items() if key not in gone]
+    for chunk_start in range(0, len(entries), 1000):
+        cache.set_many(dict(entries[chunk_start : chunk_start + 1000]), timeout=CACHE_SECONDS)
+    return alive, len(kept)
+
+
+def _erased_forget(build_id: int, written: set[str]) -> None:
+    """Delete the cache keys this build wrote for subjects erased while it was writing them.
+
+    An erasure that committed before this check is seen here; one that commits
+    after it deletes this build's keys itself (its key list covers every build
+    that may have written any: ``subject_cache_keys``).
+    """
+    erased = written - _live_subjects(written, lock=False)
+    if erased:
+        cache.delete_many([subject_key(build_id, p) for p in erased])
+        RecommendationList.objects.filter(build_id=build_id, subject_id__in=erased).delete()
+        logger.info("recommendation build %s: %s subjects erased while publishing, their lists deleted",
+                    build_id, len(erased))
 
 
 def _publish(pointer: str, build_id: int) -> None:

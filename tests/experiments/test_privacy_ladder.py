@@ -27,8 +27,9 @@ def test_personalization_is_the_first_rung():
     arms = [
         arm("full", level="full"), arm("cohort", level="cohort"), arm("dp", level="dp_popularity", epsilon=1.0),
         arm("popular", level="popularity"), arm("session", level="session"),
+        arm("dp-items", level="dp_item_item", epsilon=0.5),
     ]
-    assert arms_privacy_order(arms) == ["popular", "session", "dp", "cohort", "full"]
+    assert arms_privacy_order(arms) == ["popular", "session", "dp", "cohort", "dp-items", "full"]
 
 
 def test_within_a_level_smaller_epsilon_and_larger_k_are_more_private():

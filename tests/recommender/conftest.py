@@ -12,6 +12,13 @@ def _fresh_purpose_rules():
 
 
 @pytest.fixture(autouse=True)
+def _hand_sized_support(settings):
+    # These tests build from a handful of subjects: a pair two of them co-bought must count.
+    # The support threshold itself (default 5) is tested with it set back where it matters.
+    settings.RECOMMENDER_MIN_SUPPORT = 1
+
+
+@pytest.fixture(autouse=True)
 def _forget_platform_memo():
     from recommender import selectors
 

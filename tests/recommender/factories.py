@@ -57,7 +57,7 @@ def treatment(level: str, **fields) -> PrivacyTreatment:
         "personalization_level": level,
         "sensitive_category_policy": "exclude",
         "cohort_k": 2,
-        "dp_epsilon": 1.0 if level == "dp_popularity" else None,
+        "dp_epsilon": 1.0 if level in ("dp_popularity", "dp_item_item") else None,
         "show_explanations": True,
         "retention_days": 90,
     }

@@ -52,13 +52,13 @@ def test_evaluation_on_a_synthetic_marketplace_orders_strategies_sensibly():
         category_names=market.category_keys,
     )
     results = {(r.strategy, r.setting): r for r in evaluate(split, cohort_ks=(5, 50), epsilons=(0.05, 5.0))}
-    full = results[("full", "cosine, 50 neighbours")]
+    full = results[("full", "cosine, 50 neighbours, m = 5")]
     popularity = results[("popularity", "—")]
     assert full.recall > popularity.recall and full.coverage > popularity.coverage
     # Less privacy budget, less utility: ε = 0.05 drowns the counts in noise.
     assert results[("dp_popularity", "ε = 5")].recall > results[("dp_popularity", "ε = 0.05")].recall
     table = render(list(results.values()), markdown=True)
-    assert table.startswith("| strategy | setting | recall@20 | NDCG@20 |")
+    assert table.startswith("| strategy | setting | recall@20 new | NDCG@20 new | recall@20 baskets | NDCG@20 baskets |")
 
 
 @pytest.mark.django_db
@@ -88,7 +88,7 @@ def test_the_command_says_when_there_is_nothing_to_evaluate():
 def test_the_command_on_synthetic_data_prints_a_markdown_table():
     out = StringIO()
     call_command(
-        "evaluate_recommenders", "--synthetic", "--subjects", "800", "--products", "200", "--interactions", "12000",
+        "evaluate_recommenders", "--synthetic", "--subjects", "800", "--products", "200", "--interactions-count", "12000",
         "--markdown", "--epsilon", "1", "--cohort-k", "10", stdout=out, skip_checks=True,
     )
     assert "| dp_popularity | ε = 1 |" in out.getvalue()

@@ -55,7 +55,7 @@ def test_similarity_keeps_only_the_nearest_neighbours():
 
 
 def test_full_item_item_scores_unseen_items_and_explains_them():
-    strategy = ItemItemStrategy(neighbours=10, explain=True).fit(hand_data())
+    strategy = ItemItemStrategy(neighbours=10, explain=True, min_support=1).fit(hand_data())
     top = strategy.recommend(rows=np.array([0, 2]), evidence=None, n=3)
     # u0 has {0, 1}: item 2 scores cos(0,2) + cos(1,2) = 0.5 + 0.8165; nothing else is reachable.
     assert top.row(0)[0][0] == 2 and top.row(0)[0][1] == pytest.approx(0.5 + C, abs=1e-5)
@@ -68,17 +68,17 @@ def test_full_item_item_scores_unseen_items_and_explains_them():
 
 def test_full_keeps_sensitive_items_out_unless_allowed_for_that_subject():
     data = hand_data()
-    excluded = ItemItemStrategy(neighbours=10, include_sensitive=False).fit(data)
+    excluded = ItemItemStrategy(neighbours=10, include_sensitive=False, min_support=1).fit(data)
     evidence = sp.csr_matrix(([1.0], ([0], [3])), shape=(1, 5))
     assert excluded.recommend(rows=np.array([3]), evidence=evidence, n=5).row(0) == []
-    included = ItemItemStrategy(neighbours=10, include_sensitive=True).fit(data)
+    included = ItemItemStrategy(neighbours=10, include_sensitive=True, min_support=1).fit(data)
     assert [i for i, _ in included.recommend(rows=np.array([3]), evidence=evidence, n=5).row(0)] == [4]
     refused = included.recommend(rows=np.array([3]), evidence=evidence, n=5, sensitive_ok=np.array([False]))
     assert refused.row(0) == []
 
 
 def test_bm25_weighting_ranks_like_the_hand_ordering():
-    strategy = ItemItemStrategy(neighbours=10, weighting="bm25").fit(hand_data())
+    strategy = ItemItemStrategy(neighbours=10, weighting="bm25", min_support=1).fit(hand_data())
     assert [i for i, _ in strategy.recommend(rows=np.array([0]), evidence=None, n=3).row(0)] == [2]
 
 
@@ -102,7 +102,7 @@ def test_popularity_leaves_sensitive_items_out_unless_included():
 
 
 def test_session_scores_from_the_session_items_only():
-    strategy = SessionStrategy(neighbours=10).fit(hand_data())
+    strategy = SessionStrategy(neighbours=10, min_support=1).fit(hand_data())
     session = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 5))  # the session holds item 0
     top = strategy.recommend(rows=np.array([3]), evidence=session, n=5)
     # Row 3's own history ({3, 4}) is not used: neighbours of item 0 are 1 (0.8165) and 2 (0.5).
@@ -143,7 +143,7 @@ def test_cohorts_merge_small_groups_and_list_only_supported_items():
         subjects=np.array(subjects), items=np.array(items), n_subjects=6, item_category=np.zeros(4, dtype=int),
         category_sensitive=np.array([False]), attributes=attributes, category_names=("fashion",),
     )
-    strategy = CohortStrategy(k=3).fit(data)
+    strategy = CohortStrategy(k=3, min_item_support=2, learn=0.0).fit(data)
     cohorts = strategy.cohorts
     assert all(size >= 3 for size in cohorts.sizes)
     # Jakarta's four form a cohort; Bali's two are below k: they join the cohort of the same affinity.
@@ -245,8 +245,8 @@ def test_repeated_purchases_count_once_in_item_item():
         subjects=np.array([0, 0, 0, 0, 0, 0, 1, 1]), items=np.array([0, 0, 0, 0, 0, 1, 0, 2]), n_subjects=2,
         item_category=np.zeros(3, dtype=int), category_sensitive=np.array([False]),
     )
-    saturated = ItemItemStrategy(neighbours=5).fit(data).similarity.toarray()
+    saturated = ItemItemStrategy(neighbours=5, min_support=1).fit(data).similarity.toarray()
     # As if each purchase happened once: cos(0,1) = cos(0,2) = 1/√2.
     assert saturated[0, 1] == pytest.approx(1 / math.sqrt(2)) and saturated[0, 2] == pytest.approx(1 / math.sqrt(2))
-    raw = ItemItemStrategy(neighbours=5, saturate=False).fit(data).similarity.toarray()
+    raw = ItemItemStrategy(neighbours=5, saturate=False, min_support=1).fit(data).similarity.toarray()
     assert raw[0, 1] == pytest.approx(5 / math.sqrt(26)) and raw[0, 1] > raw[0, 2]

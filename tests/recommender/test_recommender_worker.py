@@ -25,8 +25,14 @@ def full_arm(celery_worker_process):
     catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
     arm = experiment_with(treatment("full"))[0]
     raws = [subject(arm=arm) for _ in range(4)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")], strict=True):
+    patterns = [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")]
+    for raw, skus in zip(raws, patterns, strict=True):
         bought(raw, *skus)
+    # The worker runs with the production support threshold (a pair needs five subjects): five
+    # consenting shoppers outside the experiment repeat each history, which leaves every cosine as it was.
+    for skus in patterns:
+        for _ in range(5):
+            bought(subject(), *skus)
     return arm, raws
 
 
