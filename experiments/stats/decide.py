@@ -485,7 +485,9 @@ class _Raw:
     standard_error: float | None = None
     dof: float | None = None
     sample_size: int | None = None
-    p_value: float | None = None  # of H0 "harmful side" (NI) or "no difference" (superiority)
+    # Of H0 "harmful side" (NI) or "no difference" (superiority; in sequential mode counted only at looks whose
+    # estimate is favourable, as ruled_out_p_value only at looks whose estimate is harmful).
+    p_value: float | None = None
     ruled_out_p_value: float | None = None
     interval: tuple[float, float] | None = None
     reason: str = ""
@@ -513,9 +515,11 @@ def _sequential_test(raw: _Raw, *, rho_squared: float, previous: Mapping[str, Ma
     est, se, n = raw.estimate, raw.standard_error, raw.sample_size
     sign = 1.0 if raw.higher_is_better else -1.0
     if raw.kind == "superiority":
-        z = est / se
-        p_now = float(always_valid_p_value(z, n, rho_squared=rho_squared))
-        worse_now = p_now if sign * est < 0 else 1.0
+        p_two_sided = float(always_valid_p_value(est / se, n, rho_squared=rho_squared))
+        # Each direction keeps its own running minimum: a look that showed the arm significantly worse must not
+        # count as evidence of an improvement once its estimate drifts back above zero.
+        p_now = p_two_sided if sign * est > 0 else 1.0
+        worse_now = p_two_sided if sign * est < 0 else 1.0
     else:
         z_good = (sign * est + raw.margin) / se
         p_now = float(one_sided_always_valid_p_value(z_good, n, rho_squared=rho_squared))
