@@ -530,10 +530,12 @@ def _sequential_p_values(
         return
     estimate, standard_error, sign, margin, superiority = _family_arrays(raws)
     sample_size = np.array([raw.sample_size for raw in raws], dtype=float)
-    two_sided = always_valid_p_value(estimate / standard_error, sample_size, rho_squared=rho_squared)
-    z_good = (sign * estimate + margin) / standard_error
-    good = one_sided_always_valid_p_value(z_good, sample_size, rho_squared=rho_squared)
-    bad = one_sided_always_valid_p_value(-z_good, sample_size, rho_squared=rho_squared)
+    if superiority.any():
+        two_sided = always_valid_p_value(estimate / standard_error, sample_size, rho_squared=rho_squared)
+    if not superiority.all():
+        z_good = (sign * estimate + margin) / standard_error
+        good = one_sided_always_valid_p_value(z_good, sample_size, rho_squared=rho_squared)
+        bad = one_sided_always_valid_p_value(-z_good, sample_size, rho_squared=rho_squared)
     previous = previous or {}
     for index, raw in enumerate(raws):
         if superiority[index]:
