@@ -89,6 +89,7 @@ def simulate_decisions(
     settings: Mapping,
     progress: Callable | None = None,
     fixed_at_every_look: bool = False,
+    ships: str | None = None,
 ) -> Runs:
     """Run ``replicates`` experiments of ``arms`` (the control first) through ``decide_statistics``.
 
@@ -99,7 +100,7 @@ def simulate_decisions(
 
     ``fixed_at_every_look`` is the peer the engine replaced: each look read as a
     fixed-horizon test at its own size, with no stopping gate; a replicate's verdict is
-    the first look that says "ship", else the last look's.
+    the first look that ships ``ships`` (any arm when None), else the last look's.
     """
     rng = np.random.default_rng(seed)
     sizes = look_sizes(subjects_per_arm, looks)
@@ -133,7 +134,7 @@ def simulate_decisions(
                     statistics, control=arms[0], weights=weights, **{**settings, "sequential": False},
                     planned_subjects_per_arm=n,
                 )
-                if decision.outcome == "ship" or look == looks - 1:
+                if decision.outcome == "ship" and ships in (None, decision.arm) or look == looks - 1:
                     outcome, arm = decision.outcome, decision.arm
                     final_looks[replicate] = look
                     break
