@@ -17,6 +17,7 @@ from experiments.metrics import METRICS
 from experiments.models import Experiment, ExperimentDecision, Guardrail, Metric
 from experiments.results import UNITS, compute_results
 from experiments.stats import (
+    Decision,
     ProportionStatistic,
     RatioStatistic,
     RegressionAdjustedStatistic,
@@ -49,7 +50,7 @@ def _statistic(stored: dict):
     return cls(**{name: stored[name] for name, spec in cls.__dataclass_fields__.items() if spec.init})
 
 
-def _engine_decision(experiment: Experiment, snapshot, previous: dict) -> dict | None:
+def _engine_decision(experiment: Experiment, snapshot, previous: dict) -> Decision | None:
     """``decide_statistics`` on what the run stored, with the experiment's settings (None: primary not readable)."""
     data = snapshot.data
     comparisons = (data["report"] or {}).get("comparisons", [])  # no report: no metric comparable yet
