@@ -29,12 +29,11 @@ import gc
 import json
 import math
 import statistics
-import time
 
 import numpy as np
 
 from benchmarks.bench_stats import _sql_aggregate, _statistic
-from benchmarks.table import Row
+from benchmarks.table import Row, timing_samples
 from experiments.stats import (
     ProportionStatistic,
     RatioStatistic,
@@ -72,14 +71,7 @@ RULE_SETTINGS = {
 
 
 def _timings(fn, runs: int) -> list[float]:
-    for _ in range(max(3, runs // 20)):
-        fn()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return samples
+    return timing_samples(fn, repeats=runs, warmup=max(3, runs // 20))
 
 
 def _p95(samples: list[float]) -> float:
