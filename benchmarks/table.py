@@ -16,7 +16,8 @@ class Row:
     passed: bool | None = None  # None: no target to meet
 
 
-def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
+def timing_samples(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Seconds per call of ``fn``, ``repeats`` times after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -24,7 +25,11 @@ def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 
         started = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return samples
+
+
+def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
+    return statistics.median(timing_samples(fn, repeats=repeats, warmup=warmup))
 
 
 def render(rows: list[Row]) -> str:

@@ -20,7 +20,8 @@ def _checked(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     values = np.asarray(p_values, dtype=float)
     if values.ndim != 1:
         raise ValueError("p-values must be a one-dimensional sequence")
-    if not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
+    # One pass: NaN fails both comparisons, infinities the range.
+    if not ((values >= 0) & (values <= 1)).all():
         raise ValueError("p-values must be finite numbers in [0, 1]")
     return values
 

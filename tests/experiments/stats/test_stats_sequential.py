@@ -173,3 +173,60 @@ def test_sequential_test_uses_the_cuped_and_ratio_variances():
         assert result.z == pytest.approx(
             fixed.absolute.estimate / fixed.absolute.standard_error, rel=1e-12
         )
+
+
+# --- one-sided: the half-normal mixture (non-inferiority questions) --------------------------
+
+
+@pytest.mark.parametrize(("z", "information"), [(0.0, 1.0), (2.5, 3.0), (-4.0, 0.2), (1.0, 50.0), (3.2, 8.0)])
+def test_one_sided_ratio_equals_numerical_integration_over_the_half_normal_prior(z, information):
+    from experiments.stats.sequential import one_sided_log_likelihood_ratio
+
+    # Λ = ∫₀^∞ exp(zδ − δ²/2) · 2 φ(δ; 0, τ²) dδ with V = 1 and τ² = Nρ²: only alternatives
+    # on the favourable side of the null carry weight.
+    def integrand(delta):
+        prior = 2 * math.exp(-0.5 * delta * delta / information) / math.sqrt(2 * math.pi * information)
+        return math.exp(z * delta - 0.5 * delta * delta) * prior
+
+    numeric, _ = integrate.quad(integrand, 0, np.inf, epsabs=1e-13, epsrel=1e-12)
+    assert float(
+        np.exp(one_sided_log_likelihood_ratio(z, information, rho_squared=1.0))
+    ) == pytest.approx(numeric, rel=1e-8)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.05, 0.01, 1e-4, 1e-9])
+@pytest.mark.parametrize("sample_size", [2, 40, 10_000, 1e8])
+def test_the_one_sided_boundary_is_where_the_test_starts_to_reject(alpha, sample_size):
+    from experiments.stats.sequential import (
+        one_sided_always_valid_p_value,
+        one_sided_critical_z,
+        one_sided_log_likelihood_ratio,
+    )
+
+    rho_squared = mixing_scale_squared(tuning_sample_size=10_000, alpha=0.05)
+    critical = one_sided_critical_z(sample_size, rho_squared=rho_squared, alpha=alpha)
+    assert float(one_sided_log_likelihood_ratio(critical, sample_size, rho_squared=rho_squared)) == pytest.approx(
+        math.log(1 / alpha), rel=1e-12
+    )
+    z = critical * np.array([0.999, 0.99999, 1.00001, 1.001])
+    rejects = one_sided_always_valid_p_value(z, sample_size, rho_squared=rho_squared) <= alpha
+    assert rejects.tolist() == [False, False, True, True]
+    # Narrower than the two-sided boundary (it spends nothing on the other side), wider
+    # than the fixed-horizon one-sided test (the price of peeking).
+    two_sided = float(confidence_sequence_half_width(1.0, sample_size, rho_squared=rho_squared, alpha=alpha))
+    assert scipy_stats.norm.isf(alpha) < critical < two_sided
+
+
+def test_one_sided_peeking_at_the_margin_keeps_the_false_positive_rate_below_alpha():
+    from experiments.stats.sequential import one_sided_always_valid_p_value
+
+    # The true difference sits on the null's boundary (harm exactly equal to the margin):
+    # z measured from the margin is the A/A z.
+    rng = np.random.default_rng(22)
+    experiments = 4000
+    z, sample_size = simulate_looks(rng, experiments=experiments, looks=20, per_look=250, effect=0.0)
+    rho_squared = mixing_scale_squared(tuning_sample_size=int(sample_size[-1]), alpha=ALPHA)
+    p_values = one_sided_always_valid_p_value(z, sample_size, rho_squared=rho_squared)
+    assert np.mean(np.min(p_values, axis=1) <= ALPHA) <= ALPHA
+    naive = np.mean(np.any(scipy_stats.norm.sf(z) <= ALPHA, axis=1))
+    assert naive > ALPHA + 5 * binomial_error(ALPHA, experiments)
