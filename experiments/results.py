@@ -141,6 +141,8 @@ def _previous_minima(experiment: Experiment, phase: int, window_end: datetime) -
         return guardrail_minima, {}
     if decision.get("frozen"):  # a frozen verdict carries the final run's tests; the latest look has the minima
         decision = decision.get("latest") or {}
+    if "running_minima" in decision:  # carried over every run, those that could not test included
+        return guardrail_minima, dict(decision["running_minima"] or {})
     decision_minima = Decision.from_dict(decision).running_minima() if decision.get("version") else {}
     return guardrail_minima, decision_minima
 
@@ -446,8 +448,13 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
         decision = _decision(experiment, statistics, arms, srm, included, previous_decision)
     except InsufficientDataError as error:
         current = _unreadable_decision(experiment, str(error), srm=srm)
+        minima = previous_decision
     else:
         current = decision.with_extra(**_decision_dates(decision, statistics, experiment)).to_dict()
+        minima = {**previous_decision, **decision.running_minima()}
+    # Carried over every run, a run that could not test (a sample-ratio mismatch, a metric not yet
+    # comparable) included: the always-valid tests' evidence is never lost between runs.
+    current["running_minima"] = minima if experiment.testing_mode == Experiment.TestingMode.SEQUENTIAL else {}
     document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)
     document["status"] = Status.OK
     return Status.OK, _clean(document), statistics

@@ -5,7 +5,7 @@ calls it and stores its ``Decision`` in the snapshot; the pages, the exports
 and the demo render that and never re-derive it). ``decide`` is the same on
 per-subject rows (a notebook, ``python -m experiments.stats decide``).
 
-Rules (docs/statistics.md §9):
+Rules (docs/statistics.md §15):
 
 - ``superiority``: ship the treatment arm with the best significant
   improvement of the primary metric whose guardrails all pass;
@@ -388,11 +388,15 @@ class Decision:
         return replace(self, extra={**self.extra, **extra})
 
     def running_minima(self) -> dict[str, dict[str, float | None]]:
-        """What the next look needs of this one: each test's running-minimum p-values."""
+        """What the next look needs of this one: each test's running-minimum p-values and best bound.
+
+        Only tests that could be run at this look; a caller keeping minima across looks
+        merges these over the previous ones, so a look that could not test keeps them.
+        """
         return {
-            test.key: {"p_value": test.p_value, "ruled_out_p_value": test.ruled_out_p_value}
+            test.key: {"p_value": test.p_value, "ruled_out_p_value": test.ruled_out_p_value, "bound": test.bound}
             for test in self.tests
-            if test.method.startswith("msprt")
+            if test.method.startswith("msprt") and test.p_value is not None
         }
 
 
@@ -657,6 +661,14 @@ def _tests(
             passed = passed and sign * raw.estimate > 0
             ruled_out = ruled_out and sign * raw.estimate < 0
         bound, interval = _bound(raw, level_alpha=level_alpha, sequential=sequential, rho_squared=rho_squared)
+        if sequential:
+            # The running minimum of the p-value may come from an earlier look: so does the bound shown,
+            # the best so far on the favourable side, so "passes" never sits beside a bound that fails.
+            before = (previous or {}).get(f"{raw.kind}:{raw.arm}:{raw.metric}") or {}
+            earlier = before.get("bound")
+            if earlier is not None and math.isfinite(earlier):
+                sign = 1.0 if raw.higher_is_better else -1.0
+                bound = sign * max(sign * bound, sign * float(earlier))
         tests.append(DecisionTest(
             kind=raw.kind, arm=raw.arm, metric=raw.metric, relative=raw.relative,
             higher_is_better=raw.higher_is_better, estimate=raw.estimate, margin=raw.margin, bound=bound,

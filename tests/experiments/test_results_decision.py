@@ -112,3 +112,21 @@ def test_a_relative_guardrail_is_tested_on_the_relative_lift_and_watched_in_the_
     assert entry["noninferiority"]["relative"] is True and entry["noninferiority"]["noninferior"] is True
     test = next(t for t in snapshot.data["decision"]["tests"] if t["kind"] == "guardrail")
     assert test["relative"] is True and test["margin"] == 0.5 and test["passed"] is True
+
+
+def test_a_run_that_cannot_test_carries_the_running_minima_to_the_next():
+    from experiments.models import ResultSnapshot
+    from experiments.results import _previous_minima
+
+    experiment = _experiment(arms=2, testing_mode="sequential")
+    now = timezone.now()
+    minima = {"superiority:arm-1:gmv": {"p_value": 0.01, "ruled_out_p_value": 0.9, "bound": 12.0}}
+    # A run whose decision could not test (say a sample-ratio mismatch) still stores the minima it was given.
+    ResultSnapshot.objects.create(
+        experiment=experiment, status="ok", phase=1, window_start=experiment.started_at, window_end=now,
+        computed_at=now, subjects=10,
+        data={"schema_version": 2, "guardrails": [], "decision": {"version": 1, "outcome": "invalid", "tests": [],
+                                                                  "running_minima": minima}},
+    )
+    _, carried = _previous_minima(experiment, 1, now + timedelta(minutes=15))
+    assert carried == minima

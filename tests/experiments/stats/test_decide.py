@@ -328,6 +328,19 @@ def test_sequential_p_values_are_running_minima_over_the_looks():
     assert primary.ruled_out_p_value <= minima["noninferiority:b:gmv"]["ruled_out_p_value"]
 
 
+def test_a_test_passed_at_an_earlier_look_shows_the_bound_that_passed_it():
+    settings = {"rule": "noninferiority", "margin": 0.05, "sequential": True, "planned_subjects_per_arm": 10 * N}
+    first = verdict({"control": arm(100.0), "b": arm(100.0)}, **settings)
+    passed_at = find_test(first, "b", "noninferiority")
+    assert passed_at.passed and passed_at.bound > -0.05
+    worse = {"control": arm(100.0, n=2 * N), "b": arm(95.5, n=2 * N)}
+    assert find_test(verdict(worse, **settings), "b", "noninferiority").bound < -0.05  # this look alone fails
+    carried = find_test(verdict(worse, previous=first.running_minima(), **settings), "b", "noninferiority")
+    # Passed on the earlier look's evidence: the bound shown is that evidence, never one beyond the margin.
+    assert carried.passed and carried.bound == passed_at.bound > -0.05
+    assert carried.estimate == pytest.approx(-0.045)  # the estimate is this look's
+
+
 def test_previous_values_that_are_not_probabilities_count_as_no_evidence():
     settings = {"sequential": True, "planned_subjects_per_arm": 10 * N, "guardrails": None}
     statistics = {"control": arm(100.0), "b": arm(100.1)}
