@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from experiments.stats.bayesian import ENGINES
-from experiments.stats.decide import RULES, decide
+from experiments.stats.decide import DEFAULT_RISK_THRESHOLD, RULES, decide
 from experiments.stats.frame import ARM_COLUMN, METRIC_TYPES, analyze
 from experiments.stats.health import BIAS_THRESHOLD, SUSPICIOUS_UPLIFT
 
@@ -243,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument(
         "--lower-is-better", action="store_true", help="the primary metric improves when it goes down"
     )
+    verdict.add_argument(
+        "--engine", default="frequentist", help=f"one of {', '.join(ENGINES)} (default frequentist)"
+    )
+    verdict.add_argument("--prior-mean", type=float, help="Bayesian: prior mean of the relative effect")
+    verdict.add_argument("--prior-variance", type=float, help="Bayesian: prior variance of the relative effect")
+    verdict.add_argument(
+        "--risk-threshold", type=float, default=DEFAULT_RISK_THRESHOLD,
+        help=f"Bayesian superiority: the largest tolerated risk of choosing an arm (default {DEFAULT_RISK_THRESHOLD})",
+    )
     return parser
 
 
@@ -276,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 alpha=args.alpha,
                 primary_higher_is_better=not args.lower_is_better,
                 caps=caps or None,
+                engine=args.engine,
+                prior=_prior(args.prior_mean, args.prior_variance),
+                risk_threshold=args.risk_threshold,
             )
         else:
             report = analyze(

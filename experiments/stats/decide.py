@@ -40,7 +40,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from experiments.stats._distributions import t_isf, t_sf
+from experiments.stats._distributions import norm_cdf, norm_isf, t_isf, t_sf
+from experiments.stats.bayesian import (
+    bayesian_compare_moments,
+    bayesian_report,
+    check_engine,
+    gaussian_moments,
+    gaussian_prior,
+)
 from experiments.stats.corrections import holm_adjust
 from experiments.stats.frequentist import (
     DifferenceMoments,
@@ -73,6 +80,8 @@ SHIP, KEEP_CONTROL, CONTINUE, INVALID = OUTCOMES
 FIXED, SEQUENTIAL = "fixed", "sequential"
 # The always-valid tests are tuned for this many subjects (both arms) without a plan.
 DEFAULT_TUNING_SAMPLE_SIZE = 10_000
+# Bayesian superiority: the largest expected relative loss of choosing the treatment (0.25 %).
+DEFAULT_RISK_THRESHOLD = 0.0025
 
 ArmStatistics = Mapping[str, Mapping[str, Statistic]]
 
@@ -235,6 +244,8 @@ class DecisionTest:
     method: str
     family: str
     reason: str = ""
+    chance_to_win: float | None = None  # the Bayesian engine's P(the favourable side), else None
+    risk: float | None = None  # Bayesian: the expected relative loss of choosing the treatment
 
     def to_dict(self) -> dict:
         return {
@@ -256,6 +267,8 @@ class DecisionTest:
             "method": self.method,
             "family": self.family,
             "reason": self.reason,
+            "chance_to_win": self.chance_to_win,
+            "risk": self.risk,
         }
 
     @classmethod
@@ -270,6 +283,7 @@ class DecisionTest:
             passed=bool(data.get("passed")), ruled_out=bool(data.get("ruled_out")),
             ruled_out_p_value=data.get("ruled_out_p_value"), method=data.get("method", ""),
             family=data.get("family", ""), reason=data.get("reason", ""),
+            chance_to_win=data.get("chance_to_win"), risk=data.get("risk"),
         )
 
     @property
@@ -334,6 +348,7 @@ class Decision:
     tests: tuple[DecisionTest, ...]
     progress: Progress | None
     guardrails: tuple[GuardrailRule, ...] = ()
+    engine: str = "frequentist"
     version: int = DECISION_VERSION
     extra: dict = field(default_factory=dict)  # set by the caller (e.g. when the verdict became final)
 
@@ -356,6 +371,7 @@ class Decision:
             "tests": [test.to_dict() for test in self.tests],
             "progress": None if self.progress is None else self.progress.to_dict(),
             "guardrails": [guardrail.to_dict() for guardrail in self.guardrails],
+            "engine": self.engine,
             **self.extra,
         }
 
@@ -380,6 +396,7 @@ class Decision:
             tests=tuple(DecisionTest.from_dict(test) for test in data.get("tests") or ()),
             progress=None if not data.get("progress") else Progress.from_dict(data["progress"]),
             guardrails=tuple(GuardrailRule(**guardrail) for guardrail in data.get("guardrails") or ()),
+            engine=data.get("engine", "frequentist"),
             version=int(data["version"]),
             extra={key: value for key, value in data.items() if key not in _DECISION_KEYS},
         )
@@ -402,7 +419,7 @@ class Decision:
 
 _DECISION_KEYS = frozenset(
     ("version", "outcome", "arm", "final", "rule", "mode", "alpha", "primary_metric", "primary_higher_is_better",
-     "margin", "privacy_order", "summary", "rule_text", "reasons", "tests", "progress", "guardrails")
+     "margin", "privacy_order", "summary", "rule_text", "reasons", "tests", "progress", "guardrails", "engine")
 )
 
 
@@ -680,6 +697,105 @@ def _tests(
     return tests
 
 
+def _bayesian_tests(
+    statistics: ArmStatistics,
+    *,
+    control: str,
+    treatments: Sequence[str],
+    primary: str,
+    primary_higher_is_better: bool,
+    rule: str,
+    margin: float | None,
+    guardrails: Sequence[GuardrailRule],
+    alpha: float,
+    prior,
+    risk_threshold: float,
+) -> list[DecisionTest]:
+    """The rule's tests read from Gaussian posteriors (the Bayesian engine, gbstats' model).
+
+    Superiority: the chance to beat the control ≥ 1 − α/2 (one-sided, as a
+    two-sided test at α) and the risk of choosing the arm ≤ ``risk_threshold``;
+    significantly worse when the chance ≤ α/2. Non-inferiority (the primary
+    metric under the other rules, and every guardrail): the one-sided (1 − α)
+    credible bound on the harmful side beyond the margin; ruled out when the
+    opposite bound is beyond it. ``p_value`` is the posterior probability of the
+    question's harmful side; nothing is Holm-adjusted (a posterior is read per arm).
+    """
+    primary_kind = "superiority" if rule == "superiority" else "noninferiority"
+    planned = [(primary_kind, arm, primary, primary_kind == "noninferiority", primary_higher_is_better, margin)
+               for arm in treatments]
+    planned += [("guardrail", arm, g.metric, g.relative, g.higher_is_better, g.margin)
+                for g in guardrails for arm in treatments]
+    z = float(norm_isf(alpha))
+    method = "bayesian_gaussian"
+    tests = []
+    for kind, arm, metric, relative, higher, test_margin in planned:
+        family = "confirmatory" if kind == primary_kind else "guardrail"
+        try:
+            moments = gaussian_moments(statistics[control][metric], statistics[arm][metric])
+            posterior = bayesian_compare_moments([moments], prior=prior, alpha=alpha, higher_is_better=[higher])[0]
+            effect = posterior.relative if relative or kind == "superiority" else posterior.absolute
+            if effect.estimate is None:
+                if kind == "superiority":
+                    effect = posterior.absolute
+                else:
+                    raise InsufficientDataError(
+                        "a relative margin needs a non-zero control mean and a defined relative lift"
+                    )
+        except InsufficientDataError as error:
+            tests.append(DecisionTest(
+                kind=kind, arm=arm, metric=metric, relative=relative, higher_is_better=higher, estimate=None,
+                margin=test_margin, bound=None, interval=None, level=None, p_value=None, p_value_adjusted=None,
+                passed=False, ruled_out=False, ruled_out_p_value=None, method=method, family=family,
+                reason=f"not testable yet: {error}",
+            ))
+            continue
+        sign = 1.0 if higher else -1.0
+        mean, sd = effect.estimate, effect.standard_error
+        scale_relative = effect is posterior.relative
+        if kind == "superiority":
+            chance = posterior.chance_to_win
+            passed = chance >= 1.0 - alpha / 2.0 and posterior.risk[1] <= risk_threshold
+            ruled_out = chance <= alpha / 2.0
+            p_value, worse = 1.0 - chance, chance
+            half = float(norm_isf(alpha / 2.0)) * sd
+            interval = (mean - half, mean + half)
+            bound = interval[0] if sign > 0 else interval[1]
+            level, risk = 1.0 - alpha, posterior.risk[1]
+        else:
+            # P(the effect is on the harmful side of the margin) and its mirror.
+            p_value = float(norm_cdf((-test_margin - sign * mean) / sd))
+            worse = float(norm_cdf((sign * mean + test_margin) / sd))
+            chance = 1.0 - p_value
+            passed, ruled_out = p_value < alpha, worse < alpha
+            interval = (mean - z * sd, mean + z * sd)
+            bound = interval[0] if sign > 0 else interval[1]
+            level, risk = 1.0 - alpha, None
+        tests.append(DecisionTest(
+            kind=kind, arm=arm, metric=metric, relative=scale_relative, higher_is_better=higher, estimate=mean,
+            margin=test_margin, bound=bound, interval=interval, level=level, p_value=p_value, p_value_adjusted=None,
+            passed=bool(passed), ruled_out=bool(ruled_out), ruled_out_p_value=worse, method=method, family=family,
+            chance_to_win=chance, risk=risk,
+        ))
+    return tests
+
+
+def _bayesian_rule_text(rule: str, *, alpha: float, prior, risk_threshold: float, rule_text: str) -> str:
+    prior_text = "a flat prior" if prior is None else (
+        f"a Gaussian prior on the relative effect (mean {prior.mean:+.3g}, variance {prior.variance:.3g})"
+    )
+    if rule == "superiority":
+        reading = (f"an arm improves when its chance to beat the control is at least {1 - alpha / 2:.1%} and its "
+                   f"risk (expected relative loss of choosing it) at most {risk_threshold:.2%}")
+    else:
+        reading = (f"an arm stays within a margin when its one-sided {1 - alpha:.0%} credible bound does; "
+                   "guardrails likewise")
+    core = rule_text.split(" (one-sided")[0].split(" (two-sided")[0]
+    return (f"{core} — read by the Bayesian engine ({prior_text}): {reading}. Each arm's posterior is read on its "
+            "own, with no multiplicity adjustment. Fixed horizon: read once every arm has its planned subjects and "
+            "the minimum runtime has passed. Never with a sample-ratio mismatch.")
+
+
 # --- progress ------------------------------------------------------------------------
 
 
@@ -762,13 +878,21 @@ def _test_phrase(test: DecisionTest, wording: Wording, *, named: bool = True) ->
     if test.kind == "superiority":
         return (
             f"{label}{wording.difference(test.metric, test.estimate, relative=test.relative)} "
-            f"(bound {bound}, adjusted {_p(test.p_value_adjusted)})"
+            f"({_evidence(test, bound)})"
         )
     limit = wording.margin(test.metric, higher_is_better=test.higher_is_better, relative=test.relative,
                            margin=test.margin)
     side = "lower" if test.higher_is_better else "upper"
     relation = (">" if test.higher_is_better else "<") if test.passed else ("≤" if test.higher_is_better else "≥")
     return f"{label}{side} bound {bound} {relation} {limit}"
+
+
+def _evidence(test: DecisionTest, bound: str) -> str:
+    """"bound +2.0%, adjusted p = 0.003", or the Bayesian engine's "chance to win 99.1%, risk 0.01%"."""
+    if test.chance_to_win is not None:
+        risk = "" if test.risk is None else f", risk {test.risk:.2%}"
+        return f"chance to win {test.chance_to_win:.1%}{risk}"
+    return f"bound {bound}, adjusted {_p(test.p_value_adjusted)}"
 
 
 def _arm_story(arm: str, tests: Sequence[DecisionTest], wording: Wording) -> str:
@@ -831,7 +955,7 @@ def _verdict(
             bound = wording.difference(primary, test.bound, relative=test.relative)
             if rule == "superiority":
                 head = (f"Ship {chosen}: it {'raises' if sign * test.estimate > 0 else 'lowers'} {label} by "
-                        f"{estimate} (bound {bound}, adjusted {_p(test.p_value_adjusted)})")
+                        f"{estimate} ({_evidence(test, bound)})")
             else:
                 limit = wording.margin(primary, higher_is_better=higher, relative=True, margin=margin)
                 head = (f"Ship {chosen}: its {label} stays within {limit} of the control (estimate {estimate}, "
@@ -921,15 +1045,33 @@ def decide_statistics(
     units: Mapping[str, str] | None = None,
     srm: SrmResult | None = None,
     srm_threshold: float = SRM_THRESHOLD,
+    engine: str = "frequentist",
+    prior: Mapping | None = None,
+    risk_threshold: float = DEFAULT_RISK_THRESHOLD,
 ) -> Decision:
     """The verdict of ``rule`` on ``{arm: {metric: statistic}}`` at this look.
 
     ``previous`` is the last look's ``Decision.running_minima()`` (sequential
     mode); ``runtime_days`` the time since the start (the minimum runtime is
     not checked without it); ``labels``, ``kinds`` and ``units`` word the
-    verdict. Bad input raises ``ValueError`` naming the argument.
+    verdict. ``engine="bayesian"`` reads the tests from the posteriors
+    (``prior`` on the relative effect, flat by default; docs/statistics.md
+    §15): fixed horizon only. Bad input raises ``ValueError`` naming the argument.
     """
     alpha = _check_alpha(alpha)
+    engine = check_engine(engine)
+    checked_prior = gaussian_prior(prior)
+    if engine == "frequentist" and checked_prior is not None:
+        raise ValueError("prior: only the Bayesian engine takes a prior (engine='bayesian')")
+    if engine == "bayesian" and sequential:
+        raise ValueError(
+            "sequential: the Bayesian engine has no always-valid mode (a posterior read at every look ships "
+            "by chance more often than its threshold says); use fixed-horizon testing, or the frequentist engine"
+        )
+    risk_threshold = _finite(risk_threshold, "risk_threshold")
+    if not risk_threshold > 0:
+        raise ValueError(f"risk_threshold must be positive (a relative expected loss, e.g. 0.0025), got "
+                         f"{risk_threshold:g}")
     if not isinstance(sequential, bool):
         raise ValueError("sequential must be true or false")
     if not isinstance(primary_higher_is_better, bool):
@@ -974,10 +1116,14 @@ def decide_statistics(
                          minimum_runtime_days=minimum_runtime_days)
     rule_text = _rule_text(rule, primary=primary, higher=primary_higher_is_better, margin=margin, wording=wording,
                            sequential=sequential, alpha=alpha, treatments=len(treatments))
+    if engine == "bayesian":
+        rule_text = _bayesian_rule_text(rule, alpha=alpha, prior=checked_prior, risk_threshold=risk_threshold,
+                                        rule_text=rule_text)
     if rule == "privacy_first":
         order_text = "Privacy order, most private first: " + " > ".join(order) + "."
         rule_text = f"{rule_text} {order_text}"
     common = dict(
+        engine=engine,
         rule=rule, mode=SEQUENTIAL if sequential else FIXED, alpha=alpha, primary_metric=primary,
         primary_higher_is_better=primary_higher_is_better, margin=margin, privacy_order=order,
         rule_text=rule_text, progress=progress, guardrails=tuple(guardrail_rules),
@@ -993,11 +1139,19 @@ def decide_statistics(
     if empty:
         return Decision(outcome=CONTINUE, arm=None, final=False, tests=(), reasons=(),
                         summary=f"Keep running: arm(s) {', '.join(empty)} have no subjects yet.", **common)
-    tests = _tests(
-        statistics, control=control, treatments=treatments, primary=primary,
-        primary_higher_is_better=primary_higher_is_better, rule=rule, margin=margin, guardrails=guardrail_rules,
-        alpha=alpha, sequential=sequential, rho_squared=rho_squared, previous=previous,
-    )
+    if engine == "bayesian":
+        tests = _bayesian_tests(
+            statistics, control=control, treatments=treatments, primary=primary,
+            primary_higher_is_better=primary_higher_is_better, rule=rule, margin=margin,
+            guardrails=guardrail_rules, alpha=alpha, prior=checked_prior, risk_threshold=risk_threshold,
+        )
+    else:
+        tests = _tests(
+            statistics, control=control, treatments=treatments, primary=primary,
+            primary_higher_is_better=primary_higher_is_better, rule=rule, margin=margin,
+            guardrails=guardrail_rules, alpha=alpha, sequential=sequential, rho_squared=rho_squared,
+            previous=previous,
+        )
     runtime_ok = runtime_days is None or runtime_days >= minimum_runtime_days
     at_planned = progress.share is not None and progress.share >= 1.0
     if not sequential and not progress.ready or sequential and not runtime_ok:
@@ -1063,6 +1217,9 @@ def decide(
     caps: Mapping[str, float] | None = None,
     runtime_days: float | None = None,
     minimum_runtime_days: float = 0.0,
+    engine: str = "frequentist",
+    prior: Mapping | None = None,
+    risk_threshold: float = DEFAULT_RISK_THRESHOLD,
 ) -> dict:
     """The verdict on per-subject rows, as a JSON-serialisable dict (contract in DESIGN.md).
 
@@ -1076,11 +1233,20 @@ def decide(
         raise ValueError(f"primary: {primary!r} is not one of the metrics {list(metrics or {})}")
     _check_planned(planned_subjects_per_arm, sequential, required=True)
     statistics, _ = statistics_from_frame(df, metrics=metrics, covariates=covariates, caps=caps)
-    report: Report = analyze_statistics(statistics, control=control, weights=weights, alpha=alpha, primary=primary)
+    if check_engine(engine) == "bayesian":
+        report = bayesian_report(
+            statistics, control=control, weights=weights, prior=prior, alpha=alpha,
+            lower_is_better=[] if primary_higher_is_better else [primary],
+        )
+    else:
+        report: Report = analyze_statistics(
+            statistics, control=control, weights=weights, alpha=alpha, primary=primary
+        )
     decision = decide_statistics(
         statistics, control=control, weights=weights, primary=primary,
         primary_higher_is_better=primary_higher_is_better, guardrails=guardrails, rule=rule, margin=margin,
         privacy_order=privacy_order, planned_subjects_per_arm=planned_subjects_per_arm, sequential=sequential,
         alpha=alpha, runtime_days=runtime_days, minimum_runtime_days=minimum_runtime_days, srm=report.srm,
+        engine=engine, prior=prior, risk_threshold=risk_threshold,
     )
     return {**decision.to_dict(), "report": report.to_dict()}
