@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 # Every dependency, pinned with its hashes (`make lock` regenerates it from pyproject.toml).
 LOCK := requirements.lock
 
+# The suite runs on every core (at most 4: each pytest-xdist worker takes its own Redis database).
+PYTEST_ARGS ?= -n auto --maxprocesses=4 --durations=25
+
 .PHONY: venv demo test bench lint up migrate lock clean
 
 $(STAMP): pyproject.toml $(LOCK)

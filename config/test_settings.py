@@ -1,11 +1,32 @@
 """Test settings: production settings, changed only where a test run must differ."""
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 # Tests run with DEBUG off against the services, like production; they bring
 # throwaway secrets instead of the environment's.
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-" + "t" * 40)
 os.environ.setdefault("PRIVACYLAB_PSEUDONYM_KEY", "test-pseudonym-key-" + "p" * 32)
+
+
+def _redis_url_for_worker(url: str, worker: str) -> str:
+    """The Redis URL of one pytest-xdist worker: its own database, as pytest-django gives it its own
+    test database, so that one worker's cache flush, broker queue or lock never reaches another's tests."""
+    if not url or not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + int(worker[2:])
+    if database > 15:
+        raise RuntimeError(f"REDIS_URL {url!r}: worker {worker} would need Redis database {database} (0-15); "
+                           "choose a lower database or fewer workers (pytest -n)")
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+# Only the pytest process shifts it: the worker and server processes a test starts inherit the shifted URL
+# and this marker, and must not shift it again.
+if os.environ.get("REDIS_URL") and not os.environ.get("PRIVACYLAB_TEST_REDIS_SHIFTED"):
+    os.environ["REDIS_URL"] = _redis_url_for_worker(os.environ["REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER", ""))
+    os.environ["PRIVACYLAB_TEST_REDIS_SHIFTED"] = "1"
 
 from config.settings import *  # noqa: E402,F403
 
