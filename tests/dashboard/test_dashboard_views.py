@@ -18,7 +18,7 @@ from experiments.disclosure import segments_suppress
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
 from experiments.results import compute_results, experiment_monitor
 from tests.dashboard.conftest import analyse, login, make_experiment
-from tests.experiments.factories import ExperimentFactory
+from tests.experiments.factories import ExperimentFactory, UserFactory
 from tests.experiments.pipeline_kit import populate
 
 pytestmark = pytest.mark.django_db
@@ -538,3 +538,28 @@ def test_the_detail_page_reads_a_fixed_number_of_queries_however_many_runs(
     with django_assert_max_num_queries(12):
         response = client.get(_url("experiment-detail", analysed))
     assert [len(series.points) for series in response.context["page"].timeline_series] == [9, 9]
+
+
+# --- whether scheduled work runs ------------------------------------------------------
+
+
+def test_without_a_worker_and_beat_every_page_says_scheduled_work_does_not_run(client, people, settings):
+    settings.SCHEDULED_TASKS_RUN = False
+    experiment = make_experiment(people["owner"], key="unscheduled")
+    login(client, UserFactory(username="sam-superuser", is_staff=True, is_superuser=True))
+    for url in (reverse("dashboard:experiment-list"), _url("experiment-detail", experiment),
+                reverse("admin:experiments_experiment_changelist")):
+        page = client.get(url).content.decode()
+        assert "Scheduled work does not run on this server." in page, url
+    detail = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "Nothing computes them on a schedule here (no Celery worker or beat runs)" in detail
+    assert "every few minutes" not in detail
+
+
+def test_with_a_worker_and_beat_the_page_gives_the_schedule(client, people, settings):
+    settings.SCHEDULED_TASKS_RUN = True
+    experiment = make_experiment(people["owner"], key="scheduled")
+    login(client, people["owner"])
+    detail = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "Scheduled work does not run" not in detail
+    assert "Results are computed every 15 minutes while the experiment runs" in detail
