@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from consent.models import Subject
 from experiments.dashboard.selectors import STALE_AFTER
@@ -563,3 +564,84 @@ def test_with_a_worker_and_beat_the_page_gives_the_schedule(client, people, sett
     detail = client.get(_url("experiment-detail", experiment)).content.decode()
     assert "Scheduled work does not run" not in detail
     assert "Results are computed every 15 minutes while the experiment runs" in detail
+
+
+# --- feedback before and around results ------------------------------------------------
+
+
+def _recompute_message(client, experiment, django_capture_on_commit_callbacks) -> str:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(_url("recompute", experiment))
+    assert response.status_code == 302
+    status = client.get(_url("recompute-status", experiment)).json()
+    assert status["state"] == "failed"
+    page = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert escape(status["message"]) in page and "server log" not in page
+    return status["message"]
+
+
+def test_recompute_says_why_an_experiment_cannot_be_computed(client, people, django_capture_on_commit_callbacks):
+    login(client, people["owner"])
+    nobody = make_experiment(people["owner"], key="nobody-exposed")
+    message = _recompute_message(client, nobody, django_capture_on_commit_callbacks)
+    assert message.startswith("Not computed: Nobody has been exposed to this experiment yet")
+    assert not ResultSnapshot.objects.filter(experiment=nobody).exists()
+
+    no_control = make_experiment(people["owner"], key="no-control")
+    populate(no_control, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
+    no_control.arms.update(is_control=False)
+    assert "has no control arm" in _recompute_message(client, no_control, django_capture_on_commit_callbacks)
+
+    draft = ExperimentFactory(owner=people["owner"], key="still-a-draft")
+    assert "has not started" in _recompute_message(client, draft, django_capture_on_commit_callbacks)
+
+    armless = ExperimentFactory(owner=people["owner"], key="no-arms", arms=0)
+    assert "has no arms yet" in _recompute_message(client, armless, django_capture_on_commit_callbacks)
+
+
+def test_a_refusal_in_words_from_the_run_itself_reaches_the_page(
+    client, people, django_capture_on_commit_callbacks
+):
+    # Passes the checks, then the pipeline refuses (the control arm was removed in between).
+    experiment = make_experiment(people["owner"], key="refused-in-run")
+    populate(experiment, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
+    login(client, people["owner"])
+    with mock.patch("experiments.dashboard.services.recompute_refusal", return_value=""):
+        experiment.arms.update(is_control=False)
+        message = _recompute_message(client, experiment, django_capture_on_commit_callbacks)
+    assert message == "Not computed: Experiment 'refused-in-run' has no control arm."
+
+
+def test_exports_are_offered_only_once_there_are_results(client, people, analysed):
+    login(client, people["owner"])
+    empty = make_experiment(people["owner"], key="no-results-yet")
+    html = client.get(_url("experiment-detail", empty)).content.decode()
+    assert 'id="exports"' not in html and _url("export-csv", empty) not in html
+    html = client.get(_url("experiment-detail", analysed)).content.decode()
+    assert _url("export-csv", analysed) in html and _url("export-json", analysed) in html
+
+
+def test_freshness_and_history_read_as_english(client, people):
+    experiment = make_experiment(people["owner"], key="one-run")
+    populate(experiment, {"control": {"n": 30, "conversion": 0.2}, "arm-1": {"n": 30, "conversion": 0.3},
+                          "arm-2": {"n": 30, "conversion": 0.1}})
+    compute_results(experiment=experiment, monitor=False)
+    login(client, people["owner"])
+    html = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "(just now; data up to" in html and "0 minutes ago" not in html
+    assert "Monitor history: the one run so far" in html and "the last 1 runs" not in html
+    ResultSnapshot.objects.filter(experiment=experiment).update(computed_at=timezone.now() - timezone.timedelta(minutes=3))
+    html = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "(3\xa0minutes ago; data up to" in html
+
+
+def test_targeting_is_on_the_page_before_any_result(client, people):
+    login(client, people["owner"])
+    everyone = make_experiment(people["owner"], key="for-everyone")
+    assert '<dd id="targeting">Everyone</dd>' in client.get(_url("experiment-detail", everyone)).content.decode()
+    targeted = make_experiment(people["owner"], key="targeted", targeting={"age_band": ["18-24", "25-34"],
+                                                                          "platform": ["android"]})
+    html = client.get(_url("experiment-detail", targeted)).content.decode()
+    assert ('<dd id="targeting">Subjects whose age band is one of 18-24, 25-34; and whose platform is android</dd>'
+            in html)
+    assert "No results yet" in html
