@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from experiments.dashboard import charts, presenters
 from experiments.dashboard.formatting import MetricFormat, p_value, percent, relative
-from experiments.models import Guardrail
+from experiments.models import Guardrail, ResultSnapshot
 from experiments.results import compute_results
 from tests.dashboard.conftest import make_experiment
 from tests.experiments.pipeline_kit import populate
@@ -263,3 +263,22 @@ def test_nice_ticks_cover_the_domain_with_round_even_steps(lo, span, count):
     assert all(math.isclose(s, step, rel_tol=1e-6, abs_tol=1e-9) for s in steps)
     mantissa = step / 10 ** math.floor(math.log10(step))
     assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 5, 10))
+
+
+def test_the_gmv_means_shown_are_the_ones_the_lift_is_computed_from(analysed):
+    """Under CUPED the treatment mean shown is adjusted: the two means give the absolute and relative lifts."""
+    document = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first().data
+    assert document["settings"]["cuped"]
+    fmt = presenters.metric_formats(document)["gmv"]
+    stored = next(c for c in document["report"]["comparisons"] if c["arm"] == "arm-1" and c["metric"] == "gmv")
+    assert stored["cuped"]
+    row = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+               if r.arm == "arm-1" and r.metric == "gmv")
+    adjusted = stored["control_mean"] + stored["absolute"]["estimate"]
+    assert row.control_mean == fmt.value(stored["control_mean"])
+    assert row.treatment_mean == fmt.value(adjusted) and row.treatment_observed == fmt.value(stored["treatment_mean"])
+    # The relative lift is (adjusted − control) / |control|, exactly as stored.
+    assert (adjusted - stored["control_mean"]) / abs(stored["control_mean"]) == pytest.approx(stored["relative"]["estimate"])
+    conversion = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+                      if r.arm == "arm-1" and r.metric == "conversion")
+    assert not conversion.cuped and conversion.treatment_observed == ""

@@ -429,6 +429,32 @@ def test_csv_export_has_every_comparison_of_the_latest_snapshot(client, analysed
     assert any(r["metric"] == "consent_rate" and r["skipped_reason"] for r in records)
     assert any(r["segment"] == "province==HYPERLINK(1)" for r in segments)
     assert not any(value.startswith(("=", "+", "@")) for r in records for value in r.values())
+    # Times are local with their offset, as on the pages (Asia/Jakarta: +07:00).
+    assert gmv["window_end"] == timezone.localtime(snapshot.window_end).isoformat()
+    assert gmv["window_end"].endswith("+07:00") and gmv["computed_at"].endswith("+07:00")
+    # Under CUPED the adjusted treatment mean is the control's plus the adjusted difference.
+    assert float(gmv["treatment_mean_adjusted"]) == pytest.approx(stored["control_mean"] + stored["absolute"]["estimate"])
+
+
+def test_csv_export_carries_guardrails_the_sample_ratio_check_and_the_stored_decision(client, analysed, people):
+    snapshot = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first()
+    login(client, people["owner"])
+    records = list(csv.DictReader(io.StringIO(client.get(_url("export-csv", analysed)).content.decode())))
+    guardrails = [r for r in records if r["scope"] == "guardrail"]
+    stored = snapshot.data["guardrails"]
+    assert [(r["arm"], r["metric"]) for r in guardrails] == [(g["arm"], g["metric"]) for g in stored]
+    for row, entry in zip(guardrails, stored, strict=True):
+        assert float(row["margin"]) == (-entry["margin"] if entry["higher_is_better"] else entry["margin"])
+        assert float(row["bound"]) == entry["noninferiority"]["bound"]
+        assert row["detail"] == entry["reason"] and row["status"] in {"non-inferior", "not yet shown", "breached"}
+    (srm,) = [r for r in records if r["scope"] == "sample_ratio"]
+    assert float(srm["p_value"]) == snapshot.data["srm"]["p_value"]
+    assert srm["status"] == ("mismatch" if snapshot.data["srm"]["flag"] else "ok")
+    (decision,) = [r for r in records if r["scope"] == "decision"]
+    stored_decision = snapshot.data["decision"]
+    assert decision["status"] == stored_decision["outcome"] and decision["arm"] == (stored_decision["arm"] or "")
+    assert decision["final"] == ("true" if stored_decision["final"] else "false")
+    assert decision["detail"].startswith(stored_decision["summary"])
 
 
 def test_json_export_is_the_stored_snapshot(client, analysed, people):
