@@ -219,6 +219,46 @@ def test_the_tradeoff_chart_places_arms_where_their_effects_are():
         assert root.get("viewBox").split()[2] == str(width)
 
 
+def _text_box(text) -> tuple[float, float, float, float]:
+    """(left, right, top, bottom) of an SVG text, at the chart's own width estimate."""
+    width, x, y = charts._text_width(text.text), float(text.get("x")), float(text.get("y"))
+    anchor = text.get("text-anchor", "start")
+    left = {"start": x, "middle": x - width / 2, "end": x - width}[anchor]
+    return left, left + width, y - charts.FONT, y
+
+
+def test_tradeoff_labels_do_not_overlap_at_phone_width():
+    """At 390 px (the compact chart) the guardrail label that fits neither side of its line sits above the plot."""
+    points = [
+        charts.TradeoffPoint(label="arm-1", x=-4.0, x_low=-6.7, x_high=-1.3, y=14_000, y_low=6_000, y_high=22_000,
+                             tone="good", highlighted=True),
+        charts.TradeoffPoint(label="arm-2", x=9.5, x_low=2.0, x_high=10.0, y=-400, y_low=-6_000, y_high=5_500,
+                             tone="bad"),
+    ]
+    root = _parse(charts.tradeoff_chart(
+        points, chart_id="t", title="t", description="d", x_label="Δ opt-out rate (pp)", y_label="Δ GMV",
+        x_format=lambda v: f"{v:+.1f}", y_format=lambda v: f"{v:+,.0f}", x_limit=1.0,
+        x_limit_label="opt-out guardrail +1.0 pp", width=charts.COMPACT,
+    ))
+    texts = [t for t in root.iter(f"{SVG}text") if t.text]
+    boxes = {id(t): _text_box(t) for t in texts}
+    width = float(root.get("viewBox").split()[2])
+    for text in texts:
+        left, right, top, bottom = boxes[id(text)]
+        if text.get("transform"):  # the rotated y-axis title
+            continue
+        assert left >= 0 and right <= width, text.text
+        for other in texts:
+            if other is text or other.get("transform"):
+                continue
+            o_left, o_right, o_top, o_bottom = boxes[id(other)]
+            overlaps = left < o_right and o_left < right and top < o_bottom and o_top < bottom
+            assert not overlaps, (text.text, other.text)
+    label = next(t for t in texts if t.get("class") == "limit-label")
+    grid_top = min(float(line.get("y1")) for line in root.iter(f"{SVG}line") if line.get("stroke-dasharray") == "6 4")
+    assert float(label.get("y")) < grid_top  # above the plot area
+
+
 def test_forest_intervals_beyond_the_axis_end_in_arrows():
     root = _parse(charts.forest_plot(
         [charts.ForestRow(group="m", label="a", estimate=150.0, low=20.0, high=400.0, tone="good"),
