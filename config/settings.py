@@ -278,6 +278,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Swagger UI's default validator puts a badge from validator.swagger.io on every page served
+    # from a public host: nothing on these pages may come from the internet.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Data subject requests (consent.services): an erasure waits this long, cancellable,
