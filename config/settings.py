@@ -98,24 +98,36 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.operations",
             ],
         },
     },
 ]
 
+REDIS_URL = env("REDIS_URL", default="")
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The embedded default with its own worker and beat (``make demo`` while it serves):
+# Celery over kombu's file-system transport in this folder, so scheduled work runs
+# as in production with no server to install (docs/operations.md, "Embedded mode").
+EMBEDDED_CELERY_DIR = env("PRIVACYLAB_EMBEDDED_CELERY_DIR", default="") if not REDIS_URL else ""
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A busy timeout instead of "database is locked" when the demo's server and
     # its workers write at the same time.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if EMBEDDED_CELERY_DIR:
+        # Three processes share the file: readers do not wait for a writer (WAL), and a
+        # transaction takes the write lock when it begins, so two writers queue on the busy
+        # timeout instead of one failing at once when it upgrades a read lock.
+        DATABASES["default"]["OPTIONS"].update(
+            init_command="PRAGMA journal_mode=WAL;", transaction_mode="IMMEDIATE"
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -135,6 +147,17 @@ if REDIS_URL:
         }
     }
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+elif EMBEDDED_CELERY_DIR:
+    # Web, worker and beat are separate processes: a withdrawal or a scheduled start in
+    # the worker must reach the web's cache, so the cache is shared, in files. (Pickled,
+    # unlike Redis's JSON: the folder is as private as the SQLite file beside it.)
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.SharedFileCache",
+            "LOCATION": str(Path(EMBEDDED_CELERY_DIR) / "cache"),
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
 else:
     # Consent state and recommendations are cached per subject: room for a demo's population.
     CACHES = {
@@ -255,6 +278,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Swagger UI's default validator puts a badge from validator.swagger.io on every page served
+    # from a public host: nothing on these pages may come from the internet.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Data subject requests (consent.services): an erasure waits this long, cancellable,
@@ -273,9 +299,20 @@ MIN_CELL_SUBJECTS = env.int("PRIVACYLAB_MIN_CELL_SUBJECTS", default=20)
 
 # Celery: JSON only; a task is acknowledged after it ran, and redelivered if the
 # worker dies mid-task, so every task must be idempotent.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
-CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+if REDIS_URL:
+    CELERY_BROKER_URL = CELERY_RESULT_BACKEND = REDIS_URL
+elif EMBEDDED_CELERY_DIR:
+    # Messages are files in one folder that every process both writes and reads;
+    # results are files too (celery's file-system backend).
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_RESULT_BACKEND = "file://" + str(Path(EMBEDDED_CELERY_DIR).resolve() / "results")
+else:
+    CELERY_BROKER_URL, CELERY_RESULT_BACKEND = "memory://", "cache+memory://"
+# No broker a worker listens on: tasks run in-process, and nothing scheduled runs.
+CELERY_TASK_ALWAYS_EAGER = not (REDIS_URL or EMBEDDED_CELERY_DIR)
+# Whether beat and a worker run the periodic schedule (config/schedule.py) in this
+# deployment; the pages say so when they do not.
+SCHEDULED_TASKS_RUN = not CELERY_TASK_ALWAYS_EAGER
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -293,6 +330,15 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Redis redelivers an unacknowledged task after this; it must exceed the longest task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+if EMBEDDED_CELERY_DIR:
+    _messages = str(Path(EMBEDDED_CELERY_DIR).resolve() / "messages")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": _messages,
+        "data_folder_out": _messages,
+        "control_folder": str(Path(EMBEDDED_CELERY_DIR).resolve() / "control"),
+    }
+    for _folder in ("messages", "control", "results", "cache"):
+        (Path(EMBEDDED_CELERY_DIR) / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Production hardening: `manage.py check --deploy` passes with DEBUG off.

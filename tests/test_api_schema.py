@@ -103,3 +103,25 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     assert rest.returncode == 0, rest.stdout[-12000:] + rest.stderr[-3000:]
     # (Its summary warns that these operations refuse much generated data: the gap named above.)
     assert "Selected: 2/9" in rest.stdout and "Failures:" not in rest.stdout and " passed" in rest.stdout
+
+
+def test_no_page_names_an_outside_url_nor_asks_a_validator(client):
+    """No CDN anywhere: every template and static file of the project loads from this site only."""
+    import re
+
+    outside = re.compile(r"""(?:src|href|url)\s*[=(]\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+    found = []
+    for folder in ("templates", "experiments/templates", "consent/templates", "experiments/static", "consent/static"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".html", ".css", ".js", ".svg"}:
+                text = path.read_text(encoding="utf-8")
+                found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in outside.finditer(text)]
+                # The only absolute URL allowed is a namespace name (never fetched).
+                urls = set(re.findall(r"https?://[^\s\"'<>)]+", text)) - {"http://www.w3.org/2000/svg"}
+                found += [f"{path.relative_to(ROOT)}: {url}" for url in urls]
+    assert found == []
+    # Swagger UI's validator badge would come from validator.swagger.io: switched off.
+    script = client.get("/api/docs/?script=").content.decode()
+    assert '"validatorUrl": null' in script
+    # ReDoc (fonts from the internet) is not served at all.
+    assert client.get("/api/redoc/").status_code == 404

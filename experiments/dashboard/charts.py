@@ -403,6 +403,9 @@ def tradeoff_chart(
     if compact:
         x_label, y_label = x_label_short or x_label, y_label_short or y_label
     height, left, right, top, bottom = (400 if compact else 460), (84 if compact else 96), 20, 24, 60
+    # A guardrail label that fits neither side of its line inside the plot goes above the plot,
+    # in a band of its own, instead of over the y axis's tick labels.
+    label_band = 0
     parts = _open(chart_id, width, height, title, description)
     xs = [v for p in points for v in (p.x, p.x_low, p.x_high) if v is not None]
     ys = [v for p in points for v in (p.y, p.y_low, p.y_high) if v is not None]
@@ -411,8 +414,16 @@ def tradeoff_chart(
     y_ticks, y_lo, y_hi = _domain(ys, include=[0.0] + ([y_limit * 1.2] if y_limit is not None else []),
                                   count=5 if compact else 6)
     x = LinearScale(x_lo, x_hi, left, width - right)
+    plot_right = width - right
+    if x_limit is not None:
+        label_width = _text_width(x_limit_label)
+        if x(x_limit) + 6 + label_width > plot_right and x(x_limit) - 6 - label_width < left:
+            label_band = FONT + 8
+            top += label_band
+            height += label_band
+            parts = _open(chart_id, width, height, title, description)
     y = LinearScale(y_lo, y_hi, height - bottom, top)
-    plot_right, plot_bottom = width - right, height - bottom
+    plot_bottom = height - bottom
     bad = TONE_COLOURS["bad"]
     if x_limit is not None and x_limit < x_hi:
         parts.append(_element("rect", x=x(x_limit), y=top, width=plot_right - x(x_limit), height=plot_bottom - top,
@@ -432,8 +443,14 @@ def tradeoff_chart(
         parts.append(_element("line", x1=x(x_limit), x2=x(x_limit), y1=top, y2=plot_bottom, stroke=bad,
                               stroke_width=2, stroke_dasharray="6 4"))
         fits_right = x(x_limit) + 6 + _text_width(x_limit_label) <= plot_right
-        parts.append(_element("text", x_limit_label, x=x(x_limit) + (6 if fits_right else -6), y=top + 16,
-                              text_anchor="start" if fits_right else "end", fill=bad, font_weight="600"))
+        if label_band:
+            # Above the plot, right-aligned to its edge, clear of the tick labels on the left.
+            parts.append(_element("text", x_limit_label, x=plot_right, y=top - 8, text_anchor="end", fill=bad,
+                                  font_weight="600", class_="limit-label"))
+        else:
+            parts.append(_element("text", x_limit_label, x=x(x_limit) + (6 if fits_right else -6), y=top + 16,
+                                  text_anchor="start" if fits_right else "end", fill=bad, font_weight="600",
+                                  class_="limit-label"))
     if y_limit is not None:
         parts.append(_element("line", x1=left, x2=plot_right, y1=y(y_limit), y2=y(y_limit), stroke=bad,
                               stroke_width=2, stroke_dasharray="6 4"))
@@ -469,5 +486,8 @@ def tradeoff_chart(
                               class_="tradeoff-point"))
         # Alternate labels above and below so neighbouring arms stay legible.
         dy = -12 if index % 2 == 0 else 22
-        parts.append(_element("text", point.label, x=cx + 10, y=cy + dy, fill=colour, font_weight="700"))
+        # Right of the point, or left of it where the label would run past the chart's edge.
+        fits = cx + 10 + _text_width(point.label) <= width - 2
+        parts.append(_element("text", point.label, x=cx + 10 if fits else cx - 10, y=cy + dy, fill=colour,
+                              font_weight="700", text_anchor="start" if fits else "end"))
     return _close(parts)

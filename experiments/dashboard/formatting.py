@@ -143,3 +143,26 @@ def relative_interval(ci: Sequence[float] | None) -> str:
         return ""
     decimals = decimals_for((ci[1] - ci[0]) * 100, minimum=1, maximum=2)
     return f"[{relative(ci[0], decimals)}, {relative(ci[1], decimals)}]"
+
+
+def age(moment, now) -> str:
+    """How long ago ``moment`` was, for a reader: "just now" under a minute, else "3 minutes ago"."""
+    from django.utils.timesince import timesince
+
+    if (now - moment).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(moment, now)} ago"
+
+
+def targeting_text(rules: object) -> str:
+    """An experiment's targeting in words: "everyone", or each attribute with the values it may take."""
+    if not rules:
+        return "everyone"
+    if not isinstance(rules, dict):
+        return f"unreadable rules ({rules!r})"
+    parts = []
+    for attribute, allowed in rules.items():
+        values = [allowed] if isinstance(allowed, str) else list(allowed or [])
+        shown = ", ".join(str(value) for value in values) or "no value (matches nobody)"
+        parts.append(f"{attribute.replace('_', ' ')} is {'one of ' if len(values) > 1 else ''}{shown}")
+    return "subjects whose " + "; and whose ".join(parts)

@@ -100,6 +100,9 @@ class ResultRow:
     cuped_note: str = ""
     control_mean: str = "—"
     treatment_mean: str = "—"
+    # Under CUPED the treatment's mean shown is the adjusted one (the control's mean plus the
+    # adjusted difference, so the lift columns follow from the two shown); this is the observed one.
+    treatment_observed: str = ""
     absolute: str = "—"
     absolute_interval: str = ""
     relative: str = "—"
@@ -121,6 +124,17 @@ class ArmResults:
     rows: tuple[ResultRow, ...]
 
 
+def adjusted_treatment_mean(comparison: Mapping) -> float:
+    """The treatment's mean the lift is computed from: the control's mean plus the estimated difference.
+
+    Without CUPED that is the observed treatment mean; with CUPED the
+    difference is the adjusted one (``Δ − θ·Δx``), so the treatment's mean
+    shown beside the control's is the adjusted mean, and ``treatment − control``
+    and ``(treatment − control) / control`` are the absolute and relative lifts.
+    """
+    return comparison["control_mean"] + comparison["absolute"]["estimate"]
+
+
 def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, is_guardrail: bool) -> ResultRow:
     absolute, rel = comparison["absolute"], comparison["relative"]
     tone = comparison_tone(comparison, metric)
@@ -139,7 +153,10 @@ def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, 
         cuped=bool(comparison["cuped"]),
         cuped_note=cuped_note,
         control_mean=metric.value(comparison["control_mean"]),
-        treatment_mean=metric.value(comparison["treatment_mean"]),
+        treatment_mean=metric.value(
+            adjusted_treatment_mean(comparison) if comparison["cuped"] else comparison["treatment_mean"]
+        ),
+        treatment_observed=metric.value(comparison["treatment_mean"]) if comparison["cuped"] else "",
         absolute=metric.difference(absolute["estimate"], width=_width(absolute["ci"])),
         absolute_interval=metric.interval(absolute["ci"]),
         relative=relative(rel["estimate"], decimals_for(_width(rel["ci"]) and _width(rel["ci"]) * 100, minimum=1,
@@ -766,10 +783,12 @@ def srm_summary(document: Mapping) -> SrmSummary | None:
 
 CSV_COLUMNS = (
     "scope", "segment", "arm", "metric", "metric_label", "higher_is_better", "method", "cuped",
-    "control_n", "treatment_n", "control_mean", "treatment_mean",
+    "control_n", "treatment_n", "control_mean", "treatment_mean", "treatment_mean_adjusted",
     "absolute_estimate", "absolute_ci_low", "absolute_ci_high",
     "relative_estimate", "relative_ci_low", "relative_ci_high",
     "p_value", "p_value_adjusted", "adjustment", "significant", "skipped_reason",
+    # guardrail, sample_ratio and decision rows (scope says which)
+    "margin", "bound", "status", "final", "detail",
 )
 
 
@@ -782,6 +801,7 @@ def _csv_comparison(scope: str, segment: str, comparison: Mapping, metric: Mappi
         "method": comparison["method"], "cuped": comparison["cuped"],
         "control_n": comparison["control_n"], "treatment_n": comparison["treatment_n"],
         "control_mean": comparison["control_mean"], "treatment_mean": comparison["treatment_mean"],
+        "treatment_mean_adjusted": adjusted_treatment_mean(comparison) if comparison["cuped"] else None,
         "absolute_estimate": absolute["estimate"], "absolute_ci_low": abs_ci[0], "absolute_ci_high": abs_ci[1],
         "relative_estimate": rel["estimate"], "relative_ci_low": rel_ci[0], "relative_ci_high": rel_ci[1],
         "p_value": absolute["p_value"], "p_value_adjusted": comparison["p_value_adjusted"],
@@ -789,8 +809,47 @@ def _csv_comparison(scope: str, segment: str, comparison: Mapping, metric: Mappi
     }
 
 
+def _csv_guardrail(entry: Mapping, metrics: Mapping) -> dict:
+    ni = entry.get("noninferiority") or {}
+    if entry["breached"]:
+        status = "breached"
+    elif not ni:
+        status = "not testable yet"
+    else:
+        status = "non-inferior" if ni["noninferior"] else "not yet shown"
+    return {
+        "scope": "guardrail", "arm": entry["arm"], "metric": entry["metric"],
+        "metric_label": metrics.get(entry["metric"], {}).get("label", entry["metric"]),
+        "higher_is_better": entry["higher_is_better"],
+        # The tolerated harm in the metric's unit, signed to the harmful side, as on the page.
+        "margin": -entry["margin"] if entry["higher_is_better"] else entry["margin"],
+        "absolute_estimate": ni.get("estimate"), "bound": ni.get("bound"), "p_value": ni.get("p_value"),
+        "status": status, "detail": entry.get("reason", ""),
+    }
+
+
+def _csv_sample_ratio(srm: Mapping) -> dict:
+    observed, expected = srm.get("observed", {}), srm.get("expected", {})
+    return {
+        "scope": "sample_ratio", "p_value": srm["p_value"], "bound": srm["threshold"],
+        "status": "mismatch" if srm["flag"] else "ok",
+        "detail": f"chi2 = {srm['chi2']:.4g}; observed / expected: "
+        + ", ".join(f"{arm} {observed[arm]} / {expected.get(arm, 0):.1f}" for arm in observed),
+    }
+
+
+def _csv_decision(decision: Mapping) -> dict:
+    """The decision as results.py stored it in the snapshot: never re-derived here."""
+    return {
+        "scope": "decision", "arm": decision.get("arm") or "", "metric": decision.get("primary_metric") or "",
+        "status": decision.get("outcome", ""), "final": bool(decision.get("final")),
+        "detail": " ".join(part for part in (decision.get("summary"), decision.get("rule_text")) if part),
+    }
+
+
 def csv_records(document: Mapping) -> Iterator[dict]:
-    """One record per comparison (overall, then every segment), then the skipped ones with why."""
+    """One record per comparison (overall, then every segment), then the skipped ones with why,
+    then each guardrail test, the sample-ratio check and the stored decision."""
     report = document.get("report") or {}
     metrics = document["metrics"]
     adjustment = report.get("adjustment", {})
@@ -809,6 +868,12 @@ def csv_records(document: Mapping) -> Iterator[dict]:
         for entry in segment.get("skipped", []):
             yield {"scope": "segment", "segment": segment["segment"], "arm": entry.get("arm") or "",
                    "metric": entry.get("metric") or "", "skipped_reason": entry["reason"]}
+    for entry in document.get("guardrails") or []:
+        yield _csv_guardrail(entry, metrics)
+    if document.get("srm"):
+        yield _csv_sample_ratio(document["srm"])
+    if document.get("decision"):
+        yield _csv_decision(document["decision"])
 
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import (
     Case,
     DateTimeField,
@@ -37,7 +38,7 @@ from django.utils import timezone
 from config.schedule import RESULTS_EVERY_MINUTES
 from consent.compliance import Finding, treatment_compliance_review
 from consent.selectors import purpose_retention_limits
-from experiments.dashboard import charts, presenters
+from experiments.dashboard import charts, formatting, presenters
 from experiments.dashboard.formatting import MetricFormat, number
 from experiments.dashboard.services import RecomputeRequest, recompute_request_get
 from experiments.disclosure import segments_suppress
@@ -392,6 +393,15 @@ def _task_state(task_id: str) -> str:
         return "UNKNOWN"
 
 
+def _task_refusal(task_id: str) -> str:
+    """A failed run's reason when the pipeline refused in words (a ValidationError), else ""."""
+    try:
+        error = results_compute.AsyncResult(task_id).result
+    except Exception:
+        return ""
+    return " ".join(error.messages) if isinstance(error, ValidationError) else ""
+
+
 def recompute_status(*, experiment: Experiment, now: datetime | None = None) -> RecomputeStatus:
     """Where the last "recompute now" stands: queued, done (a run finished after it) or failed."""
     now = now or timezone.now()
@@ -410,12 +420,16 @@ def recompute_status(*, experiment: Experiment, now: datetime | None = None) -> 
     if computed_at is not None and computed_at >= request.requested_at:
         return RecomputeStatus(state="done", message="Results recomputed.", **common)
     if request.enqueue_failed:
+        if request.reason:
+            return RecomputeStatus(state="failed", message="Not computed: " + request.reason, **common)
         return RecomputeStatus(state="failed", message="The results run could not be started or failed; "
                                "the server log has the error.", **common)
     task_state = _task_state(request.task_id)
     if task_state in ("FAILURE", "REVOKED"):
+        reason = _task_refusal(request.task_id) if task_state == "FAILURE" else ""
         return RecomputeStatus(state="failed", task_state=task_state,
-                               message="The results run failed; the worker log has the error.", **common)
+                               message=("Not computed: " + reason) if reason else
+                               "The results run failed; the worker log has the error.", **common)
     message = "Queued: waiting for a worker to compute the results."
     if now - request.requested_at > SLOW_RECOMPUTE:
         message = "Still waiting after two minutes: is a Celery worker running?"
@@ -432,6 +446,7 @@ class Freshness:
     window_end: datetime
     compute_seconds: float
     stale: bool
+    age: str  # "just now", "3 minutes ago"
 
 
 @dataclass
@@ -466,6 +481,11 @@ class ResultsPage:
     alerts: list[ExperimentAlert] = field(default_factory=list)
     history: list[MonitorRun] = field(default_factory=list)
     recompute: RecomputeStatus | None = None
+
+    @property
+    def targeting(self) -> str:
+        """Who the experiment is for, in words (shown before any result exists)."""
+        return formatting.targeting_text(self.experiment.targeting)
 
     @property
     def confidence(self) -> str:
@@ -541,6 +561,7 @@ def results_page(
         window_end=snapshot.window_end,
         compute_seconds=snapshot.compute_seconds,
         stale=experiment.status == Experiment.Status.RUNNING and now - snapshot.computed_at > STALE_AFTER,
+        age=formatting.age(snapshot.computed_at, now),
     )
     if page.state.kind in ("none", "old_schema"):
         return page

@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from experiments.models import Experiment, ResultSnapshot
+from experiments.models import Experiment, Exposure, ResultSnapshot
 from experiments.tasks import results_compute
 
 logger = logging.getLogger(__name__)
@@ -37,12 +38,15 @@ class RecomputeRequest:
     task_id: str
     requested_at: datetime
     enqueue_failed: bool = False
+    # Why the run was not started, or failed, in words for the owner ("" when unknown).
+    reason: str = ""
 
     def as_cache(self) -> dict:
         return {
             "task_id": self.task_id,
             "requested_at": self.requested_at.isoformat(),
             "enqueue_failed": self.enqueue_failed,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -54,6 +58,7 @@ class RecomputeRequest:
                 task_id=str(value["task_id"]),
                 requested_at=datetime.fromisoformat(value["requested_at"]),
                 enqueue_failed=bool(value.get("enqueue_failed", False)),
+                reason=str(value.get("reason", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -67,9 +72,41 @@ def _finished_since(experiment: Experiment, moment: datetime) -> bool:
     return ResultSnapshot.objects.filter(experiment=experiment, computed_at__gte=moment).exists()
 
 
+def recompute_refusal(*, experiment: Experiment) -> str:
+    """Why results cannot be computed for the experiment now, in words ("" when they can).
+
+    Checked before a run is queued, so the owner reads the reason on the page
+    instead of a failed run and a line in a log.
+    """
+    arms = list(experiment.arms.order_by("id").values_list("key", "is_control"))
+    if not arms:
+        return "This experiment has no arms yet: add a control arm and a treatment arm in the admin."
+    if not any(is_control for _, is_control in arms):
+        return ("This experiment has no control arm, so there is nothing to compare the treatments with: "
+                "mark one arm as the control in the admin.")
+    if len(arms) < 2:
+        return "This experiment has only its control arm: add a treatment arm to compare with it."
+    if experiment.started_at is None:
+        return ("This experiment has not started, so nobody has been exposed to it yet: results can be "
+                "computed once it runs.")
+    if not Exposure.objects.filter(experiment=experiment, phase=experiment.phase).exists():
+        return (f"Nobody has been exposed to this experiment yet (phase {experiment.phase}): results can be "
+                "computed once the marketplace has assigned subjects to its arms.")
+    return ""
+
+
 def results_recompute_request(*, experiment: Experiment, requested_by) -> RecomputeRequest:
-    """Enqueue ``results_compute`` for the experiment now, once per minute at most."""
+    """Enqueue ``results_compute`` for the experiment now, once per minute at most.
+
+    An experiment whose results cannot be computed (``recompute_refusal``) gets
+    no run: the request is recorded as refused, with the reason.
+    """
     now = timezone.now()
+    refusal = recompute_refusal(experiment=experiment)
+    if refusal:
+        request = RecomputeRequest(task_id="", requested_at=now, enqueue_failed=True, reason=refusal)
+        cache.set(recompute_cache_key(experiment.pk), request.as_cache(), timeout=RECOMPUTE_TRACKED_SECONDS)
+        return request
     pending = recompute_request_get(experiment=experiment)
     if (
         pending is not None
@@ -86,6 +123,11 @@ def results_recompute_request(*, experiment: Experiment, requested_by) -> Recomp
     def enqueue() -> None:
         try:
             results_compute.apply_async(args=[experiment_id], task_id=request.task_id)
+        except ValidationError as error:
+            # With eager tasks the run happens here: a refusal in words goes to the page.
+            logger.warning("experiment %s: the results recompute was refused: %s", experiment_id, error)
+            cache.set(key, replace(request, enqueue_failed=True, reason=" ".join(error.messages)).as_cache(),
+                      timeout=RECOMPUTE_TRACKED_SECONDS)
         except Exception:
             # A broker outage (or, with eager tasks, a failing run) must show up
             # as a failed request on the page, not as an error page.

@@ -195,10 +195,14 @@ class ExportCsvView(_ExportView):
         response = HttpResponse(content_type="text/csv; charset=utf-8", headers={"Cache-Control": "private, no-store"})
         response["Content-Disposition"] = f'attachment; filename="{_download_name(self.experiment, snapshot, "csv")}"'
         writer = csv.writer(response)
-        header = ("experiment", "window_end", *presenters.CSV_COLUMNS)
+        header = ("experiment", "window_start", "window_end", "computed_at", *presenters.CSV_COLUMNS)
         writer.writerow(header)
-        window_end = snapshot.window_end.isoformat()
+        # Local times with their offset, as the pages show them (2026-12-01T14:00:00+07:00).
+        times = {
+            name: timezone.localtime(getattr(snapshot, name)).isoformat()
+            for name in ("window_start", "window_end", "computed_at")
+        }
         for record in presenters.csv_records(snapshot.data):
-            values = {"experiment": self.experiment.key, "window_end": window_end, **record}
+            values = {"experiment": self.experiment.key, **times, **record}
             writer.writerow([presenters.csv_cell(values.get(column)) for column in header])
         return response

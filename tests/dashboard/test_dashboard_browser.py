@@ -168,7 +168,7 @@ def test_an_owner_reads_recomputes_and_downloads(chromium, live_server, analysed
     (ARTIFACTS / "dashboard-export.csv").write_text(content, encoding="utf-8")
     records = list(csv.DictReader(io.StringIO(content)))
     overall = [r for r in records if r["scope"] == "overall" and r["arm"] == "arm-1" and r["metric"] == "gmv"]
-    assert len(overall) == 1 and overall[0]["window_end"] == latest.window_end.isoformat()
+    assert len(overall) == 1 and overall[0]["window_end"] == timezone.localtime(latest.window_end).isoformat()
     assert any(r["scope"] == "segment" for r in records)
 
     assert watch.foreign == [], f"the page fetched from the network: {watch.foreign}"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from experiments.dashboard import charts, presenters
 from experiments.dashboard.formatting import MetricFormat, p_value, percent, relative
-from experiments.models import Guardrail
+from experiments.models import Guardrail, ResultSnapshot
 from experiments.results import compute_results
 from tests.dashboard.conftest import make_experiment
 from tests.experiments.pipeline_kit import populate
@@ -219,6 +219,46 @@ def test_the_tradeoff_chart_places_arms_where_their_effects_are():
         assert root.get("viewBox").split()[2] == str(width)
 
 
+def _text_box(text) -> tuple[float, float, float, float]:
+    """(left, right, top, bottom) of an SVG text, at the chart's own width estimate."""
+    width, x, y = charts._text_width(text.text), float(text.get("x")), float(text.get("y"))
+    anchor = text.get("text-anchor", "start")
+    left = {"start": x, "middle": x - width / 2, "end": x - width}[anchor]
+    return left, left + width, y - charts.FONT, y
+
+
+def test_tradeoff_labels_do_not_overlap_at_phone_width():
+    """At 390 px (the compact chart) the guardrail label that fits neither side of its line sits above the plot."""
+    points = [
+        charts.TradeoffPoint(label="arm-1", x=-4.0, x_low=-6.7, x_high=-1.3, y=14_000, y_low=6_000, y_high=22_000,
+                             tone="good", highlighted=True),
+        charts.TradeoffPoint(label="arm-2", x=9.5, x_low=2.0, x_high=10.0, y=-400, y_low=-6_000, y_high=5_500,
+                             tone="bad"),
+    ]
+    root = _parse(charts.tradeoff_chart(
+        points, chart_id="t", title="t", description="d", x_label="Δ opt-out rate (pp)", y_label="Δ GMV",
+        x_format=lambda v: f"{v:+.1f}", y_format=lambda v: f"{v:+,.0f}", x_limit=1.0,
+        x_limit_label="opt-out guardrail +1.0 pp", width=charts.COMPACT,
+    ))
+    texts = [t for t in root.iter(f"{SVG}text") if t.text]
+    boxes = {id(t): _text_box(t) for t in texts}
+    width = float(root.get("viewBox").split()[2])
+    for text in texts:
+        left, right, top, bottom = boxes[id(text)]
+        if text.get("transform"):  # the rotated y-axis title
+            continue
+        assert left >= 0 and right <= width, text.text
+        for other in texts:
+            if other is text or other.get("transform"):
+                continue
+            o_left, o_right, o_top, o_bottom = boxes[id(other)]
+            overlaps = left < o_right and o_left < right and top < o_bottom and o_top < bottom
+            assert not overlaps, (text.text, other.text)
+    label = next(t for t in texts if t.get("class") == "limit-label")
+    grid_top = min(float(line.get("y1")) for line in root.iter(f"{SVG}line") if line.get("stroke-dasharray") == "6 4")
+    assert float(label.get("y")) < grid_top  # above the plot area
+
+
 def test_forest_intervals_beyond_the_axis_end_in_arrows():
     root = _parse(charts.forest_plot(
         [charts.ForestRow(group="m", label="a", estimate=150.0, low=20.0, high=400.0, tone="good"),
@@ -263,3 +303,22 @@ def test_nice_ticks_cover_the_domain_with_round_even_steps(lo, span, count):
     assert all(math.isclose(s, step, rel_tol=1e-6, abs_tol=1e-9) for s in steps)
     mantissa = step / 10 ** math.floor(math.log10(step))
     assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 5, 10))
+
+
+def test_the_gmv_means_shown_are_the_ones_the_lift_is_computed_from(analysed):
+    """Under CUPED the treatment mean shown is adjusted: the two means give the absolute and relative lifts."""
+    document = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first().data
+    assert document["settings"]["cuped"]
+    fmt = presenters.metric_formats(document)["gmv"]
+    stored = next(c for c in document["report"]["comparisons"] if c["arm"] == "arm-1" and c["metric"] == "gmv")
+    assert stored["cuped"]
+    row = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+               if r.arm == "arm-1" and r.metric == "gmv")
+    adjusted = stored["control_mean"] + stored["absolute"]["estimate"]
+    assert row.control_mean == fmt.value(stored["control_mean"])
+    assert row.treatment_mean == fmt.value(adjusted) and row.treatment_observed == fmt.value(stored["treatment_mean"])
+    # The relative lift is (adjusted − control) / |control|, exactly as stored.
+    assert (adjusted - stored["control_mean"]) / abs(stored["control_mean"]) == pytest.approx(stored["relative"]["estimate"])
+    conversion = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+                      if r.arm == "arm-1" and r.metric == "conversion")
+    assert not conversion.cuped and conversion.treatment_observed == ""

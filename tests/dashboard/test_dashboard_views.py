@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from consent.models import Subject
 from experiments.dashboard.selectors import STALE_AFTER
@@ -18,7 +19,7 @@ from experiments.disclosure import segments_suppress
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
 from experiments.results import compute_results, experiment_monitor
 from tests.dashboard.conftest import analyse, login, make_experiment
-from tests.experiments.factories import ExperimentFactory
+from tests.experiments.factories import ExperimentFactory, UserFactory
 from tests.experiments.pipeline_kit import populate
 
 pytestmark = pytest.mark.django_db
@@ -428,6 +429,32 @@ def test_csv_export_has_every_comparison_of_the_latest_snapshot(client, analysed
     assert any(r["metric"] == "consent_rate" and r["skipped_reason"] for r in records)
     assert any(r["segment"] == "province==HYPERLINK(1)" for r in segments)
     assert not any(value.startswith(("=", "+", "@")) for r in records for value in r.values())
+    # Times are local with their offset, as on the pages (Asia/Jakarta: +07:00).
+    assert gmv["window_end"] == timezone.localtime(snapshot.window_end).isoformat()
+    assert gmv["window_end"].endswith("+07:00") and gmv["computed_at"].endswith("+07:00")
+    # Under CUPED the adjusted treatment mean is the control's plus the adjusted difference.
+    assert float(gmv["treatment_mean_adjusted"]) == pytest.approx(stored["control_mean"] + stored["absolute"]["estimate"])
+
+
+def test_csv_export_carries_guardrails_the_sample_ratio_check_and_the_stored_decision(client, analysed, people):
+    snapshot = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first()
+    login(client, people["owner"])
+    records = list(csv.DictReader(io.StringIO(client.get(_url("export-csv", analysed)).content.decode())))
+    guardrails = [r for r in records if r["scope"] == "guardrail"]
+    stored = snapshot.data["guardrails"]
+    assert [(r["arm"], r["metric"]) for r in guardrails] == [(g["arm"], g["metric"]) for g in stored]
+    for row, entry in zip(guardrails, stored, strict=True):
+        assert float(row["margin"]) == (-entry["margin"] if entry["higher_is_better"] else entry["margin"])
+        assert float(row["bound"]) == entry["noninferiority"]["bound"]
+        assert row["detail"] == entry["reason"] and row["status"] in {"non-inferior", "not yet shown", "breached"}
+    (srm,) = [r for r in records if r["scope"] == "sample_ratio"]
+    assert float(srm["p_value"]) == snapshot.data["srm"]["p_value"]
+    assert srm["status"] == ("mismatch" if snapshot.data["srm"]["flag"] else "ok")
+    (decision,) = [r for r in records if r["scope"] == "decision"]
+    stored_decision = snapshot.data["decision"]
+    assert decision["status"] == stored_decision["outcome"] and decision["arm"] == (stored_decision["arm"] or "")
+    assert decision["final"] == ("true" if stored_decision["final"] else "false")
+    assert decision["detail"].startswith(stored_decision["summary"])
 
 
 def test_json_export_is_the_stored_snapshot(client, analysed, people):
@@ -538,3 +565,109 @@ def test_the_detail_page_reads_a_fixed_number_of_queries_however_many_runs(
     with django_assert_max_num_queries(12):
         response = client.get(_url("experiment-detail", analysed))
     assert [len(series.points) for series in response.context["page"].timeline_series] == [9, 9]
+
+
+# --- whether scheduled work runs ------------------------------------------------------
+
+
+def test_without_a_worker_and_beat_every_page_says_scheduled_work_does_not_run(client, people, settings):
+    settings.SCHEDULED_TASKS_RUN = False
+    experiment = make_experiment(people["owner"], key="unscheduled")
+    login(client, UserFactory(username="sam-superuser", is_staff=True, is_superuser=True))
+    for url in (reverse("dashboard:experiment-list"), _url("experiment-detail", experiment),
+                reverse("admin:experiments_experiment_changelist")):
+        page = client.get(url).content.decode()
+        assert "Scheduled work does not run on this server." in page, url
+    detail = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "Nothing computes them on a schedule here (no Celery worker or beat runs)" in detail
+    assert "every few minutes" not in detail
+
+
+def test_with_a_worker_and_beat_the_page_gives_the_schedule(client, people, settings):
+    settings.SCHEDULED_TASKS_RUN = True
+    experiment = make_experiment(people["owner"], key="scheduled")
+    login(client, people["owner"])
+    detail = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "Scheduled work does not run" not in detail
+    assert "Results are computed every 15 minutes while the experiment runs" in detail
+
+
+# --- feedback before and around results ------------------------------------------------
+
+
+def _recompute_message(client, experiment, django_capture_on_commit_callbacks) -> str:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(_url("recompute", experiment))
+    assert response.status_code == 302
+    status = client.get(_url("recompute-status", experiment)).json()
+    assert status["state"] == "failed"
+    page = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert escape(status["message"]) in page and "server log" not in page
+    return status["message"]
+
+
+def test_recompute_says_why_an_experiment_cannot_be_computed(client, people, django_capture_on_commit_callbacks):
+    login(client, people["owner"])
+    nobody = make_experiment(people["owner"], key="nobody-exposed")
+    message = _recompute_message(client, nobody, django_capture_on_commit_callbacks)
+    assert message.startswith("Not computed: Nobody has been exposed to this experiment yet")
+    assert not ResultSnapshot.objects.filter(experiment=nobody).exists()
+
+    no_control = make_experiment(people["owner"], key="no-control")
+    populate(no_control, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
+    no_control.arms.update(is_control=False)
+    assert "has no control arm" in _recompute_message(client, no_control, django_capture_on_commit_callbacks)
+
+    draft = ExperimentFactory(owner=people["owner"], key="still-a-draft")
+    assert "has not started" in _recompute_message(client, draft, django_capture_on_commit_callbacks)
+
+    armless = ExperimentFactory(owner=people["owner"], key="no-arms", arms=0)
+    assert "has no arms yet" in _recompute_message(client, armless, django_capture_on_commit_callbacks)
+
+
+def test_a_refusal_in_words_from_the_run_itself_reaches_the_page(
+    client, people, django_capture_on_commit_callbacks
+):
+    # Passes the checks, then the pipeline refuses (the control arm was removed in between).
+    experiment = make_experiment(people["owner"], key="refused-in-run")
+    populate(experiment, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
+    login(client, people["owner"])
+    with mock.patch("experiments.dashboard.services.recompute_refusal", return_value=""):
+        experiment.arms.update(is_control=False)
+        message = _recompute_message(client, experiment, django_capture_on_commit_callbacks)
+    assert message == "Not computed: Experiment 'refused-in-run' has no control arm."
+
+
+def test_exports_are_offered_only_once_there_are_results(client, people, analysed):
+    login(client, people["owner"])
+    empty = make_experiment(people["owner"], key="no-results-yet")
+    html = client.get(_url("experiment-detail", empty)).content.decode()
+    assert 'id="exports"' not in html and _url("export-csv", empty) not in html
+    html = client.get(_url("experiment-detail", analysed)).content.decode()
+    assert _url("export-csv", analysed) in html and _url("export-json", analysed) in html
+
+
+def test_freshness_and_history_read_as_english(client, people):
+    experiment = make_experiment(people["owner"], key="one-run")
+    populate(experiment, {"control": {"n": 30, "conversion": 0.2}, "arm-1": {"n": 30, "conversion": 0.3},
+                          "arm-2": {"n": 30, "conversion": 0.1}})
+    compute_results(experiment=experiment, monitor=False)
+    login(client, people["owner"])
+    html = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "(just now; data up to" in html and "0 minutes ago" not in html
+    assert "Monitor history: the one run so far" in html and "the last 1 runs" not in html
+    ResultSnapshot.objects.filter(experiment=experiment).update(computed_at=timezone.now() - timezone.timedelta(minutes=3))
+    html = client.get(_url("experiment-detail", experiment)).content.decode()
+    assert "(3\xa0minutes ago; data up to" in html
+
+
+def test_targeting_is_on_the_page_before_any_result(client, people):
+    login(client, people["owner"])
+    everyone = make_experiment(people["owner"], key="for-everyone")
+    assert '<dd id="targeting">Everyone</dd>' in client.get(_url("experiment-detail", everyone)).content.decode()
+    targeted = make_experiment(people["owner"], key="targeted", targeting={"age_band": ["18-24", "25-34"],
+                                                                          "platform": ["android"]})
+    html = client.get(_url("experiment-detail", targeted)).content.decode()
+    assert ('<dd id="targeting">Subjects whose age band is one of 18-24, 25-34; and whose platform is android</dd>'
+            in html)
+    assert "No results yet" in html

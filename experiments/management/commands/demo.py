@@ -9,13 +9,21 @@
    ``ResultSnapshot``;
 4. print the results table;
 5. serve the admin (and the dashboard) at http://127.0.0.1:8000/ with a
-   printed login, until interrupted (``--no-serve`` stops after step 4).
+   printed login, until interrupted (``--no-serve`` stops after step 4), with a
+   Celery worker and beat beside the web server (``config.embedded``: kombu's
+   file-system transport, no server), so schedules fire as in production.
+   ``--no-worker`` serves alone, and the pages then say that nothing scheduled runs.
+
+Steps 1-4 run their tasks eagerly in this process, before any worker exists.
 """
 
 import secrets
+import signal
 import time
 from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -23,6 +31,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from config import embedded
+from config.celery import app as celery_app
 from experiments import services
 from experiments.models import Experiment, ResultSnapshot
 from experiments.simulation import experiment_setup, simulate
@@ -41,9 +51,16 @@ class Command(BaseCommand):
         parser.add_argument("--serve-limit", type=int, default=800, help="shoppers whose lists are read through serving")
         parser.add_argument("--no-serve", action="store_true", help="stop after printing the results")
         parser.add_argument("--addr", default="127.0.0.1:8000")
+        parser.add_argument(
+            "--no-worker", action="store_true",
+            help="serve without the Celery worker and beat: nothing scheduled runs (scheduled starts, periodic results)",
+        )
 
-    def handle(self, *args, subjects: int, seed: int, serve_limit: int, no_serve: bool, addr: str, **options):
+    def handle(self, *args, subjects: int, seed: int, serve_limit: int, no_serve: bool, addr: str,
+               no_worker: bool = False, **options):
         started = time.perf_counter()
+        # The simulation and the first computation run here, before a worker exists.
+        celery_app.conf.task_always_eager = True
         heading = self.style.MIGRATE_HEADING
         self.stdout.write(heading("1/5 Migrating the database"))
         call_command("migrate", interactive=False, verbosity=0)
@@ -84,8 +101,37 @@ class Command(BaseCommand):
         self.stdout.write(f"  API docs:  http://{addr}/api/docs/")
         if no_serve:
             return
-        self.stdout.write("Serving until interrupted (Ctrl+C).")
-        call_command("runserver", addr, use_reloader=False, use_threading=True)
+        if no_worker or settings.REDIS_URL:
+            # With REDIS_URL the worker and beat are `make up`'s (deploy/Procfile), not the demo's.
+            celery_app.conf.task_always_eager = settings.CELERY_TASK_ALWAYS_EAGER
+            self.stdout.write("Serving until interrupted (Ctrl+C)."
+                              + (" No worker or beat: scheduled work does not run." if not settings.REDIS_URL else ""))
+            call_command("runserver", addr, use_reloader=False, use_threading=True)
+            return
+        self._serve_with_worker(addr)
+
+    def _serve_with_worker(self, addr: str) -> None:
+        folder = Path(settings.EMBEDDED_CELERY_DIR or embedded.DEFAULT_FOLDER)
+        processes = embedded.EmbeddedProcesses(addr=addr, folder=folder)
+        self.stdout.write(
+            f"Serving with a Celery worker and beat (broker: files in {folder}) until interrupted (Ctrl+C)."
+        )
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            processes.start()
+            self.stdout.write(f"  web, worker and beat started: {processes.pids()}")
+            stopped = processes.wait()
+            names = ", ".join(f"{name} (exit code {code})" for name, code in stopped.items())
+            raise CommandError(f"The demo stopped because {names} stopped; its output is above.")
+        except KeyboardInterrupt:
+            self.stdout.write("Stopping web, worker and beat.")
+        finally:
+            processes.stop()
+            signal.signal(signal.SIGTERM, previous)
 
     def _demo_login(self) -> tuple[str, str]:
         username, password = "demo", secrets.token_urlsafe(9)
