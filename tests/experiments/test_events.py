@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
+from config.text import LABEL_MESSAGE
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import OrderLine, OutcomeEvent, OutcomeEventIsAppendOnly
@@ -96,6 +97,9 @@ def test_one_bad_event_writes_nothing_and_is_named_by_index_and_field(api, subje
     assert not OutcomeEvent.objects.exists() and not OrderLine.objects.exists()
 
 
+PLAIN_MONEY = "Must be written as digits with at most 2 decimal places, e.g. 150000.00."
+
+
 @pytest.mark.parametrize(
     ("event", "field", "message"),
     [
@@ -134,7 +138,15 @@ def test_one_bad_event_writes_nothing_and_is_named_by_index_and_field(api, subje
         (impression(timestamp="2999-01-01T00:00:00Z"), "events[0].timestamp", "Is in the future (more than 5 minutes ahead of the server clock)."),
         (impression(timestamp=12), "events[0].timestamp", "Must be an ISO 8601 date-time string."),
         (impression(event_id=""), "events[0].event_id", "Must not be empty."),
-        (impression(event_id="a b"), "events[0].event_id", "Must not contain whitespace or control characters."),
+        (impression(event_id="a b"), "events[0].event_id", "Must not contain whitespace, control or format characters."),
+        # The schema's published patterns (config.text): format characters too, as the schema says.
+        (impression(event_id="a\u200bb"), "events[0].event_id", "Must not contain whitespace, control or format characters."),
+        (impression(product_id="   "), "events[0].product_id", LABEL_MESSAGE),
+        (impression(category="home\u2028living"), "events[0].category", LABEL_MESSAGE),
+        # Money as text: plain digits only, as the schema's pattern says (no exponent, sign or spaces).
+        (order(amount="1e3"), "events[0].amount", PLAIN_MONEY),
+        (order(amount=" 12"), "events[0].amount", PLAIN_MONEY),
+        (order(amount="+5"), "events[0].amount", PLAIN_MONEY),
         (impression(subject="a/b"), "events[0].subject_id", "Must not contain whitespace, control characters or '/'."),
         (impression(subject="nobody"), "events[0].subject_id", "Unknown subject: it has no assignment or consent on record."),
         ("not an event", "events[0]", "Must be an object."),
