@@ -146,10 +146,12 @@ class MoneyField(serializers.DecimalField):
     {
         "type": "string",
         "format": "date-time",
+        # RFC 3339 allows a leap second (":60"); the server cannot hold one.
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9]",
         "description": "When it happened: an RFC 3339 date-time with a time zone offset (e.g. "
-        "2025-03-01T10:00:00+07:00), from 2000-01-01T00:00:00Z to at most 5 minutes after the "
-        "server's clock (bounds no JSON Schema keyword can state for a date-time: they are in "
-        "x-earliest and x-latest).",
+        "2025-03-01T10:00:00+07:00; no leap second), from 2000-01-01T00:00:00Z to at most 5 minutes "
+        "after the server's clock (bounds no JSON Schema keyword can state for a date-time: they are "
+        "in x-earliest and x-latest).",
         "x-earliest": EARLIEST_EVENT.isoformat().replace("+00:00", "Z"),
         "x-latest": f"server time + {int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes",
     }

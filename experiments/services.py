@@ -577,6 +577,10 @@ MAX_QUANTITY = 1_000_000
 MAX_EVENT_ID_LENGTH = 128
 # An amount or price sent as text: up to 13 digits (less than MAX_AMOUNT) and at most 2 decimals.
 MONEY_PATTERN = re.compile("^[0-9]{1,13}(?:[.][0-9]{1,2})?$")
+# An RFC 3339 date-time (the schema's format), without the leap second (":60") Python cannot hold.
+RFC3339_PATTERN = re.compile(
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](?:[.][0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 MAX_LABEL_LENGTH = 64  # product ids and categories
 FUTURE_TOLERANCE = timedelta(minutes=5)  # client clocks run a little ahead; more is a bug
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
@@ -655,8 +659,10 @@ def _timestamp(value: object, name: str, problems: _Problems, now: datetime) -> 
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
+        rfc3339 = RFC3339_PATTERN.fullmatch(value) is not None
         try:
-            moment = datetime.fromisoformat(value)
+            # RFC 3339 lets "T" and "Z" be written in lower case; Python's parser wants them upper.
+            moment = datetime.fromisoformat(value.upper() if rfc3339 else value)
         except ValueError:
             problems.add(name, "Must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00+07:00.")
             return None
@@ -665,6 +671,10 @@ def _timestamp(value: object, name: str, problems: _Problems, now: datetime) -> 
         return None
     if moment.tzinfo is None or moment.utcoffset() is None:
         problems.add(name, "Must include a time zone offset (e.g. +07:00 or Z).")
+        return None
+    if isinstance(value, str) and not rfc3339:
+        # The schema's format (date-time) is RFC 3339's: other ISO 8601 spellings are refused, as it says.
+        problems.add(name, "Must be an RFC 3339 date-time with seconds, e.g. 2025-01-31T12:00:00+07:00.")
         return None
     if moment > now + FUTURE_TOLERANCE:
         problems.add(name, "Is in the future (more than 5 minutes ahead of the server clock).")
