@@ -57,7 +57,7 @@ def _time_in_range(value: object) -> object:
     if not isinstance(value, str):
         return value
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
         return value  # the server must take every RFC 3339 date-time: let it say so
     if moment.tzinfo is None or EARLIEST <= moment <= datetime.now(UTC):
