@@ -33,6 +33,15 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID given as text: DRF's UUIDField also takes numbers (and so ``false`` as UUID 0)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 def exception_handler(exc, context):
     """DRF's handler, plus JSON answers for the errors Django raises itself."""
     if isinstance(exc, RequestDataTooBig):

@@ -12,6 +12,7 @@ serializers (``config.api.StrictSerializer``) refuse unknown fields
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
 
 _DESCRIPTIONS = {
     "400": "Bad input: nothing was written. The body names each bad field with its messages "
@@ -80,6 +81,18 @@ class AutoSchema(SpectacularAutoSchema):
                 "description": _DESCRIPTIONS[status],
             }
         return responses
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # A batch's bounds, which drf-spectacular leaves out for a list of serializers.
+        if isinstance(field, serializers.ListSerializer) and schema.get("type") == "array":
+            if field.min_length is not None:
+                schema["minItems"] = field.min_length
+            elif not field.allow_empty:
+                schema["minItems"] = 1
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        return schema
 
     def _map_basic_serializer(self, serializer, direction):
         from config.api import StrictSerializer

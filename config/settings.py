@@ -275,6 +275,11 @@ SPECTACULAR_SETTINGS = {
         "RequestTypeEnum": ["access", "erasure", "restriction", "objection"],
         "EventTypeEnum": ["order", "rec_impression", "rec_click"],
     },
+    # The consent operation's purposes and notice versions, from the database at schema time.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "consent.schema.consent_schema_postprocess",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

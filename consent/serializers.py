@@ -10,7 +10,7 @@ for a single event.
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from config.api import StrictSerializer
+from config.api import StrictCharField, StrictSerializer, StrictUUIDField
 from consent.models import ConsentEvent, DataSubjectRequest, Language
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN, subject_id_problem
 from consent.services import MAX_BATCH_EVENTS, ConsentEventInput, ConsentSource
@@ -44,8 +44,9 @@ class SubjectIdField(serializers.CharField):
 
 
 class ConsentSourceSerializer(StrictSerializer):
-    experiment = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    arm = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    # Strict: a number is not a name (DRF's CharField would turn 0 into "0").
+    experiment = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
+    arm = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
     prompt = serializers.ChoiceField(
         choices=ConsentEvent.Prompt.values, required=False, allow_blank=True, default=""
     )
@@ -62,17 +63,17 @@ class ConsentSourceSerializer(StrictSerializer):
 
 
 class ConsentEventInSerializer(StrictSerializer):
-    event_id = serializers.UUIDField(
+    event_id = StrictUUIDField(
         required=False,
         help_text="Client's id for the decision: a retry with the same id is not recorded twice.",
     )
     subject_id = SubjectIdField()
-    purpose = serializers.CharField(
+    purpose = StrictCharField(
         max_length=32,
         help_text="personalization, sensitive_profiling, behavioral_tracking or marketing.",
     )
     action = serializers.ChoiceField(choices=ConsentEvent.Action.values)
-    notice_version = serializers.CharField(
+    notice_version = StrictCharField(
         max_length=32,
         required=False,
         help_text="Version of the purpose's notice the subject saw; required for a grant.",

@@ -87,7 +87,11 @@ class ConsentView(APIView):
             )
         },
         description="A single event `{subject_id, purpose, action, notice_version, source}` or a batch "
-        "`{events: [...]}` (at most 1000, at most one per subject and purpose).",
+        "`{events: [...]}` of 1 to 1000, recorded all or nothing. The purposes and notice versions are "
+        "those in the schema as fetched (data an administrator changes). Preconditions no schema can "
+        "state, refused with a 400 naming the field: at most one decision per subject and purpose in a "
+        "batch, and an `event_id` names one decision (a retry of the same decision is a no-op, the same "
+        "id for a different one is refused).",
     )
     def post(self, request):
         batch = isinstance(request.data, dict) and "events" in request.data

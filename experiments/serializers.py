@@ -1,10 +1,23 @@
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from config.api import StrictCharField, StrictSerializer
+from config.text import text_schema
 from consent.models import Subject
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, subject_id_problem
 from consent.serializers import SubjectIdField, subject_id_validator
+from experiments.models import OutcomeEvent
+from experiments.services import (
+    EARLIEST_EVENT,
+    FUTURE_TOLERANCE,
+    MAX_AMOUNT,
+    MAX_EVENT_ID_LENGTH,
+    MAX_EVENTS_PER_BATCH,
+    MAX_LABEL_LENGTH,
+    MAX_LINES_PER_ORDER,
+    MAX_QUANTITY,
+    MONEY_PATTERN,
+)
 
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_LENGTH = 128
@@ -85,33 +98,125 @@ class AssignmentResponseSerializer(serializers.Serializer):
 
 
 # --- outcome events (documentation of the contract; events_record validates) -----
+#
+# Each rule below is the one ``experiments.services.events_check`` enforces, stated
+# so that what the schema allows the server accepts and what it forbids the server
+# refuses. What no schema can state (a known subject, a time in range, an id not
+# used for another event, ids unique within the batch) is in the operation's
+# description and in docs/operations.md ("The API contract").
+
+
+@extend_schema_field(text_schema(max_length=MAX_EVENT_ID_LENGTH))
+class EventIdField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(text_schema(max_length=MAX_LABEL_LENGTH, label=True))
+class LabelField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            text_schema(max_length=MAX_LABEL_LENGTH, label=True),
+            {"type": "string", "enum": [""], "description": "No category."},
+        ]
+    }
+)
+class OptionalLabelField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "description": "IDR, at least 0 and less than 10,000,000,000,000, with at most 2 decimals: "
+        "as text (digits only, e.g. 150000.00) or as a JSON number.",
+        "oneOf": [
+            {"type": "string", "pattern": MONEY_PATTERN.pattern},
+            {"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT), "exclusiveMaximum": True, "multipleOf": 0.01},
+        ],
+    }
+)
+class MoneyField(serializers.DecimalField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "date-time",
+        # RFC 3339 allows a leap second (":60"); the server cannot hold one.
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9]",
+        "description": "When it happened: an RFC 3339 date-time with a time zone offset (e.g. "
+        "2025-03-01T10:00:00+07:00; no leap second), from 2000-01-01T00:00:00Z to at most 5 minutes "
+        "after the server's clock (bounds no JSON Schema keyword can state for a date-time: they are "
+        "in x-earliest and x-latest).",
+        "x-earliest": EARLIEST_EVENT.isoformat().replace("+00:00", "Z"),
+        "x-latest": f"server time + {int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes",
+    }
+)
+class EventTimeField(serializers.DateTimeField):
+    pass
+
+
+@extend_schema_field({"type": "string", "enum": [OutcomeEvent.Type.ORDER.value]})
+class OrderTypeField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=[OutcomeEvent.Type.ORDER], **kwargs)
+
+
+@extend_schema_field(
+    {"type": "string", "enum": [OutcomeEvent.Type.REC_IMPRESSION.value, OutcomeEvent.Type.REC_CLICK.value]}
+)
+class RecommendationTypeField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=[OutcomeEvent.Type.REC_IMPRESSION, OutcomeEvent.Type.REC_CLICK], **kwargs)
 
 
 class OrderLineSerializer(StrictSerializer):
-    product_id = serializers.CharField(max_length=64)
-    category = serializers.CharField(max_length=64)
-    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000)
-    price = serializers.DecimalField(max_digits=15, decimal_places=2, min_value=0, help_text="Unit price, IDR.")
+    product_id = LabelField()
+    category = LabelField()
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    price = MoneyField(max_digits=15, decimal_places=2, help_text="Unit price, IDR.")
 
 
-class OutcomeEventInSerializer(StrictSerializer):
-    event_id = serializers.CharField(max_length=128, help_text="Chosen by the client; unique. A replay is a no-op.")
-    subject_id = SubjectIdField()
-    type = serializers.ChoiceField(choices=["order", "rec_impression", "rec_click"])
-    timestamp = serializers.DateTimeField(help_text="When it happened, ISO 8601 with a time zone offset.")
-    amount = serializers.DecimalField(
-        max_digits=15, decimal_places=2, min_value=0, required=False, help_text="Orders: GMV in IDR."
+class _EventIn(StrictSerializer):
+    event_id = EventIdField(
+        help_text="Chosen by the client; names one event: a replay of the same event is a no-op, "
+        "the same id for a different event is refused."
     )
-    lines = OrderLineSerializer(many=True, required=False, help_text="Orders: the line items.")
-    product_id = serializers.CharField(max_length=64, required=False, help_text="Impressions and clicks.")
-    category = serializers.CharField(max_length=64, required=False, help_text="Impressions and clicks.")
+    subject_id = SubjectIdField(help_text="The marketplace's user id; the subject must be known (an assignment or consent).")
+    timestamp = EventTimeField()
+
+
+class OrderEventInSerializer(_EventIn):
+    type = OrderTypeField()
+    amount = MoneyField(max_digits=15, decimal_places=2, help_text="GMV in IDR.")
+    lines = OrderLineSerializer(many=True, min_length=1, max_length=MAX_LINES_PER_ORDER, help_text="The line items.")
+
+
+class RecommendationEventInSerializer(_EventIn):
+    type = RecommendationTypeField()
+    product_id = LabelField()
+    category = OptionalLabelField(required=False)
     position = serializers.IntegerField(
-        min_value=0, max_value=32767, required=False, help_text="Impressions and clicks: 0-based slot."
+        min_value=0, max_value=32767, required=False, allow_null=True, help_text="0-based slot."
     )
+
+
+OutcomeEventInSerializer = PolymorphicProxySerializer(
+    component_name="OutcomeEventIn",
+    serializers=[OrderEventInSerializer, RecommendationEventInSerializer],
+    resource_type_field_name=None,
+    many=True,
+    min_length=1,
+    max_length=MAX_EVENTS_PER_BATCH,
+)
 
 
 class EventsRequestSerializer(StrictSerializer):
-    events = OutcomeEventInSerializer(many=True, help_text="1 to 1000 events, recorded all or nothing.")
+    events = OutcomeEventInSerializer
 
 
 class EventsResponseSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
 """Writes of the experiments app: lifecycle, configuration and first exposures."""
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.text import text_problem
 from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from experiments.assignment import assign, in_holdout, targeting_matches
@@ -572,6 +574,14 @@ MAX_EVENTS_PER_BATCH = 1000
 MAX_LINES_PER_ORDER = 200
 MAX_AMOUNT = Decimal("1e13")  # IDR; above any single order the marketplace can take
 MAX_QUANTITY = 1_000_000
+MAX_EVENT_ID_LENGTH = 128
+# An amount or price sent as text: up to 13 digits (less than MAX_AMOUNT) and at most 2 decimals.
+MONEY_PATTERN = re.compile("^[0-9]{1,13}(?:[.][0-9]{1,2})?$")
+# An RFC 3339 date-time (the schema's format), without the leap second (":60") Python cannot hold.
+RFC3339_PATTERN = re.compile(
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](?:[.][0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+MAX_LABEL_LENGTH = 64  # product ids and categories
 FUTURE_TOLERANCE = timedelta(minutes=5)  # client clocks run a little ahead; more is a bug
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -620,32 +630,6 @@ class _Problems:
             raise ValidationError(self.errors)
 
 
-def _text_problem(value: object, *, max_length: int, required: bool = True) -> str | None:
-    if not isinstance(value, str):
-        return "Must be a string."
-    if not value:
-        return "Must not be empty." if required else None
-    if len(value) > max_length:
-        return f"At most {max_length} characters."
-    # isprintable() is False for control characters and every whitespace but " ".
-    if " " in value or not value.isprintable():
-        return "Must not contain whitespace or control characters."
-    return None
-
-
-def _label_problem(value: object, *, max_length: int = 64) -> str | None:
-    """Product ids and categories: printable text, spaces allowed inside (e.g. 'home & living')."""
-    if not isinstance(value, str):
-        return "Must be a string."
-    if not value.strip():
-        return "Must not be empty."
-    if len(value) > max_length:
-        return f"At most {max_length} characters."
-    if not value.isprintable():
-        return "Must not contain control characters."
-    return None
-
-
 def _money(value: object, name: str, problems: _Problems, *, maximum: Decimal = MAX_AMOUNT) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         problems.add(name, "Must be a number (IDR).")
@@ -663,6 +647,9 @@ def _money(value: object, name: str, problems: _Problems, *, maximum: Decimal = 
         problems.add(name, f"Must be less than {maximum:,.0f} IDR.")
     elif amount.as_tuple().exponent < -2:
         problems.add(name, "At most 2 decimal places.")
+    elif isinstance(value, str) and not MONEY_PATTERN.fullmatch(value):
+        # Only plain decimals as text (what the schema publishes): no exponent, sign, spaces or separators.
+        problems.add(name, "Must be written as digits with at most 2 decimal places, e.g. 150000.00.")
     else:
         return amount.quantize(Decimal("0.01"))
     return None
@@ -672,8 +659,10 @@ def _timestamp(value: object, name: str, problems: _Problems, now: datetime) -> 
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
+        rfc3339 = RFC3339_PATTERN.fullmatch(value) is not None
         try:
-            moment = datetime.fromisoformat(value)
+            # RFC 3339 lets "T" and "Z" be written in lower case; Python's parser wants them upper.
+            moment = datetime.fromisoformat(value.upper() if rfc3339 else value)
         except ValueError:
             problems.add(name, "Must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00+07:00.")
             return None
@@ -682,6 +671,10 @@ def _timestamp(value: object, name: str, problems: _Problems, now: datetime) -> 
         return None
     if moment.tzinfo is None or moment.utcoffset() is None:
         problems.add(name, "Must include a time zone offset (e.g. +07:00 or Z).")
+        return None
+    if isinstance(value, str) and not rfc3339:
+        # The schema's format (date-time) is RFC 3339's: other ISO 8601 spellings are refused, as it says.
+        problems.add(name, "Must be an RFC 3339 date-time with seconds, e.g. 2025-01-31T12:00:00+07:00.")
         return None
     if moment > now + FUTURE_TOLERANCE:
         problems.add(name, "Is in the future (more than 5 minutes ahead of the server clock).")
@@ -711,7 +704,7 @@ def _order_lines(value: object, prefix: str, problems: _Problems) -> list[dict] 
             problems.add(f"{name}.{required}", "This field is required.")
         clean = {}
         for label in ("product_id", "category"):
-            if label in line and (issue := _label_problem(line[label])) is not None:
+            if label in line and (issue := text_problem(line[label], max_length=MAX_LABEL_LENGTH, label=True)) is not None:
                 problems.add(f"{name}.{label}", issue)
             clean[label] = line.get(label)
         quantity = line.get("quantity")
@@ -745,7 +738,7 @@ def _event_clean(index: int, event: object, problems: _Problems, now: datetime) 
     for required in ("event_id", "subject_id", "timestamp"):
         if required not in event:
             problems.add(f"{prefix}.{required}", "This field is required.")
-    if "event_id" in event and (issue := _text_problem(event["event_id"], max_length=128)) is not None:
+    if "event_id" in event and (issue := text_problem(event["event_id"], max_length=MAX_EVENT_ID_LENGTH)) is not None:
         problems.add(f"{prefix}.event_id", issue)
     if "subject_id" in event and (issue := subject_id_problem(event["subject_id"])) is not None:
         problems.add(f"{prefix}.subject_id", issue)
@@ -770,12 +763,12 @@ def _event_clean(index: int, event: object, problems: _Problems, now: datetime) 
     elif kind in _FIELDS_BY_TYPE:
         if "product_id" not in event:
             problems.add(f"{prefix}.product_id", "This field is required.")
-        elif (issue := _label_problem(event["product_id"])) is not None:
+        elif (issue := text_problem(event["product_id"], max_length=MAX_LABEL_LENGTH, label=True)) is not None:
             problems.add(f"{prefix}.product_id", issue)
         else:
             clean["product_id"] = event["product_id"]
         category = event.get("category", "")
-        if category != "" and (issue := _label_problem(category)) is not None:
+        if category != "" and (issue := text_problem(category, max_length=MAX_LABEL_LENGTH, label=True)) is not None:
             problems.add(f"{prefix}.category", issue)
         else:
             clean["category"] = category

@@ -60,8 +60,12 @@ class EventsView(APIView):
             ),
         },
         operation_id="events_create",
-        description="A batch of at most 1000 events, recorded all or nothing and idempotent by "
-        "`event_id`: a replayed batch records nothing and lists the ids in `duplicates`.",
+        description="A batch of 1 to 1000 events, recorded all or nothing and idempotent by "
+        "`event_id`: a replayed batch records nothing and lists the ids in `duplicates`. Preconditions "
+        "no schema can state, refused with a 400 naming `events[i].field`: the subject is known (an "
+        "assignment or a consent created it); the `timestamp` is from 2000-01-01T00:00:00Z to at most 5 "
+        "minutes after the server's clock; an `event_id` is not repeated in the batch and names one "
+        "event (the same id for a different subject, type, time, amount or product is refused).",
         examples=[
             OpenApiExample(
                 "An order and an impression",

@@ -1,6 +1,6 @@
 """Outcome events: POST /api/v1/events and events_record — idempotency, all-or-nothing, bad input."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
+from config.text import LABEL_MESSAGE
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import OrderLine, OutcomeEvent, OutcomeEventIsAppendOnly
@@ -96,6 +97,10 @@ def test_one_bad_event_writes_nothing_and_is_named_by_index_and_field(api, subje
     assert not OutcomeEvent.objects.exists() and not OrderLine.objects.exists()
 
 
+RFC3339 = "Must be an RFC 3339 date-time with seconds, e.g. 2025-01-31T12:00:00+07:00."
+PLAIN_MONEY = "Must be written as digits with at most 2 decimal places, e.g. 150000.00."
+
+
 @pytest.mark.parametrize(
     ("event", "field", "message"),
     [
@@ -133,8 +138,20 @@ def test_one_bad_event_writes_nothing_and_is_named_by_index_and_field(api, subje
         (impression(timestamp="2025-03-01T10:00:00"), "events[0].timestamp", "Must include a time zone offset (e.g. +07:00 or Z)."),
         (impression(timestamp="2999-01-01T00:00:00Z"), "events[0].timestamp", "Is in the future (more than 5 minutes ahead of the server clock)."),
         (impression(timestamp=12), "events[0].timestamp", "Must be an ISO 8601 date-time string."),
+        # ISO 8601 spellings that are not RFC 3339 (the schema's date-time), and a leap second.
+        (impression(timestamp="2025-03-01T10:00+07:00"), "events[0].timestamp", RFC3339),
+        (impression(timestamp="2025-03-01 10:00:00Z"), "events[0].timestamp", RFC3339),
+        (impression(timestamp="2016-12-31T23:59:60Z"), "events[0].timestamp", "Must be an ISO 8601 date-time, e.g. 2025-01-31T12:00:00+07:00."),
         (impression(event_id=""), "events[0].event_id", "Must not be empty."),
-        (impression(event_id="a b"), "events[0].event_id", "Must not contain whitespace or control characters."),
+        (impression(event_id="a b"), "events[0].event_id", "Must not contain whitespace, control or format characters."),
+        # The schema's published patterns (config.text): format characters too, as the schema says.
+        (impression(event_id="a\u200bb"), "events[0].event_id", "Must not contain whitespace, control or format characters."),
+        (impression(product_id="   "), "events[0].product_id", LABEL_MESSAGE),
+        (impression(category="home\u2028living"), "events[0].category", LABEL_MESSAGE),
+        # Money as text: plain digits only, as the schema's pattern says (no exponent, sign or spaces).
+        (order(amount="1e3"), "events[0].amount", PLAIN_MONEY),
+        (order(amount=" 12"), "events[0].amount", PLAIN_MONEY),
+        (order(amount="+5"), "events[0].amount", PLAIN_MONEY),
         (impression(subject="a/b"), "events[0].subject_id", "Must not contain whitespace, control characters or '/'."),
         (impression(subject="nobody"), "events[0].subject_id", "Unknown subject: it has no assignment or consent on record."),
         ("not an event", "events[0]", "Must be an object."),
@@ -153,6 +170,18 @@ def test_bad_input_is_a_400_naming_the_event_and_field(api, subjects, event, fie
 def test_a_future_timestamp_within_clock_skew_is_accepted(api, subjects):
     soon = (timezone.now() + timedelta(minutes=2)).isoformat()
     assert post(api, [impression(timestamp=soon)]).status_code == 201
+
+
+def test_every_rfc_3339_spelling_is_accepted(api, subjects):
+    # Lower-case "t" and "z", a numeric offset, any number of fraction digits: all RFC 3339.
+    events = [
+        impression("t-1", timestamp="2025-03-01t10:00:00z"),
+        impression("t-2", timestamp="2025-03-01T10:00:00.123456789-05:30"),
+        impression("t-3", timestamp="2025-03-01T10:00:00.5Z"),
+    ]
+    response = post(api, events)
+    assert response.status_code == 201, response.content
+    assert OutcomeEvent.objects.get(event_id="t-1").occurred_at == datetime(2025, 3, 1, 10, tzinfo=UTC)
 
 
 def test_an_id_repeated_within_a_batch_is_refused(api, subjects):
