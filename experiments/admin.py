@@ -1,3 +1,4 @@
+import json
 from datetime import timedelta
 
 from django.contrib import admin, messages
@@ -25,12 +26,32 @@ from experiments.models import (
 from experiments.privacy_ladder import arms_privacy_order
 from experiments.validation import experiment_decision_problems
 
+ONE_CONTROL = "arm_one_control_per_experiment"
+
+
+def _constraint_message(model, name: str) -> str:
+    constraint = next(c for c in model._meta.constraints if c.name == name)
+    return str(constraint.violation_error_message)
+
 
 class ArmFormSet(BaseInlineFormSet):
-    """The arms, checked against the experiment's privacy order before anything is saved."""
+    """The arms, checked together (one control, the privacy order) before anything is saved."""
+
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        # One control among the submitted arms, not among the stored ones: checked in clean().
+        form.instance.constraints_checked_by_caller = frozenset({ONE_CONTROL})
+        return form
+
+    def _live_forms(self):
+        return [form for form in self.forms
+                if form.cleaned_data and not (self.can_delete and form.cleaned_data.get("DELETE"))]
 
     def clean(self):
         super().clean()
+        controls = [form for form in self._live_forms() if form.cleaned_data.get("is_control")]
+        for form in controls[1:]:
+            form.add_error("is_control", _constraint_message(Arm, ONE_CONTROL))
         experiment = self.instance
         if not experiment.privacy_order:
             return
@@ -44,6 +65,16 @@ class ArmFormSet(BaseInlineFormSet):
         problems = experiment_decision_problems(experiment=experiment, arm_keys=keys).get("privacy_order")
         if problems:
             raise ValidationError(["Privacy order: " + problem for problem in problems])
+
+    def save_existing_objects(self, commit=True):
+        # The database holds one control at a time (a partial unique index, not deferrable):
+        # moving the control from one arm to another unticks the old one first.
+        if commit:
+            unticked = [form.instance.pk for form in self.initial_forms
+                        if form.instance.pk and "is_control" in form.changed_data
+                        and not form.cleaned_data.get("is_control")]
+            Arm.objects.filter(pk__in=unticked).update(is_control=False)
+        return super().save_existing_objects(commit)
 
 
 class ArmInline(admin.TabularInline):
@@ -317,6 +348,9 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
     readonly_fields = ["compliance_findings", "frozen_by"]
     actions = ["duplicate"]
 
+    class Media:
+        js = ["experiments_admin/required_by_choice.js"]
+
     @admin.display(description="Compliance review (UU PDP / GDPR)")
     def compliance_findings(self, obj):
         if obj is None or obj.pk is None:
@@ -340,6 +374,15 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
 
         class TreatmentForm(form):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                level = self.fields.get("personalization_level")
+                if level is not None:
+                    # required_by_choice.js marks these fields required when their level is chosen.
+                    level.widget.attrs["data-requires"] = json.dumps(
+                        {name: list(levels) for name, levels in PrivacyTreatment.FIELDS_REQUIRED_BY_LEVEL.items()}
+                    )
+
             def _post_clean(self):
                 # After the instance carries the submitted values, ask the service.
                 super()._post_clean()
@@ -456,8 +499,6 @@ class ResultSnapshotAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Results document (JSON)")
     def document(self, obj):
-        import json
-
         # Small segment cells are suppressed here as on the dashboard (experiments.disclosure).
         data = segments_suppress(obj.data) if isinstance(obj.data, dict) else obj.data
         return format_html('<pre class="results-document">{}</pre>', json.dumps(data, indent=2))
