@@ -1,15 +1,23 @@
 import json
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import model_ngettext
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin_api_keys registers the key admin)
+from experiments.admin_forms import TargetingField
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
@@ -77,18 +85,12 @@ class ArmFormSet(BaseInlineFormSet):
         return super().save_existing_objects(commit)
 
 
-class ArmInline(admin.TabularInline):
-    model = Arm
-    formset = ArmFormSet
-    extra = 0
-    min_num = 2
-    fields = ["key", "treatment", "weight", "is_control"]
-    autocomplete_fields = ["treatment"]
+class DraftOnlyInline(admin.TabularInline):
+    """Rows that are frozen once the experiment has started (a new phase: see services)."""
 
     def _editable(self, obj) -> bool:
         return obj is None or obj.is_editable
 
-    # Arms and weights are frozen once an experiment has run (new phase: see services).
     def has_add_permission(self, request, obj=None):
         return self._editable(obj) and super().has_add_permission(request, obj)
 
@@ -99,10 +101,21 @@ class ArmInline(admin.TabularInline):
         return self._editable(obj) and super().has_delete_permission(request, obj)
 
 
-class GuardrailInline(admin.TabularInline):
+class GuardrailInline(DraftOnlyInline):
+    # Part of the analysis: frozen with services.ANALYSIS_FIELDS once the experiment has started.
     model = Guardrail
     extra = 0
     fields = ["metric", "margin", "relative", "plan_baseline", "plan_standard_deviation"]
+
+
+class ArmInline(DraftOnlyInline):
+    # Arms and weights are frozen once an experiment has run (a new phase changes the weights).
+    model = Arm
+    formset = ArmFormSet
+    extra = 0
+    min_num = 2
+    fields = ["key", "treatment", "weight", "is_control"]
+    autocomplete_fields = ["treatment"]
 
 
 def _findings_html(findings) -> str:
@@ -138,6 +151,68 @@ def _lifecycle_action(action: str, description: str):
     run.short_description = description
     run.allowed_permissions = ("lifecycle",)  # ExperimentAdmin.has_lifecycle_permission
     return run
+
+
+LIFECYCLE_DONE = {"pause": "paused", "resume": "resumed", "stop": "stopped", "conclude": "concluded"}
+
+
+def _not_deletable_message(experiments) -> str:
+    listed = ", ".join(f"{e.key} ({e.status})" for e in experiments)
+    return (
+        f"Only draft experiments can be deleted; not {listed}. A started experiment keeps its exposures and "
+        "results for the record: stop it instead (and conclude it when its verdict is in)."
+    )
+
+
+class NewPhaseForm(forms.ModelForm):
+    """A new phase: each arm's weight, and any analysis setting that changes with it."""
+
+    class Meta:
+        model = Experiment
+        fields = sorted(services.ANALYSIS_FIELDS)
+
+    def __init__(self, *args, arms, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.arms = arms
+        self.weight_names = []
+        for arm in arms:
+            name = f"weight__{arm.key}"
+            self.fields[name] = forms.FloatField(
+                label=f"Weight of arm {arm.key}" + (" (control)" if arm.is_control else ""),
+                initial=arm.weight, help_text="Its share of new traffic relative to the other arms' weights.",
+            )
+            self.weight_names.append(name)
+        order = [f.name for f in Experiment._meta.fields if f.name in services.ANALYSIS_FIELDS]
+        self.analysis_names = order
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in self.weight_names:
+            if cleaned.get(name) is not None and not cleaned[name] > 0:
+                self.add_error(name, _constraint_message(Arm, "arm_weight_positive"))
+        return cleaned
+
+    def weights(self) -> dict[str, float]:
+        return {arm.key: self.cleaned_data[f"weight__{arm.key}"] for arm in self.arms}
+
+    def analysis_changes(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.changed_data if name in services.ANALYSIS_FIELDS}
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, errors in exc.message_dict.items():
+            target = f"weight__{field}" if f"weight__{field}" in self.fields else field
+            self.add_error(target if target in self.fields else None, errors)
+
+    def history_message(self, phase: int, before: dict) -> str:
+        weights = ", ".join(f"{key} {weight:g}" for key, weight in self.weights().items())
+        changes = "; ".join(
+            f"{Experiment._meta.get_field(name).verbose_name} {before.get(name)!r} → {self.cleaned_data[name]!r}"
+            for name in self.changed_data if name in services.ANALYSIS_FIELDS
+        )
+        return f"New phase {phase}: weights {weights}" + (f"; {changes}" if changes else "; analysis unchanged")
 
 
 # Permissions behind the admin's actions (experiments.models.Experiment.Meta.permissions).
@@ -197,18 +272,195 @@ class ExperimentAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+    change_form_template = "admin/experiments/experiment/change_form.html"
     actions = [
-        _lifecycle_action("start", "Start"),
+        "delete_selected",
+        "action_start",
         _lifecycle_action("pause", "Pause"),
         _lifecycle_action("resume", "Resume"),
         _lifecycle_action("stop", "Stop"),
         _lifecycle_action("conclude", "Conclude"),
+        "action_new_phase",
         "compute_results_now",
         "approve_compliance_override",
     ]
 
     def has_lifecycle_permission(self, request) -> bool:
         return request.user.has_perm(RUN_EXPERIMENT)
+
+    # --- deleting: drafts only -------------------------------------------------------------
+
+    def has_delete_permission(self, request, obj=None):
+        # A started experiment has exposures and results: it is stopped, never deleted.
+        if obj is not None and obj.status != Experiment.Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        experiment = self.get_object(request, object_id)
+        if experiment is not None and experiment.status != Experiment.Status.DRAFT:
+            self.message_user(request, _not_deletable_message([experiment]), messages.ERROR)
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected draft experiments", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        started = list(queryset.exclude(status=Experiment.Status.DRAFT).order_by("key"))
+        if started:
+            self.message_user(request, _not_deletable_message(started), messages.ERROR)
+            return None
+        return django_delete_selected(self, request, queryset)
+
+    # --- starting: a confirmation with the compliance review and the plan ----------------------
+
+    @admin.action(description="Start…", permissions=["lifecycle"])
+    def action_start(self, request, queryset):
+        experiments = list(queryset.select_related("layer"))
+        choice = request.POST.get("confirm")
+        if choice in ("start", "start_now", "schedule"):
+            for experiment in experiments:
+                self._start(request, experiment, choice)
+            return None
+        return self._start_confirmation(
+            request, experiments, form_url=reverse("admin:experiments_experiment_changelist"),
+            hidden=[("action", "action_start"), *((ACTION_CHECKBOX_NAME, e.pk) for e in experiments)],
+        )
+
+    def start_view(self, request, object_id):
+        experiment = self._lifecycle_object(request, object_id)
+        if request.method == "POST" and request.POST.get("confirm") in ("start", "start_now", "schedule"):
+            self._start(request, experiment, request.POST["confirm"])
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        return self._start_confirmation(
+            request, [experiment], form_url=reverse("admin:experiments_experiment_start", args=[experiment.pk]),
+            hidden=[],
+        )
+
+    def _start(self, request, experiment, choice: str) -> None:
+        """Start it, or, scheduled for later and not "start now", leave it to the scheduler."""
+        if choice != "start_now" and services.experiment_scheduled_later(experiment=experiment):
+            problems = services.experiment_start_problems(experiment=experiment)
+            when = f"{timezone.localtime(experiment.scheduled_start):%Y-%m-%d %H:%M %Z}"
+            if problems:
+                self.message_user(request, f"{experiment.key}: scheduled for {when}, but it could not start now: "
+                                  + " ".join(problems), messages.WARNING)
+            else:
+                self.message_user(request, f"{experiment.key}: scheduled; the scheduler starts it at {when}.",
+                                  messages.SUCCESS)
+            self.log_change(request, experiment, f"Lifecycle: start scheduled for {when}")
+            return
+        try:
+            services.experiment_transition(experiment=experiment, action="start", ignore_schedule=choice == "start_now")
+        except ValidationError as exc:
+            self.message_user(request, f"{experiment.key}: {' '.join(exc.messages)}", messages.ERROR)
+            return
+        self.log_change(request, experiment, "Lifecycle: start")
+        self.message_user(request, f"{experiment.key}: started.", messages.SUCCESS)
+
+    def _start_confirmation(self, request, experiments, *, form_url: str, hidden):
+        items = []
+        for experiment in experiments:
+            items.append({
+                "experiment": experiment,
+                "arms": experiment.arms.select_related("treatment").order_by("id"),
+                "findings": self.compliance_findings(experiment),
+                "plan": self.plan_summary(experiment),
+                "problems": services.experiment_start_problems(experiment=experiment)
+                if experiment.status == Experiment.Status.DRAFT else [f"It is {experiment.status}: only a draft starts."],
+                "scheduled_later": services.experiment_scheduled_later(experiment=experiment),
+            })
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Start experiments?" if len(items) > 1 else f"Start {experiments[0].name}?",
+            "items": items,
+            "form_url": form_url,
+            "hidden": hidden,
+            "any_ready": any(not item["problems"] for item in items),
+            "any_scheduled": any(item["scheduled_later"] for item in items),
+        }
+        return TemplateResponse(request, "admin/experiments/experiment/start_confirmation.html", context)
+
+    # --- the lifecycle's other buttons and a new phase ------------------------------------------
+
+    def _lifecycle_object(self, request, object_id):
+        if not self.has_lifecycle_permission(request):
+            raise PermissionDenied
+        experiment = self.get_object(request, object_id)
+        if experiment is None:
+            raise Http404("No such experiment.")
+        return experiment
+
+    def lifecycle_view(self, request, object_id, action):
+        experiment = self._lifecycle_object(request, object_id)
+        if request.method != "POST" or action not in ("pause", "resume", "stop", "conclude"):
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        try:
+            services.experiment_transition(experiment=experiment, action=action)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        else:
+            self.log_change(request, experiment, f"Lifecycle: {action}")
+            self.message_user(request, f"{experiment.key}: {LIFECYCLE_DONE[action]}.", messages.SUCCESS)
+        return redirect("admin:experiments_experiment_change", experiment.pk)
+
+    def new_phase_view(self, request, object_id):
+        experiment = self._lifecycle_object(request, object_id)
+        arms = list(experiment.arms.order_by("id"))
+        form = NewPhaseForm(request.POST or None, instance=experiment, arms=arms)
+        if request.method == "POST" and form.is_valid():
+            before = {name: form.initial.get(name) for name in form.changed_data}
+            try:
+                services.experiment_new_phase(
+                    experiment=experiment, weights=form.weights(), analysis=form.analysis_changes()
+                )
+            except ValidationError as exc:
+                form.add_service_errors(exc)
+            else:
+                experiment.refresh_from_db()
+                self.log_change(request, experiment, form.history_message(experiment.phase, before))
+                self.message_user(
+                    request, f"{experiment.key}: phase {experiment.phase} set up (new salt; exposed subjects keep "
+                    "their arm). Resume the experiment to run it.", messages.SUCCESS,
+                )
+                return redirect("admin:experiments_experiment_change", experiment.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": experiment,
+            "title": f"New phase of {experiment.name}",
+            "form": form,
+            "weight_fields": [form[name] for name in form.weight_names],
+            "analysis_fields": [form[name] for name in form.analysis_names],
+            "paused": experiment.status == Experiment.Status.PAUSED,
+        }
+        return TemplateResponse(request, "admin/experiments/experiment/new_phase.html", context)
+
+    @admin.action(description="New phase… (new weights and salt)", permissions=["lifecycle"])
+    def action_new_phase(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose one experiment for a new phase.", messages.WARNING)
+            return None
+        return redirect("admin:experiments_experiment_new_phase", queryset.get().pk)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/start/", view(self.start_view), name="experiments_experiment_start"),
+            path("<path:object_id>/new-phase/", view(self.new_phase_view), name="experiments_experiment_new_phase"),
+            path("<path:object_id>/lifecycle/<slug:action>/", view(self.lifecycle_view),
+                 name="experiments_experiment_lifecycle"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context.update({
+                "can_run": self.has_lifecycle_permission(request),
+                "dashboard_url": reverse("dashboard:experiment-detail", args=[obj.key]),
+                "not_deletable": None if obj.status == Experiment.Status.DRAFT else _not_deletable_message([obj]),
+            })
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_compute_permission(self, request) -> bool:
         return request.user.has_perm(COMPUTE_RESULTS)
@@ -286,7 +538,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         readonly = list(super().get_readonly_fields(request, obj))
         if obj is not None and not obj.is_editable:
-            readonly += sorted(services.FROZEN_FIELDS - set(readonly))
+            readonly += sorted((services.FROZEN_FIELDS | services.ANALYSIS_FIELDS) - set(readonly))
         return readonly
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -303,6 +555,12 @@ class ExperimentAdmin(admin.ModelAdmin):
 
         return ExperimentForm
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "targeting":
+            return TargetingField(label="Targeting", help_text="Who may be assigned. An attribute left empty is not "
+                                  "targeted; nothing chosen anywhere: everyone.")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def get_changeform_initial_data(self, request):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
 
@@ -312,7 +570,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         obj = form.instance
-        if obj.plan_daily_subjects is not None and obj.plan_baseline is not None:
+        if obj.is_editable and obj.plan_daily_subjects is not None and obj.plan_baseline is not None:
             try:
                 plan = services.experiment_plan_apply(experiment=obj)
             except selectors.PlanIncomplete as problem:

@@ -255,7 +255,8 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     targeting = models.JSONField(
         default=dict,
         blank=True,
-        help_text='Attribute → allowed values, e.g. {"age_band": ["18-24"], "platform": ["android"]}.',
+        help_text='Who may be assigned: attribute → allowed values, e.g. {"age_band": ["18-24"], "platform": '
+        '["android"]}; attributes age_band, platform, province (experiments.targeting). Empty: everyone.',
     )
     scheduled_start = models.DateTimeField(null=True, blank=True)
     scheduled_end = models.DateTimeField(null=True, blank=True)
@@ -441,9 +442,12 @@ class Experiment(ConstraintFieldsMixin, models.Model):
         return self.name
 
     def clean(self) -> None:
+        from experiments.targeting import targeting_problems
         from experiments.validation import experiment_decision_problems
 
         problems = experiment_decision_problems(experiment=self)
+        if targeting := targeting_problems(targeting=self.targeting):
+            problems["targeting"] = targeting
         if problems:
             raise ValidationError(problems)
 

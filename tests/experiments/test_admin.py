@@ -19,9 +19,11 @@ def staff_client(client):
 
 
 def _action(client, action, *experiments):
+    # Start asks first (a confirmation page): confirm it as the page's button does.
+    confirm = {"confirm": "start"} if action == "start" else {}
     return client.post(
         CHANGELIST,
-        {"action": f"action_{action}", "_selected_action": [e.pk for e in experiments]},
+        {"action": f"action_{action}", "_selected_action": [e.pk for e in experiments], **confirm},
         follow=True,
     )
 

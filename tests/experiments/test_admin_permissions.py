@@ -47,7 +47,8 @@ def test_lifecycle_and_compute_actions_need_their_permissions(client):
     assert {"action_start", "action_pause", "action_resume", "action_stop", "action_conclude"} <= offered
     assert "compute_results_now" in offered
     assert "approve_compliance_override" not in offered  # a PM's role does not include it
-    client.post(CHANGELIST, {"action": "action_start", "_selected_action": [experiment.pk]}, follow=True)
+    client.post(CHANGELIST, {"action": "action_start", "_selected_action": [experiment.pk], "confirm": "start"},
+                follow=True)
     assert Experiment.objects.get(pk=experiment.pk).status == "running"
 
 
