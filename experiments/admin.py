@@ -30,6 +30,7 @@ from experiments.models import (
     OutcomeEvent,
     PrivacyTreatment,
     ResultSnapshot,
+    default_layer_id,
 )
 from experiments.privacy_ladder import arms_privacy_order
 from experiments.validation import experiment_decision_problems
@@ -229,13 +230,23 @@ class ExperimentAdmin(admin.ModelAdmin):
     inlines = [ArmInline, GuardrailInline]
     filter_horizontal = ["viewers"]
     readonly_fields = [
-        "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
+        "status", "phase", "salt", "layer_ranges", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
         "privacy_ladder", "planned_days", "plan_summary",
         "compliance_override_approved_by", "compliance_override_approved_at",
     ]
     fieldsets = [
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
-        ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
+        (
+            "Traffic",
+            {
+                "fields": ["layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting"],
+                "description": "A layer splits traffic between experiments that must not share subjects: each "
+                "experiment of a layer owns a range of [0, 1) that no other running experiment of the layer "
+                "overlaps, so a subject is in at most one of them (the range's width is its share of the layer's "
+                "traffic). Experiments in different layers are independent and may share subjects. Coverage is "
+                "the share of the range's traffic that takes part; it may only grow once started.",
+            },
+        ),
         ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
         (
             "Analysis and decision",
@@ -552,6 +563,12 @@ class ExperimentAdmin(admin.ModelAdmin):
                     services.experiment_validate_change(experiment=self.instance, changed=self.changed_data)
                 except ValidationError as exc:
                     self.add_error(None, exc)
+                layer_fields = {"layer", "layer_start", "layer_end"}
+                if self.instance.is_editable and layer_fields <= set(self.fields) and not layer_fields & set(self.errors):
+                    try:
+                        services.experiment_validate_layer_range(experiment=self.instance)
+                    except ValidationError as exc:
+                        self.add_error(None, exc)
 
         return ExperimentForm
 
@@ -562,7 +579,28 @@ class ExperimentAdmin(admin.ModelAdmin):
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):
-        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+        initial = {"owner": request.user.pk}
+        # Offer the first free range of the default layer (the defaults [0, 1) clash with any running experiment).
+        free = selectors.layer_free_ranges(selectors.layer_claims(layer_id=default_layer_id()))
+        if free:
+            initial.update(layer_start=free[0][0], layer_end=free[0][1])
+        return {**initial, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="Ranges in use")
+    def layer_ranges(self, obj):
+        rows = []
+        for layer in Layer.objects.order_by("name"):
+            claims = selectors.layer_claims(layer_id=layer.pk, exclude_experiment_id=getattr(obj, "pk", None))
+            free = selectors.layer_free_ranges(claims)
+            taken = "; ".join(f"{selectors.format_range(c.start, c.end)} by {c.experiment} ({c.status})" for c in claims)
+            rows.append((layer.name, layer.key, taken or "nothing",
+                         ", ".join(selectors.format_range(*r) for r in free) or "nothing: use another layer"))
+        return format_html(
+            "<ul class=\"layer-ranges\">{}</ul><p>{}</p>",
+            format_html_join("", "<li>{} (<code>{}</code>): taken {}; free {}</li>", rows),
+            format_html('<a href="{}">Add a new layer</a> for an experiment that may share subjects with the '
+                        "others.", reverse("admin:experiments_layer_add")),
+        )
 
     def save_model(self, request, obj, form, change):
         services.experiment_save(experiment=obj, changed=form.changed_data)

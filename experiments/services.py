@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from consent.models import Subject
@@ -112,23 +111,25 @@ def experiment_validate_change(*, experiment: Experiment, changed: Iterable[str]
             )
 
 
-def _validate_layer_range_free(*, experiment: Experiment) -> None:
-    overlapping = (
-        Experiment.objects.filter(
-            layer_id=experiment.layer_id, status__in=[Status.RUNNING, Status.PAUSED]
-        )
-        .exclude(pk=experiment.pk)
-        .filter(Q(layer_start__lt=experiment.layer_end) & Q(layer_end__gt=experiment.layer_start))
+def experiment_validate_layer_range(*, experiment: Experiment) -> None:
+    """The experiment's range of its layer overlaps no running or paused experiment's (checked on save and at start)."""
+    from experiments.selectors import format_range, layer_claims, layer_free_ranges
+
+    claims = layer_claims(layer_id=experiment.layer_id, exclude_experiment_id=experiment.pk)
+    clashes = [c for c in claims if c.start < experiment.layer_end and c.end > experiment.layer_start]
+    if not clashes:
+        return
+    free = layer_free_ranges(claims)
+    taken = ", ".join(f"{c.experiment!r} {format_range(c.start, c.end)} ({c.status})" for c in clashes)
+    offer = (f"Free in this layer: {', '.join(format_range(*r) for r in free)}; choose a range inside one of them"
+             if free else "Nothing is free in this layer; choose another layer or create a new one")
+    raise ValidationError(
+        {
+            "layer_start": f"The range {format_range(experiment.layer_start, experiment.layer_end)} of layer "
+            f"{experiment.layer.name!r} overlaps experiment {taken}: a subject can be in only one experiment of a "
+            f"layer. {offer}, or pick another layer."
+        }
     )
-    clash = overlapping.first()
-    if clash is not None:
-        raise ValidationError(
-            {
-                "layer_start": f"The range [{experiment.layer_start:g}, {experiment.layer_end:g}) overlaps "
-                f"experiment {clash.key!r} [{clash.layer_start:g}, {clash.layer_end:g}) in layer "
-                f"{experiment.layer.key!r}."
-            }
-        )
 
 
 # --- writes ----------------------------------------------------------------------
@@ -145,6 +146,9 @@ def experiment_save(*, experiment: Experiment, changed: Iterable[str] = ()) -> E
     experiment.full_clean(exclude=["owner"] if experiment.owner_id is None else None)
     with transaction.atomic():
         experiment_validate_change(experiment=experiment, changed=changed)
+        if experiment.status == Status.DRAFT and (experiment.pk is None or changed & {"layer", "layer_start", "layer_end"}):
+            # Known now rather than at Start: the range is held by a running experiment.
+            experiment_validate_layer_range(experiment=experiment)
         experiment.save()
         if experiment.status != Status.DRAFT:
             experiment_config_changed()
@@ -177,7 +181,7 @@ def experiment_start_problems(*, experiment: Experiment) -> list[str]:
     The admin's Start confirmation shows these before the PM confirms.
     """
     problems = []
-    for check in (experiment_validate_arms, _validate_layer_range_free, _validate_compliance):
+    for check in (experiment_validate_arms, experiment_validate_layer_range, _validate_compliance):
         try:
             check(experiment=experiment)
         except ValidationError as exc:
@@ -223,7 +227,7 @@ def experiment_transition(*, experiment: Experiment, action: str, now=None, igno
             experiment.scheduled_start = None
         if target == Status.RUNNING:
             experiment_validate_arms(experiment=experiment)
-            _validate_layer_range_free(experiment=experiment)
+            experiment_validate_layer_range(experiment=experiment)
             _validate_compliance(experiment=experiment)
         if action == "start":
             experiment.started_at = now
