@@ -691,14 +691,21 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         findings = services.treatment_save(treatment=obj)
-        errors = [finding for finding in findings if finding.is_error]
-        if errors:
-            self.message_user(
-                request,
-                "Compliance errors: " + " ".join(f"{f.message} ({f.reference})" for f in errors)
-                + " An experiment applying this treatment cannot start without an approved override.",
-                messages.WARNING,
+        # The save's own message (response_add/response_change) becomes a warning carrying them.
+        request._treatment_compliance_errors = [finding for finding in findings if finding.is_error]
+
+    def message_user(self, request, message, level=messages.INFO, extra_tags="", fail_silently=False):
+        errors = getattr(request, "_treatment_compliance_errors", None)
+        if errors and level == messages.SUCCESS:
+            request._treatment_compliance_errors = None
+            message = format_html(
+                "{} Its compliance review has {}: {} An experiment applying this treatment cannot start without "
+                "a data protection officer's approved override.",
+                message, "an error" if len(errors) == 1 else f"{len(errors)} errors",
+                " ".join(f"{f.message} ({f.reference})" for f in errors),
             )
+            level = messages.WARNING
+        super().message_user(request, message, level, extra_tags, fail_silently)
 
     @admin.action(description="Duplicate as a new treatment (to change a frozen one)", permissions=["add"])
     def duplicate(self, request, queryset):

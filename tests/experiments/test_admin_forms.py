@@ -261,3 +261,23 @@ def test_fields_a_level_requires_are_marked_on_the_treatment_form(staff_client):
 
 def test_metric_facts_are_named_in_words():
     assert MetricFacts._meta.verbose_name_plural == "metric facts"
+
+
+def _messages(response) -> list[tuple[str, str]]:
+    return [(message.level_tag, str(message)) for message in response.context["messages"]]
+
+
+def test_saving_a_treatment_with_a_compliance_error_warns_instead_of_a_plain_success(staff_client):
+    response = staff_client.post(f"{TREATMENTS}add/", _treatment_data(default_personalization_consent="on"),
+                                 follow=True)
+    shown = _messages(response)
+    assert len(shown) == 1
+    level, text = shown[0]
+    assert level == "warning" and "was added successfully" in text and "compliance review has an error" in text
+    assert "Art. 22" in text and "cannot start" in text
+    treatment = PrivacyTreatment.objects.get()
+    response = staff_client.post(f"{TREATMENTS}{treatment.pk}/change/",
+                                 _treatment_data(default_personalization_consent="on"), follow=True)
+    assert [level for level, _ in _messages(response)] == ["warning"]
+    response = staff_client.post(f"{TREATMENTS}{treatment.pk}/change/", _treatment_data(), follow=True)
+    assert [level for level, _ in _messages(response)] == ["success"]  # fixed: a plain success

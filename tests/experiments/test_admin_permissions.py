@@ -190,4 +190,4 @@ def test_the_admin_reports_compliance_errors_when_a_treatment_is_saved(client):
          "default_personalization_consent": "on", "show_explanations": "on"},
         follow=True,
     )
-    assert b"Compliance errors" in response.content and b"approved override" in response.content
+    assert b"compliance review has" in response.content and b"approved override" in response.content
