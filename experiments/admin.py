@@ -86,8 +86,28 @@ class ArmFormSet(BaseInlineFormSet):
         return super().save_existing_objects(commit)
 
 
+def _accessible_name(formfield, name: str):
+    """Give a widget that has no visible label of its own (a table cell, a split date/time) a name."""
+    if formfield is None:
+        return formfield
+    widget = formfield.widget
+    # The related-object wrapper (add/change links) holds the real widget.
+    widget = getattr(widget, "widget", widget)
+    if isinstance(widget, forms.SplitDateTimeWidget):
+        widget.widgets[0].attrs["aria-label"] = f"{name}: date"
+        widget.widgets[1].attrs["aria-label"] = f"{name}: time"
+    else:
+        widget.attrs["aria-label"] = name
+    return formfield
+
+
 class DraftOnlyInline(admin.TabularInline):
     """Rows that are frozen once the experiment has started (a new phase: see services)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # A tabular row's inputs sit under column headers, not labels: name each one.
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        return _accessible_name(formfield, f"{self.model._meta.verbose_name} {db_field.verbose_name}".capitalize())
 
     def _editable(self, obj) -> bool:
         return obj is None or obj.is_editable
@@ -116,7 +136,7 @@ class ArmInline(DraftOnlyInline):
     extra = 0
     min_num = 2
     fields = ["key", "treatment", "weight", "is_control"]
-    autocomplete_fields = ["treatment"]
+    # A plain select (the treatments are few): select2's autocomplete has no accessible name.
 
 
 def _findings_html(findings) -> str:
@@ -576,7 +596,11 @@ class ExperimentAdmin(admin.ModelAdmin):
         if db_field.name == "targeting":
             return TargetingField(label="Targeting", help_text="Who may be assigned. An attribute left empty is not "
                                   "targeted; nothing chosen anywhere: everyone.")
-        return super().formfield_for_dbfield(db_field, request, **kwargs)
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.get_internal_type() == "DateTimeField":
+            # The admin's split date and time inputs have no label each: "Scheduled start: date".
+            formfield = _accessible_name(formfield, str(db_field.verbose_name).capitalize())
+        return formfield
 
     def get_changeform_initial_data(self, request):
         initial = {"owner": request.user.pk}

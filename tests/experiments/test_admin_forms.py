@@ -1,6 +1,7 @@
 """Every database constraint of the experiments app is checked by the form first, with its message
 in words on the field to change; the admin saves nothing and never answers 500."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -281,3 +282,13 @@ def test_saving_a_treatment_with_a_compliance_error_warns_instead_of_a_plain_suc
     assert [level for level, _ in _messages(response)] == ["warning"]
     response = staff_client.post(f"{TREATMENTS}{treatment.pk}/change/", _treatment_data(), follow=True)
     assert [level for level, _ in _messages(response)] == ["success"]  # fixed: a plain success
+
+
+def test_inputs_without_a_label_of_their_own_are_named(staff_client):
+    experiment = ExperimentFactory()
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    page = staff_client.get(f"{CHANGELIST}{experiment.pk}/change/").content.decode()
+    assert 'aria-label="Scheduled start: date"' in page and 'aria-label="Scheduled start: time"' in page
+    assert re.search(r'<select name="guardrails-0-metric"[^>]* aria-label="Guardrail metric"', page)
+    assert re.search(r'<select name="arms-0-treatment"[^>]* aria-label="Arm treatment"', page)
+    assert 'aria-label="Arm weight"' in page and "admin-autocomplete" not in page
