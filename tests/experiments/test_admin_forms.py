@@ -31,13 +31,6 @@ TREATMENTS = "/admin/experiments/privacytreatment/"
 DJANGO_DEFAULT = str(CheckConstraint.default_violation_error_message)
 
 
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
-
-
 def _message(model, name: str) -> str:
     return str(next(c for c in model._meta.constraints if c.name == name).violation_error_message)
 

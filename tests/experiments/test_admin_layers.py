@@ -1,7 +1,6 @@
 """Layers explained where they bite: what a layer is, which ranges are free, the next free range, the clash on save."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from experiments import selectors, services
@@ -11,13 +10,6 @@ from tests.experiments.test_admin_forms import experiment_form_data
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/experiments/experiment/"
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
 
 
 def test_free_ranges_are_the_gaps_between_claims():

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
@@ -17,13 +16,6 @@ from tests.experiments.test_admin_permissions import staff
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/experiments/experiment/"
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
 
 
 def _page(client, url) -> str:

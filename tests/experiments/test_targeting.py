@@ -1,7 +1,6 @@
 """Targeting is a validated structure: known attributes, lists of (known) values, edited with a widget."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from experiments import services
@@ -52,13 +51,6 @@ def test_bad_targeting_shows_on_its_field_and_the_service_saves_nothing():
     messages = caught.value.message_dict["targeting"]
     assert len(messages) == 2 and "Unknown attribute 'age'" in messages[0] and "give a list" in messages[1]
     assert Experiment.objects.get(pk=experiment.pk).targeting == {}
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
 
 
 @pytest.mark.django_db
