@@ -33,6 +33,7 @@ from experiments.models import (
     default_layer_id,
 )
 from experiments.privacy_ladder import arms_privacy_order
+from experiments.targeting import TARGETING_ATTRIBUTES
 from experiments.validation import experiment_decision_problems
 
 ONE_CONTROL = "arm_one_control_per_experiment"
@@ -628,6 +629,12 @@ class ExperimentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         services.experiment_save(experiment=obj, changed=form.changed_data)
+        stored = form.initial.get("targeting")
+        unknown = sorted(set(stored) - set(TARGETING_ATTRIBUTES)) if isinstance(stored, dict) else []
+        if "targeting" in form.changed_data and unknown:
+            # Saved before targeting was checked: the widget cannot show them, so say they are gone.
+            self.message_user(request, f"Targeting: removed {', '.join(unknown)}, which the marketplace does not "
+                              "report (it matched nobody).", messages.WARNING)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)

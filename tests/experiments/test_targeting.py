@@ -77,3 +77,15 @@ def test_an_unknown_value_in_the_admin_is_refused_on_the_field(staff_client):
     assert response.status_code == 200
     assert "windows" in " ".join(response.context["adminform"].form.errors["targeting"])
     assert not Experiment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_saving_a_draft_with_old_unknown_targeting_says_what_was_removed(staff_client):
+    from tests.experiments.test_admin_forms import _change_data
+
+    experiment = ExperimentFactory()
+    Experiment.objects.filter(pk=experiment.pk).update(targeting={"provinsi": ["Bali"]})  # saved before the checks
+    data = _change_data(staff_client, experiment, targeting_platform=["ios"])
+    response = staff_client.post(f"{CHANGELIST}{experiment.pk}/change/", data, follow=True)
+    assert "removed provinsi" in response.content.decode()
+    assert Experiment.objects.get(pk=experiment.pk).targeting == {"platform": ["ios"]}
