@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin_api_keys registers the key admin)
-from experiments.admin_forms import TargetingField
+from experiments.admin_forms import NewPhaseForm, TargetingField, constraint_message
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
@@ -39,11 +39,6 @@ from experiments.validation import experiment_decision_problems
 ONE_CONTROL = "arm_one_control_per_experiment"
 
 
-def _constraint_message(model, name: str) -> str:
-    constraint = next(c for c in model._meta.constraints if c.name == name)
-    return str(constraint.violation_error_message)
-
-
 class ArmFormSet(BaseInlineFormSet):
     """The arms, checked together (one control, the privacy order) before anything is saved."""
 
@@ -61,7 +56,7 @@ class ArmFormSet(BaseInlineFormSet):
         super().clean()
         controls = [form for form in self._live_forms() if form.cleaned_data.get("is_control")]
         for form in controls[1:]:
-            form.add_error("is_control", _constraint_message(Arm, ONE_CONTROL))
+            form.add_error("is_control", constraint_message(Arm, ONE_CONTROL))
         experiment = self.instance
         if not experiment.privacy_order:
             return
@@ -184,57 +179,6 @@ def _not_deletable_message(experiments) -> str:
         f"Only draft experiments can be deleted; not {listed}. A started experiment keeps its exposures and "
         "results for the record: stop it instead (and conclude it when its verdict is in)."
     )
-
-
-class NewPhaseForm(forms.ModelForm):
-    """A new phase: each arm's weight, and any analysis setting that changes with it."""
-
-    class Meta:
-        model = Experiment
-        fields = sorted(services.ANALYSIS_FIELDS)
-
-    def __init__(self, *args, arms, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.arms = arms
-        self.weight_names = []
-        for arm in arms:
-            name = f"weight__{arm.key}"
-            self.fields[name] = forms.FloatField(
-                label=f"Weight of arm {arm.key}" + (" (control)" if arm.is_control else ""),
-                initial=arm.weight, help_text="Its share of new traffic relative to the other arms' weights.",
-            )
-            self.weight_names.append(name)
-        order = [f.name for f in Experiment._meta.fields if f.name in services.ANALYSIS_FIELDS]
-        self.analysis_names = order
-
-    def clean(self):
-        cleaned = super().clean()
-        for name in self.weight_names:
-            if cleaned.get(name) is not None and not cleaned[name] > 0:
-                self.add_error(name, _constraint_message(Arm, "arm_weight_positive"))
-        return cleaned
-
-    def weights(self) -> dict[str, float]:
-        return {arm.key: self.cleaned_data[f"weight__{arm.key}"] for arm in self.arms}
-
-    def analysis_changes(self) -> dict:
-        return {name: self.cleaned_data[name] for name in self.changed_data if name in services.ANALYSIS_FIELDS}
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc)
-            return
-        for field, errors in exc.message_dict.items():
-            target = f"weight__{field}" if f"weight__{field}" in self.fields else field
-            self.add_error(target if target in self.fields else None, errors)
-
-    def history_message(self, phase: int, before: dict) -> str:
-        weights = ", ".join(f"{key} {weight:g}" for key, weight in self.weights().items())
-        changes = "; ".join(
-            f"{Experiment._meta.get_field(name).verbose_name} {before.get(name)!r} → {self.cleaned_data[name]!r}"
-            for name in self.changed_data if name in services.ANALYSIS_FIELDS
-        )
-        return f"New phase {phase}: weights {weights}" + (f"; {changes}" if changes else "; analysis unchanged")
 
 
 # Permissions behind the admin's actions (experiments.models.Experiment.Meta.permissions).

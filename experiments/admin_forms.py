@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 
+from experiments import services
+from experiments.models import Arm, Experiment
 from experiments.targeting import MAX_VALUE_LENGTH, TARGETING_ATTRIBUTES
 
 
@@ -76,3 +79,60 @@ class TargetingField(forms.MultiValueField):
             if values:
                 targeting[spec.key] = values
         return targeting
+
+
+def constraint_message(model, name: str) -> str:
+    """A model constraint's message in words (shown where a form checks the rule itself)."""
+    constraint = next(c for c in model._meta.constraints if c.name == name)
+    return str(constraint.violation_error_message)
+
+
+class NewPhaseForm(forms.ModelForm):
+    """A new phase: each arm's weight, and any analysis setting that changes with it."""
+
+    class Meta:
+        model = Experiment
+        fields = sorted(services.ANALYSIS_FIELDS)
+
+    def __init__(self, *args, arms, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.arms = arms
+        self.weight_names = []
+        for arm in arms:
+            name = f"weight__{arm.key}"
+            self.fields[name] = forms.FloatField(
+                label=f"Weight of arm {arm.key}" + (" (control)" if arm.is_control else ""),
+                initial=arm.weight, help_text="Its share of new traffic relative to the other arms' weights.",
+            )
+            self.weight_names.append(name)
+        order = [f.name for f in Experiment._meta.fields if f.name in services.ANALYSIS_FIELDS]
+        self.analysis_names = order
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in self.weight_names:
+            if cleaned.get(name) is not None and not cleaned[name] > 0:
+                self.add_error(name, constraint_message(Arm, "arm_weight_positive"))
+        return cleaned
+
+    def weights(self) -> dict[str, float]:
+        return {arm.key: self.cleaned_data[f"weight__{arm.key}"] for arm in self.arms}
+
+    def analysis_changes(self) -> dict:
+        return {name: self.cleaned_data[name] for name in self.changed_data if name in services.ANALYSIS_FIELDS}
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, errors in exc.message_dict.items():
+            target = f"weight__{field}" if f"weight__{field}" in self.fields else field
+            self.add_error(target if target in self.fields else None, errors)
+
+    def history_message(self, phase: int, before: dict) -> str:
+        weights = ", ".join(f"{key} {weight:g}" for key, weight in self.weights().items())
+        changes = "; ".join(
+            f"{Experiment._meta.get_field(name).verbose_name} {before.get(name)!r} → {self.cleaned_data[name]!r}"
+            for name in self.changed_data if name in services.ANALYSIS_FIELDS
+        )
+        return f"New phase {phase}: weights {weights}" + (f"; {changes}" if changes else "; analysis unchanged")
