@@ -53,12 +53,6 @@ def test_bulk_delete_refuses_started_experiments_and_deletes_drafts(staff_client
     assert list(Experiment.objects.values_list("pk", flat=True)) == [running.pk]
 
 
-def test_the_delete_confirmation_names_metric_facts_in_words(staff_client):
-    experiment = ExperimentFactory()
-    page = _page(staff_client, f"{CHANGELIST}{experiment.pk}/delete/")
-    assert "factss" not in page
-
-
 # --- the analysis freezes ----------------------------------------------------------------------------------
 
 
