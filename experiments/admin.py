@@ -1,14 +1,23 @@
+import json
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import model_ngettext
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin_api_keys registers the key admin)
+from experiments.admin_forms import NewPhaseForm, TargetingField, constraint_message
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
@@ -21,16 +30,33 @@ from experiments.models import (
     OutcomeEvent,
     PrivacyTreatment,
     ResultSnapshot,
+    default_layer_id,
 )
 from experiments.privacy_ladder import arms_privacy_order
+from experiments.targeting import TARGETING_ATTRIBUTES
 from experiments.validation import experiment_decision_problems
+
+ONE_CONTROL = "arm_one_control_per_experiment"
 
 
 class ArmFormSet(BaseInlineFormSet):
-    """The arms, checked against the experiment's privacy order before anything is saved."""
+    """The arms, checked together (one control, the privacy order) before anything is saved."""
+
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        # One control among the submitted arms, not among the stored ones: checked in clean().
+        form.instance.constraints_checked_by_caller = frozenset({ONE_CONTROL})
+        return form
+
+    def _live_forms(self):
+        return [form for form in self.forms
+                if form.cleaned_data and not (self.can_delete and form.cleaned_data.get("DELETE"))]
 
     def clean(self):
         super().clean()
+        controls = [form for form in self._live_forms() if form.cleaned_data.get("is_control")]
+        for form in controls[1:]:
+            form.add_error("is_control", constraint_message(Arm, ONE_CONTROL))
         experiment = self.instance
         if not experiment.privacy_order:
             return
@@ -45,19 +71,43 @@ class ArmFormSet(BaseInlineFormSet):
         if problems:
             raise ValidationError(["Privacy order: " + problem for problem in problems])
 
+    def save_existing_objects(self, commit=True):
+        # The database holds one control at a time (a partial unique index, not deferrable):
+        # moving the control from one arm to another unticks the old one first.
+        if commit:
+            unticked = [form.instance.pk for form in self.initial_forms
+                        if form.instance.pk and "is_control" in form.changed_data
+                        and not form.cleaned_data.get("is_control")]
+            Arm.objects.filter(pk__in=unticked).update(is_control=False)
+        return super().save_existing_objects(commit)
 
-class ArmInline(admin.TabularInline):
-    model = Arm
-    formset = ArmFormSet
-    extra = 0
-    min_num = 2
-    fields = ["key", "treatment", "weight", "is_control"]
-    autocomplete_fields = ["treatment"]
+
+def _accessible_name(formfield, name: str):
+    """Give a widget that has no visible label of its own (a table cell, a split date/time) a name."""
+    if formfield is None:
+        return formfield
+    widget = formfield.widget
+    # The related-object wrapper (add/change links) holds the real widget.
+    widget = getattr(widget, "widget", widget)
+    if isinstance(widget, forms.SplitDateTimeWidget):
+        widget.widgets[0].attrs["aria-label"] = f"{name}: date"
+        widget.widgets[1].attrs["aria-label"] = f"{name}: time"
+    else:
+        widget.attrs["aria-label"] = name
+    return formfield
+
+
+class DraftOnlyInline(admin.TabularInline):
+    """Rows that are frozen once the experiment has started (a new phase: see services)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # A tabular row's inputs sit under column headers, not labels: name each one.
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        return _accessible_name(formfield, f"{self.model._meta.verbose_name} {db_field.verbose_name}".capitalize())
 
     def _editable(self, obj) -> bool:
         return obj is None or obj.is_editable
 
-    # Arms and weights are frozen once an experiment has run (new phase: see services).
     def has_add_permission(self, request, obj=None):
         return self._editable(obj) and super().has_add_permission(request, obj)
 
@@ -68,10 +118,21 @@ class ArmInline(admin.TabularInline):
         return self._editable(obj) and super().has_delete_permission(request, obj)
 
 
-class GuardrailInline(admin.TabularInline):
+class GuardrailInline(DraftOnlyInline):
+    # Part of the analysis: frozen with services.ANALYSIS_FIELDS once the experiment has started.
     model = Guardrail
     extra = 0
     fields = ["metric", "margin", "relative", "plan_baseline", "plan_standard_deviation"]
+
+
+class ArmInline(DraftOnlyInline):
+    # Arms and weights are frozen once an experiment has run (a new phase changes the weights).
+    model = Arm
+    formset = ArmFormSet
+    extra = 0
+    min_num = 2
+    fields = ["key", "treatment", "weight", "is_control"]
+    # A plain select (the treatments are few): select2's autocomplete has no accessible name.
 
 
 def _findings_html(findings) -> str:
@@ -109,6 +170,17 @@ def _lifecycle_action(action: str, description: str):
     return run
 
 
+LIFECYCLE_DONE = {"pause": "paused", "resume": "resumed", "stop": "stopped", "conclude": "concluded"}
+
+
+def _not_deletable_message(experiments) -> str:
+    listed = ", ".join(f"{e.key} ({e.status})" for e in experiments)
+    return (
+        f"Only draft experiments can be deleted; not {listed}. A started experiment keeps its exposures and "
+        "results for the record: stop it instead (and conclude it when its verdict is in)."
+    )
+
+
 # Permissions behind the admin's actions (experiments.models.Experiment.Meta.permissions).
 RUN_EXPERIMENT = "experiments.run_experiment"
 COMPUTE_RESULTS = "experiments.compute_results"
@@ -123,13 +195,23 @@ class ExperimentAdmin(admin.ModelAdmin):
     inlines = [ArmInline, GuardrailInline]
     filter_horizontal = ["viewers"]
     readonly_fields = [
-        "status", "phase", "salt", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
+        "status", "phase", "salt", "layer_ranges", "started_at", "ended_at", "created_at", "updated_at", "compliance_findings",
         "privacy_ladder", "planned_days", "plan_summary",
         "compliance_override_approved_by", "compliance_override_approved_at",
     ]
     fieldsets = [
         (None, {"fields": ["key", "name", "hypothesis", "owner", "viewers", "status", "phase"]}),
-        ("Traffic", {"fields": ["layer", "layer_start", "layer_end", "coverage", "salt", "targeting"]}),
+        (
+            "Traffic",
+            {
+                "fields": ["layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting"],
+                "description": "A layer splits traffic between experiments that must not share subjects: each "
+                "experiment of a layer owns a range of [0, 1) that no other running experiment of the layer "
+                "overlaps, so a subject is in at most one of them (the range's width is its share of the layer's "
+                "traffic). Experiments in different layers are independent and may share subjects. Coverage is "
+                "the share of the range's traffic that takes part; it may only grow once started.",
+            },
+        ),
         ("Schedule", {"fields": ["scheduled_start", "scheduled_end", "started_at", "ended_at"]}),
         (
             "Analysis and decision",
@@ -166,18 +248,195 @@ class ExperimentAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+    change_form_template = "admin/experiments/experiment/change_form.html"
     actions = [
-        _lifecycle_action("start", "Start"),
+        "delete_selected",
+        "action_start",
         _lifecycle_action("pause", "Pause"),
         _lifecycle_action("resume", "Resume"),
         _lifecycle_action("stop", "Stop"),
         _lifecycle_action("conclude", "Conclude"),
+        "action_new_phase",
         "compute_results_now",
         "approve_compliance_override",
     ]
 
     def has_lifecycle_permission(self, request) -> bool:
         return request.user.has_perm(RUN_EXPERIMENT)
+
+    # --- deleting: drafts only -------------------------------------------------------------
+
+    def has_delete_permission(self, request, obj=None):
+        # A started experiment has exposures and results: it is stopped, never deleted.
+        if obj is not None and obj.status != Experiment.Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        experiment = self.get_object(request, object_id)
+        if experiment is not None and experiment.status != Experiment.Status.DRAFT:
+            self.message_user(request, _not_deletable_message([experiment]), messages.ERROR)
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected draft experiments", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        started = list(queryset.exclude(status=Experiment.Status.DRAFT).order_by("key"))
+        if started:
+            self.message_user(request, _not_deletable_message(started), messages.ERROR)
+            return None
+        return django_delete_selected(self, request, queryset)
+
+    # --- starting: a confirmation with the compliance review and the plan ----------------------
+
+    @admin.action(description="Start…", permissions=["lifecycle"])
+    def action_start(self, request, queryset):
+        experiments = list(queryset.select_related("layer"))
+        choice = request.POST.get("confirm")
+        if choice in ("start", "start_now", "schedule"):
+            for experiment in experiments:
+                self._start(request, experiment, choice)
+            return None
+        return self._start_confirmation(
+            request, experiments, form_url=reverse("admin:experiments_experiment_changelist"),
+            hidden=[("action", "action_start"), *((ACTION_CHECKBOX_NAME, e.pk) for e in experiments)],
+        )
+
+    def start_view(self, request, object_id):
+        experiment = self._lifecycle_object(request, object_id)
+        if request.method == "POST" and request.POST.get("confirm") in ("start", "start_now", "schedule"):
+            self._start(request, experiment, request.POST["confirm"])
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        return self._start_confirmation(
+            request, [experiment], form_url=reverse("admin:experiments_experiment_start", args=[experiment.pk]),
+            hidden=[],
+        )
+
+    def _start(self, request, experiment, choice: str) -> None:
+        """Start it, or, scheduled for later and not "start now", leave it to the scheduler."""
+        if choice != "start_now" and services.experiment_scheduled_later(experiment=experiment):
+            problems = services.experiment_start_problems(experiment=experiment)
+            when = f"{timezone.localtime(experiment.scheduled_start):%Y-%m-%d %H:%M %Z}"
+            if problems:
+                self.message_user(request, f"{experiment.key}: scheduled for {when}, but it could not start now: "
+                                  + " ".join(problems), messages.WARNING)
+            else:
+                self.message_user(request, f"{experiment.key}: scheduled; the scheduler starts it at {when}.",
+                                  messages.SUCCESS)
+            self.log_change(request, experiment, f"Lifecycle: start scheduled for {when}")
+            return
+        try:
+            services.experiment_transition(experiment=experiment, action="start", ignore_schedule=choice == "start_now")
+        except ValidationError as exc:
+            self.message_user(request, f"{experiment.key}: {' '.join(exc.messages)}", messages.ERROR)
+            return
+        self.log_change(request, experiment, "Lifecycle: start")
+        self.message_user(request, f"{experiment.key}: started.", messages.SUCCESS)
+
+    def _start_confirmation(self, request, experiments, *, form_url: str, hidden):
+        items = []
+        for experiment in experiments:
+            items.append({
+                "experiment": experiment,
+                "arms": experiment.arms.select_related("treatment").order_by("id"),
+                "findings": self.compliance_findings(experiment),
+                "plan": self.plan_summary(experiment),
+                "problems": services.experiment_start_problems(experiment=experiment)
+                if experiment.status == Experiment.Status.DRAFT else [f"It is {experiment.status}: only a draft starts."],
+                "scheduled_later": services.experiment_scheduled_later(experiment=experiment),
+            })
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Start experiments?" if len(items) > 1 else f"Start {experiments[0].name}?",
+            "items": items,
+            "form_url": form_url,
+            "hidden": hidden,
+            "any_ready": any(not item["problems"] for item in items),
+            "any_scheduled": any(item["scheduled_later"] for item in items),
+        }
+        return TemplateResponse(request, "admin/experiments/experiment/start_confirmation.html", context)
+
+    # --- the lifecycle's other buttons and a new phase ------------------------------------------
+
+    def _lifecycle_object(self, request, object_id):
+        if not self.has_lifecycle_permission(request):
+            raise PermissionDenied
+        experiment = self.get_object(request, object_id)
+        if experiment is None:
+            raise Http404("No such experiment.")
+        return experiment
+
+    def lifecycle_view(self, request, object_id, action):
+        experiment = self._lifecycle_object(request, object_id)
+        if request.method != "POST" or action not in ("pause", "resume", "stop", "conclude"):
+            return redirect("admin:experiments_experiment_change", experiment.pk)
+        try:
+            services.experiment_transition(experiment=experiment, action=action)
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        else:
+            self.log_change(request, experiment, f"Lifecycle: {action}")
+            self.message_user(request, f"{experiment.key}: {LIFECYCLE_DONE[action]}.", messages.SUCCESS)
+        return redirect("admin:experiments_experiment_change", experiment.pk)
+
+    def new_phase_view(self, request, object_id):
+        experiment = self._lifecycle_object(request, object_id)
+        arms = list(experiment.arms.order_by("id"))
+        form = NewPhaseForm(request.POST or None, instance=experiment, arms=arms)
+        if request.method == "POST" and form.is_valid():
+            before = {name: form.initial.get(name) for name in form.changed_data}
+            try:
+                services.experiment_new_phase(
+                    experiment=experiment, weights=form.weights(), analysis=form.analysis_changes()
+                )
+            except ValidationError as exc:
+                form.add_service_errors(exc)
+            else:
+                experiment.refresh_from_db()
+                self.log_change(request, experiment, form.history_message(experiment.phase, before))
+                self.message_user(
+                    request, f"{experiment.key}: phase {experiment.phase} set up (new salt; exposed subjects keep "
+                    "their arm). Resume the experiment to run it.", messages.SUCCESS,
+                )
+                return redirect("admin:experiments_experiment_change", experiment.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": experiment,
+            "title": f"New phase of {experiment.name}",
+            "form": form,
+            "weight_fields": [form[name] for name in form.weight_names],
+            "analysis_fields": [form[name] for name in form.analysis_names],
+            "paused": experiment.status == Experiment.Status.PAUSED,
+        }
+        return TemplateResponse(request, "admin/experiments/experiment/new_phase.html", context)
+
+    @admin.action(description="New phase… (new weights and salt)", permissions=["lifecycle"])
+    def action_new_phase(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose one experiment for a new phase.", messages.WARNING)
+            return None
+        return redirect("admin:experiments_experiment_new_phase", queryset.get().pk)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/start/", view(self.start_view), name="experiments_experiment_start"),
+            path("<path:object_id>/new-phase/", view(self.new_phase_view), name="experiments_experiment_new_phase"),
+            path("<path:object_id>/lifecycle/<slug:action>/", view(self.lifecycle_view),
+                 name="experiments_experiment_lifecycle"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context.update({
+                "can_run": self.has_lifecycle_permission(request),
+                "dashboard_url": reverse("dashboard:experiment-detail", args=[obj.key]),
+                "not_deletable": None if obj.status == Experiment.Status.DRAFT else _not_deletable_message([obj]),
+            })
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_compute_permission(self, request) -> bool:
         return request.user.has_perm(COMPUTE_RESULTS)
@@ -255,7 +514,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         readonly = list(super().get_readonly_fields(request, obj))
         if obj is not None and not obj.is_editable:
-            readonly += sorted(services.FROZEN_FIELDS - set(readonly))
+            readonly += sorted((services.FROZEN_FIELDS | services.ANALYSIS_FIELDS) - set(readonly))
         return readonly
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -269,19 +528,62 @@ class ExperimentAdmin(admin.ModelAdmin):
                     services.experiment_validate_change(experiment=self.instance, changed=self.changed_data)
                 except ValidationError as exc:
                     self.add_error(None, exc)
+                layer_fields = {"layer", "layer_start", "layer_end"}
+                if self.instance.is_editable and layer_fields <= set(self.fields) and not layer_fields & set(self.errors):
+                    try:
+                        services.experiment_validate_layer_range(experiment=self.instance)
+                    except ValidationError as exc:
+                        self.add_error(None, exc)
 
         return ExperimentForm
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "targeting":
+            return TargetingField(label="Targeting", help_text="Who may be assigned. An attribute left empty is not "
+                                  "targeted; nothing chosen anywhere: everyone.")
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.get_internal_type() == "DateTimeField":
+            # The admin's split date and time inputs have no label each: "Scheduled start: date".
+            formfield = _accessible_name(formfield, str(db_field.verbose_name).capitalize())
+        return formfield
+
     def get_changeform_initial_data(self, request):
-        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+        initial = {"owner": request.user.pk}
+        # Offer the first free range of the default layer (the defaults [0, 1) clash with any running experiment).
+        free = selectors.layer_free_ranges(selectors.layer_claims(layer_id=default_layer_id()))
+        if free:
+            initial.update(layer_start=free[0][0], layer_end=free[0][1])
+        return {**initial, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="Ranges in use")
+    def layer_ranges(self, obj):
+        rows = []
+        for layer in Layer.objects.order_by("name"):
+            claims = selectors.layer_claims(layer_id=layer.pk, exclude_experiment_id=getattr(obj, "pk", None))
+            free = selectors.layer_free_ranges(claims)
+            taken = "; ".join(f"{selectors.format_range(c.start, c.end)} by {c.experiment} ({c.status})" for c in claims)
+            rows.append((layer.name, layer.key, taken or "nothing",
+                         ", ".join(selectors.format_range(*r) for r in free) or "nothing: use another layer"))
+        return format_html(
+            "<ul class=\"layer-ranges\">{}</ul><p>{}</p>",
+            format_html_join("", "<li>{} (<code>{}</code>): taken {}; free {}</li>", rows),
+            format_html('<a href="{}">Add a new layer</a> for an experiment that may share subjects with the '
+                        "others.", reverse("admin:experiments_layer_add")),
+        )
 
     def save_model(self, request, obj, form, change):
         services.experiment_save(experiment=obj, changed=form.changed_data)
+        stored = form.initial.get("targeting")
+        unknown = sorted(set(stored) - set(TARGETING_ATTRIBUTES)) if isinstance(stored, dict) else []
+        if "targeting" in form.changed_data and unknown:
+            # Saved before targeting was checked: the widget cannot show them, so say they are gone.
+            self.message_user(request, f"Targeting: removed {', '.join(unknown)}, which the marketplace does not "
+                              "report (it matched nobody).", messages.WARNING)
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         obj = form.instance
-        if obj.plan_daily_subjects is not None and obj.plan_baseline is not None:
+        if obj.is_editable and obj.plan_daily_subjects is not None and obj.plan_baseline is not None:
             try:
                 plan = services.experiment_plan_apply(experiment=obj)
             except selectors.PlanIncomplete as problem:
@@ -317,6 +619,9 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
     readonly_fields = ["compliance_findings", "frozen_by"]
     actions = ["duplicate"]
 
+    class Media:
+        js = ["experiments_admin/required_by_choice.js"]
+
     @admin.display(description="Compliance review (UU PDP / GDPR)")
     def compliance_findings(self, obj):
         if obj is None or obj.pk is None:
@@ -340,6 +645,15 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
 
         class TreatmentForm(form):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                level = self.fields.get("personalization_level")
+                if level is not None:
+                    # required_by_choice.js marks these fields required when their level is chosen.
+                    level.widget.attrs["data-requires"] = json.dumps(
+                        {name: list(levels) for name, levels in PrivacyTreatment.FIELDS_REQUIRED_BY_LEVEL.items()}
+                    )
+
             def _post_clean(self):
                 # After the instance carries the submitted values, ask the service.
                 super()._post_clean()
@@ -352,14 +666,21 @@ class PrivacyTreatmentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         findings = services.treatment_save(treatment=obj)
-        errors = [finding for finding in findings if finding.is_error]
-        if errors:
-            self.message_user(
-                request,
-                "Compliance errors: " + " ".join(f"{f.message} ({f.reference})" for f in errors)
-                + " An experiment applying this treatment cannot start without an approved override.",
-                messages.WARNING,
+        # The save's own message (response_add/response_change) becomes a warning carrying them.
+        request._treatment_compliance_errors = [finding for finding in findings if finding.is_error]
+
+    def message_user(self, request, message, level=messages.INFO, extra_tags="", fail_silently=False):
+        errors = getattr(request, "_treatment_compliance_errors", None)
+        if errors and level == messages.SUCCESS:
+            request._treatment_compliance_errors = None
+            message = format_html(
+                "{} Its compliance review has {}: {} An experiment applying this treatment cannot start without "
+                "a data protection officer's approved override.",
+                message, "an error" if len(errors) == 1 else f"{len(errors)} errors",
+                " ".join(f"{f.message} ({f.reference})" for f in errors),
             )
+            level = messages.WARNING
+        super().message_user(request, message, level, extra_tags, fail_silently)
 
     @admin.action(description="Duplicate as a new treatment (to change a frozen one)", permissions=["add"])
     def duplicate(self, request, queryset):
@@ -456,8 +777,6 @@ class ResultSnapshotAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Results document (JSON)")
     def document(self, obj):
-        import json
-
         # Small segment cells are suppressed here as on the dashboard (experiments.disclosure).
         data = segments_suppress(obj.data) if isinstance(obj.data, dict) else obj.data
         return format_html('<pre class="results-document">{}</pre>', json.dumps(data, indent=2))

@@ -126,6 +126,8 @@ def targeting_matches(rules: Mapping[str, Sequence[str]], attributes: Mapping[st
     that does not report a targeted attribute does not match.
     """
     for attribute, allowed in rules.items():
+        if isinstance(allowed, str):
+            allowed = (allowed,)  # a lone value (refused on save, but never a substring match)
         value = attributes.get(attribute)
         if value is None or str(value) not in allowed:
             return False

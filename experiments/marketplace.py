@@ -1,4 +1,4 @@
-"""The simulated marketplace's catalog categories, shared by the two simulators.
+"""The simulated marketplace's catalog categories and subject attributes, shared by the two simulators.
 
 Pure data (no Django import), so that ``recommender.simulation``, which the
 benchmarks use without settings, can read it too.
@@ -18,3 +18,9 @@ CATEGORIES = (
     ("health", "Health & Pharmacy", True),
     ("financial-products", "Financial Products", True),
 )
+
+# The subject attributes the marketplace reports with an assignment request (and the values the
+# demo's marketplace uses): the known values of experiments.targeting.
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
+PROVINCES = ("DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali")
+PLATFORMS = ("android", "ios", "web")

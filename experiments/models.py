@@ -8,13 +8,24 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from config.constraints import ConstraintFieldsMixin
+
 
 def new_salt() -> str:
     return secrets.token_hex(8)
 
 
-class PrivacyTreatment(models.Model):
+class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
     """A reusable privacy design that an arm applies to its subjects."""
+
+    # Where each constraint's message shows (config.constraints).
+    CONSTRAINT_FIELDS = {
+        "treatment_cohort_k_gte_2": "cohort_k",
+        "treatment_dp_epsilon_positive": "dp_epsilon",
+        "treatment_dp_needs_epsilon": "dp_epsilon",
+        "treatment_dp_item_item_needs_epsilon": "dp_epsilon",
+        "treatment_retention_positive": "retention_days",
+    }
 
     class ConsentPrompt(models.TextChoices):
         NONE = "none", "No prompt"
@@ -48,12 +59,17 @@ class PrivacyTreatment(models.Model):
         max_length=16, choices=SensitivePolicy.choices, default=SensitivePolicy.EXCLUDE
     )
     cohort_k = models.PositiveIntegerField(
-        default=50, help_text="Minimum cohort size for k-anonymous cohort recommendations."
+        "cohort size k",
+        default=50,
+        help_text="Required by the k-anonymous cohort level: the smallest cohort a recommendation is drawn from "
+        "(at least 2; 50 or more is usual).",
     )
     dp_epsilon = models.FloatField(
+        "privacy budget ε",
         null=True,
         blank=True,
-        help_text="Privacy budget per build for the differentially private levels (popularity, item-item).",
+        help_text="Required by the differentially private levels (popularity, item-item): the privacy budget per "
+        "build, a positive number such as 1.0 (smaller is more private). Leave empty for the other levels.",
     )
     retention_days = models.PositiveIntegerField(default=365)
     show_explanations = models.BooleanField(default=True)
@@ -62,14 +78,20 @@ class PrivacyTreatment(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=Q(cohort_k__gte=2), name="treatment_cohort_k_gte_2"),
+            models.CheckConstraint(
+                condition=Q(cohort_k__gte=2),
+                name="treatment_cohort_k_gte_2",
+                violation_error_message="A k-anonymous cohort needs at least 2 subjects (k ≥ 2); 50 or more is usual.",
+            ),
             models.CheckConstraint(
                 condition=Q(dp_epsilon__isnull=True) | Q(dp_epsilon__gt=0),
                 name="treatment_dp_epsilon_positive",
+                violation_error_message="The privacy budget ε must be a positive number, e.g. 1.0 (smaller is more private).",
             ),
             models.CheckConstraint(
                 condition=~Q(personalization_level="dp_popularity") | Q(dp_epsilon__isnull=False),
                 name="treatment_dp_needs_epsilon",
+                violation_error_message="Differentially private popularity needs a privacy budget per build: enter ε, e.g. 1.0.",
             ),
             models.CheckConstraint(
                 condition=~Q(personalization_level="dp_item_item") | Q(dp_epsilon__isnull=False),
@@ -78,9 +100,17 @@ class PrivacyTreatment(models.Model):
                 "(dp_epsilon > 0).",
             ),
             models.CheckConstraint(
-                condition=Q(retention_days__gte=1), name="treatment_retention_positive"
+                condition=Q(retention_days__gte=1),
+                name="treatment_retention_positive",
+                violation_error_message="Keep data for at least one day.",
             ),
         ]
+
+    # Field → the personalization levels that need it (the admin marks it required when chosen).
+    FIELDS_REQUIRED_BY_LEVEL = {
+        "dp_epsilon": (PersonalizationLevel.DP_POPULARITY, PersonalizationLevel.DP_ITEM_ITEM),
+        "cohort_k": (PersonalizationLevel.COHORT,),
+    }
 
     def __str__(self) -> str:
         return self.name
@@ -119,12 +149,18 @@ def default_layer_id() -> int:
     return layer.pk
 
 
-class Holdout(models.Model):
+class Holdout(ConstraintFieldsMixin, models.Model):
     """The global holdout: a fixed share of subjects kept out of every experiment.
 
     A single row (id 1). Its salt never changes, and its share may change only
     while no experiment is running, so that nobody moves in or out mid-experiment.
     """
+
+    # Where each constraint's message shows (config.constraints).
+    CONSTRAINT_FIELDS = {
+        "holdout_share_range": "share",
+    }
+
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     share = models.FloatField(
@@ -134,9 +170,15 @@ class Holdout(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(id=1), name="holdout_single_row"),
             models.CheckConstraint(
-                condition=Q(share__gte=0.0) & Q(share__lte=0.5), name="holdout_share_range"
+                condition=Q(id=1),
+                name="holdout_single_row",
+                violation_error_message="There is one global holdout (id 1): change it instead of adding another.",
+            ),
+            models.CheckConstraint(
+                condition=Q(share__gte=0.0) & Q(share__lte=0.5),
+                name="holdout_share_range",
+                violation_error_message="The holdout share is between 0 and 0.5 (0.05 = 5% of subjects in no experiment).",
             ),
         ]
 
@@ -154,7 +196,24 @@ class Metric(models.TextChoices):
     CTR = "ctr", "Recommendation CTR"
 
 
-class Experiment(models.Model):
+class Experiment(ConstraintFieldsMixin, models.Model):
+    # Where each constraint's message shows (config.constraints).
+    CONSTRAINT_FIELDS = {
+        "experiment_layer_range_valid": "layer_end",
+        "experiment_coverage_range": "coverage",
+        "experiment_alpha_range": "alpha",
+        "experiment_schedule_ordered": "scheduled_end",
+        "experiment_gmv_cap_percentile_range": "gmv_cap_percentile",
+        "experiment_pre_exposure_days_range": "pre_exposure_days",
+        "experiment_decision_rule_valid": "decision_rule",
+        "experiment_decision_margin_range": "decision_margin",
+        "experiment_decision_margin_required": "decision_margin",
+        "experiment_testing_mode_valid": "testing_mode",
+        "experiment_minimum_runtime_range": "minimum_runtime_days",
+        "experiment_plan_power_range": "plan_power",
+        "experiment_planned_subjects_positive": "planned_subjects_per_arm",
+    }
+
     class DecisionRule(models.TextChoices):
         SUPERIORITY = "superiority", "Superiority"
         NONINFERIORITY = "noninferiority", "Do no harm (non-inferiority)"
@@ -196,7 +255,8 @@ class Experiment(models.Model):
     targeting = models.JSONField(
         default=dict,
         blank=True,
-        help_text='Attribute → allowed values, e.g. {"age_band": ["18-24"], "platform": ["android"]}.',
+        help_text='Who may be assigned: attribute → allowed values, e.g. {"age_band": ["18-24"], "platform": '
+        '["android"]}; attributes age_band, platform, province (experiments.targeting). Empty: everyone.',
     )
     scheduled_start = models.DateTimeField(null=True, blank=True)
     scheduled_end = models.DateTimeField(null=True, blank=True)
@@ -310,26 +370,35 @@ class Experiment(models.Model):
             models.CheckConstraint(
                 condition=Q(layer_start__gte=0.0) & Q(layer_end__lte=1.0) & Q(layer_start__lt=F("layer_end")),
                 name="experiment_layer_range_valid",
+                violation_error_message="The layer range is a part of [0, 1): its start is at least 0, its end at most 1, and the start is below the end.",
             ),
             models.CheckConstraint(
-                condition=Q(coverage__gte=0.0) & Q(coverage__lte=1.0), name="experiment_coverage_range"
+                condition=Q(coverage__gte=0.0) & Q(coverage__lte=1.0),
+                name="experiment_coverage_range",
+                violation_error_message="Coverage is a share of traffic between 0 and 1 (0.1 = 10%).",
             ),
             models.CheckConstraint(
-                condition=Q(alpha__gt=0.0) & Q(alpha__lt=0.5), name="experiment_alpha_range"
+                condition=Q(alpha__gt=0.0) & Q(alpha__lt=0.5),
+                name="experiment_alpha_range",
+                violation_error_message="Alpha is the false-positive rate, above 0 and below 0.5, e.g. 0.05.",
             ),
             models.CheckConstraint(
                 condition=Q(scheduled_end__isnull=True)
                 | Q(scheduled_start__isnull=True)
                 | Q(scheduled_end__gt=F("scheduled_start")),
                 name="experiment_schedule_ordered",
+                violation_error_message="The scheduled end must come after the scheduled start.",
             ),
             models.CheckConstraint(
                 condition=Q(gmv_cap_percentile__isnull=True)
                 | (Q(gmv_cap_percentile__gte=0.5) & Q(gmv_cap_percentile__lte=1.0)),
                 name="experiment_gmv_cap_percentile_range",
+                violation_error_message="The GMV cap is a percentile between 0.5 and 1, e.g. 0.99; leave it empty for no cap.",
             ),
             models.CheckConstraint(
-                condition=Q(pre_exposure_days__lte=365), name="experiment_pre_exposure_days_range"
+                condition=Q(pre_exposure_days__lte=365),
+                name="experiment_pre_exposure_days_range",
+                violation_error_message="Look back at most 365 days before exposure for the CUPED covariate.",
             ),
             models.CheckConstraint(
                 condition=Q(decision_rule__in=["superiority", "noninferiority", "privacy_first"]),
@@ -373,9 +442,12 @@ class Experiment(models.Model):
         return self.name
 
     def clean(self) -> None:
+        from experiments.targeting import targeting_problems
         from experiments.validation import experiment_decision_problems
 
         problems = experiment_decision_problems(experiment=self)
+        if targeting := targeting_problems(targeting=self.targeting):
+            problems["targeting"] = targeting
         if problems:
             raise ValidationError(problems)
 
@@ -385,7 +457,14 @@ class Experiment(models.Model):
         return self.status == self.Status.DRAFT
 
 
-class Arm(models.Model):
+class Arm(ConstraintFieldsMixin, models.Model):
+    # Where each constraint's message shows (config.constraints).
+    CONSTRAINT_FIELDS = {
+        "arm_key_unique_per_experiment": "key",
+        "arm_one_control_per_experiment": "is_control",
+        "arm_weight_positive": "weight",
+    }
+
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
     key = models.SlugField(max_length=64)
     treatment = models.ForeignKey(PrivacyTreatment, on_delete=models.PROTECT, related_name="arms")
@@ -395,19 +474,36 @@ class Arm(models.Model):
     class Meta:
         ordering = ["experiment", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "key"], name="arm_key_unique_per_experiment"),
             models.UniqueConstraint(
-                fields=["experiment"], condition=Q(is_control=True), name="arm_one_control_per_experiment"
+                fields=["experiment", "key"],
+                name="arm_key_unique_per_experiment",
+                violation_error_message="Each arm of an experiment has its own key: this one is taken.",
             ),
-            models.CheckConstraint(condition=Q(weight__gt=0), name="arm_weight_positive"),
+            models.UniqueConstraint(
+                fields=["experiment"], condition=Q(is_control=True),
+                name="arm_one_control_per_experiment",
+                violation_error_message="An experiment has exactly one control arm: untick the control on the other arm(s).",
+            ),
+            models.CheckConstraint(
+                condition=Q(weight__gt=0),
+                name="arm_weight_positive",
+                violation_error_message="An arm's weight is a positive number (its share of traffic relative to the other arms), e.g. 1.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.experiment.key}/{self.key}"
 
 
-class Guardrail(models.Model):
+class Guardrail(ConstraintFieldsMixin, models.Model):
     """A metric that may not get worse than its non-inferiority margin."""
+
+    # Where each constraint's message shows (config.constraints).
+    CONSTRAINT_FIELDS = {
+        "guardrail_unique_metric": "metric",
+        "guardrail_margin_positive": "margin",
+    }
+
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="guardrails")
     metric = models.CharField(max_length=16, choices=Metric.choices)
@@ -427,8 +523,16 @@ class Guardrail(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "metric"], name="guardrail_unique_metric"),
-            models.CheckConstraint(condition=Q(margin__gt=0), name="guardrail_margin_positive"),
+            models.UniqueConstraint(
+                fields=["experiment", "metric"],
+                name="guardrail_unique_metric",
+                violation_error_message="This metric already has a guardrail in this experiment: one guardrail per metric.",
+            ),
+            models.CheckConstraint(
+                condition=Q(margin__gt=0),
+                name="guardrail_margin_positive",
+                violation_error_message="The guardrail's margin is the largest tolerated harm: a positive number, e.g. 0.005.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -448,7 +552,11 @@ class Exposure(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "subject"], name="exposure_unique_subject"),
+            models.UniqueConstraint(
+                fields=["experiment", "subject"],
+                name="exposure_unique_subject",
+                violation_error_message="This subject already has an exposure in this experiment.",
+            ),
         ]
         indexes = [
             models.Index(fields=["experiment", "arm"], name="exposure_experiment_arm"),
@@ -527,17 +635,26 @@ class OutcomeEvent(models.Model):
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(type__in=["order", "rec_impression", "rec_click"]), name="outcome_event_type_valid"
+                condition=Q(type__in=["order", "rec_impression", "rec_click"]),
+                name="outcome_event_type_valid",
+                violation_error_message="An outcome event is an order, a recommendation impression or a recommendation click.",
             ),
             models.CheckConstraint(
                 condition=(Q(type="order") & Q(amount__isnull=False) & Q(amount__gte=0))
                 | (~Q(type="order") & Q(amount__isnull=True)),
                 name="outcome_event_amount_only_on_orders",
+                violation_error_message="An order carries its amount (0 or more); impressions and clicks carry none.",
             ),
             models.CheckConstraint(
-                condition=Q(type="order") | ~Q(product_id=""), name="outcome_event_rec_has_product"
+                condition=Q(type="order") | ~Q(product_id=""),
+                name="outcome_event_rec_has_product",
+                violation_error_message="A recommendation impression or click names its product.",
             ),
-            models.CheckConstraint(condition=~Q(event_id=""), name="outcome_event_id_not_empty"),
+            models.CheckConstraint(
+                condition=~Q(event_id=""),
+                name="outcome_event_id_not_empty",
+                violation_error_message="An outcome event needs its event id.",
+            ),
         ]
         indexes = [
             models.Index(fields=["subject", "type", "occurred_at", "amount"], name="outcome_subject_type_time_amt"),
@@ -578,9 +695,21 @@ class OrderLine(models.Model):
     class Meta:
         ordering = ["event", "id"]
         constraints = [
-            models.CheckConstraint(condition=Q(quantity__gte=1), name="order_line_quantity_positive"),
-            models.CheckConstraint(condition=Q(price__gte=0), name="order_line_price_not_negative"),
-            models.CheckConstraint(condition=~Q(product_id=""), name="order_line_product_not_empty"),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1),
+                name="order_line_quantity_positive",
+                violation_error_message="An order line's quantity is at least 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(price__gte=0),
+                name="order_line_price_not_negative",
+                violation_error_message="An order line's price cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(product_id=""),
+                name="order_line_product_not_empty",
+                violation_error_message="An order line names its product.",
+            ),
         ]
         indexes = [
             models.Index(fields=["subject", "occurred_at"], name="order_line_subject_time"),
@@ -626,10 +755,24 @@ class MetricFacts(models.Model):
     consented = models.PositiveSmallIntegerField()
 
     class Meta:
+        verbose_name = "metric facts"
+        verbose_name_plural = "metric facts"  # not "metric factss" (the delete confirmation lists them)
         constraints = [
-            models.CheckConstraint(condition=Q(opted_out__in=[0, 1]), name="metric_facts_opted_out_flag"),
-            models.CheckConstraint(condition=Q(consented__in=[0, 1]), name="metric_facts_consented_flag"),
-            models.CheckConstraint(condition=Q(customer__in=["new", "returning"]), name="metric_facts_customer"),
+            models.CheckConstraint(
+                condition=Q(opted_out__in=[0, 1]),
+                name="metric_facts_opted_out_flag",
+                violation_error_message="The opted-out flag is 0 or 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(consented__in=[0, 1]),
+                name="metric_facts_consented_flag",
+                violation_error_message="The consented flag is 0 or 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(customer__in=["new", "returning"]),
+                name="metric_facts_customer",
+                violation_error_message="A subject is a new or a returning customer.",
+            ),
         ]
         indexes = [
             models.Index(fields=["experiment", "exposure"], name="metric_facts_experiment"),
@@ -699,12 +842,25 @@ class ResultSnapshot(models.Model):
         ordering = ["experiment", "-window_end"]
         get_latest_by = "window_end"
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "phase", "window_end"], name="snapshot_one_per_window"),
-            models.CheckConstraint(condition=Q(window_end__gte=F("window_start")), name="snapshot_window_ordered"),
-            models.CheckConstraint(condition=Q(schema_version__gte=1), name="snapshot_schema_version_positive"),
+            models.UniqueConstraint(
+                fields=["experiment", "phase", "window_end"],
+                name="snapshot_one_per_window",
+                violation_error_message="This phase already has a results run for this analysis time.",
+            ),
+            models.CheckConstraint(
+                condition=Q(window_end__gte=F("window_start")),
+                name="snapshot_window_ordered",
+                violation_error_message="A results run's window ends at or after its start.",
+            ),
+            models.CheckConstraint(
+                condition=Q(schema_version__gte=1),
+                name="snapshot_schema_version_positive",
+                violation_error_message="A results document's schema version is at least 1.",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=["ok", "no_exposures", "arm_without_exposures"]),
                 name="snapshot_status_valid",
+                violation_error_message="A results run is analysed, has no exposures yet, or has an arm without exposures.",
             ),
         ]
         indexes = [models.Index(fields=["experiment", "-window_end"], name="snapshot_experiment_latest")]
@@ -791,8 +947,13 @@ class ExperimentAlert(models.Model):
                 fields=["experiment", "kind", "arm", "metric"],
                 condition=Q(acknowledged_at__isnull=True),
                 name="alert_one_open_per_problem",
+                violation_error_message="This problem already has an open alert: acknowledge it first.",
             ),
-            models.CheckConstraint(condition=Q(kind__in=["srm", "guardrail"]), name="alert_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["srm", "guardrail"]),
+                name="alert_kind_valid",
+                violation_error_message="An alert is a sample-ratio mismatch or a breached guardrail.",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -216,3 +216,43 @@ def experiment_decision_plan(*, experiment: Experiment, arms=None, guardrails=No
         )
     except ValueError as error:
         raise PlanIncomplete(f"The plan cannot be computed: {error}.") from error
+
+
+# --- layers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LayerClaim:
+    """A bucket range of a layer held by an experiment."""
+
+    experiment: str
+    status: str
+    start: float
+    end: float
+
+
+def layer_claims(*, layer_id: int, exclude_experiment_id: int | None = None) -> list[LayerClaim]:
+    """The ranges of the layer that running or paused experiments hold (a start would clash with them)."""
+    rows = (
+        Experiment.objects.filter(layer_id=layer_id, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED])
+        .exclude(pk=exclude_experiment_id)
+        .order_by("layer_start", "key")
+        .values_list("key", "status", "layer_start", "layer_end")
+    )
+    return [LayerClaim(key, status, start, end) for key, status, start, end in rows]
+
+
+def layer_free_ranges(claims: list[LayerClaim]) -> list[tuple[float, float]]:
+    """The parts of [0, 1) that no claim holds, in order."""
+    free, cursor = [], 0.0
+    for claim in sorted(claims, key=lambda c: c.start):
+        if claim.start > cursor:
+            free.append((cursor, claim.start))
+        cursor = max(cursor, claim.end)
+    if cursor < 1.0:
+        free.append((cursor, 1.0))
+    return free
+
+
+def format_range(start: float, end: float) -> str:
+    return f"[{start:g}, {end:g})"

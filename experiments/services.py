@@ -12,7 +12,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from config.text import text_problem
@@ -35,6 +34,7 @@ from experiments.selectors import (
     experiment_compliance_findings,
     running_experiment_configs,
 )
+from experiments.validation import experiment_decision_problems
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,19 @@ Status = Experiment.Status
 
 # Fields that define who is in which arm: frozen once an experiment has run.
 FROZEN_FIELDS = frozenset({"key", "salt", "layer", "layer_start", "layer_end", "targeting"})
+
+# The analysis, fixed before the data comes in (a test chosen after seeing the data is not a
+# test): frozen once an experiment has started; changing them starts a new phase
+# (``experiment_new_phase``). The guardrails, rows of their own, freeze with them.
+ANALYSIS_FIELDS = frozenset({
+    "primary_metric", "alpha", "decision_rule", "decision_margin", "testing_mode", "minimum_runtime_days",
+    "privacy_order", "planned_subjects_per_arm", "gmv_cap_percentile", "pre_exposure_days",
+    "plan_daily_subjects", "plan_baseline", "plan_standard_deviation", "plan_minimum_effect", "plan_power",
+})
+ANALYSIS_FROZEN = (
+    "Fixed when the experiment started, so that the analysis cannot follow the data; pause it and start a "
+    "new phase to change it."
+)
 
 _TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "start": (frozenset({Status.DRAFT}), Status.RUNNING),
@@ -89,34 +102,36 @@ def experiment_validate_change(*, experiment: Experiment, changed: Iterable[str]
     changed = set(changed)
     previous = Experiment.objects.get(pk=experiment.pk)
     if previous.status != Status.DRAFT:
-        frozen = sorted(changed & FROZEN_FIELDS)
+        frozen = {name: "Frozen once the experiment has started; start a new phase or a new experiment."
+                  for name in sorted(changed & FROZEN_FIELDS)}
+        frozen.update({name: ANALYSIS_FROZEN for name in sorted(changed & ANALYSIS_FIELDS)})
         if frozen:
-            raise ValidationError(
-                {name: "Frozen once the experiment has started; start a new phase or a new experiment." for name in frozen}
-            )
+            raise ValidationError(frozen)
         if "coverage" in changed and experiment.coverage < previous.coverage:
             raise ValidationError(
                 {"coverage": f"Coverage may only grow while the experiment runs (it is {previous.coverage:g})."}
             )
 
 
-def _validate_layer_range_free(experiment: Experiment) -> None:
-    overlapping = (
-        Experiment.objects.filter(
-            layer_id=experiment.layer_id, status__in=[Status.RUNNING, Status.PAUSED]
-        )
-        .exclude(pk=experiment.pk)
-        .filter(Q(layer_start__lt=experiment.layer_end) & Q(layer_end__gt=experiment.layer_start))
+def experiment_validate_layer_range(*, experiment: Experiment) -> None:
+    """The experiment's range of its layer overlaps no running or paused experiment's (checked on save and at start)."""
+    from experiments.selectors import format_range, layer_claims, layer_free_ranges
+
+    claims = layer_claims(layer_id=experiment.layer_id, exclude_experiment_id=experiment.pk)
+    clashes = [c for c in claims if c.start < experiment.layer_end and c.end > experiment.layer_start]
+    if not clashes:
+        return
+    free = layer_free_ranges(claims)
+    taken = ", ".join(f"{c.experiment!r} {format_range(c.start, c.end)} ({c.status})" for c in clashes)
+    offer = (f"Free in this layer: {', '.join(format_range(*r) for r in free)}; choose a range inside one of them"
+             if free else "Nothing is free in this layer; choose another layer or create a new one")
+    raise ValidationError(
+        {
+            "layer_start": f"The range {format_range(experiment.layer_start, experiment.layer_end)} of layer "
+            f"{experiment.layer.name!r} overlaps experiment {taken}: a subject can be in only one experiment of a "
+            f"layer. {offer}, or pick another layer."
+        }
     )
-    clash = overlapping.first()
-    if clash is not None:
-        raise ValidationError(
-            {
-                "layer_start": f"The range [{experiment.layer_start:g}, {experiment.layer_end:g}) overlaps "
-                f"experiment {clash.key!r} [{clash.layer_start:g}, {clash.layer_end:g}) in layer "
-                f"{experiment.layer.key!r}."
-            }
-        )
 
 
 # --- writes ----------------------------------------------------------------------
@@ -133,6 +148,9 @@ def experiment_save(*, experiment: Experiment, changed: Iterable[str] = ()) -> E
     experiment.full_clean(exclude=["owner"] if experiment.owner_id is None else None)
     with transaction.atomic():
         experiment_validate_change(experiment=experiment, changed=changed)
+        if experiment.status == Status.DRAFT and (experiment.pk is None or changed & {"layer", "layer_start", "layer_end"}):
+            # Known now rather than at Start: the range is held by a running experiment.
+            experiment_validate_layer_range(experiment=experiment)
         experiment.save()
         if experiment.status != Status.DRAFT:
             experiment_config_changed()
@@ -147,6 +165,8 @@ def experiment_plan_apply(*, experiment: Experiment, arms=None, guardrails=None)
     """
     from experiments.selectors import experiment_decision_plan
 
+    if experiment.pk is not None and Experiment.objects.filter(pk=experiment.pk).exclude(status=Status.DRAFT).exists():
+        raise ValidationError({"planned_subjects_per_arm": ANALYSIS_FROZEN})
     plan = experiment_decision_plan(experiment=experiment, arms=arms, guardrails=guardrails)
     experiment.planned_subjects_per_arm = plan.planned_subjects_per_arm
     experiment.planned_days = plan.days
@@ -157,8 +177,35 @@ def experiment_plan_apply(*, experiment: Experiment, arms=None, guardrails=None)
     return plan
 
 
-def experiment_transition(*, experiment: Experiment, action: str, now=None) -> Experiment:
-    """Move an experiment along draft → running ⇄ paused → stopped → concluded."""
+def experiment_start_problems(*, experiment: Experiment) -> list[str]:
+    """Why the experiment could not start now (its arms, a layer clash, compliance); writes nothing.
+
+    The admin's Start confirmation shows these before the PM confirms.
+    """
+    problems = []
+    for check in (experiment_validate_arms, experiment_validate_layer_range, _validate_compliance):
+        try:
+            check(experiment=experiment)
+        except ValidationError as exc:
+            problems.extend(exc.messages)
+    return problems
+
+
+def experiment_scheduled_later(*, experiment: Experiment, now: datetime | None = None) -> bool:
+    """A draft whose scheduled start is still to come: Start leaves it to the scheduler."""
+    now = now or timezone.now()
+    return experiment.status == Status.DRAFT and experiment.scheduled_start is not None and (
+        experiment.scheduled_start > now
+    )
+
+
+def experiment_transition(*, experiment: Experiment, action: str, now=None, ignore_schedule: bool = False) -> Experiment:
+    """Move an experiment along draft → running ⇄ paused → stopped → concluded.
+
+    A draft scheduled to start later is started by the scheduler
+    (``experiments_apply_schedule``) at its time: starting it earlier needs
+    ``ignore_schedule``, which clears the scheduled start.
+    """
     if action not in _TRANSITIONS:
         raise ValueError(f"unknown lifecycle action {action!r}")
     allowed_from, target = _TRANSITIONS[action]
@@ -172,16 +219,24 @@ def experiment_transition(*, experiment: Experiment, action: str, now=None) -> E
                 f"Cannot {action} experiment {experiment.key!r}: it is {experiment.status}, "
                 f"and {action} needs {' or '.join(sorted(allowed_from))}."
             )
+        if action == "start" and experiment_scheduled_later(experiment=experiment, now=now):
+            if not ignore_schedule:
+                raise ValidationError({"scheduled_start": (
+                    f"Experiment {experiment.key!r} is scheduled to start at "
+                    f"{timezone.localtime(experiment.scheduled_start):%Y-%m-%d %H:%M %Z}: the scheduler starts it "
+                    "then. To start it now instead, clear the schedule (or confirm Start now)."
+                )})
+            experiment.scheduled_start = None
         if target == Status.RUNNING:
             experiment_validate_arms(experiment=experiment)
-            _validate_layer_range_free(experiment)
-            _validate_compliance(experiment)
+            experiment_validate_layer_range(experiment=experiment)
+            _validate_compliance(experiment=experiment)
         if action == "start":
             experiment.started_at = now
         if target in (Status.STOPPED,):
             experiment.ended_at = now
         experiment.status = target
-        experiment.save(update_fields=["status", "started_at", "ended_at", "updated_at"])
+        experiment.save(update_fields=["status", "started_at", "ended_at", "scheduled_start", "updated_at"])
         experiment_config_changed()
     logger.info("experiment %s: %s → %s", experiment.key, action, target)
     return experiment
@@ -207,16 +262,25 @@ def experiment_conclude(*, experiment: Experiment) -> Experiment:
     return experiment_transition(experiment=experiment, action="conclude")
 
 
-def experiment_new_phase(*, experiment: Experiment, weights: Mapping[str, float]) -> Experiment:
-    """Start a new phase of a paused experiment: new weights, a new salt.
+def experiment_new_phase(
+    *, experiment: Experiment, weights: Mapping[str, float], analysis: Mapping[str, object] | None = None
+) -> Experiment:
+    """Start a new phase of a paused experiment: new weights, a new salt, optionally a new analysis.
 
     Subjects already exposed keep their arm (their exposure is the record);
     subjects arriving from now on are assigned with the new salt and weights.
+    ``analysis`` changes settings of ``ANALYSIS_FIELDS`` (frozen within a
+    phase): the new phase is analysed with them from its own start. Resume the
+    experiment to run the new phase.
     """
+    analysis = dict(analysis or {})
+    unknown_settings = sorted(set(analysis) - ANALYSIS_FIELDS)
+    if unknown_settings:
+        raise ValidationError({"analysis": f"Not analysis settings: {', '.join(unknown_settings)}."})
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
         if experiment.status != Status.PAUSED:
-            raise ValidationError("A new phase can start only while the experiment is paused.")
+            raise ValidationError("A new phase can start only while the experiment is paused: pause it first.")
         arms = list(experiment.arms.select_for_update().order_by("id"))
         unknown = sorted(set(weights) - {arm.key for arm in arms})
         if unknown:
@@ -224,11 +288,18 @@ def experiment_new_phase(*, experiment: Experiment, weights: Mapping[str, float]
         for arm in arms:
             arm.weight = float(weights.get(arm.key, arm.weight))
         experiment_validate_arms(experiment=experiment, arms=arms)
+        for name, value in analysis.items():
+            setattr(experiment, name, value)
+        experiment.full_clean()
+        problems = experiment_decision_problems(experiment=experiment, arm_keys=[arm.key for arm in arms])
+        if problems:
+            raise ValidationError(problems)
         Arm.objects.bulk_update(arms, ["weight"])
         experiment.salt = uuid.uuid4().hex[:16]
         experiment.phase += 1
-        experiment.save(update_fields=["salt", "phase", "updated_at"])
+        experiment.save(update_fields=["salt", "phase", "updated_at", *sorted(analysis)])
         experiment_config_changed()
+    logger.info("experiment %s: phase %d", experiment.key, experiment.phase)
     return experiment
 
 
@@ -270,7 +341,7 @@ def experiments_apply_schedule(*, now=None) -> dict[str, list[str]]:
         scheduled_end__lte=now
     ):
         try:
-            experiment_start(experiment=experiment)
+            experiment_transition(experiment=experiment, action="start", now=now)
             started.append(experiment.key)
         except ValidationError as exc:
             failed.append(experiment.key)
@@ -295,7 +366,7 @@ def _compliance_errors(experiment: Experiment) -> dict[str, list[str]]:
     }
 
 
-def _validate_compliance(experiment: Experiment) -> None:
+def _validate_compliance(*, experiment: Experiment) -> None:
     """An arm whose treatment has a compliance error runs only with an override a DPO approved.
 
     The approval covers the errors it was given for: an error that appeared

@@ -52,16 +52,13 @@ from tqdm import tqdm
 from consent.models import Purpose
 from consent.services import ConsentEventInput, ConsentSource, consent_record
 from experiments import services
-from experiments.marketplace import CATEGORIES
+from experiments.marketplace import AGE_BANDS, CATEGORIES, PLATFORMS, PROVINCES
 from experiments.models import Arm, Experiment, Guardrail, Metric, PrivacyTreatment
 
 logger = logging.getLogger(__name__)
 
-AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 AGE_WEIGHTS = (0.24, 0.31, 0.22, 0.14, 0.09)
-PROVINCES = ("DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali")
 PROVINCE_WEIGHTS = (0.22, 0.24, 0.18, 0.15, 0.09, 0.08, 0.04)
-PLATFORMS = ("android", "ios", "web")
 PLATFORM_WEIGHTS = (0.62, 0.18, 0.20)
 PLATFORM_RATE = {"android": 1.0, "ios": 1.25, "web": 0.8}
 

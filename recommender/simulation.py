@@ -24,12 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.marketplace import AGE_BANDS, PLATFORMS, PROVINCES
 from experiments.marketplace import CATEGORIES as BASE_CATEGORIES
 from recommender.engine import TrainingData
 
-AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
-PROVINCES = ("DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali")
-PLATFORMS = ("android", "ios", "web")
 TASTE_CLUSTERS = 5
 
 

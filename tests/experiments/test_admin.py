@@ -6,22 +6,18 @@ from django.contrib.auth import get_user_model
 
 from experiments.models import Experiment, Holdout
 from tests.experiments.factories import ExperimentFactory, TreatmentFactory, running_experiment
+from tests.experiments.test_admin_forms import experiment_form_data
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/experiments/experiment/"
 
 
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
-
-
 def _action(client, action, *experiments):
+    # Start asks first (a confirmation page): confirm it as the page's button does.
+    confirm = {"confirm": "start"} if action == "start" else {}
     return client.post(
         CHANGELIST,
-        {"action": f"action_{action}", "_selected_action": [e.pk for e in experiments]},
+        {"action": f"action_{action}", "_selected_action": [e.pk for e in experiments], **confirm},
         follow=True,
     )
 
@@ -68,27 +64,11 @@ def test_arms_and_frozen_fields_are_read_only_once_running(staff_client):
 
 
 def test_create_an_experiment_with_arms_in_the_admin(staff_client):
-    treatment_a, treatment_b = TreatmentFactory(), TreatmentFactory()
-    response = staff_client.post(
-        f"{CHANGELIST}add/",
-        {
-            "key": "admin-made",
-            "name": "Admin made",
-            "owner": get_user_model().objects.get(username="pm").pk,
-            "layer": Experiment._meta.get_field("layer").default(),
-            "layer_start": 0, "layer_end": 1, "coverage": 1,
-            "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05,
-            "gmv_cap_percentile": 0.99, "pre_exposure_days": 28,
-            "decision_rule": "superiority", "testing_mode": "fixed", "minimum_runtime_days": 7,
-            "plan_power": 0.8, "privacy_order": "[]",
-            "arms-TOTAL_FORMS": 2, "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2, "arms-MAX_NUM_FORMS": 1000,
-            "arms-0-key": "control", "arms-0-treatment": treatment_a.pk, "arms-0-weight": 1, "arms-0-is_control": "on",
-            "arms-1-key": "optin", "arms-1-treatment": treatment_b.pk, "arms-1-weight": 1,
-            "guardrails-TOTAL_FORMS": 1, "guardrails-INITIAL_FORMS": 0,
-            "guardrails-MIN_NUM_FORMS": 0, "guardrails-MAX_NUM_FORMS": 1000,
-            "guardrails-0-metric": "opt_out", "guardrails-0-margin": 0.005,
-        },
+    data = experiment_form_data(
+        [TreatmentFactory(), TreatmentFactory()],
+        **{"guardrails-TOTAL_FORMS": 1, "guardrails-0-metric": "opt_out", "guardrails-0-margin": 0.005},
     )
+    response = staff_client.post(f"{CHANGELIST}add/", data)
     assert response.status_code == 302, response.content.decode()[:3000]
     experiment = Experiment.objects.get(key="admin-made")
     assert experiment.arms.count() == 2 and experiment.guardrails.count() == 1

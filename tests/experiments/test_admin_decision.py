@@ -11,13 +11,6 @@ pytestmark = pytest.mark.django_db
 ADD = "/admin/experiments/experiment/add/"
 
 
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("pm", password="pm-password-123")
-    client.force_login(user)
-    return client
-
-
 def _post(client, **overrides):
     treatments = [TreatmentFactory(), TreatmentFactory(), TreatmentFactory()]
     data = {

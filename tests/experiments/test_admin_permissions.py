@@ -47,7 +47,8 @@ def test_lifecycle_and_compute_actions_need_their_permissions(client):
     assert {"action_start", "action_pause", "action_resume", "action_stop", "action_conclude"} <= offered
     assert "compute_results_now" in offered
     assert "approve_compliance_override" not in offered  # a PM's role does not include it
-    client.post(CHANGELIST, {"action": "action_start", "_selected_action": [experiment.pk]}, follow=True)
+    client.post(CHANGELIST, {"action": "action_start", "_selected_action": [experiment.pk], "confirm": "start"},
+                follow=True)
     assert Experiment.objects.get(pk=experiment.pk).status == "running"
 
 
@@ -189,4 +190,4 @@ def test_the_admin_reports_compliance_errors_when_a_treatment_is_saved(client):
          "default_personalization_consent": "on", "show_explanations": "on"},
         follow=True,
     )
-    assert b"Compliance errors" in response.content and b"approved override" in response.content
+    assert b"compliance review has" in response.content and b"approved override" in response.content
