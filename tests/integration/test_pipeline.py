@@ -76,7 +76,8 @@ def test_killed_mid_task_the_results_task_is_redelivered_and_counts_once(django_
         def blocked_query_pid():
             with _raw_connection() as observer:
                 row = observer.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " AND query LIKE %s",
                     [f"%{REFRESH_MARKER}%"],
                 ).fetchone()
             return row and row[0]
