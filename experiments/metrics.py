@@ -54,6 +54,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from consent.models import ConsentEvent, Purpose, Subject
+from consent.selectors import purpose_rules_load
 from experiments.models import (
     Arm,
     Experiment,
@@ -101,6 +102,7 @@ _SUMS = (
     "converted",
     "opted_out",
     "consented",
+    "granted",
     "gmv_sum",
     "gmv_ss",
     "pre_sum",
@@ -136,6 +138,36 @@ class MetricStatistics:
     @property
     def subjects(self) -> dict[str, int]:
         return {arm: int(self.sums[arm]["n"]) for arm in self.sums}
+
+    @property
+    def descriptive(self) -> dict[str, dict[str, dict]]:
+        """Descriptive ratios, never tested (``DESCRIPTIVE``): per arm the counts and the ratio."""
+        return {
+            "withdrawals_among_granted": {
+                arm: withdrawals_among_granted(granted=sums["granted"], withdrew=sums["opted_out"])
+                for arm, sums in self.sums.items()
+            }
+        }
+
+
+# Descriptive ratios: shown per arm, outside every test and decision. Withdrawals among the
+# subjects who granted conditions on a post-treatment outcome (whether a subject granted
+# depends on the arm's prompt), so a difference between arms mixes who grants with how
+# often they withdraw: it describes, it does not estimate an effect.
+DESCRIPTIVE: dict[str, dict[str, str]] = {
+    "withdrawals_among_granted": {
+        "label": "Withdrawals among subjects who granted",
+        "numerator": "subjects who opted out",
+        "denominator": "subjects who held a personalization grant after exposure",
+        "caveat": "Conditioned on a post-treatment outcome (granting): descriptive only, not tested, "
+        "not an effect of the arm.",
+    }
+}
+
+
+def withdrawals_among_granted(*, granted: float, withdrew: float) -> dict:
+    granted, withdrew = int(granted), int(withdrew)
+    return {"granted": granted, "withdrew": withdrew, "ratio": withdrew / granted if granted else None}
 
 
 def _named_to_positional(sql: str, params: dict) -> tuple[str, list]:
@@ -195,7 +227,7 @@ WITH
 {cap},
 per_subject AS (
     SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, impressions, clicks,
-        opted_out, consented
+        opted_out, consented, granted
     FROM {facts_table}
     WHERE experiment_id = %(experiment_id)s
     -- A fixed order makes every floating-point sum below add up in the same order on
@@ -204,7 +236,7 @@ per_subject AS (
 ),
 capped AS (
     SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
-        p.opted_out, p.consented,
+        p.opted_out, p.consented, p.granted,
         CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
         CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
         CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv
@@ -272,16 +304,41 @@ _CHANGED = """changed AS MATERIALIZED (
         SELECT c.subject_id FROM {consent} c
         WHERE c.purpose_id = %(purpose)s
           AND c.recorded_at >= %(previous_cutoff)s AND c.recorded_at < %(window_end)s
+        UNION
+        -- A consent can lapse with no new record: a grant that expired since the last cutoff,
+        SELECT c.subject_id FROM {consent} c
+        WHERE c.purpose_id = %(purpose)s
+          AND c.expires_at > %(previous_cutoff)s AND c.expires_at <= %(window_end)s
+        {notices_changed}
     ) AS touched ON touched.subject_id = e.subject_id
     WHERE e.experiment_id = %(experiment_id)s
 ),
 """
 
+# … or a grant under a notice version that stopped (or started) counting: a version that
+# requires re-consent took effect, or the notices were edited.
+_NOTICES_CHANGED = """UNION
+        SELECT c.subject_id FROM {consent} c WHERE c.notice_id IN ({changed_notices})"""
+
+# Whether the previous personalization decision of the subject (ledger order) before
+# this withdrawal ``c`` is a grant still valid then: the withdrawal ended a grant.
+_ENDS_GRANT = """SELECT CASE WHEN p.action = 'grant' AND (p.expires_at IS NULL OR p.expires_at > c.recorded_at)
+            THEN 1 ELSE 0 END
+        FROM {consent} p WHERE p.subject_id = c.subject_id AND p.purpose_id = %(purpose)s AND p.id < c.id
+        ORDER BY p.id DESC LIMIT 1"""
+
+# Whether the decision ``c`` is a grant valid at the cutoff: not expired, under a notice
+# version that still counts then (the consent rules of consent.selectors.PurposeRule).
+_VALID_AT_CUTOFF = (
+    "c.action = 'grant' AND (c.expires_at IS NULL OR c.expires_at > %(window_end)s) "
+    "AND c.notice_id IN ({counting_notices})"
+)
+
 _AVOID_JOINS = {"streamed": ("enable_nestloop",), "indexed": ("enable_hashjoin", "enable_mergejoin")}
 
 _FACT_COLUMNS = (
     "arm_id", "age_band", "province", "platform", "customer", "orders", "gmv", "pre_gmv",
-    "impressions", "clicks", "opted_out", "consented",
+    "impressions", "clicks", "opted_out", "consented", "granted",
 )
 
 _FACTS_STACKED = """facts AS (
@@ -295,27 +352,35 @@ _FACTS_STACKED = """facts AS (
         COUNT(*) FILTER (WHERE o.type = 'order' AND o.occurred_at < x.fe) AS pre_orders,
         COUNT(*) FILTER (WHERE o.type = 'rec_impression') AS impressions,
         COUNT(*) FILTER (WHERE o.type = 'rec_click') AS clicks,
-        0 AS opted_out, CAST(NULL AS BIGINT) AS last_grant, CAST(NULL AS BIGINT) AS last_withdraw
+        0 AS opted_out, 0 AS granted_after, CAST(NULL AS BIGINT) AS last_decision,
+        CAST(NULL AS BIGINT) AS last_valid_grant, CAST(NULL AS BIGINT) AS last_before,
+        CAST(NULL AS BIGINT) AS standing_grant
     FROM exposure_window x
     JOIN {event} o ON o.subject_id = x.subject_id
     WHERE o.occurred_at < %(window_end)s
       AND (o.occurred_at >= x.fe OR (o.type = 'order' AND o.occurred_at >= x.pre_start))
     GROUP BY x.exposure_id
     UNION ALL
+    -- Every personalization decision before the cutoff, before exposure too: a standing
+    -- grant counts for the consent rate (docs/metrics.md has each definition).
     SELECT x.exposure_id, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0,
-        MAX(CASE WHEN c.action = 'withdraw' THEN 1 ELSE 0 END),
-        MAX(CASE WHEN c.action = 'grant' THEN c.id END),
-        MAX(CASE WHEN c.action = 'withdraw' THEN c.id END)
+        MAX(CASE WHEN c.action = 'withdraw' AND c.recorded_at >= x.fe AND ({ends_grant}) = 1 THEN 1 ELSE 0 END),
+        MAX(CASE WHEN c.action = 'grant' AND c.recorded_at >= x.fe THEN 1 ELSE 0 END),
+        MAX(c.id),
+        MAX(CASE WHEN {valid_at_cutoff} THEN c.id END),
+        MAX(CASE WHEN c.recorded_at < x.fe THEN c.id END),
+        MAX(CASE WHEN c.recorded_at < x.fe AND c.action = 'grant'
+                  AND (c.expires_at IS NULL OR c.expires_at > x.fe) THEN c.id END)
     FROM exposure_window x
     JOIN {consent} c ON c.subject_id = x.subject_id
-    WHERE {consent_purpose} = %(purpose)s AND c.recorded_at >= x.fe AND c.recorded_at < %(window_end)s
+    WHERE {consent_purpose} = %(purpose)s AND c.recorded_at < %(window_end)s
     GROUP BY x.exposure_id
     UNION ALL
     SELECT x.exposure_id, x.arm_id,
         COALESCE(NULLIF(s.age_band, ''), '{unknown}'),
         COALESCE(NULLIF(s.province, ''), '{unknown}'),
         COALESCE(NULLIF(s.platform, ''), '{unknown}'),
-        0, 0, 0, 0, 0, 0, 0, NULL, NULL
+        0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL
     FROM exposure_window x
     JOIN {subject} s ON s.{subject_pk} = x.subject_id
 ),
@@ -329,9 +394,9 @@ per_subject AS MATERIALIZED (
         SUM(f.impressions) AS impressions,
         SUM(f.clicks) AS clicks,
         MAX(f.opted_out) AS opted_out,
-        CASE WHEN MAX(f.last_grant) IS NOT NULL
-              AND (MAX(f.last_withdraw) IS NULL OR MAX(f.last_grant) > MAX(f.last_withdraw))
-             THEN 1 ELSE 0 END AS consented
+        CASE WHEN MAX(f.last_decision) = MAX(f.last_valid_grant) THEN 1 ELSE 0 END AS consented,
+        CASE WHEN MAX(f.opted_out) = 1 OR MAX(f.granted_after) = 1 OR MAX(f.last_before) = MAX(f.standing_grant)
+             THEN 1 ELSE 0 END AS granted
     FROM facts f
     GROUP BY f.exposure_id
 )
@@ -340,11 +405,14 @@ per_subject AS MATERIALIZED (
 _FACTS_STREAM = """stream AS NOT MATERIALIZED (
     -- Outcome events and personalization decisions in one stream, so one join
     -- with the exposures and one aggregation per exposure cover both.
-    SELECT o.subject_id, o.type AS kind, o.occurred_at AS at, o.amount, CAST(NULL AS BIGINT) AS ledger_id
+    SELECT o.subject_id, o.type AS kind, o.occurred_at AS at, o.amount, CAST(NULL AS BIGINT) AS ledger_id,
+        CAST(NULL AS timestamp with time zone) AS expires_at, 0 AS valid_at_cutoff, 0 AS ends_grant
     FROM {event} o
     WHERE o.occurred_at < %(window_end)s
     UNION ALL
-    SELECT c.subject_id, c.action, c.recorded_at, NULL, c.id
+    SELECT c.subject_id, c.action, c.recorded_at, NULL, c.id, c.expires_at,
+        CASE WHEN {valid_at_cutoff} THEN 1 ELSE 0 END,
+        CASE WHEN c.action = 'withdraw' THEN COALESCE(({ends_grant}), 0) ELSE 0 END
     FROM {consent} c
     WHERE {consent_purpose} = %(purpose)s AND c.recorded_at < %(window_end)s
 ),
@@ -356,13 +424,19 @@ per_exposure AS (
         COUNT(*) FILTER (WHERE s.kind = 'order' AND s.at < x.fe) AS pre_orders,
         COUNT(*) FILTER (WHERE s.kind = 'rec_impression') AS impressions,
         COUNT(*) FILTER (WHERE s.kind = 'rec_click') AS clicks,
-        COUNT(*) FILTER (WHERE s.kind = 'withdraw') AS withdrawals,
-        MAX(s.ledger_id) FILTER (WHERE s.kind = 'grant') AS last_grant,
-        MAX(s.ledger_id) FILTER (WHERE s.kind = 'withdraw') AS last_withdraw
+        COUNT(*) FILTER (WHERE s.kind = 'withdraw' AND s.at >= x.fe AND s.ends_grant = 1) AS withdrawals,
+        COUNT(*) FILTER (WHERE s.kind = 'grant' AND s.at >= x.fe) AS grants_after,
+        MAX(s.ledger_id) AS last_decision,
+        MAX(s.ledger_id) FILTER (WHERE s.valid_at_cutoff = 1) AS last_valid_grant,
+        MAX(s.ledger_id) FILTER (WHERE s.at < x.fe) AS last_before,
+        MAX(s.ledger_id) FILTER (
+            WHERE s.kind = 'grant' AND s.at < x.fe AND (s.expires_at IS NULL OR s.expires_at > x.fe)
+        ) AS standing_grant
     FROM exposure_window x
     JOIN stream s ON s.subject_id = x.subject_id
-    -- After exposure: everything; before it: only orders of the pre-exposure window.
-    WHERE s.at >= x.fe OR (s.kind = 'order' AND s.at >= x.pre_start)
+    -- After exposure: everything; before it: orders of the pre-exposure window, and
+    -- every decision (a standing grant counts).
+    WHERE s.at >= x.fe OR (s.kind = 'order' AND s.at >= x.pre_start) OR s.ledger_id IS NOT NULL
     GROUP BY x.exposure_id
 ),
 per_subject AS MATERIALIZED (
@@ -377,8 +451,10 @@ per_subject AS MATERIALIZED (
         COALESCE(p.impressions, 0) AS impressions,
         COALESCE(p.clicks, 0) AS clicks,
         CASE WHEN COALESCE(p.withdrawals, 0) > 0 THEN 1 ELSE 0 END AS opted_out,
-        CASE WHEN p.last_grant IS NOT NULL AND (p.last_withdraw IS NULL OR p.last_grant > p.last_withdraw)
-             THEN 1 ELSE 0 END AS consented
+        CASE WHEN p.last_decision = p.last_valid_grant THEN 1 ELSE 0 END AS consented,
+        CASE WHEN COALESCE(p.withdrawals, 0) > 0 OR COALESCE(p.grants_after, 0) > 0
+              OR p.last_before = p.standing_grant
+             THEN 1 ELSE 0 END AS granted
     FROM exposure_window x
     JOIN {subject} u ON u.{subject_pk} = x.subject_id
     LEFT JOIN per_exposure p ON p.exposure_id = x.exposure_id
@@ -387,7 +463,7 @@ per_subject AS MATERIALIZED (
 
 # Per cell, in the order of _SUMS.
 _AGGREGATES = (
-    "COUNT(*)", "SUM(converted)", "SUM(opted_out)", "SUM(consented)",
+    "COUNT(*)", "SUM(converted)", "SUM(opted_out)", "SUM(consented)", "SUM(granted)",
     "SUM(gmv)", "SUM(gmv * gmv)", "SUM(pre_gmv)", "SUM(pre_gmv * pre_gmv)", "SUM(gmv * pre_gmv)",
     "SUM(orders)", "SUM(orders * orders)", "SUM(gmv * orders)",
     "SUM(impressions)", "SUM(impressions * impressions)", "SUM(clicks)", "SUM(clicks * clicks)",
@@ -490,8 +566,26 @@ _RESTRICTED_FACTS_SQL = """DELETE FROM {facts_table} WHERE exposure_id IN (
 )"""
 
 
-def _refresh_sql(*, form: str, incremental: bool, params: dict, using: str) -> tuple[str, list]:
+def _id_list(params: dict, name: str, ids) -> str:
+    """Placeholders for a list of ids (``NULL`` for none: ``IN (NULL)`` matches nothing), into ``params``."""
+    names = []
+    for n, value in enumerate(sorted(ids)):
+        params[f"{name}_{n}"] = int(value)
+        names.append(f"%({name}_{n})s")
+    return ", ".join(names) or "NULL"
+
+
+def _refresh_sql(
+    *,
+    form: str,
+    incremental: bool,
+    params: dict,
+    using: str,
+    counting_notices: list[int],
+    changed_notices: set[int] = frozenset(),
+) -> tuple[str, list]:
     connection = connections[using]
+    params = dict(params)
     snippets = _vendor_snippets(connection.vendor)
     names = {
         "exposure": _table(connection, Exposure),
@@ -502,11 +596,21 @@ def _refresh_sql(*, form: str, incremental: bool, params: dict, using: str) -> t
         "facts_table": _table(connection, MetricFacts),
     }
     facts = (_FACTS_STACKED if form == "indexed" else _FACTS_STREAM).format(
-        float=snippets["float"], consent_purpose=snippets["consent_purpose"], unknown=UNKNOWN_SEGMENT, **names
+        float=snippets["float"],
+        consent_purpose=snippets["consent_purpose"],
+        unknown=UNKNOWN_SEGMENT,
+        ends_grant=_ENDS_GRANT.format(**names),
+        valid_at_cutoff=_VALID_AT_CUTOFF.format(counting_notices=_id_list(params, "notice", counting_notices)),
+        **names,
+    )
+    notices_changed = (
+        _NOTICES_CHANGED.format(changed_notices=_id_list(params, "changed_notice", changed_notices), **names)
+        if changed_notices
+        else ""
     )
     sql = _REFRESH_SQL.format(
         marker=REFRESH_MARKER,
-        changed=_CHANGED.format(**names) if incremental else "",
+        changed=_CHANGED.format(notices_changed=notices_changed, **names) if incremental else "",
         only_changed="AND e.id IN (SELECT id FROM changed)" if incremental else "",
         # A refresh's few exposures are read once, not once per kind of fact.
         window_materialized="MATERIALIZED" if incremental else "NOT MATERIALIZED",
@@ -517,6 +621,12 @@ def _refresh_sql(*, form: str, incremental: bool, params: dict, using: str) -> t
         **names,
     )
     return _named_to_positional(sql, params)
+
+
+def personalization_counting_notices(*, at: datetime, using: str = "default") -> list[int]:
+    """The personalization notices whose grants count at ``at`` (the consent service's own rule)."""
+    rule = purpose_rules_load(using=using).get(Purpose.PERSONALIZATION)
+    return sorted(rule.counting_notice_ids(at)) if rule is not None else []
 
 
 @dataclass(frozen=True)
@@ -559,9 +669,11 @@ def metric_facts_refresh(
         state, _ = (
             MetricFactsState.objects.using(using).select_for_update().get_or_create(experiment_id=experiment.pk)
         )
+        counting = personalization_counting_notices(at=window_end, using=using)
         incremental = (
             state.cutoff is not None
             and state.refreshed_at is not None
+            and state.counting_notices is not None
             and state.phase == experiment.phase
             and state.window_start == window_start
             and state.pre_exposure_days == pre_exposure_days
@@ -584,7 +696,14 @@ def metric_facts_refresh(
         else:
             MetricFacts.objects.using(using).filter(experiment_id=experiment.pk).delete()
             form = shape(experiment=experiment, using=using)
-        sql, positional = _refresh_sql(form=form, incremental=incremental, params=params, using=using)
+        sql, positional = _refresh_sql(
+            form=form,
+            incremental=incremental,
+            params=params,
+            using=using,
+            counting_notices=counting,
+            changed_notices=set(state.counting_notices or ()) ^ set(counting) if incremental else set(),
+        )
         with connection.cursor() as cursor:
             # Each form is one kind of join by design; the planner's estimates of how many
             # exposures changed, or of fresh, unanalysed tables (a simulation just loaded),
@@ -614,8 +733,58 @@ def metric_facts_refresh(
         state.cutoff = window_end
         state.pre_exposure_days = pre_exposure_days
         state.refreshed_at = began
+        state.counting_notices = counting
         state.save(using=using)
     return FactsRefresh(kind="updated" if incremental else "rebuilt", exposures=max(written, 0))
+
+
+# The facts' columns as the notebook path reads them (``metric_facts_frame``), named after
+# what ``experiments.stats.analyze`` takes: one row per exposed subject, no identifier.
+FRAME_COLUMNS = (
+    "arm", "age_band", "province", "platform", "customer", "converted", "opted_out", "consented", "granted",
+    "gmv", "pre_gmv", "orders", "impressions", "clicks",
+)
+
+
+def metric_facts_frame(
+    *,
+    experiment: Experiment,
+    as_of: datetime | None = None,
+    pre_exposure_days: int | None = None,
+    using: str = "default",
+):
+    """The experiment's per-exposure facts as a pandas DataFrame, for ``experiments.stats.analyze``.
+
+    The facts are refreshed to ``as_of`` first (as a results run does), then read
+    in exposure order: one row per exposed subject with its arm key, segment
+    attributes and uncapped metric values (``FRAME_COLUMNS``), never the
+    subject's pseudonym. ``analyze(frame, metrics=…, covariates={"gmv":
+    "pre_gmv"}, caps={"gmv": 100·p}, primary=…)`` then gives the dashboard's
+    numbers (docs/metrics.md, "The notebook path").
+    """
+    import pandas as pd
+
+    window_start, window_end = window_for(experiment, as_of)
+    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    arm_keys = dict(Arm.objects.using(using).filter(experiment=experiment).values_list("id", "key"))
+    with transaction.atomic(using=using):
+        metric_facts_refresh(
+            experiment=experiment, window_start=window_start, window_end=window_end, pre_exposure_days=days,
+            using=using,
+        )
+        rows = list(
+            MetricFacts.objects.using(using)
+            .filter(experiment_id=experiment.pk)
+            .order_by("exposure_id")
+            .values_list(
+                "arm_id", "age_band", "province", "platform", "customer", "orders", "opted_out", "consented",
+                "granted", "gmv", "pre_gmv", "orders", "impressions", "clicks",
+            )
+        )
+    frame = pd.DataFrame(rows, columns=["arm", *FRAME_COLUMNS[1:]])
+    frame["arm"] = frame["arm"].map(arm_keys)
+    frame["converted"] = (frame["converted"] > 0).astype(int)
+    return frame
 
 
 def _number(value) -> float:

@@ -624,11 +624,27 @@ class MetricFacts(models.Model):
     clicks = models.BigIntegerField()
     opted_out = models.PositiveSmallIntegerField()
     consented = models.PositiveSmallIntegerField()
+    # Held a personalization grant at some time after exposure (the descriptive
+    # "withdrawals among subjects who granted" divides by it; docs/metrics.md).
+    granted = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(opted_out__in=[0, 1]), name="metric_facts_opted_out_flag"),
-            models.CheckConstraint(condition=Q(consented__in=[0, 1]), name="metric_facts_consented_flag"),
+            models.CheckConstraint(
+                condition=Q(opted_out__in=[0, 1]),
+                name="metric_facts_opted_out_flag",
+                violation_error_message="Opted out is a 0/1 flag.",
+            ),
+            models.CheckConstraint(
+                condition=Q(consented__in=[0, 1]),
+                name="metric_facts_consented_flag",
+                violation_error_message="Consented is a 0/1 flag.",
+            ),
+            models.CheckConstraint(
+                condition=Q(granted__in=[0, 1]) & Q(opted_out__lte=F("granted")),
+                name="metric_facts_granted_flag",
+                violation_error_message="Granted is a 0/1 flag, and only a subject who held a grant opts out.",
+            ),
             models.CheckConstraint(condition=Q(customer__in=["new", "returning"]), name="metric_facts_customer"),
         ]
         indexes = [
@@ -639,6 +655,37 @@ class MetricFacts(models.Model):
 
     def __str__(self) -> str:
         return f"metric facts of exposure {self.exposure_id}"
+
+
+class MetricOrderFacts(models.Model):
+    """One order an exposure's metrics count (placed after first exposure, before the cutoff): its amount.
+
+    The average order value caps each order, at a percentile of these amounts
+    computed when reading (docs/metrics.md, "Capping"); kept in step with the
+    exposure's ``MetricFacts`` by the same refresh. Deleted with the exposure.
+    """
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="+", db_index=False)
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    amount = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gte=0),
+                name="metric_order_facts_amount_not_negative",
+                violation_error_message="An order's amount is not negative.",
+            ),
+        ]
+        indexes = [
+            # The experiment's order amounts in order: the percentile, and the few orders above the cap.
+            models.Index(fields=["experiment", "amount"], name="metric_order_facts_amount"),
+            # A refresh rewrites the orders of the exposures it rewrites.
+            models.Index(fields=["exposure"], name="metric_order_facts_exposure"),
+        ]
+
+    def __str__(self) -> str:
+        return f"an order of exposure {self.exposure_id}"
 
 
 class MetricFactsState(models.Model):
@@ -652,6 +699,9 @@ class MetricFactsState(models.Model):
     cutoff = models.DateTimeField(null=True, help_text="The facts count what happened before this time.")
     pre_exposure_days = models.PositiveIntegerField(null=True)
     refreshed_at = models.DateTimeField(null=True, help_text="Wall-clock time the last refresh began reading.")
+    # The personalization notices whose grants counted at the cutoff (consent.selectors.PurposeRule):
+    # a refresh rewrites the subjects whose grant's notice left or joined that set.
+    counting_notices = models.JSONField(null=True, help_text="Notice ids whose grants counted at the cutoff.")
 
     def __str__(self) -> str:
         return f"metric facts of experiment {self.experiment_id} as of {self.cutoff}"
