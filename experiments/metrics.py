@@ -62,6 +62,7 @@ from experiments.models import (
     Metric,
     MetricFacts,
     MetricFactsState,
+    MetricOrderFacts,
     OutcomeEvent,
 )
 from experiments.stats import (
@@ -77,6 +78,7 @@ UNKNOWN_SEGMENT = "unknown"
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
 PLAN_MARKER = "privacylab:metric-shape"  # the two small reads that choose the statement's form
 REFRESH_MARKER = "privacylab:metric-facts-refresh"  # the statement that writes the per-exposure facts
+ORDERS_MARKER = "privacylab:metric-order-facts"  # the statements that rewrite the exposures' orders
 # PostgreSQL work_mem for the metric statement (SET LOCAL: this transaction only).
 METRICS_WORK_MEM = getattr(settings, "PRIVACYLAB_METRICS_WORK_MEM", "64MB")
 # Above this share of all subjects exposed, the streamed form of the statement wins.
@@ -110,7 +112,9 @@ _SUMS = (
     "gmv_pre",
     "orders_sum",
     "orders_ss",
-    "gmv_orders",
+    "aov_sum",
+    "aov_ss",
+    "aov_orders",
     "impressions_sum",
     "impressions_ss",
     "clicks_sum",
@@ -129,6 +133,7 @@ class MetricStatistics:
     window_end: datetime
     gmv_cap_percentile: float | None
     gmv_cap: float | None
+    order_cap: float | None  # the cap of each order's amount in the average order value
     pre_exposure_days: int
     arms: dict[str, dict[str, Statistic]]
     segments: dict[str, dict[str, dict[str, Statistic]]]
@@ -181,21 +186,46 @@ def _named_to_positional(sql: str, params: dict) -> tuple[str, list]:
     return re.sub(r"%\((\w+)\)s", take, sql), ordered
 
 
+_SQLITE_PERCENTILE = """{name}_values AS MATERIALIZED (SELECT {value} AS v {source}),
+    {name}_rank AS (
+        SELECT (COUNT(*) - 1) * %(cap_percentile)s AS h, COUNT(*) AS k FROM {name}_values
+    ),
+    {name} AS (
+        SELECT CASE WHEN %(cap_percentile)s IS NULL OR k = 0 THEN NULL ELSE
+            lo + (h - CAST(h AS INTEGER)) * (COALESCE(hi, lo) - lo) END AS cap
+        FROM (
+            SELECT h, k,
+                (SELECT v FROM {name}_values ORDER BY v LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) FROM {name}_rank)) AS lo,
+                (SELECT v FROM {name}_values ORDER BY v LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) + 1 FROM {name}_rank)) AS hi
+            FROM {name}_rank
+        )
+    )"""
+
+
+def _percentile_cte(vendor: str, *, name: str, value: str, source: str) -> str:
+    """``name AS (SELECT … AS cap)``: the ``%(cap_percentile)s`` percentile of ``value`` over ``source``.
+
+    PostgreSQL: ``percentile_cont``. SQLite: the same by hand, still in the
+    database: with h = p·(N − 1), the value at ⌊h⌋ plus the fraction of the
+    step to the next (``ORDER BY … OFFSET``). NULL without a percentile or rows.
+    """
+    if vendor == "postgresql":
+        return (
+            f"{name} AS (SELECT CASE WHEN CAST(%(cap_percentile)s AS double precision) IS NULL THEN NULL ELSE "
+            f"percentile_cont(CAST(%(cap_percentile)s AS double precision)) WITHIN GROUP (ORDER BY {value}) "
+            f"END AS cap {source})"
+        )
+    return _SQLITE_PERCENTILE.format(name=name, value=value, source=source)
+
+
 def _vendor_snippets(vendor: str) -> dict[str, str]:
     if vendor == "postgresql":
         return {
             "pre_start": "e.first_exposed_at - %(pre_window)s",
             "float": "double precision",
             "consent_purpose": "c.purpose_id",
-            "cap": (
-                "cap AS (SELECT CASE WHEN CAST(%(cap_percentile)s AS double precision) IS NULL THEN NULL ELSE "
-                "percentile_cont(CAST(%(cap_percentile)s AS double precision)) WITHIN GROUP (ORDER BY gmv) "
-                "END AS cap FROM {facts_table} WHERE experiment_id = %(experiment_id)s AND gmv > 0)"
-            ),
         }
     if vendor == "sqlite":
-        # percentile_cont by hand, still in the database: with h = p·(N − 1), the
-        # value at ⌊h⌋ plus the fraction of the step to the next (ORDER BY … OFFSET).
         return {
             # Django's own SQLite function, exact to the microsecond in its storage format.
             "pre_start": "django_format_dtdelta('-', e.first_exposed_at, %(pre_window_us)s)",
@@ -203,21 +233,6 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
             # Unary plus keeps SQLite's planner off the (purpose, time) index, which would
             # scan every decision of the window per exposure, and on (subject, purpose).
             "consent_purpose": "+c.purpose_id",
-            "cap": """
-    buyers AS MATERIALIZED (SELECT gmv FROM {facts_table} WHERE experiment_id = %(experiment_id)s AND gmv > 0),
-    rank_of AS (
-        SELECT (COUNT(*) - 1) * %(cap_percentile)s AS h, COUNT(*) AS buyers FROM buyers
-    ),
-    cap AS (
-        SELECT CASE WHEN %(cap_percentile)s IS NULL OR buyers = 0 THEN NULL ELSE
-            lo + (h - CAST(h AS INTEGER)) * (COALESCE(hi, lo) - lo) END AS cap
-        FROM (
-            SELECT h, buyers,
-                (SELECT gmv FROM buyers ORDER BY gmv LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) FROM rank_of)) AS lo,
-                (SELECT gmv FROM buyers ORDER BY gmv LIMIT 1 OFFSET (SELECT CAST(h AS INTEGER) + 1 FROM rank_of)) AS hi
-            FROM rank_of
-        )
-    )""",
         }
     raise NotImplementedError(f"the metric pipeline supports PostgreSQL and SQLite, not {vendor}")
 
@@ -225,6 +240,7 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
 _SQL = """/* {marker} */
 WITH
 {cap},
+{order_cap},
 per_subject AS (
     SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, impressions, clicks,
         opted_out, consented, granted
@@ -239,27 +255,47 @@ capped AS (
         p.opted_out, p.consented, p.granted,
         CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
         CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
-        CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv
+        CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv,
+        p.gmv AS raw_gmv
     FROM per_subject p CROSS JOIN cap
+),
+excess AS (
+    -- The average order value caps each order: per exposure, what its orders above the
+    -- order cap exceed it by (a few exposures, read from the top of the amounts' index).
+    SELECT o.exposure_id, SUM(o.amount - order_cap.cap) AS excess
+    FROM order_cap JOIN {order_facts} o ON o.experiment_id = %(experiment_id)s AND o.amount > order_cap.cap
+    GROUP BY o.exposure_id
+),
+corrections AS (
+    SELECT f.arm_id, f.age_band, f.province, f.platform, f.customer, x.excess, f.gmv AS raw_gmv, f.orders
+    FROM excess x JOIN {facts_table} f ON f.exposure_id = x.exposure_id
+    ORDER BY f.exposure_id
 ),
 cells AS (
     -- One pass over the subjects into the cells arm × every segment dimension (a few
-    -- hundred rows); the per-arm and per-segment sums below add up cells.
+    -- hundred rows); the per-arm and per-segment sums below add up cells. The sums of
+    -- the order-capped GMV start from the uncapped GMV, and the few capped orders'
+    -- corrections are added as cells of their own:
+    -- Σ(g − e) = Σg − Σe, Σ(g − e)² = Σg² + Σ(e² − 2ge), Σ(g − e)·n = Σg·n − Σe·n.
     SELECT arm_id, age_band, province, platform, customer, {cell_aggregates}
     FROM capped
+    GROUP BY arm_id, age_band, province, platform, customer
+    UNION ALL
+    SELECT arm_id, age_band, province, platform, customer, {correction_aggregates}
+    FROM corrections
     GROUP BY arm_id, age_band, province, platform, customer
 )
 {selects}
 UNION ALL
 SELECT 'cap', '', NULL, cap, {padding} FROM cap
+UNION ALL
+SELECT 'order_cap', '', NULL, cap, {padding} FROM order_cap
 """
 
 # The facts of an experiment's exposures, written in one statement: every exposure of
 # the window (a rebuild) or only those whose data may have changed since the last
 # refresh ({changed}), upserted.
-_REFRESH_SQL = """/* {marker} */
-WITH
-{changed}exposure_window AS {window_materialized} (
+_EXPOSURE_WINDOW = """exposure_window AS {window_materialized} (
     SELECT e.id AS exposure_id, e.subject_id, e.arm_id, e.first_exposed_at AS fe, {pre_start} AS pre_start
     FROM {exposure} e
     WHERE e.experiment_id = %(experiment_id)s AND e.phase = %(phase)s
@@ -269,13 +305,36 @@ WITH
       AND NOT EXISTS (
           SELECT 1 FROM {subject} rs WHERE rs.{subject_pk} = e.subject_id AND rs.restricted_at IS NOT NULL
       )
-),
+)"""
+
+_REFRESH_SQL = """/* {marker} */
+WITH
+{changed}{exposure_window},
 {facts}
 INSERT INTO {facts_table} (exposure_id, experiment_id, {fact_columns})
 SELECT exposure_id, %(experiment_id)s, {fact_columns} FROM per_subject
 WHERE true  -- (SQLite needs a WHERE before ON CONFLICT after a SELECT)
 ORDER BY exposure_id  -- a rebuild lays the rows down in the order they are read in
 ON CONFLICT (exposure_id) DO UPDATE SET {fact_updates}
+"""
+
+# The orders of the same exposures, rewritten alongside their facts: on a refresh the
+# changed exposures' orders are deleted, then every exposure's of the window inserted.
+_ORDERS_DELETE_SQL = """/* {marker} */
+WITH
+{changed}
+DELETE FROM {order_facts} WHERE exposure_id IN (SELECT id FROM changed)
+"""
+
+_ORDERS_SQL = """/* {marker} */
+WITH
+{changed}{exposure_window}
+INSERT INTO {order_facts} (exposure_id, experiment_id, amount)
+SELECT x.exposure_id, %(experiment_id)s, CAST(o.amount AS {float})
+FROM exposure_window x
+JOIN {event} o ON o.subject_id = x.subject_id
+WHERE o.type = 'order' AND o.occurred_at >= x.fe AND o.occurred_at < %(window_end)s
+ORDER BY x.exposure_id, o.id
 """
 
 # The exposures whose facts may differ from the stored ones: exposed since the last
@@ -465,14 +524,27 @@ per_subject AS MATERIALIZED (
 _AGGREGATES = (
     "COUNT(*)", "SUM(converted)", "SUM(opted_out)", "SUM(consented)", "SUM(granted)",
     "SUM(gmv)", "SUM(gmv * gmv)", "SUM(pre_gmv)", "SUM(pre_gmv * pre_gmv)", "SUM(gmv * pre_gmv)",
-    "SUM(orders)", "SUM(orders * orders)", "SUM(gmv * orders)",
+    "SUM(orders)", "SUM(orders * orders)",
+    "SUM(raw_gmv)", "SUM(raw_gmv * raw_gmv)", "SUM(raw_gmv * orders)",
     "SUM(impressions)", "SUM(impressions * impressions)", "SUM(clicks)", "SUM(clicks * clicks)",
     "SUM(clicks * impressions)",
 )
 
 
+# The corrections of the order-capped GMV's sums (above), the same columns; zero elsewhere.
+_CORRECTIONS = {
+    "aov_sum": "-SUM(excess)",
+    "aov_ss": "SUM(excess * excess - 2 * raw_gmv * excess)",
+    "aov_orders": "-SUM(excess * orders)",
+}
+
+
 def _cell_aggregates() -> str:
     return ", ".join(f"{expression} AS {name}" for name, expression in zip(_SUMS, _AGGREGATES, strict=True))
+
+
+def _correction_aggregates() -> str:
+    return ", ".join(f"{_CORRECTIONS.get(name, '0')} AS {name}" for name in _SUMS)
 
 
 def _selects(vendor: str) -> str:
@@ -542,13 +614,24 @@ def metric_statistics_sql(
     connection = connections[using]
     if gmv_cap_percentile is not None and not 0.0 <= float(gmv_cap_percentile) <= 1.0:
         raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {gmv_cap_percentile!r}")
-    snippets = _vendor_snippets(connection.vendor)
+    facts_table, order_facts = _table(connection, MetricFacts), _table(connection, MetricOrderFacts)
     sql = _SQL.format(
         marker=QUERY_MARKER,
-        cap=snippets["cap"].strip().format(facts_table=_table(connection, MetricFacts)),
-        facts_table=_table(connection, MetricFacts),
+        # The subject GMV cap: over the buyers (GMV > 0), through the buyers' index.
+        cap=_percentile_cte(
+            connection.vendor, name="cap", value="gmv",
+            source=f"FROM {facts_table} WHERE experiment_id = %(experiment_id)s AND gmv > 0",
+        ),
+        # The order cap: over the orders counted, through the amounts' index.
+        order_cap=_percentile_cte(
+            connection.vendor, name="order_cap", value="amount",
+            source=f"FROM {order_facts} WHERE experiment_id = %(experiment_id)s",
+        ),
+        facts_table=facts_table,
+        order_facts=order_facts,
         selects=_selects(connection.vendor),
         cell_aggregates=_cell_aggregates(),
+        correction_aggregates=_correction_aggregates(),
         padding=", ".join(["NULL"] * (len(_SUMS) - 1)),
     )
     params = {
@@ -583,7 +666,9 @@ def _refresh_sql(
     using: str,
     counting_notices: list[int],
     changed_notices: set[int] = frozenset(),
-) -> tuple[str, list]:
+) -> list[tuple[str, list]]:
+    """The refresh's statements: the facts upserted, then (on a refresh, the changed exposures'
+    orders deleted) their orders inserted."""
     connection = connections[using]
     params = dict(params)
     snippets = _vendor_snippets(connection.vendor)
@@ -594,6 +679,7 @@ def _refresh_sql(
         "event": _table(connection, OutcomeEvent),
         "consent": _table(connection, ConsentEvent),
         "facts_table": _table(connection, MetricFacts),
+        "order_facts": _table(connection, MetricOrderFacts),
     }
     facts = (_FACTS_STACKED if form == "indexed" else _FACTS_STREAM).format(
         float=snippets["float"],
@@ -608,19 +694,43 @@ def _refresh_sql(
         if changed_notices
         else ""
     )
-    sql = _REFRESH_SQL.format(
-        marker=REFRESH_MARKER,
-        changed=_CHANGED.format(notices_changed=notices_changed, **names) if incremental else "",
+    changed = _CHANGED.format(notices_changed=notices_changed, **names) if incremental else ""
+    exposure_window = _EXPOSURE_WINDOW.format(
         only_changed="AND e.id IN (SELECT id FROM changed)" if incremental else "",
         # A refresh's few exposures are read once, not once per kind of fact.
         window_materialized="MATERIALIZED" if incremental else "NOT MATERIALIZED",
         pre_start=snippets["pre_start"],
+        **names,
+    )
+    sql = _REFRESH_SQL.format(
+        marker=REFRESH_MARKER,
+        changed=changed,
+        exposure_window=exposure_window,
         facts=facts,
         fact_columns=", ".join(_FACT_COLUMNS),
         fact_updates=", ".join(f"{column} = excluded.{column}" for column in _FACT_COLUMNS),
         **names,
     )
-    return _named_to_positional(sql, params)
+    statements = [_named_to_positional(sql, params)]
+    if incremental:
+        statements.append(
+            _named_to_positional(
+                _ORDERS_DELETE_SQL.format(
+                    marker=ORDERS_MARKER, changed=changed.rstrip().removesuffix(","), **names
+                ),
+                params,
+            )
+        )
+    statements.append(
+        _named_to_positional(
+            _ORDERS_SQL.format(
+                marker=ORDERS_MARKER, changed=changed, exposure_window=exposure_window,
+                float=snippets["float"], **names,
+            ),
+            params,
+        )
+    )
+    return statements
 
 
 def personalization_counting_notices(*, at: datetime, using: str = "default") -> list[int]:
@@ -695,8 +805,9 @@ def metric_facts_refresh(
             form = "indexed"  # a few subjects: through their indexes
         else:
             MetricFacts.objects.using(using).filter(experiment_id=experiment.pk).delete()
+            MetricOrderFacts.objects.using(using).filter(experiment_id=experiment.pk).delete()
             form = shape(experiment=experiment, using=using)
-        sql, positional = _refresh_sql(
+        statements = _refresh_sql(
             form=form,
             incremental=incremental,
             params=params,
@@ -712,22 +823,26 @@ def metric_facts_refresh(
             avoid = _AVOID_JOINS[form] if connection.vendor == "postgresql" else ()
             for setting in avoid:
                 cursor.execute("SELECT set_config(%s, 'off', true)", [setting])
+            (sql, positional), *orders = statements
             cursor.execute(sql, positional)
             written = cursor.rowcount
-            for setting in avoid:
-                cursor.execute("SELECT set_config(%s, 'on', true)", [setting])
             if written < 0 and connection.vendor == "sqlite":  # its driver counts no WITH … INSERT
                 cursor.execute("SELECT changes()")
                 written = cursor.fetchone()[0]
-            cursor.execute(
-                _RESTRICTED_FACTS_SQL.format(
-                    facts_table=_table(connection, MetricFacts),
-                    subject=_table(connection, Subject),
-                    subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
-                    exposure=_table(connection, Exposure),
-                ),
-                [experiment.pk],
-            )
+            for sql, positional in orders:
+                cursor.execute(sql, positional)
+            for setting in avoid:
+                cursor.execute("SELECT set_config(%s, 'on', true)", [setting])
+            for table in (MetricFacts, MetricOrderFacts):
+                cursor.execute(
+                    _RESTRICTED_FACTS_SQL.format(
+                        facts_table=_table(connection, table),
+                        subject=_table(connection, Subject),
+                        subject_pk=connection.ops.quote_name(Subject._meta.pk.column),
+                        exposure=_table(connection, Exposure),
+                    ),
+                    [experiment.pk],
+                )
         state.phase = experiment.phase
         state.window_start = window_start
         state.cutoff = window_end
@@ -742,7 +857,7 @@ def metric_facts_refresh(
 # what ``experiments.stats.analyze`` takes: one row per exposed subject, no identifier.
 FRAME_COLUMNS = (
     "arm", "age_band", "province", "platform", "customer", "converted", "opted_out", "consented", "granted",
-    "gmv", "pre_gmv", "orders", "impressions", "clicks",
+    "gmv", "pre_gmv", "orders", "impressions", "clicks", "order_gmv",
 )
 
 
@@ -751,6 +866,7 @@ def metric_facts_frame(
     experiment: Experiment,
     as_of: datetime | None = None,
     pre_exposure_days: int | None = None,
+    gmv_cap_percentile: float | None | type[...] = ...,
     using: str = "default",
 ):
     """The experiment's per-exposure facts as a pandas DataFrame, for ``experiments.stats.analyze``.
@@ -758,10 +874,14 @@ def metric_facts_frame(
     The facts are refreshed to ``as_of`` first (as a results run does), then read
     in exposure order: one row per exposed subject with its arm key, segment
     attributes and uncapped metric values (``FRAME_COLUMNS``), never the
-    subject's pseudonym. ``analyze(frame, metrics=…, covariates={"gmv":
-    "pre_gmv"}, caps={"gmv": 100·p}, primary=…)`` then gives the dashboard's
-    numbers (docs/metrics.md, "The notebook path").
+    subject's pseudonym; ``order_gmv`` is the subject's GMV with each order
+    capped at the ``gmv_cap_percentile`` of the orders' amounts (the average
+    order value's numerator; default: the experiment's setting).
+    ``analyze(frame, metrics={…, "order_gmv/orders": "ratio"},
+    covariates={"gmv": "pre_gmv"}, caps={"gmv": 100·p}, primary=…)`` then gives
+    the dashboard's numbers (docs/metrics.md, "The notebook path").
     """
+    import numpy as np
     import pandas as pd
 
     window_start, window_end = window_for(experiment, as_of)
@@ -778,13 +898,27 @@ def metric_facts_frame(
             .order_by("exposure_id")
             .values_list(
                 "arm_id", "age_band", "province", "platform", "customer", "orders", "opted_out", "consented",
-                "granted", "gmv", "pre_gmv", "orders", "impressions", "clicks",
+                "granted", "gmv", "pre_gmv", "orders", "impressions", "clicks", "exposure_id",
             )
         )
-    frame = pd.DataFrame(rows, columns=["arm", *FRAME_COLUMNS[1:]])
+        orders = pd.DataFrame(
+            list(
+                MetricOrderFacts.objects.using(using)
+                .filter(experiment_id=experiment.pk)
+                .values_list("exposure_id", "amount")
+            ),
+            columns=["exposure_id", "amount"],
+        ).astype({"amount": float})
+    frame = pd.DataFrame(rows, columns=["arm", *FRAME_COLUMNS[1:-1], "exposure_id"])
     frame["arm"] = frame["arm"].map(arm_keys)
     frame["converted"] = (frame["converted"] > 0).astype(int)
-    return frame
+    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
+    amounts = orders["amount"].to_numpy()
+    if percentile is not None and amounts.size:
+        orders["amount"] = np.minimum(amounts, float(np.quantile(amounts, float(percentile), method="linear")))
+    by_exposure = orders.groupby("exposure_id")["amount"].sum()
+    frame["order_gmv"] = frame["exposure_id"].map(by_exposure).fillna(0.0).astype(float)
+    return frame.drop(columns="exposure_id")
 
 
 def _number(value) -> float:
@@ -814,11 +948,11 @@ def _statistics(sums: dict[str, float], *, cap: float | None, cuped: bool) -> di
         Metric.ORDERS: SampleMeanStatistic(n=n, sum=sums["orders_sum"], sum_squares=sums["orders_ss"]),
         Metric.AOV: RatioStatistic(
             n=n,
-            numerator_sum=sums["gmv_sum"],
-            numerator_sum_squares=sums["gmv_ss"],
+            numerator_sum=sums["aov_sum"],
+            numerator_sum_squares=sums["aov_ss"],
             denominator_sum=sums["orders_sum"],
             denominator_sum_squares=sums["orders_ss"],
-            cross_product=sums["gmv_orders"],
+            cross_product=sums["aov_orders"],
         ),
         Metric.CTR: RatioStatistic(
             n=n,
@@ -871,12 +1005,12 @@ def metric_statistics(
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-    cap: float | None = None
+    caps: dict[str, float | None] = {"cap": None, "order_cap": None}
     overall: dict[str, dict[str, float]] = {}
     by_segment: dict[str, dict[str, dict[str, float]]] = {}
     for dimension, value, arm_id, *aggregates in rows:
-        if dimension == "cap":
-            cap = None if aggregates[0] is None else float(aggregates[0])
+        if dimension in caps:
+            caps[dimension] = None if aggregates[0] is None else float(aggregates[0])
             continue
         sums = {name: _number(total) for name, total in zip(_SUMS, aggregates, strict=True)}
         arm = arm_keys[arm_id]
@@ -885,6 +1019,7 @@ def metric_statistics(
         else:
             by_segment.setdefault(f"{dimension}={value}", {})[arm] = sums
     cuped = days > 0
+    cap = caps["cap"]
     return MetricStatistics(
         experiment_id=experiment.pk,
         phase=experiment.phase,
@@ -892,6 +1027,7 @@ def metric_statistics(
         window_end=window_end,
         gmv_cap_percentile=None if percentile is None else float(percentile),
         gmv_cap=cap,
+        order_cap=caps["order_cap"],
         pre_exposure_days=days,
         arms={arm: _statistics(sums, cap=cap, cuped=cuped) for arm, sums in overall.items()},
         segments={

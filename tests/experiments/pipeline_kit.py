@@ -185,6 +185,16 @@ def reference_per_subject(
         & (ev.occurred_at >= ev.fe - timedelta(days=pre_exposure_days))
     ]
     orders = post[post.type == "order"].groupby("subject")
+    # The average order value caps each order, at the percentile of the counted orders' amounts.
+    amounts = post.loc[post.type == "order", "amount"]
+    order_cap = None
+    if cap_percentile is not None and len(amounts):
+        order_cap = float(np.quantile(amounts.to_numpy(), cap_percentile, method="linear"))
+    capped_orders = post[post.type == "order"].assign(
+        amount=amounts if order_cap is None else amounts.clip(upper=order_cap)
+    )
+    ex.attrs["order_cap"] = order_cap
+    ex["aov_gmv"] = capped_orders.groupby("subject")["amount"].sum().reindex(ex.index, fill_value=0.0)
     ex["orders"] = orders.size().reindex(ex.index, fill_value=0)
     ex["gmv"] = orders["amount"].sum().reindex(ex.index, fill_value=0.0)
     ex["pre_gmv"] = pre.groupby("subject")["amount"].sum().reindex(ex.index, fill_value=0.0)
@@ -231,7 +241,8 @@ def reference_sums(per_subject: pd.DataFrame, by: list[str]) -> dict:
         pre_ss=per_subject.pre_gmv**2,
         gmv_pre=per_subject.gmv * per_subject.pre_gmv,
         orders_ss=per_subject.orders**2,
-        gmv_orders=per_subject.gmv * per_subject.orders,
+        aov_ss=per_subject.aov_gmv**2,
+        aov_orders=per_subject.aov_gmv * per_subject.orders,
         impressions_ss=per_subject.impressions**2,
         clicks_ss=per_subject.clicks**2,
         clicks_impressions=per_subject.clicks * per_subject.impressions,
@@ -249,7 +260,9 @@ def reference_sums(per_subject: pd.DataFrame, by: list[str]) -> dict:
         gmv_pre=("gmv_pre", "sum"),
         orders_sum=("orders", "sum"),
         orders_ss=("orders_ss", "sum"),
-        gmv_orders=("gmv_orders", "sum"),
+        aov_sum=("aov_gmv", "sum"),
+        aov_ss=("aov_ss", "sum"),
+        aov_orders=("aov_orders", "sum"),
         impressions_sum=("impressions", "sum"),
         impressions_ss=("impressions_ss", "sum"),
         clicks_sum=("clicks", "sum"),

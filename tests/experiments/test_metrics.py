@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import PLAN_MARKER, QUERY_MARKER, REFRESH_MARKER, metric_statistics, shape
+from experiments.metrics import (
+    ORDERS_MARKER,
+    PLAN_MARKER,
+    QUERY_MARKER,
+    REFRESH_MARKER,
+    metric_statistics,
+    shape,
+)
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
     ProportionStatistic,
@@ -72,6 +79,8 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
         cap_percentile=cap_percentile,
     )
     assert stats.gmv_cap == pytest.approx(cap, rel=1e-12) if cap is not None else stats.gmv_cap is None
+    order_cap = per_subject.attrs["order_cap"]
+    assert stats.order_cap == pytest.approx(order_cap, rel=1e-12) if order_cap is not None else stats.order_cap is None
     _assert_sums_equal(stats.sums, reference_sums(per_subject, ["arm"]))
     expected_segments = {}
     for dimension in ("age_band", "province", "platform", "customer"):
@@ -89,7 +98,9 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
                 "gmv_ss": metrics["gmv"].sum_squares,
                 "orders_sum": metrics["orders"].sum,
                 "clicks_impressions": metrics["ctr"].cross_product,
-                "gmv_orders": metrics["aov"].cross_product,
+                "aov_sum": metrics["aov"].numerator_sum,
+                "aov_ss": metrics["aov"].numerator_sum_squares,
+                "aov_orders": metrics["aov"].cross_product,
             }
     assert set(actual_segments) == set(expected_segments)
     for key, sums in actual_segments.items():
@@ -125,17 +136,20 @@ def test_one_statement_writes_the_facts_and_one_reads_every_metric():
         ]
         assert sum(QUERY_MARKER in sql for sql in statements) == 1
         assert sum(REFRESH_MARKER in sql for sql in statements) == 1
+        # … and the exposures' orders: deleted (on a refresh) and inserted.
+        assert sum(ORDERS_MARKER in sql for sql in statements) == (1 if _ == 0 else 2)
         # Besides them only bookkeeping: the arm keys, the facts' state, the consent rules (purposes
         # and notices), and on a rebuild the old facts deleted. No statement reads a per-subject row
         # into Python.
         for sql in statements:
-            if QUERY_MARKER in sql or REFRESH_MARKER in sql:
+            if QUERY_MARKER in sql or REFRESH_MARKER in sql or ORDERS_MARKER in sql:
                 continue
             assert (
                 '"experiments_arm"' in sql
                 or '"experiments_metricfactsstate"' in sql
                 or sql.startswith(('SELECT "consent_notice"', 'SELECT "consent_purpose"'))
                 or sql.startswith('DELETE FROM "experiments_metricfacts" WHERE')
+                or sql.startswith('DELETE FROM "experiments_metricorderfacts" WHERE')
                 or sql == "SELECT changes()"  # SQLite: how many facts the statement wrote
             ), sql
 
@@ -382,6 +396,9 @@ def _assert_same_statistics(actual, expected):
     from dataclasses import asdict
 
     assert actual.gmv_cap == pytest.approx(expected.gmv_cap, rel=1e-12) if expected.gmv_cap else actual.gmv_cap is None
+    assert (
+        actual.order_cap == pytest.approx(expected.order_cap, rel=1e-12) if expected.order_cap else actual.order_cap is None
+    )
     _assert_sums_equal(actual.sums, expected.sums)
     assert set(actual.segments) == set(expected.segments)
     for label, arms in expected.segments.items():
