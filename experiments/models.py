@@ -720,9 +720,10 @@ class ResultSnapshot(models.Model):
     shape it has (readers must check it: older rows keep their old shape).
     """
 
-    # 2: a typed, versioned decision (experiments.stats.decide.Decision); 1 still renders.
-    SCHEMA_VERSION = 2
-    READABLE_SCHEMA_VERSIONS = (1, 2)  # the pages still render schema-1 runs
+    # 2: a typed, versioned decision (experiments.stats.decide.Decision); 3: the order cap
+    # (settings.order_cap) and the descriptive ratios (descriptive). Older ones still render.
+    SCHEMA_VERSION = 3
+    READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"
