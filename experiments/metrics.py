@@ -1,10 +1,11 @@
 """The metric pipeline: per-arm and per-segment sufficient statistics, computed in the database.
 
-For one experiment, two SQL statements (PostgreSQL or SQLite) in one
+For one experiment, a few SQL statements (PostgreSQL or SQLite) in one
 transaction: the *refresh* brings the stored per-exposure facts
 (``MetricFacts``: what the metrics need of each exposed subject, read from the
-exposures, the outcome events and the consent ledger) up to the analysis time,
-rewriting only the exposures whose data changed since the last run; the
+exposures, the outcome events and the consent ledger; and ``MetricOrderFacts``,
+the amounts of the orders they count) up to the analysis time, rewriting only
+the exposures whose data changed since the last run (or whose consent lapsed); the
 *aggregate* returns, per arm and per segment, the counts, sums, sums of
 squares and cross-products the stats engine needs (``experiments.stats``).
 No per-subject row ever reaches Python: the aggregate returns one row per
@@ -17,16 +18,23 @@ exposure up to the analysis time ``as_of`` (docs/metrics.md has the details):
 metric        per-subject value                                            statistic
 ============  ===========================================================  ==================
 conversion    placed ≥ 1 order                                             proportion
-opt_out       withdrew personalization consent at least once               proportion
-consent_rate  personalization granted after exposure and not withdrawn     proportion
-              since (the subject's last decision in the window is a grant)
+opt_out       withdrew personalization after exposure while holding a      proportion
+              grant (the previous decision is a grant, not expired then)
+consent_rate  holds a valid personalization grant at ``as_of``: the last   proportion
+              decision (before or after exposure) is a grant, not
+              expired, under a notice version that still counts
 gmv           Σ order amounts (IDR), capped at ``gmv_cap_percentile`` of   mean, CUPED with
               the buyers' GMV; covariate: GMV in ``pre_exposure_days``     the pre-exposure
               before first exposure (capped alike)                          GMV
 orders        number of orders                                             mean
-aov           Σ capped GMV / Σ orders                                      ratio (delta)
+aov           Σ order amounts, each capped at the percentile of the        ratio (delta)
+              orders' amounts, / Σ orders
 ctr           Σ recommendation clicks / Σ impressions                      ratio (delta)
 ============  ===========================================================  ==================
+
+Descriptive only (``DESCRIPTIVE``, never tested): withdrawals among the
+subjects who held a grant after exposure, which conditions on a
+post-treatment outcome.
 
 Segments: ``age_band``, ``province`` and ``platform`` of the subject, and
 ``customer`` = ``returning`` when the subject ordered in the pre-exposure
@@ -38,6 +46,9 @@ Public API::
     stats.arms        # {arm_key: {metric: Statistic}}          overall
     stats.segments    # {"platform=ios": {arm_key: {metric: Statistic}}, ...}
     stats.gmv_cap     # the cap the database computed (None: no cap / no buyers)
+    stats.order_cap   # the cap of each order in the AOV (None: no cap / no orders)
+    stats.descriptive # {"withdrawals_among_granted": {arm: {granted, withdrew, ratio}}}
+    frame = metric_facts_frame(experiment=experiment, as_of=now)  # the notebook path
 
     refresh = metric_facts_refresh(experiment=…, window_start=…, window_end=…, pre_exposure_days=…)
     sql, params = metric_statistics_sql(experiment=experiment)  # the aggregate over the facts
