@@ -33,6 +33,11 @@ class Migration(migrations.Migration):
             name='schema_version',
             field=models.PositiveSmallIntegerField(default=3),
         ),
+        # Facts stored before: they follow the old definitions and are rebuilt by the next run
+        # (their state has no counting_notices). Until then they must meet the new constraint.
+        migrations.RunSQL(
+            "UPDATE experiments_metricfacts SET granted = opted_out", reverse_sql=migrations.RunSQL.noop
+        ),
         migrations.AddConstraint(
             model_name='metricfacts',
             constraint=models.CheckConstraint(condition=models.Q(('granted__in', [0, 1]), ('opted_out__lte', models.F('granted'))), name='metric_facts_granted_flag', violation_error_message='Granted is a 0/1 flag, and only a subject who held a grant opts out.'),

@@ -602,3 +602,27 @@ def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
     assert blind.sums["control"]["consented"] + blind.sums["arm-1"]["consented"] == (
         rebuilt.sums["control"]["consented"] + rebuilt.sums["arm-1"]["consented"] + 3
     )
+
+
+def test_the_order_facts_leave_with_the_subject_and_with_a_restriction():
+    from consent.registry import personal_data_sources
+    from experiments.models import MetricOrderFacts
+
+    experiment = _experiment(arms=2)
+    seed_experiment(experiment, subjects=40, as_of=timezone.now(), decoys=False)
+    metric_statistics(experiment=experiment)
+    orders = MetricOrderFacts.objects.filter(experiment=experiment).select_related("exposure")
+    assert orders.exists()
+    first = orders.order_by("pk").first()
+    pseudonym = first.exposure.subject_id
+    other = orders.exclude(exposure__subject_id=pseudonym).order_by("pk").first()
+    source = next(s for s in personal_data_sources() if s.label == "experiments.metricorderfacts")
+    mine = MetricOrderFacts.objects.filter(exposure__subject_id=pseudonym)
+    assert [row["id"] for row in source.export(pseudonym)] == sorted(mine.values_list("pk", flat=True))
+    Exposure.objects.filter(subject_id=pseudonym).delete()  # what an erasure does
+    assert not mine.exists()
+    # A subject who restricts processing leaves the measurement: their orders too, at the next run.
+    restricted = other.exposure.subject_id
+    Subject.objects.filter(pk=restricted).update(restricted_at=timezone.now())
+    metric_statistics(experiment=experiment)
+    assert not MetricOrderFacts.objects.filter(exposure__subject_id=restricted).exists()
