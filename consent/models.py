@@ -243,6 +243,13 @@ class ConsentEvent(models.Model):
             models.Index(fields=["subject", "purpose", "id"], name="consent_event_subject_purpose"),
             models.Index(fields=["purpose", "recorded_at"], name="consent_event_purpose_time"),
             models.Index(fields=["stored_at"], name="consent_event_stored"),
+            # The grants that lapse between two metric runs (experiments.metrics: a consent
+            # that expires changes the consent rate with no new record).
+            models.Index(
+                fields=["purpose", "expires_at"],
+                condition=Q(expires_at__isnull=False),
+                name="consent_event_purpose_expiry",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -125,10 +125,10 @@ class PurposeRule:
         return [notice.id for notice in self.notices if self.version_counts(notice.version, now)]
 
 
-def purpose_rules_load() -> dict[str, PurposeRule]:
+def purpose_rules_load(*, using: str = "default") -> dict[str, PurposeRule]:
     """Purposes and their notices, fresh from the database (writes validate against these)."""
     notices: dict[str, list[NoticeRule]] = {}
-    for row in Notice.objects.order_by("effective_at", "id").values_list(
+    for row in Notice.objects.using(using).order_by("effective_at", "id").values_list(
         "purpose_id", "id", "version", "effective_at", "requires_reconsent"
     ):
         notices.setdefault(row[0], []).append(NoticeRule(*row[1:]))
@@ -141,7 +141,7 @@ def purpose_rules_load() -> dict[str, PurposeRule]:
             involves_profiling=profiling,
             notices=tuple(notices.get(key, ())),
         )
-        for key, retention, validity, sensitive, profiling in Purpose.objects.values_list(
+        for key, retention, validity, sensitive, profiling in Purpose.objects.using(using).values_list(
             "key", "retention_days", "consent_validity_days", "sensitive", "involves_profiling"
         )
     }

@@ -10,8 +10,18 @@ class ExperimentsConfig(AppConfig):
         # erasure) and the retention purge reach the experiments' personal data
         # through its registry.
         from consent.registry import personal_data_register
-        from experiments.models import Exposure, MetricFacts, OrderLine, OutcomeEvent
-        from experiments.services import exposures_retention_purge, metric_facts_retention_purge
+        from experiments.models import (
+            Exposure,
+            MetricFacts,
+            MetricOrderFacts,
+            OrderLine,
+            OutcomeEvent,
+        )
+        from experiments.services import (
+            exposures_retention_purge,
+            metric_facts_retention_purge,
+            metric_order_facts_retention_purge,
+        )
 
         # Measurement data: kept while the experiment runs and for EXPOSURE_RETENTION_DAYS
         # after it ended (docs/privacy.md), then purged with its metric facts.
@@ -46,4 +56,13 @@ class ExperimentsConfig(AppConfig):
             ),
             erase=lambda pseudonym: MetricFacts.objects.filter(exposure__subject_id=pseudonym).delete()[0],
             purge=metric_facts_retention_purge,
+        )
+        # The orders the average order value counts, per exposure: derived like the facts.
+        personal_data_register(
+            label="experiments.metricorderfacts",
+            export=lambda pseudonym: list(
+                MetricOrderFacts.objects.filter(exposure__subject_id=pseudonym).order_by("pk").values()
+            ),
+            erase=lambda pseudonym: MetricOrderFacts.objects.filter(exposure__subject_id=pseudonym).delete()[0],
+            purge=metric_order_facts_retention_purge,
         )

@@ -753,6 +753,9 @@ class MetricFacts(models.Model):
     clicks = models.BigIntegerField()
     opted_out = models.PositiveSmallIntegerField()
     consented = models.PositiveSmallIntegerField()
+    # Held a personalization grant at some time after exposure (the descriptive
+    # "withdrawals among subjects who granted" divides by it; docs/metrics.md).
+    granted = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         verbose_name = "metric facts"
@@ -767,6 +770,11 @@ class MetricFacts(models.Model):
                 condition=Q(consented__in=[0, 1]),
                 name="metric_facts_consented_flag",
                 violation_error_message="The consented flag is 0 or 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(granted__in=[0, 1]) & Q(opted_out__lte=F("granted")),
+                name="metric_facts_granted_flag",
+                violation_error_message="Granted is a 0/1 flag, and only a subject who held a grant opts out.",
             ),
             models.CheckConstraint(
                 condition=Q(customer__in=["new", "returning"]),
@@ -784,6 +792,37 @@ class MetricFacts(models.Model):
         return f"metric facts of exposure {self.exposure_id}"
 
 
+class MetricOrderFacts(models.Model):
+    """One order an exposure's metrics count (placed after first exposure, before the cutoff): its amount.
+
+    The average order value caps each order, at a percentile of these amounts
+    computed when reading (docs/metrics.md, "Capping"); kept in step with the
+    exposure's ``MetricFacts`` by the same refresh. Deleted with the exposure.
+    """
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="+", db_index=False)
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    amount = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gte=0),
+                name="metric_order_facts_amount_not_negative",
+                violation_error_message="An order's amount is not negative.",
+            ),
+        ]
+        indexes = [
+            # The experiment's order amounts in order: the percentile, and the few orders above the cap.
+            models.Index(fields=["experiment", "amount"], name="metric_order_facts_amount"),
+            # A refresh rewrites the orders of the exposures it rewrites.
+            models.Index(fields=["exposure"], name="metric_order_facts_exposure"),
+        ]
+
+    def __str__(self) -> str:
+        return f"an order of exposure {self.exposure_id}"
+
+
 class MetricFactsState(models.Model):
     """What an experiment's ``MetricFacts`` are exact for, and when they were last refreshed."""
 
@@ -795,6 +834,9 @@ class MetricFactsState(models.Model):
     cutoff = models.DateTimeField(null=True, help_text="The facts count what happened before this time.")
     pre_exposure_days = models.PositiveIntegerField(null=True)
     refreshed_at = models.DateTimeField(null=True, help_text="Wall-clock time the last refresh began reading.")
+    # The personalization notices whose grants counted at the cutoff (consent.selectors.PurposeRule):
+    # a refresh rewrites the subjects whose grant's notice left or joined that set.
+    counting_notices = models.JSONField(null=True, help_text="Notice ids whose grants counted at the cutoff.")
 
     def __str__(self) -> str:
         return f"metric facts of experiment {self.experiment_id} as of {self.cutoff}"
@@ -813,9 +855,10 @@ class ResultSnapshot(models.Model):
     shape it has (readers must check it: older rows keep their old shape).
     """
 
-    # 2: a typed, versioned decision (experiments.stats.decide.Decision); 1 still renders.
-    SCHEMA_VERSION = 2
-    READABLE_SCHEMA_VERSIONS = (1, 2)  # the pages still render schema-1 runs
+    # 2: a typed, versioned decision (experiments.stats.decide.Decision); 3: the order cap
+    # (settings.order_cap) and the descriptive ratios (descriptive). Older ones still render.
+    SCHEMA_VERSION = 3
+    READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"

@@ -38,7 +38,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments.metrics import METRICS, SEGMENT_DIMENSIONS, MetricStatistics, metric_statistics
+from experiments.metrics import (
+    DESCRIPTIVE,
+    METRICS,
+    SEGMENT_DIMENSIONS,
+    MetricStatistics,
+    metric_statistics,
+)
 from experiments.models import (
     Experiment,
     ExperimentAlert,
@@ -382,6 +388,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
         "settings": {
             "gmv_cap_percentile": statistics.gmv_cap_percentile,
             "gmv_cap": statistics.gmv_cap,
+            "order_cap": statistics.order_cap,
             "pre_exposure_days": statistics.pre_exposure_days,
             "cuped": statistics.pre_exposure_days > 0,
             "segment_dimensions": list(SEGMENT_DIMENSIONS),
@@ -402,6 +409,10 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
         "statistics": {
             arm: {metric: _statistic_dict(statistic) for metric, statistic in metrics.items()}
             for arm, metrics in statistics.arms.items()
+        },
+        # Shown per arm, never tested nor part of the decision (experiments.metrics.DESCRIPTIVE).
+        "descriptive": {
+            name: {**DESCRIPTIVE[name], "arms": by_arm} for name, by_arm in statistics.descriptive.items()
         },
         "srm": None,
         "report": None,

@@ -25,6 +25,7 @@ from experiments.models import (
     Holdout,
     MetricFacts,
     MetricFactsState,
+    MetricOrderFacts,
     OrderLine,
     OutcomeEvent,
     PrivacyTreatment,
@@ -1117,4 +1118,19 @@ def metric_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
         )
         return 0
     deleted, _ = MetricFacts.objects.filter(pk__in=pks).delete()
+    return deleted
+
+
+def metric_order_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
+    """Delete one batch of the per-order metric facts of the same experiments as
+    ``metric_facts_retention_purge`` (their state is reset there: the next run rebuilds both)."""
+    days = getattr(settings, "METRIC_FACTS_RETENTION_DAYS", 30)
+    pks = list(
+        MetricOrderFacts.objects.filter(experiment__in=_ended_before(days, now))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    if not pks:
+        return 0
+    deleted, _ = MetricOrderFacts.objects.filter(pk__in=pks).delete()
     return deleted

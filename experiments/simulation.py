@@ -231,7 +231,8 @@ def expected_values(behaviour: ArmBehaviour, population: Population) -> dict[str
     clicks = impressions * (effect * behaviour.click_rate + (1.0 - effect) * BASE_CLICK_RATE)
     return {
         "converted": converted,
-        "opted_out": behaviour.withdraw,
+        # An opt-out ends a grant (docs/metrics.md): a shopper who never granted withdraws nothing.
+        "opted_out": behaviour.grant * behaviour.withdraw,
         "consented": behaviour.grant * (1.0 - behaviour.withdraw),
         "gmv": gmv,
         "orders": orders,

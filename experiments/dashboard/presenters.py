@@ -757,6 +757,43 @@ def guardrail_rows(document: Mapping) -> list[GuardrailRow]:
 
 
 @dataclass(frozen=True)
+class DescriptiveRatio:
+    """A ratio shown per arm without a test (schema 3's ``descriptive``): what, why not tested, the numbers."""
+
+    key: str
+    label: str
+    caveat: str
+    numerator: str
+    denominator: str
+    arms: tuple[tuple[str, str, str, str], ...]  # (arm, numerator, denominator, ratio)
+
+
+def descriptive_ratios(document: Mapping) -> list[DescriptiveRatio]:
+    """The document's descriptive ratios; none in schema 1–2 documents, which did not have them."""
+    ratios = []
+    for key, entry in (document.get("descriptive") or {}).items():
+        ratios.append(
+            DescriptiveRatio(
+                key=key,
+                label=entry.get("label", key),
+                caveat=entry.get("caveat", ""),
+                numerator=entry.get("numerator", ""),
+                denominator=entry.get("denominator", ""),
+                arms=tuple(
+                    (
+                        arm,
+                        number(values.get("withdrew") or 0),
+                        number(values.get("granted") or 0),
+                        "—" if values.get("ratio") is None else percent(values["ratio"]),
+                    )
+                    for arm, values in (entry.get("arms") or {}).items()
+                ),
+            )
+        )
+    return ratios
+
+
+@dataclass(frozen=True)
 class SrmSummary:
     flag: bool | None
     p_value: str

@@ -461,6 +461,7 @@ class ResultsPage:
     metric_choices: list[tuple[str, str]] = field(default_factory=list)
     results: list[presenters.ArmResults] = field(default_factory=list)
     skipped_metrics: list[dict] = field(default_factory=list)
+    descriptive: list = field(default_factory=list)  # presenters.DescriptiveRatio, never tested
     cuped: bool = False
     families: bool = False  # the report has a confirmatory family (schema 2) rather than one Holm family
     forest_rows: list[charts.ForestRow] = field(default_factory=list)
@@ -506,7 +507,8 @@ def snapshot_schema_problem(snapshot: ResultSnapshot) -> str:
             f"The latest results were stored in format version {version}, newer than the version "
             f"{SCHEMA_VERSION} this dashboard reads. Reload once the deployment has finished."
         )
-    readable = " and ".join(str(v) for v in READABLE)
+    names = [str(v) for v in READABLE]
+    readable = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
     return (
         f"The latest results were stored in format version {version}, and this dashboard reads "
         f"version{'s' if len(READABLE) > 1 else ''} {readable}. Recompute the results to see them here; the old "
@@ -593,6 +595,7 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.metric_choices = [(key, fmt.label) for key, fmt in formats.items() if key in compared]
     page.results = presenters.results_table(document, primary_metric=primary)
     page.skipped_metrics = list(document.get("skipped_metrics", []))
+    page.descriptive = presenters.descriptive_ratios(document)
     page.cuped = bool(document.get("settings", {}).get("cuped"))
     page.families = "confirmatory" in ((document.get("report") or {}).get("adjustment") or {})
     page.forest_rows = presenters.forest_rows(document)

@@ -19,9 +19,12 @@ and ratio metrics; ``strata=["age_band", "platform"]`` post-stratifies every
 metric on those assignment attributes (CUPED++ with or without covariates).
 ``engine="bayesian"`` (with ``prior=None | {"mean": m, "variance": v}``)
 reports posteriors instead of p-values (``experiments.stats.bayesian``).
-``caps={"gmv": 99}`` caps ``gmv`` at its 99th percentile over all arms pooled
-(linear interpolation, like PostgreSQL's ``percentile_cont``), and its
-covariate at the covariate's own 99th percentile.
+``caps={"gmv": 99}`` caps ``gmv`` at the 99th percentile of its positive values
+(the buyers), all arms pooled (linear interpolation, like PostgreSQL's
+``percentile_cont``), and its covariates at the same value: the basis of the
+metric pipeline (docs/metrics.md, "Capping"), so that the pipeline's facts
+(``experiments.metrics.metric_facts_frame``) analysed here give the
+dashboard's numbers. No positive value: no cap.
 ``segment_by="platform"`` adds a report per value of that column.
 """
 
@@ -295,18 +298,17 @@ def statistics_from_frame(
         cell_count = 0
 
     raw: dict[str, np.ndarray] = {}
-    capped: dict[tuple[str, float], tuple[np.ndarray, float]] = {}
+    capped: dict[tuple[str, float], np.ndarray] = {}
 
-    def column_values(column: str, cap_percentile: float | None = None) -> np.ndarray:
+    def column_values(column: str, cap: float | None = None) -> np.ndarray:
+        """The column's values, capped at the value ``cap`` (not a percentile)."""
         if column not in raw:
             raw[column] = _numeric_column(df, column)
-        if cap_percentile is None:
+        if cap is None:
             return raw[column]
-        if (column, cap_percentile) not in capped:
-            # Pooled over all arms: a cap computed per arm would depend on the treatment.
-            cap = float(np.percentile(raw[column], cap_percentile))
-            capped[(column, cap_percentile)] = (np.minimum(raw[column], cap), cap)
-        return capped[(column, cap_percentile)][0]
+        if (column, cap) not in capped:
+            capped[(column, cap)] = np.minimum(raw[column], cap)
+        return capped[(column, cap)]
 
     caps_used: dict[str, float] = {}
     for spec in specs:
@@ -317,8 +319,13 @@ def statistics_from_frame(
                     f"proportion metric {spec.name!r}: column {spec.column!r} must be 0/1"
                 )
         if spec.cap_percentile is not None:
-            column_values(spec.column, spec.cap_percentile)
-            caps_used[spec.name] = capped[(spec.column, spec.cap_percentile)][1]
+            # Pooled over all arms (a cap computed per arm would depend on the treatment),
+            # over the positive values: with few buyers, a percentile over everyone would
+            # put the cap at zero.
+            values = column_values(spec.column)
+            positive = values[values > 0]
+            if positive.size:
+                caps_used[spec.name] = float(np.percentile(positive, spec.cap_percentile))
 
     sums: dict[tuple, np.ndarray] = {}
 
@@ -330,7 +337,7 @@ def statistics_from_frame(
 
     def lin_statistics(codes: np.ndarray, length: int, spec: _MetricSpec) -> list:
         """Per group (arm, or segment × arm): the CUPED++ statistic from stratum-cell sums."""
-        cap = spec.cap_percentile
+        cap = caps_used.get(spec.name)
         outcomes = (spec.column,) if spec.type != "ratio" else (spec.numerator, spec.denominator)
         columns = [(column, cap) for column in outcomes] + [
             (column, cap) for column in spec.lin_covariates
@@ -409,7 +416,7 @@ def statistics_from_frame(
             )
 
         for spec in specs:
-            cap = spec.cap_percentile
+            cap = caps_used.get(spec.name)  # the outcome's cap, for its covariate too
             lin = lin_statistics(codes, length, spec) if spec.lin_covariates is not None else None
             for cell in range(length):
                 n = int(counts[cell])
@@ -505,6 +512,7 @@ def analyze(
     subject_column: str | None = None,
     suspicious_uplift: float = SUSPICIOUS_UPLIFT,
     bias_threshold: float = BIAS_THRESHOLD,
+    primary: str | None = None,
 ) -> dict:
     """The experiment report, as a JSON-serialisable dict, from per-subject rows.
 
@@ -514,7 +522,9 @@ def analyze(
     posteriors (``prior`` on the relative effect; ``lower_is_better`` names
     the metrics whose chance to win is a decrease). The report's ``health``
     holds the health checks; ``subject_column`` (a subject id column) turns
-    on the multiple-exposure check, whose subjects are left out.
+    on the multiple-exposure check, whose subjects are left out. ``primary``
+    (frequentist) makes that metric × arms the confirmatory family and the
+    other metrics exploratory, as the results job does.
 
     Raises ``ValueError`` with a message naming the argument for bad input:
     unknown or missing columns, non-numeric or non-finite values, arms without
@@ -532,6 +542,8 @@ def analyze(
         raise ValueError(f"lower_is_better names metrics {unknown} that are not in metrics")
     if lower_is_better and engine != "bayesian":
         raise ValueError("lower_is_better: only engine='bayesian' reports a chance to win")
+    if primary is not None and engine != "frequentist":
+        raise ValueError("primary: only engine='frequentist' has a confirmatory family")
     multiple_exposures = None
     if subject_column is not None:
         if not isinstance(df, pd.DataFrame) or ARM_COLUMN not in df.columns:
@@ -564,6 +576,7 @@ def analyze(
             alpha=alpha,
             segments=segments or None,
             srm_threshold=srm_threshold,
+            primary=primary,
         )
     result = {"engine": engine, **report.to_dict()}
     if segments:

@@ -300,7 +300,7 @@ def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-state="old_schema"' in html
-    assert "stored in format version 0, and this dashboard reads versions 1 and 2. Recompute" in html
+    assert "stored in format version 0, and this dashboard reads versions 1, 2 and 3. Recompute" in html
     csv_response = client.get(_url("export-csv", experiment))
     assert csv_response.status_code == 409 and b"format version 0" in csv_response.content
 
@@ -671,3 +671,20 @@ def test_targeting_is_on_the_page_before_any_result(client, people):
     assert ('<dd id="targeting">Subjects whose age band is one of 18-24, 25-34; and whose platform is android</dd>'
             in html)
     assert "No results yet" in html
+def test_the_descriptive_ratio_is_shown_apart_and_schema_2_snapshots_still_render(client, analysed, people):
+    """Schema 3 adds the descriptive withdrawals among subjects who granted (never tested) and the
+    order cap; a schema-2 document (without them) renders as before."""
+    login(client, people["owner"])
+    page = client.get(_url("experiment-detail", analysed)).content.decode()
+    assert 'id="descriptive-withdrawals_among_granted"' in page
+    assert "Withdrawals among subjects who granted" in page and "post-treatment" in page
+    latest = ResultSnapshot.objects.filter(experiment=analysed).latest()
+    older = dict(latest.data, schema_version=2)
+    older.pop("descriptive")
+    older["settings"] = {k: v for k, v in older["settings"].items() if k != "order_cap"}
+    ResultSnapshot.objects.filter(pk=latest.pk).update(schema_version=2, data=older)
+    response = client.get(_url("experiment-detail", analysed))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'id="results-table"' in content and "descriptive-withdrawals_among_granted" not in content
+    assert client.get(_url("export-csv", analysed)).status_code == 200

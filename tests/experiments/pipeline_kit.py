@@ -31,7 +31,7 @@ PLATFORMS = ["android", "ios", "web"]
 class Seeded:
     exposures: pd.DataFrame  # subject, arm, fe, phase, experiment_id, age_band, province, platform
     events: pd.DataFrame  # subject, type, occurred_at, amount
-    consents: pd.DataFrame  # subject, purpose, action, recorded_at
+    consents: pd.DataFrame  # subject, purpose, action, recorded_at, expires_at, notice_id (ledger order)
 
 
 def _moment(rng: random.Random, start: datetime, end: datetime) -> datetime:
@@ -50,9 +50,11 @@ def seed_experiment(
     prefix: str = "s",
 ) -> Seeded:
     rng = random.Random(seed)
+    # Expiries and notice versions of the grants, drawn apart so the other draws stay as they were.
+    grant_rng = random.Random(seed + 10_000)
     arms = list(experiment.arms.order_by("id"))
     start = experiment.started_at
-    grant_notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).order_by("effective_at").first()
+    grant_notices = list(Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).order_by("effective_at", "id"))
     marketing_notice = Notice.objects.filter(purpose_id=Purpose.MARKETING).order_by("effective_at").first()
     subject_rows, exposure_rows, events, consents = [], [], [], []
     for i in range(subjects):
@@ -128,20 +130,31 @@ def seed_experiment(
         ]
     )
     consents.sort(key=lambda row: row[3])  # ledger ids follow time, as the consent service ensures
+    ledger = []
+    for subject, purpose, action, when in consents:
+        expires_at, notice = None, None
+        if action == "grant":
+            # Some grants lapse (before or after the analysis time), under any notice version.
+            if grant_rng.random() < 0.3:
+                expires_at = when + timedelta(microseconds=int(grant_rng.uniform(3_600, 6 * 86_400) * 1_000_000))
+            notice = grant_rng.choice(grant_notices) if purpose == Purpose.PERSONALIZATION else marketing_notice
+        ledger.append((subject, purpose, action, when, expires_at, notice))
     ConsentEvent.objects.bulk_create(
         [
             ConsentEvent(
-                subject_id=subject, purpose_id=purpose, action=action, recorded_at=when,
-                notice=(grant_notice if purpose == Purpose.PERSONALIZATION else marketing_notice)
-                if action == "grant" else None,
+                subject_id=subject, purpose_id=purpose, action=action, recorded_at=when, expires_at=expires_at,
+                notice=notice,
             )
-            for subject, purpose, action, when in consents
+            for subject, purpose, action, when, expires_at, notice in ledger
         ]
     )
     return Seeded(
         exposures=pd.DataFrame(exposure_rows),
         events=pd.DataFrame(events, columns=["subject", "type", "occurred_at", "amount"]),
-        consents=pd.DataFrame(consents, columns=["subject", "purpose", "action", "recorded_at"]),
+        consents=pd.DataFrame(
+            [(*row[:5], row[5].pk if row[5] is not None else None) for row in ledger],
+            columns=["subject", "purpose", "action", "recorded_at", "expires_at", "notice_id"],
+        ),
     )
 
 
@@ -153,8 +166,13 @@ def reference_per_subject(
     window_end: datetime,
     pre_exposure_days: int,
     cap_percentile: float | None,
+    counting_notices: list[int] | None = None,
 ) -> tuple[pd.DataFrame, float | None]:
-    """Per exposed subject, every metric's value, computed with pandas; and the GMV cap."""
+    """Per exposed subject, every metric's value, computed with pandas; and the GMV cap.
+
+    ``counting_notices``: the personalization notices whose grants count at
+    ``window_end`` (default: every notice).
+    """
     ex = seeded.exposures
     ex = ex[(ex.phase == phase) & (ex.fe >= window_start) & (ex.fe < window_end)].copy()
     ex = ex.set_index("subject")
@@ -167,19 +185,42 @@ def reference_per_subject(
         & (ev.occurred_at >= ev.fe - timedelta(days=pre_exposure_days))
     ]
     orders = post[post.type == "order"].groupby("subject")
+    # The average order value caps each order, at the percentile of the counted orders' amounts.
+    amounts = post.loc[post.type == "order", "amount"]
+    order_cap = None
+    if cap_percentile is not None and len(amounts):
+        order_cap = float(np.quantile(amounts.to_numpy(), cap_percentile, method="linear"))
+    capped_orders = post[post.type == "order"].assign(
+        amount=amounts if order_cap is None else amounts.clip(upper=order_cap)
+    )
+    ex.attrs["order_cap"] = order_cap
+    ex["aov_gmv"] = capped_orders.groupby("subject")["amount"].sum().reindex(ex.index, fill_value=0.0)
     ex["orders"] = orders.size().reindex(ex.index, fill_value=0)
     ex["gmv"] = orders["amount"].sum().reindex(ex.index, fill_value=0.0)
     ex["pre_gmv"] = pre.groupby("subject")["amount"].sum().reindex(ex.index, fill_value=0.0)
     ex["pre_orders"] = pre.groupby("subject").size().reindex(ex.index, fill_value=0)
     ex["impressions"] = post[post.type == "rec_impression"].groupby("subject").size().reindex(ex.index, fill_value=0)
     ex["clicks"] = post[post.type == "rec_click"].groupby("subject").size().reindex(ex.index, fill_value=0)
-    c = seeded.consents.merge(ex[["fe"]], left_on="subject", right_index=True)
-    c = c[(c.purpose == Purpose.PERSONALIZATION) & (c.recorded_at >= c.fe) & (c.recorded_at < window_end)]
-    c = c.sort_values("recorded_at", kind="stable")
-    ex["opted_out"] = (
-        c[c.action == "withdraw"].groupby("subject").size().reindex(ex.index, fill_value=0) > 0
+    # The subject's personalization decisions in ledger order (the seeded rows are), each
+    # with the decision before it.
+    c = seeded.consents[seeded.consents.purpose == Purpose.PERSONALIZATION].copy()
+    c["prev_action"] = c.groupby("subject")["action"].shift(1)
+    c["prev_expires"] = c.groupby("subject")["expires_at"].shift(1)
+    c = c.merge(ex[["fe"]], left_on="subject", right_index=True)
+    c = c[c.recorded_at < window_end]
+    ends_grant = (c.prev_action == "grant") & (c.prev_expires.isna() | (c.prev_expires > c.recorded_at))
+    opted = c[(c.action == "withdraw") & (c.recorded_at >= c.fe) & ends_grant].subject.unique()
+    ex["opted_out"] = ex.index.isin(opted).astype(int)
+    notices = set(c.notice_id.dropna()) if counting_notices is None else set(counting_notices)
+    last = c.groupby("subject").tail(1).set_index("subject")  # (``last()`` would skip nulls)
+    valid = (last.action == "grant") & (last.expires_at.isna() | (last.expires_at > window_end)) & last.notice_id.isin(notices)
+    ex["consented"] = ex.index.isin(last.index[valid]).astype(int)
+    granted_after = c[(c.action == "grant") & (c.recorded_at >= c.fe)].subject.unique()
+    before = c[c.recorded_at < c.fe].groupby("subject").tail(1).set_index("subject")
+    standing = before.index[(before.action == "grant") & (before.expires_at.isna() | (before.expires_at > before.fe))]
+    ex["granted"] = (
+        (ex.opted_out == 1) | ex.index.isin(granted_after) | ex.index.isin(standing)
     ).astype(int)
-    ex["consented"] = (c.groupby("subject")["action"].last().reindex(ex.index) == "grant").astype(int)
     buyers = ex.loc[ex.gmv > 0, "gmv"]
     cap = None
     if cap_percentile is not None and len(buyers):
@@ -200,7 +241,8 @@ def reference_sums(per_subject: pd.DataFrame, by: list[str]) -> dict:
         pre_ss=per_subject.pre_gmv**2,
         gmv_pre=per_subject.gmv * per_subject.pre_gmv,
         orders_ss=per_subject.orders**2,
-        gmv_orders=per_subject.gmv * per_subject.orders,
+        aov_ss=per_subject.aov_gmv**2,
+        aov_orders=per_subject.aov_gmv * per_subject.orders,
         impressions_ss=per_subject.impressions**2,
         clicks_ss=per_subject.clicks**2,
         clicks_impressions=per_subject.clicks * per_subject.impressions,
@@ -210,6 +252,7 @@ def reference_sums(per_subject: pd.DataFrame, by: list[str]) -> dict:
         converted=("converted", "sum"),
         opted_out=("opted_out", "sum"),
         consented=("consented", "sum"),
+        granted=("granted", "sum"),
         gmv_sum=("gmv", "sum"),
         gmv_ss=("gmv_ss", "sum"),
         pre_sum=("pre_gmv", "sum"),
@@ -217,7 +260,9 @@ def reference_sums(per_subject: pd.DataFrame, by: list[str]) -> dict:
         gmv_pre=("gmv_pre", "sum"),
         orders_sum=("orders", "sum"),
         orders_ss=("orders_ss", "sum"),
-        gmv_orders=("gmv_orders", "sum"),
+        aov_sum=("aov_gmv", "sum"),
+        aov_ss=("aov_ss", "sum"),
+        aov_orders=("aov_orders", "sum"),
         impressions_sum=("impressions", "sum"),
         impressions_ss=("impressions_ss", "sum"),
         clicks_sum=("clicks", "sum"),
@@ -237,6 +282,7 @@ def populate(experiment: Experiment, arms: dict[str, dict], *, seed: int = 3, pr
     rng = random.Random(seed)
     start = experiment.started_at
     arm_ids = dict(experiment.arms.values_list("key", "id"))
+    notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).order_by("effective_at").first()
     subjects, exposures, events, consents = [], [], [], []
     for key, spec in arms.items():
         n = spec["n"]
@@ -247,7 +293,11 @@ def populate(experiment: Experiment, arms: dict[str, dict], *, seed: int = 3, pr
             exposures.append(
                 Exposure(experiment=experiment, arm_id=arm_ids[key], subject_id=pseudonym, first_exposed_at=fe, phase=experiment.phase)
             )
-            if i < int(spec.get("opt_out", 0) * n):
+            if i < int(spec.get("opt_out", 0) * n):  # an opt-out ends a grant
+                consents.append(
+                    ConsentEvent(subject_id=pseudonym, purpose_id=Purpose.PERSONALIZATION, action="grant",
+                                 notice=notice, recorded_at=fe + timedelta(minutes=2))
+                )
                 consents.append(
                     ConsentEvent(subject_id=pseudonym, purpose_id=Purpose.PERSONALIZATION, action="withdraw",
                                  recorded_at=fe + timedelta(minutes=5))

@@ -10,7 +10,14 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import PLAN_MARKER, QUERY_MARKER, REFRESH_MARKER, metric_statistics, shape
+from experiments.metrics import (
+    ORDERS_MARKER,
+    PLAN_MARKER,
+    QUERY_MARKER,
+    REFRESH_MARKER,
+    metric_statistics,
+    shape,
+)
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
     ProportionStatistic,
@@ -72,6 +79,8 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
         cap_percentile=cap_percentile,
     )
     assert stats.gmv_cap == pytest.approx(cap, rel=1e-12) if cap is not None else stats.gmv_cap is None
+    order_cap = per_subject.attrs["order_cap"]
+    assert stats.order_cap == pytest.approx(order_cap, rel=1e-12) if order_cap is not None else stats.order_cap is None
     _assert_sums_equal(stats.sums, reference_sums(per_subject, ["arm"]))
     expected_segments = {}
     for dimension in ("age_band", "province", "platform", "customer"):
@@ -89,7 +98,9 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
                 "gmv_ss": metrics["gmv"].sum_squares,
                 "orders_sum": metrics["orders"].sum,
                 "clicks_impressions": metrics["ctr"].cross_product,
-                "gmv_orders": metrics["aov"].cross_product,
+                "aov_sum": metrics["aov"].numerator_sum,
+                "aov_ss": metrics["aov"].numerator_sum_squares,
+                "aov_orders": metrics["aov"].cross_product,
             }
     assert set(actual_segments) == set(expected_segments)
     for key, sums in actual_segments.items():
@@ -125,15 +136,20 @@ def test_one_statement_writes_the_facts_and_one_reads_every_metric():
         ]
         assert sum(QUERY_MARKER in sql for sql in statements) == 1
         assert sum(REFRESH_MARKER in sql for sql in statements) == 1
-        # Besides them only bookkeeping: the arm keys, the facts' state, and on a rebuild the
-        # old facts deleted. No statement reads a per-subject row into Python.
+        # … and the exposures' orders: deleted (on a refresh) and inserted.
+        assert sum(ORDERS_MARKER in sql for sql in statements) == (1 if _ == 0 else 2)
+        # Besides them only bookkeeping: the arm keys, the facts' state, the consent rules (purposes
+        # and notices), and on a rebuild the old facts deleted. No statement reads a per-subject row
+        # into Python.
         for sql in statements:
-            if QUERY_MARKER in sql or REFRESH_MARKER in sql:
+            if QUERY_MARKER in sql or REFRESH_MARKER in sql or ORDERS_MARKER in sql:
                 continue
             assert (
                 '"experiments_arm"' in sql
                 or '"experiments_metricfactsstate"' in sql
+                or sql.startswith(('SELECT "consent_notice"', 'SELECT "consent_purpose"'))
                 or sql.startswith('DELETE FROM "experiments_metricfacts" WHERE')
+                or sql.startswith('DELETE FROM "experiments_metricorderfacts" WHERE')
                 or sql == "SELECT changes()"  # SQLite: how many facts the statement wrote
             ), sql
 
@@ -230,30 +246,82 @@ def test_a_subject_without_pre_exposure_orders_is_new(one_arm_each):
     assert stats.segments["platform=ios"]["control"]["conversion"].n == 1
 
 
-def test_consent_metrics_count_decisions_after_first_exposure(one_arm_each):
+def test_consent_metrics_follow_their_definitions(one_arm_each):
+    """Opt-out: a withdrawal after exposure that ended a valid grant. Consent rate: a valid grant at
+    the analysis time, from whenever. Granted: held a grant at some time after exposure."""
     experiment, arms = one_arm_each
     fe = experiment.started_at + timedelta(days=1)
+    as_of = fe + timedelta(days=3)
     notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
-    subjects = {name: _subject(name, arms["control"], fe) for name in ("before", "out", "in-out", "out-in", "none")}
+    names = (
+        "standing", "standing-expired", "expires-later", "expired", "withdraw-only", "in-out", "out-in",
+        "standing-out", "lapsed-out", "out-before", "none",
+    )
+    subjects = {name: _subject(name, arms["control"], fe) for name in names}
 
-    def decide(name, action, delta):
+    def decide(name, action, delta, lasts=None):
+        when = fe + delta
         ConsentEvent.objects.create(
             subject_id=subjects[name], purpose_id=Purpose.PERSONALIZATION, action=action,
-            notice=notice if action == "grant" else None, recorded_at=fe + delta,
+            notice=notice if action == "grant" else None, recorded_at=when,
+            expires_at=when + lasts if lasts is not None else None,
         )
 
-    decide("before", "grant", -timedelta(hours=1))  # before exposure: counts for nothing
-    decide("out", "withdraw", timedelta(hours=1))
+    decide("standing", "grant", -timedelta(days=5))  # consent held since before exposure
+    decide("standing-expired", "grant", -timedelta(days=5), lasts=timedelta(days=2))  # lapsed before exposure
+    decide("expires-later", "grant", timedelta(hours=1), lasts=timedelta(days=30))
+    decide("expired", "grant", timedelta(hours=1), lasts=timedelta(days=1))  # lapsed before the analysis
+    decide("withdraw-only", "withdraw", timedelta(hours=1))  # nothing to withdraw: no opt-out
     decide("in-out", "grant", timedelta(hours=1))
     decide("in-out", "withdraw", timedelta(hours=2))
     decide("out-in", "withdraw", timedelta(hours=1))
     decide("out-in", "grant", timedelta(hours=2))
+    decide("standing-out", "grant", -timedelta(days=5))
+    decide("standing-out", "withdraw", timedelta(hours=3))  # ends a standing grant: an opt-out
+    decide("lapsed-out", "grant", timedelta(hours=1), lasts=timedelta(hours=1))
+    decide("lapsed-out", "withdraw", timedelta(hours=4))  # the grant had lapsed: no opt-out
+    decide("out-before", "grant", -timedelta(days=5))
+    decide("out-before", "withdraw", -timedelta(days=1))  # before exposure: not an outcome
+    decide("out-before", "withdraw", timedelta(hours=1))  # and this one ends nothing
     ConsentEvent.objects.create(  # another purpose is not an opt-out of personalization
         subject_id=subjects["none"], purpose_id=Purpose.MARKETING, action="withdraw", recorded_at=fe + timedelta(hours=1)
     )
-    stats = metric_statistics(experiment=experiment).arms["control"]
-    assert stats["opt_out"] == ProportionStatistic(n=5, successes=3)
-    assert stats["consent_rate"] == ProportionStatistic(n=5, successes=1)
+    stats = metric_statistics(experiment=experiment, as_of=as_of)
+    arm = stats.arms["control"]
+    assert arm["opt_out"] == ProportionStatistic(n=11, successes=2)  # in-out, standing-out
+    # standing, expires-later, out-in
+    assert arm["consent_rate"] == ProportionStatistic(n=11, successes=3)
+    # standing, expires-later, expired, in-out, out-in, standing-out, lapsed-out
+    assert stats.sums["control"]["granted"] == 7
+    assert stats.descriptive["withdrawals_among_granted"]["control"] == {
+        "granted": 7, "withdrew": 2, "ratio": pytest.approx(2 / 7)
+    }
+    # Later, "expires-later" has lapsed too: the consent rate is of the analysis time.
+    later = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=31))
+    assert later.arms["control"]["consent_rate"] == ProportionStatistic(n=11, successes=2)
+    assert later.arms["control"]["opt_out"] == ProportionStatistic(n=11, successes=2)
+
+
+def test_a_notice_that_requires_reconsent_ends_the_consent_of_earlier_grants(one_arm_each):
+    experiment, arms = one_arm_each
+    fe = experiment.started_at + timedelta(days=1)
+    old = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
+    new = Notice.objects.create(
+        purpose_id=Purpose.PERSONALIZATION, version="reconsent-2", effective_at=fe + timedelta(days=2),
+        requires_reconsent=True,
+    )
+    early, again = _subject("early", arms["control"], fe), _subject("again", arms["control"], fe)
+    for pseudonym, notice, delta in ((early, old, timedelta(hours=1)), (again, old, timedelta(hours=1)),
+                                     (again, new, timedelta(days=2, hours=1))):
+        ConsentEvent.objects.create(
+            subject_id=pseudonym, purpose_id=Purpose.PERSONALIZATION, action="grant", notice=notice,
+            recorded_at=fe + delta,
+        )
+    before = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=1))
+    assert before.arms["control"]["consent_rate"].successes == 2
+    after = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=3))
+    assert after.arms["control"]["consent_rate"].successes == 1  # only the grant under the new version
+    assert after.sums["control"]["granted"] == 2
 
 
 def test_an_experiment_without_exposures_has_no_arms(one_arm_each):
@@ -328,6 +396,9 @@ def _assert_same_statistics(actual, expected):
     from dataclasses import asdict
 
     assert actual.gmv_cap == pytest.approx(expected.gmv_cap, rel=1e-12) if expected.gmv_cap else actual.gmv_cap is None
+    assert (
+        actual.order_cap == pytest.approx(expected.order_cap, rel=1e-12) if expected.order_cap else actual.order_cap is None
+    )
     _assert_sums_equal(actual.sums, expected.sums)
     assert set(actual.segments) == set(expected.segments)
     for label, arms in expected.segments.items():
@@ -426,3 +497,132 @@ def test_the_facts_leave_with_the_subject():
     assert [row["exposure_id"] for row in source.export(pseudonym)] == [facts.pk]
     Exposure.objects.filter(subject_id=pseudonym).delete()  # what an erasure does
     assert not MetricFacts.objects.filter(pk=facts.pk).exists()
+
+
+def _quiet_counted_subjects(experiment, seeded, as_of, count):
+    """Exposures counted at ``as_of`` whose subjects have no personalization decision of their own."""
+    decided = set(seeded.consents[seeded.consents.purpose == Purpose.PERSONALIZATION].subject)
+    exposures = Exposure.objects.filter(
+        experiment=experiment, phase=experiment.phase, first_exposed_at__lt=as_of - timedelta(hours=2)
+    ).order_by("id")
+    quiet = [exposure for exposure in exposures if exposure.subject_id not in decided][:count]
+    assert len(quiet) == count
+    return quiet
+
+
+def test_a_grant_that_expires_between_two_runs_is_refreshed(statement_shape):
+    """No new record: the grant simply lapses between two scheduled runs. The refresh equals a rebuild."""
+    from experiments.models import MetricFacts, MetricFactsState
+
+    experiment = _experiment(arms=3)
+    as_of = timezone.now() - timedelta(days=2)
+    later = as_of + timedelta(minutes=15)
+    seeded = seed_experiment(experiment, subjects=200, as_of=as_of, seed=21)
+    notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
+    lapsing = _quiet_counted_subjects(experiment, seeded, as_of, 6)
+    for exposure in lapsing:  # granted after exposure, lapsing between the two runs
+        ConsentEvent.objects.create(
+            subject_id=exposure.subject_id, purpose_id=Purpose.PERSONALIZATION, action="grant", notice=notice,
+            recorded_at=exposure.first_exposed_at + timedelta(minutes=30), expires_at=as_of + timedelta(minutes=5),
+        )
+    _store_everything_long_ago()
+    first = metric_statistics(experiment=experiment, as_of=as_of)
+    assert first.refresh.kind == "rebuilt"
+    assert set(MetricFacts.objects.filter(exposure__in=lapsing).values_list("consented", flat=True)) == {1}
+
+    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    assert refreshed.refresh.kind == "updated"
+    assert set(MetricFacts.objects.filter(exposure__in=lapsing).values_list("consented", flat=True)) == {0}
+
+    MetricFactsState.objects.filter(experiment=experiment).delete()
+    rebuilt = metric_statistics(experiment=experiment, as_of=later)
+    assert rebuilt.refresh.kind == "rebuilt"
+    _assert_same_statistics(refreshed, rebuilt)
+
+
+def test_a_reconsent_notice_taking_effect_between_two_runs_is_refreshed(statement_shape):
+    """A notice version that requires re-consent takes effect between two runs (created long before):
+    every grant under an earlier version stops counting, with no new record. Then a notice edited
+    afterwards (back-dated) is followed too. Each refresh equals a rebuild."""
+    from experiments.models import MetricFactsState
+
+    experiment = _experiment(arms=3)
+    as_of = timezone.now() - timedelta(days=2)
+    later = as_of + timedelta(minutes=15)
+    seed_experiment(experiment, subjects=200, as_of=as_of, seed=22)
+    reconsent = Notice.objects.create(
+        purpose_id=Purpose.PERSONALIZATION, version="2-reconsent", effective_at=as_of + timedelta(minutes=5),
+        requires_reconsent=True,
+    )
+    _store_everything_long_ago()
+    first = metric_statistics(experiment=experiment, as_of=as_of)
+    assert first.refresh.kind == "rebuilt"
+    assert sum(arm["consented"] for arm in first.sums.values()) > 0
+
+    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    assert refreshed.refresh.kind == "updated"
+    assert sum(arm["consented"] for arm in refreshed.sums.values()) == 0  # every grant predates the version
+    MetricFactsState.objects.filter(experiment=experiment).delete()
+    _assert_same_statistics(refreshed, metric_statistics(experiment=experiment, as_of=later))
+
+    # The version is withdrawn from the rules afterwards (it no longer requires re-consent):
+    # the earlier grants count again at the next run.
+    Notice.objects.filter(pk=reconsent.pk).update(requires_reconsent=False)
+    again = metric_statistics(experiment=experiment, as_of=later + timedelta(minutes=15))
+    assert again.refresh.kind == "updated"
+    assert sum(arm["consented"] for arm in again.sums.values()) > 0
+    MetricFactsState.objects.filter(experiment=experiment).delete()
+    _assert_same_statistics(again, metric_statistics(experiment=experiment, as_of=later + timedelta(minutes=15)))
+
+
+def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
+    """The expiry and notice rules of ``changed`` are what finds those subjects (no other rule does)."""
+    import experiments.metrics as metrics
+
+    experiment = _experiment(arms=2)
+    as_of = timezone.now() - timedelta(days=2)
+    seeded = seed_experiment(experiment, subjects=80, as_of=as_of, seed=23, decoys=False)
+    notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
+    for exposure in _quiet_counted_subjects(experiment, seeded, as_of, 3):
+        ConsentEvent.objects.create(
+            subject_id=exposure.subject_id, purpose_id=Purpose.PERSONALIZATION, action="grant", notice=notice,
+            recorded_at=exposure.first_exposed_at + timedelta(minutes=30), expires_at=as_of + timedelta(minutes=5),
+        )
+    _store_everything_long_ago()
+    metric_statistics(experiment=experiment, as_of=as_of)
+    monkeypatch.setattr(
+        metrics, "_CHANGED",
+        metrics._CHANGED.replace("AND c.expires_at > %(previous_cutoff)s AND c.expires_at <= %(window_end)s", "AND false"),
+    )
+    blind = metric_statistics(experiment=experiment, as_of=as_of + timedelta(minutes=15))
+    from experiments.models import MetricFactsState
+
+    MetricFactsState.objects.filter(experiment=experiment).delete()
+    rebuilt = metric_statistics(experiment=experiment, as_of=as_of + timedelta(minutes=15))
+    assert blind.sums["control"]["consented"] + blind.sums["arm-1"]["consented"] == (
+        rebuilt.sums["control"]["consented"] + rebuilt.sums["arm-1"]["consented"] + 3
+    )
+
+
+def test_the_order_facts_leave_with_the_subject_and_with_a_restriction():
+    from consent.registry import personal_data_sources
+    from experiments.models import MetricOrderFacts
+
+    experiment = _experiment(arms=2)
+    seed_experiment(experiment, subjects=40, as_of=timezone.now(), decoys=False)
+    metric_statistics(experiment=experiment)
+    orders = MetricOrderFacts.objects.filter(experiment=experiment).select_related("exposure")
+    assert orders.exists()
+    first = orders.order_by("pk").first()
+    pseudonym = first.exposure.subject_id
+    other = orders.exclude(exposure__subject_id=pseudonym).order_by("pk").first()
+    source = next(s for s in personal_data_sources() if s.label == "experiments.metricorderfacts")
+    mine = MetricOrderFacts.objects.filter(exposure__subject_id=pseudonym)
+    assert [row["id"] for row in source.export(pseudonym)] == sorted(mine.values_list("pk", flat=True))
+    Exposure.objects.filter(subject_id=pseudonym).delete()  # what an erasure does
+    assert not mine.exists()
+    # A subject who restricts processing leaves the measurement: their orders too, at the next run.
+    restricted = other.exposure.subject_id
+    Subject.objects.filter(pk=restricted).update(restricted_at=timezone.now())
+    metric_statistics(experiment=experiment)
+    assert not MetricOrderFacts.objects.filter(exposure__subject_id=restricted).exists()

@@ -44,6 +44,15 @@ def test_a_snapshot_holds_the_whole_analysis():
     assert data["statistics"]["control"]["gmv"]["type"] == "RegressionAdjustedStatistic"
     assert data["decision"]["outcome"] in {"ship", "keep_control", "continue", "invalid"}
     json.dumps(data, allow_nan=False)  # strict JSON: what PostgreSQL's jsonb accepts
+    # Schema 3: each order's cap, and the descriptive ratio (outside every test and the decision).
+    assert data["settings"]["order_cap"] is not None
+    withdrawals = data["descriptive"]["withdrawals_among_granted"]
+    assert "post-treatment" in withdrawals["caveat"]
+    for arm in data["arms"]:
+        counts = withdrawals["arms"][arm["key"]]
+        assert counts["withdrew"] == data["statistics"][arm["key"]]["opt_out"]["successes"] <= counts["granted"]
+    assert "withdrawals_among_granted" not in {c["metric"] for c in data["report"]["comparisons"]}
+    assert all(t.get("metric") != "withdrawals_among_granted" for t in data["decision"]["tests"])
 
 
 def test_compute_results_is_idempotent_per_window():

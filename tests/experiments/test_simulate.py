@@ -51,7 +51,7 @@ def test_expected_values_are_the_expectation_of_the_draws(arm):
     np.add.at(clicks, np.repeat(np.arange(population.size), draws.sessions * ITEMS_PER_SESSION), draws.clicks)
     realised = {
         "converted": (draws.order_counts > 0).astype(float),
-        "opted_out": draws.withdraw.astype(float),
+        "opted_out": (draws.grant & draws.withdraw).astype(float),  # an opt-out ends a grant
         "consented": (draws.grant & ~draws.withdraw).astype(float),
         "orders": draws.order_counts.astype(float),
         "gmv": gmv,

@@ -69,7 +69,7 @@ def test_the_intervals_cover_the_true_effects_95_percent_of_the_time():
         frame = pd.DataFrame({
             "arm": np.array(ARMS)[arm_of],
             "converted": (draws.order_counts > 0).astype(int),
-            "opt_out": draws.withdraw.astype(int),
+            "opt_out": (draws.grant & draws.withdraw).astype(int),  # an opt-out ends a grant
             "consent_rate": (draws.grant & ~draws.withdraw).astype(int),
             "gmv": gmv, "pre_gmv": pre, "orders": draws.order_counts,
             "impressions": draws.sessions * ITEMS_PER_SESSION, "clicks": clicks,

@@ -135,10 +135,13 @@ def test_segments_appear_in_the_report():
     assert sum(s["arms"]["b"] for s in report["segments"]) == report["arms"]["b"]
 
 
-def test_capping_uses_the_pooled_percentile_and_caps_the_covariate_too():
+def test_capping_uses_the_buyers_pooled_percentile_and_caps_the_covariate_alike():
+    """The pipeline's basis (docs/metrics.md): the positive values, all arms pooled; the covariate
+    at the same value."""
     df = marketplace_rows(seed=5)
-    cap = float(np.percentile(df["gmv"], 95))
-    covariate_cap = float(np.percentile(df["pre_gmv"], 95))
+    assert (df["gmv"] == 0).mean() > 0.2  # non-buyers, who would pull a percentile over everyone down
+    cap = float(np.percentile(df.loc[df["gmv"] > 0, "gmv"], 95))
+    covariate_cap = cap
     report = analyze(
         df,
         control="control",
@@ -161,6 +164,15 @@ def test_capping_uses_the_pooled_percentile_and_caps_the_covariate_too():
     )
     assert comparison["absolute"] == pytest.approx(uncapped["comparisons"][0]["absolute"])
     assert comparison["treatment_mean"] <= df.loc[df["arm"] == "b", "gmv"].mean()
+
+
+def test_a_capped_metric_without_positive_values_is_not_capped():
+    df = marketplace_rows(seed=5)
+    df["spend"] = np.where(df.index % 3 == 0, 0.0, -1.0)  # no positive value at all
+    report = analyze(
+        df, control="control", weights={"control": 1, "b": 1}, metrics={"spend": "mean"}, caps={"spend": 99}
+    )
+    assert report["comparisons"][0]["cap"] is None
 
 
 def bad(df, **changes):
