@@ -58,6 +58,20 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, analysed):
         assert response["Location"] == f"/accounts/login/?next={url}"
 
 
+def test_staff_who_may_see_it_in_the_admin_get_a_link_there(client, analysed, people):
+    from django.contrib.auth.models import Permission
+
+    admin_url = reverse("admin:experiments_experiment_change", args=[analysed.pk])
+    for who in ("owner", "viewer", "staff"):  # the staff member has no admin permission on experiments yet
+        login(client, people[who])
+        assert admin_url not in client.get(_url("experiment-detail", analysed)).content.decode(), who
+    people["staff"].user_permissions.add(Permission.objects.get(codename="view_experiment"))
+    login(client, people["staff"])
+    page = client.get(_url("experiment-detail", analysed)).content.decode()
+    assert f'<a id="admin-link" href="{admin_url}">Open in the admin</a>' in page
+    assert client.get(admin_url).status_code == 200
+
+
 def test_a_hidden_experiment_looks_exactly_like_a_missing_one(client, analysed, people):
     login(client, people["other"])
     hidden = client.get(_url("experiment-detail", analysed))

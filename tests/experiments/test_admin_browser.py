@@ -2,7 +2,8 @@
 
 Three treatments (one with a mistake, one with a compliance error), an experiment with arms, targeting
 and a bad input or two, then Start with its confirmation. Each bad input gives its message in words and
-saves nothing; the pages run no inline script and fetch nothing from elsewhere.
+saves nothing; the pages run no inline script and fetch nothing from elsewhere, and axe-core finds no
+critical or serious violation on any page the journey visits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from experiments.models import Arm, Experiment, PrivacyTreatment
+from tests.accessibility import axe_violations
 from tests.dashboard.test_dashboard_browser import LAPTOP, PageWatch, chromium  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -34,7 +36,21 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     page = context.new_page()
     watch = PageWatch(page, live_server.url)
     base = live_server.url
+    violations = {}
+
+    def audit(what):
+        """axe-core over the page as it is now (each visited page, with its error messages shown)."""
+        before = len(watch.errors)
+        found = axe_violations(page)
+        if found:
+            violations[f"{what}: {page.url}"] = found
+        # axe probes elements with inline styles, which the page's own policy blocks and reports: those
+        # reports are axe's, not the page's.
+        page.wait_for_timeout(100)
+        watch.errors[before:] = [e for e in watch.errors[before:] if "Applying inline style violates" not in e]
+
     page.goto(f"{base}/admin/login/")
+    audit("login")
     page.fill("#id_username", "pm")
     page.fill("#id_password", PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -49,6 +65,7 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     _add_treatment(page, base, "DP popularity", "dp_popularity")
     error = page.locator(".field-dp_epsilon .errorlist")
     assert "needs a privacy budget per build" in error.inner_text()
+    audit("treatment with an error")
     assert not PrivacyTreatment.objects.exists()
     page.get_by_label("Privacy budget ε:").fill("1.0")
     page.get_by_role("button", name="Save", exact=True).click()
@@ -71,6 +88,7 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     page.get_by_label("Arm key").nth(1).fill("dp")
     page.get_by_label("Arm treatment").nth(1).select_option(label="DP popularity")
     page.get_by_label("Arm is control").nth(1).check()
+    page.get_by_label("Coverage:").fill("0.5")
     page.get_by_label("Scheduled start: date").fill("2031-01-02")
     page.get_by_label("Scheduled start: time").fill("10:00:00")
     page.get_by_label("Scheduled end: date").fill("2031-01-01")
@@ -80,6 +98,7 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     assert "must come after the scheduled start" in page.locator(".field-scheduled_end .errorlist").inner_text()
     assert "is violated" not in page.content()
     assert not Experiment.objects.exists()
+    audit("experiment with errors")
 
     page.get_by_label("Arm is control").nth(1).uncheck()
     for label in ("Scheduled start: date", "Scheduled start: time", "Scheduled end: date", "Scheduled end: time"):
@@ -94,6 +113,7 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     # Start asks first, showing the compliance review and the plan, then starts it.
     page.get_by_role("link", name="Start…").click()
     assert "Compliance review" in page.content() and "Plan" in page.content()
+    audit("start confirmation")
     assert Experiment.objects.get(pk=experiment.pk).status == "draft"
     page.get_by_role("button", name="Yes, start it").click()
     assert "started" in page.locator(".messagelist").inner_text()
@@ -106,11 +126,19 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     assert page.get_by_role("link", name="Results on the dashboard").get_attribute("href") == (
         "/experiments/dp-vs-banner/")
 
+    audit("running experiment")
+
     # Ramp coverage up (allowed while running); down is refused in words.
+    assert Experiment.objects.get(pk=experiment.pk).coverage == 0.5
+    page.get_by_label("Coverage:").fill("1.0")
+    page.get_by_role("button", name="Save and continue editing").click()
+    assert "changed successfully" in page.locator(".messagelist").inner_text()
+    assert Experiment.objects.get(pk=experiment.pk).coverage == 1.0
     page.get_by_label("Coverage:").fill("0.5")
     page.get_by_role("button", name="Save and continue editing").click()
     assert "only grow" in page.locator(".errorlist").first.inner_text()
     assert Experiment.objects.get(pk=experiment.pk).coverage == 1.0
+    audit("coverage refused")
     page.goto(f"{base}/admin/experiments/experiment/{experiment.pk}/change/")
 
     # A new phase: pause, new weights (exposed subjects keep their arm), recorded in the history; resume.
@@ -119,6 +147,7 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     page.get_by_label("Weight of arm dp").fill("0")
     page.get_by_role("button", name="Start phase 2").click()
     assert "positive" in page.locator(".errorlist").first.inner_text()
+    audit("new phase with an error")
     page.get_by_label("Weight of arm dp").fill("3")
     page.get_by_role("button", name="Start phase 2").click()
     assert "phase 2 set up" in page.locator(".messagelist").inner_text()
@@ -127,12 +156,19 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     assert (stored.status, stored.phase) == ("running", 2)
     page.get_by_role("link", name="History", exact=True).click()
     assert "New phase 2: weights control 1, dp 3" in page.content()
+    audit("history")
 
     # And through to its dashboard page.
     page.goto(f"{base}/admin/experiments/experiment/{experiment.pk}/change/")
     page.get_by_role("link", name="Results on the dashboard").click()
     page.wait_for_url(f"{base}/experiments/dp-vs-banner/")
     assert "DP popularity against the banner" in page.content()
+    audit("dashboard")
+    # ... and back to the admin.
+    page.get_by_role("link", name="Open in the admin").click()
+    page.wait_for_url(f"{base}/admin/experiments/experiment/{experiment.pk}/change/")
+
+    assert violations == {}, violations
 
     assert watch.errors == [], f"browser console errors: {watch.errors}"
     assert watch.foreign == []
