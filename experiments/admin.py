@@ -383,12 +383,14 @@ class ExperimentAdmin(admin.ModelAdmin):
     def new_phase_view(self, request, object_id):
         experiment = self._lifecycle_object(request, object_id)
         arms = list(experiment.arms.order_by("id"))
-        form = NewPhaseForm(request.POST or None, instance=experiment, arms=arms)
+        guardrails = list(experiment.guardrails.order_by("id"))
+        form = NewPhaseForm(request.POST or None, instance=experiment, arms=arms, guardrails=guardrails)
         if request.method == "POST" and form.is_valid():
-            before = {name: form.initial.get(name) for name in form.changed_data}
+            before = {name: form[name].initial for name in form.changed_data}
             try:
                 services.experiment_new_phase(
-                    experiment=experiment, weights=form.weights(), analysis=form.analysis_changes()
+                    experiment=experiment, weights=form.weights(), analysis=form.analysis_changes(),
+                    guardrail_margins=form.guardrail_margins(),
                 )
             except ValidationError as exc:
                 form.add_service_errors(exc)
@@ -408,6 +410,7 @@ class ExperimentAdmin(admin.ModelAdmin):
             "form": form,
             "weight_fields": [form[name] for name in form.weight_names],
             "analysis_fields": [form[name] for name in form.analysis_names],
+            "margin_fields": [form[name] for name in form.margin_names],
             "paused": experiment.status == Experiment.Status.PAUSED,
         }
         return TemplateResponse(request, "admin/experiments/experiment/new_phase.html", context)

@@ -94,9 +94,19 @@ class NewPhaseForm(forms.ModelForm):
         model = Experiment
         fields = sorted(services.ANALYSIS_FIELDS)
 
-    def __init__(self, *args, arms, **kwargs):
+    def __init__(self, *args, arms, guardrails=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.arms = arms
+        self.guardrails = list(guardrails)
+        self.margin_names = []
+        for guardrail in self.guardrails:
+            name = f"guardrail_margin__{guardrail.metric}"
+            unit = "relative to the control, e.g. 0.05 for 5 %" if guardrail.relative else "in the metric's unit"
+            self.fields[name] = forms.FloatField(
+                label=f"Margin of the {guardrail.get_metric_display()} guardrail", initial=guardrail.margin,
+                help_text=f"The harm it tolerates ({unit}).",
+            )
+            self.margin_names.append(name)
         self.weight_names = []
         for arm in arms:
             name = f"weight__{arm.key}"
@@ -114,6 +124,13 @@ class NewPhaseForm(forms.ModelForm):
             if cleaned.get(name) is not None and not cleaned[name] > 0:
                 self.add_error(name, constraint_message(Arm, "arm_weight_positive"))
         return cleaned
+
+    def guardrail_margins(self) -> dict[str, float]:
+        """The guardrail margins that change, by metric."""
+        return {
+            guardrail.metric: self.cleaned_data[f"guardrail_margin__{guardrail.metric}"]
+            for guardrail in self.guardrails if f"guardrail_margin__{guardrail.metric}" in self.changed_data
+        }
 
     def weights(self) -> dict[str, float]:
         return {arm.key: self.cleaned_data[f"weight__{arm.key}"] for arm in self.arms}
@@ -135,4 +152,9 @@ class NewPhaseForm(forms.ModelForm):
             f"{Experiment._meta.get_field(name).verbose_name} {before.get(name)!r} → {self.cleaned_data[name]!r}"
             for name in self.changed_data if name in services.ANALYSIS_FIELDS
         )
+        changes = "; ".join(filter(None, [changes, *(
+            f"{guardrail.get_metric_display()} guardrail margin {before.get(f'guardrail_margin__{guardrail.metric}')!r}"
+            f" → {self.cleaned_data[f'guardrail_margin__{guardrail.metric}']!r}"
+            for guardrail in self.guardrails if f"guardrail_margin__{guardrail.metric}" in self.changed_data
+        )]))
         return f"New phase {phase}: weights {weights}" + (f"; {changes}" if changes else "; analysis unchanged")

@@ -22,6 +22,7 @@ from experiments.models import (
     Arm,
     Experiment,
     Exposure,
+    Guardrail,
     Holdout,
     MetricFacts,
     MetricFactsState,
@@ -264,17 +265,23 @@ def experiment_conclude(*, experiment: Experiment) -> Experiment:
 
 
 def experiment_new_phase(
-    *, experiment: Experiment, weights: Mapping[str, float], analysis: Mapping[str, object] | None = None
+    *,
+    experiment: Experiment,
+    weights: Mapping[str, float],
+    analysis: Mapping[str, object] | None = None,
+    guardrail_margins: Mapping[str, float] | None = None,
 ) -> Experiment:
     """Start a new phase of a paused experiment: new weights, a new salt, optionally a new analysis.
 
     Subjects already exposed keep their arm (their exposure is the record);
     subjects arriving from now on are assigned with the new salt and weights.
-    ``analysis`` changes settings of ``ANALYSIS_FIELDS`` (frozen within a
-    phase): the new phase is analysed with them from its own start. Resume the
-    experiment to run the new phase.
+    ``analysis`` changes settings of ``ANALYSIS_FIELDS`` and ``guardrail_margins``
+    the margins of guardrails by metric (both frozen within a phase): the new
+    phase is analysed with them from its own start. Resume the experiment to
+    run the new phase.
     """
     analysis = dict(analysis or {})
+    guardrail_margins = dict(guardrail_margins or {})
     unknown_settings = sorted(set(analysis) - ANALYSIS_FIELDS)
     if unknown_settings:
         raise ValidationError({"analysis": f"Not analysis settings: {', '.join(unknown_settings)}."})
@@ -289,6 +296,20 @@ def experiment_new_phase(
         for arm in arms:
             arm.weight = float(weights.get(arm.key, arm.weight))
         experiment_validate_arms(experiment=experiment, arms=arms)
+        guardrails = list(experiment.guardrails.select_for_update().order_by("id"))
+        unknown = sorted(set(guardrail_margins) - {guardrail.metric for guardrail in guardrails})
+        if unknown:
+            raise ValidationError({"guardrail_margins": f"No guardrail on: {', '.join(unknown)}."})
+        margin_errors = {}
+        for guardrail in guardrails:
+            if guardrail.metric in guardrail_margins:
+                guardrail.margin = float(guardrail_margins[guardrail.metric])
+                try:
+                    guardrail.full_clean()
+                except ValidationError as exc:
+                    margin_errors[f"guardrail_margin__{guardrail.metric}"] = exc.messages
+        if margin_errors:
+            raise ValidationError(margin_errors)
         for name, value in analysis.items():
             setattr(experiment, name, value)
         experiment.full_clean()
@@ -296,6 +317,7 @@ def experiment_new_phase(
         if problems:
             raise ValidationError(problems)
         Arm.objects.bulk_update(arms, ["weight"])
+        Guardrail.objects.bulk_update(guardrails, ["margin"])
         experiment.salt = uuid.uuid4().hex[:16]
         experiment.phase += 1
         experiment.save(update_fields=["salt", "phase", "updated_at", *sorted(analysis)])

@@ -218,6 +218,34 @@ def test_a_bad_new_phase_says_why_and_changes_nothing(staff_client):
     assert stored.phase == 1 and stored.alpha == 0.05
 
 
+def test_a_new_phase_can_change_a_guardrail_margin_and_records_it(staff_client):
+    experiment = running_experiment()
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.02)
+    services.experiment_pause(experiment=experiment)
+    url = reverse("admin:experiments_experiment_new_phase", args=[experiment.pk])
+    assert "Margin of the" in _page(staff_client, url)
+    bad = staff_client.post(url, _new_phase_data(staff_client, experiment, guardrail_margin__opt_out=-0.01))
+    assert bad.status_code == 200
+    assert bad.context["form"].errors["guardrail_margin__opt_out"]
+    assert Guardrail.objects.get(experiment=experiment).margin == 0.02
+    assert Experiment.objects.get(pk=experiment.pk).phase == 1
+    response = staff_client.post(url, _new_phase_data(staff_client, experiment, guardrail_margin__opt_out=0.01))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert Guardrail.objects.get(experiment=experiment).margin == 0.01
+    assert Experiment.objects.get(pk=experiment.pk).phase == 2
+    message = next(m for m in _history(experiment) if m.startswith("New phase 2"))
+    assert "guardrail margin 0.02 → 0.01" in message
+
+
+def test_the_service_refuses_a_margin_for_a_guardrail_the_experiment_does_not_have():
+    experiment = running_experiment()
+    services.experiment_pause(experiment=experiment)
+    with pytest.raises(ValidationError) as refused:
+        services.experiment_new_phase(experiment=experiment, weights={}, guardrail_margins={"aov": 0.1})
+    assert "No guardrail on: aov" in str(refused.value)
+    assert Experiment.objects.get(pk=experiment.pk).phase == 1
+
+
 def test_a_new_phase_needs_a_pause(staff_client):
     experiment = running_experiment()
     page = _page(staff_client, reverse("admin:experiments_experiment_new_phase", args=[experiment.pk]))
