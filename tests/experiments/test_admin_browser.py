@@ -1,6 +1,6 @@
 """The product manager's journey through the admin in a real browser (Debian Chromium, Playwright).
 
-Three treatments (one with a mistake, one with a compliance error), an experiment with arms, targeting
+Three treatments (one with a mistake, one with a compliance error), an experiment with arms, a guardrail, a plan, targeting
 and a bad input or two, then Start with its confirmation. Each bad input gives its message in words and
 saves nothing; the pages run no inline script and fetch nothing from elsewhere, and axe-core finds no
 critical or serious violation on any page the journey visits.
@@ -103,9 +103,20 @@ def test_a_pm_creates_treatments_and_an_experiment_and_starts_it(chromium, live_
     page.get_by_label("Arm is control").nth(1).uncheck()
     for label in ("Scheduled start: date", "Scheduled start: time", "Scheduled end: date", "Scheduled end: time"):
         page.get_by_label(label).fill("")
+    # A guardrail on opt-outs and a plan: the planner sizes the experiment on save.
+    page.locator("#guardrails-group .add-row a").click()
+    page.get_by_label("Guardrail metric").nth(0).select_option("opt_out")
+    page.get_by_label("Guardrail margin").nth(0).fill("0.02")
+    page.get_by_label("Guardrail plan baseline").nth(0).fill("0.05")
+    page.get_by_label("Plan daily subjects:").fill("2000")
+    page.get_by_label("Plan baseline:").fill("150000")  # GMV per subject (IDR), the default primary metric
+    page.get_by_label("Plan standard deviation:").fill("400000")
+    page.get_by_label("Plan minimum effect:").fill("0.1")
     page.get_by_role("button", name="Save and continue editing").click()
-    assert "was added successfully" in page.locator(".messagelist").inner_text()
+    assert "was added successfully" in page.locator(".messagelist").inner_text(), page.content()[:3000]
     experiment = Experiment.objects.get(key="dp-vs-banner")
+    assert list(experiment.guardrails.values_list("metric", "margin")) == [("opt_out", 0.02)]
+    assert experiment.planned_subjects_per_arm and experiment.planned_days
     assert experiment.targeting == {"platform": ["android"]}
     assert set(Arm.objects.filter(experiment=experiment).values_list("key", "is_control")) == {
         ("control", True), ("dp", False)}
