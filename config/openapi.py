@@ -6,7 +6,8 @@ body names each field), 401 (no valid key), 403 (the key lacks the view's
 scope), 404 (for paths with parameters), 413 (bodies over the size limit),
 429 (the key's throttle, with ``Retry-After``). Request bodies of strict
 serializers (``config.api.StrictSerializer``) refuse unknown fields
-(``additionalProperties: false``), as the server does.
+(``additionalProperties: false``), as the server does, and every POST or PUT
+body is required.
 """
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
@@ -67,6 +68,15 @@ class AutoSchema(SpectacularAutoSchema):
                 )
             )
         return parameters
+
+    def _get_request_body(self, direction="request"):
+        # Every POST and PUT of this API needs its body: without one the server answers 400
+        # (each required field named). drf-spectacular cannot tell that for a body given as
+        # alternatives (the consents' PolymorphicProxySerializer) and leaves it optional.
+        body = super()._get_request_body(direction)
+        if body is not None and self.method in ("POST", "PUT"):
+            body["required"] = True
+        return body
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

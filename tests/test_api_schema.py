@@ -71,6 +71,18 @@ def test_request_bodies_refuse_unknown_fields(client):
             assert schema["additionalProperties"] is False, name
 
 
+@pytest.mark.django_db
+def test_every_request_body_is_required_as_the_server_requires_it(api):
+    paths = api.get("/api/schema/?format=json").json()["paths"]
+    posts = {path: ops["post"] for path, ops in paths.items() if "post" in ops and "requestBody" in ops["post"]}
+    assert "/api/v1/consents" in posts and len(posts) >= 4
+    for path, operation in posts.items():
+        assert operation["requestBody"]["required"] is True, path
+    # ... because without one the server names what is missing (a 400), as for any bad body.
+    response = api.post("/api/v1/consents")
+    assert response.status_code == 400 and "subject_id" in response.json()
+
+
 def test_batches_state_their_bounds(client):
     schemas = client.get("/api/schema/?format=json").json()["components"]["schemas"]
     for name in ("ConsentBatchIn", "EventsRequest"):
