@@ -4,6 +4,8 @@ Import from the submodule in new code (``experiments.services.lifecycle`` …); 
 ``from experiments.services import X`` working.
 """
 
+# Reads that lived here before they moved to the selectors (the admin calls them as services.X).
+from experiments.selectors import experiment_scheduled_later, treatment_frozen_by
 from experiments.services.assignment import (
     SUBJECT_ATTRIBUTES,
     Assignment,
@@ -11,7 +13,6 @@ from experiments.services.assignment import (
 )
 from experiments.services.compliance import (
     APPROVE_OVERRIDE,
-    _compliance_errors,
     experiment_override_approve,
     experiment_validate_compliance,
 )
@@ -20,7 +21,6 @@ from experiments.services.design import (
     guardrail_create,
     treatment_copy,
     treatment_create,
-    treatment_frozen_by,
     treatment_save,
     treatment_validate_change,
 )
@@ -54,7 +54,6 @@ from experiments.services.lifecycle import (
     experiment_plan_apply,
     experiment_resume,
     experiment_save,
-    experiment_scheduled_later,
     experiment_set_coverage,
     experiment_start,
     experiment_start_problems,
@@ -93,7 +92,6 @@ __all__ = [
     "RFC3339_PATTERN",
     "SUBJECT_ATTRIBUTES",
     "WITHHELD_TYPES",
-    "_compliance_errors",
     "arm_create",
     "assignments_for_subject",
     "events_check",

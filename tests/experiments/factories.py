@@ -66,8 +66,9 @@ def data_protection_officer():
 
 def override_approved(experiment: Experiment) -> Experiment:
     """The experiment's compliance override, approved by a data protection officer (if it has errors)."""
-    from experiments.services import _compliance_errors, experiment_override_approve
+    from experiments.selectors import experiment_compliance_errors
+    from experiments.services import experiment_override_approve
 
-    if _compliance_errors(experiment):
+    if experiment_compliance_errors(experiment=experiment):
         experiment = experiment_override_approve(experiment=experiment, approver=data_protection_officer())
     return experiment
