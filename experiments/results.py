@@ -38,13 +38,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments.metrics import (
-    DESCRIPTIVE,
-    METRICS,
-    SEGMENT_DIMENSIONS,
-    MetricStatistics,
-    metric_statistics,
-)
+from experiments.metrics.aggregate import MetricStatistics
+from experiments.metrics.definitions import DESCRIPTIVE, METRICS, SEGMENT_DIMENSIONS
+from experiments.metrics.pipeline import metric_statistics_compute
 from experiments.models import (
     Experiment,
     ExperimentAlert,
@@ -366,7 +362,7 @@ def _decision_record(experiment: Experiment, snapshot: ResultSnapshot) -> None:
 
 def results_document(*, experiment: Experiment, as_of: datetime | None = None) -> tuple[str, dict, MetricStatistics]:
     """The snapshot's status and JSON document for the window ending at ``as_of`` (nothing stored)."""
-    statistics = metric_statistics(experiment=experiment, as_of=as_of)
+    statistics = metric_statistics_compute(experiment=experiment, as_of=as_of)
     arms = list(experiment.arms.select_related("treatment").order_by("id"))
     control_arm = next((arm for arm in arms if arm.is_control), None)
     if control_arm is None:

@@ -180,7 +180,7 @@ def experiment_decision_plan(*, experiment: Experiment, arms=None, guardrails=No
     ``arms`` and ``guardrails`` default to the saved ones (an admin form passes
     its unsaved rows). Raises ``PlanIncomplete`` naming what is missing.
     """
-    from experiments.metrics import METRICS
+    from experiments.metrics.definitions import METRICS
     from experiments.stats import decision_plan
 
     arms = list(experiment.arms.all() if arms is None else arms)

@@ -16,7 +16,7 @@ from experiments.metrics import (
     QUERY_MARKER,
     REFRESH_MARKER,
     metric_statistics,
-    shape,
+    refresh_form_plan,
 )
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
@@ -53,9 +53,9 @@ def statement_shape(request, monkeypatch):
     if request.param != "automatic" and connection.vendor != "postgresql":
         pytest.skip("SQLite has one form of the statement")
     if request.param == "indexed":
-        monkeypatch.setattr("experiments.metrics.STREAM_SHARE", 10.0)
+        monkeypatch.setattr("experiments.metrics.planner.STREAM_SHARE", 10.0)
     elif request.param == "streamed":
-        monkeypatch.setattr("experiments.metrics.STREAM_SHARE", 0.0)
+        monkeypatch.setattr("experiments.metrics.planner.STREAM_SHARE", 0.0)
     return request.param
 
 
@@ -352,13 +352,13 @@ def test_postgresql_picks_the_form_by_the_experiments_share_of_subjects(one_arm_
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE consent_subject")
-    assert shape(experiment=experiment) == "indexed"  # 1 of 21 subjects exposed
+    assert refresh_form_plan(experiment=experiment) == "indexed"  # 1 of 21 subjects exposed
     for i in range(20):
         Exposure.objects.create(
             experiment=experiment, arm=arms["arm-1"], subject_id=subject_pseudonym(f"bystander-{i}"),
             first_exposed_at=experiment.started_at + timedelta(hours=2),
         )
-    assert shape(experiment=experiment) == "streamed"
+    assert refresh_form_plan(experiment=experiment) == "streamed"
 
 
 def test_sqlite_always_walks_the_indexes(one_arm_each):
@@ -366,7 +366,7 @@ def test_sqlite_always_walks_the_indexes(one_arm_each):
 
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
-    assert shape(experiment=one_arm_each[0]) == "indexed"
+    assert refresh_form_plan(experiment=one_arm_each[0]) == "indexed"
 
 
 # --- the stored facts: refreshed incrementally, equal to a rebuild -----------------
@@ -577,7 +577,7 @@ def test_a_reconsent_notice_taking_effect_between_two_runs_is_refreshed(statemen
 
 def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
     """The expiry and notice rules of ``changed`` are what finds those subjects (no other rule does)."""
-    import experiments.metrics as metrics
+    import experiments.metrics.sql as metrics
 
     experiment = _experiment(arms=2)
     as_of = timezone.now() - timedelta(days=2)
