@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Exposure, ResultSnapshot
-from experiments.tasks import results_compute
+from experiments.results.enqueue import results_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def results_recompute_request(*, experiment: Experiment, requested_by) -> Recomp
 
     def enqueue() -> None:
         try:
-            results_compute.apply_async(args=[experiment_id], task_id=request.task_id)
+            results_enqueue(experiment_ids=[experiment_id], task_id=request.task_id, after_commit=False)
         except ValidationError as error:
             # With eager tasks the run happens here: a refusal in words goes to the page.
             logger.warning("experiment %s: the results recompute was refused: %s", experiment_id, error)

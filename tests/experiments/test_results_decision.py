@@ -116,7 +116,7 @@ def test_a_relative_guardrail_is_tested_on_the_relative_lift_and_watched_in_the_
 
 def test_a_run_that_cannot_test_carries_the_running_minima_to_the_next():
     from experiments.models import ResultSnapshot
-    from experiments.results import _previous_minima
+    from experiments.results.analysis import _previous_minima
 
     experiment = _experiment(arms=2, testing_mode="sequential")
     now = timezone.now()

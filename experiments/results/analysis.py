@@ -1,49 +1,16 @@
-"""Results: the metric pipeline fed to the stats engine, stored as a ``ResultSnapshot`` per run.
+"""The analysis of one run: the metric pipeline fed to the stats engine, as the snapshot's JSON document."""
 
-``compute_results(experiment=…, as_of=…)`` is the one entry point (the Celery
-task ``experiments.tasks.results_compute`` calls it). It
-
-1. computes every metric's sufficient statistics per arm and segment in one
-   SQL statement (``experiments.metrics``);
-2. runs the stats engine: Welch / CUPED / delta-method comparisons of each
-   treatment arm with the control, the primary metric × arms Holm-adjusted as
-   the confirmatory family, the other metrics and the segments
-   Benjamini–Hochberg-adjusted as exploration, and the sample-ratio test;
-3. watches every guardrail with the always-valid mSPRT against its margin
-   (the monitor pauses on a breach: safe to look at every 15 minutes);
-4. applies the experiment's decision rule with the decision engine
-   (``experiments.stats.decide``): superiority, do no harm or privacy first,
-   fixed-horizon or sequential, and whether the verdict is final; a final
-   verdict is recorded once (``ExperimentDecision``) and carried unchanged
-   by every later run of the phase;
-5. stores the JSON document (schema in docs/metrics.md) as the snapshot of the
-   window ``[experiment start, as_of)``.
-
-Idempotent: a run is identified by its window, so running it again over the
-same data (a redelivered task) rewrites the same row with the same numbers.
-
-``experiment_monitor(snapshot=…)`` acts on a stored run once: an alert for a
-sample-ratio mismatch, and for a breached guardrail an alert and a pause.
-"""
-
-from __future__ import annotations
-
-import logging
 import math
-import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from experiments.metrics.aggregate import MetricStatistics
 from experiments.metrics.definitions import DESCRIPTIVE, METRICS, SEGMENT_DIMENSIONS
 from experiments.metrics.pipeline import metric_statistics_compute
 from experiments.models import (
     Experiment,
-    ExperimentAlert,
     ExperimentDecision,
     Guardrail,
     Metric,
@@ -63,8 +30,6 @@ from experiments.stats import (
     sequential_test,
     srm_test,
 )
-
-logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = ResultSnapshot.SCHEMA_VERSION
 # The always-valid test is tuned (before any data) for this many subjects in two
@@ -335,31 +300,6 @@ def _frozen(experiment: Experiment, phase: int, window_end: datetime, current: d
     return {**final["document"], "frozen": True, "final_since": final["window_end"].isoformat(), "latest": current}
 
 
-def _decision_record(experiment: Experiment, snapshot: ResultSnapshot) -> None:
-    """Record the phase's verdict the first time a run makes it final (idempotent)."""
-    decision = snapshot.data.get("decision") or {}
-    if not decision.get("final") or decision.get("frozen") or decision.get("outcome") not in ("ship", "keep_control"):
-        return
-    try:
-        with transaction.atomic():
-            ExperimentDecision.objects.get_or_create(
-                experiment=experiment,
-                phase=snapshot.phase,
-                defaults={
-                    "outcome": decision["outcome"],
-                    "arm": decision.get("arm") or "",
-                    "window_end": snapshot.window_end,
-                    "snapshot": snapshot,
-                    "document": decision,
-                    "decided_at": snapshot.computed_at,
-                },
-            )
-    except IntegrityError:  # a concurrent run recorded it first
-        pass
-    else:
-        logger.info("experiment %s phase %d: final verdict %s", experiment.key, snapshot.phase, decision["outcome"])
-
-
 def results_document(*, experiment: Experiment, as_of: datetime | None = None) -> tuple[str, dict, MetricStatistics]:
     """The snapshot's status and JSON document for the window ending at ``as_of`` (nothing stored)."""
     statistics = metric_statistics_compute(experiment=experiment, as_of=as_of)
@@ -465,183 +405,3 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)
     document["status"] = Status.OK
     return Status.OK, _clean(document), statistics
-
-
-def compute_results(*, experiment: Experiment, as_of: datetime | None = None, monitor: bool = True) -> ResultSnapshot:
-    """Analyse the experiment over ``[start, as_of)`` and store the run; idempotent per window.
-
-    ``as_of`` defaults to now (the task passes the time it was scheduled for,
-    so a redelivered task analyses the same window). With ``monitor`` the
-    monitor task is enqueued once the snapshot is committed.
-    """
-    started = time.perf_counter()
-    as_of = as_of or timezone.now()
-    experiment = Experiment.objects.get(pk=experiment.pk)
-    status, document, statistics = results_document(experiment=experiment, as_of=as_of)
-    fields = {
-        "schema_version": SCHEMA_VERSION,
-        "status": status,
-        "window_start": statistics.window_start,
-        "computed_at": timezone.now(),
-        "compute_seconds": time.perf_counter() - started,
-        "subjects": sum(arm["subjects"] for arm in document["arms"]),
-        "srm_flag": None if document["srm"] is None else bool(document["srm"]["flag"]),
-        "guardrail_breached": any(entry["breached"] for entry in document["guardrails"]),
-        "data": document,
-    }
-    snapshot = _snapshot_upsert(experiment, statistics.phase, statistics.window_end, fields)
-    if status == Status.OK:
-        _decision_record(experiment, snapshot)
-    if monitor:
-        from experiments.tasks import experiment_monitor
-
-        snapshot_id = snapshot.pk
-        transaction.on_commit(lambda: experiment_monitor.delay(snapshot_id))
-    logger.info(
-        "experiment %s: results over %d subjects in %.2fs (%s)",
-        experiment.key, fields["subjects"], fields["compute_seconds"], status,
-    )
-    return snapshot
-
-
-def _snapshot_upsert(experiment: Experiment, phase: int, window_end: datetime, fields: dict) -> ResultSnapshot:
-    for attempt in range(2):
-        try:
-            with transaction.atomic():
-                snapshot = (
-                    ResultSnapshot.objects.select_for_update()
-                    .filter(experiment=experiment, phase=phase, window_end=window_end)
-                    .first()
-                )
-                if snapshot is None:
-                    return ResultSnapshot.objects.create(
-                        experiment=experiment, phase=phase, window_end=window_end, **fields
-                    )
-                if snapshot.data != fields["data"]:
-                    snapshot.monitored_at = None  # new numbers: the monitor looks again
-                for name, value in fields.items():
-                    setattr(snapshot, name, value)
-                snapshot.save()
-                return snapshot
-        except IntegrityError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-# --- the monitor -----------------------------------------------------------------
-
-
-def _alert_open(*, experiment: Experiment, kind: str, arm: str, metric: str, snapshot: ResultSnapshot,
-                message: str, details: dict, action: str, now: datetime) -> ExperimentAlert | None:
-    """Record an alert unless the same problem already has an open one."""
-    if ExperimentAlert.objects.filter(
-        experiment=experiment, kind=kind, arm=arm, metric=metric, acknowledged_at__isnull=True
-    ).exists():
-        return None
-    try:
-        with transaction.atomic():
-            return ExperimentAlert.objects.create(
-                experiment=experiment, kind=kind, arm=arm, metric=metric, snapshot=snapshot,
-                message=message, details=details, action=action, created_at=now,
-            )
-    except IntegrityError:  # a concurrent monitor recorded it first
-        return None
-
-
-def experiment_monitor(*, snapshot: ResultSnapshot, now: datetime | None = None) -> dict:
-    """Act on one stored run, once: alert on a sample-ratio mismatch, pause on a breached guardrail.
-
-    Only the experiment's latest run of a running experiment is acted on; the
-    action and its reason are recorded as an ``ExperimentAlert``.
-    """
-    now = now or timezone.now()
-    outcome = {"snapshot": snapshot.pk, "alerts": [], "paused": False, "skipped": ""}
-    with transaction.atomic():
-        snapshot = ResultSnapshot.objects.select_for_update().select_related("experiment").get(pk=snapshot.pk)
-        experiment = snapshot.experiment
-        latest = ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end").values_list("pk", flat=True).first()
-        if snapshot.monitored_at is not None:
-            outcome["skipped"] = "already monitored"
-            return outcome
-        snapshot.monitored_at = now
-        snapshot.save(update_fields=["monitored_at"])
-        if latest != snapshot.pk or experiment.status != Experiment.Status.RUNNING:
-            outcome["skipped"] = "not the latest run of a running experiment"
-            return outcome
-        if snapshot.srm_flag:
-            srm = snapshot.data["srm"]
-            alert = _alert_open(
-                experiment=experiment, kind=ExperimentAlert.Kind.SRM, arm="", metric="", snapshot=snapshot,
-                message=(
-                    f"Sample-ratio mismatch in {experiment.key}: subjects per arm {srm['observed']} "
-                    f"against the configured weights (chi² = {srm['chi2']:.1f}, p = {srm['p_value']:.2g}). "
-                    "Check the assignment and exposure logging before reading any result."
-                ),
-                details=srm, action=ExperimentAlert.Action.NONE, now=now,
-            )
-            if alert is not None:
-                outcome["alerts"].append(alert.pk)
-                logger.warning("experiment %s: sample-ratio mismatch (p=%.2g)", experiment.key, srm["p_value"])
-        breaches = [entry for entry in snapshot.data.get("guardrails", []) if entry["breached"]]
-        for entry in breaches:
-            alert = _alert_open(
-                experiment=experiment, kind=ExperimentAlert.Kind.GUARDRAIL, arm=entry["arm"],
-                metric=entry["metric"], snapshot=snapshot,
-                message=f"Guardrail breached, experiment paused. {entry['reason']}",
-                details=entry, action=ExperimentAlert.Action.PAUSED, now=now,
-            )
-            if alert is not None:
-                outcome["alerts"].append(alert.pk)
-        if breaches:
-            from experiments.services.lifecycle import experiment_pause
-
-            experiment_pause(experiment=experiment)
-            outcome["paused"] = True
-            logger.warning("experiment %s paused: %d guardrail breach(es)", experiment.key, len(breaches))
-    return outcome
-
-
-def experiments_monitor_pending(*, now: datetime | None = None) -> list[dict]:
-    """Monitor every running experiment's latest run not yet acted on (catches a lost chain)."""
-    outcomes = []
-    for experiment in Experiment.objects.filter(status=Experiment.Status.RUNNING):
-        snapshot = ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end").first()
-        if snapshot is not None and snapshot.monitored_at is None:
-            outcomes.append(experiment_monitor(snapshot=snapshot, now=now))
-    return outcomes
-
-
-def results_enqueue_running(*, now: datetime | None = None) -> list[int]:
-    """Enqueue a results run for every running experiment, as of this minute.
-
-    The analysis time is truncated to the minute, so a fan-out that is itself
-    redelivered asks for the same windows and changes nothing.
-    """
-    from experiments.tasks import results_compute
-
-    as_of = (now or timezone.now()).replace(second=0, microsecond=0)
-    ids = list(Experiment.objects.filter(status=Experiment.Status.RUNNING).order_by("id").values_list("id", flat=True))
-    for experiment_id in ids:
-        transaction.on_commit(
-            lambda experiment_id=experiment_id: results_compute.delay(experiment_id, as_of.isoformat())
-        )
-    return ids
-
-
-def results_enqueue(*, experiment_ids: list[int], as_of: datetime | None = None) -> int:
-    """Queue a results run for each experiment (after commit); the admin's "compute now"."""
-    from experiments.tasks import results_compute
-
-    moment = (as_of or timezone.now()).isoformat()
-    ids = list(Experiment.objects.filter(pk__in=experiment_ids).values_list("pk", flat=True))
-    for experiment_id in ids:
-        transaction.on_commit(lambda experiment_id=experiment_id: results_compute.delay(experiment_id, moment))
-    return len(ids)
-
-
-def alerts_acknowledge(*, alert_ids: list[int], now: datetime | None = None) -> int:
-    """Close open alerts: the monitor raises a new one if the problem shows up again."""
-    return ExperimentAlert.objects.filter(pk__in=alert_ids, acknowledged_at__isnull=True).update(
-        acknowledged_at=now or timezone.now()
-    )
