@@ -47,6 +47,7 @@ Modules, one responsibility each:
 - ``planner``: ``refresh_form_plan``, which form of the refresh statement suits an experiment;
 - ``refresh``: ``metric_facts_refresh``, the stored per-exposure facts brought up to a cutoff;
 - ``aggregate``: ``metric_statistics_aggregate``, the sufficient statistics from the stored facts;
+- ``attribution``: ``recommendation_gmv_attribution``, order value bought after a recommendation click;
 - ``pipeline``: ``metric_statistics_compute``, the refresh then the aggregate, in one transaction;
 - ``frame``: ``metric_facts_frame``, the notebook path (facts refreshed, then read as a DataFrame).
 
@@ -68,6 +69,10 @@ Public API::
 """
 
 from experiments.metrics.aggregate import MetricStatistics, metric_statistics_aggregate
+from experiments.metrics.attribution import (
+    RECOMMENDATION_ATTRIBUTION_WINDOW,
+    recommendation_gmv_attribution,
+)
 from experiments.metrics.definitions import (
     DESCRIPTIVE,
     METRICS,
@@ -103,6 +108,7 @@ __all__ = [
     "ORDERS_MARKER",
     "PLAN_MARKER",
     "QUERY_MARKER",
+    "RECOMMENDATION_ATTRIBUTION_WINDOW",
     "REFRESH_MARKER",
     "SEGMENT_DIMENSIONS",
     "UNKNOWN_SEGMENT",
@@ -115,6 +121,7 @@ __all__ = [
     "metric_statistics_compute",
     "metric_statistics_sql",
     "personalization_counting_notices",
+    "recommendation_gmv_attribution",
     "refresh_form_plan",
     "window_for",
     "withdrawals_among_granted",

@@ -36,6 +36,8 @@ class MetricStatistics:
     segments: dict[str, dict[str, dict[str, Statistic]]]
     sums: dict[str, dict[str, float]] = field(repr=False)  # overall raw sums per arm (for tests, the docs)
     refresh: FactsRefresh | None = field(default=None, repr=False)  # what the run did to the stored facts
+    # Per arm, the order value bought after a recommendation click and all of it (``attribution``).
+    recommendation_gmv: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     @property
     def subjects(self) -> dict[str, int]:

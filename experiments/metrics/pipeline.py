@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
 from django.db import connections, transaction
 
 from experiments.metrics.aggregate import MetricStatistics, metric_statistics_aggregate
+from experiments.metrics.attribution import recommendation_gmv_attribution
 from experiments.metrics.definitions import window_for
 from experiments.metrics.refresh import metric_facts_refresh
 from experiments.models import Experiment
@@ -26,6 +28,9 @@ def metric_statistics_compute(
     using: str = "default",
 ) -> MetricStatistics:
     """Refresh the experiment's facts to the window ending at ``as_of``, then aggregate them.
+
+    The recommendation attribution (``recommendation_gmv``) is computed over
+    the same window in the same transaction.
 
     ``gmv_cap_percentile`` and ``pre_exposure_days`` default to the
     experiment's settings; ``now`` is when the refresh began (replayed runs).
@@ -50,7 +55,7 @@ def metric_statistics_compute(
             now=now,
             using=using,
         )
-        return metric_statistics_aggregate(
+        statistics = metric_statistics_aggregate(
             experiment=experiment,
             window_start=window_start,
             window_end=window_end,
@@ -59,3 +64,11 @@ def metric_statistics_compute(
             refresh=refresh,
             using=using,
         )
+        attribution = recommendation_gmv_attribution(
+            experiment_id=experiment.pk,
+            phase=experiment.phase,
+            window_start=window_start,
+            window_end=window_end,
+            using=using,
+        )
+    return replace(statistics, recommendation_gmv=attribution)

@@ -350,6 +350,8 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
         "descriptive": {
             name: {**DESCRIPTIVE[name], "arms": by_arm} for name, by_arm in statistics.descriptive.items()
         },
+        # Per arm, the order value bought after a recommendation click and all of it (not tested).
+        "recommendation_gmv": statistics.recommendation_gmv,
         "srm": None,
         "report": None,
         "skipped_metrics": [],
