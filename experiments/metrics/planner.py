@@ -26,7 +26,7 @@ def refresh_form_plan(*, experiment: Experiment, using: str = "default") -> str:
     exposure, in parallel: cheaper once the experiment covers a large share of
     the subjects (then nearly every row is read anyway). The choice compares
     the experiment's exposures with the planner's estimate of the subjects.
-    Both forms return the same numbers (tests/experiments/test_metrics.py).
+    Both forms return the same numbers (tests/experiments/metrics/test_pipeline.py).
     """
     connection = connections[using]
     if connection.vendor != "postgresql":
