@@ -15,7 +15,7 @@ from experiments.metrics.refresh import metric_facts_refresh
 from experiments.models import Experiment
 
 # PostgreSQL work_mem for the metric statements (SET LOCAL: this transaction only).
-METRICS_WORK_MEM = getattr(settings, "PRIVACYLAB_METRICS_WORK_MEM", "64MB")
+METRICS_WORK_MEM = settings.PRIVACYLAB_METRICS_WORK_MEM
 
 
 def metric_statistics_compute(

@@ -10,7 +10,7 @@ from experiments.models import Experiment, Exposure
 
 PLAN_MARKER = "privacylab:metric-shape"  # the two small reads that choose the statement's form
 # Above this share of all subjects exposed, the streamed form of the statement wins.
-STREAM_SHARE = getattr(settings, "PRIVACYLAB_METRICS_STREAM_SHARE", 0.3)
+STREAM_SHARE = settings.PRIVACYLAB_METRICS_STREAM_SHARE
 # The joins each form must not fall into (the refresh turns them off for its statement).
 AVOID_JOINS = {"streamed": ("enable_nestloop",), "indexed": ("enable_hashjoin", "enable_mergejoin")}
 

@@ -17,7 +17,7 @@ from experiments.models import Experiment, Exposure, MetricFacts, MetricFactsSta
 
 # How long a writing transaction may stay open: rows stored this long before a
 # refresh began and committed after it are still found by the next refresh.
-LATE_MARGIN = timedelta(minutes=getattr(settings, "PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES", 15))
+LATE_MARGIN = timedelta(minutes=settings.PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES)
 
 
 def personalization_counting_notices(*, at: datetime, using: str = "default") -> list[int]:

@@ -1,6 +1,11 @@
+"""Factories and helpers that build experiments, arms, treatments and users for the tests."""
+
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.test import TestCase
+from django.utils import timezone
 
 from experiments.models import Arm, Experiment, Layer, PrivacyTreatment, default_layer_id
 from experiments.services import experiment_start
@@ -51,6 +56,14 @@ def running_experiment(**kwargs) -> Experiment:
     """A started experiment, with the configuration change announced as on a real commit."""
     with TestCase.captureOnCommitCallbacks(execute=True):
         return experiment_start(experiment=ExperimentFactory(**kwargs))
+
+
+def started_experiment(arms: int = 3, days_ago: float = 10, **kwargs) -> Experiment:
+    """A running experiment whose start is moved ``days_ago`` days back, so its window has a history."""
+    experiment = running_experiment(arms=arms, **kwargs)
+    experiment.started_at = timezone.now() - timedelta(days=days_ago)
+    experiment.save(update_fields=["started_at"])
+    return experiment
 
 
 def data_protection_officer():

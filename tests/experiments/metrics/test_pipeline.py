@@ -25,17 +25,10 @@ from experiments.stats import (
     RegressionAdjustedStatistic,
     SampleMeanStatistic,
 )
-from tests.experiments.factories import ExperimentFactory, running_experiment
+from tests.experiments.factories import ExperimentFactory, started_experiment
 from tests.experiments.pipeline_kit import reference_per_subject, reference_sums, seed_experiment
 
 pytestmark = pytest.mark.django_db
-
-
-def _experiment(arms=3, days_ago=10, **kwargs):
-    experiment = running_experiment(arms=arms, **kwargs)
-    experiment.started_at = timezone.now() - timedelta(days=days_ago)
-    experiment.save(update_fields=["started_at"])
-    return experiment
 
 
 def _assert_sums_equal(actual: dict, expected: dict):
@@ -62,7 +55,7 @@ def statement_shape(request, monkeypatch):
 @pytest.mark.parametrize(("cap_percentile", "pre_days"), [(0.9, 28), (None, 28), (0.99, 7), (1.0, 0)])
 def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statement_shape):
     ExperimentFactory(arms=2)  # a decoy experiment sharing subjects
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     as_of = timezone.now() - timedelta(days=1)
     seeded = seed_experiment(experiment, subjects=400, as_of=as_of, seed=7)
 
@@ -109,7 +102,7 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
 
 
 def test_statistic_types_follow_the_metric():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=50, as_of=timezone.now(), decoys=False)
     arm = metric_statistics(experiment=experiment).arms["control"]
     assert isinstance(arm["conversion"], ProportionStatistic)
@@ -123,7 +116,7 @@ def test_statistic_types_follow_the_metric():
 
 
 def test_one_statement_writes_the_facts_and_one_reads_every_metric():
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     seed_experiment(experiment, subjects=60, as_of=timezone.now(), decoys=False)
     for _ in range(2):  # a rebuild, then a refresh
         with CaptureQueriesContext(connection) as queries:
@@ -159,7 +152,7 @@ def test_one_statement_writes_the_facts_and_one_reads_every_metric():
 
 @pytest.fixture
 def one_arm_each():
-    experiment = _experiment(arms=2, days_ago=20)
+    experiment = started_experiment(arms=2, days_ago=20)
     return experiment, {arm.key: arm for arm in experiment.arms.all()}
 
 
@@ -415,7 +408,7 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
     from experiments.models import MetricFacts, MetricFactsState
 
     ExperimentFactory(arms=2)  # a decoy experiment sharing subjects
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     as_of = timezone.now() - timedelta(days=2)
     later = as_of + timedelta(hours=3)
     seed_experiment(experiment, subjects=300, as_of=as_of, seed=11)
@@ -465,7 +458,7 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
 
 
 def test_an_earlier_window_another_phase_or_pre_window_rebuild_the_facts():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     as_of = timezone.now() - timedelta(days=1)
     seed_experiment(experiment, subjects=80, as_of=as_of, seed=5, decoys=False)
 
@@ -488,7 +481,7 @@ def test_the_facts_leave_with_the_subject():
     from consent.registry import personal_data_sources
     from experiments.models import MetricFacts
 
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=20, as_of=timezone.now(), decoys=False)
     metric_statistics(experiment=experiment)
     facts = MetricFacts.objects.select_related("exposure").first()
@@ -514,7 +507,7 @@ def test_a_grant_that_expires_between_two_runs_is_refreshed(statement_shape):
     """No new record: the grant simply lapses between two scheduled runs. The refresh equals a rebuild."""
     from experiments.models import MetricFacts, MetricFactsState
 
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     as_of = timezone.now() - timedelta(days=2)
     later = as_of + timedelta(minutes=15)
     seeded = seed_experiment(experiment, subjects=200, as_of=as_of, seed=21)
@@ -546,7 +539,7 @@ def test_a_reconsent_notice_taking_effect_between_two_runs_is_refreshed(statemen
     afterwards (back-dated) is followed too. Each refresh equals a rebuild."""
     from experiments.models import MetricFactsState
 
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     as_of = timezone.now() - timedelta(days=2)
     later = as_of + timedelta(minutes=15)
     seed_experiment(experiment, subjects=200, as_of=as_of, seed=22)
@@ -579,7 +572,7 @@ def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
     """The expiry and notice rules of ``changed`` are what finds those subjects (no other rule does)."""
     import experiments.metrics.sql as metrics
 
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     as_of = timezone.now() - timedelta(days=2)
     seeded = seed_experiment(experiment, subjects=80, as_of=as_of, seed=23, decoys=False)
     notice = Notice.objects.filter(purpose_id=Purpose.PERSONALIZATION).first()
@@ -608,7 +601,7 @@ def test_the_order_facts_leave_with_the_subject_and_with_a_restriction():
     from consent.registry import personal_data_sources
     from experiments.models import MetricOrderFacts
 
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=40, as_of=timezone.now(), decoys=False)
     metric_statistics(experiment=experiment)
     orders = MetricOrderFacts.objects.filter(experiment=experiment).select_related("exposure")

@@ -7,21 +7,14 @@ from django.utils import timezone
 
 from experiments.models import Experiment, ExperimentAlert, Guardrail
 from experiments.results import compute_results, experiment_monitor, experiments_monitor_pending
-from tests.experiments.factories import running_experiment
+from tests.experiments.factories import started_experiment
 from tests.experiments.pipeline_kit import populate
 
 pytestmark = pytest.mark.django_db
 
 
-def _experiment(arms=3, days_ago=10, **kwargs):
-    experiment = running_experiment(arms=arms, **kwargs)
-    experiment.started_at = timezone.now() - timedelta(days=days_ago)
-    experiment.save(update_fields=["started_at"])
-    return experiment
-
-
 def test_a_breached_guardrail_pauses_the_experiment_and_records_why():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
     populate(experiment, {"control": {"n": 400, "opt_out": 0.02}, "arm-1": {"n": 400, "opt_out": 0.25}})
     snapshot = compute_results(experiment=experiment, monitor=False)
@@ -39,7 +32,7 @@ def test_a_breached_guardrail_pauses_the_experiment_and_records_why():
 
 
 def test_a_guardrail_within_its_margin_does_not_pause():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.05)
     populate(experiment, {"control": {"n": 400, "opt_out": 0.05}, "arm-1": {"n": 400, "opt_out": 0.06}})
     snapshot = compute_results(experiment=experiment, monitor=False)
@@ -50,7 +43,7 @@ def test_a_guardrail_within_its_margin_does_not_pause():
 
 
 def test_sample_ratio_mismatch_raises_one_alert():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
     first = compute_results(experiment=experiment, as_of=timezone.now(), monitor=False)
     assert first.srm_flag is True
@@ -65,7 +58,7 @@ def test_sample_ratio_mismatch_raises_one_alert():
 
 
 def test_monitor_pending_catches_runs_whose_chain_was_lost():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
     compute_results(experiment=experiment, monitor=False)
     assert len(experiments_monitor_pending()) == 1

@@ -9,21 +9,14 @@ from django.utils import timezone
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
 from experiments.results import compute_results, experiment_monitor
 from experiments.tasks import results_compute, results_refresh_running
-from tests.experiments.factories import running_experiment
+from tests.experiments.factories import started_experiment
 from tests.experiments.pipeline_kit import populate, seed_experiment
 
 pytestmark = pytest.mark.django_db
 
 
-def _experiment(arms=3, days_ago=10, **kwargs):
-    experiment = running_experiment(arms=arms, **kwargs)
-    experiment.started_at = timezone.now() - timedelta(days=days_ago)
-    experiment.save(update_fields=["started_at"])
-    return experiment
-
-
 def test_a_snapshot_holds_the_whole_analysis():
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     seed_experiment(experiment, subjects=300, as_of=timezone.now(), seed=11, decoys=False)
     as_of = timezone.now()
     snapshot = compute_results(experiment=experiment, as_of=as_of, monitor=False)
@@ -56,7 +49,7 @@ def test_a_snapshot_holds_the_whole_analysis():
 
 
 def test_compute_results_is_idempotent_per_window():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     # Seeded events reach two days past the seeding time: all of them lie before ``as_of``.
     seed_experiment(experiment, subjects=200, as_of=timezone.now() - timedelta(days=3), seed=5, decoys=False)
     as_of = timezone.now()
@@ -71,7 +64,7 @@ def test_compute_results_is_idempotent_per_window():
 
 
 def test_an_experiment_without_exposures_says_so():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     snapshot = compute_results(experiment=experiment, monitor=False)
     assert snapshot.status == ResultSnapshot.Status.NO_EXPOSURES
     assert snapshot.subjects == 0 and snapshot.srm_flag is None
@@ -80,7 +73,7 @@ def test_an_experiment_without_exposures_says_so():
 
 
 def test_an_arm_without_exposures_says_so():
-    experiment = _experiment(arms=3)
+    experiment = started_experiment(arms=3)
     populate(experiment, {"control": {"n": 30, "conversion": 0.2}, "arm-1": {"n": 30, "conversion": 0.3}})
     snapshot = compute_results(experiment=experiment, monitor=False)
     assert snapshot.status == ResultSnapshot.Status.ARM_WITHOUT_EXPOSURES
@@ -89,7 +82,7 @@ def test_an_arm_without_exposures_says_so():
 
 
 def test_metrics_that_cannot_be_compared_are_listed_not_fatal():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     populate(experiment, {"control": {"n": 50, "conversion": 0.2}, "arm-1": {"n": 50, "conversion": 0.4}})
     snapshot = compute_results(experiment=experiment, monitor=False)
     assert snapshot.status == ResultSnapshot.Status.OK
@@ -100,7 +93,7 @@ def test_metrics_that_cannot_be_compared_are_listed_not_fatal():
 
 
 def test_the_decision_rule_ships_the_best_arm_that_passes_its_guardrails():
-    experiment = _experiment(arms=3, primary_metric="conversion", planned_subjects_per_arm=600)
+    experiment = started_experiment(arms=3, primary_metric="conversion", planned_subjects_per_arm=600)
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.04)
     populate(
         experiment,
@@ -120,7 +113,7 @@ def test_the_decision_rule_ships_the_best_arm_that_passes_its_guardrails():
 
 
 def test_the_sequential_p_value_is_a_running_minimum_across_runs():
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.5)
     populate(experiment, {"control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.2}})
     now = timezone.now()
@@ -133,7 +126,7 @@ def test_the_sequential_p_value_is_a_running_minimum_across_runs():
 
 
 def test_the_results_task_stores_a_snapshot_and_chains_the_monitor(django_capture_on_commit_callbacks):
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
     populate(experiment, {"control": {"n": 300, "opt_out": 0.02}, "arm-1": {"n": 300, "opt_out": 0.3}})
     as_of = timezone.now().replace(microsecond=0)
@@ -146,7 +139,7 @@ def test_the_results_task_stores_a_snapshot_and_chains_the_monitor(django_captur
 
 
 def test_the_periodic_fan_out_computes_every_running_experiment(django_capture_on_commit_callbacks):
-    running = [_experiment(arms=2), _experiment(arms=2, layer=_other_layer())]
+    running = [started_experiment(arms=2), started_experiment(arms=2, layer=_other_layer())]
     with django_capture_on_commit_callbacks(execute=True):
         ids = results_refresh_running.delay().get()
     assert sorted(ids) == sorted(e.pk for e in running)
@@ -177,7 +170,7 @@ def staff_client(client):
 
 
 def test_admin_lists_snapshots_alerts_and_events(staff_client):
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
     snapshot = compute_results(experiment=experiment, monitor=False)
     experiment_monitor(snapshot=snapshot)
@@ -188,7 +181,7 @@ def test_admin_lists_snapshots_alerts_and_events(staff_client):
 
 
 def test_admin_acknowledges_alerts_and_computes_on_demand(staff_client, django_capture_on_commit_callbacks):
-    experiment = _experiment(arms=2)
+    experiment = started_experiment(arms=2)
     populate(experiment, {"control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1}})
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(
