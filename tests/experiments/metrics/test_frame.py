@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.metrics import FRAME_COLUMNS, metric_facts_frame, metric_statistics
+from experiments.metrics.frame import FRAME_COLUMNS, metric_facts_frame
+from experiments.metrics.pipeline import metric_statistics_compute
 from experiments.stats import analyze, analyze_statistics
 from tests.experiments.factories import running_experiment
 from tests.experiments.pipeline_kit import seed_experiment
@@ -34,7 +35,7 @@ def test_the_same_data_through_the_pipeline_and_analyze_gives_the_same_numbers(c
     seed_experiment(experiment, subjects=500, as_of=as_of, seed=31)
     weights = dict(experiment.arms.values_list("key", "weight"))
 
-    stats = metric_statistics(experiment=experiment, as_of=as_of)
+    stats = metric_statistics_compute(experiment=experiment, as_of=as_of)
     dashboard = analyze_statistics(
         stats.arms, control="control", weights=weights, alpha=experiment.alpha, primary="gmv"
     ).to_dict()

@@ -10,14 +10,9 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import (
-    ORDERS_MARKER,
-    PLAN_MARKER,
-    QUERY_MARKER,
-    REFRESH_MARKER,
-    metric_statistics,
-    refresh_form_plan,
-)
+from experiments.metrics.pipeline import metric_statistics_compute
+from experiments.metrics.planner import PLAN_MARKER, refresh_form_plan
+from experiments.metrics.sql import ORDERS_MARKER, QUERY_MARKER, REFRESH_MARKER
 from experiments.models import Exposure, OutcomeEvent
 from experiments.stats import (
     ProportionStatistic,
@@ -59,7 +54,7 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
     as_of = timezone.now() - timedelta(days=1)
     seeded = seed_experiment(experiment, subjects=400, as_of=as_of, seed=7)
 
-    stats = metric_statistics(
+    stats = metric_statistics_compute(
         experiment=experiment, as_of=as_of, gmv_cap_percentile=cap_percentile, pre_exposure_days=pre_days
     )
 
@@ -104,14 +99,14 @@ def test_sql_sufficient_statistics_equal_pandas(cap_percentile, pre_days, statem
 def test_statistic_types_follow_the_metric():
     experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=50, as_of=timezone.now(), decoys=False)
-    arm = metric_statistics(experiment=experiment).arms["control"]
+    arm = metric_statistics_compute(experiment=experiment).arms["control"]
     assert isinstance(arm["conversion"], ProportionStatistic)
     assert isinstance(arm["opt_out"], ProportionStatistic)
     assert isinstance(arm["consent_rate"], ProportionStatistic)
     assert isinstance(arm["gmv"], RegressionAdjustedStatistic)
     assert isinstance(arm["orders"], SampleMeanStatistic)
     assert isinstance(arm["aov"], RatioStatistic) and isinstance(arm["ctr"], RatioStatistic)
-    no_cuped = metric_statistics(experiment=experiment, pre_exposure_days=0).arms["control"]
+    no_cuped = metric_statistics_compute(experiment=experiment, pre_exposure_days=0).arms["control"]
     assert isinstance(no_cuped["gmv"], SampleMeanStatistic)
 
 
@@ -120,7 +115,7 @@ def test_one_statement_writes_the_facts_and_one_reads_every_metric():
     seed_experiment(experiment, subjects=60, as_of=timezone.now(), decoys=False)
     for _ in range(2):  # a rebuild, then a refresh
         with CaptureQueriesContext(connection) as queries:
-            metric_statistics(experiment=experiment)
+            metric_statistics_compute(experiment=experiment)
         statements = [
             q["sql"] for q in queries.captured_queries
             if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
@@ -178,27 +173,27 @@ def test_gmv_cap_is_the_buyers_percentile_with_linear_interpolation(one_arm_each
     for i in range(5):  # non-buyers do not pull the percentile to zero
         _subject(f"n{i}", arms["arm-1"], fe)
 
-    at_75 = metric_statistics(experiment=experiment, gmv_cap_percentile=0.75)
+    at_75 = metric_statistics_compute(experiment=experiment, gmv_cap_percentile=0.75)
     assert at_75.gmv_cap == pytest.approx(400.0)  # h = 0.75·4 = 3 → the 4th value
     assert at_75.arms["control"]["gmv"].sum == pytest.approx(100 + 200 + 300 + 400 + 400)
-    at_90 = metric_statistics(experiment=experiment, gmv_cap_percentile=0.9)
+    at_90 = metric_statistics_compute(experiment=experiment, gmv_cap_percentile=0.9)
     assert at_90.gmv_cap == pytest.approx(400 + 0.6 * 9600)  # h = 3.6
     assert at_90.arms["control"]["gmv"].sum_squares == pytest.approx(
         100**2 + 200**2 + 300**2 + 400**2 + 6160**2
     )
-    uncapped = metric_statistics(experiment=experiment, gmv_cap_percentile=None)
+    uncapped = metric_statistics_compute(experiment=experiment, gmv_cap_percentile=None)
     assert uncapped.gmv_cap is None and uncapped.arms["control"]["gmv"].sum == pytest.approx(11000)
-    at_max = metric_statistics(experiment=experiment, gmv_cap_percentile=1.0)
+    at_max = metric_statistics_compute(experiment=experiment, gmv_cap_percentile=1.0)
     assert at_max.gmv_cap == pytest.approx(10000) and at_max.arms["control"]["gmv"].sum == pytest.approx(11000)
     # The experiment's own setting is the default.
     experiment.gmv_cap_percentile = 0.75
-    assert metric_statistics(experiment=experiment).gmv_cap == pytest.approx(400.0)
+    assert metric_statistics_compute(experiment=experiment).gmv_cap == pytest.approx(400.0)
 
 
 def test_no_buyers_means_no_cap_and_zero_gmv(one_arm_each):
     experiment, arms = one_arm_each
     _subject("x", arms["control"], experiment.started_at + timedelta(hours=1))
-    stats = metric_statistics(experiment=experiment)
+    stats = metric_statistics_compute(experiment=experiment)
     assert stats.gmv_cap is None
     assert stats.arms["control"]["gmv"].sum == 0
 
@@ -216,7 +211,7 @@ def test_cuped_window_and_exposure_boundaries(one_arm_each):
     as_of = fe + timedelta(days=2)
     _order(s, as_of - timedelta(microseconds=1), "4000", "just-before-analysis")  # an outcome
     _order(s, as_of, "50000", "at-analysis-time")  # excluded
-    stats = metric_statistics(experiment=experiment, as_of=as_of, gmv_cap_percentile=None)
+    stats = metric_statistics_compute(experiment=experiment, as_of=as_of, gmv_cap_percentile=None)
     gmv = stats.arms["control"]["gmv"]
     assert gmv.covariate_sum == pytest.approx(30)
     assert gmv.sum == pytest.approx(4300)
@@ -224,7 +219,7 @@ def test_cuped_window_and_exposure_boundaries(one_arm_each):
     assert stats.arms["control"]["orders"].sum == 2
     assert stats.segments["customer=returning"]["control"]["gmv"].n == 1
     # A shorter window drops the older history.
-    week = metric_statistics(experiment=experiment, as_of=as_of, gmv_cap_percentile=None, pre_exposure_days=7)
+    week = metric_statistics_compute(experiment=experiment, as_of=as_of, gmv_cap_percentile=None, pre_exposure_days=7)
     assert week.arms["control"]["gmv"].covariate_sum == pytest.approx(20)
 
 
@@ -233,7 +228,7 @@ def test_a_subject_without_pre_exposure_orders_is_new(one_arm_each):
     fe = experiment.started_at + timedelta(days=1)
     s = _subject("fresh", arms["control"], fe, age_band="", platform="ios")
     _order(s, fe - timedelta(days=60), "100", "too-old")
-    stats = metric_statistics(experiment=experiment)
+    stats = metric_statistics_compute(experiment=experiment)
     assert "customer=new" in stats.segments and "customer=returning" not in stats.segments
     assert stats.segments["age_band=unknown"]["control"]["conversion"].n == 1
     assert stats.segments["platform=ios"]["control"]["conversion"].n == 1
@@ -279,7 +274,7 @@ def test_consent_metrics_follow_their_definitions(one_arm_each):
     ConsentEvent.objects.create(  # another purpose is not an opt-out of personalization
         subject_id=subjects["none"], purpose_id=Purpose.MARKETING, action="withdraw", recorded_at=fe + timedelta(hours=1)
     )
-    stats = metric_statistics(experiment=experiment, as_of=as_of)
+    stats = metric_statistics_compute(experiment=experiment, as_of=as_of)
     arm = stats.arms["control"]
     assert arm["opt_out"] == ProportionStatistic(n=11, successes=2)  # in-out, standing-out
     # standing, expires-later, out-in
@@ -290,7 +285,7 @@ def test_consent_metrics_follow_their_definitions(one_arm_each):
         "granted": 7, "withdrew": 2, "ratio": pytest.approx(2 / 7)
     }
     # Later, "expires-later" has lapsed too: the consent rate is of the analysis time.
-    later = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=31))
+    later = metric_statistics_compute(experiment=experiment, as_of=fe + timedelta(days=31))
     assert later.arms["control"]["consent_rate"] == ProportionStatistic(n=11, successes=2)
     assert later.arms["control"]["opt_out"] == ProportionStatistic(n=11, successes=2)
 
@@ -310,16 +305,16 @@ def test_a_notice_that_requires_reconsent_ends_the_consent_of_earlier_grants(one
             subject_id=pseudonym, purpose_id=Purpose.PERSONALIZATION, action="grant", notice=notice,
             recorded_at=fe + delta,
         )
-    before = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=1))
+    before = metric_statistics_compute(experiment=experiment, as_of=fe + timedelta(days=1))
     assert before.arms["control"]["consent_rate"].successes == 2
-    after = metric_statistics(experiment=experiment, as_of=fe + timedelta(days=3))
+    after = metric_statistics_compute(experiment=experiment, as_of=fe + timedelta(days=3))
     assert after.arms["control"]["consent_rate"].successes == 1  # only the grant under the new version
     assert after.sums["control"]["granted"] == 2
 
 
 def test_an_experiment_without_exposures_has_no_arms(one_arm_each):
     experiment, _ = one_arm_each
-    stats = metric_statistics(experiment=experiment)
+    stats = metric_statistics_compute(experiment=experiment)
     assert stats.arms == {} and stats.segments == {} and stats.gmv_cap is None
 
 
@@ -330,7 +325,7 @@ def test_window_ends_when_the_experiment_stopped(one_arm_each):
     _order(s, fe + timedelta(days=1), "100", "during")
     _order(s, fe + timedelta(days=3), "200", "after-stop")
     experiment.ended_at = fe + timedelta(days=2)
-    stats = metric_statistics(experiment=experiment, gmv_cap_percentile=None)
+    stats = metric_statistics_compute(experiment=experiment, gmv_cap_percentile=None)
     assert stats.window_end == experiment.ended_at
     assert stats.arms["control"]["gmv"].sum == pytest.approx(100)
 
@@ -413,7 +408,7 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
     later = as_of + timedelta(hours=3)
     seed_experiment(experiment, subjects=300, as_of=as_of, seed=11)
     _store_everything_long_ago()
-    first = metric_statistics(experiment=experiment, as_of=as_of)
+    first = metric_statistics_compute(experiment=experiment, as_of=as_of)
     assert first.refresh.kind == "rebuilt"
 
     # What reaches the platform after that run, each kind for different subjects, so that
@@ -442,7 +437,7 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
             recorded_at=exposure.first_exposed_at + timedelta(minutes=45),
         )
 
-    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    refreshed = metric_statistics_compute(experiment=experiment, as_of=later)
     assert refreshed.refresh.kind == "updated"
     in_window = Exposure.objects.filter(
         experiment=experiment, phase=experiment.phase,
@@ -452,7 +447,7 @@ def test_a_refresh_rewrites_only_what_changed_and_equals_a_rebuild(statement_sha
     assert MetricFacts.objects.filter(experiment=experiment).count() == in_window
 
     MetricFactsState.objects.filter(experiment=experiment).delete()  # forget: the next run rebuilds
-    rebuilt = metric_statistics(experiment=experiment, as_of=later)
+    rebuilt = metric_statistics_compute(experiment=experiment, as_of=later)
     assert rebuilt.refresh.kind == "rebuilt"
     _assert_same_statistics(refreshed, rebuilt)
 
@@ -463,7 +458,7 @@ def test_an_earlier_window_another_phase_or_pre_window_rebuild_the_facts():
     seed_experiment(experiment, subjects=80, as_of=as_of, seed=5, decoys=False)
 
     def kind(**kwargs):
-        return metric_statistics(experiment=experiment, **kwargs).refresh.kind
+        return metric_statistics_compute(experiment=experiment, **kwargs).refresh.kind
 
     assert kind(as_of=as_of) == "rebuilt"
     assert kind(as_of=as_of) == "updated"  # the same window again
@@ -483,7 +478,7 @@ def test_the_facts_leave_with_the_subject():
 
     experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=20, as_of=timezone.now(), decoys=False)
-    metric_statistics(experiment=experiment)
+    metric_statistics_compute(experiment=experiment)
     facts = MetricFacts.objects.select_related("exposure").first()
     pseudonym = facts.exposure.subject_id
     source = next(s for s in personal_data_sources() if s.label == "experiments.metricfacts")
@@ -519,16 +514,16 @@ def test_a_grant_that_expires_between_two_runs_is_refreshed(statement_shape):
             recorded_at=exposure.first_exposed_at + timedelta(minutes=30), expires_at=as_of + timedelta(minutes=5),
         )
     _store_everything_long_ago()
-    first = metric_statistics(experiment=experiment, as_of=as_of)
+    first = metric_statistics_compute(experiment=experiment, as_of=as_of)
     assert first.refresh.kind == "rebuilt"
     assert set(MetricFacts.objects.filter(exposure__in=lapsing).values_list("consented", flat=True)) == {1}
 
-    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    refreshed = metric_statistics_compute(experiment=experiment, as_of=later)
     assert refreshed.refresh.kind == "updated"
     assert set(MetricFacts.objects.filter(exposure__in=lapsing).values_list("consented", flat=True)) == {0}
 
     MetricFactsState.objects.filter(experiment=experiment).delete()
-    rebuilt = metric_statistics(experiment=experiment, as_of=later)
+    rebuilt = metric_statistics_compute(experiment=experiment, as_of=later)
     assert rebuilt.refresh.kind == "rebuilt"
     _assert_same_statistics(refreshed, rebuilt)
 
@@ -548,24 +543,24 @@ def test_a_reconsent_notice_taking_effect_between_two_runs_is_refreshed(statemen
         requires_reconsent=True,
     )
     _store_everything_long_ago()
-    first = metric_statistics(experiment=experiment, as_of=as_of)
+    first = metric_statistics_compute(experiment=experiment, as_of=as_of)
     assert first.refresh.kind == "rebuilt"
     assert sum(arm["consented"] for arm in first.sums.values()) > 0
 
-    refreshed = metric_statistics(experiment=experiment, as_of=later)
+    refreshed = metric_statistics_compute(experiment=experiment, as_of=later)
     assert refreshed.refresh.kind == "updated"
     assert sum(arm["consented"] for arm in refreshed.sums.values()) == 0  # every grant predates the version
     MetricFactsState.objects.filter(experiment=experiment).delete()
-    _assert_same_statistics(refreshed, metric_statistics(experiment=experiment, as_of=later))
+    _assert_same_statistics(refreshed, metric_statistics_compute(experiment=experiment, as_of=later))
 
     # The version is withdrawn from the rules afterwards (it no longer requires re-consent):
     # the earlier grants count again at the next run.
     Notice.objects.filter(pk=reconsent.pk).update(requires_reconsent=False)
-    again = metric_statistics(experiment=experiment, as_of=later + timedelta(minutes=15))
+    again = metric_statistics_compute(experiment=experiment, as_of=later + timedelta(minutes=15))
     assert again.refresh.kind == "updated"
     assert sum(arm["consented"] for arm in again.sums.values()) > 0
     MetricFactsState.objects.filter(experiment=experiment).delete()
-    _assert_same_statistics(again, metric_statistics(experiment=experiment, as_of=later + timedelta(minutes=15)))
+    _assert_same_statistics(again, metric_statistics_compute(experiment=experiment, as_of=later + timedelta(minutes=15)))
 
 
 def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
@@ -582,16 +577,16 @@ def test_without_the_lapse_rules_a_refresh_would_miss_the_change(monkeypatch):
             recorded_at=exposure.first_exposed_at + timedelta(minutes=30), expires_at=as_of + timedelta(minutes=5),
         )
     _store_everything_long_ago()
-    metric_statistics(experiment=experiment, as_of=as_of)
+    metric_statistics_compute(experiment=experiment, as_of=as_of)
     monkeypatch.setattr(
         metrics, "_CHANGED",
         metrics._CHANGED.replace("AND c.expires_at > %(previous_cutoff)s AND c.expires_at <= %(window_end)s", "AND false"),
     )
-    blind = metric_statistics(experiment=experiment, as_of=as_of + timedelta(minutes=15))
+    blind = metric_statistics_compute(experiment=experiment, as_of=as_of + timedelta(minutes=15))
     from experiments.models import MetricFactsState
 
     MetricFactsState.objects.filter(experiment=experiment).delete()
-    rebuilt = metric_statistics(experiment=experiment, as_of=as_of + timedelta(minutes=15))
+    rebuilt = metric_statistics_compute(experiment=experiment, as_of=as_of + timedelta(minutes=15))
     assert blind.sums["control"]["consented"] + blind.sums["arm-1"]["consented"] == (
         rebuilt.sums["control"]["consented"] + rebuilt.sums["arm-1"]["consented"] + 3
     )
@@ -603,7 +598,7 @@ def test_the_order_facts_leave_with_the_subject_and_with_a_restriction():
 
     experiment = started_experiment(arms=2)
     seed_experiment(experiment, subjects=40, as_of=timezone.now(), decoys=False)
-    metric_statistics(experiment=experiment)
+    metric_statistics_compute(experiment=experiment)
     orders = MetricOrderFacts.objects.filter(experiment=experiment).select_related("exposure")
     assert orders.exists()
     first = orders.order_by("pk").first()
@@ -617,5 +612,5 @@ def test_the_order_facts_leave_with_the_subject_and_with_a_restriction():
     # A subject who restricts processing leaves the measurement: their orders too, at the next run.
     restricted = other.exposure.subject_id
     Subject.objects.filter(pk=restricted).update(restricted_at=timezone.now())
-    metric_statistics(experiment=experiment)
+    metric_statistics_compute(experiment=experiment)
     assert not MetricOrderFacts.objects.filter(exposure__subject_id=restricted).exists()

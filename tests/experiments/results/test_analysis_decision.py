@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Experiment, ExperimentDecision, Guardrail, PrivacyTreatment
-from experiments.results import compute_results
-from experiments.services import experiment_new_phase, experiment_pause
+from experiments.results.snapshots import compute_results
+from experiments.services.lifecycle import experiment_new_phase, experiment_pause
 from tests.experiments.factories import running_experiment
 from tests.experiments.pipeline_kit import populate
 

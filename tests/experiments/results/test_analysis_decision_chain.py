@@ -13,9 +13,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.metrics import METRICS
+from experiments.metrics.definitions import METRICS
 from experiments.models import Experiment, ExperimentDecision, Guardrail, Metric
-from experiments.results import UNITS, compute_results
+from experiments.results.analysis import UNITS
+from experiments.results.snapshots import compute_results
 from experiments.stats import (
     Decision,
     ProportionStatistic,

@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Experiment, ExperimentAlert, Guardrail
-from experiments.results import compute_results, experiment_monitor, experiments_monitor_pending
+from experiments.results.monitor import experiment_monitor, experiments_monitor_pending
+from experiments.results.snapshots import compute_results
 from tests.experiments.factories import started_experiment
 from tests.experiments.pipeline_kit import populate
 

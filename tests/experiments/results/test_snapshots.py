@@ -7,7 +7,8 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
-from experiments.results import compute_results, experiment_monitor
+from experiments.results.monitor import experiment_monitor
+from experiments.results.snapshots import compute_results
 from experiments.tasks import results_compute, results_refresh_running
 from tests.experiments.factories import started_experiment
 from tests.experiments.pipeline_kit import populate, seed_experiment

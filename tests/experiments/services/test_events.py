@@ -12,7 +12,8 @@ from config.text import LABEL_MESSAGE
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import OrderLine, OutcomeEvent, OutcomeEventIsAppendOnly
-from experiments.services import MAX_EVENTS_PER_BATCH, events_record
+from experiments.services.event_validation import MAX_EVENTS_PER_BATCH
+from experiments.services.events import events_record
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/events"

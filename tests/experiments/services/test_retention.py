@@ -8,10 +8,11 @@ from django.utils import timezone
 
 from consent import tasks
 from consent.services import consent_retention_purge
-from experiments.metrics import metric_statistics
+from experiments.metrics.pipeline import metric_statistics_compute
 from experiments.models import Exposure, MetricFacts, MetricFactsState, ResultSnapshot
-from experiments.results import compute_results
-from experiments.services import assignments_for_subject, experiment_stop
+from experiments.results.snapshots import compute_results
+from experiments.services.assignment import assignments_for_subject
+from experiments.services.lifecycle import experiment_stop
 from tests.consent.factories import raw_id
 from tests.experiments.factories import running_experiment
 
@@ -38,7 +39,7 @@ def _ended(experiment, days_ago):
 
 def test_a_running_experiments_data_is_kept():
     experiment = _experiment_with_subjects()
-    metric_statistics(experiment=experiment)
+    metric_statistics_compute(experiment=experiment)
     counts = consent_retention_purge(now=timezone.now() + timedelta(days=3650))
     assert counts["experiments.exposure"] == 0 and counts["experiments.metricfacts"] == 0
     assert Exposure.objects.filter(experiment=experiment).count() == 3
@@ -55,7 +56,7 @@ def test_facts_go_first_exposures_later_results_stay():
     assert not MetricFacts.objects.filter(experiment=experiment).exists()
     # The facts' state is reset, so a later run rebuilds them from the raw data still kept.
     assert MetricFactsState.objects.get(experiment=experiment).cutoff is None
-    assert metric_statistics(experiment=experiment).refresh.kind == "rebuilt"
+    assert metric_statistics_compute(experiment=experiment).refresh.kind == "rebuilt"
     assert Exposure.objects.filter(experiment=experiment).count() == 3
 
     MetricFacts.objects.filter(experiment=experiment).delete()
