@@ -50,7 +50,7 @@ def _neighbours() -> int:
 
 
 def _markets(quick: bool):
-    from recommender.simulation import grocery_baskets, synthetic_marketplace
+    from marketplace.datasets import grocery_baskets, synthetic_marketplace
 
     sizes = QUICK if quick else FULL
     grocery = GROCERY_QUICK if quick else GROCERY
@@ -87,7 +87,7 @@ def _implicit(matrix, neighbours):
 
 def _warm_up() -> None:
     # The kernels compile once per machine (cached on disk); that is not what is measured.
-    from recommender.simulation import synthetic_marketplace
+    from marketplace.datasets import synthetic_marketplace
 
     market = synthetic_marketplace(subjects=200, products=50, interactions=2000, seed=1)
     _ours(market.training_data(), np.arange(200), 5)

@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "consent",
     "experiments",
     "recommender",
+    # Last: the simulated marketplace and the demo, the one app that may import all the others.
+    "marketplace",
 ]
 
 MIDDLEWARE = [

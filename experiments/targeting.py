@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from experiments.marketplace import AGE_BANDS, PLATFORMS, PROVINCES
+from marketplace.catalog import AGE_BANDS, PLATFORMS, PROVINCES
 
 
 @dataclass(frozen=True)

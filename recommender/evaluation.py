@@ -268,7 +268,7 @@ def orders_read(interactions, *, catalog=None, sensitive: Sequence[str] = (), re
     """
     import pandas as pd
 
-    from recommender.simulation import Marketplace  # simulation imports engine only: no cycle
+    from marketplace.datasets import Marketplace  # simulation imports engine only: no cycle
 
     orders = _read_csv(interactions, ("subject", "product", "time"), "interactions")
     if orders.empty:

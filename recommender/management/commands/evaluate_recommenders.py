@@ -15,8 +15,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from marketplace.datasets import grocery_baskets, synthetic_marketplace
 from recommender import evaluation
-from recommender.simulation import grocery_baskets, synthetic_marketplace
 
 
 def _floats(text: str) -> list[float]:

@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 
 from experiments.results import compute_results
-from experiments.simulation import (
+from experiments.stats import analyze
+from marketplace.driver import (
     DEMO_ARMS,
     ITEMS_PER_SESSION,
     TRUTH_METRICS,
@@ -37,9 +38,8 @@ from experiments.simulation import (
     simulate,
     true_metrics,
 )
-from experiments.stats import analyze
 from tests.experiments.factories import UserFactory
-from tests.experiments.test_simulate import _catalog
+from tests.marketplace.test_driver import _catalog
 
 END = datetime(2025, 9, 1, tzinfo=UTC)  # fixed: the draws depend on the clock through the horizons
 ARMS = [key for key, _, _, _ in DEMO_ARMS]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.marketplace import AGE_BANDS, PLATFORMS, PROVINCES
-from experiments.marketplace import CATEGORIES as BASE_CATEGORIES
+from marketplace.catalog import AGE_BANDS, PLATFORMS, PROVINCES
+from marketplace.catalog import CATEGORIES as BASE_CATEGORIES
 from recommender.engine import TrainingData
 
 TASTE_CLUSTERS = 5

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from consent.models import ConsentEvent, Subject
 from experiments.models import Exposure, OrderLine, OutcomeEvent, PrivacyTreatment
-from experiments.simulation import (
+from marketplace.driver import (
     CATEGORIES,
     DEMO_ARMS,
     ITEMS_PER_SESSION,
@@ -103,7 +103,7 @@ def test_the_simulator_drives_the_real_services(tmp_path):
 
 @pytest.mark.django_db
 def test_the_simulator_serves_recommendations_when_the_recommender_is_installed():
-    from experiments.simulation import experiment_setup
+    from marketplace.driver import experiment_setup
     from tests.experiments.factories import UserFactory
 
     experiment = experiment_setup(key="sim-reco", owner=UserFactory(), start=END - timedelta(days=7))

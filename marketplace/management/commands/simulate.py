@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from experiments.models import Experiment
-from experiments.simulation import experiment_setup, simulate
+from marketplace.driver import experiment_setup, simulate
 
 
 class Command(BaseCommand):

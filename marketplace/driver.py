@@ -52,8 +52,8 @@ from tqdm import tqdm
 from consent.models import Purpose
 from consent.services import ConsentEventInput, ConsentSource, consent_record
 from experiments import services
-from experiments.marketplace import AGE_BANDS, CATEGORIES, PLATFORMS, PROVINCES
 from experiments.models import Arm, Experiment, Guardrail, Metric, PrivacyTreatment
+from marketplace.catalog import AGE_BANDS, CATEGORIES, PLATFORMS, PROVINCES
 
 logger = logging.getLogger(__name__)
 
