@@ -6,7 +6,7 @@
    against ``implicit.nearest_neighbours.CosineRecommender(K=50)`` fit +
    ``recommend`` on the same matrix, alternated in the same run, on two data sets:
    - a synthetic marketplace: 100,000 subjects, 20,000 products, 2,000,000 interactions;
-   - real-shaped grocery baskets (``recommender.simulation.grocery_baskets``: 600
+   - real-shaped grocery baskets (``marketplace.datasets.grocery_baskets``: 600
      customers, 14,000 products, a year of staple-heavy baskets — no real basket
      data can be downloaded here).
    Target: ≤ 1.0× implicit's time on both.

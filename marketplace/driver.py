@@ -19,19 +19,9 @@
 5. **Outcomes** — orders, impressions and clicks after exposure, through
    ``events_record`` in batches of at most 1,000.
 
-Behaviour (all parameters below; docs/metrics.md has the table): a shopper
-has an order rate, an order value, a session rate, an age band, a province, a
-platform, two favourite categories and maybe an interest in a sensitive
-category (health, financial products). Personalization raises the order rate,
-the order value and the click-through rate; it needs a consent for the full
-and cohort levels, not for differentially private popularity. The prompt sets
-the grant rate (younger shoppers grant more), and opt-outs rise with age and,
-for sensitive-interest shoppers, when sensitive categories may be used.
-
-Because the model is known, every arm has a *true* value of every metric:
-the average over all exposed shoppers of their expected value under that arm
-(the counterfactual for the arms they were not in). ``SimulationResult.truth``
-holds them, and the effects against the control; the command writes them as
+The shoppers (``marketplace.population``) behave as ``marketplace.model``
+says, so the truth is known: ``SimulationResult.truth`` holds every arm's true
+metric values and effects (``marketplace.truth``); the command writes them as
 JSON so a test can check that the platform recovers them.
 """
 
@@ -52,323 +42,26 @@ from tqdm import tqdm
 from consent.models import Purpose
 from consent.services import ConsentEventInput, ConsentSource, consent_record
 from experiments import services
-from experiments.models import Arm, Experiment, Guardrail, Metric, PrivacyTreatment
-from marketplace.catalog import AGE_BANDS, CATEGORIES, PLATFORMS, PROVINCES
+from experiments.models import Experiment, PrivacyTreatment
+from experiments.targeting import AGE_BANDS, PLATFORMS, PROVINCES
+from marketplace.catalog import CATEGORIES, Catalog, catalog_draw
+from marketplace.model import (
+    HISTORY_DAYS,
+    ITEMS_PER_SESSION,
+    SENSITIVE_CONSENT_GRANT,
+    arm_behaviour,
+    sample_outcomes,
+)
+from marketplace.population import population_build
+from marketplace.truth import ground_truth
 
 logger = logging.getLogger(__name__)
-
-AGE_WEIGHTS = (0.24, 0.31, 0.22, 0.14, 0.09)
-PROVINCE_WEIGHTS = (0.22, 0.24, 0.18, 0.15, 0.09, 0.08, 0.04)
-PLATFORM_WEIGHTS = (0.62, 0.18, 0.20)
-PLATFORM_RATE = {"android": 1.0, "ios": 1.25, "web": 0.8}
-
-# --- the behavioural model ---------------------------------------------------------
-
-BASE_ORDER_RATE = 0.05  # orders per day, population mean (Gamma-distributed per shopper)
-ORDER_RATE_SHAPE = 1.2
-ORDER_VALUE_MEDIAN = 165_000.0  # IDR
-ORDER_VALUE_SIGMA = 0.5  # between shoppers (log scale)
-BASKET_SIGMA = 0.35  # between one shopper's orders (log scale)
-SESSION_RATE = 0.25  # sessions with recommendations per day
-ITEMS_PER_SESSION = 5
-HISTORY_DAYS = 35  # order history written before each arrival
-HISTORY_RATE_FACTOR = 0.9  # habits before the experiment, slightly lower
-SENSITIVE_INTEREST = 0.15  # share of shoppers interested in health or financial products
-SENSITIVE_CONSENT_GRANT = 0.35  # of those, granting sensitive profiling when asked explicitly
-
-PROMPT_GRANT = {"none": 0.03, "banner": 0.70, "modal": 0.55, "just_in_time": 0.62}  # "none": via settings
-AGE_GRANT_SHIFT = {"18-24": 0.08, "25-34": 0.04, "35-44": 0.0, "45-54": -0.06, "55+": -0.12}
-WITHDRAW_BY_LEVEL = {
-    "full": 0.035, "dp_item_item": 0.025, "cohort": 0.02, "dp_popularity": 0.008, "popularity": 0.008, "session": 0.012,
-}
-AGE_WITHDRAW_SHIFT = {"18-24": 0.0, "25-34": 0.0, "35-44": 0.005, "45-54": 0.015, "55+": 0.025}
-SENSITIVE_WITHDRAW_SHIFT = {"include": 0.09, "explicit_consent": 0.05, "exclude": 0.0}
-PERSONAL_LEVELS = frozenset({"full", "dp_item_item", "cohort"})  # need the personalization consent to take effect
-ORDER_LIFT = {"full": 1.25, "dp_item_item": 1.18, "cohort": 1.15, "dp_popularity": 1.08, "popularity": 1.0, "session": 1.08}
-VALUE_LIFT = {"full": 1.06, "dp_item_item": 1.04, "cohort": 1.03, "dp_popularity": 1.01, "popularity": 1.0, "session": 1.02}
-CLICK_RATE = {"full": 0.07, "dp_item_item": 0.06, "cohort": 0.05, "dp_popularity": 0.04, "popularity": 0.03, "session": 0.045}
-BASE_CLICK_RATE = 0.03  # what anyone sees without personalization
-SENSITIVE_EXCLUDED_LIFT_SHARE = 0.5  # sensitive shoppers keep half the lift when their categories are excluded
-
-TRUTH_METRICS = (
-    Metric.CONVERSION,
-    Metric.OPT_OUT,
-    Metric.CONSENT_RATE,
-    Metric.GMV,
-    Metric.ORDERS,
-    Metric.AOV,
-    Metric.CTR,
-)
-
-# The demo's privacy experiment: (arm key, weight, is control, treatment).
-DEMO_ARMS = (
-    (
-        "control",
-        1.0,
-        True,
-        {
-            "name": "Full personalization, consent banner",
-            "consent_prompt": "banner",
-            "personalization_level": "full",
-            "sensitive_category_policy": "explicit_consent",
-            # Sensitive data may be used (with its own consent): the shorter sensitive retention applies.
-            "retention_days": 90,
-        },
-    ),
-    (
-        "optin-cohort",
-        1.0,
-        False,
-        {
-            "name": "Explicit opt-in, k-anonymous cohorts",
-            "consent_prompt": "modal",
-            "personalization_level": "cohort",
-            "sensitive_category_policy": "explicit_consent",
-            "cohort_k": 50,
-            "retention_days": 90,
-        },
-    ),
-    (
-        "dp-popularity",
-        1.0,
-        False,
-        {
-            "name": "No prompt, differentially private popularity",
-            "consent_prompt": "none",
-            "personalization_level": "dp_popularity",
-            "sensitive_category_policy": "exclude",
-            "dp_epsilon": 1.0,
-            "retention_days": 90,
-        },
-    ),
-    (
-        "no-sensitive",
-        1.0,
-        False,
-        {
-            "name": "Full personalization, sensitive categories excluded",
-            "consent_prompt": "banner",
-            "personalization_level": "full",
-            "sensitive_category_policy": "exclude",
-            "retention_days": 365,
-        },
-    ),
-)
-
-
-@dataclass(frozen=True)
-class ArmBehaviour:
-    """What an arm's treatment does to one shopper population (vectors over shoppers)."""
-
-    grant: np.ndarray  # P(grant personalization after exposure)
-    withdraw: np.ndarray  # P(withdraw personalization after exposure)
-    effect: np.ndarray  # P(the arm's personalization reaches the shopper)
-    order_lift: np.ndarray  # order-rate multiplier when it does
-    value_lift: float
-    click_rate: float
-    level: str
-
-
-def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
-    level = treatment["personalization_level"]
-    policy = treatment["sensitive_category_policy"]
-    age_grant = np.array([AGE_GRANT_SHIFT[band] for band in AGE_BANDS])[population.age]
-    age_withdraw = np.array([AGE_WITHDRAW_SHIFT[band] for band in AGE_BANDS])[population.age]
-    prompted = treatment["consent_prompt"] != "none"
-    grant = np.clip(PROMPT_GRANT[treatment["consent_prompt"]] + (age_grant if prompted else 0.0), 0.0, 1.0)
-    grant = np.broadcast_to(grant, (population.size,)).copy()
-    withdraw = WITHDRAW_BY_LEVEL[level] + age_withdraw
-    if level in PERSONAL_LEVELS:
-        withdraw = withdraw + population.sensitive * SENSITIVE_WITHDRAW_SHIFT[policy]
-    withdraw = np.clip(withdraw, 0.0, 1.0)
-    effect = grant * (1.0 - withdraw) if level in PERSONAL_LEVELS else np.ones(population.size)
-    lift = np.full(population.size, ORDER_LIFT[level])
-    if policy == "exclude" and level in PERSONAL_LEVELS:
-        lift = np.where(population.sensitive, 1.0 + (ORDER_LIFT[level] - 1.0) * SENSITIVE_EXCLUDED_LIFT_SHARE, lift)
-    return ArmBehaviour(
-        grant=grant,
-        withdraw=withdraw,
-        effect=effect,
-        order_lift=lift,
-        value_lift=VALUE_LIFT[level],
-        click_rate=CLICK_RATE[level],
-        level=level,
-    )
-
-
-@dataclass
-class Population:
-    """The simulated shoppers, as arrays (index = shopper)."""
-
-    ids: list[str]
-    age: np.ndarray
-    province: np.ndarray
-    platform: np.ndarray
-    sensitive: np.ndarray  # bool: interested in a sensitive category
-    order_rate: np.ndarray  # per day, before any treatment
-    order_value: np.ndarray  # IDR, the shopper's typical order
-    session_rate: np.ndarray  # per day
-    favourites: np.ndarray  # (n, 2) category indices
-    arrival: list[datetime]
-    horizon_days: np.ndarray  # time from the end of the consent decisions to the simulation's end
-    decided_at: list[datetime]  # when the consent decisions are taken (after arrival)
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
-
-
-def expected_values(behaviour: ArmBehaviour, population: Population) -> dict[str, np.ndarray]:
-    """Each shopper's expected value of every metric's per-subject quantities under the arm."""
-    horizon = population.horizon_days
-    rate = population.order_rate * horizon
-    effect = behaviour.effect
-    treated_orders = rate * behaviour.order_lift
-    orders = effect * treated_orders + (1.0 - effect) * rate
-    converted = effect * (1.0 - np.exp(-treated_orders)) + (1.0 - effect) * (1.0 - np.exp(-rate))
-    gmv = population.order_value * (effect * treated_orders * behaviour.value_lift + (1.0 - effect) * rate)
-    impressions = ITEMS_PER_SESSION * population.session_rate * horizon
-    clicks = impressions * (effect * behaviour.click_rate + (1.0 - effect) * BASE_CLICK_RATE)
-    return {
-        "converted": converted,
-        # An opt-out ends a grant (docs/metrics.md): a shopper who never granted withdraws nothing.
-        "opted_out": behaviour.grant * behaviour.withdraw,
-        "consented": behaviour.grant * (1.0 - behaviour.withdraw),
-        "gmv": gmv,
-        "orders": orders,
-        "impressions": impressions,
-        "clicks": clicks,
-    }
-
-
-def true_metrics(behaviour: ArmBehaviour, population: Population) -> dict[str, float]:
-    """The arm's true value of every metric over the whole population (ratios: ratio of means)."""
-    e = expected_values(behaviour, population)
-    return {
-        Metric.CONVERSION: float(e["converted"].mean()),
-        Metric.OPT_OUT: float(e["opted_out"].mean()),
-        Metric.CONSENT_RATE: float(e["consented"].mean()),
-        Metric.GMV: float(e["gmv"].mean()),
-        Metric.ORDERS: float(e["orders"].mean()),
-        Metric.AOV: float(e["gmv"].sum() / e["orders"].sum()),
-        Metric.CTR: float(e["clicks"].sum() / e["impressions"].sum()),
-    }
-
-
-@dataclass(frozen=True)
-class Draws:
-    """One realisation of every shopper's random behaviour (flat arrays are per order / per impression)."""
-
-    grant: np.ndarray
-    withdraw: np.ndarray
-    effect: np.ndarray  # the arm's personalization reached the shopper
-    history_counts: np.ndarray
-    history_values: np.ndarray  # flat, shopper by shopper
-    order_counts: np.ndarray
-    order_values: np.ndarray  # flat, shopper by shopper
-    sessions: np.ndarray
-    clicks: np.ndarray  # flat bools, ITEMS_PER_SESSION per session, shopper by shopper
-
-
-def sample_outcomes(*, population: Population, arm_of: np.ndarray, behaviours: list[ArmBehaviour], rng) -> Draws:
-    """Draw every shopper's behaviour under the arm ``arm_of[i]`` (−1: not exposed, nothing after arrival).
-
-    ``expected_values`` is the expectation of exactly these draws (the model's
-    tests check it by Monte Carlo); the simulator turns them into service calls.
-    """
-    size = population.size
-    exposed = arm_of >= 0
-    grant = np.zeros(size, dtype=bool)
-    withdraw = np.zeros(size, dtype=bool)
-    effect = np.zeros(size, dtype=bool)
-    lift = np.ones(size)
-    value_lift = np.ones(size)
-    click_rate = np.full(size, BASE_CLICK_RATE)
-    u_grant, u_withdraw = rng.random(size), rng.random(size)
-    for index, behaviour in enumerate(behaviours):
-        mine = arm_of == index
-        grant[mine] = u_grant[mine] < behaviour.grant[mine]
-        withdraw[mine] = u_withdraw[mine] < behaviour.withdraw[mine]
-        effect[mine] = (grant[mine] & ~withdraw[mine]) if behaviour.level in PERSONAL_LEVELS else True
-        reached = mine & effect
-        lift[reached] = behaviour.order_lift[reached]
-        value_lift[reached] = behaviour.value_lift
-        click_rate[reached] = behaviour.click_rate
-    history_counts = np.where(exposed, rng.poisson(population.order_rate * HISTORY_RATE_FACTOR * HISTORY_DAYS), 0)
-    order_counts = np.where(exposed, rng.poisson(population.order_rate * population.horizon_days * lift), 0)
-    sessions = np.where(exposed, rng.poisson(population.session_rate * population.horizon_days), 0)
-
-    def values(counts: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        # Each order: the shopper's typical value × a log-normal basket factor of mean 1.
-        baskets = np.exp(rng.normal(-BASKET_SIGMA**2 / 2, BASKET_SIGMA, int(counts.sum())))
-        return np.repeat(scale, counts) * baskets
-
-    history_values = values(history_counts, population.order_value)
-    order_values = values(order_counts, population.order_value * value_lift)
-    impressions = sessions * ITEMS_PER_SESSION
-    clicks = rng.random(int(impressions.sum())) < np.repeat(click_rate, impressions)
-    return Draws(
-        grant=grant,
-        withdraw=withdraw,
-        effect=effect,
-        history_counts=history_counts,
-        history_values=history_values,
-        order_counts=order_counts,
-        order_values=order_values,
-        sessions=sessions,
-        clicks=clicks,
-    )
-
-
-# --- the catalog -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Catalog:
-    skus: tuple[str, ...]
-    item_category: np.ndarray
-    category_keys: tuple[str, ...]
-    category_sensitive: np.ndarray
-    popularity: np.ndarray  # per item, for picking products within a category
-
-    def items_of(self, category: int) -> np.ndarray:
-        return np.flatnonzero(self.item_category == category)
-
-
-def catalog_build(*, seed: int, products: int = 400) -> Catalog:
-    """A catalog with sensitive categories, written to the recommender's tables when it is installed.
-
-    The recommender is optional here (experiments does not depend on it): it
-    is reached only through the app registry and its import service.
-    """
-    rng = np.random.default_rng(seed)
-    item_category = np.arange(products) % len(CATEGORIES)
-    rng.shuffle(item_category)
-    skus = tuple(f"SIM-{i:05d}" for i in range(products))
-    if recommender_available():
-        from recommender.services import catalog_import
-
-        catalog_import(
-            categories=[{"key": key, "name": name, "sensitive": str(flag)} for key, name, flag in CATEGORIES],
-            products=[
-                {"sku": sku, "name": f"{CATEGORIES[c][1]} item {sku[4:]}", "category": CATEGORIES[c][0]}
-                for sku, c in zip(skus, item_category.tolist(), strict=True)
-            ],
-        )
-    return Catalog(
-        skus=skus,
-        item_category=item_category,
-        category_keys=tuple(key for key, _, _ in CATEGORIES),
-        category_sensitive=np.array([flag for _, _, flag in CATEGORIES], dtype=bool),
-        popularity=rng.pareto(1.2, products) + 1.0,
-    )
-
-
-# --- the driver ------------------------------------------------------------------------
 
 
 @dataclass
 class SimulationResult:
+    """What a simulation did: the shoppers, the events and decisions recorded, and the ground truth."""
+
     experiment: str
     seed: int
     window_start: datetime
@@ -383,50 +76,21 @@ class SimulationResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
 
-DECISION_SLOT_HOURS = 4  # consent decisions are taken at the next 4-hour mark after arrival
 
+def catalog_build(*, seed: int, products: int = 400) -> Catalog:
+    """The simulator's catalog (``catalog_draw``), written to the recommender's tables when it is installed."""
+    catalog = catalog_draw(seed=seed, products=products)
+    if recommender_available():
+        from recommender.services import catalog_import
 
-def _decision_slot(moment: datetime) -> datetime:
-    """The first slot boundary at or after ``moment`` (slots of DECISION_SLOT_HOURS, in UTC)."""
-    epoch = datetime(2000, 1, 1, tzinfo=moment.tzinfo)
-    slot = timedelta(hours=DECISION_SLOT_HOURS)
-    index = -((epoch - moment) // slot)  # ceiling division
-    return epoch + index * slot
-
-
-def population_build(*, size: int, seed: int, start: datetime, end: datetime, catalog: Catalog, namespace: str) -> Population:
-    """Shoppers arriving uniformly over ``[start, end − 3h)``; all their randomness from ``seed``."""
-    rng = np.random.default_rng(seed)
-    span = (end - timedelta(hours=DECISION_SLOT_HOURS + 3) - start).total_seconds()
-    offsets = np.sort(rng.uniform(0, span, size))
-    arrival = [start + timedelta(seconds=float(s)) for s in offsets]
-    decided = [_decision_slot(moment) for moment in arrival]
-    horizon = np.array([(end - (d + timedelta(hours=1))).total_seconds() / 86400 for d in decided])
-    platform = rng.choice(len(PLATFORMS), size, p=PLATFORM_WEIGHTS)
-    platform_rate = np.array([PLATFORM_RATE[p] for p in PLATFORMS])[platform]
-    rate = rng.gamma(ORDER_RATE_SHAPE, BASE_ORDER_RATE / ORDER_RATE_SHAPE, size) * platform_rate
-    categories = len(catalog.category_keys)
-    sensitive_categories = np.flatnonzero(catalog.category_sensitive)
-    ordinary = np.flatnonzero(~catalog.category_sensitive)
-    favourites = rng.choice(ordinary, (size, 2))
-    sensitive = rng.random(size) < SENSITIVE_INTEREST
-    if len(sensitive_categories):
-        favourites[sensitive, 1] = rng.choice(sensitive_categories, int(sensitive.sum()))
-    assert favourites.max() < categories
-    return Population(
-        ids=[f"{namespace}-{i}" for i in range(size)],
-        age=rng.choice(len(AGE_BANDS), size, p=AGE_WEIGHTS),
-        province=rng.choice(len(PROVINCES), size, p=PROVINCE_WEIGHTS),
-        platform=platform,
-        sensitive=sensitive,
-        order_rate=rate,
-        order_value=ORDER_VALUE_MEDIAN * np.exp(rng.normal(0.0, ORDER_VALUE_SIGMA, size)),
-        session_rate=SESSION_RATE * (0.5 + rng.random(size)),
-        favourites=favourites,
-        arrival=arrival,
-        horizon_days=np.maximum(horizon, 0.0),
-        decided_at=decided,
-    )
+        catalog_import(
+            categories=[{"key": key, "name": name, "sensitive": str(flag)} for key, name, flag in CATEGORIES],
+            products=[
+                {"sku": sku, "name": f"{CATEGORIES[c][1]} item {sku[4:]}", "category": CATEGORIES[c][0]}
+                for sku, c in zip(catalog.skus, catalog.item_category.tolist(), strict=True)
+            ],
+        )
+    return catalog
 
 
 class _Phases:
@@ -687,6 +351,7 @@ def simulate(
     )
 
 
+
 def _shown(rng, catalog: Catalog, favourites, recommended: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The items of one recommendation slot: the served list, topped up from the shopper's categories."""
     shown = list(recommended[:ITEMS_PER_SESSION])
@@ -719,142 +384,3 @@ def _serve_recommendations(*, experiment, population, wanted: Iterable[int], ser
             bar.update(1)
     return "served" if not failed else f"served (builds failed: {', '.join(failed)})"
 
-
-def ground_truth(*, experiment, population, exposed, behaviours, seed, start, end, by_arm) -> dict:
-    """Every arm's true metric values over the exposed shoppers, and the effects against the control."""
-    control = experiment.arms.get(is_control=True).key
-    subset = _subset(population, exposed)
-    values = {key: true_metrics(arm_behaviour_subset(behaviour, exposed), subset) for key, behaviour in behaviours.items()}
-    effects = {
-        key: {
-            metric: {
-                "absolute": values[key][metric] - values[control][metric],
-                "relative": (values[key][metric] - values[control][metric]) / values[control][metric]
-                if values[control][metric]
-                else None,
-            }
-            for metric in TRUTH_METRICS
-        }
-        for key in values
-        if key != control
-    }
-    return {
-        "schema_version": 1,
-        "experiment": experiment.key,
-        "seed": seed,
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "subjects_exposed": int(exposed.sum()),
-        "control": control,
-        "note": "True values are averages over all exposed shoppers of their expected value under each arm; "
-        "GMV is uncapped. Compare with results computed with gmv_cap_percentile = None.",
-        "arms": {key: {"subjects": by_arm[key], "true": values[key]} for key in values},
-        "effects": effects,
-    }
-
-
-def arm_behaviour_subset(behaviour: ArmBehaviour, mask: np.ndarray) -> ArmBehaviour:
-    return ArmBehaviour(
-        grant=behaviour.grant[mask],
-        withdraw=behaviour.withdraw[mask],
-        effect=behaviour.effect[mask],
-        order_lift=behaviour.order_lift[mask],
-        value_lift=behaviour.value_lift,
-        click_rate=behaviour.click_rate,
-        level=behaviour.level,
-    )
-
-
-def _subset(population: Population, mask: np.ndarray) -> Population:
-    index = np.flatnonzero(mask)
-    return Population(
-        ids=[population.ids[i] for i in index],
-        age=population.age[mask],
-        province=population.province[mask],
-        platform=population.platform[mask],
-        sensitive=population.sensitive[mask],
-        order_rate=population.order_rate[mask],
-        order_value=population.order_value[mask],
-        session_rate=population.session_rate[mask],
-        favourites=population.favourites[mask],
-        arrival=[population.arrival[i] for i in index],
-        horizon_days=population.horizon_days[mask],
-        decided_at=[population.decided_at[i] for i in index],
-    )
-
-
-# --- the demo experiment -----------------------------------------------------------------
-
-# The largest GMV loss per subject the demo's product team accepts for more privacy.
-DEMO_GMV_MARGIN = 0.10
-# What a product manager would read off the marketplace's history to plan the demo experiment:
-# GMV per subject (capped, IDR) and its spread per subject, and the opt-out rate, in this simulator.
-DEMO_PLAN = {"gmv_baseline": 75_000.0, "gmv_standard_deviation": 180_000.0, "opt_out_baseline": 0.045}
-
-
-def experiment_setup(
-    *,
-    key: str,
-    owner,
-    start: datetime,
-    arms=DEMO_ARMS,
-    gmv_cap_percentile: float | None = 0.99,
-    opt_out_margin: float = 0.02,
-    planned_subjects_per_arm: int | None = None,
-    salt: str | None = None,
-    decision_rule: str = Experiment.DecisionRule.PRIVACY_FIRST,
-    decision_margin: float | None = DEMO_GMV_MARGIN,
-    daily_subjects: float | None = None,
-) -> Experiment:
-    """Create and start (at ``start``) a privacy experiment with the given arms and an opt-out guardrail.
-
-    The demo's question is privacy first: the most private design whose GMV per
-    subject stays within ``decision_margin`` of the control, its opt-out
-    guardrail passing. With ``daily_subjects`` the planner sizes it (from the
-    simulated marketplace's GMV level and spread, ``DEMO_PLAN``); otherwise
-    ``planned_subjects_per_arm`` is used as given. ``salt`` fixes the
-    assignment hash (a reproducible simulation); by default it is random.
-    """
-    with transaction.atomic():
-        experiment = services.experiment_save(
-            experiment=Experiment(
-                key=key,
-                name="Privacy designs for product recommendations",
-                hypothesis=(
-                    "An explicit opt-in with k-anonymous cohort recommendations keeps most of full "
-                    "personalization's GMV while cutting opt-outs; excluding sensitive categories cuts "
-                    "opt-outs among shoppers interested in them."
-                ),
-                owner=owner,
-                primary_metric=Metric.GMV,
-                planned_subjects_per_arm=planned_subjects_per_arm,
-                gmv_cap_percentile=gmv_cap_percentile,
-                decision_rule=decision_rule,
-                decision_margin=None if decision_rule == Experiment.DecisionRule.SUPERIORITY else decision_margin,
-                **({"salt": salt} if salt else {}),
-                **({"plan_daily_subjects": daily_subjects, "plan_baseline": DEMO_PLAN["gmv_baseline"],
-                    "plan_standard_deviation": DEMO_PLAN["gmv_standard_deviation"]} if daily_subjects else {}),
-            )
-        )
-        for arm_key, weight, is_control, fields in arms:
-            treatment = _treatment_for(fields)
-            Arm.objects.create(experiment=experiment, key=arm_key, treatment=treatment, weight=weight, is_control=is_control)
-        Guardrail.objects.create(
-            experiment=experiment, metric=Metric.OPT_OUT, margin=opt_out_margin,
-            plan_baseline=DEMO_PLAN["opt_out_baseline"] if daily_subjects else None,
-        )
-        if daily_subjects:
-            services.experiment_plan_apply(experiment=experiment)
-    return services.experiment_transition(experiment=experiment, action="start", now=start)
-
-
-def _treatment_for(fields: dict) -> PrivacyTreatment:
-    """A treatment with exactly these settings: reused if it exists, else created (renamed if taken)."""
-    settings = {name: value for name, value in fields.items() if name != "name"}
-    existing = PrivacyTreatment.objects.filter(name__startswith=fields["name"], **settings).order_by("id").first()
-    if existing is not None:
-        return existing
-    name, version = fields["name"], 1
-    while PrivacyTreatment.objects.filter(name=name).exists():
-        version += 1
-        name = f"{fields['name']} (v{version})"
-    return PrivacyTreatment.objects.create(**{**fields, "name": name})

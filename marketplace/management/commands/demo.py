@@ -36,7 +36,8 @@ from config.celery import app as celery_app
 from experiments import services
 from experiments.models import Experiment, ResultSnapshot
 from experiments.tasks import results_compute
-from marketplace.driver import experiment_setup, simulate
+from marketplace.driver import simulate
+from marketplace.experiment import experiment_setup
 
 DEMO_PREFIX = "privacy-demo"
 DAYS = 14
