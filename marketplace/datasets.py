@@ -39,6 +39,7 @@ def synthetic_marketplace(
     days: float = 90.0,
     seed: int = 0,
 ) -> Marketplace:
+    """A general marketplace: favourite categories, Pareto popularity, log-normal activity, taste clusters."""
     rng = np.random.default_rng(seed)
     keys, names, sensitive = categories_repeat(categories)
     item_category = rng.integers(0, categories, products)

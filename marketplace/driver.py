@@ -76,7 +76,6 @@ class SimulationResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
 
-
 def catalog_build(*, seed: int, products: int = 400) -> Catalog:
     """The simulator's catalog (``catalog_draw``), written to the recommender's tables when it is installed."""
     catalog = catalog_draw(seed=seed, products=products)
