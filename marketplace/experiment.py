@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import transaction
 
 from experiments import services
-from experiments.models import Arm, Experiment, Guardrail, Metric, PrivacyTreatment
+from experiments.models import Experiment, Metric, PrivacyTreatment
 
 # The demo's privacy experiment: (arm key, weight, is control, treatment).
 DEMO_ARMS = (
@@ -121,9 +121,10 @@ def experiment_setup(
             )
         )
         for arm_key, weight, is_control, fields in arms:
-            treatment = _treatment_for(fields)
-            Arm.objects.create(experiment=experiment, key=arm_key, treatment=treatment, weight=weight, is_control=is_control)
-        Guardrail.objects.create(
+            services.arm_create(
+                experiment=experiment, key=arm_key, treatment=_treatment_for(fields), weight=weight, is_control=is_control
+            )
+        services.guardrail_create(
             experiment=experiment, metric=Metric.OPT_OUT, margin=opt_out_margin,
             plan_baseline=DEMO_PLAN["opt_out_baseline"] if daily_subjects else None,
         )
@@ -142,4 +143,4 @@ def _treatment_for(fields: dict) -> PrivacyTreatment:
     while PrivacyTreatment.objects.filter(name=name).exists():
         version += 1
         name = f"{fields['name']} (v{version})"
-    return PrivacyTreatment.objects.create(**{**fields, "name": name})
+    return services.treatment_create(**{**fields, "name": name})
