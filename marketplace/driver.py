@@ -12,7 +12,7 @@
    personalization (and, for sensitive-category shoppers under an
    explicit-consent policy, sensitive profiling); some withdraw. Recorded by
    ``consent_record`` in time-ordered batches.
-4. **Recommendations** — when the recommender app is installed, the
+4. **Recommendations** — unless turned off, the
    recommendation builds run through their Celery task and every shopper's
    list is read through the real serving selector (consent checked); the
    items shown become the impressions and clicks.
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
@@ -54,6 +53,9 @@ from marketplace.model import (
 )
 from marketplace.population import population_build
 from marketplace.truth import ground_truth
+from recommender.selectors import recommendations_for_subject
+from recommender.services import arms_to_build, build_key_for, catalog_import
+from recommender.tasks import recommendations_build
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +79,15 @@ class SimulationResult:
 
 
 def catalog_build(*, seed: int, products: int = 400) -> Catalog:
-    """The simulator's catalog (``catalog_draw``), written to the recommender's tables when it is installed."""
+    """The simulator's catalog (``catalog_draw``), written to the recommender's tables."""
     catalog = catalog_draw(seed=seed, products=products)
-    if recommender_available():
-        from recommender.services import catalog_import
-
-        catalog_import(
-            categories=[{"key": key, "name": name, "sensitive": str(flag)} for key, name, flag in CATEGORIES],
-            products=[
-                {"sku": sku, "name": f"{CATEGORIES[c][1]} item {sku[4:]}", "category": CATEGORIES[c][0]}
-                for sku, c in zip(catalog.skus, catalog.item_category.tolist(), strict=True)
-            ],
-        )
+    catalog_import(
+        categories=[{"key": key, "name": name, "sensitive": str(flag)} for key, name, flag in CATEGORIES],
+        products=[
+            {"sku": sku, "name": f"{CATEGORIES[c][1]} item {sku[4:]}", "category": CATEGORIES[c][0]}
+            for sku, c in zip(catalog.skus, catalog.item_category.tolist(), strict=True)
+        ],
+    )
     return catalog
 
 
@@ -161,10 +160,6 @@ def _uniform_times(rng, start: datetime, end: datetime, count: int) -> list[date
     if count <= 0 or span <= 0:
         return []
     return [start + timedelta(seconds=float(s)) for s in np.sort(rng.uniform(0, span, count))]
-
-
-def recommender_available() -> bool:
-    return apps.is_installed("recommender")
 
 
 def _disabled(progress: bool | None) -> bool | None:
@@ -287,8 +282,8 @@ def simulate(
 
     # 4. Recommendations: build every arm's lists and read each shopper's through serving.
     served: dict[int, list[tuple[str, str]]] = {}
-    reco_status = "not installed"
-    if recommendations and recommender_available():
+    reco_status = "disabled"
+    if recommendations:
         phases.begin("recommendations")
         wanted = np.flatnonzero(exposed & (sessions > 0))
         if serve_limit is not None and len(wanted) > serve_limit:
@@ -299,8 +294,6 @@ def simulate(
             experiment=experiment, population=population, wanted=wanted.tolist(),
             served=served, progress=progress, write=write,
         )
-    elif not recommendations:
-        reco_status = "disabled"
 
     # 5. Outcomes after exposure: orders, impressions, clicks.
     expected_events = int(order_counts[exposed].sum() + ITEMS_PER_SESSION * sessions[exposed].sum() * 1.05)
@@ -362,10 +355,6 @@ def _shown(rng, catalog: Catalog, favourites, recommended: list[tuple[str, str]]
 
 
 def _serve_recommendations(*, experiment, population, wanted: Iterable[int], served, progress, write) -> str:
-    from recommender.selectors import recommendations_for_subject
-    from recommender.services import arms_to_build, build_key_for
-    from recommender.tasks import recommendations_build
-
     write("  building recommendations (Celery tasks)")
     build_key = f"sim-{experiment.key}-{build_key_for(timezone.now())}"
     failed = []
