@@ -1,6 +1,9 @@
 """The behavioural model: its expected values are the expectation of its draws; the arms differ as intended."""
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +55,16 @@ def test_arms_differ_in_the_intended_directions():
     assert truth["optin-cohort"]["consent_rate"] < truth["control"]["consent_rate"]
     assert truth["dp-popularity"]["consent_rate"] < 0.05
     assert truth["control"]["ctr"] > truth["dp-popularity"]["ctr"]
+
+
+def test_the_model_and_the_generated_data_sets_are_pure_numpy():
+    """The benchmarks and notebooks import them without Django settings."""
+    code = (
+        "import sys, marketplace.model, marketplace.population, marketplace.catalog, marketplace.datasets; "
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'rest_framework', 'celery')); "
+        "print(loaded); sys.exit(bool(loaded))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stdout + run.stderr
