@@ -45,7 +45,6 @@ class Catalog:
         return np.flatnonzero(self.item_category == category)
 
 
-
 def catalog_draw(*, seed: int, products: int = 400) -> Catalog:
     """The simulator's catalog: ``products`` products spread evenly over ``CATEGORIES``, shuffled."""
     rng = np.random.default_rng(seed)

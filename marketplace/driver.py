@@ -343,7 +343,6 @@ def simulate(
     )
 
 
-
 def _shown(rng, catalog: Catalog, favourites, recommended: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The items of one recommendation slot: the served list, topped up from the shopper's categories."""
     shown = list(recommended[:ITEMS_PER_SESSION])

@@ -84,7 +84,6 @@ def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
     )
 
 
-
 def arm_behaviour_subset(behaviour: ArmBehaviour, mask: np.ndarray) -> ArmBehaviour:
     """The behaviour of the shoppers ``mask`` selects."""
     return ArmBehaviour(
@@ -96,7 +95,6 @@ def arm_behaviour_subset(behaviour: ArmBehaviour, mask: np.ndarray) -> ArmBehavi
         click_rate=behaviour.click_rate,
         level=behaviour.level,
     )
-
 
 
 def expected_values(behaviour: ArmBehaviour, population: Population) -> dict[str, np.ndarray]:
@@ -120,7 +118,6 @@ def expected_values(behaviour: ArmBehaviour, population: Population) -> dict[str
         "impressions": impressions,
         "clicks": clicks,
     }
-
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,6 @@ class Population:
         return len(self.ids)
 
 
-
 DECISION_SLOT_HOURS = 4  # consent decisions are taken at the next 4-hour mark after arrival
 
 
@@ -99,7 +98,6 @@ def population_build(*, size: int, seed: int, start: datetime, end: datetime, ca
     )
 
 
-
 def population_subset(population: Population, mask: np.ndarray) -> Population:
     """The shoppers ``mask`` selects, in order."""
     index = np.flatnonzero(mask)
@@ -117,7 +115,6 @@ def population_subset(population: Population, mask: np.ndarray) -> Population:
         horizon_days=population.horizon_days[mask],
         decided_at=[population.decided_at[i] for i in index],
     )
-
 
 
 def attributes_draw(rng: np.random.Generator, size: int) -> tuple[tuple[str, str, str], ...]:

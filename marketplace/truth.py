@@ -38,7 +38,6 @@ def true_metrics(behaviour: ArmBehaviour, population: Population) -> dict[str, f
     }
 
 
-
 def ground_truth(*, experiment, population, exposed, behaviours, seed, start, end, by_arm) -> dict:
     """Every arm's true metric values over the exposed shoppers, and the effects against the control."""
     control = experiment.arms.get(is_control=True).key
