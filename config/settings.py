@@ -288,7 +288,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
-# Data subject requests (consent.services): an erasure waits this long, cancellable,
+# Data subject requests (consent.services.dsr): an erasure waits this long, cancellable,
 # before it runs; it must leave time within the 3 × 24 hour due time.
 ERASURE_GRACE_HOURS = env.float("PRIVACYLAB_ERASURE_GRACE_HOURS", default=24.0)
 if not 0 <= ERASURE_GRACE_HOURS <= 60:

@@ -3,7 +3,7 @@
 ``consent_state`` answers from the shared cache in one round trip (the
 subject's state and the purposes' rules token, fetched together); on a miss it
 reads the database and fills the cache. Writes invalidate the subject's entry
-explicitly, in the same operation (``services.consent_cache_invalidate``), by
+explicitly, in the same operation (``services.cache.consent_cache_invalidate``), by
 writing a short-lived *tombstone* over it: a reader that read the database
 just before the write committed fills the cache with ``add``, which cannot
 replace the tombstone, and it fills only if its read began less than half the
