@@ -12,7 +12,7 @@ import re
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponseRedirect
@@ -28,7 +28,6 @@ from consent.models import (
     CurrentConsent,
     DataSubjectRequest,
     ErasureRecord,
-    Language,
     Notice,
     NoticeText,
     Purpose,
@@ -42,7 +41,13 @@ from consent.services.dsr import (
     dsr_file,
     subject_processing_resume,
 )
-from consent.services.notices import notice_in_use, notice_save, notice_text_save, purpose_save
+from consent.services.notices import (
+    notice_in_use,
+    notice_save,
+    notice_text_save,
+    notice_texts_check,
+    purpose_save,
+)
 
 _PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}")
 
@@ -113,6 +118,13 @@ class PseudonymSearchMixin:
 
 
 class ReadOnlyAdminMixin:
+    """For records nobody edits here: the append-only ledger, erasure records, tallies.
+
+    No add, no change, and no delete (the ledger loses rows only to an erasure or
+    the retention purge, through their services; an erasure record is the proof of
+    compliance).
+    """
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -249,6 +261,8 @@ class PurposeAdmin(admin.ModelAdmin):
 
 
 class NoticeTextFormSet(BaseInlineFormSet):
+    """A notice's texts; which languages it needs is the notice service's rule."""
+
     def clean(self):
         super().clean()
         languages = {
@@ -256,10 +270,8 @@ class NoticeTextFormSet(BaseInlineFormSet):
             for form in self.forms
             if form.cleaned_data and not form.cleaned_data.get("DELETE")
         }
-        if Language.INDONESIAN not in languages and not notice_in_use(
-            notice=self.instance
-        ):
-            raise ValidationError("A notice needs its text in Bahasa Indonesia.")
+        # The service's ValidationError becomes the formset's error, shown above the texts.
+        notice_texts_check(notice=self.instance, languages=languages)
 
 
 class NoticeTextInline(admin.StackedInline):

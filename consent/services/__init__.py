@@ -43,7 +43,13 @@ from consent.services.ledger import (
     consent_withdraw,
 )
 from consent.services.ledger_writes import LEDGER_COLUMNS, STATE_FIELDS
-from consent.services.notices import notice_in_use, notice_save, notice_text_save, purpose_save
+from consent.services.notices import (
+    notice_in_use,
+    notice_save,
+    notice_text_save,
+    notice_texts_check,
+    purpose_save,
+)
 from consent.services.retention import DSR_RECORD_KEPT_FOR, EXPORT_KEPT_FOR, consent_retention_purge
 from consent.services.state import RebuildReport, consent_state_rebuild
 from consent.services.subjects import ErasureSummary, subject_erase, subject_export
@@ -81,6 +87,7 @@ __all__ = [
     "notice_in_use",
     "notice_save",
     "notice_text_save",
+    "notice_texts_check",
     "purpose_rules_changed",
     "purpose_save",
     "subject_erase",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from consent.models import ConsentEvent, Notice, NoticeText, Purpose
+from consent.models import ConsentEvent, Language, Notice, NoticeText, Purpose
 from consent.services.cache import purpose_rules_changed
 
 
@@ -19,6 +21,17 @@ def purpose_save(*, purpose: Purpose) -> Purpose:
 
 def notice_in_use(*, notice: Notice) -> bool:
     return notice.pk is not None and ConsentEvent.objects.filter(notice_id=notice.pk).exists()
+
+
+def notice_texts_check(*, notice: Notice, languages: Iterable[str]) -> None:
+    """Refuse a notice's texts without one in Bahasa Indonesia (``ValidationError``).
+
+    Subjects in Indonesia are told in their language what they consent to (UU PDP);
+    other languages come beside it. A notice that consents rest on is frozen, its
+    texts included, so it is not judged again.
+    """
+    if Language.INDONESIAN not in set(languages) and not notice_in_use(notice=notice):
+        raise ValidationError("A notice needs its text in Bahasa Indonesia.")
 
 
 def notice_save(*, notice: Notice) -> Notice:
