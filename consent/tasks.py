@@ -3,14 +3,14 @@
 import uuid
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from config.transient import TRANSIENT_ERRORS
 from consent.services import cache as cache_invalidation
 from consent.services import dsr, retention
 
 # Transient: the database or the cache is briefly unreachable. Anything else is a
 # bug, and retrying it would only repeat the failure.
-TRANSIENT = (OperationalError, InterfaceError, dsr.CacheUnavailable)
+TRANSIENT = (*TRANSIENT_ERRORS, dsr.CacheUnavailable)
 
 
 @shared_task(

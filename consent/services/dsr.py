@@ -47,7 +47,7 @@ def _resolve(subject_id: str | None, pseudonym: str | None) -> str:
 
 def erasure_grace() -> timedelta:
     """How long an erasure waits, cancellable, before it runs (``ERASURE_GRACE_HOURS``)."""
-    return timedelta(hours=float(getattr(settings, "ERASURE_GRACE_HOURS", 24.0)))
+    return timedelta(hours=float(settings.ERASURE_GRACE_HOURS))
 
 
 def dsr_file(

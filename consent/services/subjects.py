@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from django.core.cache import cache
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from config.jsonsafe import json_safe
 from consent.models import (
     ConsentEvent,
     CurrentConsent,
@@ -40,7 +39,7 @@ def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
         .first()
     )
     states = CurrentConsent.objects.filter(subject_id=pseudonym).order_by("purpose_id")
-    return _jsonable(
+    return json_safe(
         {
             "generated_at": now,
             "subject": subject,
@@ -67,10 +66,6 @@ def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
             },
         }
     )
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
 def _subject_cache_keys(pseudonym: str) -> list[str]:
