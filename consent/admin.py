@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from consent.models import (
+    SUBJECT_RECORD,
     ConsentEvent,
     ConsentTally,
     CurrentConsent,
@@ -159,15 +160,7 @@ class SubjectAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         ("restricted_at", admin.EmptyFieldListFilter),
         ("objected_at", admin.EmptyFieldListFilter),
     )
-    readonly_fields = (
-        "pseudonym",
-        "age_band",
-        "province",
-        "platform",
-        "first_seen",
-        "restricted_at",
-        "objected_at",
-    )
+    readonly_fields = SUBJECT_RECORD
     inlines = [CurrentConsentInline]
     actions = ["file_access", "file_erasure", "lift_restriction", "lift_objection"]
     date_hierarchy = "first_seen"

@@ -65,6 +65,18 @@ class Subject(models.Model):
         return f"subject {self.pseudonym[:12]}…"
 
 
+# Everything a subject's row holds: what an access request exports and the admin shows.
+SUBJECT_RECORD = (
+    "pseudonym",
+    "age_band",
+    "province",
+    "platform",
+    "first_seen",
+    "restricted_at",
+    "objected_at",
+)
+
+
 class Purpose(models.Model):
     """A purpose of processing that a subject consents to separately."""
 

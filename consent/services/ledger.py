@@ -323,15 +323,7 @@ def consent_grant(
     now: datetime | None = None,
 ) -> RecordedConsent:
     """Record that the subject consented to ``purpose`` under the notice they saw."""
-    event = ConsentEventInput(
-        subject_id=subject_id,
-        purpose=purpose,
-        action=Action.GRANT,
-        notice_version=notice_version,
-        source=ConsentSource.of(source),
-        event_id=event_id,
-    )
-    return consent_record(events=[event], now=now)[0]
+    return _decision_record(Action.GRANT, subject_id, purpose, notice_version, source, event_id, now)
 
 
 def consent_withdraw(
@@ -344,10 +336,22 @@ def consent_withdraw(
     now: datetime | None = None,
 ) -> RecordedConsent:
     """Record a withdrawal; it is committed before this returns and counts from the next read."""
+    return _decision_record(Action.WITHDRAW, subject_id, purpose, notice_version, source, event_id, now)
+
+
+def _decision_record(
+    action: str,
+    subject_id: str,
+    purpose: str,
+    notice_version: str | None,
+    source: ConsentSource | Mapping[str, str] | None,
+    event_id: uuid.UUID | None,
+    now: datetime | None,
+) -> RecordedConsent:
     event = ConsentEventInput(
         subject_id=subject_id,
         purpose=purpose,
-        action=Action.WITHDRAW,
+        action=action,
         notice_version=notice_version,
         source=ConsentSource.of(source),
         event_id=event_id,

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from config.jsonsafe import json_safe
 from consent.models import (
+    SUBJECT_RECORD,
     ConsentEvent,
     CurrentConsent,
     DataSubjectRequest,
@@ -27,15 +28,7 @@ def subject_export(*, pseudonym: str, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     subject = (
         Subject.objects.filter(pk=pseudonym)
-        .values(
-            "pseudonym",
-            "age_band",
-            "province",
-            "platform",
-            "first_seen",
-            "restricted_at",
-            "objected_at",
-        )
+        .values(*SUBJECT_RECORD)
         .first()
     )
     states = CurrentConsent.objects.filter(subject_id=pseudonym).order_by("purpose_id")
