@@ -58,6 +58,13 @@ class VersionedMemo(Generic[T]):
             self._held = _Held(version=kept_as, loaded_at=time.monotonic(), value=value)
         return value
 
+    @property
+    def last(self) -> T | None:
+        """The value last loaded, however old (``None`` before the first load): what to serve
+        when a reload fails and a stale answer beats none."""
+        held = self._held
+        return None if held is None else held.value
+
     def forget(self) -> None:
         """Drop the held value: the next ``get`` loads."""
         with self._lock:

@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from config import memo as memo_module
 from config.memo import VersionedMemo
 
@@ -46,6 +48,22 @@ def test_a_copy_older_than_max_age_is_reloaded_even_under_the_same_version(monke
     plain.get("v", load)
     clock[0] += 10**6
     assert plain.get("v", load) == "value 3" and load.count == 3
+
+
+def test_the_last_value_stays_readable_when_a_reload_fails():
+    memo, load = VersionedMemo(), Loads()
+    assert memo.last is None
+    memo.get("v1", load)
+
+    def broken():
+        raise RuntimeError("the database is down")
+
+    with pytest.raises(RuntimeError):
+        memo.get("v2", broken)
+    assert memo.last == "value 1"
+    assert memo.get("v1", load) == "value 1"  # the failed reload replaced nothing
+    memo.forget()
+    assert memo.last is None
 
 
 def test_held_as_chooses_the_version_after_the_load():
