@@ -9,14 +9,13 @@ Two complementary checks:
   statistics as pandas is tested in test_metrics.py.)
 - **Recovery** (end to end): one large seeded simulation through the real
   services and the database, analysed by ``compute_results``; every true
-  effect (3 arms × 7 metrics) lies inside its 95% interval. The seed, the salt
-  and the clock are fixed, so the run is reproducible; a correct pipeline
-  covers all 21 effects for a given seed with probability of roughly a half
-  (21 intervals at 95%, correlated through the shared control), so seed 2 was
-  chosen as one that does — seed 1 misses one effect by z = −2.5, as expected
-  now and then. If a change to the simulator's random stream makes an effect
-  fall just outside, look at the calibration test before touching the seed; a
-  biased pipeline misses by many standard errors, on every seed.
+  effect (3 arms × 7 metrics) lies within 4 standard errors of its estimate.
+  The seed, the salt and the clock are fixed, so the run is reproducible, but
+  no seed is picked: a correct pipeline passes on any seed but about one in
+  750 (21 effects, each outside 4 standard errors with probability 6e-5),
+  where a 95% interval on each would fail about every other seed. A biased
+  pipeline misses by many standard errors, on every seed; the calibration test
+  above is what checks the intervals' 95%.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -26,23 +25,18 @@ import pandas as pd
 import pytest
 
 from experiments.results import compute_results
-from experiments.simulation import (
-    DEMO_ARMS,
-    ITEMS_PER_SESSION,
-    TRUTH_METRICS,
-    arm_behaviour,
-    experiment_setup,
-    population_build,
-    sample_outcomes,
-    simulate,
-    true_metrics,
-)
 from experiments.stats import analyze
+from marketplace.driver import simulate
+from marketplace.experiment import DEMO_ARMS, experiment_setup
+from marketplace.model import ITEMS_PER_SESSION, arm_behaviour, sample_outcomes
+from marketplace.population import population_build
+from marketplace.truth import TRUTH_METRICS, true_metrics
 from tests.experiments.factories import UserFactory
-from tests.experiments.test_simulate import _catalog
+from tests.marketplace.factories import small_catalog
 
 END = datetime(2025, 9, 1, tzinfo=UTC)  # fixed: the draws depend on the clock through the horizons
 ARMS = [key for key, _, _, _ in DEMO_ARMS]
+MAX_STANDARD_ERRORS = 4  # the recovery's tolerance: any seed passes but about one in 750
 
 
 def _interval_covers(comparison: dict, true_effect: float) -> bool:
@@ -50,13 +44,14 @@ def _interval_covers(comparison: dict, true_effect: float) -> bool:
     return low <= true_effect <= high
 
 
+@pytest.mark.slow  # Monte Carlo: 40 simulated experiments of 6,000 shoppers
 def test_the_intervals_cover_the_true_effects_95_percent_of_the_time():
     names = {"converted": "conversion", "opt_out": "opt_out", "consent_rate": "consent_rate", "gmv": "gmv",
              "orders": "orders", "gmv/orders": "aov", "clicks/impressions": "ctr"}
     covered = []
     for seed in range(40):
         population = population_build(size=6000, seed=seed, start=END - timedelta(days=14), end=END,
-                                      catalog=_catalog(), namespace="c")
+                                      catalog=small_catalog(), namespace="c")
         rng = np.random.default_rng(seed + 1000)
         arm_of = rng.integers(0, len(ARMS), population.size)
         behaviours = [arm_behaviour(fields, population) for _, _, _, fields in DEMO_ARMS]
@@ -89,10 +84,11 @@ def test_the_intervals_cover_the_true_effects_95_percent_of_the_time():
     assert 0.924 <= np.mean(covered) <= 0.976, np.mean(covered)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 @pytest.mark.timeout(1200)  # 8,000 shoppers through the real services: 1.5 min idle, longer on a busy machine
 def test_a_large_seeded_simulation_recovers_every_true_effect():
-    seed = 2
+    seed = 1
     experiment = experiment_setup(
         key="recovery", owner=UserFactory(), start=END - timedelta(days=14),
         gmv_cap_percentile=None,  # the true GMV effects are of uncapped GMV
@@ -109,9 +105,10 @@ def test_a_large_seeded_simulation_recovers_every_true_effect():
         for metric in TRUTH_METRICS:
             comparison = comparisons[(arm, metric)]
             true_effect = effects[metric]["absolute"]
-            if not _interval_covers(comparison, true_effect):
-                z = (comparison["absolute"]["estimate"] - true_effect) / comparison["absolute"]["standard_error"]
-                misses.append(f"{arm}/{metric}: true {true_effect:+.4g}, interval {comparison['absolute']['ci']}, z={z:+.2f}")
+            z = (comparison["absolute"]["estimate"] - true_effect) / comparison["absolute"]["standard_error"]
+            if not abs(z) <= MAX_STANDARD_ERRORS:
+                misses.append(f"{arm}/{metric}: true {true_effect:+.4g}, estimate "
+                              f"{comparison['absolute']['estimate']:+.4g}, z={z:+.2f}")
     assert len(comparisons) == 21
     assert not misses, misses
     # The truth is about the same shoppers the platform counted.

@@ -4,9 +4,9 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.db.models.deletion import ProtectedError
 
-from consent.models import ConsentEvent, CurrentConsent, LedgerIsAppendOnly, Subject
+from consent.models import ConsentEvent, LedgerIsAppendOnly, Subject
 from consent.pseudonyms import subject_pseudonym
-from tests.consent.factories import grant, raw_id, withdraw
+from tests.consent.factories import grant, raw_id
 
 pytestmark = pytest.mark.django_db
 
@@ -16,35 +16,6 @@ def event():
     subject = raw_id()
     grant(subject)
     return ConsentEvent.objects.get(subject_id=subject_pseudonym(subject))
-
-
-def test_an_event_is_written_with_its_source_and_notice():
-    subject = raw_id()
-    recorded = grant(
-        subject,
-        source={
-            "experiment": "prompt-test",
-            "arm": "modal",
-            "prompt": "modal",
-            "channel": "ios",
-            "language": "en",
-        },
-    )
-    row = ConsentEvent.objects.get(event_id=recorded.event_id)
-    assert row.subject_id == subject_pseudonym(subject)
-    assert (row.purpose_id, row.action, row.notice.version, row.language) == (
-        "personalization",
-        "grant",
-        "1",
-        "en",
-    )
-    assert (row.source_experiment, row.source_arm, row.source_prompt, row.source_channel) == (
-        "prompt-test",
-        "modal",
-        "modal",
-        "ios",
-    )
-    assert row.expires_at is not None and row.expires_at > row.recorded_at
 
 
 def test_saving_an_existing_event_is_refused(event):
@@ -82,20 +53,6 @@ def test_a_subject_with_a_ledger_cannot_be_deleted_around_it(event):
     with pytest.raises(ProtectedError):
         Subject.objects.filter(pk=event.subject_id).delete()
     assert ConsentEvent.objects.filter(pk=event.pk).exists()
-
-
-def test_withdrawal_appends_and_keeps_the_grant():
-    subject = raw_id()
-    grant(subject)
-    withdraw(subject)
-    actions = list(
-        ConsentEvent.objects.filter(subject_id=subject_pseudonym(subject)).values_list(
-            "action", flat=True
-        )
-    )
-    assert actions == ["grant", "withdraw"]
-    state = CurrentConsent.objects.get(subject_id=subject_pseudonym(subject))
-    assert state.granted is False
 
 
 @pytest.mark.postgres

@@ -1,8 +1,9 @@
-"""Synthetic marketplaces: catalogs, subjects and interactions with real structure.
+"""Generated interaction data sets: catalogs, subjects and interactions with real structure.
 
-Pure numpy, no Django: the benchmark, ``evaluate_recommenders --synthetic``
-and the tests use them directly; ``services.catalog_simulate`` writes a
-catalog into the database for the demo. Two generators:
+Pure numpy, no Django: the benchmark and the tests use them directly;
+``evaluate_recommenders --synthetic`` and ``--grocery`` reach them through the
+recommender's registry (``recommender.datasets``; this app registers them at
+start-up). Each returns a ``recommender.datasets.Marketplace``. Two generators:
 
 - ``synthetic_marketplace``: a general marketplace. Subjects have two
   favourite categories, product popularity inside a category is heavy-tailed
@@ -20,72 +21,13 @@ catalog into the database for the demo. Two generators:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from experiments.marketplace import AGE_BANDS, PLATFORMS, PROVINCES
-from experiments.marketplace import CATEGORIES as BASE_CATEGORIES
-from recommender.engine import TrainingData
+from marketplace.catalog import REPEATABLE_KEYS, categories_repeat
+from marketplace.population import attributes_draw
+from recommender.datasets import Marketplace
 
 TASTE_CLUSTERS = 5
-
-
-@dataclass(frozen=True)
-class Marketplace:
-    category_keys: tuple[str, ...]
-    category_names: tuple[str, ...]
-    category_sensitive: np.ndarray
-    item_category: np.ndarray
-    item_skus: tuple[str, ...]
-    attributes: tuple[tuple[str, str, str], ...]
-    subjects: np.ndarray  # one row per interaction
-    items: np.ndarray
-    times: np.ndarray  # seconds since the start
-    weights: np.ndarray  # 1.0 purchase, 0.5 click
-    category_repeatable: np.ndarray | None = None  # per category: consumables bought again
-    product_repeatable: np.ndarray | None = None  # per product, when products say it themselves
-
-    @property
-    def n_subjects(self) -> int:
-        return len(self.attributes)
-
-    def training_data(self, mask: np.ndarray | None = None) -> TrainingData:
-        keep = slice(None) if mask is None else mask
-        return TrainingData.from_triples(
-            subjects=self.subjects[keep],
-            items=self.items[keep],
-            weights=self.weights[keep],
-            times=self.times[keep],
-            n_subjects=self.n_subjects,
-            item_category=self.item_category,
-            category_sensitive=self.category_sensitive,
-            attributes=self.attributes,
-            category_names=self.category_names,
-            purchases=self.weights[keep] >= 1.0,
-            item_repeatable=self.item_repeatable,
-        )
-
-    @property
-    def item_repeatable(self) -> np.ndarray | None:
-        if self.product_repeatable is not None:
-            return self.product_repeatable
-        return None if self.category_repeatable is None else self.category_repeatable[self.item_category]
-
-
-# The marketplace's consumables: what a shopper buys again (groceries, beauty, health).
-REPEATABLE_KEYS = frozenset({"groceries", "beauty", "health"})
-
-
-def _categories(n_categories: int) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
-    keys, names, sensitive = [], [], []
-    for i in range(n_categories):
-        key, name, flag = BASE_CATEGORIES[i % len(BASE_CATEGORIES)]
-        suffix = "" if i < len(BASE_CATEGORIES) else f"-{i // len(BASE_CATEGORIES) + 1}"
-        keys.append(key + suffix)
-        names.append(name + (f" {i // len(BASE_CATEGORIES) + 1}" if suffix else ""))
-        sensitive.append(flag)
-    return tuple(keys), tuple(names), np.array(sensitive, dtype=bool)
 
 
 def synthetic_marketplace(
@@ -97,8 +39,9 @@ def synthetic_marketplace(
     days: float = 90.0,
     seed: int = 0,
 ) -> Marketplace:
+    """A general marketplace: favourite categories, Pareto popularity, log-normal activity, taste clusters."""
     rng = np.random.default_rng(seed)
-    keys, names, sensitive = _categories(categories)
+    keys, names, sensitive = categories_repeat(categories)
     item_category = rng.integers(0, categories, products)
     popularity = rng.pareto(1.2, products) + 1.0
     activity = np.maximum(1.0, rng.lognormal(2.5, 0.9, subjects))
@@ -136,15 +79,7 @@ def synthetic_marketplace(
             items[chosen] = rng.choice(members, int(chosen.sum()), p=weights)
     times = rng.random(total) * days * 86400.0
     weights = np.where(rng.random(total) < 0.4, 1.0, 0.5).astype(np.float32)
-    attributes = tuple(
-        (AGE_BANDS[a], PROVINCES[p], PLATFORMS[q])
-        for a, p, q in zip(
-            rng.integers(0, len(AGE_BANDS), subjects),
-            rng.integers(0, len(PROVINCES), subjects),
-            rng.integers(0, len(PLATFORMS), subjects),
-            strict=True,
-        )
-    )
+    attributes = attributes_draw(rng, subjects)
     skus = tuple(f"P{i:06d}" for i in range(products))
     return Marketplace(
         category_keys=keys,
@@ -279,15 +214,7 @@ def grocery_baskets(
     subjects = np.concatenate(out_subjects)
     items = np.concatenate(out_items)
     times = np.concatenate(out_times)
-    attributes = tuple(
-        (AGE_BANDS[a], PROVINCES[p], PLATFORMS[q])
-        for a, p, q in zip(
-            rng.integers(0, len(AGE_BANDS), customers),
-            rng.integers(0, len(PROVINCES), customers),
-            rng.integers(0, len(PLATFORMS), customers),
-            strict=True,
-        )
-    )
+    attributes = attributes_draw(rng, customers)
     return Marketplace(
         category_keys=keys,
         category_names=names,

@@ -7,7 +7,15 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from consent import services
-from consent.models import ConsentEvent, DataSubjectRequest, Notice, Purpose, Subject
+from consent.models import (
+    ConsentEvent,
+    ConsentTally,
+    DataSubjectRequest,
+    ErasureRecord,
+    Notice,
+    Purpose,
+    Subject,
+)
 from consent.pseudonyms import subject_pseudonym
 from tests.consent.factories import grant, raw_id
 
@@ -171,3 +179,17 @@ def test_editing_a_purpose_goes_through_the_service(staff_client):
     assert (purpose.retention_days, purpose.consent_validity_days, purpose.involves_profiling) == (400, None, True)
     # Without an expiry, a new grant never expires.
     assert grant(raw_id(), "marketing").expires_at is None
+
+
+@pytest.mark.parametrize("model", [ConsentEvent, ErasureRecord, ConsentTally])
+def test_append_only_records_cannot_be_deleted_in_the_admin(staff_client, model):
+    grant(raw_id())
+    now = timezone.now()
+    ErasureRecord.objects.create(received_at=now, due_at=now, completed_at=now, rows_erased=0)
+    row = model.objects.get()
+    url = f"/admin/consent/{model._meta.model_name}/"
+    changelist = staff_client.get(url)
+    assert changelist.status_code == 200 and "delete_selected" not in changelist.content.decode()
+    assert staff_client.post(f"{url}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert staff_client.post(url, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}).status_code != 500
+    assert model.objects.filter(pk=row.pk).exists()

@@ -170,7 +170,7 @@ def test_dp_popularity_is_reviewed_as_the_personal_processing_it_is():
 
 def test_the_demo_arms_can_still_start():
     """No demo arm is pre-ticked or includes sensitive categories, so the review change starts them all."""
-    from experiments.simulation import DEMO_ARMS
+    from marketplace.experiment import DEMO_ARMS
 
     for _, _, _, fields in DEMO_ARMS:
         attributes = {name: value for name, value in fields.items() if name != "name"}

@@ -49,7 +49,7 @@ def test_the_requeue_runs_an_erasure_once_its_grace_is_over(django_capture_on_co
     grant(subject)
     request, _ = services.dsr_file(type="erasure", subject_id=subject)
     enqueued = []
-    monkeypatch.setattr(services, "dsr_enqueue", lambda *, request_id: enqueued.append(request_id))
+    monkeypatch.setattr("consent.services.dsr.dsr_enqueue", lambda *, request_id: enqueued.append(request_id))
     assert services.dsr_enqueue_open(now=request.not_before) == 1
     assert enqueued == [request.pk]
 

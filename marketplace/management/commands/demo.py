@@ -3,7 +3,7 @@
 1. migrate the database;
 2. start a 14-day, 4-arm privacy experiment (backdated) and simulate the
    marketplace through the real services: assignment, consent,
-   recommendation builds and serving, outcome events (``experiments.simulation``);
+   recommendation builds and serving, outcome events (``marketplace.driver``);
 3. compute the results through the Celery tasks (eager in this mode): the
    metric pipeline, the stats engine, guardrails, the decision rule, a stored
    ``ResultSnapshot``;
@@ -35,8 +35,9 @@ from config import embedded
 from config.celery import app as celery_app
 from experiments import services
 from experiments.models import Experiment, ResultSnapshot
-from experiments.simulation import experiment_setup, simulate
 from experiments.tasks import results_compute
+from marketplace.driver import simulate
+from marketplace.experiment import experiment_setup
 
 DEMO_PREFIX = "privacy-demo"
 DAYS = 14

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from experiments.models import Experiment
-from experiments.simulation import experiment_setup, simulate
+from marketplace.driver import simulate
+from marketplace.experiment import experiment_setup
 
 
 class Command(BaseCommand):

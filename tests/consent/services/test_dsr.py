@@ -365,7 +365,7 @@ def test_the_task_notes_a_failed_attempt_without_personal_data(
     def broken(**kwargs):
         raise RuntimeError(f"something about {subject}")
 
-    monkeypatch.setattr(services, "subject_export", broken)
+    monkeypatch.setattr("consent.services.dsr.subject_export", broken)
     with pytest.raises(RuntimeError):
         tasks.dsr_process.delay(str(request.id))
     request.refresh_from_db()
