@@ -6,7 +6,7 @@ Two complementary checks:
   on the simulator's draws cover the true effects about 95% of the time. This
   is what makes a single seeded run meaningful: the intervals are neither
   biased nor too narrow. (That the database computes the same sufficient
-  statistics as pandas is tested in test_metrics.py.)
+  statistics as pandas is tested in tests/experiments/metrics/test_pipeline.py.)
 - **Recovery** (end to end): one large seeded simulation through the real
   services and the database, analysed by ``compute_results``; every true
   effect (3 arms × 7 metrics) lies within 4 standard errors of its estimate.
