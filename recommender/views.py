@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from config import permissions
 from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem
 from recommender.serializers import RecommendationQuerySerializer, RecommendationResponseSerializer
-from recommender.services import recommendations_serve
+from recommender.services.impressions import recommendations_serve
 
 
 class RecommendationView(APIView):

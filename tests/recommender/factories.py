@@ -145,7 +145,7 @@ def bought(raw: str, *skus: str, days_ago: float = 1.0, clicks: tuple[str, ...] 
 
 def build(arm: Arm | None, key: str = "k", **kwargs):
     """Run a build as a task would: its publish step runs when the transaction commits."""
-    from recommender import services
+    from recommender.services.builds import recommendations_build
 
     with TestCase.captureOnCommitCallbacks(execute=True):
-        return services.recommendations_build(arm_id=arm.pk if arm is not None else None, build_key=key, **kwargs)
+        return recommendations_build(arm_id=arm.pk if arm is not None else None, build_key=key, **kwargs)

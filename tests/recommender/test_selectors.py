@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent.pseudonyms import subject_pseudonym
-from recommender import services
 from recommender.models import ModelBuild, RecommendationList
-from recommender.selectors import recommendations_for_subject
+from recommender.selectors import recommendations_for_subject, training_load
+from recommender.services.builds import InsufficientTrainingData
 from tests.recommender.factories import (
     bought,
     build,
@@ -59,7 +59,7 @@ def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
                     if sensitive:
                         sensitive_ok.add(pseudonym)
 
-            training = services.training_load(policy=policy)
+            training = training_load(policy=policy)
             # Exactly the consenting subjects' allowed interactions, and nobody else's.
             used = {
                 training.pseudonyms[row]: {training.catalog.skus[i] for i in training.data.interactions[row].indices}
@@ -78,7 +78,7 @@ def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
             for arm in arms[:2]:
                 try:
                     build(arm, "property")
-                except services.InsufficientTrainingData:
+                except InsufficientTrainingData:
                     # Refused only when nobody's data may be used under this arm's own policy
                     # (the cohort arm excludes sensitive categories whatever the full arm allows).
                     arm_policy = arm.treatment.sensitive_category_policy
@@ -138,7 +138,7 @@ def test_sensitive_items_need_the_explicit_consent_and_a_policy_that_allows_them
         assert served_health == {}
         assert all(i["category"] != "health" for i in served_with.items if i["reason"] == "Best seller")
     # The subject without sensitive consent: their own health purchase was not used at all.
-    training = services.training_load(policy=policy)
+    training = training_load(policy=policy)
     row = training.row_of[subject_pseudonym(without)]
     assert {training.catalog.skus[i] for i in training.data.interactions[row].indices} == {"F1"}
 

@@ -17,9 +17,11 @@ from consent.compliance import treatment_compliance_review
 from consent.models import Purpose
 from consent.pseudonyms import subject_pseudonym
 from consent.services import subject_erase
-from recommender import services
+from recommender.cache_keys import subject_cache_keys, subject_key
 from recommender.models import Category, ModelBuild, Product, RecommendationList
 from recommender.selectors import privacy_budget, recommendations_for_subject
+from recommender.services import builds
+from recommender.services.catalog import catalog_import
 from tests.recommender.factories import (
     bought,
     build,
@@ -94,7 +96,7 @@ def test_an_entry_of_unknown_provenance_is_not_served_without_the_sensitive_cons
     pseudonym = subject_pseudonym(raw)
     old = [["F2", "fashion", 0.9, False, "Because you showed interest in Product H1"]]
     RecommendationList.objects.filter(subject_id=pseudonym).update(items=old, without_sensitive=None)
-    cache.set(services.subject_key(summary.build_id, pseudonym), {"items": old})
+    cache.set(subject_key(summary.build_id, pseudonym), {"items": old})
     withdraw(raw, Purpose.SENSITIVE_PROFILING)
     served = recommendations_for_subject(subject_id=raw, limit=5)
     assert all("H1" not in reason for reason in _reasons(served))
@@ -155,16 +157,16 @@ def test_an_erasure_while_a_build_publishes_leaves_nothing_of_the_subject_behind
     with mock.patch.object(cache, "set_many", side_effect=erase_then_write):
         summary = build(arm, "k")
     assert erased and summary.outcome == "built"
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is None
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
     # The others' lists were published as usual.
-    assert cache.get(services.subject_key(summary.build_id, subject_pseudonym(raws[1]))) is not None
+    assert cache.get(subject_key(summary.build_id, subject_pseudonym(raws[1]))) is not None
 
 
 def test_a_subject_erased_before_the_build_writes_is_left_out_of_it():
     arm, raws = _full_arm()
     pseudonym = subject_pseudonym(raws[0])
-    real_load = services.training_load
+    real_load = builds.training_load
 
     def load_then_erase(**kwargs):
         training = real_load(**kwargs)
@@ -172,11 +174,11 @@ def test_a_subject_erased_before_the_build_writes_is_left_out_of_it():
             subject_erase(pseudonym=pseudonym)
         return training
 
-    with mock.patch.object(services, "training_load", side_effect=load_then_erase):
+    with mock.patch.object(builds, "training_load", side_effect=load_then_erase):
         summary = build(arm, "k")
     assert summary.outcome == "built"
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is None
 
 
 @pytest.mark.parametrize("status", ["running", "failed", "succeeded"])
@@ -186,9 +188,9 @@ def test_erasure_covers_running_and_recent_failed_builds(status):
     record = ModelBuild.objects.create(arm=arm, build_key=status, strategy="full", status=status,
                                        started_at=timezone.now(), attempts=1,
                                        published_at=timezone.now() if status == "succeeded" else None)
-    key = services.subject_key(record.pk, pseudonym)
+    key = subject_key(record.pk, pseudonym)
     cache.set(key, {"items": [["F1", "fashion", 1.0, False, None, False]]})  # as a build would have written
-    assert key in services.subject_cache_keys(pseudonym)
+    assert key in subject_cache_keys(pseudonym)
     with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
         subject_erase(pseudonym=pseudonym)
     assert cache.get(key) is None
@@ -201,10 +203,10 @@ def test_the_erasure_lists_the_keys_again_after_it_commits():
         subject_erase(pseudonym=pseudonym)
     # A build that started meanwhile wrote a key; the erasure's after-commit step still finds it.
     late = ModelBuild.objects.create(arm=arm, build_key="late", strategy="full", started_at=timezone.now())
-    cache.set(services.subject_key(late.pk, pseudonym), {"items": []})
+    cache.set(subject_key(late.pk, pseudonym), {"items": []})
     for callback in callbacks:
         callback()
-    assert cache.get(services.subject_key(late.pk, pseudonym)) is None
+    assert cache.get(subject_key(late.pk, pseudonym)) is None
 
 
 # --- (issue 12) the differential-privacy budget ------------------------------------------------------
@@ -251,8 +253,8 @@ def test_epsilon_is_charged_before_the_noise_and_stays_charged_when_the_build_fa
 
 
 def test_delta_is_budgeted_too_for_the_gaussian_mechanism(settings, monkeypatch):
-    monkeypatch.setattr(services, "DP_MECHANISM", "gaussian")
-    monkeypatch.setattr(services, "DP_DELTA", 1e-6)
+    monkeypatch.setattr(builds, "DP_MECHANISM", "gaussian")
+    monkeypatch.setattr(builds, "DP_DELTA", 1e-6)
     settings.RECOMMENDER_DP_BUDGET_DELTA = 1.5e-6
     arm = _dp_arm()
     assert build(arm, "k1").outcome == "built"
@@ -368,18 +370,18 @@ def test_session_arms_have_no_buy_again():
 
 
 def test_the_catalog_import_reads_repeatable_flags():
-    services.catalog_import(
+    catalog_import(
         categories=[{"key": "groceries", "repeatable": "yes"}, {"key": "home"}],
         products=[{"sku": "A", "category": "home", "repeatable": "true"}, {"sku": "B", "category": "groceries"}],
     )
     assert Category.objects.get(key="groceries").repeatable and not Category.objects.get(key="home").repeatable
     assert Product.objects.get(sku="A").repeatable is True and Product.objects.get(sku="B").repeatable is None
-    services.catalog_import(categories=[{"key": "groceries"}])  # no column: the flag stays
+    catalog_import(categories=[{"key": "groceries"}])  # no column: the flag stays
     assert Category.objects.get(key="groceries").repeatable
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="not a yes/no"):
-        services.catalog_import(categories=[{"key": "x", "repeatable": "often"}])
+        catalog_import(categories=[{"key": "x", "repeatable": "often"}])
 
 
 # --- (issue 15) evaluation on an export of orders -------------------------------------------------------
