@@ -1,3 +1,5 @@
+"""Admin for the recommender: the catalog, the record of builds (read-only), each arm's lists and DP spend."""
+
 from datetime import timedelta
 
 from django.contrib import admin, messages

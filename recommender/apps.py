@@ -1,3 +1,5 @@
+"""The recommender's app config: registers its per-subject lists and cache keys for data subject requests."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,5 @@
+"""The recommendation endpoint: validates the request, then hands it to the serving service."""
+
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response

@@ -8,7 +8,7 @@ from recommender.cache_keys import pointer_key, subject_key
 from recommender.models import ModelBuild, Product, RecommendationList
 from recommender.selectors import recommendations_for_subject
 from recommender.tasks import recommendations_build
-from tests.recommender.factories import bought, catalog, experiment_with, subject, treatment
+from tests.recommender.factories import FOUR_HISTORIES, bought, subject
 
 # serialized_rollback: a transactional test flushes the tables, the seeded purposes and notices
 # with them; this puts them back for the next test.
@@ -21,19 +21,13 @@ pytestmark = [
 
 
 @pytest.fixture
-def full_arm(celery_worker_process):
-    catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(4)]
-    patterns = [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")]
-    for raw, skus in zip(raws, patterns, strict=True):
-        bought(raw, *skus)
+def full_arm(full_arm, celery_worker_process):
     # The worker runs with the production support threshold (a pair needs five subjects): five
     # consenting shoppers outside the experiment repeat each history, which leaves every cosine as it was.
-    for skus in patterns:
+    for skus in FOUR_HISTORIES:
         for _ in range(5):
             bought(subject(), *skus)
-    return arm, raws
+    return full_arm
 
 
 def test_a_build_runs_once_per_key_on_the_worker_and_serves_from_redis(full_arm, celery_worker_process):

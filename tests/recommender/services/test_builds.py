@@ -5,7 +5,6 @@ from unittest import mock
 
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
 from django.db import transaction
 from django.test import TestCase
 from django.utils import timezone
@@ -23,19 +22,9 @@ from recommender.services.builds import (
     recommendations_prune,
 )
 from recommender.tasks import recommendations_build_all
-from tests.recommender.factories import bought, build, catalog, experiment_with, subject, treatment
+from tests.recommender.factories import bought, build, experiment_with, subject, treatment
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def full_arm():
-    catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(4)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")], strict=True):
-        bought(raw, *skus)
-    return arm, raws
 
 
 def test_the_same_build_key_builds_once(full_arm):
@@ -174,35 +163,3 @@ def test_the_admin_builds_selected_arms_on_demand(full_arm, admin_client):
     for url in ("/admin/recommender/armrecommendations/", "/admin/recommender/modelbuild/",
                 "/admin/recommender/product/", "/admin/recommender/category/"):
         assert admin_client.get(url).status_code == 200
-
-
-# --- catalog -----------------------------------------------------------------------------------
-
-
-def test_catalog_csv_loads_and_updates(tmp_path):
-    categories = tmp_path / "categories.csv"
-    products = tmp_path / "products.csv"
-    categories.write_text("key,name,sensitive\nfashion,Fashion,false\nhealth,Health & Pharmacy,true\n")
-    products.write_text("sku,name,category,price,active\nF1,Shirt,fashion,150000,true\nH1,Vitamins,health,,\n")
-    call_command("load_catalog", categories=categories, products=products, skip_checks=True)
-    assert Product.objects.get(sku="H1").category.sensitive is True
-    assert Product.objects.get(sku="F1").price == 150000
-    products.write_text("sku,name,category,price,active\nF1,Shirt (blue),fashion,160000,false\n")
-    call_command("load_catalog", products=products, skip_checks=True)
-    shirt = Product.objects.get(sku="F1")
-    assert (shirt.name, shirt.price, shirt.active) == ("Shirt (blue)", 160000, False)
-
-
-def test_a_bad_catalog_row_names_its_line_and_column_and_loads_nothing(tmp_path):
-    from django.core.management.base import CommandError
-
-    products = tmp_path / "products.csv"
-    categories = tmp_path / "categories.csv"
-    categories.write_text("key,name,sensitive\nfashion,Fashion,maybe\n")
-    products.write_text("sku,name,category,price\nF1,Shirt,fashion,10\nF2,Shoe,nowhere,-3\n")
-    with pytest.raises(CommandError) as raised:
-        call_command("load_catalog", categories=categories, products=products, skip_checks=True)
-    message = str(raised.value)
-    assert "categories[0].sensitive (CSV line 2)" in message
-    assert "products[1].category (CSV line 3)" in message and "products[1].price" in message
-    assert not Product.objects.exists()

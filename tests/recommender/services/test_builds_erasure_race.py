@@ -18,7 +18,7 @@ from consent.services import subject_erase
 from recommender.cache_keys import subject_key
 from recommender.models import ModelBuild, RecommendationList
 from recommender.services import builds
-from tests.recommender.factories import bought, catalog, experiment_with, subject, treatment
+from tests.recommender.factories import fashion_arm_of_three
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,12 +30,7 @@ pytestmark = [
 @pytest.fixture
 def arm_and_subjects(settings):
     settings.RECOMMENDER_MIN_SUPPORT = 1
-    catalog({"fashion": ["F1", "F2", "F3", "F4"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(3)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F3"), ("F2", "F3", "F4")], strict=True):
-        bought(raw, *skus)
-    return arm, raws
+    return fashion_arm_of_three()
 
 
 def _in_thread(target, errors: list):
