@@ -389,10 +389,15 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
         and state.sensitive_allowed
     )
     personal: list | None = None
+    fallback_cached: object = _UNREAD
     if personal_ok:
         if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
+            # The subject's list and the arm's fallback in one round trip: a short list is filled
+            # from the fallback, and a second round trip costs more than the fallback's bytes.
+            found = cache.get_many([subject_key(build_id, pseudonym), fallback_key(build_id)])
+            fallback_cached = found.get(fallback_key(build_id))
             personal = subject_list(
-                build_id=build_id, pseudonym=pseudonym, cached=cache.get(subject_key(build_id, pseudonym)),
+                build_id=build_id, pseudonym=pseudonym, cached=found.get(subject_key(build_id, pseudonym)),
                 sensitive_ok=sensitive_ok,
             )
         elif level == Level.SESSION and session:
@@ -404,8 +409,10 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     if len(items) >= limit:
         return Served(items=items, strategy=level, personalized=True, arm=arm)
     # The arm's non-personal list: the whole answer, or the rest of a short personal one
-    # (its own policy for sensitive items applies). Read only when needed.
-    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))
+    # (its own policy for sensitive items applies). Read here if it was not read with the list.
+    if fallback_cached is _UNREAD:
+        fallback_cached = cache.get(fallback_key(build_id))
+    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=fallback_cached)
     if not items:
         return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
     items += _as_items(fallback, limit - len(items), explain=explain, exclude=seen, sensitive_ok=True)

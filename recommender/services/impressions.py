@@ -55,6 +55,9 @@ def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
             # The pseudonym, never the raw id: the message is stored in the broker.
             args=[subject_pseudonym(subject_id), uuid.uuid4().hex, timezone.now().isoformat(), shown],
             argsrepr=f"(<subject>, {len(shown)} items)",
+            # Nobody reads the count it returns: without a result to wait for, the result
+            # backend is not subscribed to (and unsubscribed from) on every request.
+            ignore_result=True,
         )
     except Exception as exc:  # the broker is down: the answer still goes out
         logger.warning("recommendation impressions not queued (%s)", type(exc).__name__)

@@ -42,3 +42,12 @@ def test_a_broker_outage_does_not_fail_the_answer(api, world):
     with mock.patch("recommender.tasks.recommendations_impressions_record.apply_async", side_effect=OSError("no broker")):
         response = api.get(URL.format(raws[0]))
     assert response.status_code == 200 and response.json()["personalized"] is True
+
+
+def test_the_impression_task_is_sent_without_a_result_to_wait_for(api, world):
+    """Nobody reads an impression task's count: the result backend is not subscribed to per request."""
+    _, raws = world
+    with mock.patch("recommender.tasks.recommendations_impressions_record.apply_async") as enqueue:
+        assert api.get(URL.format(raws[0])).status_code == 200
+    (call,) = enqueue.call_args_list
+    assert call.kwargs["ignore_result"] is True
