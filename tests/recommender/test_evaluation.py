@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from marketplace.datasets import synthetic_marketplace
 from recommender.evaluation import evaluate, ranking_metrics, render, time_split
-from recommender.simulation import synthetic_marketplace
 from tests.recommender.factories import bought, catalog, subject, withdraw
 
 
@@ -101,7 +101,7 @@ def test_the_command_on_synthetic_data_prints_a_markdown_table():
 def test_the_command_evaluates_an_exported_orders_file(tmp_path):
     import numpy as np
 
-    from recommender.simulation import grocery_baskets
+    from marketplace.datasets import grocery_baskets
 
     market = grocery_baskets(customers=80, products=300, weeks=20, seed=4)
     lines = ["subject,product,time"]
