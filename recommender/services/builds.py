@@ -82,27 +82,18 @@ def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = Fals
     if level == Level.COHORT:
         return engine.CohortStrategy(k=int(treatment["cohort_k"]), include_sensitive=include_sensitive,
                                      list_size=FALLBACK_N, min_item_support=min_support, neighbours=NEIGHBOURS)
-    if level == Level.DP_POPULARITY:
-        return engine.DPPopularityStrategy(
-            epsilon=float(treatment["dp_epsilon"]),
-            clip=DP_CLIP,
-            mechanism=DP_MECHANISM,
-            delta=DP_DELTA,
-            include_sensitive=include_sensitive,
-            seed=seed,
-        )
-    if level == Level.DP_ITEM_ITEM:
+    if level in (Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
+        # What every DP strategy is given: its ε, the per-subject clip and the noise mechanism.
+        dp = {"epsilon": float(treatment["dp_epsilon"]), "clip": DP_CLIP, "mechanism": DP_MECHANISM,
+              "delta": DP_DELTA, "include_sensitive": include_sensitive, "seed": seed}
+        if level == Level.DP_POPULARITY:
+            return engine.DPPopularityStrategy(**dp)
         return engine.DPItemItemStrategy(
-            epsilon=float(treatment["dp_epsilon"]),
-            clip=DP_CLIP,
-            mechanism=DP_MECHANISM,
-            delta=DP_DELTA,
+            **dp,
             candidates=int(recommender_setting("RECOMMENDER_DP_CANDIDATES")),
             selection_share=float(recommender_setting("RECOMMENDER_DP_SELECTION_SHARE")),
             neighbours=NEIGHBOURS,
-            include_sensitive=include_sensitive,
             explain=explain,
-            seed=seed,
         )
     if level == Level.POPULARITY:
         return engine.PopularityStrategy(include_sensitive=include_sensitive)
