@@ -1,0 +1,1 @@
+"""The recommender app: catalog, privacy-level strategies, model builds, precomputed lists, serving."""

@@ -1,11 +1,14 @@
+"""Admin for the recommender: the catalog, the record of builds (read-only), each arm's lists and DP spend."""
+
 from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
-from recommender import services
+from recommender.conf import recommender_setting
 from recommender.models import ArmRecommendations, Category, ModelBuild, Product
+from recommender.services import builds
 
 
 @admin.register(Category)
@@ -52,7 +55,7 @@ class ModelBuildAdmin(admin.ModelAdmin):
 def build_now(modeladmin, request, queryset):
     arm_ids = list(queryset.values_list("id", flat=True))
     key = f"manual-{timezone.now():%Y%m%dT%H%M%S}"
-    services.recommendations_build_enqueue(arm_ids=arm_ids, build_key=key, include_platform=False)
+    builds.recommendations_build_enqueue(arm_ids=arm_ids, build_key=key, include_platform=False)
     modeladmin.message_user(request, f"Queued {len(arm_ids)} build(s) as {key}.", messages.SUCCESS)
 
 
@@ -71,7 +74,7 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
         return request.user.has_perm("recommender.build_recommendations")
 
     def get_queryset(self, request):
-        since = timezone.now() - timedelta(days=int(services.recommender_setting("RECOMMENDER_DP_BUDGET_DAYS")))
+        since = timezone.now() - timedelta(days=int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS")))
         return super().get_queryset(request).annotate(
             _epsilon=Sum("recommendation_builds__epsilon_spent"),
             _epsilon_period=Sum(
@@ -92,8 +95,8 @@ class ArmRecommendationsAdmin(admin.ModelAdmin):
     def epsilon_period(self, obj):
         if obj.treatment.dp_epsilon is None and not obj._epsilon_period:
             return "—"
-        budget = float(services.recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON"))
-        days = int(services.recommender_setting("RECOMMENDER_DP_BUDGET_DAYS"))
+        budget = float(recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON"))
+        days = int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS"))
         return f"{obj._epsilon_period or 0:g} of {budget:g} (last {days} days)"
 
     @admin.display(description="ε spent (all builds)", ordering="_epsilon")

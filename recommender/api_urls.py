@@ -1,3 +1,5 @@
+"""The recommender's API routes under /api/v1/."""
+
 from django.urls import path
 
 from recommender.views import RecommendationView

@@ -1,3 +1,5 @@
+"""The recommender's app config: registers its per-subject lists and cache keys for data subject requests."""
+
 from django.apps import AppConfig
 
 
@@ -9,8 +11,8 @@ class RecommenderConfig(AppConfig):
         # consent cannot import this app, so data subject requests reach the
         # precomputed per-subject lists (tables and cache keys) through its registry.
         from consent.registry import personal_cache_register, personal_data_register
+        from recommender.cache_keys import subject_cache_keys
         from recommender.models import RecommendationList
-        from recommender.services import subject_cache_keys
 
         personal_data_register(
             label="recommender.recommendationlist",

@@ -1,6 +1,6 @@
-"""Serving: what a subject is shown, decided per request, consent first.
+"""The recommender's reads: what a subject is shown (consent first), the DP budget, what builds train on.
 
-Every request reads the subject's arm and *current* consent. Personal lists
+Serving: every request reads the subject's arm and *current* consent. Personal lists
 (full history, cohort, session, the categories of a DP arm) are used only
 while the personalization consent counts; sensitive items only with the
 sensitive_profiling consent too and a policy that allows them. Whatever
@@ -19,19 +19,22 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+import numpy as np
 from django.core.cache import cache
 from django.db import DatabaseError
+from django.db.models import Count, Sum
+from django.utils import timezone
 
+from consent.models import Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from consent.selectors import consent_state
-from experiments.models import Exposure, PrivacyTreatment
+from consent.selectors import consent_state, consenting_subject_ids
+from experiments.models import Arm, Experiment, Exposure, OrderLine, OutcomeEvent, PrivacyTreatment
 from experiments.selectors import running_experiment_configs
-from recommender.models import ModelBuild, RecommendationList
-from recommender.services import (
-    CACHE_SECONDS,
-    PER_SUBJECT_LEVELS,
+from recommender import engine
+from recommender.cache_keys import (
     arm_of_key,
     cohort_key,
     fallback_key,
@@ -39,10 +42,21 @@ from recommender.services import (
     pointer_key,
     subject_key,
 )
+from recommender.conf import (
+    CACHE_SECONDS,
+    CLICK_WEIGHT,
+    HISTORY_DAYS,
+    ORDER_WEIGHT,
+    recommender_setting,
+)
+from recommender.models import Category, ModelBuild, Product, RecommendationList
 
 logger = logging.getLogger(__name__)
 
 Level = PrivacyTreatment.PersonalizationLevel
+Policy = PrivacyTreatment.SensitivePolicy
+# The levels whose builds precompute one list per subject (a cohort arm stores the subject's cohort instead).
+PER_SUBJECT_LEVELS = (Level.FULL, Level.DP_POPULARITY, Level.DP_ITEM_ITEM)
 POPULARITY = Level.POPULARITY.value
 MAX_LIMIT = 100
 MAX_SESSION_ITEMS = 50
@@ -254,13 +268,6 @@ class PrivacyBudget:
 
 def privacy_budget(*, arm_id: int, now=None, exclude_build: int | None = None) -> PrivacyBudget:
     """What an arm's DP builds spent in the budget period ending ``now`` (``RECOMMENDER_DP_BUDGET_*``)."""
-    from datetime import timedelta
-
-    from django.db.models import Count, Sum
-    from django.utils import timezone
-
-    from recommender.services import recommender_setting
-
     now = now or timezone.now()
     days = int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS"))
     spending = ModelBuild.objects.filter(
@@ -382,10 +389,15 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
         and state.sensitive_allowed
     )
     personal: list | None = None
+    fallback_cached: object = _UNREAD
     if personal_ok:
         if level in (Level.FULL, Level.COHORT, Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
+            # The subject's list and the arm's fallback in one round trip: a short list is filled
+            # from the fallback, and a second round trip costs more than the fallback's bytes.
+            found = cache.get_many([subject_key(build_id, pseudonym), fallback_key(build_id)])
+            fallback_cached = found.get(fallback_key(build_id))
             personal = subject_list(
-                build_id=build_id, pseudonym=pseudonym, cached=cache.get(subject_key(build_id, pseudonym)),
+                build_id=build_id, pseudonym=pseudonym, cached=found.get(subject_key(build_id, pseudonym)),
                 sensitive_ok=sensitive_ok,
             )
         elif level == Level.SESSION and session:
@@ -397,9 +409,170 @@ def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequenc
     if len(items) >= limit:
         return Served(items=items, strategy=level, personalized=True, arm=arm)
     # The arm's non-personal list: the whole answer, or the rest of a short personal one
-    # (its own policy for sensitive items applies). Read only when needed.
-    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))
+    # (its own policy for sensitive items applies). Read here if it was not read with the list.
+    if fallback_cached is _UNREAD:
+        fallback_cached = cache.get(fallback_key(build_id))
+    fallback_strategy, fallback = fallback_list(build_id=build_id, cached=fallback_cached)
     if not items:
         return _non_personal(limit, arm=arm, strategy=fallback_strategy, entries=fallback, explain=explain)
     items += _as_items(fallback, limit - len(items), explain=explain, exclude=seen, sensitive_ok=True)
     return Served(items=items, strategy=level, personalized=True, arm=arm)
+
+
+# --- what builds read: the catalog, the training data, the arms to build ----------------------
+
+
+@dataclass
+class CatalogArrays:
+    skus: list[str]
+    names: list[str]
+    categories: list[str]  # category key per item
+    item_category: np.ndarray
+    category_keys: list[str]
+    category_names: list[str]
+    category_sensitive: np.ndarray
+    index: dict[str, int] = field(default_factory=dict)
+    item_repeatable: np.ndarray | None = None
+
+    @property
+    def item_sensitive(self) -> np.ndarray:
+        return self.category_sensitive[self.item_category]
+
+
+def catalog_arrays() -> CatalogArrays:
+    """The active catalog as arrays, items in sku order."""
+    categories = list(Category.objects.order_by("id").values_list("id", "key", "name", "sensitive", "repeatable"))
+    position = {row[0]: i for i, row in enumerate(categories)}
+    products = list(
+        Product.objects.filter(active=True).order_by("sku").values_list("sku", "name", "category_id", "repeatable")
+    )
+    category_repeatable = {row[0]: row[4] for row in categories}
+    return CatalogArrays(
+        skus=[sku for sku, _, _, _ in products],
+        names=[name for _, name, _, _ in products],
+        categories=[categories[position[c]][1] for _, _, c, _ in products],
+        item_category=np.array([position[c] for _, _, c, _ in products], dtype=np.int64),
+        category_keys=[row[1] for row in categories],
+        category_names=[row[2] for row in categories],
+        category_sensitive=np.array([row[3] for row in categories], dtype=bool),
+        index={sku: i for i, (sku, _, _, _) in enumerate(products)},
+        item_repeatable=np.array(
+            [category_repeatable[c] if again is None else again for _, _, c, again in products], dtype=bool
+        ),
+    )
+
+
+@dataclass
+class Training:
+    """A build's training data and how its rows map back to subjects."""
+
+    data: engine.TrainingData
+    catalog: CatalogArrays
+    pseudonyms: list[str]  # row → pseudonym
+    row_of: dict[str, int]
+    sensitive_ok: np.ndarray  # per row: the subject's sensitive data may be used
+    interactions: int
+    # One entry per interaction (row, item, time in seconds, weight), for the offline evaluation's time split.
+    raw: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def training_load(*, policy: str, now: datetime | None = None, history_days: int = HISTORY_DAYS) -> Training:
+    """Consenting subjects' orders and recommendation clicks, filtered by the sensitive policy.
+
+    Only subjects with a current personalization consent (and no restriction
+    or objection) are read — the filter runs in the database, so nothing of
+    anyone else is loaded. A subject's interactions in sensitive categories are
+    kept only if the policy is not ``exclude`` and the subject has the explicit
+    sensitive_profiling consent too; ``include`` cannot lower that bar.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(days=history_days)
+    catalog = catalog_arrays()
+    consenting = consenting_subject_ids(purposes=[Purpose.PERSONALIZATION], now=now)
+    sensitive_consenting = (
+        set(consenting_subject_ids(purposes=[Purpose.PERSONALIZATION, Purpose.SENSITIVE_PROFILING], now=now))
+        if policy != Policy.EXCLUDE
+        else set()
+    )
+    triples: list[tuple[str, str, datetime, float]] = []
+    orders = OrderLine.objects.filter(subject_id__in=consenting, occurred_at__gte=since, occurred_at__lte=now)
+    for subject, sku, when in orders.values_list("subject_id", "product_id", "occurred_at").iterator(chunk_size=20_000):
+        triples.append((subject, sku, when, ORDER_WEIGHT))
+    clicks = OutcomeEvent.objects.filter(
+        subject_id__in=consenting,
+        type=OutcomeEvent.Type.REC_CLICK,
+        occurred_at__gte=since,
+        occurred_at__lte=now,
+    )
+    for subject, sku, when in clicks.values_list("subject_id", "product_id", "occurred_at").iterator(chunk_size=20_000):
+        triples.append((subject, sku, when, CLICK_WEIGHT))
+    sensitive_items = catalog.item_sensitive
+    pseudonyms: list[str] = []
+    row_of: dict[str, int] = {}
+    subjects, items, times, weights = [], [], [], []
+    for subject, sku, when, weight in triples:
+        item = catalog.index.get(sku)
+        if item is None:  # not (or no longer) in the active catalog: nothing to recommend from it
+            continue
+        if sensitive_items[item] and subject not in sensitive_consenting:
+            continue
+        row = row_of.get(subject)
+        if row is None:
+            row = row_of[subject] = len(pseudonyms)
+            pseudonyms.append(subject)
+        subjects.append(row)
+        items.append(item)
+        times.append(when.timestamp())
+        weights.append(weight)
+    attributes_by_subject = {
+        pk: (age or "", province or "", platform or "")
+        for pk, age, province, platform in Subject.objects.filter(pk__in=pseudonyms).values_list(
+            "pseudonym", "age_band", "province", "platform"
+        )
+    } if len(pseudonyms) <= 50_000 else _attributes_in_batches(pseudonyms)
+    raw = (
+        np.array(subjects, dtype=np.int64),
+        np.array(items, dtype=np.int64),
+        np.array(times, dtype=np.float64),
+        np.array(weights, dtype=np.float32),
+    )
+    data = engine.TrainingData.from_triples(
+        subjects=raw[0],
+        items=raw[1],
+        weights=raw[3],
+        times=raw[2],
+        n_subjects=len(pseudonyms),
+        item_category=catalog.item_category,
+        category_sensitive=catalog.category_sensitive,
+        attributes=tuple(attributes_by_subject.get(p, ("", "", "")) for p in pseudonyms),
+        category_names=tuple(catalog.category_keys),
+        purchases=raw[3] == ORDER_WEIGHT,
+        item_repeatable=catalog.item_repeatable,
+        as_of=now.timestamp(),
+    )
+    return Training(
+        data=data,
+        catalog=catalog,
+        pseudonyms=pseudonyms,
+        row_of=row_of,
+        sensitive_ok=np.array([p in sensitive_consenting for p in pseudonyms], dtype=bool),
+        interactions=len(subjects),
+        raw=raw,
+    )
+
+
+def _attributes_in_batches(pseudonyms: list[str]) -> dict[str, tuple[str, str, str]]:
+    found = {}
+    for start in range(0, len(pseudonyms), 20_000):
+        for pk, age, province, platform in Subject.objects.filter(pk__in=pseudonyms[start : start + 20_000]).values_list(
+            "pseudonym", "age_band", "province", "platform"
+        ):
+            found[pk] = (age or "", province or "", platform or "")
+    return found
+
+
+def arms_to_build() -> list[int]:
+    """Arms of running experiments, by id."""
+    return list(
+        Arm.objects.filter(experiment__status=Experiment.Status.RUNNING).order_by("id").values_list("id", flat=True)
+    )

@@ -1,3 +1,5 @@
+"""The recommendation endpoint's query (limit, session) and response shapes."""
+
 import re
 
 from django.core.validators import RegexValidator

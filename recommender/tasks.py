@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from recommender import services
+from recommender.services import builds, impressions
 
 # Transient: the database is briefly unreachable. Anything else (a bug, too little
 # data) fails the build, and the previous build keeps serving until the next one.
@@ -22,13 +22,13 @@ TRANSIENT = (OperationalError, InterfaceError)
 )
 def recommendations_build(arm_id: int | None, build_key: str) -> dict:
     """Build one arm's recommendations (None: the platform popularity list) for ``build_key``."""
-    return services.recommendations_build(arm_id=arm_id, build_key=build_key).as_dict()
+    return builds.recommendations_build(arm_id=arm_id, build_key=build_key).as_dict()
 
 
 @shared_task(acks_late=True, time_limit=5 * 60, soft_time_limit=4 * 60)
 def recommendations_build_all(build_key: str | None = None) -> dict:
     """Hourly: fan out one build per arm of every running experiment, plus the platform list."""
-    return services.recommendations_build_enqueue(build_key=build_key)
+    return builds.recommendations_build_enqueue(build_key=build_key)
 
 
 @shared_task(
@@ -45,4 +45,4 @@ def recommendations_impressions_record(pseudonym: str, request_id: str, shown_at
 
     Takes the subject's pseudonym: the raw id never goes into the broker.
     """
-    return services.impressions_record(pseudonym=pseudonym, request_id=request_id, shown_at=shown_at, items=items)
+    return impressions.impressions_record(pseudonym=pseudonym, request_id=request_id, shown_at=shown_at, items=items)

@@ -1,6 +1,9 @@
+"""Fixtures every recommender test shares: fresh in-process memos, a hand-sized support threshold, built arms."""
+
 import pytest
 
 from consent.selectors import purpose_rules_forget
+from tests.recommender.factories import build, fashion_and_home_arm
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +28,20 @@ def _forget_platform_memo():
     selectors._platform_memo = (0.0, [])
     yield
     selectors._platform_memo = (0.0, [])
+
+
+@pytest.fixture
+def full_arm():
+    """A full-history arm over fashion and home, four exposed subjects with history: (arm, raw ids)."""
+    return fashion_and_home_arm()
+
+
+@pytest.fixture
+def world(full_arm):
+    """``full_arm`` built, and the platform list: (arm, raw ids)."""
+    build(full_arm[0])
+    build(None)
+    return full_arm
 
 
 # The real worker process of the integration suite, for the build tests on a real worker.

@@ -50,6 +50,39 @@ def catalog(spec: dict[str, list[str]], *, sensitive: tuple[str, ...] = ()) -> d
     return products
 
 
+# The catalog the consent tests share: an ordinary category and a sensitive one.
+FASHION_AND_HEALTH: dict[str, list[str]] = {"fashion": ["F1", "F2", "F3", "F4"], "health": ["H1", "H2"]}
+
+
+def catalog_with_health() -> dict[str, Product]:
+    """``FASHION_AND_HEALTH``, health marked sensitive."""
+    return catalog(FASHION_AND_HEALTH, sensitive=("health",))
+
+
+# Four shoppers' purchases over fashion and home that overlap enough for item-item neighbours.
+FOUR_HISTORIES: list[tuple[str, ...]] = [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")]
+
+
+def fashion_and_home_arm() -> tuple[Arm, list[str]]:
+    """A full-history arm whose four exposed subjects bought ``FOUR_HISTORIES``: (arm, raw ids)."""
+    catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
+    arm = experiment_with(treatment("full"))[0]
+    raws = [subject(arm=arm) for _ in range(4)]
+    for raw, skus in zip(raws, FOUR_HISTORIES, strict=True):
+        bought(raw, *skus)
+    return arm, raws
+
+
+def fashion_arm_of_three() -> tuple[Arm, list[str]]:
+    """A full-history arm over four fashion items, three exposed subjects: (arm, raw ids)."""
+    catalog({"fashion": ["F1", "F2", "F3", "F4"]})
+    arm = experiment_with(treatment("full"))[0]
+    raws = [subject(arm=arm) for _ in range(3)]
+    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F3"), ("F2", "F3", "F4")], strict=True):
+        bought(raw, *skus)
+    return arm, raws
+
+
 def treatment(level: str, **fields) -> PrivacyTreatment:
     defaults = {
         "name": f"{level} {uuid.uuid4().hex[:6]}",
@@ -145,7 +178,7 @@ def bought(raw: str, *skus: str, days_ago: float = 1.0, clicks: tuple[str, ...] 
 
 def build(arm: Arm | None, key: str = "k", **kwargs):
     """Run a build as a task would: its publish step runs when the transaction commits."""
-    from recommender import services
+    from recommender.services.builds import recommendations_build
 
     with TestCase.captureOnCommitCallbacks(execute=True):
-        return services.recommendations_build(arm_id=arm.pk if arm is not None else None, build_key=key, **kwargs)
+        return recommendations_build(arm_id=arm.pk if arm is not None else None, build_key=key, **kwargs)

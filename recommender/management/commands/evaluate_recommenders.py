@@ -123,7 +123,8 @@ class Command(BaseCommand):
                 category_names=market.category_keys, item_repeatable=market.item_repeatable,
                 quantile=options["split"],
             )
-        from recommender.services import HISTORY_DAYS, training_load
+        from recommender.conf import HISTORY_DAYS
+        from recommender.selectors import training_load
 
         training = training_load(policy=options["policy"], history_days=HISTORY_DAYS)
         subjects, items, times, weights = training.raw

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from recommender.services import catalog_import_csv
+from recommender.services.catalog import catalog_import_csv
 
 
 class Command(BaseCommand):

@@ -92,3 +92,53 @@ def test_the_command_on_synthetic_data_prints_a_markdown_table():
         "--markdown", "--epsilon", "1", "--cohort-k", "10", stdout=out, skip_checks=True,
     )
     assert "| dp_popularity | ε = 1 |" in out.getvalue()
+
+
+# --- evaluation on an export of orders (issue 15) ---------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_command_evaluates_an_exported_orders_file(tmp_path):
+    import numpy as np
+
+    from marketplace.datasets import grocery_baskets
+
+    market = grocery_baskets(customers=80, products=300, weeks=20, seed=4)
+    lines = ["subject,product,time"]
+    for s, i, t in zip(market.subjects, market.items, market.times, strict=True):
+        lines.append(f"c{s},{market.item_skus[i]},{int(t) + 1_700_000_000}")
+    (tmp_path / "orders.csv").write_text("\n".join(lines))
+    catalog_lines = ["product,category,sensitive,repeatable"] + [
+        f"{sku},{market.category_keys[c]},{'yes' if market.category_sensitive[c] else 'no'},yes"
+        for sku, c in zip(market.item_skus, market.item_category, strict=True)
+    ]
+    (tmp_path / "catalog.csv").write_text("\n".join(catalog_lines))
+    out = StringIO()
+    call_command("evaluate_recommenders", "--interactions", str(tmp_path / "orders.csv"), "--catalog",
+                 str(tmp_path / "catalog.csv"), "--epsilon", "1", "--cohort-k", "10", "--markdown",
+                 stdout=out, skip_checks=True)
+    text = out.getvalue()
+    assert "buy again 50%" in text and "| dp_item_item | ε = 1 |" in text
+    assert np.isfinite(len(text))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content, message", [
+    ("subject,product\nu1,P1\n", "missing columns time"),
+    ("subject,product,time\nu1,P1,yesterday\n", "line 2, column time"),
+    ("subject,product,time\nu1,,2026-01-01\n", "line 2, column product: empty"),
+])
+def test_a_bad_orders_file_names_its_line_and_column(tmp_path, content, message):
+    path = tmp_path / "orders.csv"
+    path.write_text(content)
+    with pytest.raises(CommandError, match=message):
+        call_command("evaluate_recommenders", "--interactions", str(path), stdout=StringIO(), skip_checks=True)
+
+
+@pytest.mark.django_db
+def test_a_product_missing_from_the_catalog_is_named(tmp_path):
+    (tmp_path / "orders.csv").write_text("subject,product,time\nu1,P1,2026-01-01\nu1,P9,2026-01-02\n")
+    (tmp_path / "catalog.csv").write_text("product,category\nP1,food\n")
+    with pytest.raises(CommandError, match="line 3, column product: 'P9' is not in the catalog"):
+        call_command("evaluate_recommenders", "--interactions", str(tmp_path / "orders.csv"), "--catalog",
+                     str(tmp_path / "catalog.csv"), stdout=StringIO(), skip_checks=True)

@@ -1,4 +1,4 @@
-"""Writes of the recommender: the catalog, and builds of each arm's recommendations.
+"""Builds of each arm's recommendations: train under the arm's privacy rules, precompute, publish.
 
 A build (``recommendations_build``) reads consenting subjects' orders and
 recommendation clicks, drops what the arm's sensitive-category policy and
@@ -13,438 +13,51 @@ finds the succeeded build and does nothing.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import scipy.sparse as sp
-from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from consent.models import Purpose, Subject
-from consent.pseudonyms import subject_pseudonym
-from consent.selectors import consenting_subject_ids
-from experiments.models import Arm, Experiment, Exposure, OrderLine, OutcomeEvent, PrivacyTreatment
+from consent.models import Subject
+from experiments.models import Arm, Exposure, PrivacyTreatment
 from recommender import engine
-from recommender.models import Category, ModelBuild, Product, RecommendationList
+from recommender.cache_keys import cohort_key, fallback_key, item_key, pointer_key, subject_key
+from recommender.conf import (
+    CACHE_SECONDS,
+    DP_CLIP,
+    DP_DELTA,
+    DP_MECHANISM,
+    FALLBACK_N,
+    HISTORY_DAYS,
+    KEEP_BUILDS,
+    MIN_INTERACTIONS,
+    NEIGHBOURS,
+    STALE_AFTER,
+    TOP_N,
+    WEIGHTING,
+    recommender_setting,
+)
+from recommender.models import ModelBuild, RecommendationList
+from recommender.selectors import (
+    PER_SUBJECT_LEVELS,
+    CatalogArrays,
+    Training,
+    arms_to_build,
+    privacy_budget,
+    training_load,
+)
 
 logger = logging.getLogger(__name__)
 
 Level = PrivacyTreatment.PersonalizationLevel
 Policy = PrivacyTreatment.SensitivePolicy
-
-# --- settings (each overridable in Django settings) ------------------------------------
-
-TOP_N: int = getattr(settings, "RECOMMENDER_TOP_N", 50)  # per subject; serving fills up to 100
-FALLBACK_N: int = 100  # the non-personal list covers the largest ``limit``
-NEIGHBOURS: int = getattr(settings, "RECOMMENDER_NEIGHBOURS", 50)
-WEIGHTING: str = getattr(settings, "RECOMMENDER_WEIGHTING", "cosine")
-DP_CLIP: int = getattr(settings, "RECOMMENDER_DP_CLIP", 20)
-DP_MECHANISM: str = getattr(settings, "RECOMMENDER_DP_MECHANISM", "laplace")
-DP_DELTA: float = getattr(settings, "RECOMMENDER_DP_DELTA", 1e-6)
-HISTORY_DAYS: int = getattr(settings, "RECOMMENDER_HISTORY_DAYS", 180)
-KEEP_BUILDS: int = getattr(settings, "RECOMMENDER_KEEP_BUILDS", 24)  # per arm, with their lists
-CACHE_SECONDS: int = getattr(settings, "RECOMMENDER_CACHE_SECONDS", 26 * 3600)
-MIN_INTERACTIONS: int = getattr(settings, "RECOMMENDER_MIN_INTERACTIONS", 1)
-ORDER_WEIGHT, CLICK_WEIGHT = 1.0, 0.5
-
-# Read when used (``recommender_setting``), so that an override takes effect without a re-import.
-SETTING_DEFAULTS: dict[str, float | int] = {
-    # A similarity, or a cohort's listed item, needs at least this many distinct subjects.
-    "RECOMMENDER_MIN_SUPPORT": 5,
-    # The share of a full-history list given to the subject's own re-buys of repeatable items.
-    "RECOMMENDER_BUY_AGAIN_SHARE": 0.5,
-    "RECOMMENDER_BUY_AGAIN_HALF_LIFE_DAYS": 30.0,
-    # DP item-item: the model's vocabulary (items chosen by noisy counts) and the share of ε choosing it.
-    "RECOMMENDER_DP_CANDIDATES": 500,
-    "RECOMMENDER_DP_SELECTION_SHARE": 0.2,
-    # Per arm, over a sliding period: the ε (and δ) all its DP builds may spend together.
-    "RECOMMENDER_DP_BUDGET_EPSILON": 10.0,
-    "RECOMMENDER_DP_BUDGET_DELTA": 1e-5,
-    "RECOMMENDER_DP_BUDGET_DAYS": 30,
-}
-
-
-def recommender_setting(name: str):
-    """A recommender setting from Django settings, else its default (``SETTING_DEFAULTS``)."""
-    return getattr(settings, name, SETTING_DEFAULTS[name])
-
-# A build still "running" after this long was abandoned by a dead worker: take it over.
-STALE_AFTER = timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1800))
-
-# --- cache keys ------------------------------------------------------------------------
-
-KEY_PREFIX = "reco:v1:"
-
-
-def _digest(text: str) -> str:
-    # Skus and cohort keys may hold spaces and '&': hashed, every key stays cache-safe.
-    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
-
-
-def pointer_key(arm_id: int | None) -> str:
-    return f"{KEY_PREFIX}current:{arm_id if arm_id is not None else 'platform'}"
-
-
-def subject_key(build_id: int, pseudonym: str) -> str:
-    return f"{KEY_PREFIX}{build_id}:s:{pseudonym}"
-
-
-def cohort_key(build_id: int, cohort: str) -> str:
-    return f"{KEY_PREFIX}{build_id}:c:{_digest(cohort)}"
-
-
-def item_key(build_id: int, sku: str) -> str:
-    return f"{KEY_PREFIX}{build_id}:i:{_digest(sku)}"
-
-
-def fallback_key(build_id: int) -> str:
-    return f"{KEY_PREFIX}{build_id}:f"
-
-
-def arm_of_key(pseudonym: str) -> str:
-    return f"{KEY_PREFIX}arm-of:{pseudonym}"
-
-
-def subject_cache_keys(pseudonym: str) -> list[str]:
-    """Every cache key that may hold this subject's data (for erasure).
-
-    Every build that may have written keys still alive: whatever its status —
-    running (it may be publishing right now), failed (it may have written its
-    keys before failing) or succeeded — if it started within a key's lifetime
-    plus the longest a build may run.
-    """
-    since = timezone.now() - timedelta(seconds=CACHE_SECONDS) - STALE_AFTER
-    build_ids = ModelBuild.objects.filter(started_at__gte=since).values_list("id", flat=True)
-    return [arm_of_key(pseudonym), *(subject_key(build_id, pseudonym) for build_id in build_ids)]
-
-
-# --- catalog ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogImport:
-    categories_created: int = 0
-    categories_updated: int = 0
-    products_created: int = 0
-    products_updated: int = 0
-
-
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f", ""}
-
-
-def _flag(value: object, where: str, errors: dict) -> bool:
-    text = str(value if value is not None else "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text not in _FALSE:
-        errors.setdefault(where, []).append(f"{value!r} is not a yes/no value (true/false, 1/0).")
-    return False
-
-
-def _text(row: Mapping, name: str, where: str, errors: dict, *, max_length: int, required: bool = True) -> str:
-    value = (row.get(name) or "").strip()
-    if required and not value:
-        errors.setdefault(f"{where}.{name}", []).append("This field is required.")
-    elif len(value) > max_length:
-        errors.setdefault(f"{where}.{name}", []).append(f"At most {max_length} characters.")
-    elif not value.isprintable():
-        errors.setdefault(f"{where}.{name}", []).append("Must not contain control characters.")
-    return value
-
-
-def catalog_import(
-    *, categories: Iterable[Mapping[str, object]] = (), products: Iterable[Mapping[str, object]] = ()
-) -> CatalogImport:
-    """Create or update categories (key, name, sensitive, repeatable) and products (sku, name, category,
-    price, active, repeatable).
-
-    All or nothing: any bad row raises a ValidationError naming its line and
-    column (``categories[3].sensitive``), and nothing is written.
-    """
-    errors: dict[str, list[str]] = {}
-    clean_categories: dict[str, dict] = {}
-    for index, row in enumerate(categories):
-        where = f"categories[{index}]"
-        key = _text(row, "key", where, errors, max_length=64)
-        name = _text(row, "name", where, errors, max_length=120, required=False) or key
-        sensitive = _flag(row.get("sensitive"), f"{where}.sensitive", errors)
-        # Absent or blank: a new category is not repeatable, an existing one keeps its flag.
-        repeatable = None if row.get("repeatable") in (None, "") else _flag(
-            row.get("repeatable"), f"{where}.repeatable", errors)
-        if key in clean_categories:
-            errors.setdefault(f"{where}.key", []).append(f"Category {key!r} appears twice.")
-        clean_categories[key] = {"name": name, "sensitive": sensitive, "repeatable": repeatable}
-    known = set(Category.objects.values_list("key", flat=True)) | set(clean_categories)
-    clean_products: dict[str, dict] = {}
-    for index, row in enumerate(products):
-        where = f"products[{index}]"
-        sku = _text(row, "sku", where, errors, max_length=64)
-        name = _text(row, "name", where, errors, max_length=200, required=False) or sku
-        category = _text(row, "category", where, errors, max_length=64)
-        if category and category not in known:
-            errors.setdefault(f"{where}.category", []).append(f"Unknown category {category!r}.")
-        price = None
-        raw_price = str(row.get("price") or "").strip()
-        if raw_price:
-            try:
-                price = Decimal(raw_price)
-                if not price.is_finite() or price < 0 or price >= Decimal("1e13"):
-                    raise InvalidOperation
-                price = price.quantize(Decimal("0.01"))
-            except InvalidOperation:
-                errors.setdefault(f"{where}.price", []).append("Must be a non-negative amount in IDR.")
-                price = None
-        active = True if row.get("active") in (None, "") else _flag(row.get("active"), f"{where}.active", errors)
-        # Blank: as the category says.
-        repeatable = None if row.get("repeatable") in (None, "") else _flag(
-            row.get("repeatable"), f"{where}.repeatable", errors)
-        if sku in clean_products:
-            errors.setdefault(f"{where}.sku", []).append(f"Product {sku!r} appears twice.")
-        clean_products[sku] = {"name": name, "category": category, "price": price, "active": active,
-                               "repeatable": repeatable}
-    if errors:
-        raise ValidationError(errors)
-    with transaction.atomic():
-        existing = {c.key: c for c in Category.objects.select_for_update().filter(key__in=clean_categories)}
-        new = [
-            Category(key=key, name=values["name"], sensitive=values["sensitive"], repeatable=bool(values["repeatable"]))
-            for key, values in clean_categories.items()
-            if key not in existing
-        ]
-        for key, values in clean_categories.items():
-            if key in existing:
-                existing[key].name, existing[key].sensitive = values["name"], values["sensitive"]
-                if values["repeatable"] is not None:
-                    existing[key].repeatable = values["repeatable"]
-        Category.objects.bulk_create(new, batch_size=1000)
-        Category.objects.bulk_update(list(existing.values()), ["name", "sensitive", "repeatable"], batch_size=1000)
-        category_ids = dict(Category.objects.values_list("key", "id"))
-        current = {p.sku: p for p in Product.objects.select_for_update().filter(sku__in=clean_products)}
-        new_products, changed = [], []
-        for sku, values in clean_products.items():
-            fields = {
-                "name": values["name"],
-                "category_id": category_ids[values["category"]],
-                "price": values["price"],
-                "active": values["active"],
-                "repeatable": values["repeatable"],
-            }
-            if sku in current:
-                for name, value in fields.items():
-                    setattr(current[sku], name, value)
-                changed.append(current[sku])
-            else:
-                new_products.append(Product(sku=sku, **fields))
-        Product.objects.bulk_create(new_products, batch_size=2000)
-        Product.objects.bulk_update(changed, ["name", "category_id", "price", "active", "repeatable"], batch_size=2000)
-    return CatalogImport(
-        categories_created=len(new),
-        categories_updated=len(existing),
-        products_created=len(new_products),
-        products_updated=len(changed),
-    )
-
-
-def catalog_import_csv(*, categories_csv: str | None = None, products_csv: str | None = None) -> CatalogImport:
-    """``catalog_import`` from CSV text with a header row (columns as ``catalog_import`` names them)."""
-
-    def rows(text: str | None, required: set[str], label: str) -> list[dict]:
-        if not text:
-            return []
-        reader = csv.DictReader(io.StringIO(text))
-        missing = sorted(required - set(reader.fieldnames or ()))
-        if missing:
-            raise ValidationError({label: f"Missing columns: {', '.join(missing)}."})
-        return list(reader)
-
-    return catalog_import(
-        categories=rows(categories_csv, {"key"}, "categories"),
-        products=rows(products_csv, {"sku", "category"}, "products"),
-    )
-
-
-def catalog_simulate(*, marketplace) -> CatalogImport:
-    """Write a ``simulation.Marketplace``'s catalog (the demo's simulator fills the catalog so)."""
-    repeatable = (marketplace.category_repeatable if marketplace.category_repeatable is not None
-                  else np.zeros(len(marketplace.category_keys), dtype=bool))
-    return catalog_import(
-        categories=[
-            {"key": key, "name": name, "sensitive": "true" if flag else "false", "repeatable": "true" if again else "false"}
-            for key, name, flag, again in zip(
-                marketplace.category_keys, marketplace.category_names, marketplace.category_sensitive, repeatable,
-                strict=True,
-            )
-        ],
-        products=[
-            {"sku": sku, "name": f"{marketplace.category_names[c]} item {sku}", "category": marketplace.category_keys[c]}
-            for sku, c in zip(marketplace.item_skus, marketplace.item_category.tolist(), strict=True)
-        ],
-    )
-
-
-# --- training data -------------------------------------------------------------------------
-
-
-@dataclass
-class CatalogArrays:
-    skus: list[str]
-    names: list[str]
-    categories: list[str]  # category key per item
-    item_category: np.ndarray
-    category_keys: list[str]
-    category_names: list[str]
-    category_sensitive: np.ndarray
-    index: dict[str, int] = field(default_factory=dict)
-    item_repeatable: np.ndarray | None = None
-
-    @property
-    def item_sensitive(self) -> np.ndarray:
-        return self.category_sensitive[self.item_category]
-
-
-def catalog_arrays() -> CatalogArrays:
-    """The active catalog as arrays, items in sku order."""
-    categories = list(Category.objects.order_by("id").values_list("id", "key", "name", "sensitive", "repeatable"))
-    position = {row[0]: i for i, row in enumerate(categories)}
-    products = list(
-        Product.objects.filter(active=True).order_by("sku").values_list("sku", "name", "category_id", "repeatable")
-    )
-    category_repeatable = {row[0]: row[4] for row in categories}
-    return CatalogArrays(
-        skus=[sku for sku, _, _, _ in products],
-        names=[name for _, name, _, _ in products],
-        categories=[categories[position[c]][1] for _, _, c, _ in products],
-        item_category=np.array([position[c] for _, _, c, _ in products], dtype=np.int64),
-        category_keys=[row[1] for row in categories],
-        category_names=[row[2] for row in categories],
-        category_sensitive=np.array([row[3] for row in categories], dtype=bool),
-        index={sku: i for i, (sku, _, _, _) in enumerate(products)},
-        item_repeatable=np.array(
-            [category_repeatable[c] if again is None else again for _, _, c, again in products], dtype=bool
-        ),
-    )
-
-
-@dataclass
-class Training:
-    """A build's training data and how its rows map back to subjects."""
-
-    data: engine.TrainingData
-    catalog: CatalogArrays
-    pseudonyms: list[str]  # row → pseudonym
-    row_of: dict[str, int]
-    sensitive_ok: np.ndarray  # per row: the subject's sensitive data may be used
-    interactions: int
-    # One entry per interaction (row, item, time in seconds, weight), for the offline evaluation's time split.
-    raw: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-def training_load(*, policy: str, now: datetime | None = None, history_days: int = HISTORY_DAYS) -> Training:
-    """Consenting subjects' orders and recommendation clicks, filtered by the sensitive policy.
-
-    Only subjects with a current personalization consent (and no restriction
-    or objection) are read — the filter runs in the database, so nothing of
-    anyone else is loaded. A subject's interactions in sensitive categories are
-    kept only if the policy is not ``exclude`` and the subject has the explicit
-    sensitive_profiling consent too; ``include`` cannot lower that bar.
-    """
-    now = now or timezone.now()
-    since = now - timedelta(days=history_days)
-    catalog = catalog_arrays()
-    consenting = consenting_subject_ids(purposes=[Purpose.PERSONALIZATION], now=now)
-    sensitive_consenting = (
-        set(consenting_subject_ids(purposes=[Purpose.PERSONALIZATION, Purpose.SENSITIVE_PROFILING], now=now))
-        if policy != Policy.EXCLUDE
-        else set()
-    )
-    triples: list[tuple[str, str, datetime, float]] = []
-    orders = OrderLine.objects.filter(subject_id__in=consenting, occurred_at__gte=since, occurred_at__lte=now)
-    for subject, sku, when in orders.values_list("subject_id", "product_id", "occurred_at").iterator(chunk_size=20_000):
-        triples.append((subject, sku, when, ORDER_WEIGHT))
-    clicks = OutcomeEvent.objects.filter(
-        subject_id__in=consenting,
-        type=OutcomeEvent.Type.REC_CLICK,
-        occurred_at__gte=since,
-        occurred_at__lte=now,
-    )
-    for subject, sku, when in clicks.values_list("subject_id", "product_id", "occurred_at").iterator(chunk_size=20_000):
-        triples.append((subject, sku, when, CLICK_WEIGHT))
-    sensitive_items = catalog.item_sensitive
-    pseudonyms: list[str] = []
-    row_of: dict[str, int] = {}
-    subjects, items, times, weights = [], [], [], []
-    for subject, sku, when, weight in triples:
-        item = catalog.index.get(sku)
-        if item is None:  # not (or no longer) in the active catalog: nothing to recommend from it
-            continue
-        if sensitive_items[item] and subject not in sensitive_consenting:
-            continue
-        row = row_of.get(subject)
-        if row is None:
-            row = row_of[subject] = len(pseudonyms)
-            pseudonyms.append(subject)
-        subjects.append(row)
-        items.append(item)
-        times.append(when.timestamp())
-        weights.append(weight)
-    attributes_by_subject = {
-        pk: (age or "", province or "", platform or "")
-        for pk, age, province, platform in Subject.objects.filter(pk__in=pseudonyms).values_list(
-            "pseudonym", "age_band", "province", "platform"
-        )
-    } if len(pseudonyms) <= 50_000 else _attributes_in_batches(pseudonyms)
-    raw = (
-        np.array(subjects, dtype=np.int64),
-        np.array(items, dtype=np.int64),
-        np.array(times, dtype=np.float64),
-        np.array(weights, dtype=np.float32),
-    )
-    data = engine.TrainingData.from_triples(
-        subjects=raw[0],
-        items=raw[1],
-        weights=raw[3],
-        times=raw[2],
-        n_subjects=len(pseudonyms),
-        item_category=catalog.item_category,
-        category_sensitive=catalog.category_sensitive,
-        attributes=tuple(attributes_by_subject.get(p, ("", "", "")) for p in pseudonyms),
-        category_names=tuple(catalog.category_keys),
-        purchases=raw[3] == ORDER_WEIGHT,
-        item_repeatable=catalog.item_repeatable,
-        as_of=now.timestamp(),
-    )
-    return Training(
-        data=data,
-        catalog=catalog,
-        pseudonyms=pseudonyms,
-        row_of=row_of,
-        sensitive_ok=np.array([p in sensitive_consenting for p in pseudonyms], dtype=bool),
-        interactions=len(subjects),
-        raw=raw,
-    )
-
-
-def _attributes_in_batches(pseudonyms: list[str]) -> dict[str, tuple[str, str, str]]:
-    found = {}
-    for start in range(0, len(pseudonyms), 20_000):
-        for pk, age, province, platform in Subject.objects.filter(pk__in=pseudonyms[start : start + 20_000]).values_list(
-            "pseudonym", "age_band", "province", "platform"
-        ):
-            found[pk] = (age or "", province or "", platform or "")
-    return found
 
 
 # --- strategies per treatment ------------------------------------------------------------
@@ -469,27 +82,18 @@ def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = Fals
     if level == Level.COHORT:
         return engine.CohortStrategy(k=int(treatment["cohort_k"]), include_sensitive=include_sensitive,
                                      list_size=FALLBACK_N, min_item_support=min_support, neighbours=NEIGHBOURS)
-    if level == Level.DP_POPULARITY:
-        return engine.DPPopularityStrategy(
-            epsilon=float(treatment["dp_epsilon"]),
-            clip=DP_CLIP,
-            mechanism=DP_MECHANISM,
-            delta=DP_DELTA,
-            include_sensitive=include_sensitive,
-            seed=seed,
-        )
-    if level == Level.DP_ITEM_ITEM:
+    if level in (Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
+        # What every DP strategy is given: its ε, the per-subject clip and the noise mechanism.
+        dp = {"epsilon": float(treatment["dp_epsilon"]), "clip": DP_CLIP, "mechanism": DP_MECHANISM,
+              "delta": DP_DELTA, "include_sensitive": include_sensitive, "seed": seed}
+        if level == Level.DP_POPULARITY:
+            return engine.DPPopularityStrategy(**dp)
         return engine.DPItemItemStrategy(
-            epsilon=float(treatment["dp_epsilon"]),
-            clip=DP_CLIP,
-            mechanism=DP_MECHANISM,
-            delta=DP_DELTA,
+            **dp,
             candidates=int(recommender_setting("RECOMMENDER_DP_CANDIDATES")),
             selection_share=float(recommender_setting("RECOMMENDER_DP_SELECTION_SHARE")),
             neighbours=NEIGHBOURS,
-            include_sensitive=include_sensitive,
             explain=explain,
-            seed=seed,
         )
     if level == Level.POPULARITY:
         return engine.PopularityStrategy(include_sensitive=include_sensitive)
@@ -563,8 +167,6 @@ def _claim(arm: Arm | None, build_key: str, strategy: engine.Strategy, now: date
         build.error = ""
         build.finished_at = None
         if dp and arm is not None:
-            from recommender.selectors import privacy_budget
-
             epsilon, delta = strategy.budget
             budget = privacy_budget(arm_id=arm.pk, now=now, exclude_build=build.pk)
             refusal = budget.refusal(epsilon=epsilon, delta=delta)
@@ -664,8 +266,6 @@ def _targets(arm: Arm | None, training: Training) -> np.ndarray:
     exposed = Exposure.objects.filter(arm=arm).values_list("subject_id", flat=True).iterator(chunk_size=20_000)
     return np.array(sorted(training.row_of[p] for p in exposed if p in training.row_of), dtype=np.int64)
 
-
-PER_SUBJECT_LEVELS = (Level.FULL, Level.DP_POPULARITY, Level.DP_ITEM_ITEM)
 
 
 def _with_sensitive_evidence(training: Training, rows: np.ndarray) -> np.ndarray:
@@ -881,14 +481,8 @@ def recommendations_prune(*, arm_id: int | None, keep: int = KEEP_BUILDS) -> int
     return deleted
 
 
+
 # --- fan-out -----------------------------------------------------------------------------
-
-
-def arms_to_build() -> list[int]:
-    """Arms of running experiments, by id."""
-    return list(
-        Arm.objects.filter(experiment__status=Experiment.Status.RUNNING).order_by("id").values_list("id", flat=True)
-    )
 
 
 def recommendations_build_enqueue(
@@ -907,65 +501,3 @@ def recommendations_build_enqueue(
     if signatures:
         transaction.on_commit(lambda: group(signatures).apply_async(), robust=False)
     return {"build_key": build_key, "arms": arm_ids, "platform": include_platform}
-
-
-# --- serving -------------------------------------------------------------------------------
-
-
-def recommendations_serve(*, subject_id: str, limit: int = 20, session: Iterable[str] = ()):
-    """Answer a recommendation request, and have what was shown recorded as impression events.
-
-    Impressions are recorded only for subjects in an experiment (they are its
-    outcome data), by a Celery task, off the request path: the answer never
-    waits for, or fails because of, the events table. Their event ids are
-    fixed here, so a redelivered task records nothing twice.
-    """
-    from recommender.selectors import recommendations_for_subject
-
-    served = recommendations_for_subject(subject_id=subject_id, limit=limit, session=tuple(session))
-    if served.arm is not None and served.items:
-        _impressions_enqueue(subject_id=subject_id, items=served.items)
-    return served
-
-
-def impression_events(*, pseudonym: str, request_id: str, shown_at: str, items: list[list[str]]) -> list[dict]:
-    """One ``rec_impression`` event per item shown, ids fixed by the answer's ``request_id``."""
-    return [
-        {
-            "event_id": f"imp-{request_id}-{position}",
-            "subject_id": pseudonym,
-            "type": OutcomeEvent.Type.REC_IMPRESSION.value,
-            "timestamp": shown_at,
-            "product_id": sku,
-            "category": category,
-            "position": position,
-        }
-        for position, (sku, category) in enumerate(items)
-    ]
-
-
-def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
-    from recommender.tasks import recommendations_impressions_record
-
-    shown = [[item["product"], item["category"]] for item in items]
-    try:
-        recommendations_impressions_record.apply_async(
-            # The pseudonym, never the raw id: the message is stored in the broker.
-            args=[subject_pseudonym(subject_id), uuid.uuid4().hex, timezone.now().isoformat(), shown],
-            argsrepr=f"(<subject>, {len(shown)} items)",
-        )
-    except Exception as exc:  # the broker is down: the answer still goes out
-        logger.warning("recommendation impressions not queued (%s)", type(exc).__name__)
-
-
-def impressions_record(*, pseudonym: str, request_id: str, shown_at: str, items: list[list[str]]) -> int:
-    """Record what one answer showed through the outcome-events service; returns how many were new."""
-    from experiments.services import events_record
-
-    events = impression_events(pseudonym=pseudonym, request_id=request_id, shown_at=shown_at, items=items)
-    try:
-        return events_record(events=events, pseudonymous=True).recorded
-    except ValidationError as exc:
-        # E.g. the subject was erased meanwhile: nothing to attribute them to. Not retried.
-        logger.warning("recommendation impressions not recorded (%s)", "; ".join(sorted(exc.message_dict)))
-        return 0

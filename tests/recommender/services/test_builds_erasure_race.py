@@ -15,9 +15,10 @@ from django.db import connection, transaction
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from consent.services import subject_erase
-from recommender import services
+from recommender.cache_keys import subject_key
 from recommender.models import ModelBuild, RecommendationList
-from tests.recommender.factories import bought, catalog, experiment_with, subject, treatment
+from recommender.services import builds
+from tests.recommender.factories import fashion_arm_of_three
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,12 +30,7 @@ pytestmark = [
 @pytest.fixture
 def arm_and_subjects(settings):
     settings.RECOMMENDER_MIN_SUPPORT = 1
-    catalog({"fashion": ["F1", "F2", "F3", "F4"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(3)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F3"), ("F2", "F3", "F4")], strict=True):
-        bought(raw, *skus)
-    return arm, raws
+    return fashion_arm_of_three()
 
 
 def _in_thread(target, errors: list):
@@ -54,7 +50,7 @@ def _in_thread(target, errors: list):
 def _publish_and_erase(arm, pseudonym, *, build_locks_first: bool):
     errors: list = []
     locked, erasure_asked, erasure_locked, erasure_may_commit = (threading.Event() for _ in range(4))
-    real_live = services._live_subjects
+    real_live = builds._live_subjects
 
     def live_subjects(pseudonyms, *, lock):
         if lock and build_locks_first:
@@ -69,7 +65,7 @@ def _publish_and_erase(arm, pseudonym, *, build_locks_first: bool):
         return real_live(pseudonyms, lock=lock)
 
     def build():
-        services.recommendations_build(arm_id=arm.pk, build_key="race")
+        builds.recommendations_build(arm_id=arm.pk, build_key="race")
 
     def erase():
         if build_locks_first:
@@ -82,13 +78,13 @@ def _publish_and_erase(arm, pseudonym, *, build_locks_first: bool):
                 erasure_may_commit.wait(10)
                 time.sleep(0.5)  # the build is now waiting for this transaction's lock
 
-    services._live_subjects = live_subjects
+    builds._live_subjects = live_subjects
     try:
         threads = [_in_thread(build, errors), _in_thread(erase, errors)]
         for thread in threads:
             thread.join(60)
     finally:
-        services._live_subjects = real_live
+        builds._live_subjects = real_live
     assert errors == []
     return ModelBuild.objects.get(arm=arm, build_key="race")
 
@@ -101,6 +97,6 @@ def test_an_erasure_racing_a_build_commits_and_leaves_nothing_behind(arm_and_sub
     assert record.status == "succeeded"
     assert not Subject.objects.filter(pk=pseudonym).exists()
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
-    assert cache.get(services.subject_key(record.pk, pseudonym)) is None
+    assert cache.get(subject_key(record.pk, pseudonym)) is None
     # The others were published as usual.
     assert RecommendationList.objects.filter(build=record, subject_id=subject_pseudonym(raws[1])).exists()

@@ -7,13 +7,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent.pseudonyms import subject_pseudonym
-from recommender import services
 from recommender.models import ModelBuild, RecommendationList
-from recommender.selectors import recommendations_for_subject
+from recommender.selectors import recommendations_for_subject, training_load
+from recommender.services.builds import InsufficientTrainingData
 from tests.recommender.factories import (
+    FASHION_AND_HEALTH,
     bought,
     build,
     catalog,
+    catalog_with_health,
     experiment_with,
     grant,
     subject,
@@ -23,8 +25,7 @@ from tests.recommender.factories import (
 
 pytestmark = pytest.mark.django_db
 
-PRODUCTS = {"fashion": ["F1", "F2", "F3", "F4"], "health": ["H1", "H2"]}
-SKUS = [sku for skus in PRODUCTS.values() for sku in skus]
+SKUS = [sku for skus in FASHION_AND_HEALTH.values() for sku in skus]
 
 
 class _Rollback(Exception):
@@ -44,7 +45,7 @@ subject_states = st.tuples(
 def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
     try:
         with transaction.atomic():
-            catalog(PRODUCTS, sensitive=("health",))
+            catalog_with_health()
             arms = experiment_with(treatment("full", sensitive_category_policy=policy), treatment("cohort", cohort_k=2))
             consenting, sensitive_ok, history = set(), set(), {}
             for personalization, sensitive, skus in states:
@@ -59,7 +60,7 @@ def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
                     if sensitive:
                         sensitive_ok.add(pseudonym)
 
-            training = services.training_load(policy=policy)
+            training = training_load(policy=policy)
             # Exactly the consenting subjects' allowed interactions, and nobody else's.
             used = {
                 training.pseudonyms[row]: {training.catalog.skus[i] for i in training.data.interactions[row].indices}
@@ -78,7 +79,7 @@ def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
             for arm in arms[:2]:
                 try:
                     build(arm, "property")
-                except services.InsufficientTrainingData:
+                except InsufficientTrainingData:
                     # Refused only when nobody's data may be used under this arm's own policy
                     # (the cohort arm excludes sensitive categories whatever the full arm allows).
                     arm_policy = arm.treatment.sensitive_category_policy
@@ -100,7 +101,7 @@ def test_no_non_consenting_subjects_data_reaches_any_model(states, policy):
 
 
 def _full_arm(policy="explicit_consent"):
-    catalog(PRODUCTS, sensitive=("health",))
+    catalog_with_health()
     arm = experiment_with(treatment("full", sensitive_category_policy=policy))[0]
     others = [subject(arm=arm, sensitive=True) for _ in range(3)]
     for raw in others:
@@ -138,7 +139,7 @@ def test_sensitive_items_need_the_explicit_consent_and_a_policy_that_allows_them
         assert served_health == {}
         assert all(i["category"] != "health" for i in served_with.items if i["reason"] == "Best seller")
     # The subject without sensitive consent: their own health purchase was not used at all.
-    training = services.training_load(policy=policy)
+    training = training_load(policy=policy)
     row = training.row_of[subject_pseudonym(without)]
     assert {training.catalog.skus[i] for i in training.data.interactions[row].indices} == {"F1"}
 
@@ -156,7 +157,7 @@ def test_sensitive_consent_withdrawn_after_the_build_removes_sensitive_items_at_
 
 @pytest.mark.parametrize("level", ["full", "cohort", "session", "dp_popularity"])
 def test_withdrawal_switches_serving_to_non_personal_on_the_next_request(level):
-    catalog(PRODUCTS, sensitive=("health",))
+    catalog_with_health()
     arm = experiment_with(treatment(level, cohort_k=2))[0]
     raws = [subject(arm=arm) for _ in range(4)]
     for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3"), ("F1", "F4")], strict=True):

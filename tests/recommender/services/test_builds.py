@@ -5,7 +5,6 @@ from unittest import mock
 
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
 from django.db import transaction
 from django.test import TestCase
 from django.utils import timezone
@@ -13,23 +12,19 @@ from django.utils import timezone
 from config.schedule import BEAT_SCHEDULE
 from consent.pseudonyms import subject_pseudonym
 from consent.services import subject_erase, subject_export
-from recommender import services
+from recommender.cache_keys import arm_of_key, subject_key
+from recommender.conf import DP_CLIP, STALE_AFTER
 from recommender.models import ModelBuild, Product, RecommendationList
 from recommender.selectors import current_build, recommendations_for_subject
+from recommender.services.builds import (
+    InsufficientTrainingData,
+    build_key_for,
+    recommendations_prune,
+)
 from recommender.tasks import recommendations_build_all
-from tests.recommender.factories import bought, build, catalog, experiment_with, subject, treatment
+from tests.recommender.factories import bought, build, experiment_with, subject, treatment
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def full_arm():
-    catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(4)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")], strict=True):
-        bought(raw, *skus)
-    return arm, raws
 
 
 def test_the_same_build_key_builds_once(full_arm):
@@ -46,7 +41,7 @@ def test_a_build_in_progress_is_not_started_twice_but_an_abandoned_one_is_taken_
     arm, _ = full_arm
     ModelBuild.objects.create(arm=arm, build_key="k", strategy="full", started_at=timezone.now(), attempts=1)
     assert build(arm, "k").outcome == "in_progress"
-    ModelBuild.objects.filter(arm=arm).update(started_at=timezone.now() - services.STALE_AFTER - timedelta(minutes=1))
+    ModelBuild.objects.filter(arm=arm).update(started_at=timezone.now() - STALE_AFTER - timedelta(minutes=1))
     summary = build(arm, "k")
     assert summary.outcome == "built"
     assert ModelBuild.objects.get(arm=arm).attempts == 2
@@ -74,7 +69,7 @@ def test_a_build_without_usable_data_fails_instead_of_publishing_empty_lists(ful
     arm, raws = full_arm
     good = build(arm, "k1")
     Product.objects.update(active=False)
-    with pytest.raises(services.InsufficientTrainingData):
+    with pytest.raises(InsufficientTrainingData):
         build(arm, "k2")
     assert current_build(arm_id=arm.pk) == good.build_id
     assert recommendations_for_subject(subject_id=raws[0]).personalized
@@ -88,14 +83,14 @@ def test_dp_builds_record_the_budget_they_spent(full_arm):
     build(arm, "k2")
     builds = ModelBuild.objects.filter(arm=arm, status="succeeded")
     assert [b.epsilon_spent for b in builds] == [0.5, 0.5]
-    assert builds[0].params["clip"] == services.DP_CLIP and builds[0].params["mechanism"] == "laplace"
+    assert builds[0].params["clip"] == DP_CLIP and builds[0].params["mechanism"] == "laplace"
 
 
 def test_only_the_newest_builds_keep_their_lists(full_arm, monkeypatch):
     arm, _ = full_arm
     for key in ("k1", "k2", "k3"):
         build(arm, key)
-    services.recommendations_prune(arm_id=arm.pk, keep=2)
+    recommendations_prune(arm_id=arm.pk, keep=2)
     kept = set(RecommendationList.objects.values_list("build__build_key", flat=True))
     assert kept == {"k2", "k3"}
     assert ModelBuild.objects.filter(arm=arm).count() == 3  # the build rows stay, as the record
@@ -109,7 +104,7 @@ def test_the_hourly_job_fans_out_one_build_per_arm_and_the_platform(full_arm):
     assert sorted(result["arms"]) == sorted([arm.pk, *(a.pk for a in arms), *arm.experiment.arms.exclude(pk=arm.pk).values_list("pk", flat=True)])
     built = ModelBuild.objects.filter(build_key=result["build_key"])
     assert set(built.values_list("arm_id", flat=True)) == {None, *result["arms"]}
-    assert result["build_key"] == services.build_key_for(timezone.now())
+    assert result["build_key"] == build_key_for(timezone.now())
 
 
 def test_the_schedule_runs_the_fan_out_hourly_with_an_expiry():
@@ -124,14 +119,14 @@ def test_erasure_and_export_reach_the_precomputed_lists(full_arm):
     summary = build(arm, "k")
     pseudonym = subject_pseudonym(raws[0])
     recommendations_for_subject(subject_id=raws[0])  # caches the subject's arm too
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is not None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is not None
     exported = subject_export(pseudonym=pseudonym)["sources"]["recommender.recommendationlist"]
     assert len(exported) == 1 and exported[0]["items"]
     with transaction.atomic():
         subject_erase(pseudonym=pseudonym)
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is None
-    assert cache.get(services.arm_of_key(pseudonym)) is None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is None
+    assert cache.get(arm_of_key(pseudonym)) is None
     assert RecommendationList.objects.filter(kind="fallback").exists()  # aggregates stay
 
 
@@ -168,35 +163,3 @@ def test_the_admin_builds_selected_arms_on_demand(full_arm, admin_client):
     for url in ("/admin/recommender/armrecommendations/", "/admin/recommender/modelbuild/",
                 "/admin/recommender/product/", "/admin/recommender/category/"):
         assert admin_client.get(url).status_code == 200
-
-
-# --- catalog -----------------------------------------------------------------------------------
-
-
-def test_catalog_csv_loads_and_updates(tmp_path):
-    categories = tmp_path / "categories.csv"
-    products = tmp_path / "products.csv"
-    categories.write_text("key,name,sensitive\nfashion,Fashion,false\nhealth,Health & Pharmacy,true\n")
-    products.write_text("sku,name,category,price,active\nF1,Shirt,fashion,150000,true\nH1,Vitamins,health,,\n")
-    call_command("load_catalog", categories=categories, products=products, skip_checks=True)
-    assert Product.objects.get(sku="H1").category.sensitive is True
-    assert Product.objects.get(sku="F1").price == 150000
-    products.write_text("sku,name,category,price,active\nF1,Shirt (blue),fashion,160000,false\n")
-    call_command("load_catalog", products=products, skip_checks=True)
-    shirt = Product.objects.get(sku="F1")
-    assert (shirt.name, shirt.price, shirt.active) == ("Shirt (blue)", 160000, False)
-
-
-def test_a_bad_catalog_row_names_its_line_and_column_and_loads_nothing(tmp_path):
-    from django.core.management.base import CommandError
-
-    products = tmp_path / "products.csv"
-    categories = tmp_path / "categories.csv"
-    categories.write_text("key,name,sensitive\nfashion,Fashion,maybe\n")
-    products.write_text("sku,name,category,price\nF1,Shirt,fashion,10\nF2,Shoe,nowhere,-3\n")
-    with pytest.raises(CommandError) as raised:
-        call_command("load_catalog", categories=categories, products=products, skip_checks=True)
-    message = str(raised.value)
-    assert "categories[0].sensitive (CSV line 2)" in message
-    assert "products[1].category (CSV line 3)" in message and "products[1].price" in message
-    assert not Product.objects.exists()

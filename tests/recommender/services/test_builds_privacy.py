@@ -2,13 +2,10 @@
 evidence, erasure while a build publishes, the DP budget per arm and period, dp_item_item, buy again."""
 
 from datetime import timedelta
-from io import StringIO
 from unittest import mock
 
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 from django.test import TestCase
 from django.utils import timezone
@@ -17,14 +14,17 @@ from consent.compliance import treatment_compliance_review
 from consent.models import Purpose
 from consent.pseudonyms import subject_pseudonym
 from consent.services import subject_erase
-from recommender import services
+from recommender.cache_keys import subject_cache_keys, subject_key
 from recommender.models import Category, ModelBuild, Product, RecommendationList
 from recommender.selectors import privacy_budget, recommendations_for_subject
+from recommender.services import builds
 from tests.recommender.factories import (
     bought,
     build,
     catalog,
+    catalog_with_health,
     experiment_with,
+    fashion_arm_of_three,
     grant,
     subject,
     treatment,
@@ -33,7 +33,6 @@ from tests.recommender.factories import (
 
 pytestmark = pytest.mark.django_db
 
-PRODUCTS = {"fashion": ["F1", "F2", "F3", "F4"], "health": ["H1", "H2"]}
 
 
 def _reasons(served) -> list[str]:
@@ -45,7 +44,7 @@ def _reasons(served) -> list[str]:
 
 def _arm_where_health_shapes_fashion(level="full"):
     """Others co-buy H1 with F3 and F1 with F2: a subject holding H1 gets F3 *because of* H1."""
-    catalog(PRODUCTS, sensitive=("health",))
+    catalog_with_health()
     arm = experiment_with(treatment(level, sensitive_category_policy="explicit_consent", cohort_k=2))[0]
     for _ in range(3):
         bought(subject(arm=arm, sensitive=True), "H1", "F3")
@@ -94,14 +93,14 @@ def test_an_entry_of_unknown_provenance_is_not_served_without_the_sensitive_cons
     pseudonym = subject_pseudonym(raw)
     old = [["F2", "fashion", 0.9, False, "Because you showed interest in Product H1"]]
     RecommendationList.objects.filter(subject_id=pseudonym).update(items=old, without_sensitive=None)
-    cache.set(services.subject_key(summary.build_id, pseudonym), {"items": old})
+    cache.set(subject_key(summary.build_id, pseudonym), {"items": old})
     withdraw(raw, Purpose.SENSITIVE_PROFILING)
     served = recommendations_for_subject(subject_id=raw, limit=5)
     assert all("H1" not in reason for reason in _reasons(served))
 
 
 def test_a_cohort_chosen_by_sensitive_interests_is_left_when_that_consent_goes():
-    catalog(PRODUCTS, sensitive=("health",))
+    catalog_with_health()
     arm = experiment_with(treatment("cohort", sensitive_category_policy="explicit_consent", cohort_k=2))[0]
     for _ in range(3):
         bought(subject(arm=arm, sensitive=True), "H1", "H2")
@@ -123,17 +122,8 @@ def test_a_cohort_chosen_by_sensitive_interests_is_left_when_that_consent_goes()
 # --- (issue 12) erasure during a build ------------------------------------------------------------
 
 
-def _full_arm():
-    catalog({"fashion": ["F1", "F2", "F3", "F4"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(3)]
-    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F3"), ("F2", "F3", "F4")], strict=True):
-        bought(raw, *skus)
-    return arm, raws
-
-
 def test_an_erasure_while_a_build_publishes_leaves_nothing_of_the_subject_behind():
-    arm, raws = _full_arm()
+    arm, raws = fashion_arm_of_three()
     pseudonym = subject_pseudonym(raws[0])
     real_set_many = cache.set_many
     erased = []
@@ -155,16 +145,16 @@ def test_an_erasure_while_a_build_publishes_leaves_nothing_of_the_subject_behind
     with mock.patch.object(cache, "set_many", side_effect=erase_then_write):
         summary = build(arm, "k")
     assert erased and summary.outcome == "built"
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is None
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
     # The others' lists were published as usual.
-    assert cache.get(services.subject_key(summary.build_id, subject_pseudonym(raws[1]))) is not None
+    assert cache.get(subject_key(summary.build_id, subject_pseudonym(raws[1]))) is not None
 
 
 def test_a_subject_erased_before_the_build_writes_is_left_out_of_it():
-    arm, raws = _full_arm()
+    arm, raws = fashion_arm_of_three()
     pseudonym = subject_pseudonym(raws[0])
-    real_load = services.training_load
+    real_load = builds.training_load
 
     def load_then_erase(**kwargs):
         training = real_load(**kwargs)
@@ -172,39 +162,39 @@ def test_a_subject_erased_before_the_build_writes_is_left_out_of_it():
             subject_erase(pseudonym=pseudonym)
         return training
 
-    with mock.patch.object(services, "training_load", side_effect=load_then_erase):
+    with mock.patch.object(builds, "training_load", side_effect=load_then_erase):
         summary = build(arm, "k")
     assert summary.outcome == "built"
     assert not RecommendationList.objects.filter(subject_id=pseudonym).exists()
-    assert cache.get(services.subject_key(summary.build_id, pseudonym)) is None
+    assert cache.get(subject_key(summary.build_id, pseudonym)) is None
 
 
 @pytest.mark.parametrize("status", ["running", "failed", "succeeded"])
 def test_erasure_covers_running_and_recent_failed_builds(status):
-    arm, raws = _full_arm()
+    arm, raws = fashion_arm_of_three()
     pseudonym = subject_pseudonym(raws[0])
     record = ModelBuild.objects.create(arm=arm, build_key=status, strategy="full", status=status,
                                        started_at=timezone.now(), attempts=1,
                                        published_at=timezone.now() if status == "succeeded" else None)
-    key = services.subject_key(record.pk, pseudonym)
+    key = subject_key(record.pk, pseudonym)
     cache.set(key, {"items": [["F1", "fashion", 1.0, False, None, False]]})  # as a build would have written
-    assert key in services.subject_cache_keys(pseudonym)
+    assert key in subject_cache_keys(pseudonym)
     with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
         subject_erase(pseudonym=pseudonym)
     assert cache.get(key) is None
 
 
 def test_the_erasure_lists_the_keys_again_after_it_commits():
-    arm, raws = _full_arm()
+    arm, raws = fashion_arm_of_three()
     pseudonym = subject_pseudonym(raws[0])
     with TestCase.captureOnCommitCallbacks(execute=False) as callbacks, transaction.atomic():
         subject_erase(pseudonym=pseudonym)
     # A build that started meanwhile wrote a key; the erasure's after-commit step still finds it.
     late = ModelBuild.objects.create(arm=arm, build_key="late", strategy="full", started_at=timezone.now())
-    cache.set(services.subject_key(late.pk, pseudonym), {"items": []})
+    cache.set(subject_key(late.pk, pseudonym), {"items": []})
     for callback in callbacks:
         callback()
-    assert cache.get(services.subject_key(late.pk, pseudonym)) is None
+    assert cache.get(subject_key(late.pk, pseudonym)) is None
 
 
 # --- (issue 12) the differential-privacy budget ------------------------------------------------------
@@ -251,8 +241,8 @@ def test_epsilon_is_charged_before_the_noise_and_stays_charged_when_the_build_fa
 
 
 def test_delta_is_budgeted_too_for_the_gaussian_mechanism(settings, monkeypatch):
-    monkeypatch.setattr(services, "DP_MECHANISM", "gaussian")
-    monkeypatch.setattr(services, "DP_DELTA", 1e-6)
+    monkeypatch.setattr(builds, "DP_MECHANISM", "gaussian")
+    monkeypatch.setattr(builds, "DP_DELTA", 1e-6)
     settings.RECOMMENDER_DP_BUDGET_DELTA = 1.5e-6
     arm = _dp_arm()
     assert build(arm, "k1").outcome == "built"
@@ -365,65 +355,3 @@ def test_session_arms_have_no_buy_again():
     build(arm, "k")
     served = recommendations_for_subject(subject_id=raw, limit=6, session=("G2",))
     assert "Buy again" not in _reasons(served)
-
-
-def test_the_catalog_import_reads_repeatable_flags():
-    services.catalog_import(
-        categories=[{"key": "groceries", "repeatable": "yes"}, {"key": "home"}],
-        products=[{"sku": "A", "category": "home", "repeatable": "true"}, {"sku": "B", "category": "groceries"}],
-    )
-    assert Category.objects.get(key="groceries").repeatable and not Category.objects.get(key="home").repeatable
-    assert Product.objects.get(sku="A").repeatable is True and Product.objects.get(sku="B").repeatable is None
-    services.catalog_import(categories=[{"key": "groceries"}])  # no column: the flag stays
-    assert Category.objects.get(key="groceries").repeatable
-    from django.core.exceptions import ValidationError
-
-    with pytest.raises(ValidationError, match="not a yes/no"):
-        services.catalog_import(categories=[{"key": "x", "repeatable": "often"}])
-
-
-# --- (issue 15) evaluation on an export of orders -------------------------------------------------------
-
-
-def test_the_command_evaluates_an_exported_orders_file(tmp_path):
-    import numpy as np
-
-    from marketplace.datasets import grocery_baskets
-
-    market = grocery_baskets(customers=80, products=300, weeks=20, seed=4)
-    lines = ["subject,product,time"]
-    for s, i, t in zip(market.subjects, market.items, market.times, strict=True):
-        lines.append(f"c{s},{market.item_skus[i]},{int(t) + 1_700_000_000}")
-    (tmp_path / "orders.csv").write_text("\n".join(lines))
-    catalog_lines = ["product,category,sensitive,repeatable"] + [
-        f"{sku},{market.category_keys[c]},{'yes' if market.category_sensitive[c] else 'no'},yes"
-        for sku, c in zip(market.item_skus, market.item_category, strict=True)
-    ]
-    (tmp_path / "catalog.csv").write_text("\n".join(catalog_lines))
-    out = StringIO()
-    call_command("evaluate_recommenders", "--interactions", str(tmp_path / "orders.csv"), "--catalog",
-                 str(tmp_path / "catalog.csv"), "--epsilon", "1", "--cohort-k", "10", "--markdown",
-                 stdout=out, skip_checks=True)
-    text = out.getvalue()
-    assert "buy again 50%" in text and "| dp_item_item | ε = 1 |" in text
-    assert np.isfinite(len(text))
-
-
-@pytest.mark.parametrize("content, message", [
-    ("subject,product\nu1,P1\n", "missing columns time"),
-    ("subject,product,time\nu1,P1,yesterday\n", "line 2, column time"),
-    ("subject,product,time\nu1,,2026-01-01\n", "line 2, column product: empty"),
-])
-def test_a_bad_orders_file_names_its_line_and_column(tmp_path, content, message):
-    path = tmp_path / "orders.csv"
-    path.write_text(content)
-    with pytest.raises(CommandError, match=message):
-        call_command("evaluate_recommenders", "--interactions", str(path), stdout=StringIO(), skip_checks=True)
-
-
-def test_a_product_missing_from_the_catalog_is_named(tmp_path):
-    (tmp_path / "orders.csv").write_text("subject,product,time\nu1,P1,2026-01-01\nu1,P9,2026-01-02\n")
-    (tmp_path / "catalog.csv").write_text("product,category\nP1,food\n")
-    with pytest.raises(CommandError, match="line 3, column product: 'P9' is not in the catalog"):
-        call_command("evaluate_recommenders", "--interactions", str(tmp_path / "orders.csv"), "--catalog",
-                     str(tmp_path / "catalog.csv"), stdout=StringIO(), skip_checks=True)

@@ -4,11 +4,11 @@ import pytest
 from django.core.cache import cache
 
 from consent.pseudonyms import subject_pseudonym
-from recommender import services
+from recommender.cache_keys import pointer_key, subject_key
 from recommender.models import ModelBuild, Product, RecommendationList
 from recommender.selectors import recommendations_for_subject
 from recommender.tasks import recommendations_build
-from tests.recommender.factories import bought, catalog, experiment_with, subject, treatment
+from tests.recommender.factories import FOUR_HISTORIES, bought, subject
 
 # serialized_rollback: a transactional test flushes the tables, the seeded purposes and notices
 # with them; this puts them back for the next test.
@@ -21,19 +21,13 @@ pytestmark = [
 
 
 @pytest.fixture
-def full_arm(celery_worker_process):
-    catalog({"fashion": ["F1", "F2", "F3", "F4"], "home": ["H1", "H2"]})
-    arm = experiment_with(treatment("full"))[0]
-    raws = [subject(arm=arm) for _ in range(4)]
-    patterns = [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3", "H1"), ("F1", "H2")]
-    for raw, skus in zip(raws, patterns, strict=True):
-        bought(raw, *skus)
+def full_arm(full_arm, celery_worker_process):
     # The worker runs with the production support threshold (a pair needs five subjects): five
     # consenting shoppers outside the experiment repeat each history, which leaves every cosine as it was.
-    for skus in patterns:
+    for skus in FOUR_HISTORIES:
         for _ in range(5):
             bought(subject(), *skus)
-    return arm, raws
+    return full_arm
 
 
 def test_a_build_runs_once_per_key_on_the_worker_and_serves_from_redis(full_arm, celery_worker_process):
@@ -45,8 +39,8 @@ def test_a_build_runs_once_per_key_on_the_worker_and_serves_from_redis(full_arm,
     assert build.status == "succeeded" and build.attempts == 1
     assert RecommendationList.objects.filter(build=build, kind="subject").count() == 4
     # The worker published to the shared Redis: this process serves from it.
-    assert cache.get(services.pointer_key(arm.pk)) == build.pk
-    assert cache.get(services.subject_key(build.pk, subject_pseudonym(raws[0]))) is not None
+    assert cache.get(pointer_key(arm.pk)) == build.pk
+    assert cache.get(subject_key(build.pk, subject_pseudonym(raws[0]))) is not None
     served = recommendations_for_subject(subject_id=raws[0])
     assert served.personalized and served.items[0]["product"] == "F3"
     assert "recommender.tasks.recommendations_build" in celery_worker_process.log()
@@ -64,9 +58,9 @@ def test_a_failed_build_on_the_worker_leaves_the_previous_one_serving(full_arm, 
     assert "InsufficientTrainingData" in repr(raised.value) or "InsufficientTrainingData" in type(raised.value).__name__
     failed = ModelBuild.objects.get(arm=arm, build_key="k2")
     assert failed.status == "failed" and failed.published_at is None
-    assert cache.get(services.pointer_key(arm.pk)) == good.pk
+    assert cache.get(pointer_key(arm.pk)) == good.pk
     assert recommendations_for_subject(subject_id=raws[0]) == before
 
     Product.objects.update(active=True)
     assert recommendations_build.delay(arm.pk, "k2").get(timeout=120)["outcome"] == "built"
-    assert cache.get(services.pointer_key(arm.pk)) == failed.pk
+    assert cache.get(pointer_key(arm.pk)) == failed.pk
