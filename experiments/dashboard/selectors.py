@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
 from django.db.models import (
     Case,
     DateTimeField,
@@ -40,7 +39,7 @@ from consent.compliance import Finding, treatment_compliance_review
 from consent.selectors import purpose_retention_limits
 from experiments.dashboard import charts, formatting, presenters
 from experiments.dashboard.formatting import MetricFormat, number
-from experiments.dashboard.services import RecomputeRequest, recompute_request_get
+from experiments.dashboard.recompute import RecomputeStatus, recompute_status
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
@@ -52,7 +51,6 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.rules import experiments_visible_q
-from experiments.tasks import results_compute
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +63,6 @@ HISTORY_POINTS = 120
 # An order line counts as bought from a recommendation when the subject clicked
 # a recommendation of that product in this many days before the order.
 RECOMMENDATION_ATTRIBUTION_WINDOW = timedelta(days=7)
-SLOW_RECOMPUTE = timedelta(minutes=2)
 
 
 # --- the experiment list ---------------------------------------------------------
@@ -347,93 +344,6 @@ def recommendation_gmv_shares(*, snapshot: ResultSnapshot) -> dict[str, presente
     }
     cache.set(cache_key, shares, timeout=3600)
     return {arm: presenters.RecommendationGmvShare(**values) for arm, values in shares.items()}
-
-
-# --- recompute progress ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecomputeStatus:
-    state: str  # idle | queued | done | failed
-    message: str = ""
-    requested_at: datetime | None = None
-    task_id: str = ""
-    task_state: str = ""
-    snapshot_id: int | None = None
-    computed_at: datetime | None = None
-
-    @property
-    def in_progress(self) -> bool:
-        return self.state == "queued"
-
-    def as_json(self) -> dict:
-        return {
-            "state": self.state,
-            "message": self.message,
-            "requested_at": self.requested_at.isoformat() if self.requested_at else None,
-            "task_id": self.task_id or None,
-            "task_state": self.task_state or None,
-            "snapshot": None if self.snapshot_id is None else {
-                "id": self.snapshot_id,
-                "computed_at": self.computed_at.isoformat(),
-                "computed_at_display": timezone.localtime(self.computed_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
-            },
-        }
-
-
-def _task_state(task_id: str) -> str:
-    if results_compute.app.conf.task_always_eager:
-        return ""  # eager runs finish inside the request and store no state to ask about
-    try:
-        return results_compute.AsyncResult(task_id).state
-    except Exception:
-        # The result backend is the same Redis as the broker: when it is down the
-        # page says "unknown" rather than failing.
-        logger.warning("results task %s: state unavailable", task_id, exc_info=True)
-        return "UNKNOWN"
-
-
-def _task_refusal(task_id: str) -> str:
-    """A failed run's reason when the pipeline refused in words (a ValidationError), else ""."""
-    try:
-        error = results_compute.AsyncResult(task_id).result
-    except Exception:
-        return ""
-    return " ".join(error.messages) if isinstance(error, ValidationError) else ""
-
-
-def recompute_status(*, experiment: Experiment, now: datetime | None = None) -> RecomputeStatus:
-    """Where the last "recompute now" stands: queued, done (a run finished after it) or failed."""
-    now = now or timezone.now()
-    request: RecomputeRequest | None = recompute_request_get(experiment=experiment)
-    latest = (
-        ResultSnapshot.objects.filter(experiment=experiment)
-        .order_by("-computed_at")
-        .values_list("pk", "computed_at")
-        .first()
-    )
-    snapshot_id, computed_at = latest if latest else (None, None)
-    common = {"snapshot_id": snapshot_id, "computed_at": computed_at}
-    if request is None:
-        return RecomputeStatus(state="idle", **common)
-    common.update(requested_at=request.requested_at, task_id=request.task_id)
-    if computed_at is not None and computed_at >= request.requested_at:
-        return RecomputeStatus(state="done", message="Results recomputed.", **common)
-    if request.enqueue_failed:
-        if request.reason:
-            return RecomputeStatus(state="failed", message="Not computed: " + request.reason, **common)
-        return RecomputeStatus(state="failed", message="The results run could not be started or failed; "
-                               "the server log has the error.", **common)
-    task_state = _task_state(request.task_id)
-    if task_state in ("FAILURE", "REVOKED"):
-        reason = _task_refusal(request.task_id) if task_state == "FAILURE" else ""
-        return RecomputeStatus(state="failed", task_state=task_state,
-                               message=("Not computed: " + reason) if reason else
-                               "The results run failed; the worker log has the error.", **common)
-    message = "Queued: waiting for a worker to compute the results."
-    if now - request.requested_at > SLOW_RECOMPUTE:
-        message = "Still waiting after two minutes: is a Celery worker running?"
-    return RecomputeStatus(state="queued", task_state=task_state, message=message, **common)
 
 
 # --- the detail page, assembled ----------------------------------------------------

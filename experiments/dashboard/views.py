@@ -1,4 +1,4 @@
-"""The experiment owners' dashboard: thin views over ``selectors``, ``presenters`` and ``services``.
+"""The experiment owners' dashboard: thin views over ``selectors``, ``presenters`` and ``recompute``.
 
 Every view needs a login. An experiment's pages answer only to users with
 ``experiments.view_experiment_results`` on it (``experiments.rules``: owner,
@@ -24,7 +24,7 @@ from django.views import View
 from django.views.generic import TemplateView
 from rules.contrib.views import PermissionRequiredMixin
 
-from experiments.dashboard import presenters, selectors, services
+from experiments.dashboard import presenters, recompute, selectors
 from experiments.dashboard.forms import ExperimentFilterForm, MetricChoiceForm
 from experiments.models import Experiment, ResultSnapshot
 from experiments.rules import RECOMPUTE_RESULTS, VIEW_RESULTS
@@ -111,8 +111,8 @@ class RecomputeView(ExperimentAccessMixin, View):
     http_method_names = ["post"]
 
     def post(self, request, *args, **kwargs):
-        services.results_recompute_request(experiment=self.experiment, requested_by=request.user)
-        status = selectors.recompute_status(experiment=self.experiment)
+        recompute.results_recompute_request(experiment=self.experiment, requested_by=request.user)
+        status = recompute.recompute_status(experiment=self.experiment)
         if request.headers.get("Accept", "").startswith("application/json"):
             return JsonResponse(status.as_json(), status=202)
         return HttpResponseRedirect(reverse("dashboard:experiment-detail", args=[self.experiment.key]) + "#freshness")
@@ -122,7 +122,7 @@ class RecomputeStatusView(ExperimentAccessMixin, View):
     http_method_names = ["get"]
 
     def get(self, request, *args, **kwargs):
-        status = selectors.recompute_status(experiment=self.experiment)
+        status = recompute.recompute_status(experiment=self.experiment)
         return JsonResponse(status.as_json(), headers={"Cache-Control": "no-store"})
 
 

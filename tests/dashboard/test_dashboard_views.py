@@ -531,7 +531,7 @@ def test_recompute_status_goes_from_idle_to_queued_to_done(
 
 def test_a_recompute_that_cannot_run_shows_as_failed(client, analysed, people, django_capture_on_commit_callbacks):
     login(client, people["owner"])
-    with mock.patch("experiments.dashboard.services.results_compute.apply_async",
+    with mock.patch("experiments.dashboard.recompute.results_compute.apply_async",
                     side_effect=ConnectionError("broker down")), \
             django_capture_on_commit_callbacks(execute=True):
         response = client.post(_url("recompute", analysed))
@@ -646,7 +646,7 @@ def test_a_refusal_in_words_from_the_run_itself_reaches_the_page(
     experiment = make_experiment(people["owner"], key="refused-in-run")
     populate(experiment, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
     login(client, people["owner"])
-    with mock.patch("experiments.dashboard.services.recompute_refusal", return_value=""):
+    with mock.patch("experiments.dashboard.recompute.recompute_refusal", return_value=""):
         experiment.arms.update(is_control=False)
         message = _recompute_message(client, experiment, django_capture_on_commit_callbacks)
     assert message == "Not computed: Experiment 'refused-in-run' has no control arm."
