@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from consent.models import Subject
-from experiments.dashboard.selectors import STALE_AFTER
+from experiments.dashboard.pages import STALE_AFTER
 from experiments.disclosure import segments_suppress
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
 from experiments.results import compute_results, experiment_monitor
@@ -342,8 +342,8 @@ def test_a_snapshot_stored_with_an_older_schema_version_is_never_a_500(client, p
     )
     # schema_version ≥ 1 is a database constraint, so an "older" row is one the code has moved past:
     with mock.patch.object(ResultSnapshot, "SCHEMA_VERSION", 3), \
-            mock.patch("experiments.dashboard.selectors.SCHEMA_VERSION", 3), \
-            mock.patch("experiments.dashboard.selectors.READABLE", (2, 3)):
+            mock.patch("experiments.dashboard.pages.SCHEMA_VERSION", 3), \
+            mock.patch("experiments.dashboard.pages.READABLE", (2, 3)):
         login(client, people["owner"])
         page = client.get(_url("experiment-detail", experiment))
         assert page.status_code == 200
