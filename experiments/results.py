@@ -598,7 +598,7 @@ def experiment_monitor(*, snapshot: ResultSnapshot, now: datetime | None = None)
             if alert is not None:
                 outcome["alerts"].append(alert.pk)
         if breaches:
-            from experiments.services import experiment_pause
+            from experiments.services.lifecycle import experiment_pause
 
             experiment_pause(experiment=experiment)
             outcome["paused"] = True

@@ -10,8 +10,9 @@ from datetime import datetime
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from experiments import results, services
+from experiments import results
 from experiments.models import Experiment, ResultSnapshot
+from experiments.services import lifecycle
 
 TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {
@@ -25,7 +26,7 @@ RETRY = {
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def experiments_apply_schedule() -> dict:
-    return services.experiments_apply_schedule()
+    return lifecycle.experiments_apply_schedule()
 
 
 @shared_task(acks_late=True, time_limit=15 * 60, soft_time_limit=14 * 60, **RETRY)

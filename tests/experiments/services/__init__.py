@@ -1,0 +1,1 @@
+"""Tests of experiments.services, one module per service module."""
