@@ -186,11 +186,15 @@ def arm_update(*, arm: Arm, key: str, treatment: PrivacyTreatment, weight: float
     return arm
 
 
+def _draft_row_delete(row: Arm | Guardrail, what: str) -> None:
+    with transaction.atomic():
+        _draft_only(row.experiment, what, done="removed")
+        row.delete()
+
+
 def arm_delete(*, arm: Arm) -> None:
     """Remove an arm from a draft experiment."""
-    with transaction.atomic():
-        _draft_only(arm.experiment, "An arm", done="removed")
-        arm.delete()
+    _draft_row_delete(arm, "An arm")
 
 
 def guardrail_update(
@@ -214,6 +218,4 @@ def guardrail_update(
 
 def guardrail_delete(*, guardrail: Guardrail) -> None:
     """Remove a guardrail from a draft experiment."""
-    with transaction.atomic():
-        _draft_only(guardrail.experiment, "A guardrail", done="removed")
-        guardrail.delete()
+    _draft_row_delete(guardrail, "A guardrail")
