@@ -6,7 +6,7 @@
    against ``implicit.nearest_neighbours.CosineRecommender(K=50)`` fit +
    ``recommend`` on the same matrix, alternated in the same run, on two data sets:
    - a synthetic marketplace: 100,000 subjects, 20,000 products, 2,000,000 interactions;
-   - real-shaped grocery baskets (``recommender.simulation.grocery_baskets``: 600
+   - real-shaped grocery baskets (``marketplace.datasets.grocery_baskets``: 600
      customers, 14,000 products, a year of staple-heavy baskets — no real basket
      data can be downloaded here).
    Target: ≤ 1.0× implicit's time on both.
@@ -50,7 +50,7 @@ def _neighbours() -> int:
 
 
 def _markets(quick: bool):
-    from recommender.simulation import grocery_baskets, synthetic_marketplace
+    from marketplace.datasets import grocery_baskets, synthetic_marketplace
 
     sizes = QUICK if quick else FULL
     grocery = GROCERY_QUICK if quick else GROCERY
@@ -87,7 +87,7 @@ def _implicit(matrix, neighbours):
 
 def _warm_up() -> None:
     # The kernels compile once per machine (cached on disk); that is not what is measured.
-    from recommender.simulation import synthetic_marketplace
+    from marketplace.datasets import synthetic_marketplace
 
     market = synthetic_marketplace(subjects=200, products=50, interactions=2000, seed=1)
     _ours(market.training_data(), np.arange(200), 5)

@@ -1,3 +1,5 @@
+"""The Celery app: configured from Django settings (``CELERY_*``), tasks discovered in every app, one schedule."""
+
 import os
 
 from celery import Celery

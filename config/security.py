@@ -10,7 +10,7 @@ from django.conf import settings
 
 
 def client_ip(request) -> str | None:
-    proxies = getattr(settings, "TRUSTED_PROXIES", 0)
+    proxies = settings.TRUSTED_PROXIES
     if proxies > 0:
         forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
         if len(forwarded) >= proxies:

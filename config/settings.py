@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "consent",
     "experiments",
     "recommender",
+    # Last: the simulated marketplace and the demo, the one app that may import all the others.
+    "marketplace",
 ]
 
 MIDDLEWARE = [
@@ -288,7 +290,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
-# Data subject requests (consent.services): an erasure waits this long, cancellable,
+# Data subject requests (consent.services.dsr): an erasure waits this long, cancellable,
 # before it runs; it must leave time within the 3 × 24 hour due time.
 ERASURE_GRACE_HOURS = env.float("PRIVACYLAB_ERASURE_GRACE_HOURS", default=24.0)
 if not 0 <= ERASURE_GRACE_HOURS <= 60:
@@ -299,8 +301,47 @@ if not 0 <= ERASURE_GRACE_HOURS <= 60:
 # their experiment ended; the results (aggregates) stay.
 EXPOSURE_RETENTION_DAYS = env.int("PRIVACYLAB_EXPOSURE_RETENTION_DAYS", default=365)
 METRIC_FACTS_RETENTION_DAYS = env.int("PRIVACYLAB_METRIC_FACTS_RETENTION_DAYS", default=30)
+# The metric pipeline (experiments.metrics, docs/metrics.md): PostgreSQL work_mem for its
+# transaction; above this share of all subjects exposed, a rebuild of the facts takes the
+# streamed form; how long a writing transaction may stay open and still be seen by the next refresh.
+PRIVACYLAB_METRICS_WORK_MEM = env("PRIVACYLAB_METRICS_WORK_MEM", default="64MB")
+PRIVACYLAB_METRICS_STREAM_SHARE = env.float("PRIVACYLAB_METRICS_STREAM_SHARE", default=0.3)
+PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES = env.int("PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES", default=15)
 # Segment results and exports never show a cell of fewer subjects than this.
 MIN_CELL_SUBJECTS = env.int("PRIVACYLAB_MIN_CELL_SUBJECTS", default=20)
+
+# Tunables the apps read when their modules are imported (docs/operations.md, "Tunables"),
+# each from its environment variable, with the default the app used to carry itself.
+# Consent state cache (consent.selectors): an entry's longest life, whatever its invalidation does.
+CONSENT_STATE_CACHE_SECONDS = env.int("PRIVACYLAB_CONSENT_STATE_CACHE_SECONDS", default=120)
+# How long an invalidation's tombstone holds a subject's consent state entry.
+CONSENT_STATE_TOMBSTONE_SECONDS = env.float("PRIVACYLAB_CONSENT_STATE_TOMBSTONE_SECONDS", default=10)
+# Recommendations (recommender.services; docs/recommender.md, "Settings"): list length per subject.
+RECOMMENDER_TOP_N = env.int("PRIVACYLAB_RECOMMENDER_TOP_N", default=50)
+# Item-item neighbours kept per item.
+RECOMMENDER_NEIGHBOURS = env.int("PRIVACYLAB_RECOMMENDER_NEIGHBOURS", default=50)
+# Item-item weighting: cosine or bm25.
+RECOMMENDER_WEIGHTING = env("PRIVACYLAB_RECOMMENDER_WEIGHTING", default="cosine")
+# Items one subject may contribute to differentially private counts.
+RECOMMENDER_DP_CLIP = env.int("PRIVACYLAB_RECOMMENDER_DP_CLIP", default=20)
+# The DP mechanism: laplace or gaussian.
+RECOMMENDER_DP_MECHANISM = env("PRIVACYLAB_RECOMMENDER_DP_MECHANISM", default="laplace")
+# δ of the Gaussian mechanism.
+RECOMMENDER_DP_DELTA = env.float("PRIVACYLAB_RECOMMENDER_DP_DELTA", default=1e-6)
+# Training window in days (capped by the arm's retention).
+RECOMMENDER_HISTORY_DAYS = env.int("PRIVACYLAB_RECOMMENDER_HISTORY_DAYS", default=180)
+# Builds per arm whose lists are kept.
+RECOMMENDER_KEEP_BUILDS = env.int("PRIVACYLAB_RECOMMENDER_KEEP_BUILDS", default=24)
+# Lifetime of a build's cache keys (26 hours).
+RECOMMENDER_CACHE_SECONDS = env.int("PRIVACYLAB_RECOMMENDER_CACHE_SECONDS", default=26 * 3600)
+# Usable interactions a build needs; with fewer it is not built.
+RECOMMENDER_MIN_INTERACTIONS = env.int("PRIVACYLAB_RECOMMENDER_MIN_INTERACTIONS", default=1)
+# The metric statement (experiments.metrics; docs/metrics.md): its PostgreSQL work_mem.
+PRIVACYLAB_METRICS_WORK_MEM = env("PRIVACYLAB_METRICS_WORK_MEM", default="64MB")
+# Above this share of all subjects exposed, the statement's streamed form runs.
+PRIVACYLAB_METRICS_STREAM_SHARE = env.float("PRIVACYLAB_METRICS_STREAM_SHARE", default=0.3)
+# How long a writing transaction may stay open: its late rows are still found by the next facts refresh.
+PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES = env.float("PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES", default=15)
 
 # Celery: JSON only; a task is acknowledged after it ran, and redelivered if the
 # worker dies mid-task, so every task must be idempotent.

@@ -1,3 +1,5 @@
+"""The site's routes: health, the admin, logins, the API (``/api/v1/``, its schema and docs), the dashboard."""
+
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views

@@ -12,7 +12,7 @@ import re
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponseRedirect
@@ -22,20 +22,33 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from consent import services
 from consent.models import (
+    SUBJECT_RECORD,
     ConsentEvent,
     ConsentTally,
     CurrentConsent,
     DataSubjectRequest,
     ErasureRecord,
-    Language,
     Notice,
     NoticeText,
     Purpose,
     Subject,
 )
 from consent.pseudonyms import PSEUDONYM_LENGTH, subject_id_problem, subject_pseudonym
+from consent.services.dsr import (
+    RequestNotCancellable,
+    dsr_cancel,
+    dsr_enqueue,
+    dsr_file,
+    subject_processing_resume,
+)
+from consent.services.notices import (
+    notice_in_use,
+    notice_save,
+    notice_text_save,
+    notice_texts_check,
+    purpose_save,
+)
 
 _PSEUDONYM = re.compile(rf"[0-9a-f]{{{PSEUDONYM_LENGTH}}}")
 
@@ -106,6 +119,13 @@ class PseudonymSearchMixin:
 
 
 class ReadOnlyAdminMixin:
+    """For records nobody edits here: the append-only ledger, erasure records, tallies.
+
+    No add, no change, and no delete (the ledger loses rows only to an erasure or
+    the retention purge, through their services; an erasure record is the proof of
+    compliance).
+    """
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -140,15 +160,7 @@ class SubjectAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         ("restricted_at", admin.EmptyFieldListFilter),
         ("objected_at", admin.EmptyFieldListFilter),
     )
-    readonly_fields = (
-        "pseudonym",
-        "age_band",
-        "province",
-        "platform",
-        "first_seen",
-        "restricted_at",
-        "objected_at",
-    )
+    readonly_fields = SUBJECT_RECORD
     inlines = [CurrentConsentInline]
     actions = ["file_access", "file_erasure", "lift_restriction", "lift_objection"]
     date_hierarchy = "first_seen"
@@ -180,7 +192,7 @@ class SubjectAdmin(PseudonymSearchMixin, admin.ModelAdmin):
     def _file(self, request, queryset, type_):
         filed = 0
         for subject in queryset:
-            _, created = services.dsr_file(
+            _, created = dsr_file(
                 type=type_, pseudonym=subject.pk, filed_by=f"admin:{request.user.get_username()}"
             )
             filed += created
@@ -197,13 +209,13 @@ class SubjectAdmin(PseudonymSearchMixin, admin.ModelAdmin):
     @admin.action(description="Lift the restriction of processing", permissions=["dsr"])
     def lift_restriction(self, request, queryset):
         for subject in queryset:
-            services.subject_processing_resume(pseudonym=subject.pk, restriction=True)
+            subject_processing_resume(pseudonym=subject.pk, restriction=True)
         self.message_user(request, "Restriction lifted.", messages.SUCCESS)
 
     @admin.action(description="Lift the objection to profiling", permissions=["dsr"])
     def lift_objection(self, request, queryset):
         for subject in queryset:
-            services.subject_processing_resume(pseudonym=subject.pk, objection=True)
+            subject_processing_resume(pseudonym=subject.pk, objection=True)
         self.message_user(request, "Objection lifted.", messages.SUCCESS)
 
 
@@ -238,10 +250,12 @@ class PurposeAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        services.purpose_save(purpose=obj)
+        purpose_save(purpose=obj)
 
 
 class NoticeTextFormSet(BaseInlineFormSet):
+    """A notice's texts; which languages it needs is the notice service's rule."""
+
     def clean(self):
         super().clean()
         languages = {
@@ -249,10 +263,8 @@ class NoticeTextFormSet(BaseInlineFormSet):
             for form in self.forms
             if form.cleaned_data and not form.cleaned_data.get("DELETE")
         }
-        if Language.INDONESIAN not in languages and not services.notice_in_use(
-            notice=self.instance
-        ):
-            raise ValidationError("A notice needs its text in Bahasa Indonesia.")
+        # The service's ValidationError becomes the formset's error, shown above the texts.
+        notice_texts_check(notice=self.instance, languages=languages)
 
 
 class NoticeTextInline(admin.StackedInline):
@@ -264,7 +276,7 @@ class NoticeTextInline(admin.StackedInline):
 
     def has_change_permission(self, request, obj=None):
         return (
-            obj is None or not services.notice_in_use(notice=obj)
+            obj is None or not notice_in_use(notice=obj)
         ) and super().has_change_permission(request, obj)
 
 
@@ -282,7 +294,7 @@ class NoticeAdmin(admin.ModelAdmin):
         return ", ".join(text.language for text in obj.texts.all())
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None and services.notice_in_use(notice=obj):
+        if obj is not None and notice_in_use(notice=obj):
             return ("purpose", "version", "effective_at")
         return ()
 
@@ -290,13 +302,13 @@ class NoticeAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        services.notice_save(notice=obj)
+        notice_save(notice=obj)
 
     def save_formset(self, request, form, formset, change):
         texts = formset.save(commit=False)
         with transaction.atomic():
             for text in texts:
-                services.notice_text_save(text=text)
+                notice_text_save(text=text)
 
 
 @admin.register(ConsentEvent)
@@ -391,7 +403,7 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
             queryset.filter(status=DataSubjectRequest.Status.RECEIVED).values_list("id", flat=True)
         )
         for request_id in open_ids:
-            services.dsr_enqueue(request_id=request_id)
+            dsr_enqueue(request_id=request_id)
         self.message_user(
             request,
             f"Enqueued {len(open_ids)} request(s); an erasure in its grace period waits until it is over.",
@@ -403,12 +415,12 @@ class DataSubjectRequestAdmin(PseudonymSearchMixin, admin.ModelAdmin):
         cancelled = 0
         for dsr in queryset.filter(type=DataSubjectRequest.Type.ERASURE):
             try:
-                services.dsr_cancel(
+                dsr_cancel(
                     request_id=dsr.pk,
                     pseudonym=dsr.subject_pseudonym,
                     cancelled_by=f"admin:{request.user.get_username()}",
                 )
-            except (DataSubjectRequest.DoesNotExist, services.RequestNotCancellable):
+            except (DataSubjectRequest.DoesNotExist, RequestNotCancellable):
                 continue
             cancelled += 1
         self.message_user(request, f"Cancelled {cancelled} erasure request(s).", messages.SUCCESS)

@@ -1,3 +1,5 @@
+"""The consent app's API routes under ``/api/v1/``: consents, a subject's consents, data subject requests."""
+
 from django.urls import path
 
 from consent.views import (

@@ -1,3 +1,5 @@
+"""The consent app's configuration (it imports no other app: DESIGN.md)."""
+
 from django.apps import AppConfig
 
 

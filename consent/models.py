@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from config.append_only import append_only_model, append_only_queryset
 from consent.pseudonyms import PSEUDONYM_LENGTH
 
 LEDGER_TRIGGER = "consent.ConsentEvent:append_only"
@@ -62,6 +63,18 @@ class Subject(models.Model):
 
     def __str__(self) -> str:
         return f"subject {self.pseudonym[:12]}…"
+
+
+# Everything a subject's row holds: what an access request exports and the admin shows.
+SUBJECT_RECORD = (
+    "pseudonym",
+    "age_band",
+    "province",
+    "platform",
+    "first_seen",
+    "restricted_at",
+    "objected_at",
+)
 
 
 class Purpose(models.Model):
@@ -159,18 +172,12 @@ class LedgerIsAppendOnly(RuntimeError):
     """Raised on any attempt to change or remove a recorded consent event."""
 
 
+_NOT_UPDATED = "Consent events cannot be updated: record a new event instead."
+_NOT_DELETED = "Consent events cannot be deleted, except by a subject's erasure or the retention purge."
+
+
+@append_only_queryset(error=LedgerIsAppendOnly, update_refused=_NOT_UPDATED, delete_refused=_NOT_DELETED)
 class ConsentEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):
-        raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
-
-    def delete(self):
-        raise LedgerIsAppendOnly(
-            "Consent events cannot be deleted, except by a subject's erasure or the retention purge."
-        )
-
-    def bulk_update(self, objs, fields, batch_size=None):
-        raise LedgerIsAppendOnly("Consent events cannot be updated: record a new event instead.")
-
     def sanctioned_delete(self, *, reason: str) -> int:
         """Delete these events: only a subject's erasure and the retention purge may.
 
@@ -185,6 +192,7 @@ class ConsentEventQuerySet(models.QuerySet):
             return self._raw_delete(self.db)
 
 
+@append_only_model(error=LedgerIsAppendOnly, update_refused=_NOT_UPDATED, delete_refused=_NOT_DELETED)
 class ConsentEvent(models.Model):
     """One grant or withdrawal: the ledger is the proof of consent (UU PDP Art. 24, GDPR Art. 7(1))."""
 
@@ -271,18 +279,6 @@ class ConsentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.purpose_id} by {self.subject_id[:12]}…"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise LedgerIsAppendOnly(
-                "Consent events cannot be updated: record a new event instead."
-            )
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise LedgerIsAppendOnly(
-            "Consent events cannot be deleted, except by a subject's erasure or the retention purge."
-        )
 
 
 class CurrentConsent(models.Model):

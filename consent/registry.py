@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+
+from config.jsonsafe import json_safe
 
 Exporter = Callable[[str], list[dict]]
 Eraser = Callable[[str], int]
@@ -60,7 +61,7 @@ class PersonalDataSource:
         if self.exporter is not None:
             return self.exporter(pseudonym)
         rows = self._queryset(pseudonym).order_by("pk").values()
-        return [_json_safe(row) for row in rows]
+        return [json_safe(row) for row in rows]
 
     def erase(self, pseudonym: str) -> int:
         if self.eraser is not None:
@@ -170,19 +171,3 @@ def personal_data_sources() -> tuple[PersonalDataSource, ...]:
 def personal_cache_sources() -> tuple[PersonalCacheSource, ...]:
     with _lock:
         return tuple(_cache_sources[label] for label in sorted(_cache_sources))
-
-
-_encoder = DjangoJSONEncoder()
-
-
-def _json_safe(row: dict) -> dict:
-    safe = {}
-    for key, value in row.items():
-        if value is None or isinstance(value, str | int | float | bool | list | dict):
-            safe[key] = value
-        else:
-            try:
-                safe[key] = _encoder.default(value)
-            except TypeError:
-                safe[key] = str(value)
-    return safe

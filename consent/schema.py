@@ -5,7 +5,7 @@ withdrawal may cite, are data an administrator changes (``Purpose``,
 ``Notice``), so no static serializer can state them. A drf-spectacular
 postprocessing hook rewrites ``ConsentEventIn`` each time the schema is
 generated into alternatives by action and purpose, each with exactly the
-notice versions ``services.consent_events_check`` accepts at that moment: a
+notice versions ``services.ledger.consent_events_check`` accepts at that moment: a
 grant names a version in effect and not superseded by one that requires
 re-consent; a withdrawal names any version of the purpose's notice, or none.
 The schema is therefore true as of when it was fetched; a client that caches it

@@ -3,7 +3,7 @@
 ``consent_state`` answers from the shared cache in one round trip (the
 subject's state and the purposes' rules token, fetched together); on a miss it
 reads the database and fills the cache. Writes invalidate the subject's entry
-explicitly, in the same operation (``services.consent_cache_invalidate``), by
+explicitly, in the same operation (``services.cache.consent_cache_invalidate``), by
 writing a short-lived *tombstone* over it: a reader that read the database
 just before the write committed fills the cache with ``add``, which cannot
 replace the tombstone, and it fills only if its read began less than half the
@@ -23,7 +23,6 @@ Callers that must not personalize without certainty use
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from django.core.cache import cache
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from config.memo import VersionedMemo
 from consent.models import (
     ConsentEvent,
     CurrentConsent,
@@ -53,10 +53,10 @@ RULES_TOKEN_KEY = "consent:rules-token"  # noqa: S105 — a cache key, not a sec
 # A lost invalidation (the cache was unreachable during a withdrawal and then
 # came back) can leave a stale entry until the retry (every minute) confirms it;
 # this bounds how long it may live in any case.
-STATE_CACHE_SECONDS: int = getattr(settings, "CONSENT_STATE_CACHE_SECONDS", 120)
+STATE_CACHE_SECONDS: int = settings.CONSENT_STATE_CACHE_SECONDS
 # What an invalidation writes over a subject's entry, and for how long.
 TOMBSTONE = "consent:invalidated"
-TOMBSTONE_SECONDS: float = getattr(settings, "CONSENT_STATE_TOMBSTONE_SECONDS", 10)
+TOMBSTONE_SECONDS: float = settings.CONSENT_STATE_TOMBSTONE_SECONDS
 # Rules are reloaded at least this often even if the rules token never moves.
 RULES_MAX_AGE_SECONDS = 60.0
 
@@ -147,15 +147,7 @@ def purpose_rules_load(*, using: str = "default") -> dict[str, PurposeRule]:
     }
 
 
-@dataclass(frozen=True)
-class _RulesMemo:
-    token: object
-    loaded_at: float
-    rules: Mapping[str, PurposeRule]
-
-
-_rules_lock = threading.Lock()
-_rules_memo: _RulesMemo | None = None
+_rules_memo: VersionedMemo[Mapping[str, PurposeRule]] = VersionedMemo(max_age_seconds=RULES_MAX_AGE_SECONDS)
 _FETCH = object()
 
 
@@ -165,33 +157,26 @@ def purpose_rules(*, token: object = _FETCH) -> Mapping[str, PurposeRule]:
     ``token`` is the value of ``RULES_TOKEN_KEY`` if the caller already fetched
     it (``consent_state`` does, in the same round trip as the subject's state).
     """
-    global _rules_memo
     if token is _FETCH:
         token = cache.get(RULES_TOKEN_KEY)
-    memo = _rules_memo
-    if (
-        memo is not None
-        and memo.token == token
-        and time.monotonic() - memo.loaded_at < RULES_MAX_AGE_SECONDS
-    ):
-        return memo.rules
-    with _rules_lock:
-        rules = MappingProxyType(purpose_rules_load())
-        if token is None:
-            fresh = uuid.uuid4().hex
-            # ``add``: a token another process set meanwhile wins; ours is then unknown
-            # and the next read reloads once more. With the cache down, ``None`` stays
-            # the token and the memo is reused until it is RULES_MAX_AGE_SECONDS old.
-            token = fresh if cache.add(RULES_TOKEN_KEY, fresh, timeout=None) else None
-        _rules_memo = _RulesMemo(token=token, loaded_at=time.monotonic(), rules=rules)
-    return rules
+    return _rules_memo.get(
+        token, lambda: MappingProxyType(purpose_rules_load()), held_as=_rules_token_after_load
+    )
+
+
+def _rules_token_after_load(token: object) -> object:
+    if token is not None:
+        return token
+    fresh = uuid.uuid4().hex
+    # ``add``: a token another process set meanwhile wins; ours is then unknown
+    # and the next read reloads once more. With the cache down, ``None`` stays
+    # the token and the memo is reused until it is RULES_MAX_AGE_SECONDS old.
+    return fresh if cache.add(RULES_TOKEN_KEY, fresh, timeout=None) else None
 
 
 def purpose_rules_forget() -> None:
     """Drop this process's rules; other processes follow the rules token."""
-    global _rules_memo
-    with _rules_lock:
-        _rules_memo = None
+    _rules_memo.forget()
 
 
 def purpose_retention_limits() -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 Shape errors come from these serializers; everything that needs the purposes
 and notices (unknown purpose or notice version, duplicates in a batch) comes
-from ``services.consent_events_check``, reported in the same nested shape:
+from ``services.ledger.consent_events_check``, reported in the same nested shape:
 ``{"events": {"1": {"purpose": ["…"]}}}`` for a batch (failing events by index), ``{"purpose": ["…"]}``
 for a single event.
 """
@@ -13,7 +13,7 @@ from rest_framework import serializers
 from config.api import StrictCharField, StrictSerializer, StrictUUIDField
 from consent.models import ConsentEvent, DataSubjectRequest, Language
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN, subject_id_problem
-from consent.services import MAX_BATCH_EVENTS, ConsentEventInput, ConsentSource
+from consent.services.ledger import MAX_BATCH_EVENTS, ConsentEventInput, ConsentSource
 
 subject_id_validator = RegexValidator(
     SUBJECT_ID_PATTERN, message="Must not contain whitespace, control characters or '/'."

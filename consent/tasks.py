@@ -3,13 +3,14 @@
 import uuid
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
-from consent import services
+from config.transient import TRANSIENT_ERRORS
+from consent.services import cache as cache_invalidation
+from consent.services import dsr, retention
 
 # Transient: the database or the cache is briefly unreachable. Anything else is a
 # bug, and retrying it would only repeat the failure.
-TRANSIENT = (OperationalError, InterfaceError, services.CacheUnavailable)
+TRANSIENT = (*TRANSIENT_ERRORS, dsr.CacheUnavailable)
 
 
 @shared_task(
@@ -26,25 +27,25 @@ TRANSIENT = (OperationalError, InterfaceError, services.CacheUnavailable)
 def dsr_process(self, request_id: str) -> dict:
     """Serve one data subject request (access, erasure, restriction, objection)."""
     try:
-        return services.dsr_process(request_id=uuid.UUID(request_id))
+        return dsr.dsr_process(request_id=uuid.UUID(request_id))
     except Exception as exc:
-        services.dsr_note_failure(request_id=uuid.UUID(request_id), error=exc)
+        dsr.dsr_note_failure(request_id=uuid.UUID(request_id), error=exc)
         raise
 
 
 @shared_task(acks_late=True, time_limit=10 * 60, soft_time_limit=9 * 60)
 def dsr_enqueue_open() -> int:
     """Enqueue again open requests whose task may have been lost (e.g. the broker was down)."""
-    return services.dsr_enqueue_open()
+    return dsr.dsr_enqueue_open()
 
 
 @shared_task(acks_late=True, time_limit=60 * 60, soft_time_limit=58 * 60)
 def consent_retention_purge() -> dict:
     """Daily: delete raw personal data older than its purpose's retention period."""
-    return services.consent_retention_purge()
+    return retention.consent_retention_purge()
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def consent_cache_invalidations_retry() -> dict:
     """Every minute: retry the consent-cache invalidations the cache did not confirm."""
-    return services.consent_cache_invalidations_retry()
+    return cache_invalidation.consent_cache_invalidations_retry()

@@ -22,7 +22,6 @@ from rest_framework.views import APIView
 
 from config import permissions
 from config.openapi import ERROR_SCHEMA
-from consent import services
 from consent.models import DataSubjectRequest
 from consent.pseudonyms import SUBJECT_ID_SCHEMA, subject_id_problem, subject_pseudonym
 from consent.selectors import consent_history, consent_state, erased_request, subject_requests
@@ -37,6 +36,8 @@ from consent.serializers import (
     RequestOutSerializer,
     SubjectConsentsSerializer,
 )
+from consent.services.dsr import RequestNotCancellable, dsr_cancel, dsr_file
+from consent.services.ledger import ConsentEventsInvalid, consent_record
 
 SUBJECT_PARAMETER = OpenApiParameter(
     "subject_id",
@@ -101,8 +102,8 @@ class ConsentView(APIView):
         payload.is_valid(raise_exception=True)
         events = payload.to_events() if batch else [payload.to_event()]
         try:
-            recorded = services.consent_record(events=events)
-        except services.ConsentEventsInvalid as exc:
+            recorded = consent_record(events=events)
+        except ConsentEventsInvalid as exc:
             # The same shape DRF gives nested shape errors: only the failing events, by index.
             raise ValidationError(
                 {"events": {index: errors for index, errors in enumerate(exc.problems) if errors}}
@@ -171,7 +172,7 @@ class SubjectRequestsView(APIView):
         pseudonym = _pseudonym_from_path(subject_id)
         payload = RequestInSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        filed, created = services.dsr_file(
+        filed, created = dsr_file(
             type=payload.validated_data["type"], pseudonym=pseudonym, filed_by=_caller(request)
         )
         if not created:
@@ -241,9 +242,9 @@ class SubjectRequestCancelView(APIView):
     def post(self, request, subject_id: str, request_id):
         pseudonym = _pseudonym_from_path(subject_id)
         try:
-            cancelled = services.dsr_cancel(request_id=request_id, pseudonym=pseudonym, cancelled_by=_caller(request))
+            cancelled = dsr_cancel(request_id=request_id, pseudonym=pseudonym, cancelled_by=_caller(request))
         except DataSubjectRequest.DoesNotExist:
             raise NotFound("No such request for this subject.") from None
-        except services.RequestNotCancellable as exc:
+        except RequestNotCancellable as exc:
             raise Conflict(" ".join(exc.messages)) from None
         return Response(RequestOutSerializer(cancelled).data)

@@ -1,4 +1,4 @@
-"""Reads of experiment configuration.
+"""Reads of experiment configuration: running configs, compliance, plans, layer claims.
 
 The assignment endpoint is the hottest path of the platform, so the running
 experiments' configuration is held in-process and rebuilt only when a service
@@ -10,9 +10,11 @@ configuration rows.
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.cache import cache
 from django.db.models import Prefetch
+from django.utils import timezone
 
 from consent.compliance import Finding, treatment_compliance_review
 from consent.selectors import purpose_retention_limits
@@ -137,6 +139,34 @@ def experiment_compliance_findings(*, experiment: Experiment) -> dict[str, tuple
     }
 
 
+def experiment_compliance_errors(*, experiment: Experiment) -> dict[str, list[str]]:
+    """Arm key → the codes of its treatment's compliance errors (arms without errors left out)."""
+    return {
+        arm_key: sorted({finding.code for finding in findings if finding.is_error})
+        for arm_key, findings in experiment_compliance_findings(experiment=experiment).items()
+        if any(finding.is_error for finding in findings)
+    }
+
+
+def treatment_frozen_by(*, treatment: PrivacyTreatment) -> list[str]:
+    """Keys of the running or paused experiments whose arms apply this treatment."""
+    if treatment.pk is None:
+        return []
+    return sorted(
+        Experiment.objects.filter(
+            arms__treatment_id=treatment.pk, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED]
+        ).distinct().values_list("key", flat=True)
+    )
+
+
+def experiment_scheduled_later(*, experiment: Experiment, now: datetime | None = None) -> bool:
+    """A draft whose scheduled start is still to come: Start leaves it to the scheduler."""
+    now = now or timezone.now()
+    return experiment.status == Experiment.Status.DRAFT and experiment.scheduled_start is not None and (
+        experiment.scheduled_start > now
+    )
+
+
 # --- the plan --------------------------------------------------------------------
 
 
@@ -150,7 +180,7 @@ def experiment_decision_plan(*, experiment: Experiment, arms=None, guardrails=No
     ``arms`` and ``guardrails`` default to the saved ones (an admin form passes
     its unsaved rows). Raises ``PlanIncomplete`` naming what is missing.
     """
-    from experiments.metrics import METRICS
+    from experiments.metrics.definitions import METRICS
     from experiments.stats import decision_plan
 
     arms = list(experiment.arms.all() if arms is None else arms)

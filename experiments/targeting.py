@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from experiments.marketplace import AGE_BANDS, PLATFORMS, PROVINCES
+# The subject attributes the marketplace reports with an assignment request, and their known values
+# (the simulated marketplace, marketplace.population, draws its shoppers from them).
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
+PROVINCES = ("DKI Jakarta", "Jawa Barat", "Jawa Timur", "Jawa Tengah", "Banten", "Sumatera Utara", "Bali")
+PLATFORMS = ("android", "ios", "web")
 
 
 @dataclass(frozen=True)

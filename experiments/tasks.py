@@ -10,8 +10,8 @@ from datetime import datetime
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from experiments import results
 from experiments.models import Experiment, ResultSnapshot
+from experiments.results import enqueue, monitor, snapshots
 from experiments.services import lifecycle
 
 TRANSIENT = (OperationalError, InterfaceError)
@@ -40,13 +40,13 @@ def results_compute(experiment_id: int, as_of: str | None = None) -> int | None:
     if experiment is None:  # deleted since it was enqueued: nothing to do
         return None
     moment = datetime.fromisoformat(as_of) if as_of else None
-    return results.compute_results(experiment=experiment, as_of=moment).pk
+    return snapshots.compute_results(experiment=experiment, as_of=moment).pk
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
 def results_refresh_running() -> list[int]:
     """Periodic: enqueue a results run for every running experiment."""
-    return results.results_enqueue_running()
+    return enqueue.results_enqueue_running()
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=280, **RETRY)
@@ -55,10 +55,10 @@ def experiment_monitor(snapshot_id: int) -> dict | None:
     snapshot = ResultSnapshot.objects.filter(pk=snapshot_id).first()
     if snapshot is None:
         return None
-    return results.experiment_monitor(snapshot=snapshot)
+    return monitor.experiment_monitor(snapshot=snapshot)
 
 
 @shared_task(acks_late=True, time_limit=600, soft_time_limit=580, **RETRY)
 def experiments_monitor_pending() -> list[dict]:
     """Periodic: monitor every running experiment's latest run not yet acted on."""
-    return results.experiments_monitor_pending()
+    return monitor.experiments_monitor_pending()

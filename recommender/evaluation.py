@@ -257,7 +257,7 @@ def _flags(values, label: str, column: str):
 
 
 def orders_read(interactions, *, catalog=None, sensitive: Sequence[str] = (), repeatable: Sequence[str] = ()):  # noqa: C901
-    """A ``simulation.Marketplace`` from an export of orders, for ``evaluate``: nothing is stored.
+    """A ``datasets.Marketplace`` from an export of orders, for ``evaluate``: nothing is stored.
 
     ``interactions``: CSV with ``subject,product,time[,category]``, one row per
     product ordered (time: ISO 8601 or Unix seconds). ``catalog``: CSV with
@@ -268,7 +268,7 @@ def orders_read(interactions, *, catalog=None, sensitive: Sequence[str] = (), re
     """
     import pandas as pd
 
-    from recommender.simulation import Marketplace  # simulation imports engine only: no cycle
+    from recommender.datasets import Marketplace  # datasets imports engine only: no cycle
 
     orders = _read_csv(interactions, ("subject", "product", "time"), "interactions")
     if orders.empty:

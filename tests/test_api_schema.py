@@ -24,6 +24,12 @@ from consent.pseudonyms import subject_pseudonym
 from experiments.services import assignments_for_subject
 from tests.conftest import api_key_create
 from tests.experiments.factories import running_experiment
+from tests.openapi_schema import (
+    SCHEMA_URL,
+    component_alternatives,
+    schema_components,
+    schema_served,
+)
 
 # The schema reads the purposes and notices from the database (consent.schema).
 pytestmark = pytest.mark.django_db
@@ -33,7 +39,7 @@ KNOWN_SUBJECT = "user-42"
 
 
 def test_schema_and_docs_are_served_locally(client):
-    schema_response = client.get("/api/schema/?format=json")
+    schema_response = client.get(SCHEMA_URL)
     assert schema_response.status_code == 200
     paths = schema_response.json()["paths"]
     assert "/api/v1/assignments" in paths
@@ -44,7 +50,7 @@ def test_schema_and_docs_are_served_locally(client):
 
 
 def test_every_operation_names_its_errors(client):
-    schema = client.get("/api/schema/?format=json").json()
+    schema = schema_served(client)
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             statuses = set(operation["responses"])
@@ -56,25 +62,17 @@ def test_every_operation_names_its_errors(client):
                 assert "413" in statuses, (method, path)
 
 
-def _alternatives(schemas: dict, name: str) -> list[dict]:
-    """A component's object schemas: itself, or each alternative of its oneOf (references resolved)."""
-    schema = schemas[name]
-    if "oneOf" not in schema:
-        return [schema]
-    return [schemas[item["$ref"].rsplit("/", 1)[1]] if "$ref" in item else item for item in schema["oneOf"]]
-
-
 def test_request_bodies_refuse_unknown_fields(client):
-    schemas = client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    schemas = schema_components(client)
     for name in ("AssignmentRequest", "ConsentEventIn", "ConsentBatchIn", "ConsentSource", "RequestIn",
                  "EventsRequest", "OutcomeEventIn", "OrderLine"):
-        for schema in _alternatives(schemas, name):
+        for schema in component_alternatives(schemas, name):
             assert schema["additionalProperties"] is False, name
 
 
 @pytest.mark.django_db
 def test_every_request_body_is_required_as_the_server_requires_it(api):
-    paths = api.get("/api/schema/?format=json").json()["paths"]
+    paths = schema_served(api)["paths"]
     posts = {path: ops["post"] for path, ops in paths.items() if "post" in ops and "requestBody" in ops["post"]}
     assert "/api/v1/consents" in posts and len(posts) >= 4
     for path, operation in posts.items():
@@ -85,7 +83,7 @@ def test_every_request_body_is_required_as_the_server_requires_it(api):
 
 
 def test_batches_state_their_bounds(client):
-    schemas = client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    schemas = schema_components(client)
     for name in ("ConsentBatchIn", "EventsRequest"):
         events = schemas[name]["properties"]["events"]
         assert (events["minItems"], events["maxItems"]) == (1, 1000), name
@@ -99,7 +97,7 @@ def test_batches_state_their_bounds(client):
 
 def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{live_server.url}/api/schema/?format=json",
+        sys.executable, "-m", "schemathesis.cli", "run", f"{live_server.url}{SCHEMA_URL}",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--header", f"Authorization: Api-Key {key}",
         "--max-examples", os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"),

@@ -3,7 +3,7 @@
 The request is remembered in the shared cache per experiment (task id and
 time), so every viewer of the page sees the same progress and a second click
 within a minute joins the first request instead of queueing another run. The
-task itself is the pipeline's ``results_compute``, enqueued after the commit
+task itself is the pipeline's ``results_compute``, enqueued by ``results_enqueue`` after the commit
 like every task here; ``recompute_status`` reads its progress back.
 """
 
@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Exposure, ResultSnapshot
+from experiments.results.enqueue import results_enqueue
 from experiments.tasks import results_compute
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def results_recompute_request(*, experiment: Experiment, requested_by) -> Recomp
 
     def enqueue() -> None:
         try:
-            results_compute.apply_async(args=[experiment_id], task_id=request.task_id)
+            results_enqueue(experiment_ids=[experiment_id], task_id=request.task_id, after_commit=False)
         except ValidationError as error:
             # With eager tasks the run happens here: a refusal in words goes to the page.
             logger.warning("experiment %s: the results recompute was refused: %s", experiment_id, error)

@@ -3,54 +3,39 @@
 Queries only: ``pages`` assembles them into the pages' view-models,
 ``presenters`` turns snapshot documents into rows and sentences. Everything
 the pages show about results comes from stored ``ResultSnapshot`` documents,
-with three exceptions read live: the arms' treatments (their compliance
-findings are computed from them), the monitor's alerts, and the share of GMV
-from recommendations, which the snapshot does not carry yet
-(``recommendation_gmv_shares`` computes it over the snapshot's own window, so
-it matches the snapshot's numbers).
+with two exceptions read live: the arms' treatments (their compliance findings
+are computed from them) and the monitor's alerts (and the share of GMV from
+recommendations of a run stored before the pipeline computed it:
+``recommendation_gmv_shares``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db.models import (
-    Case,
-    DateTimeField,
-    DecimalField,
-    Exists,
-    ExpressionWrapper,
-    F,
     OuterRef,
     Prefetch,
     QuerySet,
     Subquery,
-    Sum,
-    Value,
-    When,
 )
 
 from experiments.dashboard import presenters
 from experiments.disclosure import segments_suppress
+from experiments.metrics.attribution import recommendation_gmv_attribution
 from experiments.models import (
     Arm,
     Experiment,
     ExperimentAlert,
-    OrderLine,
-    OutcomeEvent,
     ResultSnapshot,
 )
 from experiments.rules import experiments_visible_q
 
 # Enough points to see a trend, few enough to draw and send quickly.
 HISTORY_POINTS = 120
-# An order line counts as bought from a recommendation when the subject clicked
-# a recommendation of that product in this many days before the order.
-RECOMMENDATION_ATTRIBUTION_WINDOW = timedelta(days=7)
 
 
 # --- the experiment list ---------------------------------------------------------
@@ -163,54 +148,11 @@ def experiment_alerts(*, experiment: Experiment, limit: int = 50) -> list[Experi
 def recommendation_gmv_shares(*, snapshot: ResultSnapshot) -> dict[str, presenters.RecommendationGmvShare]:
     """Per arm, the order value bought after a recommendation click on the same product, and all of it.
 
-    Over the snapshot's window and subjects (its phase, exposed in the window,
-    orders after exposure), uncapped. One aggregate query, cached per run.
+    As the run stored it (``recommendation_gmv``); a run stored before the
+    pipeline computed it gets it computed over the run's own window.
     """
-    cache_key = f"dashboard:rec-gmv:{snapshot.pk}:{snapshot.computed_at.timestamp()}"
-    cached = cache.get(cache_key)
-    if isinstance(cached, dict):
-        return {arm: presenters.RecommendationGmvShare(**values) for arm, values in cached.items()}
-    money = DecimalField(max_digits=20, decimal_places=2)
-    lines = (
-        OrderLine.objects.filter(
-            # One filter() call: every condition applies to the same exposure row.
-            subject__exposures__experiment_id=snapshot.experiment_id,
-            subject__exposures__phase=snapshot.phase,
-            subject__exposures__first_exposed_at__gte=snapshot.window_start,
-            subject__exposures__first_exposed_at__lt=snapshot.window_end,
-            subject__exposures__first_exposed_at__lte=F("occurred_at"),
-            occurred_at__lt=snapshot.window_end,
-        )
-        .annotate(
-            arm_key=F("subject__exposures__arm__key"),
-            exposed_at=F("subject__exposures__first_exposed_at"),
-            attribution_start=ExpressionWrapper(
-                F("occurred_at") - Value(RECOMMENDATION_ATTRIBUTION_WINDOW), output_field=DateTimeField()
-            ),
-            line_value=ExpressionWrapper(F("quantity") * F("price"), output_field=money),
-        )
-        .annotate(
-            from_recommendation=Exists(
-                OutcomeEvent.objects.filter(
-                    subject_id=OuterRef("subject_id"),
-                    type=OutcomeEvent.Type.REC_CLICK,
-                    product_id=OuterRef("product_id"),
-                    occurred_at__gte=OuterRef("exposed_at"),
-                    occurred_at__lte=OuterRef("occurred_at"),
-                ).filter(occurred_at__gte=OuterRef("attribution_start"))
-            )
-        )
-        .order_by()
-        .values("arm_key")
-        .annotate(
-            total=Sum("line_value"),
-            attributed=Sum(Case(When(from_recommendation=True, then=F("line_value")), default=Value(0),
-                                output_field=money)),
-        )
-    )
-    shares = {
-        row["arm_key"]: {"attributed": float(row["attributed"] or 0), "total": float(row["total"] or 0)}
-        for row in lines
-    }
-    cache.set(cache_key, shares, timeout=3600)
+    shares = snapshot.data.get("recommendation_gmv")
+    if not isinstance(shares, dict):
+        shares = recommendation_gmv_attribution(experiment_id=snapshot.experiment_id, phase=snapshot.phase,
+                                                window_start=snapshot.window_start, window_end=snapshot.window_end)
     return {arm: presenters.RecommendationGmvShare(**values) for arm, values in shares.items()}

@@ -4,6 +4,8 @@ Import from the submodule in new code (``experiments.services.lifecycle`` …); 
 ``from experiments.services import X`` working.
 """
 
+# Reads that lived here before they moved to the selectors (the admin calls them as services.X).
+from experiments.selectors import experiment_scheduled_later, treatment_frozen_by
 from experiments.services.assignment import (
     SUBJECT_ATTRIBUTES,
     Assignment,
@@ -11,7 +13,6 @@ from experiments.services.assignment import (
 )
 from experiments.services.compliance import (
     APPROVE_OVERRIDE,
-    _compliance_errors,
     experiment_override_approve,
     experiment_validate_compliance,
 )
@@ -24,7 +25,6 @@ from experiments.services.design import (
     guardrail_update,
     treatment_copy,
     treatment_create,
-    treatment_frozen_by,
     treatment_save,
     treatment_validate_change,
 )
@@ -58,7 +58,6 @@ from experiments.services.lifecycle import (
     experiment_plan_apply,
     experiment_resume,
     experiment_save,
-    experiment_scheduled_later,
     experiment_set_coverage,
     experiment_start,
     experiment_start_problems,
@@ -97,7 +96,6 @@ __all__ = [
     "RFC3339_PATTERN",
     "SUBJECT_ATTRIBUTES",
     "WITHHELD_TYPES",
-    "_compliance_errors",
     "arm_create",
     "arm_delete",
     "arm_update",

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment
-from experiments.selectors import experiment_compliance_findings
+from experiments.selectors import experiment_compliance_errors, experiment_compliance_findings
 
 logger = logging.getLogger(__name__)
 
@@ -16,15 +16,6 @@ Status = Experiment.Status
 
 
 APPROVE_OVERRIDE = "experiments.approve_compliance_override"
-
-
-def _compliance_errors(experiment: Experiment) -> dict[str, list[str]]:
-    """Arm key → the codes of its treatment's compliance errors (arms without errors left out)."""
-    return {
-        arm_key: sorted({finding.code for finding in findings if finding.is_error})
-        for arm_key, findings in experiment_compliance_findings(experiment=experiment).items()
-        if any(finding.is_error for finding in findings)
-    }
 
 
 def experiment_validate_compliance(*, experiment: Experiment) -> None:
@@ -50,7 +41,7 @@ def experiment_validate_compliance(*, experiment: Experiment) -> None:
         approved = experiment.compliance_override_approved_findings or {}
         uncovered = {
             arm: sorted(set(codes) - set(approved.get(arm, [])))
-            for arm, codes in _compliance_errors(experiment).items()
+            for arm, codes in experiment_compliance_errors(experiment=experiment).items()
             if set(codes) - set(approved.get(arm, []))
         }
         if not uncovered:
@@ -79,7 +70,7 @@ def experiment_override_approve(*, experiment: Experiment, approver, now: dateti
             raise ValidationError("Only a draft experiment's override can be approved.")
         if not experiment.compliance_override_reason.strip():
             raise ValidationError({"compliance_override_reason": "There is no override reason to approve."})
-        errors = _compliance_errors(experiment)
+        errors = experiment_compliance_errors(experiment=experiment)
         if not errors:
             raise ValidationError("The treatments have no compliance errors: there is nothing to override.")
         experiment.compliance_override_approved_by = approver

@@ -6,21 +6,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from experiments.models import Arm, Experiment, Guardrail, PrivacyTreatment
+from experiments.selectors import treatment_frozen_by
 
 logger = logging.getLogger(__name__)
 
 Status = Experiment.Status
-
-
-def treatment_frozen_by(*, treatment: PrivacyTreatment) -> list[str]:
-    """Keys of the running or paused experiments whose arms apply this treatment."""
-    if treatment.pk is None:
-        return []
-    return sorted(
-        Experiment.objects.filter(
-            arms__treatment_id=treatment.pk, status__in=[Status.RUNNING, Status.PAUSED]
-        ).distinct().values_list("key", flat=True)
-    )
 
 
 def treatment_validate_change(*, treatment: PrivacyTreatment) -> None:

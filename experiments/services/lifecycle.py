@@ -3,7 +3,6 @@
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -16,7 +15,7 @@ from experiments.models import (
     Guardrail,
     Holdout,
 )
-from experiments.selectors import CONFIG_VERSION_KEY
+from experiments.selectors import CONFIG_VERSION_KEY, experiment_scheduled_later
 from experiments.services.compliance import experiment_validate_compliance
 from experiments.validation import experiment_decision_problems
 
@@ -174,14 +173,6 @@ def experiment_start_problems(*, experiment: Experiment) -> list[str]:
         except ValidationError as exc:
             problems.extend(exc.messages)
     return problems
-
-
-def experiment_scheduled_later(*, experiment: Experiment, now: datetime | None = None) -> bool:
-    """A draft whose scheduled start is still to come: Start leaves it to the scheduler."""
-    now = now or timezone.now()
-    return experiment.status == Status.DRAFT and experiment.scheduled_start is not None and (
-        experiment.scheduled_start > now
-    )
 
 
 def experiment_transition(*, experiment: Experiment, action: str, now=None, ignore_schedule: bool = False) -> Experiment:

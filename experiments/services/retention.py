@@ -25,7 +25,7 @@ def _ended_before(days: int, now: datetime):
 def exposures_retention_purge(*, now: datetime, batch_size: int) -> int:
     """Delete one batch of exposures of experiments ended ``EXPOSURE_RETENTION_DAYS`` ago (their
     metric facts go with them); the results, which are aggregates, stay. Returns rows deleted."""
-    days = getattr(settings, "EXPOSURE_RETENTION_DAYS", 365)
+    days = settings.EXPOSURE_RETENTION_DAYS
     pks = list(
         Exposure.objects.filter(experiment__in=_ended_before(days, now)).order_by("pk").values_list("pk", flat=True)[
             :batch_size
@@ -41,7 +41,7 @@ def metric_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
     """Delete one batch of per-exposure metric facts of experiments ended ``METRIC_FACTS_RETENTION_DAYS``
     ago. The facts only serve the results runs of a live experiment; a later run rebuilds them
     from the raw data while that is kept (the facts' state is reset)."""
-    days = getattr(settings, "METRIC_FACTS_RETENTION_DAYS", 30)
+    days = settings.METRIC_FACTS_RETENTION_DAYS
     ended = _ended_before(days, now)
     pks = list(
         MetricFacts.objects.filter(experiment__in=ended).order_by("pk").values_list("pk", flat=True)[:batch_size]
@@ -58,7 +58,7 @@ def metric_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
 def metric_order_facts_retention_purge(*, now: datetime, batch_size: int) -> int:
     """Delete one batch of the per-order metric facts of the same experiments as
     ``metric_facts_retention_purge`` (their state is reset there: the next run rebuilds both)."""
-    days = getattr(settings, "METRIC_FACTS_RETENTION_DAYS", 30)
+    days = settings.METRIC_FACTS_RETENTION_DAYS
     pks = list(
         MetricOrderFacts.objects.filter(experiment__in=_ended_before(days, now))
         .order_by("pk")

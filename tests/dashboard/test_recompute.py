@@ -47,7 +47,7 @@ def test_recompute_status_goes_from_idle_to_queued_to_done(
 
 def test_a_recompute_that_cannot_run_shows_as_failed(client, analysed, people, django_capture_on_commit_callbacks):
     login(client, people["owner"])
-    with mock.patch("experiments.dashboard.recompute.results_compute.apply_async",
+    with mock.patch("experiments.tasks.results_compute.apply_async",
                     side_effect=ConnectionError("broker down")), \
             django_capture_on_commit_callbacks(execute=True):
         response = client.post(_url("recompute", analysed))

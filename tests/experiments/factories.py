@@ -1,6 +1,11 @@
+"""Factories and helpers that build experiments, arms, treatments and users for the tests."""
+
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
 from django.test import TestCase
+from django.utils import timezone
 
 from experiments.models import Arm, Experiment, Layer, PrivacyTreatment, default_layer_id
 from experiments.services import experiment_start
@@ -53,6 +58,14 @@ def running_experiment(**kwargs) -> Experiment:
         return experiment_start(experiment=ExperimentFactory(**kwargs))
 
 
+def started_experiment(arms: int = 3, days_ago: float = 10, **kwargs) -> Experiment:
+    """A running experiment whose start is moved ``days_ago`` days back, so its window has a history."""
+    experiment = running_experiment(arms=arms, **kwargs)
+    experiment.started_at = timezone.now() - timedelta(days=days_ago)
+    experiment.save(update_fields=["started_at"])
+    return experiment
+
+
 def data_protection_officer():
     """A staff user who reads experiments and holds the one permission that approves compliance overrides."""
     from django.contrib.auth.models import Permission
@@ -66,8 +79,9 @@ def data_protection_officer():
 
 def override_approved(experiment: Experiment) -> Experiment:
     """The experiment's compliance override, approved by a data protection officer (if it has errors)."""
-    from experiments.services import _compliance_errors, experiment_override_approve
+    from experiments.selectors import experiment_compliance_errors
+    from experiments.services import experiment_override_approve
 
-    if _compliance_errors(experiment):
+    if experiment_compliance_errors(experiment=experiment):
         experiment = experiment_override_approve(experiment=experiment, approver=data_protection_officer())
     return experiment

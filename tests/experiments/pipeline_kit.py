@@ -4,7 +4,7 @@
 started experiment (with decoys the pipeline must ignore: another phase,
 another experiment, other purposes, events outside the window) and returns the
 rows it wrote as DataFrames; ``reference_sums`` computes, with pandas on those
-rows, what ``metric_statistics`` must return.
+rows, what ``metric_statistics_compute`` must return.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from consent.models import ConsentEvent, Notice, Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
+from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
 from experiments.models import Experiment, Exposure, OrderLine, OutcomeEvent
 
 AGE_BANDS = ["18-24", "25-34", "35-44", "45+", ""]

@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from consent import services as consent_services
 from consent.pseudonyms import subject_pseudonym
-from experiments.metrics import metric_statistics
+from experiments.metrics.pipeline import metric_statistics_compute
 from experiments.models import Exposure, MetricFacts, OutcomeEvent
-from experiments.services import assignments_for_subject, events_record
+from experiments.services.assignment import assignments_for_subject
+from experiments.services.events import events_record
 from tests.consent.factories import grant, raw_id
 from tests.experiments.factories import running_experiment
 
@@ -120,7 +121,7 @@ def _exposed_with_an_order(experiment, prefix):
 def test_restricted_subjects_are_left_out_of_the_metric_facts(experiment):
     kept, restricted = _exposed_with_an_order(experiment, "k"), _exposed_with_an_order(experiment, "r")
     consent_services.dsr_file(type="restriction", subject_id=restricted)
-    stats = metric_statistics(experiment=experiment)
+    stats = metric_statistics_compute(experiment=experiment)
     assert stats.refresh.kind == "rebuilt"
     facts = set(MetricFacts.objects.values_list("exposure__subject_id", flat=True))
     assert facts == {subject_pseudonym(kept)}
@@ -129,10 +130,10 @@ def test_restricted_subjects_are_left_out_of_the_metric_facts(experiment):
 
 def test_a_restriction_after_the_facts_were_written_removes_them_on_the_next_refresh(experiment):
     kept, later = _exposed_with_an_order(experiment, "k"), _exposed_with_an_order(experiment, "l")
-    first = metric_statistics(experiment=experiment)
+    first = metric_statistics_compute(experiment=experiment)
     assert sum(first.subjects.values()) == 2
     consent_services.dsr_file(type="restriction", subject_id=later)
-    second = metric_statistics(experiment=experiment)
+    second = metric_statistics_compute(experiment=experiment)
     assert second.refresh.kind == "updated"  # an incremental refresh, not a rebuild
     assert set(MetricFacts.objects.values_list("exposure__subject_id", flat=True)) == {subject_pseudonym(kept)}
     assert sum(second.subjects.values()) == 1
@@ -141,4 +142,4 @@ def test_a_restriction_after_the_facts_were_written_removes_them_on_the_next_ref
 def test_an_objecting_subject_stays_in_the_metric_facts(experiment):
     subject = _exposed_with_an_order(experiment, "o")
     consent_services.dsr_file(type="objection", subject_id=subject)
-    assert sum(metric_statistics(experiment=experiment).subjects.values()) == 1
+    assert sum(metric_statistics_compute(experiment=experiment).subjects.values()) == 1

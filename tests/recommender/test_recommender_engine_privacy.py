@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from marketplace.datasets import synthetic_marketplace
 from recommender.engine import (
     STRATEGIES,
     CohortStrategy,
@@ -24,7 +25,6 @@ from recommender.engine import (
     pair_weights,
     score_with_similarity,
 )
-from recommender.simulation import synthetic_marketplace
 
 DAY = 86400.0
 

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from marketplace.datasets import synthetic_marketplace
 from recommender.evaluation import evaluate, ranking_metrics, render, time_split
-from recommender.simulation import synthetic_marketplace
 from tests.recommender.factories import bought, catalog, subject, withdraw
 
 

@@ -388,7 +388,7 @@ def test_the_catalog_import_reads_repeatable_flags():
 def test_the_command_evaluates_an_exported_orders_file(tmp_path):
     import numpy as np
 
-    from recommender.simulation import grocery_baskets
+    from marketplace.datasets import grocery_baskets
 
     market = grocery_baskets(customers=80, products=300, weeks=20, seed=4)
     lines = ["subject,product,time"]

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from consent.services import consent_state_rebuild
+from consent.services.state import consent_state_rebuild
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from recommender import evaluation
-from recommender.simulation import grocery_baskets, synthetic_marketplace
+from recommender.datasets import dataset_generate
 
 
 def _floats(text: str) -> list[float]:
@@ -109,12 +109,12 @@ class Command(BaseCommand):
             market = evaluation.orders_read(options["interactions"], catalog=options["catalog"],
                                             sensitive=options["sensitive"], repeatable=options["repeatable"])
         elif options["synthetic"]:
-            market = synthetic_marketplace(
-                subjects=options["subjects"], products=options["products"],
+            market = dataset_generate(
+                name="synthetic", subjects=options["subjects"], products=options["products"],
                 interactions=options["interaction_count"], seed=options["seed"],
             )
         elif options["grocery"]:
-            market = grocery_baskets(customers=options["customers"], seed=options["seed"])
+            market = dataset_generate(name="grocery", customers=options["customers"], seed=options["seed"])
         if market is not None:
             return evaluation.time_split(
                 subjects=market.subjects, items=market.items, times=market.times, weights=market.weights,

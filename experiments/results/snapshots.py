@@ -1,0 +1,104 @@
+"""Storing a run: the analysis saved as the window's ResultSnapshot, and a final verdict recorded once."""
+
+import logging
+import time
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from experiments.models import (
+    Experiment,
+    ExperimentDecision,
+    ResultSnapshot,
+)
+from experiments.results.analysis import SCHEMA_VERSION, results_document
+from experiments.results.enqueue import monitor_enqueue
+
+logger = logging.getLogger(__name__)
+
+Status = ResultSnapshot.Status
+
+
+def compute_results(*, experiment: Experiment, as_of: datetime | None = None, monitor: bool = True) -> ResultSnapshot:
+    """Analyse the experiment over ``[start, as_of)`` and store the run; idempotent per window.
+
+    ``as_of`` defaults to now (the task passes the time it was scheduled for,
+    so a redelivered task analyses the same window). With ``monitor`` the
+    monitor task is enqueued once the snapshot is committed.
+    """
+    started = time.perf_counter()
+    as_of = as_of or timezone.now()
+    experiment = Experiment.objects.get(pk=experiment.pk)
+    status, document, statistics = results_document(experiment=experiment, as_of=as_of)
+    fields = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "window_start": statistics.window_start,
+        "computed_at": timezone.now(),
+        "compute_seconds": time.perf_counter() - started,
+        "subjects": sum(arm["subjects"] for arm in document["arms"]),
+        "srm_flag": None if document["srm"] is None else bool(document["srm"]["flag"]),
+        "guardrail_breached": any(entry["breached"] for entry in document["guardrails"]),
+        "data": document,
+    }
+    snapshot = _snapshot_upsert(experiment, statistics.phase, statistics.window_end, fields)
+    if status == Status.OK:
+        _decision_record(experiment, snapshot)
+    if monitor:
+        monitor_enqueue(snapshot_id=snapshot.pk)
+    logger.info(
+        "experiment %s: results over %d subjects in %.2fs (%s)",
+        experiment.key, fields["subjects"], fields["compute_seconds"], status,
+    )
+    return snapshot
+
+
+def _snapshot_upsert(experiment: Experiment, phase: int, window_end: datetime, fields: dict) -> ResultSnapshot:
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                snapshot = (
+                    ResultSnapshot.objects.select_for_update()
+                    .filter(experiment=experiment, phase=phase, window_end=window_end)
+                    .first()
+                )
+                if snapshot is None:
+                    return ResultSnapshot.objects.create(
+                        experiment=experiment, phase=phase, window_end=window_end, **fields
+                    )
+                if snapshot.data != fields["data"]:
+                    snapshot.monitored_at = None  # new numbers: the monitor looks again
+                for name, value in fields.items():
+                    setattr(snapshot, name, value)
+                snapshot.save()
+                return snapshot
+        except IntegrityError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _decision_record(experiment: Experiment, snapshot: ResultSnapshot) -> None:
+    """Record the phase's verdict the first time a run makes it final (idempotent)."""
+    decision = snapshot.data.get("decision") or {}
+    if not decision.get("final") or decision.get("frozen") or decision.get("outcome") not in ("ship", "keep_control"):
+        return
+    try:
+        with transaction.atomic():
+            ExperimentDecision.objects.get_or_create(
+                experiment=experiment,
+                phase=snapshot.phase,
+                defaults={
+                    "outcome": decision["outcome"],
+                    "arm": decision.get("arm") or "",
+                    "window_end": snapshot.window_end,
+                    "snapshot": snapshot,
+                    "document": decision,
+                    "decided_at": snapshot.computed_at,
+                },
+            )
+    except IntegrityError:  # a concurrent run recorded it first
+        pass
+    else:
+        logger.info("experiment %s phase %d: final verdict %s", experiment.key, snapshot.phase, decision["outcome"])

@@ -1,0 +1,1 @@
+"""The marketplace app's management commands (``demo``, ``simulate``)."""

@@ -1,0 +1,71 @@
+"""The ground truth: every arm's true value of every metric, and its true effects against the control.
+
+Because the behavioural model is known (``marketplace.model``), every arm has a
+*true* value of every metric: the average over all exposed shoppers of their
+expected value under that arm (the counterfactual for the arms they were not
+in). ``ground_truth`` is the document ``manage.py simulate --truth`` writes, so
+a test can check that the platform recovers it.
+"""
+
+from __future__ import annotations
+
+from experiments.models import Metric
+from marketplace.model import ArmBehaviour, arm_behaviour_subset, expected_values
+from marketplace.population import Population, population_subset
+
+TRUTH_METRICS = (
+    Metric.CONVERSION,
+    Metric.OPT_OUT,
+    Metric.CONSENT_RATE,
+    Metric.GMV,
+    Metric.ORDERS,
+    Metric.AOV,
+    Metric.CTR,
+)
+
+
+def true_metrics(behaviour: ArmBehaviour, population: Population) -> dict[str, float]:
+    """The arm's true value of every metric over the whole population (ratios: ratio of means)."""
+    e = expected_values(behaviour, population)
+    return {
+        Metric.CONVERSION: float(e["converted"].mean()),
+        Metric.OPT_OUT: float(e["opted_out"].mean()),
+        Metric.CONSENT_RATE: float(e["consented"].mean()),
+        Metric.GMV: float(e["gmv"].mean()),
+        Metric.ORDERS: float(e["orders"].mean()),
+        Metric.AOV: float(e["gmv"].sum() / e["orders"].sum()),
+        Metric.CTR: float(e["clicks"].sum() / e["impressions"].sum()),
+    }
+
+
+def ground_truth(*, experiment, population, exposed, behaviours, seed, start, end, by_arm) -> dict:
+    """Every arm's true metric values over the exposed shoppers, and the effects against the control."""
+    control = experiment.arms.get(is_control=True).key
+    subset = population_subset(population, exposed)
+    values = {key: true_metrics(arm_behaviour_subset(behaviour, exposed), subset) for key, behaviour in behaviours.items()}
+    effects = {
+        key: {
+            metric: {
+                "absolute": values[key][metric] - values[control][metric],
+                "relative": (values[key][metric] - values[control][metric]) / values[control][metric]
+                if values[control][metric]
+                else None,
+            }
+            for metric in TRUTH_METRICS
+        }
+        for key in values
+        if key != control
+    }
+    return {
+        "schema_version": 1,
+        "experiment": experiment.key,
+        "seed": seed,
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "subjects_exposed": int(exposed.sum()),
+        "control": control,
+        "note": "True values are averages over all exposed shoppers of their expected value under each arm; "
+        "GMV is uncapped. Compare with results computed with gmv_cap_percentile = None.",
+        "arms": {key: {"subjects": by_arm[key], "true": values[key]} for key in values},
+        "effects": effects,
+    }
+

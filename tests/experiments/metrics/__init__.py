@@ -1,0 +1,1 @@
+"""Tests of experiments.metrics, one module per pipeline module."""

@@ -1,0 +1,1 @@
+"""Tests of experiments.results, one module per results module."""
