@@ -22,10 +22,13 @@ def _redis_url_for_worker(url: str, worker: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-# Only the pytest process shifts it: the worker and server processes a test starts inherit the shifted URL
-# and this marker, and must not shift it again.
-if os.environ.get("REDIS_URL") and not os.environ.get("PRIVACYLAB_TEST_REDIS_SHIFTED"):
-    os.environ["REDIS_URL"] = _redis_url_for_worker(os.environ["REDIS_URL"], os.environ.get("PYTEST_XDIST_WORKER", ""))
+# Only the pytest worker process shifts it: the worker and server processes a test starts inherit the shifted
+# URL and this marker, and must not shift it again. The xdist controller does not shift and must not set the
+# marker either: its environment is the one the pytest-xdist workers start with, and a marker inherited from it
+# kept every worker on the same Redis database (one worker's cache flush wiped another's test's cache).
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if os.environ.get("REDIS_URL") and _XDIST_WORKER.startswith("gw") and not os.environ.get("PRIVACYLAB_TEST_REDIS_SHIFTED"):
+    os.environ["REDIS_URL"] = _redis_url_for_worker(os.environ["REDIS_URL"], _XDIST_WORKER)
     os.environ["PRIVACYLAB_TEST_REDIS_SHIFTED"] = "1"
 
 from config.settings import *  # noqa: E402,F403

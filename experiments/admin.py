@@ -1,3 +1,10 @@
+"""The experiments admin, for product managers: design, launch, pause and conclude experiments; read the records.
+
+Thin over ``experiments.services``: lifecycle actions, saves and the arm and
+guardrail inlines call services; exposures, outcome events and results are
+records, read-only and never deleted here.
+"""
+
 import json
 from datetime import timedelta
 
@@ -39,7 +46,43 @@ from experiments.validation import experiment_decision_problems
 ONE_CONTROL = "arm_one_control_per_experiment"
 
 
-class ArmFormSet(BaseInlineFormSet):
+class ServiceInlineFormSet(BaseInlineFormSet):
+    """An inline whose rows are written by services (``create``/``update``/``remove``), not ``form.save()``.
+
+    The admin calls ``formset.save()``; Django's bookkeeping (the change
+    message's new, changed and deleted objects) keeps working because the
+    hooks return what the services wrote.
+    """
+
+    def _fields(self, form) -> dict:
+        # The inline's own fields; the experiment (the formset's foreign key) is passed by the hooks.
+        return {name: form.cleaned_data.get(name) for name in form._meta.fields if name != self.fk.name}
+
+    def create(self, **fields):
+        raise NotImplementedError
+
+    def update(self, obj, **fields):
+        raise NotImplementedError
+
+    def remove(self, obj) -> None:
+        raise NotImplementedError
+
+    def save_new(self, form, commit=True):
+        if not commit:
+            return super().save_new(form, commit=False)
+        return self.create(**self._fields(form))
+
+    def save_existing(self, form, obj, commit=True):
+        if not commit:
+            return super().save_existing(form, obj, commit=False)
+        return self.update(obj, **self._fields(form))
+
+    def delete_existing(self, obj, commit=True):
+        if commit:
+            self.remove(obj)
+
+
+class ArmFormSet(ServiceInlineFormSet):
     """The arms, checked together (one control, the privacy order) before anything is saved."""
 
     def _construct_form(self, i, **kwargs):
@@ -71,15 +114,15 @@ class ArmFormSet(BaseInlineFormSet):
         if problems:
             raise ValidationError(["Privacy order: " + problem for problem in problems])
 
-    def save_existing_objects(self, commit=True):
-        # The database holds one control at a time (a partial unique index, not deferrable):
-        # moving the control from one arm to another unticks the old one first.
-        if commit:
-            unticked = [form.instance.pk for form in self.initial_forms
-                        if form.instance.pk and "is_control" in form.changed_data
-                        and not form.cleaned_data.get("is_control")]
-            Arm.objects.filter(pk__in=unticked).update(is_control=False)
-        return super().save_existing_objects(commit)
+    def create(self, **fields) -> Arm:
+        return services.arm_create(experiment=self.instance, **fields)
+
+    def update(self, obj: Arm, **fields) -> Arm:
+        # Moving the control from one arm to another: the service unticks the old one first.
+        return services.arm_update(arm=obj, **fields)
+
+    def remove(self, obj: Arm) -> None:
+        services.arm_delete(arm=obj)
 
 
 def _accessible_name(formfield, name: str):
@@ -118,9 +161,21 @@ class DraftOnlyInline(admin.TabularInline):
         return self._editable(obj) and super().has_delete_permission(request, obj)
 
 
+class GuardrailFormSet(ServiceInlineFormSet):
+    def create(self, **fields) -> Guardrail:
+        return services.guardrail_create(experiment=self.instance, **fields)
+
+    def update(self, obj: Guardrail, **fields) -> Guardrail:
+        return services.guardrail_update(guardrail=obj, **fields)
+
+    def remove(self, obj: Guardrail) -> None:
+        services.guardrail_delete(guardrail=obj)
+
+
 class GuardrailInline(DraftOnlyInline):
     # Part of the analysis: frozen with services.ANALYSIS_FIELDS once the experiment has started.
     model = Guardrail
+    formset = GuardrailFormSet
     extra = 0
     fields = ["metric", "margin", "relative", "plan_baseline", "plan_standard_deviation"]
 
@@ -729,21 +784,7 @@ class HoldoutAdmin(admin.ModelAdmin):
         services.holdout_set_share(share=obj.share)
 
 
-@admin.register(Exposure)
-class ExposureAdmin(admin.ModelAdmin):
-    list_display = ["experiment", "arm", "first_exposed_at", "phase"]
-    list_filter = ["experiment", "arm"]
-    list_select_related = ["experiment", "arm"]
-    date_hierarchy = "first_exposed_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-# --- outcome events, results and alerts: records, read-only here ------------------------
+# --- exposures, outcome events, results and alerts: records, read-only here ---------------
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -754,8 +795,23 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class AppendOnlyAdmin(ReadOnlyAdmin):
+    """Records the analysis is computed from: nobody deletes one here (retention and erasure do, by service)."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Exposure)
+class ExposureAdmin(AppendOnlyAdmin):
+    list_display = ["experiment", "arm", "first_exposed_at", "phase"]
+    list_filter = ["experiment", "arm"]
+    list_select_related = ["experiment", "arm"]
+    date_hierarchy = "first_exposed_at"
+
+
 @admin.register(OutcomeEvent)
-class OutcomeEventAdmin(ReadOnlyAdmin):
+class OutcomeEventAdmin(AppendOnlyAdmin):
     list_display = ["event_id", "type", "occurred_at", "amount", "product_id", "category"]
     list_filter = ["type"]
     search_fields = ["event_id"]
@@ -764,7 +820,7 @@ class OutcomeEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ResultSnapshot)
-class ResultSnapshotAdmin(ReadOnlyAdmin):
+class ResultSnapshotAdmin(AppendOnlyAdmin):
     list_display = ["experiment", "window_end", "status", "subjects", "srm_flag", "guardrail_breached", "computed_at"]
     list_filter = ["status", "srm_flag", "guardrail_breached", "experiment"]
     list_select_related = ["experiment"]

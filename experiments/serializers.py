@@ -1,3 +1,5 @@
+"""Request and response shapes of the experiments API (assignments, outcome events), strict about unknown fields."""
+
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 

@@ -1,3 +1,5 @@
+"""The experiments JSON API (``/api/v1/``): assignments and outcome events, thin over the services."""
+
 from dataclasses import asdict
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema

@@ -1,0 +1,1 @@
+"""The experiment owners' dashboard: results pages, exports and "recompute now" (login and permission required)."""

@@ -8,8 +8,7 @@ and say which way is good for each metric (an opt-out going up is bad).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from experiments.dashboard import charts
@@ -78,12 +77,6 @@ def comparisons_by_key(comparisons: Sequence[Mapping]) -> dict[tuple[str, str], 
 
 def _width(ci: Sequence[float] | None) -> float | None:
     return None if not ci else ci[1] - ci[0]
-
-
-def effect_text(comparison: Mapping, metric: MetricFormat) -> str:
-    """"+1.8 pp [+0.4, +3.2] pp" for sentences and tooltips."""
-    absolute = comparison["absolute"]
-    return f"{metric.difference(absolute['estimate'], width=_width(absolute['ci']))} {metric.interval(absolute['ci'])}"
 
 
 # --- the results table -----------------------------------------------------------
@@ -814,123 +807,6 @@ def srm_summary(document: Mapping) -> SrmSummary | None:
             for arm, observed in srm.get("observed", {}).items()
         ),
     )
-
-
-# --- exports ---------------------------------------------------------------------
-
-CSV_COLUMNS = (
-    "scope", "segment", "arm", "metric", "metric_label", "higher_is_better", "method", "cuped",
-    "control_n", "treatment_n", "control_mean", "treatment_mean", "treatment_mean_adjusted",
-    "absolute_estimate", "absolute_ci_low", "absolute_ci_high",
-    "relative_estimate", "relative_ci_low", "relative_ci_high",
-    "p_value", "p_value_adjusted", "adjustment", "significant", "skipped_reason",
-    # guardrail, sample_ratio and decision rows (scope says which)
-    "margin", "bound", "status", "final", "detail",
-)
-
-
-def _csv_comparison(scope: str, segment: str, comparison: Mapping, metric: Mapping, adjustment: str) -> dict:
-    absolute, rel = comparison["absolute"], comparison["relative"]
-    abs_ci, rel_ci = absolute["ci"] or (None, None), rel["ci"] or (None, None)
-    return {
-        "scope": scope, "segment": segment, "arm": comparison["arm"], "metric": comparison["metric"],
-        "metric_label": metric["label"], "higher_is_better": metric["higher_is_better"],
-        "method": comparison["method"], "cuped": comparison["cuped"],
-        "control_n": comparison["control_n"], "treatment_n": comparison["treatment_n"],
-        "control_mean": comparison["control_mean"], "treatment_mean": comparison["treatment_mean"],
-        "treatment_mean_adjusted": adjusted_treatment_mean(comparison) if comparison["cuped"] else None,
-        "absolute_estimate": absolute["estimate"], "absolute_ci_low": abs_ci[0], "absolute_ci_high": abs_ci[1],
-        "relative_estimate": rel["estimate"], "relative_ci_low": rel_ci[0], "relative_ci_high": rel_ci[1],
-        "p_value": absolute["p_value"], "p_value_adjusted": comparison["p_value_adjusted"],
-        "adjustment": adjustment, "significant": comparison["significant"], "skipped_reason": "",
-    }
-
-
-def _csv_guardrail(entry: Mapping, metrics: Mapping) -> dict:
-    ni = entry.get("noninferiority") or {}
-    if entry["breached"]:
-        status = "breached"
-    elif not ni:
-        status = "not testable yet"
-    else:
-        status = "non-inferior" if ni["noninferior"] else "not yet shown"
-    return {
-        "scope": "guardrail", "arm": entry["arm"], "metric": entry["metric"],
-        "metric_label": metrics.get(entry["metric"], {}).get("label", entry["metric"]),
-        "higher_is_better": entry["higher_is_better"],
-        # The tolerated harm in the metric's unit, signed to the harmful side, as on the page.
-        "margin": -entry["margin"] if entry["higher_is_better"] else entry["margin"],
-        "absolute_estimate": ni.get("estimate"), "bound": ni.get("bound"), "p_value": ni.get("p_value"),
-        "status": status, "detail": entry.get("reason", ""),
-    }
-
-
-def _csv_sample_ratio(srm: Mapping) -> dict:
-    observed, expected = srm.get("observed", {}), srm.get("expected", {})
-    return {
-        "scope": "sample_ratio", "p_value": srm["p_value"], "bound": srm["threshold"],
-        "status": "mismatch" if srm["flag"] else "ok",
-        "detail": f"chi2 = {srm['chi2']:.4g}; observed / expected: "
-        + ", ".join(f"{arm} {observed[arm]} / {expected.get(arm, 0):.1f}" for arm in observed),
-    }
-
-
-def _csv_decision(decision: Mapping) -> dict:
-    """The decision as results.py stored it in the snapshot: never re-derived here."""
-    return {
-        "scope": "decision", "arm": decision.get("arm") or "", "metric": decision.get("primary_metric") or "",
-        "status": decision.get("outcome", ""), "final": bool(decision.get("final")),
-        "detail": " ".join(part for part in (decision.get("summary"), decision.get("rule_text")) if part),
-    }
-
-
-def csv_records(document: Mapping) -> Iterator[dict]:
-    """One record per comparison (overall, then every segment), then the skipped ones with why,
-    then each guardrail test, the sample-ratio check and the stored decision."""
-    report = document.get("report") or {}
-    metrics = document["metrics"]
-    adjustment = report.get("adjustment", {})
-    for comparison in report.get("comparisons", []):
-        # Schema 2 names each comparison's family; schema 1 had one family for them all.
-        family = comparison.get("family")
-        yield _csv_comparison("overall", "", comparison, metrics[comparison["metric"]],
-                              adjustment.get(family, "") if family else adjustment.get("comparisons", ""))
-    for entry in document.get("skipped_metrics", []):
-        yield {"scope": "overall", "metric": entry["metric"], "metric_label": metrics[entry["metric"]]["label"],
-               "skipped_reason": entry["reason"]}
-    for segment in report.get("segments", []):
-        for comparison in segment["comparisons"]:
-            yield _csv_comparison("segment", segment["segment"], comparison, metrics[comparison["metric"]],
-                                  adjustment.get("segments", ""))
-        for entry in segment.get("skipped", []):
-            yield {"scope": "segment", "segment": segment["segment"], "arm": entry.get("arm") or "",
-                   "metric": entry.get("metric") or "", "skipped_reason": entry["reason"]}
-    for entry in document.get("guardrails") or []:
-        yield _csv_guardrail(entry, metrics)
-    if document.get("srm"):
-        yield _csv_sample_ratio(document["srm"])
-    if document.get("decision"):
-        yield _csv_decision(document["decision"])
-
-
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value) -> object:
-    """A cell a spreadsheet shows as text: text starting like a formula is defused with a quote.
-
-    Segment values come from the marketplace's subject attributes, so an export
-    opened in a spreadsheet must not run them (OWASP "CSV injection").
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,5 @@
+"""The dashboard's URLs: the experiment list, each experiment's page, its recompute, JSON and exports."""
+
 from django.urls import path
 
 from experiments.dashboard import views

@@ -1,4 +1,4 @@
-"""The experiment owners' dashboard: thin views over ``selectors``, ``presenters`` and ``services``.
+"""The experiment owners' dashboard: thin views over ``pages``, ``exports`` and ``recompute``.
 
 Every view needs a login. An experiment's pages answer only to users with
 ``experiments.view_experiment_results`` on it (``experiments.rules``: owner,
@@ -9,7 +9,6 @@ does not exist, so the dashboard never reveals which experiments exist.
 from __future__ import annotations
 
 import csv
-import json
 from urllib.parse import urlencode
 
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -19,14 +18,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
 from rules.contrib.views import PermissionRequiredMixin
 
-from experiments.dashboard import presenters, selectors, services
+from experiments.dashboard import exports, pages, recompute, selectors
 from experiments.dashboard.forms import ExperimentFilterForm, MetricChoiceForm
-from experiments.models import Experiment, ResultSnapshot
+from experiments.models import Experiment
 from experiments.rules import RECOMPUTE_RESULTS, VIEW_RESULTS
 
 EXPERIMENTS_PER_PAGE = 25
@@ -48,7 +46,7 @@ class ExperimentListView(LoginRequiredMixin, TemplateView):
             form=form,
             filter_query=urlencode({name: value for name, value in kept.items() if value}),
             page_obj=page,
-            rows=selectors.experiment_list_rows(experiments=list(page.object_list)),
+            rows=pages.experiment_list_rows(experiments=list(page.object_list)),
             filtered=bool(filters.get("status") or filters.get("owner")),
         )
         # A filter the form refuses is the client's mistake: say so, show everything.
@@ -93,7 +91,7 @@ class ExperimentDetailView(ExperimentAccessMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         form = MetricChoiceForm(self.request.GET or None)
-        page = selectors.results_page(
+        page = pages.results_page(
             experiment=self.experiment, segment_metric=form.metric("segments"), timeline_metric=form.metric("timeline")
         )
         return super().get_context_data(
@@ -111,8 +109,8 @@ class RecomputeView(ExperimentAccessMixin, View):
     http_method_names = ["post"]
 
     def post(self, request, *args, **kwargs):
-        services.results_recompute_request(experiment=self.experiment, requested_by=request.user)
-        status = selectors.recompute_status(experiment=self.experiment)
+        recompute.results_recompute_request(experiment=self.experiment, requested_by=request.user)
+        status = recompute.recompute_status(experiment=self.experiment)
         if request.headers.get("Accept", "").startswith("application/json"):
             return JsonResponse(status.as_json(), status=202)
         return HttpResponseRedirect(reverse("dashboard:experiment-detail", args=[self.experiment.key]) + "#freshness")
@@ -122,7 +120,7 @@ class RecomputeStatusView(ExperimentAccessMixin, View):
     http_method_names = ["get"]
 
     def get(self, request, *args, **kwargs):
-        status = selectors.recompute_status(experiment=self.experiment)
+        status = recompute.recompute_status(experiment=self.experiment)
         return JsonResponse(status.as_json(), headers={"Cache-Control": "no-store"})
 
 
@@ -132,18 +130,13 @@ class ResultsJsonView(ExperimentAccessMixin, View):
     http_method_names = ["get"]
 
     def get(self, request, *args, **kwargs):
-        page = selectors.results_page(experiment=self.experiment)
+        page = pages.results_page(experiment=self.experiment)
         return JsonResponse(
-            selectors.results_payload(page),
+            exports.results_payload(page),
             encoder=DjangoJSONEncoder,
             json_dumps_params={"allow_nan": False},
             headers={"Cache-Control": "no-store"},
         )
-
-
-def _download_name(experiment: Experiment, snapshot: ResultSnapshot, extension: str) -> str:
-    stamp = timezone.localtime(snapshot.window_end).strftime("%Y%m%dT%H%M")
-    return f"{experiment.key}-results-{stamp}.{extension}"
 
 
 class _ExportView(ExperimentAccessMixin, View):
@@ -155,6 +148,12 @@ class _ExportView(ExperimentAccessMixin, View):
             {"experiment": self.experiment, "message": message}, status=409,
         )
 
+    def attachment(self, response: HttpResponse, snapshot, extension: str) -> HttpResponse:
+        name = exports.download_name(experiment=self.experiment, snapshot=snapshot, extension=extension)
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
 
 class ExportJsonView(_ExportView):
     """The latest snapshot as stored, in any schema version, with its run metadata."""
@@ -163,21 +162,10 @@ class ExportJsonView(_ExportView):
         snapshot = selectors.snapshot_latest(experiment=self.experiment)
         if snapshot is None:
             return self.unavailable("No results have been computed for this experiment yet.")
-        body = {
-            "experiment": self.experiment.key,
-            "snapshot": {
-                "id": snapshot.pk, "schema_version": snapshot.schema_version, "status": snapshot.status,
-                "phase": snapshot.phase, "window_start": snapshot.window_start, "window_end": snapshot.window_end,
-                "computed_at": snapshot.computed_at, "subjects": snapshot.subjects,
-            },
-            "data": snapshot.data,
-        }
         response = HttpResponse(
-            json.dumps(body, cls=DjangoJSONEncoder, indent=2, allow_nan=False), content_type="application/json"
+            exports.export_json_body(experiment=self.experiment, snapshot=snapshot), content_type="application/json"
         )
-        response["Content-Disposition"] = f'attachment; filename="{_download_name(self.experiment, snapshot, "json")}"'
-        response["Cache-Control"] = "private, no-store"
-        return response
+        return self.attachment(response, snapshot, "json")
 
 
 class ExportCsvView(_ExportView):
@@ -187,22 +175,11 @@ class ExportCsvView(_ExportView):
         snapshot = selectors.snapshot_latest(experiment=self.experiment)
         if snapshot is None:
             return self.unavailable("No results have been computed for this experiment yet.")
-        problem = selectors.snapshot_schema_problem(snapshot)
+        problem = pages.snapshot_schema_problem(snapshot)
         if problem:
             return self.unavailable(
                 f"{problem} The CSV export needs that version too; the JSON export keeps any version as stored."
             )
-        response = HttpResponse(content_type="text/csv; charset=utf-8", headers={"Cache-Control": "private, no-store"})
-        response["Content-Disposition"] = f'attachment; filename="{_download_name(self.experiment, snapshot, "csv")}"'
-        writer = csv.writer(response)
-        header = ("experiment", "window_start", "window_end", "computed_at", *presenters.CSV_COLUMNS)
-        writer.writerow(header)
-        # Local times with their offset, as the pages show them (2026-12-01T14:00:00+07:00).
-        times = {
-            name: timezone.localtime(getattr(snapshot, name)).isoformat()
-            for name in ("window_start", "window_end", "computed_at")
-        }
-        for record in presenters.csv_records(snapshot.data):
-            values = {"experiment": self.experiment.key, **times, **record}
-            writer.writerow([presenters.csv_cell(values.get(column)) for column in header])
-        return response
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        csv.writer(response).writerows(exports.export_csv_rows(experiment=self.experiment, snapshot=snapshot))
+        return self.attachment(response, snapshot, "csv")

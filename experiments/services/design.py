@@ -109,10 +109,10 @@ def treatment_create(
     return treatment
 
 
-def _draft_only(experiment: Experiment, what: str) -> None:
+def _draft_only(experiment: Experiment, what: str, *, done: str = "added") -> None:
     # Arms and guardrails decide who is compared with whom and how: fixed once the experiment started.
     if Experiment.objects.filter(pk=experiment.pk).exclude(status=Status.DRAFT).exists():
-        raise ValidationError(f"{what} can be added only while experiment {experiment.key!r} is a draft.")
+        raise ValidationError(f"{what} can be {done} only while experiment {experiment.key!r} is a draft.")
 
 
 def arm_create(
@@ -155,3 +155,57 @@ def guardrail_create(
         _draft_only(experiment, "A guardrail")
         guardrail.save()
     return guardrail
+
+
+def arm_update(*, arm: Arm, key: str, treatment: PrivacyTreatment, weight: float, is_control: bool) -> Arm:
+    """Change an arm of a draft experiment.
+
+    The database holds one control per experiment at a time (a partial unique
+    index, not deferrable), so making this arm the control first unticks the
+    arm that was the control.
+    """
+    arm.key, arm.treatment, arm.weight, arm.is_control = key, treatment, weight, is_control
+    with transaction.atomic():
+        _draft_only(arm.experiment, "An arm", done="changed")
+        if is_control:
+            Arm.objects.filter(experiment_id=arm.experiment_id, is_control=True).exclude(pk=arm.pk).update(
+                is_control=False
+            )
+        arm.full_clean()
+        arm.save()
+    return arm
+
+
+def _draft_row_delete(row: Arm | Guardrail, what: str) -> None:
+    with transaction.atomic():
+        _draft_only(row.experiment, what, done="removed")
+        row.delete()
+
+
+def arm_delete(*, arm: Arm) -> None:
+    """Remove an arm from a draft experiment."""
+    _draft_row_delete(arm, "An arm")
+
+
+def guardrail_update(
+    *,
+    guardrail: Guardrail,
+    metric: str,
+    margin: float,
+    relative: bool = False,
+    plan_baseline: float | None = None,
+    plan_standard_deviation: float | None = None,
+) -> Guardrail:
+    """Change a guardrail of a draft experiment (a new phase changes margins: ``experiment_new_phase``)."""
+    guardrail.metric, guardrail.margin, guardrail.relative = metric, margin, relative
+    guardrail.plan_baseline, guardrail.plan_standard_deviation = plan_baseline, plan_standard_deviation
+    guardrail.full_clean()
+    with transaction.atomic():
+        _draft_only(guardrail.experiment, "A guardrail", done="changed")
+        guardrail.save()
+    return guardrail
+
+
+def guardrail_delete(*, guardrail: Guardrail) -> None:
+    """Remove a guardrail from a draft experiment."""
+    _draft_row_delete(guardrail, "A guardrail")

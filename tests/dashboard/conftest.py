@@ -8,9 +8,11 @@ dashboard is tested against documents the pipeline really produces.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from experiments.models import Experiment, Guardrail, Layer, PrivacyTreatment, ResultSnapshot
@@ -20,6 +22,8 @@ from tests.experiments.factories import UserFactory, running_experiment
 from tests.experiments.pipeline_kit import populate
 
 PASSWORD = "correct horse battery staple"  # UserFactory's
+# Who may open an experiment's pages (experiments.rules), for the people fixture.
+ALLOWED = {"owner": True, "viewer": True, "staff": True, "other": False}
 
 # Arm B cuts opt-outs and sells more, arm C sells about the same and raises opt-outs.
 ARMS = {
@@ -109,3 +113,11 @@ def analysed(people):
 def login(client, user):
     client.force_login(user)
     return client
+
+
+def page_url(name: str, experiment: Experiment) -> str:
+    return reverse(f"dashboard:{name}", args=[experiment.key])
+
+
+def without_csrf(content: bytes) -> str:
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", content.decode())

@@ -20,7 +20,7 @@ from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
 
-from experiments.dashboard.services import (
+from experiments.dashboard.recompute import (
     RECOMPUTE_TRACKED_SECONDS,
     RecomputeRequest,
     recompute_cache_key,

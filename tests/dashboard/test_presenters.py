@@ -161,18 +161,6 @@ def test_privacy_first_ships_the_most_private_arm_and_the_chart_draws_both_margi
     assert [row.arm for row in shipped] == ["arm-2"]
 
 
-# --- exports ----------------------------------------------------------------------------
-
-
-def test_csv_cells_cannot_become_spreadsheet_formulas():
-    assert presenters.csv_cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
-    assert presenters.csv_cell("+1") == "'+1" and presenters.csv_cell("@SUM(A1)") == "'@SUM(A1)"
-    assert presenters.csv_cell("-cmd") == "'-cmd"
-    assert presenters.csv_cell(-0.25) == "-0.25"  # numbers stay numbers
-    assert presenters.csv_cell(float("nan")) == "" and presenters.csv_cell(None) == ""
-    assert presenters.csv_cell(True) == "true" and presenters.csv_cell("platform=ios") == "platform=ios"
-
-
 # --- charts -----------------------------------------------------------------------------
 
 

@@ -1,119 +1,22 @@
-"""Dashboard pages and exports: every permission case, real snapshots, and the bad-input pages."""
+"""The dashboard pages (``experiments.dashboard.pages``): the list and the detail page, from real snapshots."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 from unittest import mock
 
 import pytest
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import escape
 
-from consent.models import Subject
-from experiments.dashboard.selectors import STALE_AFTER
-from experiments.disclosure import segments_suppress
+from experiments.dashboard.pages import STALE_AFTER
 from experiments.models import Experiment, ExperimentAlert, Guardrail, ResultSnapshot
 from experiments.results import compute_results, experiment_monitor
 from tests.dashboard.conftest import analyse, login, make_experiment
-from tests.experiments.factories import ExperimentFactory, UserFactory
+from tests.dashboard.conftest import page_url as _url
+from tests.experiments.factories import ExperimentFactory
 from tests.experiments.pipeline_kit import populate
 
 pytestmark = pytest.mark.django_db
-
-EXPERIMENT_PAGES = ["experiment-detail", "results-json", "export-csv", "export-json", "recompute-status"]
-ALLOWED = {"owner": True, "viewer": True, "staff": True, "other": False}
-
-
-def _url(name: str, experiment: Experiment) -> str:
-    return reverse(f"dashboard:{name}", args=[experiment.key])
-
-
-def _without_csrf(content: bytes) -> str:
-    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", content.decode())
-
-
-# --- permissions -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", EXPERIMENT_PAGES)
-def test_experiment_pages_answer_only_to_owner_viewers_and_staff(client, analysed, people, name):
-    for who, allowed in ALLOWED.items():
-        login(client, people[who])
-        response = client.get(_url(name, analysed))
-        if allowed:
-            assert response.status_code == 200, (who, response.content[:500])
-        else:
-            assert response.status_code == 404, who
-            assert b"No experiment here" in response.content
-
-
-def test_anonymous_visitors_are_sent_to_the_login_page(client, analysed):
-    for url in ["/", *(_url(name, analysed) for name in EXPERIMENT_PAGES)]:
-        response = client.get(url)
-        assert response.status_code == 302, url
-        assert response["Location"] == f"/accounts/login/?next={url}"
-
-
-def test_staff_who_may_see_it_in_the_admin_get_a_link_there(client, analysed, people):
-    from django.contrib.auth.models import Permission
-
-    admin_url = reverse("admin:experiments_experiment_change", args=[analysed.pk])
-    for who in ("owner", "viewer", "staff"):  # the staff member has no admin permission on experiments yet
-        login(client, people[who])
-        assert admin_url not in client.get(_url("experiment-detail", analysed)).content.decode(), who
-    people["staff"].user_permissions.add(Permission.objects.get(codename="view_experiment"))
-    login(client, people["staff"])
-    page = client.get(_url("experiment-detail", analysed)).content.decode()
-    assert f'<a id="admin-link" href="{admin_url}">Open in the admin</a>' in page
-    assert client.get(admin_url).status_code == 200
-
-
-def test_a_hidden_experiment_looks_exactly_like_a_missing_one(client, analysed, people):
-    login(client, people["other"])
-    hidden = client.get(_url("experiment-detail", analysed))
-    missing = client.get("/experiments/no-such-experiment/")
-    assert hidden.status_code == missing.status_code == 404
-    assert _without_csrf(hidden.content) == _without_csrf(missing.content)
-    assert analysed.name.encode() not in hidden.content
-
-
-@pytest.mark.parametrize(("who", "status"), [("owner", 302), ("staff", 302), ("viewer", 403), ("other", 404)])
-def test_only_owner_and_staff_can_recompute(client, analysed, people, who, status, django_capture_on_commit_callbacks):
-    login(client, people[who])
-    runs = ResultSnapshot.objects.filter(experiment=analysed).count()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(_url("recompute", analysed))
-    assert response.status_code == status
-    added = ResultSnapshot.objects.filter(experiment=analysed).count() - runs
-    assert added == (1 if status == 302 else 0)
-    if status == 403:
-        assert b"Only the experiment&#x27;s owner and staff" in response.content
-
-
-def test_recompute_is_post_only_and_anonymous_posts_go_to_login(client, analysed, people):
-    assert client.post(_url("recompute", analysed)).status_code == 302
-    login(client, people["owner"])
-    assert client.get(_url("recompute", analysed)).status_code == 405
-
-
-def test_the_list_shows_each_user_what_they_may_open(client, analysed, people):
-    other_owned = make_experiment(people["other"], key="others-test", name="Someone else's test")
-    expected = {
-        "owner": {analysed.key},
-        "viewer": {analysed.key},
-        "staff": {analysed.key, other_owned.key},
-        "other": {other_owned.key},
-    }
-    for who, keys in expected.items():
-        login(client, people[who])
-        response = client.get("/")
-        assert response.status_code == 200
-        listed = {row.experiment.key for row in response.context["rows"]}
-        assert listed == keys, who
 
 
 # --- the list page -----------------------------------------------------------------
@@ -342,8 +245,8 @@ def test_a_snapshot_stored_with_an_older_schema_version_is_never_a_500(client, p
     )
     # schema_version ≥ 1 is a database constraint, so an "older" row is one the code has moved past:
     with mock.patch.object(ResultSnapshot, "SCHEMA_VERSION", 3), \
-            mock.patch("experiments.dashboard.selectors.SCHEMA_VERSION", 3), \
-            mock.patch("experiments.dashboard.selectors.READABLE", (2, 3)):
+            mock.patch("experiments.dashboard.pages.SCHEMA_VERSION", 3), \
+            mock.patch("experiments.dashboard.pages.READABLE", (2, 3)):
         login(client, people["owner"])
         page = client.get(_url("experiment-detail", experiment))
         assert page.status_code == 200
@@ -417,156 +320,6 @@ def test_alerts_and_their_history(client, people):
     assert any(row.status == "breached" for row in page.guardrails)
 
 
-# --- exports and the JSON endpoint ----------------------------------------------------
-
-
-def test_csv_export_has_every_comparison_of_the_latest_snapshot(client, analysed, people):
-    # A marketplace attribute that looks like a spreadsheet formula ends up in a segment's name.
-    every_third = list(analysed.exposures.order_by("id").values_list("subject_id", flat=True))[::3]
-    Subject.objects.filter(pk__in=every_third).update(province="=HYPERLINK(1)")
-    snapshot = compute_results(experiment=analysed, monitor=False)
-    login(client, people["viewer"])
-    response = client.get(_url("export-csv", analysed))
-    assert response["Content-Type"].startswith("text/csv")
-    assert response["Content-Disposition"].startswith(f'attachment; filename="{analysed.key}-results-')
-    records = list(csv.DictReader(io.StringIO(response.content.decode())))
-    overall = [r for r in records if r["scope"] == "overall" and not r["skipped_reason"]]
-    assert len(overall) == len(snapshot.data["report"]["comparisons"])
-    segments = [r for r in records if r["scope"] == "segment" and not r["skipped_reason"]]
-    assert len(segments) == sum(len(s["comparisons"]) for s in snapshot.data["report"]["segments"])
-    gmv = next(r for r in overall if r["arm"] == "arm-1" and r["metric"] == "gmv")
-    stored = next(c for c in snapshot.data["report"]["comparisons"] if c["arm"] == "arm-1" and c["metric"] == "gmv")
-    assert float(gmv["absolute_estimate"]) == stored["absolute"]["estimate"]
-    assert float(gmv["p_value_adjusted"]) == stored["p_value_adjusted"]
-    assert gmv["cuped"] == "true" and gmv["adjustment"] == "holm"
-    assert {r["adjustment"] for r in segments} == {"benjamini-hochberg"}
-    assert any(r["metric"] == "consent_rate" and r["skipped_reason"] for r in records)
-    assert any(r["segment"] == "province==HYPERLINK(1)" for r in segments)
-    assert not any(value.startswith(("=", "+", "@")) for r in records for value in r.values())
-    # Times are local with their offset, as on the pages (Asia/Jakarta: +07:00).
-    assert gmv["window_end"] == timezone.localtime(snapshot.window_end).isoformat()
-    assert gmv["window_end"].endswith("+07:00") and gmv["computed_at"].endswith("+07:00")
-    # Under CUPED the adjusted treatment mean is the control's plus the adjusted difference.
-    assert float(gmv["treatment_mean_adjusted"]) == pytest.approx(stored["control_mean"] + stored["absolute"]["estimate"])
-
-
-def test_csv_export_carries_guardrails_the_sample_ratio_check_and_the_stored_decision(client, analysed, people):
-    snapshot = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first()
-    login(client, people["owner"])
-    records = list(csv.DictReader(io.StringIO(client.get(_url("export-csv", analysed)).content.decode())))
-    guardrails = [r for r in records if r["scope"] == "guardrail"]
-    stored = snapshot.data["guardrails"]
-    assert [(r["arm"], r["metric"]) for r in guardrails] == [(g["arm"], g["metric"]) for g in stored]
-    for row, entry in zip(guardrails, stored, strict=True):
-        assert float(row["margin"]) == (-entry["margin"] if entry["higher_is_better"] else entry["margin"])
-        assert float(row["bound"]) == entry["noninferiority"]["bound"]
-        assert row["detail"] == entry["reason"] and row["status"] in {"non-inferior", "not yet shown", "breached"}
-    (srm,) = [r for r in records if r["scope"] == "sample_ratio"]
-    assert float(srm["p_value"]) == snapshot.data["srm"]["p_value"]
-    assert srm["status"] == ("mismatch" if snapshot.data["srm"]["flag"] else "ok")
-    (decision,) = [r for r in records if r["scope"] == "decision"]
-    stored_decision = snapshot.data["decision"]
-    assert decision["status"] == stored_decision["outcome"] and decision["arm"] == (stored_decision["arm"] or "")
-    assert decision["final"] == ("true" if stored_decision["final"] else "false")
-    assert decision["detail"].startswith(stored_decision["summary"])
-
-
-def test_json_export_is_the_stored_snapshot(client, analysed, people):
-    login(client, people["staff"])
-    response = client.get(_url("export-json", analysed))
-    assert response["Content-Disposition"].endswith('.json"')
-    body = json.loads(response.content)
-    snapshot = ResultSnapshot.objects.get(pk=body["snapshot"]["id"])
-    # As stored, with small segment cells suppressed (experiments.disclosure; none is small here).
-    assert body["data"] == segments_suppress(snapshot.data) and body["experiment"] == analysed.key
-    assert body["data"]["report"]["segments"] == snapshot.data["report"]["segments"]
-    assert snapshot == ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first()
-
-
-def test_the_json_endpoint_carries_the_page_data(client, analysed, people):
-    login(client, people["owner"])
-    response = client.get(_url("results-json", analysed))
-    assert response["Content-Type"] == "application/json"
-    payload = response.json()
-    snapshot = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first()
-    assert payload["state"] == "ok" and payload["snapshot"]["id"] == snapshot.pk
-    assert payload["comparisons"] == snapshot.data["report"]["comparisons"]
-    assert payload["segments"] == snapshot.data["report"]["segments"]
-    assert payload["decision"]["outcome"] == "ship" and payload["verdict"]["text"].startswith("Ship arm-1:")
-    assert [arm["key"] for arm in payload["experiment"]["arms"]] == ["control", "arm-1", "arm-2"]
-    assert all("compliance_findings" in arm for arm in payload["experiment"]["arms"])
-    quality = {row["arm"]: row for row in payload["recommendation_quality"]}
-    assert quality["arm-1"]["gmv_share_from_recommendations"] == pytest.approx(200_000 / 350_000)
-    assert payload["alerts"] == []
-
-
-# --- recompute progress -----------------------------------------------------------------
-
-
-def test_recompute_status_goes_from_idle_to_queued_to_done(
-    client, analysed, people, django_capture_on_commit_callbacks
-):
-    login(client, people["owner"])
-    status_url = _url("recompute-status", analysed)
-    assert client.get(status_url).json()["state"] == "idle"
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client.post(_url("recompute", analysed), HTTP_ACCEPT="application/json")
-    assert response.status_code == 202 and response.json()["state"] == "queued"
-    queued = client.get(status_url).json()
-    assert queued["state"] == "queued" and queued["task_id"]
-    page = client.get(_url("experiment-detail", analysed)).content.decode()
-    assert 'data-poll="1"' in page and "Queued" in page
-    # A second click while queued joins the same request.
-    with django_capture_on_commit_callbacks(execute=False) as again:
-        client.post(_url("recompute", analysed))
-    assert again == [] and client.get(status_url).json()["task_id"] == queued["task_id"]
-    for callback in callbacks:  # the commit: the (eager) task runs
-        callback()
-    done = client.get(status_url).json()
-    assert done["state"] == "done"
-    latest = ResultSnapshot.objects.filter(experiment=analysed).order_by("-computed_at").first()
-    assert done["snapshot"]["id"] == latest.pk
-    assert "Recomputed at" in client.get(_url("experiment-detail", analysed)).content.decode()
-
-
-def test_a_recompute_that_cannot_run_shows_as_failed(client, analysed, people, django_capture_on_commit_callbacks):
-    login(client, people["owner"])
-    with mock.patch("experiments.tasks.results_compute.apply_async",
-                    side_effect=ConnectionError("broker down")), \
-            django_capture_on_commit_callbacks(execute=True):
-        response = client.post(_url("recompute", analysed))
-    assert response.status_code == 302
-    status = client.get(_url("recompute-status", analysed)).json()
-    assert status["state"] == "failed" and "could not be started" in status["message"]
-    page = client.get(_url("experiment-detail", analysed))
-    assert page.status_code == 200 and "could not be started" in page.content.decode()
-    # A new click tries again.
-    with django_capture_on_commit_callbacks(execute=True):
-        client.post(_url("recompute", analysed))
-    assert client.get(_url("recompute-status", analysed)).json()["state"] == "done"
-
-
-# --- login and logout -------------------------------------------------------------------
-
-
-def test_login_page_is_the_dashboards_and_logs_in(client, people):
-    page = client.get("/accounts/login/?next=/")
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert "dashboard/dashboard.css" in html and 'id="login-submit"' in html
-    response = client.post("/accounts/login/", {"username": people["owner"].username,
-                                                 "password": "correct horse battery staple", "next": "/"})
-    assert response.status_code == 302 and response["Location"] == "/"
-    assert client.get("/").status_code == 200
-
-
-def test_logout_returns_to_the_login_page(client, people):
-    login(client, people["owner"])
-    response = client.post("/accounts/logout/", {"next": "/accounts/login/"})
-    assert response.status_code == 302 and response["Location"] == "/accounts/login/"
-    assert client.get("/").status_code == 302
-
-
 def test_the_detail_page_reads_a_fixed_number_of_queries_however_many_runs(
     client, analysed, people, django_assert_max_num_queries
 ):
@@ -581,75 +334,7 @@ def test_the_detail_page_reads_a_fixed_number_of_queries_however_many_runs(
     assert [len(series.points) for series in response.context["page"].timeline_series] == [9, 9]
 
 
-# --- whether scheduled work runs ------------------------------------------------------
-
-
-def test_without_a_worker_and_beat_every_page_says_scheduled_work_does_not_run(client, people, settings):
-    settings.SCHEDULED_TASKS_RUN = False
-    experiment = make_experiment(people["owner"], key="unscheduled")
-    login(client, UserFactory(username="sam-superuser", is_staff=True, is_superuser=True))
-    for url in (reverse("dashboard:experiment-list"), _url("experiment-detail", experiment),
-                reverse("admin:experiments_experiment_changelist")):
-        page = client.get(url).content.decode()
-        assert "Scheduled work does not run on this server." in page, url
-    detail = client.get(_url("experiment-detail", experiment)).content.decode()
-    assert "Nothing computes them on a schedule here (no Celery worker or beat runs)" in detail
-    assert "every few minutes" not in detail
-
-
-def test_with_a_worker_and_beat_the_page_gives_the_schedule(client, people, settings):
-    settings.SCHEDULED_TASKS_RUN = True
-    experiment = make_experiment(people["owner"], key="scheduled")
-    login(client, people["owner"])
-    detail = client.get(_url("experiment-detail", experiment)).content.decode()
-    assert "Scheduled work does not run" not in detail
-    assert "Results are computed every 15 minutes while the experiment runs" in detail
-
-
 # --- feedback before and around results ------------------------------------------------
-
-
-def _recompute_message(client, experiment, django_capture_on_commit_callbacks) -> str:
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(_url("recompute", experiment))
-    assert response.status_code == 302
-    status = client.get(_url("recompute-status", experiment)).json()
-    assert status["state"] == "failed"
-    page = client.get(_url("experiment-detail", experiment)).content.decode()
-    assert escape(status["message"]) in page and "server log" not in page
-    return status["message"]
-
-
-def test_recompute_says_why_an_experiment_cannot_be_computed(client, people, django_capture_on_commit_callbacks):
-    login(client, people["owner"])
-    nobody = make_experiment(people["owner"], key="nobody-exposed")
-    message = _recompute_message(client, nobody, django_capture_on_commit_callbacks)
-    assert message.startswith("Not computed: Nobody has been exposed to this experiment yet")
-    assert not ResultSnapshot.objects.filter(experiment=nobody).exists()
-
-    no_control = make_experiment(people["owner"], key="no-control")
-    populate(no_control, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
-    no_control.arms.update(is_control=False)
-    assert "has no control arm" in _recompute_message(client, no_control, django_capture_on_commit_callbacks)
-
-    draft = ExperimentFactory(owner=people["owner"], key="still-a-draft")
-    assert "has not started" in _recompute_message(client, draft, django_capture_on_commit_callbacks)
-
-    armless = ExperimentFactory(owner=people["owner"], key="no-arms", arms=0)
-    assert "has no arms yet" in _recompute_message(client, armless, django_capture_on_commit_callbacks)
-
-
-def test_a_refusal_in_words_from_the_run_itself_reaches_the_page(
-    client, people, django_capture_on_commit_callbacks
-):
-    # Passes the checks, then the pipeline refuses (the control arm was removed in between).
-    experiment = make_experiment(people["owner"], key="refused-in-run")
-    populate(experiment, {"control": {"n": 5}, "arm-1": {"n": 5}, "arm-2": {"n": 5}})
-    login(client, people["owner"])
-    with mock.patch("experiments.dashboard.services.recompute_refusal", return_value=""):
-        experiment.arms.update(is_control=False)
-        message = _recompute_message(client, experiment, django_capture_on_commit_callbacks)
-    assert message == "Not computed: Experiment 'refused-in-run' has no control arm."
 
 
 def test_exports_are_offered_only_once_there_are_results(client, people, analysed):

@@ -1,10 +1,10 @@
-"""The dashboard's one write: an owner asks for the results to be recomputed now.
+"""The dashboard's "recompute now": an owner's request for a results run, and where it stands.
 
 The request is remembered in the shared cache per experiment (task id and
 time), so every viewer of the page sees the same progress and a second click
 within a minute joins the first request instead of queueing another run. The
-task itself is the pipeline's ``results_compute``, enqueued after the commit
-like every task here; progress is read back by ``selectors.recompute_status``.
+task itself is the pipeline's ``results_compute``, enqueued by ``results_enqueue`` after the commit
+like every task here; ``recompute_status`` reads its progress back.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -21,12 +21,14 @@ from django.utils import timezone
 
 from experiments.models import Experiment, Exposure, ResultSnapshot
 from experiments.results.enqueue import results_enqueue
+from experiments.tasks import results_compute
 
 logger = logging.getLogger(__name__)
 
 # Longer than results_compute's 15-minute time limit: a request is tracked until it must have ended.
 RECOMPUTE_TRACKED_SECONDS = 20 * 60
 RECOMPUTE_JOIN_SECONDS = 60
+SLOW_RECOMPUTE = timedelta(minutes=2)
 
 
 def recompute_cache_key(experiment_id: int) -> str:
@@ -140,3 +142,90 @@ def results_recompute_request(*, experiment: Experiment, requested_by) -> Recomp
         experiment.key, requested_by.pk, request.task_id,
     )
     return request
+
+
+# --- where the request stands ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecomputeStatus:
+    state: str  # idle | queued | done | failed
+    message: str = ""
+    requested_at: datetime | None = None
+    task_id: str = ""
+    task_state: str = ""
+    snapshot_id: int | None = None
+    computed_at: datetime | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state == "queued"
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.state,
+            "message": self.message,
+            "requested_at": self.requested_at.isoformat() if self.requested_at else None,
+            "task_id": self.task_id or None,
+            "task_state": self.task_state or None,
+            "snapshot": None if self.snapshot_id is None else {
+                "id": self.snapshot_id,
+                "computed_at": self.computed_at.isoformat(),
+                "computed_at_display": timezone.localtime(self.computed_at).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            },
+        }
+
+
+def _task_state(task_id: str) -> str:
+    if results_compute.app.conf.task_always_eager:
+        return ""  # eager runs finish inside the request and store no state to ask about
+    try:
+        return results_compute.AsyncResult(task_id).state
+    except Exception:
+        # The result backend is the same Redis as the broker: when it is down the
+        # page says "unknown" rather than failing.
+        logger.warning("results task %s: state unavailable", task_id, exc_info=True)
+        return "UNKNOWN"
+
+
+def _task_refusal(task_id: str) -> str:
+    """A failed run's reason when the pipeline refused in words (a ValidationError), else ""."""
+    try:
+        error = results_compute.AsyncResult(task_id).result
+    except Exception:
+        return ""
+    return " ".join(error.messages) if isinstance(error, ValidationError) else ""
+
+
+def recompute_status(*, experiment: Experiment, now: datetime | None = None) -> RecomputeStatus:
+    """Where the last "recompute now" stands: queued, done (a run finished after it) or failed."""
+    now = now or timezone.now()
+    request: RecomputeRequest | None = recompute_request_get(experiment=experiment)
+    latest = (
+        ResultSnapshot.objects.filter(experiment=experiment)
+        .order_by("-computed_at")
+        .values_list("pk", "computed_at")
+        .first()
+    )
+    snapshot_id, computed_at = latest if latest else (None, None)
+    common = {"snapshot_id": snapshot_id, "computed_at": computed_at}
+    if request is None:
+        return RecomputeStatus(state="idle", **common)
+    common.update(requested_at=request.requested_at, task_id=request.task_id)
+    if computed_at is not None and computed_at >= request.requested_at:
+        return RecomputeStatus(state="done", message="Results recomputed.", **common)
+    if request.enqueue_failed:
+        if request.reason:
+            return RecomputeStatus(state="failed", message="Not computed: " + request.reason, **common)
+        return RecomputeStatus(state="failed", message="The results run could not be started or failed; "
+                               "the server log has the error.", **common)
+    task_state = _task_state(request.task_id)
+    if task_state in ("FAILURE", "REVOKED"):
+        reason = _task_refusal(request.task_id) if task_state == "FAILURE" else ""
+        return RecomputeStatus(state="failed", task_state=task_state,
+                               message=("Not computed: " + reason) if reason else
+                               "The results run failed; the worker log has the error.", **common)
+    message = "Queued: waiting for a worker to compute the results."
+    if now - request.requested_at > SLOW_RECOMPUTE:
+        message = "Still waiting after two minutes: is a Celery worker running?"
+    return RecomputeStatus(state="queued", task_state=task_state, message=message, **common)
