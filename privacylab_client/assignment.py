@@ -6,7 +6,7 @@ test vectors in ``docs/assignment-vectors.json``):
 1. ``unit(digest, word)``: of a SHA-256 digest, the 8 bytes at ``8 * word``
    read as a big-endian unsigned integer, its top 53 bits divided by 2**53 — a
    float in [0, 1), exact in binary64 in every language. ``bucket(seed, id)``
-   is ``unit(SHA-256(f"{seed}:{id}"), 0)``.
+   is ``unit(SHA-256(f"{seed}:{NFC(id)}"), 0)`` (UTF-8; ids in Unicode NFC).
 2. Global holdout: if ``bucket("holdout:" + holdout.salt, id) < holdout.share``
    the subject is in no experiment (not evaluated when there is no holdout).
 3. Layer: ``bucket("layer:" + layer_salt, id)`` must fall in the experiment's
@@ -24,6 +24,7 @@ test vectors in ``docs/assignment-vectors.json``):
 import hashlib
 import math
 import struct
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -36,8 +37,17 @@ def unit(digest: bytes, word: int) -> float:
     return (int.from_bytes(digest[8 * word : 8 * word + 8], "big") >> 11) * _SCALE
 
 
+def subject_id_bytes(subject_id: str) -> bytes:
+    """The bytes hashed for an id: UTF-8 of its NFC form (the form the server's pseudonym takes, so one
+    subject typed in two normal forms is one subject everywhere). A lone surrogate has no UTF-8:
+    ``UnicodeEncodeError``, a ``ValueError``."""
+    if subject_id.isascii():  # ASCII is already NFC: the hot path skips the normalisation
+        return subject_id.encode()
+    return unicodedata.normalize("NFC", subject_id).encode()
+
+
 def bucket(seed: str, subject_id: str) -> float:
-    return unit(hashlib.sha256(f"{seed}:{subject_id}".encode()).digest(), 0)
+    return unit(hashlib.sha256(seed.encode() + b":" + subject_id_bytes(subject_id)).digest(), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +145,7 @@ def assign(spec: ExperimentSpec, subject_id: str) -> str | None:
     low, high = spec.layer_range
     if (low, high) != (0.0, 1.0) and not low <= bucket("layer:" + spec.layer_salt, subject_id) < high:
         return None
-    coverage_word, arm_word = _TWO_WORDS(hashlib.sha256(spec._seed_prefix + subject_id.encode()).digest())
+    coverage_word, arm_word = _TWO_WORDS(hashlib.sha256(spec._seed_prefix + subject_id_bytes(subject_id)).digest())
     if (coverage_word >> 11) * _SCALE >= spec.coverage:
         return None
     position = (arm_word >> 11) * _SCALE

@@ -250,13 +250,15 @@ class Client:
     # --- exposures ---------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Send every queued exposure now (in batches), retrying as the background sender does."""
+        """Send every queued exposure now (in batches), retrying as the background sender does.
+
+        Stops at the first batch that could not be sent (it is queued again, for the next flush).
+        """
         while True:
             with self._lock:
                 batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-            if not batch:
+            if not batch or not self._send(batch):
                 return
-            self._send(batch)
 
     def _flush_loop(self) -> None:
         while not self._stopped.is_set():
@@ -264,7 +266,8 @@ class Client:
             self._wake.clear()
             self.flush()
 
-    def _send(self, batch: list[dict]) -> None:
+    def _send(self, batch: list[dict]) -> bool:
+        """Send one batch; False if it had to be queued again."""
         delay = 0.5
         for attempt in range(self.max_retries + 1):
             try:
@@ -276,17 +279,17 @@ class Client:
                 status, body, headers = None, str(error).encode(), {}
             if status is not None and 200 <= status < 300:
                 self.exposures_sent += len(batch)
-                return
+                return True
             if status == 400:
                 batch = self._without_rejected(batch, body)
                 if not batch:
-                    return
+                    return True
                 continue
             if status is not None and status not in (408, 429) and status < 500:
                 # 401/403/413 …: sending again cannot help.
                 self.exposures_rejected += len(batch)
                 logger.error("POST /api/v1/exposures answered %s: %d exposures dropped", status, len(batch))
-                return
+                return True
             if attempt == self.max_retries:
                 break
             retry_after = headers.get("retry-after")
@@ -301,6 +304,7 @@ class Client:
             self.exposures_dropped += len(batch) - len(kept)
         logger.warning("POST /api/v1/exposures failed %d times (last: %s); %d exposures kept for later",
                        self.max_retries + 1, status, len(kept))
+        return False
 
     def _without_rejected(self, batch: list[dict], body: bytes) -> list[dict]:
         """The batch without the exposures a 400 names (``exposures[i]…``); empty if it names none."""

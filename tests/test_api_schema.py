@@ -21,6 +21,7 @@ from django.test import override_settings
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
+from experiments.selectors import assignment_config_document
 from experiments.services import assignments_for_subject
 from tests.conftest import api_key_create
 from tests.experiments.factories import running_experiment
@@ -97,7 +98,7 @@ def test_batches_state_their_bounds(client):
     assert "amount" not in schemas["RecommendationEventIn"]["properties"]
 
 
-def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.CompletedProcess:
+def _schemathesis(live_server, key: str, name: str, *extra: str, config: str = "") -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{live_server.url}/api/schema/?format=json",
         "--phases", "examples,coverage,fuzzing,stateful",
@@ -116,6 +117,8 @@ def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.C
         "PYTHONPATH": str(ROOT),
         "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
         "PRIVACYLAB_SCHEMATHESIS_SUBJECT": KNOWN_SUBJECT,
+        # The exposures' preconditions (a running experiment, the algorithm's arm) are met from it.
+        "PRIVACYLAB_SCHEMATHESIS_CONFIG": config,
     }
     # The subject endpoints' tight default throttle would turn most of the run into 429s.
     rates = {**django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "subjects": "1000000/min"}
@@ -134,9 +137,10 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     assert Subject.objects.filter(pk=subject_pseudonym(KNOWN_SUBJECT)).exists()
     key = api_key_create()
     ARTIFACTS.mkdir(exist_ok=True)
-    every = _schemathesis(live_server, key, "all-checks", "--checks", "all")
+    config = assignment_config_document().body.decode()
+    every = _schemathesis(live_server, key, "all-checks", "--checks", "all", config=config)
     assert every.returncode == 0, every.stdout[-12000:] + every.stderr[-3000:]
-    assert "Selected: 9/9" in every.stdout and "Tested: 9" in every.stdout
+    assert "Selected: 11/11" in every.stdout and "Tested: 11" in every.stdout
     out = every.stdout
     assert "FAILURES" not in out and "Schema validation mismatch" not in out, out[-12000:]
     if "No issues found" not in out:
