@@ -195,7 +195,7 @@ class ExposuresView(APIView):
                             "subject_id": "user-42",
                             "experiment": "checkout-consent",
                             "arm": "banner",
-                            "timestamp": "2026-12-02T10:00:00Z",
+                            "timestamp": "2026-06-01T10:00:00Z",
                             "attributes": {"platform": "android"},
                         }
                     ]

@@ -128,6 +128,28 @@ def _schemathesis(live_server, key: str, name: str, *extra: str, config: str = "
     return result
 
 
+def _exposures_example_experiment() -> None:
+    """The experiment the exposures example names, as written: "checkout-consent", where user-42 is in "banner"
+    (its salt chosen so), started before the example's time."""
+    from datetime import UTC, datetime
+
+    from django.test import TestCase
+
+    from experiments.models import Arm, Experiment, Layer
+    from experiments.services import experiment_start
+    from tests.experiments.factories import ExperimentFactory, TreatmentFactory
+
+    experiment = ExperimentFactory(
+        key="checkout-consent", arms=0, salt="checkout-consent-3",
+        layer=Layer.objects.create(key="checkout", name="Checkout"),
+    )
+    Arm.objects.create(experiment=experiment, key="control", treatment=TreatmentFactory(), is_control=True)
+    Arm.objects.create(experiment=experiment, key="banner", treatment=TreatmentFactory())
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        experiment_start(experiment=experiment)
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     running_experiment(arms=3)
@@ -135,6 +157,7 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     # It is the subject of the events example, which must be accepted as written.
     assignments_for_subject(subject_id=KNOWN_SUBJECT, attributes={})
     assert Subject.objects.filter(pk=subject_pseudonym(KNOWN_SUBJECT)).exists()
+    _exposures_example_experiment()
     key = api_key_create()
     ARTIFACTS.mkdir(exist_ok=True)
     config = assignment_config_document().body.decode()
