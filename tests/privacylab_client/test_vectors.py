@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from privacylab_client import assign, bucket, config_parse, local_assignments, spec_from_json, targeting_matches, unit
+from privacylab_client import (
+    assign,
+    bucket,
+    config_parse,
+    local_assignments,
+    spec_from_json,
+    targeting_matches,
+    unit,
+)
 from privacylab_client.assignment import ArmSpec, ExperimentSpec
 
 VECTORS = json.loads((Path(__file__).parents[2] / "docs" / "assignment-vectors.json").read_text(encoding="utf-8"))
