@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from privacylab_client.assignment import (
@@ -48,6 +48,11 @@ class LocalConfig:
 
     version: str
     experiments: tuple[LocalExperiment, ...]
+    phases: Mapping[str, int] = field(default_factory=dict)  # experiment key → phase
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            object.__setattr__(self, "phases", {experiment.key: experiment.phase for experiment in self.experiments})
 
     @property
     def holdout(self):
@@ -176,17 +181,22 @@ class Client:
         """``{"assignments": [{"experiment", "arm", "treatment"}, ...]}`` for this subject; queues first exposures."""
         if not isinstance(subject_id, str) or not subject_id:
             raise ValueError("subject_id must be a non-empty string")
-        attributes = dict(attributes or {})
+        attributes = attributes or {}
         config = self.config
         if config is None:
             return {"assignments": []}
         assignments = local_assignments(config, subject_id, attributes)
         if assignments:
-            self._expose(config, subject_id, attributes, assignments)
+            seen = self._seen
+            phases = config.phases
+            # The returning subject's path: a dict lookup per assignment, no lock, no clock.
+            new = [a for a in assignments if (a["experiment"], phases[a["experiment"]], subject_id) not in seen]
+            if new:
+                self._expose(phases, subject_id, attributes, new)
         return {"assignments": assignments}
 
-    def _expose(self, config: LocalConfig, subject_id: str, attributes: dict, assignments: list[dict]) -> None:
-        phases = {experiment.key: experiment.phase for experiment in config.experiments}
+    def _expose(self, phases: Mapping[str, int], subject_id: str, attributes: Mapping[str, object],
+                assignments: list[dict]) -> None:
         timestamp = _utc_now()
         sent_attributes = {name: str(value) for name, value in attributes.items() if value is not None}
         with self._lock:
