@@ -25,7 +25,9 @@ CONCURRENCY = 8
 WORKERS = 3
 
 
-def _in_process(quick: bool) -> Row:
+def _in_process(quick: bool, *, label: str = "assign()", evaluator=None) -> Row:
+    """Ours against GrowthBook's SDK on the same 3-arm experiment; ``evaluator(spec)`` gives our
+    ``evaluate(subject_id)`` (default: the bare ``assign``; bench_local_evaluation passes the client)."""
     from growthbook import Experiment as GBExperiment
     from growthbook import GrowthBook
 
@@ -37,9 +39,11 @@ def _in_process(quick: bool) -> Row:
     gb_experiment = GBExperiment(key="reco", variations=["control", "b", "c"], weights=[1 / 3] * 3, coverage=1.0)
     gb = GrowthBook(attributes={})
 
+    evaluate = evaluator(spec) if evaluator is not None else (lambda subject_id: assign(spec, subject_id))
+
     def ours():
         for subject_id in ids:
-            assign(spec, subject_id)
+            evaluate(subject_id)
 
     def growthbook():
         for subject_id in ids:
@@ -55,7 +59,7 @@ def _in_process(quick: bool) -> Row:
     peer_us = statistics.median(peer_s) / n * 1e6
     ratio = peer_us / ours_us
     return Row(
-        benchmark=f"assign(), {n:,} subjects, 3 arms",
+        benchmark=f"{label}, {n:,} subjects, 3 arms",
         ours=f"{ours_us:.2f} µs/eval",
         peer=f"growthbook {peer_us:.2f} µs/eval",
         ratio=f"{ratio:.1f}× faster",

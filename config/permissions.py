@@ -7,7 +7,8 @@ refused to every key: forgetting to declare one fails closed.
 
 The scopes (DESIGN.md, "Public contracts"):
 
-- ``assign``: ``POST /api/v1/assignments``
+- ``assign``: ``POST /api/v1/assignments``, and for local evaluation ``GET /api/v1/config`` and
+  ``POST /api/v1/exposures``
 - ``recommend``: ``GET /api/v1/recommendations/<subject_id>``
 - ``events``: ``POST /api/v1/events``
 - ``consent``: ``POST /api/v1/consents``

@@ -1,8 +1,10 @@
 from django.urls import path
 
-from experiments.views import AssignmentView, EventsView
+from experiments.views import AssignmentView, ConfigView, EventsView, ExposuresView
 
 urlpatterns = [
     path("assignments", AssignmentView.as_view(), name="api-assignments"),
     path("events", EventsView.as_view(), name="api-events"),
+    path("config", ConfigView.as_view(), name="api-config"),
+    path("exposures", ExposuresView.as_view(), name="api-exposures"),
 ]

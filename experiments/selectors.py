@@ -7,6 +7,8 @@ the shared cache. In the steady state a request reads that token and no
 configuration rows.
 """
 
+import hashlib
+import json
 import threading
 import uuid
 from dataclasses import dataclass
@@ -119,6 +121,73 @@ def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
         configs = _load_running_configs()
         _cached = (version, configs)
     return configs
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDocument:
+    """``GET /api/v1/config``'s answer, rendered once per configuration version."""
+
+    document: dict
+    body: bytes
+    etag: str
+
+
+CONFIG_FORMAT = 1
+_document_lock = threading.Lock()
+_cached_document: tuple[object, ConfigDocument | None] = (None, None)
+
+
+def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocument:
+    # Every running experiment carries the one global holdout; with none running, none applies.
+    holdout = configs[0].spec.holdout if configs else None
+    experiments = []
+    for config in configs:
+        spec = config.spec
+        experiments.append({
+            "key": config.key,
+            "salt": spec.salt,
+            "phase": config.phase,
+            "coverage": spec.coverage,
+            "layer_salt": spec.layer_salt,
+            "layer_range": list(spec.layer_range),
+            "targeting": config.targeting,
+            "arms": [
+                {"key": arm.key, "weight": arm.weight, "treatment": config.arms_by_key[arm.key].treatment}
+                for arm in spec.arms
+            ],
+            "thresholds": list(spec.thresholds),
+        })
+    content = {
+        "holdout": None if holdout is None else {"salt": holdout.salt, "share": holdout.share},
+        "experiments": experiments,
+    }
+    # The version is the content's own hash: every process (and a restart) gives the same ETag
+    # for the same configuration, so a client polling several servers never refetches for nothing.
+    version = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    document = {"format": CONFIG_FORMAT, "version": version, "algorithm": "docs/assignment.md", **content}
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return ConfigDocument(document=document, body=body, etag=f'"{version}"')
+
+
+def assignment_config_document() -> ConfigDocument:
+    """What a client needs to assign locally: the running experiments' configuration, rendered and versioned.
+
+    Built from ``running_experiment_configs()`` (the configuration the server's own
+    assignment reads) and rendered again only when that changes, i.e. when
+    ``experiment_config_changed`` moved the version token: in the steady state a
+    request costs one cache read.
+    """
+    global _cached_document
+    running_experiment_configs()  # reloads if the version token moved
+    loaded = _cached  # (version, configs): a new tuple on every reload
+    configs = loaded[1]
+    built_from, document = _cached_document
+    if document is not None and built_from is loaded:
+        return document
+    with _document_lock:
+        document = _config_document_build(configs)
+        _cached_document = (loaded, document)
+    return document
 
 
 def experiment_spec(*, experiment: Experiment) -> ExperimentSpec:

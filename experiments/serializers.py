@@ -15,6 +15,7 @@ from experiments.services import (
     MAX_AMOUNT,
     MAX_EVENT_ID_LENGTH,
     MAX_EVENTS_PER_BATCH,
+    MAX_EXPOSURES_PER_BATCH,
     MAX_LABEL_LENGTH,
     MAX_LINES_PER_ORDER,
     MAX_QUANTITY,
@@ -231,4 +232,82 @@ class EventsResponseSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Event ids not stored because the subject restricted processing (every event) or "
         "objected to profiling (impressions and clicks).",
+    )
+
+
+# --- local evaluation: the published configuration and client exposures -----------
+#
+# ``GET /api/v1/config`` is rendered by ``experiments.selectors.assignment_config_document``
+# (these serializers document it); ``POST /api/v1/exposures`` is validated by
+# ``experiments.services.exposures_record`` (these state its rules for the schema).
+
+
+class ConfigArmSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    weight = serializers.FloatField(help_text="Positive; shares are weight / math.fsum(weights).")
+    treatment = TreatmentSerializer()
+
+
+class ConfigHoldoutSerializer(serializers.Serializer):
+    salt = serializers.CharField()
+    share = serializers.FloatField(help_text="In [0, 1): the share of subjects in no experiment.")
+
+
+class ConfigExperimentSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    salt = serializers.CharField(help_text="The current phase's salt.")
+    phase = serializers.IntegerField()
+    coverage = serializers.FloatField()
+    layer_salt = serializers.CharField()
+    layer_range = serializers.ListField(
+        child=serializers.FloatField(), min_length=2, max_length=2, help_text="[low, high): the layer buckets it owns."
+    )
+    targeting = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Attribute → the values it may take (compared as text); {} targets everyone.",
+    )
+    arms = ConfigArmSerializer(many=True, help_text="In the algorithm's order (cumulative weights).")
+    thresholds = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="Each arm's cumulative share as the server computes it (the last is 1.0): use these "
+        "rather than summing the weights again.",
+    )
+
+
+class ConfigResponseSerializer(serializers.Serializer):
+    format = serializers.IntegerField(help_text="The document's format (1); a client refuses one it does not read.")
+    version = serializers.CharField(help_text="The content's hash: the ETag, unquoted.")
+    algorithm = serializers.CharField()
+    holdout = ConfigHoldoutSerializer(allow_null=True, help_text="The global holdout; null when none applies.")
+    experiments = ConfigExperimentSerializer(many=True, help_text="The running experiments, by id.")
+
+
+@extend_schema_field(text_schema(max_length=64))
+class ConfigKeyField(serializers.CharField):
+    pass
+
+
+class ExposureInSerializer(StrictSerializer):
+    subject_id = SubjectIdField(help_text="The marketplace's own id, as the client assigned it.")
+    experiment = ConfigKeyField(help_text="A running experiment's key.")
+    arm = ConfigKeyField(help_text="The arm the documented algorithm assigns this subject.")
+    timestamp = EventTimeField(help_text="When the client first exposed the subject; not before the experiment started.")
+    attributes = AttributesField(
+        required=False, help_text="The subject's attributes as the client used them: the targeted ones must match."
+    )
+
+
+class ExposuresRequestSerializer(StrictSerializer):
+    exposures = ExposureInSerializer(many=True, min_length=1, max_length=MAX_EXPOSURES_PER_BATCH)
+
+
+class ExposuresResponseSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    recorded = serializers.IntegerField(help_text="New exposures stored by this request.")
+    duplicates = serializers.IntegerField(
+        help_text="Exposures already stored: not written again (the earlier time is kept)."
+    )
+    withheld = serializers.IntegerField(
+        help_text="Exposures not stored because the subject restricted processing or objected, as the "
+        "server's assignment gives them no experiment."
     )

@@ -25,6 +25,15 @@ generated data meet exactly those preconditions, and touch nothing else:
   * an event id names one decision (the same id for a different decision is
     refused): the id is derived from the decision's content and place.
 
+``exposures_create``
+  * the experiment is a running one and the arm the one the documented
+    algorithm assigns the subject: every exposure names the experiment of the
+    configuration the test passes (``PRIVACYLAB_SCHEMATHESIS_CONFIG``, the
+    document of ``GET /api/v1/config``) and the arm ``privacylab_client``
+    computes for its subject;
+  * the time is not before the experiment started (just before the run) nor
+    more than 5 minutes after the server's clock: it is the current time.
+
 Negative cases are left as generated: they must be refused whatever the state.
 """
 
@@ -100,7 +109,28 @@ def _consents_prepared(body: dict) -> dict:
     return body
 
 
-_PREPARE = {"events_create": _events_prepared, "consents_create": _consents_prepared}
+def _exposures_prepared(body: dict) -> dict:
+    from privacylab_client import assign, config_parse
+
+    config = config_parse(json.loads(os.environ["PRIVACYLAB_SCHEMATHESIS_CONFIG"]))
+    experiment = config.experiments[0]
+    for exposure in body.get("exposures") or []:
+        if not isinstance(exposure, dict):
+            continue
+        exposure["experiment"] = experiment.key
+        if isinstance(exposure.get("subject_id"), str):
+            exposure["arm"] = assign(experiment.spec, exposure["subject_id"]) or exposure.get("arm")
+        if isinstance(exposure.get("timestamp"), str):
+            # The only times both after the test's experiment started and at most 5 minutes ahead.
+            exposure["timestamp"] = datetime.now(UTC).isoformat()
+    return body
+
+
+_PREPARE = {
+    "events_create": _events_prepared,
+    "consents_create": _consents_prepared,
+    "exposures_create": _exposures_prepared,
+}
 
 
 @schemathesis.hook

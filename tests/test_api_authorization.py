@@ -28,6 +28,13 @@ REQUEST_ID = "6f1c1a4e-5d27-4d6f-9b8c-3f1f8c7b2a10"
 # operation id → (method, path, body, the scope it needs)
 MATRIX = {
     "assignments_create": ("post", "/api/v1/assignments", {"subject_id": SUBJECT}, "assign"),
+    "config_retrieve": ("get", "/api/v1/config", None, "assign"),
+    # (refused with a 400 past the scope check: the arm is not the subject's; the scope is the point)
+    "exposures_create": (
+        "post", "/api/v1/exposures",
+        {"exposures": [{"subject_id": SUBJECT, "experiment": "x", "arm": "y", "timestamp": "2026-11-30T10:00:00Z"}]},
+        "assign",
+    ),
     "recommendations_retrieve": ("get", f"/api/v1/recommendations/{SUBJECT}", None, "recommend"),
     "events_create": (
         "post", "/api/v1/events",

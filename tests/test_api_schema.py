@@ -21,6 +21,7 @@ from django.test import override_settings
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
+from experiments.selectors import assignment_config_document
 from experiments.services import assignments_for_subject
 from tests.conftest import api_key_create
 from tests.experiments.factories import running_experiment
@@ -95,7 +96,7 @@ def test_batches_state_their_bounds(client):
     assert "amount" not in schemas["RecommendationEventIn"]["properties"]
 
 
-def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.CompletedProcess:
+def _schemathesis(live_server, key: str, name: str, *extra: str, config: str = "") -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{live_server.url}{SCHEMA_URL}",
         "--phases", "examples,coverage,fuzzing,stateful",
@@ -114,6 +115,8 @@ def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.C
         "PYTHONPATH": str(ROOT),
         "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
         "PRIVACYLAB_SCHEMATHESIS_SUBJECT": KNOWN_SUBJECT,
+        # The exposures' preconditions (a running experiment, the algorithm's arm) are met from it.
+        "PRIVACYLAB_SCHEMATHESIS_CONFIG": config,
     }
     # The subject endpoints' tight default throttle would turn most of the run into 429s.
     rates = {**django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "subjects": "1000000/min"}
@@ -123,6 +126,28 @@ def _schemathesis(live_server, key: str, name: str, *extra: str) -> subprocess.C
     return result
 
 
+def _exposures_example_experiment() -> None:
+    """The experiment the exposures example names, as written: "checkout-consent", where user-42 is in "banner"
+    (its salt chosen so), started before the example's time."""
+    from datetime import UTC, datetime
+
+    from django.test import TestCase
+
+    from experiments.models import Arm, Experiment, Layer
+    from experiments.services import experiment_start
+    from tests.experiments.factories import ExperimentFactory, TreatmentFactory
+
+    experiment = ExperimentFactory(
+        key="checkout-consent", arms=0, salt="checkout-consent-3",
+        layer=Layer.objects.create(key="checkout", name="Checkout"),
+    )
+    Arm.objects.create(experiment=experiment, key="control", treatment=TreatmentFactory(), is_control=True)
+    Arm.objects.create(experiment=experiment, key="banner", treatment=TreatmentFactory())
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        experiment_start(experiment=experiment)
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     running_experiment(arms=3)
@@ -130,11 +155,13 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(live_server):
     # It is the subject of the events example, which must be accepted as written.
     assignments_for_subject(subject_id=KNOWN_SUBJECT, attributes={})
     assert Subject.objects.filter(pk=subject_pseudonym(KNOWN_SUBJECT)).exists()
+    _exposures_example_experiment()
     key = api_key_create()
     ARTIFACTS.mkdir(exist_ok=True)
-    every = _schemathesis(live_server, key, "all-checks", "--checks", "all")
+    config = assignment_config_document().body.decode()
+    every = _schemathesis(live_server, key, "all-checks", "--checks", "all", config=config)
     assert every.returncode == 0, every.stdout[-12000:] + every.stderr[-3000:]
-    assert "Selected: 9/9" in every.stdout and "Tested: 9" in every.stdout
+    assert "Selected: 11/11" in every.stdout and "Tested: 11" in every.stdout
     out = every.stdout
     assert "FAILURES" not in out and "Schema validation mismatch" not in out, out[-12000:]
     if "No issues found" not in out:

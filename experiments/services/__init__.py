@@ -47,6 +47,12 @@ from experiments.services.events import (
     EventsRecorded,
     events_record,
 )
+from experiments.services.exposures import (
+    MAX_EXPOSURES_PER_BATCH,
+    ExposuresRecorded,
+    exposures_check,
+    exposures_record,
+)
 from experiments.services.lifecycle import (
     ANALYSIS_FIELDS,
     ANALYSIS_FROZEN,
@@ -84,11 +90,13 @@ __all__ = [
     "BatchProblems",
     "EARLIEST_EVENT",
     "EventsRecorded",
+    "ExposuresRecorded",
     "FROZEN_FIELDS",
     "FUTURE_TOLERANCE",
     "MAX_AMOUNT",
     "MAX_EVENTS_PER_BATCH",
     "MAX_EVENT_ID_LENGTH",
+    "MAX_EXPOSURES_PER_BATCH",
     "MAX_LABEL_LENGTH",
     "MAX_LINES_PER_ORDER",
     "MAX_QUANTITY",
@@ -121,6 +129,8 @@ __all__ = [
     "experiment_validate_compliance",
     "experiment_validate_layer_range",
     "experiments_apply_schedule",
+    "exposures_check",
+    "exposures_record",
     "exposures_retention_purge",
     "guardrail_create",
     "guardrail_delete",

@@ -1,0 +1,297 @@
+"""Ingest of first exposures that clients assigned locally: validated all or nothing, idempotent per experiment and subject."""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from config.text import text_problem
+from consent.models import Subject
+from consent.pseudonyms import subject_id_problem, subject_pseudonym
+from experiments.assignment import assign, targeting_matches
+from experiments.models import Experiment, Exposure
+from experiments.selectors import ExperimentConfig, running_experiment_configs
+from experiments.services.assignment import SUBJECT_ATTRIBUTES
+from experiments.services.event_validation import BatchProblems, _timestamp
+
+MAX_EXPOSURES_PER_BATCH = 1000
+MAX_KEY_LENGTH = 64  # experiment and arm keys (their columns)
+MAX_EXPOSURE_ATTRIBUTES = 32
+MAX_EXPOSURE_ATTRIBUTE_LENGTH = 128
+_FIELDS = frozenset({"subject_id", "experiment", "arm", "timestamp", "attributes"})
+_REQUIRED = ("subject_id", "experiment", "arm", "timestamp")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class ExposuresRecorded:
+    """What ``exposures_record`` did with a batch."""
+
+    received: int
+    recorded: int  # new exposures stored
+    duplicates: int  # already stored (their time moved earlier if this one was)
+    withheld: int  # not stored: the subject restricted processing or objected (as the server's assignment)
+
+
+def _attributes_clean(value: object, name: str, problems: BatchProblems) -> dict | None:
+    if not isinstance(value, dict):
+        problems.add(name, "Must be an object of attribute → text.")
+        return None
+    if len(value) > MAX_EXPOSURE_ATTRIBUTES:
+        problems.add(name, f"At most {MAX_EXPOSURE_ATTRIBUTES} attributes.")
+        return None
+    before = len(problems.errors)
+    for attribute, text in value.items():
+        # The rules of the assignment request's attributes (experiments.serializers.AttributesField).
+        limit = Subject._meta.get_field(attribute).max_length if attribute in SUBJECT_ATTRIBUTES else None
+        limit = limit or MAX_EXPOSURE_ATTRIBUTE_LENGTH
+        if not isinstance(text, str):
+            problems.add(f"{name}.{attribute}", "Must be a string (attributes are compared as text).")
+        elif len(text) > limit:
+            problems.add(f"{name}.{attribute}", f"At most {limit} characters.")
+        elif "\x00" in text or _SURROGATE.search(text):
+            problems.add(f"{name}.{attribute}", "Must not contain NUL or unpaired surrogate characters.")
+    return value if len(problems.errors) == before else None
+
+
+def exposures_check(*, exposures: object, now: datetime | None = None) -> list[dict]:
+    """Validate a batch's shape and fields without the database: the clean exposures, or a ValidationError.
+
+    Errors are keyed ``exposures[i].field``. The same (experiment, subject) twice
+    in a batch is one exposure: the earliest time is kept.
+    """
+    now = now or timezone.now()
+    if not isinstance(exposures, list):
+        raise ValidationError({"exposures": ["Must be a list of exposures."]})
+    if not exposures:
+        raise ValidationError({"exposures": ["Send at least one exposure."]})
+    if len(exposures) > MAX_EXPOSURES_PER_BATCH:
+        raise ValidationError({"exposures": [
+            f"At most {MAX_EXPOSURES_PER_BATCH} exposures per batch (got {len(exposures)}); split it."
+        ]})
+    problems = BatchProblems()
+    cleaned = []
+    for index, exposure in enumerate(exposures):
+        prefix = f"exposures[{index}]"
+        if not isinstance(exposure, dict):
+            problems.add(prefix, "Must be an object.")
+            continue
+        before = len(problems.errors)
+        for unknown in sorted(set(exposure) - _FIELDS, key=str):
+            problems.add(f"{prefix}.{unknown}", "Unknown field.")
+        for required in _REQUIRED:
+            if required not in exposure:
+                problems.add(f"{prefix}.{required}", "This field is required.")
+        if "subject_id" in exposure and (issue := subject_id_problem(exposure["subject_id"])) is not None:
+            problems.add(f"{prefix}.subject_id", issue)
+        for key in ("experiment", "arm"):
+            if key in exposure and (issue := text_problem(exposure[key], max_length=MAX_KEY_LENGTH)) is not None:
+                problems.add(f"{prefix}.{key}", issue)
+        moment = _timestamp(exposure["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in exposure else None
+        attributes = (
+            _attributes_clean(exposure["attributes"], f"{prefix}.attributes", problems) if "attributes" in exposure else {}
+        )
+        if len(problems.errors) == before:
+            cleaned.append({**exposure, "timestamp": moment, "attributes": attributes, "index": index})
+    problems.raise_if_any()
+    return cleaned
+
+
+def _assignment_problem(config: ExperimentConfig, exposure: Mapping[str, object]) -> tuple[str, str] | None:
+    """Why the server's assignment would not give this subject this arm (field, message), or None."""
+    if exposure["arm"] not in config.arms_by_key:
+        return "arm", f"Unknown arm of experiment {config.key!r}; its arms are {', '.join(config.arms_by_key)}."
+    if not targeting_matches(config.targeting, exposure["attributes"]):
+        return "attributes", "Do not match the experiment's targeting: the subject is not in it."
+    expected = assign(config.spec, exposure["subject_id"])
+    if expected is None:
+        return "arm", "The subject is in no arm of this experiment (holdout, layer or coverage)."
+    if expected != exposure["arm"]:
+        return "arm", f"Not the subject's arm: the algorithm assigns {expected!r} (docs/assignment.md)."
+    return None
+
+
+def exposures_record(*, exposures: object, now: datetime | None = None) -> ExposuresRecorded:
+    """Record first exposures assigned by a client (``POST /api/v1/exposures``): all or nothing, idempotent.
+
+    Each exposure names a running experiment, the arm the documented algorithm
+    assigns the subject (checked: another arm, or a subject the holdout, layer,
+    coverage or targeting leaves out, is refused), its time (not before the
+    experiment started) and optionally the subject's attributes (stored on a new
+    subject, as an assignment stores them; they must match the targeting). Any
+    problem raises a ``ValidationError`` keyed ``exposures[i].field`` and writes
+    nothing. An exposure already stored is not duplicated: its time becomes the
+    earlier of the two when the arm is the same (a subject exposed in an earlier
+    phase keeps its row). Subjects who restricted processing or objected get no
+    exposure, as the server's own assignment gives them none.
+    """
+    now = now or timezone.now()
+    cleaned = exposures_check(exposures=exposures, now=now)
+    configs = {config.key: config for config in running_experiment_configs()}
+    problems = BatchProblems()
+    started = dict(
+        Experiment.objects.filter(id__in=[config.id for config in configs.values()]).values_list("id", "started_at")
+    )
+    earliest: dict[tuple[int, str], dict] = {}
+    for exposure in cleaned:
+        prefix = f"exposures[{exposure['index']}]"
+        config = configs.get(exposure["experiment"])
+        if config is None:
+            problems.add(f"{prefix}.experiment", "No running experiment has this key.")
+            continue
+        problem = _assignment_problem(config, exposure)
+        if problem is not None:
+            problems.add(f"{prefix}.{problem[0]}", problem[1])
+            continue
+        if started.get(config.id) and exposure["timestamp"] < started[config.id]:
+            problems.add(f"{prefix}.timestamp", "Is before the experiment started: it cannot have been exposed then.")
+            continue
+        key = (config.id, exposure["subject_id"])
+        if key not in earliest or exposure["timestamp"] < earliest[key]["timestamp"]:
+            earliest[key] = {**exposure, "config": config}
+    problems.raise_if_any()
+    return _exposures_insert(list(earliest.values()), received=len(cleaned))
+
+
+def _exposures_insert(exposures: list[dict], *, received: int) -> ExposuresRecorded:
+    pseudonyms = {exposure["subject_id"]: subject_pseudonym(exposure["subject_id"]) for exposure in exposures}
+    with transaction.atomic():
+        blocked = _blocked_subjects(sorted(set(pseudonyms.values())))
+        allowed = [exposure for exposure in exposures if pseudonyms[exposure["subject_id"]] not in blocked]
+        subjects = {}
+        for exposure in allowed:
+            attributes = exposure["attributes"]
+            subjects.setdefault(pseudonyms[exposure["subject_id"]], tuple(
+                str(attributes[name]) if attributes.get(name) is not None else "" for name in SUBJECT_ATTRIBUTES
+            ))
+        _subjects_insert(subjects)
+        rows = [
+            (
+                exposure["config"].id,
+                exposure["config"].arms_by_key[exposure["arm"]].id,
+                pseudonyms[exposure["subject_id"]],
+                exposure["config"].phase,
+                exposure["timestamp"],
+            )
+            for exposure in allowed
+        ]
+        existing = _exposures_upsert(rows)
+    return ExposuresRecorded(
+        received=received, recorded=len(rows) - existing, duplicates=existing, withheld=len(exposures) - len(allowed)
+    )
+
+
+def _blocked_subjects(pseudonyms: list[str]) -> set[str]:
+    """The subjects among these who restricted processing or objected."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        quote = connection.ops.quote_name
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
+            cursor.execute(
+                f"SELECT pseudonym FROM {quote(Subject._meta.db_table)} WHERE pseudonym = ANY(%b::varchar[]) "  # noqa: S608
+                "AND (restricted_at IS NOT NULL OR objected_at IS NOT NULL)",
+                [pseudonyms],
+            )
+            return {row[0] for row in cursor.fetchall()}
+    return set(
+        Subject.objects.filter(pk__in=pseudonyms).exclude(restricted_at=None, objected_at=None).values_list("pk", flat=True)
+    )
+
+
+def _subjects_insert(subjects: dict[str, tuple[str, ...]]) -> None:
+    """Create the subjects not yet known, with their attributes (an existing subject is left as it is)."""
+    if not subjects:
+        return
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        quote = connection.ops.quote_name
+        table = quote(Subject._meta.db_table)
+        names = ", ".join(quote(Subject._meta.get_field(name).column) for name in SUBJECT_ATTRIBUTES)
+        columns = [list(subjects), *(list(column) for column in zip(*subjects.values(), strict=True))]
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            # The ORM's bulk_create prepared every value through its field: most of a batch's time.
+            cursor.execute(
+                f"INSERT INTO {table} (pseudonym, {names}, first_seen) "  # noqa: S608 — our identifiers
+                f"SELECT p, {', '.join(f'a{i}' for i in range(len(SUBJECT_ATTRIBUTES)))}, STATEMENT_TIMESTAMP() "
+                f"FROM unnest(%b::varchar[], {', '.join(['%b::varchar[]'] * len(SUBJECT_ATTRIBUTES))}) "
+                f"AS n(p, {', '.join(f'a{i}' for i in range(len(SUBJECT_ATTRIBUTES)))}) "
+                "ON CONFLICT (pseudonym) DO NOTHING",
+                columns,
+            )
+        return
+    Subject.objects.bulk_create(
+        [Subject(pseudonym=pseudonym, **dict(zip(SUBJECT_ATTRIBUTES, values, strict=True)))
+         for pseudonym, values in subjects.items()],
+        ignore_conflicts=True,
+    )
+
+
+# Rows per statement on SQLite: a batch at most (5 parameters a row, within its 32,766).
+_SQLITE_ROWS = MAX_EXPOSURES_PER_BATCH
+
+
+def _exposures_upsert(rows: list[tuple]) -> int:
+    """Insert the exposures, keeping the earlier time of one already stored with the same arm; how many were stored.
+
+    One statement (PostgreSQL: arrays per column through ``unnest``, bound
+    server-side, as the events' insert does). A row whose time moves earlier has
+    its ``stored_at`` moved to now, so the metric facts refresh, which looks for
+    rows recorded late, reads it again.
+    """
+    if not rows:
+        return 0
+    quote = connection.ops.quote_name
+    table = quote(Exposure._meta.db_table)
+    columns = ("experiment_id", "arm_id", "subject_id", "phase", "first_exposed_at")
+    column_list = ", ".join(quote(column) for column in columns)
+    # The database's clock, as the column's default (Now()) writes it on each backend.
+    db_now = "STATEMENT_TIMESTAMP()" if connection.vendor == "postgresql" else "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+    conflict = (
+        f"ON CONFLICT (experiment_id, subject_id) DO UPDATE SET first_exposed_at = excluded.first_exposed_at, "
+        f"stored_at = {db_now} WHERE {table}.arm_id = excluded.arm_id "
+        f"AND {table}.first_exposed_at > excluded.first_exposed_at"
+    )
+    pairs_existing = 0
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            experiment_ids, arm_ids, subject_ids, phases, times = (list(column) for column in zip(*rows, strict=True))
+            cursor.execute(
+                f"SELECT count(*) FROM {table} e JOIN unnest(%b::bigint[], %b::varchar[]) AS n(x, s) "  # noqa: S608 — our identifiers
+                "ON e.experiment_id = n.x AND e.subject_id = n.s",
+                [experiment_ids, subject_ids],
+            )
+            pairs_existing = cursor.fetchone()[0]
+            cursor.execute(
+                f"INSERT INTO {table} ({column_list}) SELECT * FROM unnest("  # noqa: S608 — our identifiers
+                f"%b::bigint[], %b::bigint[], %b::varchar[], %b::integer[], %b::timestamptz[]) {conflict}",
+                [experiment_ids, arm_ids, subject_ids, phases, times],
+            )
+        return pairs_existing
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[start : start + _SQLITE_ROWS]
+            pairs = ", ".join(["(%s, %s)"] * len(chunk))
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE (experiment_id, subject_id) IN (VALUES {pairs})",  # noqa: S608
+                [value for row in chunk for value in (row[0], row[2])],
+            )
+            pairs_existing += cursor.fetchone()[0]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({column_list}) VALUES {values} {conflict}",  # noqa: S608
+                [value for row in chunk for value in (*row[:4], adapt(row[4]))],
+            )
+    return pairs_existing
