@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,7 +21,14 @@ from django.utils import timezone
 
 from consent.compliance import Finding, treatment_compliance_review
 from consent.selectors import purpose_retention_limits
-from experiments.assignment import ArmSpec, ExperimentSpec, HoldoutSpec
+from experiments.assignment import (
+    ArmSpec,
+    ExperimentSpec,
+    HoldoutSpec,
+    assign,
+    in_holdout,
+    targeting_matches,
+)
 from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment
 
 CONFIG_VERSION_KEY = "experiments:config-version"
@@ -355,3 +363,21 @@ def layer_free_ranges(claims: list[LayerClaim]) -> list[tuple[float, float]]:
 
 def format_range(start: float, end: float) -> str:
     return f"[{start:g}, {end:g})"
+
+
+def arms_matched(
+    *, configs: Sequence[ExperimentConfig], subject_id: str, attributes: Mapping[str, object]
+) -> dict[int, tuple[ExperimentConfig, str]]:
+    """``{experiment_id: (config, arm key)}``: the experiments a subject with no earlier exposure falls into.
+
+    The algorithm alone (docs/assignment.md): the global holdout, then each running
+    experiment whose targeting matches and whose spec assigns an arm. The server's
+    assignment adds what only the database knows (earlier exposures, restrictions).
+    """
+    if not configs or in_holdout(configs[0].spec.holdout, subject_id):
+        return {}
+    return {
+        config.id: (config, arm_key)
+        for config in configs
+        if targeting_matches(config.targeting, attributes) and (arm_key := assign(config.spec, subject_id)) is not None
+    }

@@ -9,9 +9,8 @@ from django.utils import timezone
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.assignment import assign, in_holdout, targeting_matches
 from experiments.models import Exposure
-from experiments.selectors import running_experiment_configs
+from experiments.selectors import arms_matched, running_experiment_configs
 
 SUBJECT_ATTRIBUTES = ("age_band", "province", "platform")
 
@@ -33,18 +32,7 @@ def assignments_for_subject(
     first requests all answer with the one stored arm. ``now`` (default: the
     clock) is the first exposure's time; the simulator replays a past fortnight.
     """
-    configs = running_experiment_configs()
-    if not configs:
-        return []
-    holdout = configs[0].spec.holdout
-    if in_holdout(holdout, subject_id):
-        return []
-    matched = {
-        config.id: (config, arm_key)
-        for config in configs
-        if targeting_matches(config.targeting, attributes)
-        and (arm_key := assign(config.spec, subject_id)) is not None
-    }
+    matched = arms_matched(configs=running_experiment_configs(), subject_id=subject_id, attributes=attributes)
     if not matched:
         return []
     pseudonym = subject_pseudonym(subject_id)
