@@ -9,33 +9,33 @@ a test can check that the platform recovers it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+from experiments.metric_catalog import METRIC_DEFINITIONS
 from experiments.models import Metric
 from marketplace.model import ArmBehaviour, arm_behaviour_subset, expected_values
 from marketplace.population import Population, population_subset
 
-TRUTH_METRICS = (
-    Metric.CONVERSION,
-    Metric.OPT_OUT,
-    Metric.CONSENT_RATE,
-    Metric.GMV,
-    Metric.ORDERS,
-    Metric.AOV,
-    Metric.CTR,
-)
+# Every metric of the catalog, in the report's order.
+TRUTH_METRICS: tuple[str, ...] = tuple(definition.key for definition in METRIC_DEFINITIONS)
+
+# How each metric's true value follows from the shoppers' expected values (ratios: ratio of
+# means). A metric added to the catalog without its entry here fails ``true_metrics`` loudly.
+_TRUE_VALUES: dict[str, Callable[[Mapping], float]] = {
+    Metric.CONVERSION: lambda e: float(e["converted"].mean()),
+    Metric.OPT_OUT: lambda e: float(e["opted_out"].mean()),
+    Metric.CONSENT_RATE: lambda e: float(e["consented"].mean()),
+    Metric.GMV: lambda e: float(e["gmv"].mean()),
+    Metric.ORDERS: lambda e: float(e["orders"].mean()),
+    Metric.AOV: lambda e: float(e["gmv"].sum() / e["orders"].sum()),
+    Metric.CTR: lambda e: float(e["clicks"].sum() / e["impressions"].sum()),
+}
 
 
 def true_metrics(behaviour: ArmBehaviour, population: Population) -> dict[str, float]:
     """The arm's true value of every metric over the whole population (ratios: ratio of means)."""
     e = expected_values(behaviour, population)
-    return {
-        Metric.CONVERSION: float(e["converted"].mean()),
-        Metric.OPT_OUT: float(e["opted_out"].mean()),
-        Metric.CONSENT_RATE: float(e["consented"].mean()),
-        Metric.GMV: float(e["gmv"].mean()),
-        Metric.ORDERS: float(e["orders"].mean()),
-        Metric.AOV: float(e["gmv"].sum() / e["orders"].sum()),
-        Metric.CTR: float(e["clicks"].sum() / e["impressions"].sum()),
-    }
+    return {metric: _TRUE_VALUES[metric](e) for metric in TRUTH_METRICS}
 
 
 def ground_truth(*, experiment, population, exposed, behaviours, seed, start, end, by_arm) -> dict:

@@ -6,6 +6,7 @@ from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from config.api import StrictSerializer
+from recommender.models import ModelBuild
 from recommender.selectors import MAX_LIMIT, MAX_SESSION_ITEMS
 
 MAX_SKU_LENGTH = 64
@@ -60,5 +61,5 @@ class RecommendedItemSerializer(serializers.Serializer):
 
 class RecommendationResponseSerializer(serializers.Serializer):
     items = RecommendedItemSerializer(many=True)
-    strategy = serializers.ChoiceField(choices=["full", "cohort", "dp_popularity", "dp_item_item", "popularity", "session"])
+    strategy = serializers.ChoiceField(choices=ModelBuild.Strategy.values)
     personalized = serializers.BooleanField(help_text="Whether the subject's own data shaped the list.")

@@ -14,9 +14,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.metric_catalog import metric_definition
+
 MINUS = "\u2212"  # a real minus sign: the same width as "+", read as negative at a glance
-CURRENCY_METRICS = frozenset({"gmv", "aov"})
-PERCENT_RATIO_METRICS = frozenset({"ctr"})
 
 
 def _signed(text: str, value: float) -> str:
@@ -72,11 +72,12 @@ class MetricFormat:
 
     @property
     def unit(self) -> str:
-        if self.key in CURRENCY_METRICS:
-            return "idr"
-        if self.kind == "proportion" or self.key in PERCENT_RATIO_METRICS:
-            return "percent"
-        return "number"
+        """percent | idr | number: the catalog's unit; a key it does not know (an older snapshot's
+        metric) reads by its kind, proportions in percent and the rest as plain numbers."""
+        try:
+            return metric_definition(self.key).unit.value
+        except KeyError:
+            return "percent" if self.kind == "proportion" else "number"
 
     @property
     def scale(self) -> float:

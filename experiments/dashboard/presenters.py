@@ -21,6 +21,8 @@ from experiments.dashboard.formatting import (
     relative,
     relative_interval,
 )
+from experiments.metric_catalog import metric_definition
+from experiments.models import Metric
 
 GOOD, BAD, NEUTRAL = "good", "bad", "neutral"
 TONE_WORDS = {GOOD: "better", BAD: "worse", NEUTRAL: "no significant difference"}
@@ -30,17 +32,7 @@ SEGMENT_DIMENSION_LABELS = {
     "platform": "Platform",
     "customer": "New vs returning",
 }
-# How a metric reads inside a sentence ("cuts opt-outs by 1.8 pp").
-METRIC_PHRASES = {
-    "conversion": "conversion",
-    "opt_out": "opt-outs",
-    "consent_rate": "the consent rate",
-    "gmv": "GMV per subject",
-    "orders": "orders per subject",
-    "aov": "the average order value",
-    "ctr": "recommendation CTR",
-}
-OPT_OUT, GMV = "opt_out", "gmv"
+OPT_OUT, GMV = Metric.OPT_OUT.value, Metric.GMV.value
 
 
 def metric_formats(document: Mapping) -> dict[str, MetricFormat]:
@@ -405,10 +397,19 @@ def guardrail_limit(document: Mapping, metric: str) -> float | None:
     return None
 
 
+def _metric_phrase(metric: MetricFormat) -> str:
+    """How the metric reads inside a sentence: the catalog's phrase, else (an older snapshot's
+    metric) its label in lower case."""
+    try:
+        return metric_definition(metric.key).phrase
+    except KeyError:
+        return metric.label.lower()
+
+
 def _effect_phrase(comparison: Mapping, metric: MetricFormat) -> str:
     """"cuts opt-outs by 1.8 pp" / "raises GMV per subject by IDR 1,234 (+5.2%)"."""
     estimate = comparison["absolute"]["estimate"]
-    phrase = METRIC_PHRASES.get(metric.key, metric.label.lower())
+    phrase = _metric_phrase(metric)
     verb = "raises" if estimate > 0 else "cuts" if estimate < 0 else "leaves unchanged"
     magnitude = metric.difference(abs(estimate), width=_width(comparison["absolute"]["ci"])).lstrip("+")
     text = f"{verb} {phrase} by {magnitude}"
@@ -422,7 +423,7 @@ def _effect_phrase(comparison: Mapping, metric: MetricFormat) -> str:
 
 def _guardrail_phrase(entry: Mapping, metric: MetricFormat, comparison: Mapping | None = None) -> str:
     """What the arm does to a guardrail metric, and whether that is within the tolerated harm."""
-    phrase = METRIC_PHRASES.get(metric.key, metric.label.lower())
+    phrase = _metric_phrase(metric)
     bound = metric.difference(-entry["margin"] if entry["higher_is_better"] else entry["margin"])
     effect = _effect_phrase(comparison, metric) if comparison is not None else ""
     if entry["breached"]:

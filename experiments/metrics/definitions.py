@@ -6,21 +6,17 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from experiments.models import Experiment, Metric
+from experiments.metric_catalog import METRIC_DEFINITIONS
+from experiments.models import Experiment
 
 SEGMENT_DIMENSIONS = ("age_band", "province", "platform", "customer")
 UNKNOWN_SEGMENT = "unknown"
 
 
-# Metric key → (statistic kind, higher is better). The order is the report's order.
+# Metric key → (statistic kind, higher is better), in the report's order: a view of the one
+# catalog (``experiments.metric_catalog``) for the pipeline and results that read pairs.
 METRICS: dict[str, tuple[str, bool]] = {
-    Metric.CONVERSION: ("proportion", True),
-    Metric.OPT_OUT: ("proportion", False),
-    Metric.CONSENT_RATE: ("proportion", True),
-    Metric.GMV: ("mean", True),
-    Metric.ORDERS: ("mean", True),
-    Metric.AOV: ("ratio", True),
-    Metric.CTR: ("ratio", True),
+    definition.key: (definition.kind.value, definition.higher_is_better) for definition in METRIC_DEFINITIONS
 }
 
 
