@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from config.append_only import append_only_model, append_only_queryset
 from config.constraints import ConstraintFieldsMixin
 
 
@@ -576,16 +577,21 @@ class OutcomeEventIsAppendOnly(RuntimeError):
     """Raised on any attempt to change a recorded outcome event."""
 
 
-class AppendOnlyQuerySet(models.QuerySet):
+_EVENT_NOT_UPDATED = "Outcome events cannot be updated: record a new event instead."
+_LINE_NOT_UPDATED = "Order lines cannot be updated: record a new event instead."
+
+
+@append_only_queryset(error=OutcomeEventIsAppendOnly, update_refused=_EVENT_NOT_UPDATED)
+class OutcomeEventQuerySet(models.QuerySet):
     """Rows are inserted and, by an erasure, the retention purge or a cascade, deleted: never changed."""
 
-    def update(self, **kwargs):
-        raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
 
-    def bulk_update(self, objs, fields, batch_size=None):
-        raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
+@append_only_queryset(error=OutcomeEventIsAppendOnly, update_refused=_LINE_NOT_UPDATED)
+class OrderLineQuerySet(models.QuerySet):
+    """Like their order's: inserted, deleted with it, never changed."""
 
 
+@append_only_model(error=OutcomeEventIsAppendOnly, update_refused=_EVENT_NOT_UPDATED)
 class OutcomeEvent(models.Model):
     """One outcome the marketplace reports: an order, a recommendation impression or a click.
 
@@ -629,7 +635,7 @@ class OutcomeEvent(models.Model):
         null=True, blank=True, help_text="Impressions and clicks: 0-based slot in the recommendation list."
     )
 
-    objects = AppendOnlyQuerySet.as_manager()
+    objects = OutcomeEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -666,12 +672,8 @@ class OutcomeEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
 
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise OutcomeEventIsAppendOnly("Outcome events cannot be updated: record a new event instead.")
-        super().save(*args, **kwargs)
 
-
+@append_only_model(error=OutcomeEventIsAppendOnly, update_refused=_LINE_NOT_UPDATED)
 class OrderLine(models.Model):
     """One line of an order: what was bought, in which category, how many, at what unit price.
 
@@ -690,7 +692,7 @@ class OrderLine(models.Model):
     quantity = models.PositiveIntegerField()
     price = models.DecimalField(max_digits=15, decimal_places=2, help_text="Unit price in IDR.")
 
-    objects = AppendOnlyQuerySet.as_manager()
+    objects = OrderLineQuerySet.as_manager()
 
     class Meta:
         ordering = ["event", "id"]
@@ -719,11 +721,6 @@ class OrderLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.product_id}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise OutcomeEventIsAppendOnly("Order lines cannot be updated: record a new event instead.")
-        super().save(*args, **kwargs)
 
 
 # --- metric facts ----------------------------------------------------------------

@@ -9,7 +9,6 @@ configuration rows.
 
 import hashlib
 import json
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from django.core.cache import cache
 from django.db.models import Prefetch
 from django.utils import timezone
 
+from config.memo import VersionedMemo
 from consent.compliance import Finding, treatment_compliance_review
 from consent.selectors import purpose_retention_limits
 from experiments.assignment import (
@@ -50,10 +50,6 @@ class ExperimentConfig:
     spec: ExperimentSpec
     arms_by_key: dict[str, ArmConfig]
     arms_by_id: dict[int, ArmConfig]
-
-
-_lock = threading.Lock()
-_cached: tuple[str | None, tuple[ExperimentConfig, ...]] = (None, ())
 
 
 def holdout_get() -> Holdout:
@@ -119,16 +115,18 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
     return tuple(configs)
 
 
+# Held under the version token they were loaded under.
+_configs_memo: VersionedMemo[tuple[ExperimentConfig, ...]] = VersionedMemo()
+
+
 def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
-    global _cached
-    version = _current_version()
-    cached_version, configs = _cached
-    if version == cached_version:
-        return configs
-    with _lock:
-        configs = _load_running_configs()
-        _cached = (version, configs)
-    return configs
+    return _configs_memo.get(_current_version(), _load_running_configs)
+
+
+def running_experiment_configs_forget() -> None:
+    """Drop this process's configs and rendered document (as a fresh process has none)."""
+    _configs_memo.forget()
+    _document_memo.forget()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +139,8 @@ class ConfigDocument:
 
 
 CONFIG_FORMAT = 1
-_document_lock = threading.Lock()
-_cached_document: tuple[object, ConfigDocument | None] = (None, None)
+# Held under the version token of the configs it was rendered from.
+_document_memo: VersionedMemo[ConfigDocument] = VersionedMemo()
 
 
 def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocument:
@@ -185,17 +183,9 @@ def assignment_config_document() -> ConfigDocument:
     ``experiment_config_changed`` moved the version token: in the steady state a
     request costs one cache read.
     """
-    global _cached_document
-    running_experiment_configs()  # reloads if the version token moved
-    loaded = _cached  # (version, configs): a new tuple on every reload
-    configs = loaded[1]
-    built_from, document = _cached_document
-    if document is not None and built_from is loaded:
-        return document
-    with _document_lock:
-        document = _config_document_build(configs)
-        _cached_document = (loaded, document)
-    return document
+    version = _current_version()
+    configs = _configs_memo.get(version, _load_running_configs)  # reloads if the version token moved
+    return _document_memo.get(version, lambda: _config_document_build(configs))
 
 
 def experiment_spec(*, experiment: Experiment) -> ExperimentSpec:

@@ -8,15 +8,14 @@ are retried, with exponential backoff; anything else is a bug and fails loudly.
 from datetime import datetime
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from config.transient import TRANSIENT_ERRORS
 from experiments.models import Experiment, ResultSnapshot
 from experiments.results import enqueue, monitor, snapshots
 from experiments.services import lifecycle
 
-TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {
-    "autoretry_for": TRANSIENT,
+    "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": 30,
     "retry_backoff_max": 15 * 60,
     "retry_jitter": True,

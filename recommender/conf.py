@@ -1,4 +1,7 @@
-"""The recommender's tunables, each overridable in Django settings (read once at import, or when used)."""
+"""The recommender's tunables, each overridable in Django settings (read once at import, or when used).
+
+The ones read at import are declared, with their defaults, in ``config/settings.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,17 @@ from datetime import timedelta
 
 from django.conf import settings
 
-TOP_N: int = getattr(settings, "RECOMMENDER_TOP_N", 50)  # per subject; serving fills up to 100
+TOP_N: int = settings.RECOMMENDER_TOP_N  # per subject; serving fills up to 100
 FALLBACK_N: int = 100  # the non-personal list covers the largest ``limit``
-NEIGHBOURS: int = getattr(settings, "RECOMMENDER_NEIGHBOURS", 50)
-WEIGHTING: str = getattr(settings, "RECOMMENDER_WEIGHTING", "cosine")
-DP_CLIP: int = getattr(settings, "RECOMMENDER_DP_CLIP", 20)
-DP_MECHANISM: str = getattr(settings, "RECOMMENDER_DP_MECHANISM", "laplace")
-DP_DELTA: float = getattr(settings, "RECOMMENDER_DP_DELTA", 1e-6)
-HISTORY_DAYS: int = getattr(settings, "RECOMMENDER_HISTORY_DAYS", 180)
-KEEP_BUILDS: int = getattr(settings, "RECOMMENDER_KEEP_BUILDS", 24)  # per arm, with their lists
-CACHE_SECONDS: int = getattr(settings, "RECOMMENDER_CACHE_SECONDS", 26 * 3600)
-MIN_INTERACTIONS: int = getattr(settings, "RECOMMENDER_MIN_INTERACTIONS", 1)
+NEIGHBOURS: int = settings.RECOMMENDER_NEIGHBOURS
+WEIGHTING: str = settings.RECOMMENDER_WEIGHTING
+DP_CLIP: int = settings.RECOMMENDER_DP_CLIP
+DP_MECHANISM: str = settings.RECOMMENDER_DP_MECHANISM
+DP_DELTA: float = settings.RECOMMENDER_DP_DELTA
+HISTORY_DAYS: int = settings.RECOMMENDER_HISTORY_DAYS
+KEEP_BUILDS: int = settings.RECOMMENDER_KEEP_BUILDS  # per arm, with their lists
+CACHE_SECONDS: int = settings.RECOMMENDER_CACHE_SECONDS
+MIN_INTERACTIONS: int = settings.RECOMMENDER_MIN_INTERACTIONS
 ORDER_WEIGHT, CLICK_WEIGHT = 1.0, 0.5
 
 # Read when used (``recommender_setting``), so that an override takes effect without a re-import.
@@ -42,4 +45,4 @@ def recommender_setting(name: str):
 
 
 # A build still "running" after this long was abandoned by a dead worker: take it over.
-STALE_AFTER = timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1800))
+STALE_AFTER = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)

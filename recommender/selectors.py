@@ -16,8 +16,6 @@ answers.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from django.db import DatabaseError
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from config.memo import VersionedMemo
 from consent.models import Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
 from consent.selectors import consent_state, consenting_subject_ids
@@ -289,26 +288,24 @@ def privacy_budget(*, arm_id: int, now=None, exclude_build: int | None = None) -
 
 # --- the answer ----------------------------------------------------------------------------
 
-_platform_lock = threading.Lock()
-_platform_memo: tuple[float, list] = (0.0, [])
 PLATFORM_MEMO_SECONDS = 60.0
+# No version to follow: the list is reloaded once it is PLATFORM_MEMO_SECONDS old.
+_platform_memo: VersionedMemo[list] = VersionedMemo(max_age_seconds=PLATFORM_MEMO_SECONDS)
 
 
 def _platform_items() -> list:
     """The platform popularity list; remembered in-process so that it outlives a double outage."""
-    global _platform_memo
-    fetched_at, items = _platform_memo
-    if fetched_at and time.monotonic() - fetched_at < PLATFORM_MEMO_SECONDS:
-        return items
     try:
-        build_id = current_build(arm_id=None)
-        fresh = fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))[1] if build_id is not None else []
+        return _platform_memo.get(None, _platform_items_load)
     except DatabaseError:
         logger.warning("platform popularity unavailable: serving the last one this process saw")
-        return items
-    with _platform_lock:
-        _platform_memo = (time.monotonic(), fresh)
-    return fresh
+        last = _platform_memo.last
+        return [] if last is None else last
+
+
+def _platform_items_load() -> list:
+    build_id = current_build(arm_id=None)
+    return fallback_list(build_id=build_id, cached=cache.get(fallback_key(build_id)))[1] if build_id is not None else []
 
 
 def _as_items(entries: list, limit: int, *, explain: bool, exclude: set[str], sensitive_ok: bool,

@@ -1,20 +1,19 @@
 """Thin Celery tasks over recommender services: ids in, one service call, idempotent."""
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
+from config.transient import TRANSIENT_ERRORS
 from recommender.services import builds, impressions
 
-# Transient: the database is briefly unreachable. Anything else (a bug, too little
-# data) fails the build, and the previous build keeps serving until the next one.
-TRANSIENT = (OperationalError, InterfaceError)
+# Only TRANSIENT_ERRORS are retried. Anything else (a bug, too little data)
+# fails the build, and the previous build keeps serving until the next one.
 
 
 @shared_task(
     acks_late=True,
     time_limit=30 * 60,
     soft_time_limit=28 * 60,
-    autoretry_for=TRANSIENT,
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=30,
     retry_backoff_max=600,
     retry_jitter=True,
@@ -35,7 +34,7 @@ def recommendations_build_all(build_key: str | None = None) -> dict:
     acks_late=True,
     time_limit=60,
     soft_time_limit=50,
-    autoretry_for=TRANSIENT,
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=5,
     retry_backoff_max=300,
     max_retries=5,

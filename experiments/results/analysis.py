@@ -1,11 +1,11 @@
 """The analysis of one run: the metric pipeline fed to the stats engine, as the snapshot's JSON document."""
 
-import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 
+from config.jsonsafe import json_safe
 from experiments.metrics.aggregate import MetricStatistics
 from experiments.metrics.definitions import DESCRIPTIVE, METRICS, SEGMENT_DIMENSIONS
 from experiments.metrics.pipeline import metric_statistics_compute
@@ -37,17 +37,6 @@ SCHEMA_VERSION = ResultSnapshot.SCHEMA_VERSION
 DEFAULT_TUNING_SAMPLE_SIZE = 10_000
 
 Status = ResultSnapshot.Status
-
-
-def _clean(value):
-    """JSON-safe: NaN and infinities become null (PostgreSQL's jsonb refuses them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
 
 
 def _statistic_dict(statistic: Statistic) -> dict:
@@ -363,7 +352,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     if total == 0:
         document["status"] = Status.NO_EXPOSURES
         document["message"] = "No subject has been exposed to this experiment in the window yet."
-        return Status.NO_EXPOSURES, _clean(document), statistics
+        return Status.NO_EXPOSURES, json_safe(document), statistics
     srm = srm_test(subjects, weights)
     document["srm"] = srm.to_dict()
     empty = [arm for arm, n in subjects.items() if n == 0]
@@ -373,7 +362,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             f"Arm(s) {', '.join(empty)} have no exposed subjects yet, so no comparison is possible "
             f"(sample-ratio test p={srm.p_value:.3g})."
         )
-        return Status.ARM_WITHOUT_EXPOSURES, _clean(document), statistics
+        return Status.ARM_WITHOUT_EXPOSURES, json_safe(document), statistics
     included, skipped = _feasible_metrics(statistics.arms, control)
     document["skipped_metrics"] = skipped
     if included:
@@ -406,4 +395,4 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     current["running_minima"] = minima if experiment.testing_mode == Experiment.TestingMode.SEQUENTIAL else {}
     document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)
     document["status"] = Status.OK
-    return Status.OK, _clean(document), statistics
+    return Status.OK, json_safe(document), statistics

@@ -6,6 +6,7 @@ from datetime import datetime
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from config.bulk import binary_cursor, unnest_insert
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import (
@@ -92,11 +93,8 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[dict[str, st
     if connection.vendor == "postgresql":
         # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
         # Binary parameters, bound server-side (see _insert_returning_ids).
-        import psycopg
-
         quote = connection.ops.quote_name
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
+        with binary_cursor() as cursor:
             cursor.execute(
                 f"SELECT {quote(Subject._meta.pk.column)}, {flag} FROM {quote(Subject._meta.db_table)} "  # noqa: S608
                 f"WHERE {quote(Subject._meta.pk.column)} = ANY(%b::varchar[])",
@@ -188,34 +186,21 @@ def _insert_returning_ids(model, columns: list[str], rows: list[tuple], *, retur
     The ingestion hot path. The ORM's bulk_create prepares every value through
     its field and PostgreSQL's driver parses a statement with one placeholder
     per value; both cost more than the insert itself. On PostgreSQL the rows go
-    as one array per column (``INSERT … SELECT FROM unnest(…)``: a fixed,
-    small statement); on SQLite as multi-row VALUES. Datetimes must already be
+    as one array per column (``config.bulk.unnest_insert``: a fixed, small
+    statement); on SQLite as multi-row VALUES. Datetimes must already be
     adapted by the caller.
     """
     if not rows:
         return {}
+    suffix = " RETURNING id, event_id" if returning else ""
+    if connection.vendor == "postgresql":
+        returned = unnest_insert(model=model, columns=columns, rows=rows, suffix=suffix)
+        return {event_id: pk for pk, event_id in returned}
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    fields = [model._meta.get_field(name) for name in columns]
-    column_list = ", ".join(quote(field.column) for field in fields)
-    suffix = " RETURNING id, event_id" if returning else ""
+    column_list = ", ".join(quote(model._meta.get_field(name).column) for name in columns)
     ids: dict = {}
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            import psycopg
-
-            # Server-side binding with binary arrays (%b): Django's client-side
-            # cursor would quote every value into the statement's text.
-            arrays = ", ".join(f"%b::{field.db_type(connection).split('(')[0]}[]" for field in fields)
-            connection.ensure_connection()
-            with psycopg.Cursor(connection.connection) as raw:
-                raw.execute(
-                    f"INSERT INTO {table} ({column_list}) SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608 — our identifiers
-                    [list(column) for column in zip(*rows, strict=True)],
-                )
-                if returning:
-                    ids.update((event_id, pk) for pk, event_id in raw.fetchall())
-            return ids
         per_statement = max(1, _INSERT_PARAMETERS // len(columns))
         placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
         for start in range(0, len(rows), per_statement):

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.bulk import binary_cursor, column_arrays, unnest_casts, unnest_insert
 from config.text import text_problem
 from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
@@ -188,11 +189,8 @@ def _exposures_insert(exposures: list[dict], *, received: int) -> ExposuresRecor
 def _blocked_subjects(pseudonyms: list[str]) -> set[str]:
     """The subjects among these who restricted processing or objected."""
     if connection.vendor == "postgresql":
-        import psycopg
-
         quote = connection.ops.quote_name
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
+        with binary_cursor() as cursor:
             # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
             cursor.execute(
                 f"SELECT pseudonym FROM {quote(Subject._meta.db_table)} WHERE pseudonym = ANY(%b::varchar[]) "  # noqa: S608
@@ -210,22 +208,18 @@ def _subjects_insert(subjects: dict[str, tuple[str, ...]]) -> None:
     if not subjects:
         return
     if connection.vendor == "postgresql":
-        import psycopg
-
         quote = connection.ops.quote_name
         table = quote(Subject._meta.db_table)
         names = ", ".join(quote(Subject._meta.get_field(name).column) for name in SUBJECT_ATTRIBUTES)
-        columns = [list(subjects), *(list(column) for column in zip(*subjects.values(), strict=True))]
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
+        aliases = ", ".join(f"a{i}" for i in range(len(SUBJECT_ATTRIBUTES)))
+        with binary_cursor() as cursor:
             # The ORM's bulk_create prepared every value through its field: most of a batch's time.
             cursor.execute(
                 f"INSERT INTO {table} (pseudonym, {names}, first_seen) "  # noqa: S608 — our identifiers
-                f"SELECT p, {', '.join(f'a{i}' for i in range(len(SUBJECT_ATTRIBUTES)))}, STATEMENT_TIMESTAMP() "
-                f"FROM unnest(%b::varchar[], {', '.join(['%b::varchar[]'] * len(SUBJECT_ATTRIBUTES))}) "
-                f"AS n(p, {', '.join(f'a{i}' for i in range(len(SUBJECT_ATTRIBUTES)))}) "
+                f"SELECT p, {aliases}, STATEMENT_TIMESTAMP() "
+                f"FROM unnest({unnest_casts(Subject, ['pseudonym', *SUBJECT_ATTRIBUTES])}) AS n(p, {aliases}) "
                 "ON CONFLICT (pseudonym) DO NOTHING",
-                columns,
+                column_arrays([(pseudonym, *values) for pseudonym, values in subjects.items()]),
             )
         return
     Subject.objects.bulk_create(
@@ -262,22 +256,15 @@ def _exposures_upsert(rows: list[tuple]) -> int:
     )
     pairs_existing = 0
     if connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            experiment_ids, arm_ids, subject_ids, phases, times = (list(column) for column in zip(*rows, strict=True))
+        experiment_ids, _, subject_ids, _, _ = column_arrays(rows)
+        with binary_cursor() as cursor:
             cursor.execute(
                 f"SELECT count(*) FROM {table} e JOIN unnest(%b::bigint[], %b::varchar[]) AS n(x, s) "  # noqa: S608 — our identifiers
                 "ON e.experiment_id = n.x AND e.subject_id = n.s",
                 [experiment_ids, subject_ids],
             )
             pairs_existing = cursor.fetchone()[0]
-            cursor.execute(
-                f"INSERT INTO {table} ({column_list}) SELECT * FROM unnest("  # noqa: S608 — our identifiers
-                f"%b::bigint[], %b::bigint[], %b::varchar[], %b::integer[], %b::timestamptz[]) {conflict}",
-                [experiment_ids, arm_ids, subject_ids, phases, times],
-            )
+        unnest_insert(model=Exposure, columns=columns, rows=rows, suffix=f" {conflict}")
         return pairs_existing
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:

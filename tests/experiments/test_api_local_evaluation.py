@@ -90,8 +90,7 @@ def test_config_same_version_in_every_process(api):
     etag = api.get(CONFIG)["ETag"]
     from experiments import selectors
 
-    selectors._cached = (None, ())  # another process: nothing memoised
-    selectors._cached_document = (None, None)
+    selectors.running_experiment_configs_forget()  # another process: nothing memoised
     assert api.get(CONFIG)["ETag"] == etag
 
 

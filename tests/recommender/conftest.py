@@ -25,9 +25,9 @@ def _hand_sized_support(settings):
 def _forget_platform_memo():
     from recommender import selectors
 
-    selectors._platform_memo = (0.0, [])
+    selectors._platform_memo.forget()
     yield
-    selectors._platform_memo = (0.0, [])
+    selectors._platform_memo.forget()
 
 
 @pytest.fixture
