@@ -32,6 +32,9 @@ def json_safe(value):
         return _ENCODER.default(value)
     except TypeError:
         pass
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        # A numpy scalar (numpy.bool_ is no numbers.Integral, and would become the string "True").
+        return json_safe(value.item())
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -1,3 +1,5 @@
+"""The experiments app's API routes under /api/v1/: assignments, the published configuration, exposures, outcome events."""
+
 from django.urls import path
 
 from experiments.views import AssignmentView, ConfigView, EventsView, ExposuresView

@@ -1,3 +1,5 @@
+"""The experiments app's configuration: at start-up it registers the personal data it holds with consent's registry."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,5 @@
+"""Experiments and their design (privacy treatments, arms, guardrails, layers, holdout), exposures, outcome events, metric facts and result snapshots."""
+
 import secrets
 
 import pgtrigger

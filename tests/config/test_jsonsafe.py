@@ -56,3 +56,10 @@ def test_the_input_is_left_as_it_is():
     value = {"t": (1, 2), "x": math.nan}
     json_safe(value)
     assert value["t"] == (1, 2) and math.isnan(value["x"])
+
+
+def test_numpy_scalars_become_their_python_values_booleans_included():
+    assert json_safe({"flag": np.bool_(True), "n": np.int64(3), "x": np.float32(0.5), "bad": np.float64("nan")}) == {
+        "flag": True, "n": 3, "x": 0.5, "bad": None,
+    }
+    assert type(json_safe(np.bool_(False))) is bool
