@@ -77,7 +77,7 @@ def _money(value: object, name: str, problems: BatchProblems, *, maximum: Decima
     return None
 
 
-def _timestamp(value: object, name: str, problems: BatchProblems, now: datetime) -> datetime | None:
+def timestamp_clean(value: object, name: str, problems: BatchProblems, now: datetime) -> datetime | None:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
@@ -164,7 +164,7 @@ def _event_clean(index: int, event: object, problems: BatchProblems, now: dateti
         problems.add(f"{prefix}.event_id", issue)
     if "subject_id" in event and (issue := subject_id_problem(event["subject_id"])) is not None:
         problems.add(f"{prefix}.subject_id", issue)
-    occurred_at = _timestamp(event["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in event else None
+    occurred_at = timestamp_clean(event["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in event else None
     clean = {
         "event_id": event.get("event_id"),
         "subject_id": event.get("subject_id"),
@@ -204,6 +204,16 @@ def _event_clean(index: int, event: object, problems: BatchProblems, now: dateti
     return clean if len(problems.errors) == before else None
 
 
+def batch_envelope_check(*, field: str, batch: object, limit: int) -> None:
+    """A batch is a non-empty list of at most ``limit`` items, or a ValidationError on ``field``."""
+    if not isinstance(batch, list):
+        raise ValidationError({field: [f"Must be a list of {field}."]})
+    if not batch:
+        raise ValidationError({field: [f"Send at least one {field.removesuffix('s')}."]})
+    if len(batch) > limit:
+        raise ValidationError({field: [f"At most {limit} {field} per batch (got {len(batch)}); split it."]})
+
+
 def events_check(*, events: object, now: datetime | None = None) -> list[dict]:
     """Validate a batch without writing: the clean events, or a ValidationError naming each bad field.
 
@@ -212,14 +222,7 @@ def events_check(*, events: object, now: datetime | None = None) -> list[dict]:
     including an event id repeated within the batch.
     """
     now = now or timezone.now()
-    if not isinstance(events, list):
-        raise ValidationError({"events": ["Must be a list of events."]})
-    if not events:
-        raise ValidationError({"events": ["Send at least one event."]})
-    if len(events) > MAX_EVENTS_PER_BATCH:
-        raise ValidationError(
-            {"events": [f"At most {MAX_EVENTS_PER_BATCH} events per batch (got {len(events)}); split it."]}
-        )
+    batch_envelope_check(field="events", batch=events, limit=MAX_EVENTS_PER_BATCH)
     problems = BatchProblems()
     cleaned = [_event_clean(index, event, problems, now) for index, event in enumerate(events)]
     first_index: dict[str, int] = {}

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -17,7 +16,11 @@ from experiments.assignment import assign, targeting_matches
 from experiments.models import Experiment, Exposure
 from experiments.selectors import ExperimentConfig, running_experiment_configs
 from experiments.services.assignment import SUBJECT_ATTRIBUTES
-from experiments.services.event_validation import BatchProblems, _timestamp
+from experiments.services.event_validation import (
+    BatchProblems,
+    batch_envelope_check,
+    timestamp_clean,
+)
 
 MAX_EXPOSURES_PER_BATCH = 1000
 MAX_KEY_LENGTH = 64  # experiment and arm keys (their columns)
@@ -66,14 +69,7 @@ def exposures_check(*, exposures: object, now: datetime | None = None) -> list[d
     in a batch is one exposure: the earliest time is kept.
     """
     now = now or timezone.now()
-    if not isinstance(exposures, list):
-        raise ValidationError({"exposures": ["Must be a list of exposures."]})
-    if not exposures:
-        raise ValidationError({"exposures": ["Send at least one exposure."]})
-    if len(exposures) > MAX_EXPOSURES_PER_BATCH:
-        raise ValidationError({"exposures": [
-            f"At most {MAX_EXPOSURES_PER_BATCH} exposures per batch (got {len(exposures)}); split it."
-        ]})
+    batch_envelope_check(field="exposures", batch=exposures, limit=MAX_EXPOSURES_PER_BATCH)
     problems = BatchProblems()
     cleaned = []
     for index, exposure in enumerate(exposures):
@@ -92,7 +88,7 @@ def exposures_check(*, exposures: object, now: datetime | None = None) -> list[d
         for key in ("experiment", "arm"):
             if key in exposure and (issue := text_problem(exposure[key], max_length=MAX_KEY_LENGTH)) is not None:
                 problems.add(f"{prefix}.{key}", issue)
-        moment = _timestamp(exposure["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in exposure else None
+        moment = timestamp_clean(exposure["timestamp"], f"{prefix}.timestamp", problems, now) if "timestamp" in exposure else None
         attributes = (
             _attributes_clean(exposure["attributes"], f"{prefix}.attributes", problems) if "attributes" in exposure else {}
         )
