@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db.models import (
     OuterRef,
     Prefetch,
@@ -33,6 +34,9 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.rules import experiments_visible_q
+
+# How long an older run's recommendation attribution (computed live) is kept in the cache.
+OLDER_RUN_ATTRIBUTION_SECONDS = 24 * 3600
 
 # Enough points to see a trend, few enough to draw and send quickly.
 HISTORY_POINTS = 120
@@ -153,6 +157,13 @@ def recommendation_gmv_shares(*, snapshot: ResultSnapshot) -> dict[str, presente
     """
     shares = snapshot.data.get("recommendation_gmv")
     if not isinstance(shares, dict):
-        shares = recommendation_gmv_attribution(experiment_id=snapshot.experiment_id, phase=snapshot.phase,
-                                                window_start=snapshot.window_start, window_end=snapshot.window_end)
+        # A stored run's window is fixed, so is its answer: computed once per run, not on every page view.
+        shares = cache.get_or_set(
+            f"dashboard:recommendation-gmv:{snapshot.pk}:{snapshot.computed_at.isoformat()}",
+            lambda: recommendation_gmv_attribution(
+                experiment_id=snapshot.experiment_id, phase=snapshot.phase,
+                window_start=snapshot.window_start, window_end=snapshot.window_end,
+            ),
+            timeout=OLDER_RUN_ATTRIBUTION_SECONDS,
+        )
     return {arm: presenters.RecommendationGmvShare(**values) for arm, values in shares.items()}

@@ -13,7 +13,7 @@ from tests.experiments.pipeline_kit import populate
 pytestmark = pytest.mark.django_db
 
 
-def test_the_snapshot_carries_the_attribution_and_an_older_snapshot_gets_it_live():
+def test_the_snapshot_carries_the_attribution_and_an_older_snapshot_gets_it_live(django_assert_num_queries):
     experiment = make_experiment(UserFactory(), planned_subjects_per_arm=400)
     populate(experiment, ARMS)
     record_recommendation_purchases()
@@ -33,3 +33,6 @@ def test_the_snapshot_carries_the_attribution_and_an_older_snapshot_gets_it_live
     ResultSnapshot.objects.filter(pk=snapshot.pk).update(data=older)
     snapshot.refresh_from_db()
     assert recommendation_gmv_shares(snapshot=snapshot) == shares
+    # Computed once per stored run: the next page view reads it from the cache.
+    with django_assert_num_queries(0):
+        assert recommendation_gmv_shares(snapshot=snapshot) == shares
