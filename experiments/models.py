@@ -12,6 +12,7 @@ from django.db.models.functions import Now
 
 from config.append_only import append_only_model, append_only_queryset
 from config.constraints import ConstraintFieldsMixin
+from experiments import contracts
 
 
 def new_salt() -> str:
@@ -30,24 +31,10 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
         "treatment_retention_positive": "retention_days",
     }
 
-    class ConsentPrompt(models.TextChoices):
-        NONE = "none", "No prompt"
-        BANNER = "banner", "Banner"
-        MODAL = "modal", "Modal"
-        JUST_IN_TIME = "just_in_time", "Just-in-time"
-
-    class PersonalizationLevel(models.TextChoices):
-        FULL = "full", "Full history"
-        COHORT = "cohort", "k-anonymous cohort"
-        DP_POPULARITY = "dp_popularity", "Differentially private popularity"
-        DP_ITEM_ITEM = "dp_item_item", "Differentially private item-item (own history)"
-        POPULARITY = "popularity", "Popularity (non-personal)"
-        SESSION = "session", "Session only"
-
-    class SensitivePolicy(models.TextChoices):
-        EXCLUDE = "exclude", "Exclude sensitive categories"
-        EXPLICIT_CONSENT = "explicit_consent", "Only with explicit consent"
-        INCLUDE = "include", "Include"
+    # The vocabularies live with the contract (experiments.contracts); these names keep the model's spelling.
+    ConsentPrompt = contracts.ConsentPrompt
+    PersonalizationLevel = contracts.PersonalizationLevel
+    SensitivePolicy = contracts.SensitivePolicy
 
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
@@ -63,7 +50,7 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
     )
     cohort_k = models.PositiveIntegerField(
         "cohort size k",
-        default=50,
+        default=contracts.DEFAULT_COHORT_K,
         help_text="Required by the k-anonymous cohort level: the smallest cohort a recommendation is drawn from "
         "(at least 2; 50 or more is usual).",
     )
@@ -74,7 +61,7 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
         help_text="Required by the differentially private levels (popularity, item-item): the privacy budget per "
         "build, a positive number such as 1.0 (smaller is more private). Leave empty for the other levels.",
     )
-    retention_days = models.PositiveIntegerField(default=365)
+    retention_days = models.PositiveIntegerField(default=contracts.DEFAULT_RETENTION_DAYS)
     show_explanations = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -118,19 +105,19 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def as_contract(self) -> dict:
-        """The treatment as the API returns it to the marketplace."""
-        return {
-            "name": self.name,
-            "consent_prompt": self.consent_prompt,
-            "default_personalization_consent": self.default_personalization_consent,
-            "personalization_level": self.personalization_level,
-            "sensitive_category_policy": self.sensitive_category_policy,
-            "cohort_k": self.cohort_k,
-            "dp_epsilon": self.dp_epsilon,
-            "retention_days": self.retention_days,
-            "show_explanations": self.show_explanations,
-        }
+    def as_contract(self) -> contracts.TreatmentContract:
+        """The treatment as the API returns it to the marketplace (``to_dict()`` is the JSON)."""
+        return contracts.TreatmentContract(
+            name=self.name,
+            consent_prompt=contracts.ConsentPrompt(self.consent_prompt),
+            default_personalization_consent=self.default_personalization_consent,
+            personalization_level=contracts.PersonalizationLevel(self.personalization_level),
+            sensitive_category_policy=contracts.SensitivePolicy(self.sensitive_category_policy),
+            cohort_k=self.cohort_k,
+            dp_epsilon=self.dp_epsilon,
+            retention_days=self.retention_days,
+            show_explanations=self.show_explanations,
+        )
 
 
 class Layer(models.Model):

@@ -29,6 +29,7 @@ from experiments.assignment import (
     in_holdout,
     targeting_matches,
 )
+from experiments.contracts import TreatmentContract
 from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment
 
 CONFIG_VERSION_KEY = "experiments:config-version"
@@ -38,7 +39,12 @@ CONFIG_VERSION_KEY = "experiments:config-version"
 class ArmConfig:
     id: int
     key: str
-    treatment: dict
+    contract: TreatmentContract
+
+    @property
+    def treatment(self) -> dict:
+        """The treatment contract's JSON form, as the API serves it."""
+        return self.contract.to_dict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +105,7 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
     for experiment in experiments:
         arms = list(experiment.arms.all())
         arm_configs = [
-            ArmConfig(id=arm.id, key=arm.key, treatment=arm.treatment.as_contract()) for arm in arms
+            ArmConfig(id=arm.id, key=arm.key, contract=arm.treatment.as_contract()) for arm in arms
         ]
         configs.append(
             ExperimentConfig(

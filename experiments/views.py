@@ -45,7 +45,7 @@ class AssignmentView(APIView):
         return Response(
             {
                 "assignments": [
-                    {"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment} for a in assignments
+                    {"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()} for a in assignments
                 ]
             }
         )

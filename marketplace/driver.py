@@ -195,7 +195,7 @@ def simulate(
     catalog = catalog_build(seed=seed)
     population = population_build(size=subjects, seed=seed, start=start, end=end, catalog=catalog, namespace=namespace)
     arms = {arm.key: arm for arm in experiment.arms.select_related("treatment").order_by("id")}
-    behaviours = {key: arm_behaviour(arm.treatment.as_contract(), population) for key, arm in arms.items()}
+    behaviours = {key: arm_behaviour(arm.treatment.as_contract().to_dict(), population) for key, arm in arms.items()}
 
     # 1. Arrivals: the real assignment service, first exposure at the arrival time.
     phases = _Phases()

@@ -57,7 +57,7 @@ class ArmBehaviour:
 
 
 def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
-    """What the treatment (its contract's fields) does to each of the shoppers."""
+    """What the treatment (its contract's JSON form: this module stays pure numpy, no Django) does to each of the shoppers."""
     level = treatment["personalization_level"]
     policy = treatment["sensitive_category_policy"]
     age_grant = np.array([AGE_GRANT_SHIFT[band] for band in AGE_BANDS])[population.age]

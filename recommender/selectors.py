@@ -30,6 +30,7 @@ from config.memo import VersionedMemo
 from consent.models import Purpose, Subject
 from consent.pseudonyms import subject_pseudonym
 from consent.selectors import consent_state, consenting_subject_ids
+from experiments.contracts import TreatmentContract
 from experiments.models import Arm, Experiment, Exposure, OrderLine, OutcomeEvent, PrivacyTreatment
 from experiments.selectors import running_experiment_configs
 from recommender import engine
@@ -66,7 +67,7 @@ ARM_CACHE_SECONDS = 3600  # an exposure's arm never changes while its experiment
 class ArmChoice:
     experiment_id: int
     arm_id: int
-    treatment: dict
+    treatment: TreatmentContract
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def subject_arm(*, pseudonym: str, configs: dict | None = None, cached: object =
         experiment_id, arm_id = cached
         config = configs.get(experiment_id)
         if config is not None and arm_id in config.arms_by_id:
-            return ArmChoice(experiment_id, arm_id, config.arms_by_id[arm_id].treatment)
+            return ArmChoice(experiment_id, arm_id, config.arms_by_id[arm_id].contract)
     row = (
         Exposure.objects.filter(subject_id=pseudonym, experiment_id__in=list(configs))
         .order_by("experiment_id")
@@ -115,7 +116,7 @@ def subject_arm(*, pseudonym: str, configs: dict | None = None, cached: object =
     if arm is None:
         return None
     cache.set(arm_of_key(pseudonym), (experiment_id, arm_id), timeout=ARM_CACHE_SECONDS)
-    return ArmChoice(experiment_id, arm_id, arm.treatment)
+    return ArmChoice(experiment_id, arm_id, arm.contract)
 
 
 # --- the build's lists -------------------------------------------------------------------
@@ -374,15 +375,15 @@ def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Se
 def _for_arm(arm: ArmChoice, pseudonym: str, state, limit: int, session: Sequence[str], *,
              pointer: int | None = None) -> Served:
     treatment = arm.treatment
-    level = treatment["personalization_level"]
-    explain = bool(treatment["show_explanations"])
+    level = treatment.personalization_level
+    explain = treatment.show_explanations
     build_id = current_build(arm_id=arm.arm_id, cached=pointer)
     if build_id is None:  # this arm has never been built
         return _non_personal(limit, arm=arm)
     personal_ok = state.personalization_allowed
     sensitive_ok = (
         personal_ok
-        and treatment["sensitive_category_policy"] != PrivacyTreatment.SensitivePolicy.EXCLUDE
+        and treatment.includes_sensitive
         and state.sensitive_allowed
     )
     personal: list | None = None

@@ -200,7 +200,7 @@ def results_payload(page: ResultsPage) -> dict:
                     "key": arm.key,
                     "is_control": arm.is_control,
                     "weight": arm.weight,
-                    "treatment": arm.treatment.as_contract(),
+                    "treatment": arm.treatment.as_contract().to_dict(),
                     "compliance_findings": [
                         {"severity": f.severity, "code": f.code, "message": f.message, "reference": f.reference}
                         for f in arm.findings

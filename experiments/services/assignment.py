@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
+from experiments.contracts import TreatmentContract
 from experiments.models import Exposure
 from experiments.selectors import arms_matched, running_experiment_configs
 
@@ -19,7 +20,7 @@ SUBJECT_ATTRIBUTES = ("age_band", "province", "platform")
 class Assignment:
     experiment: str
     arm: str
-    treatment: dict
+    treatment: TreatmentContract
 
 
 def assignments_for_subject(
@@ -49,7 +50,7 @@ def assignments_for_subject(
         arm = config.arms_by_id.get(stored[experiment_id])
         if arm is None:  # an arm removed since: cannot happen while running, but never 500
             continue
-        result.append(Assignment(experiment=config.key, arm=arm.key, treatment=arm.treatment))
+        result.append(Assignment(experiment=config.key, arm=arm.key, treatment=arm.contract))
     return result
 
 

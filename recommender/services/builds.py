@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from consent.models import Subject
+from experiments.contracts import TreatmentContract
 from experiments.models import Arm, Exposure, PrivacyTreatment
 from recommender import engine
 from recommender.cache_keys import cohort_key, fallback_key, item_key, pointer_key, subject_key
@@ -63,12 +64,12 @@ Policy = PrivacyTreatment.SensitivePolicy
 # --- strategies per treatment ------------------------------------------------------------
 
 
-def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = False, seed: int | None = None) -> engine.Strategy:
-    """The engine strategy a treatment (``PrivacyTreatment.as_contract()``) asks for; None: platform popularity."""
+def strategy_for(*, treatment: TreatmentContract | None, explain: bool = False, seed: int | None = None) -> engine.Strategy:
+    """The engine strategy a treatment contract asks for; None: platform popularity."""
     if treatment is None:
         return engine.PopularityStrategy(include_sensitive=False)
-    level = treatment["personalization_level"]
-    include_sensitive = treatment["sensitive_category_policy"] != Policy.EXCLUDE
+    level = treatment.personalization_level
+    include_sensitive = treatment.includes_sensitive
     min_support = int(recommender_setting("RECOMMENDER_MIN_SUPPORT"))
     if level == Level.FULL:
         return engine.ItemItemStrategy(
@@ -80,11 +81,11 @@ def strategy_for(*, treatment: Mapping[str, object] | None, explain: bool = Fals
         return engine.SessionStrategy(neighbours=NEIGHBOURS, weighting=WEIGHTING, include_sensitive=include_sensitive,
                                       min_support=min_support)
     if level == Level.COHORT:
-        return engine.CohortStrategy(k=int(treatment["cohort_k"]), include_sensitive=include_sensitive,
+        return engine.CohortStrategy(k=int(treatment.cohort_k), include_sensitive=include_sensitive,
                                      list_size=FALLBACK_N, min_item_support=min_support, neighbours=NEIGHBOURS)
     if level in (Level.DP_POPULARITY, Level.DP_ITEM_ITEM):
         # What every DP strategy is given: its ε, the per-subject clip and the noise mechanism.
-        dp = {"epsilon": float(treatment["dp_epsilon"]), "clip": DP_CLIP, "mechanism": DP_MECHANISM,
+        dp = {"epsilon": float(treatment.dp_epsilon), "clip": DP_CLIP, "mechanism": DP_MECHANISM,
               "delta": DP_DELTA, "include_sensitive": include_sensitive, "seed": seed}
         if level == Level.DP_POPULARITY:
             return engine.DPPopularityStrategy(**dp)
@@ -195,7 +196,7 @@ def recommendations_build(
     now = now or timezone.now()
     arm = Arm.objects.select_related("treatment", "experiment").get(pk=arm_id) if arm_id is not None else None
     treatment = arm.treatment.as_contract() if arm is not None else None
-    explain = bool(treatment and treatment["show_explanations"])
+    explain = bool(treatment and treatment.show_explanations)
     strategy = strategy_for(treatment=treatment, explain=explain, seed=seed)
     build, outcome, reason = _claim(arm, build_key, strategy, now)
     if outcome != "claimed":
@@ -295,17 +296,17 @@ def _personal_entries(top: engine.TopN, r: int, level: str, catalog: CatalogArra
     ]
 
 
-def _build(build: ModelBuild, arm: Arm | None, treatment: Mapping | None, strategy: engine.Strategy, *,
+def _build(build: ModelBuild, arm: Arm | None, treatment: TreatmentContract | None, strategy: engine.Strategy, *,
            now: datetime) -> BuildSummary:
-    policy = treatment["sensitive_category_policy"] if treatment else Policy.EXCLUDE
-    history_days = min(HISTORY_DAYS, int(treatment["retention_days"])) if treatment else HISTORY_DAYS
+    policy = treatment.sensitive_category_policy if treatment else Policy.EXCLUDE
+    history_days = min(HISTORY_DAYS, int(treatment.retention_days)) if treatment else HISTORY_DAYS
     training = training_load(policy=policy, now=now, history_days=history_days)
     if training.interactions < MIN_INTERACTIONS or not training.catalog.skus:
         raise InsufficientTrainingData(
             f"{training.interactions} usable interactions (need {MIN_INTERACTIONS}) over "
             f"{len(training.catalog.skus)} active products"
         )
-    explain = bool(treatment and treatment["show_explanations"])
+    explain = bool(treatment and treatment.show_explanations)
     strategy.fit(training.data)
     level = strategy.level
     catalog = training.catalog
