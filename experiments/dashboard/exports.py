@@ -18,6 +18,7 @@ from django.utils import timezone
 from experiments.dashboard import presenters
 from experiments.dashboard.presenters import adjusted_treatment_mean
 from experiments.models import Experiment, ResultSnapshot
+from experiments.results.document import SnapshotDocument
 
 if TYPE_CHECKING:
     from experiments.dashboard.pages import ResultsPage
@@ -115,18 +116,18 @@ def _csv_decision(decision: Mapping) -> dict:
     }
 
 
-def csv_records(document: Mapping) -> Iterator[dict]:
+def csv_records(document: SnapshotDocument) -> Iterator[dict]:
     """One record per comparison (overall, then every segment), then the skipped ones with why,
     then each guardrail test, the sample-ratio check and the stored decision."""
-    report = document.get("report") or {}
-    metrics = document["metrics"]
+    report = document.report or {}
+    metrics = document.metrics
     adjustment = report.get("adjustment", {})
     for comparison in report.get("comparisons", []):
         # Schema 2 names each comparison's family; schema 1 had one family for them all.
         family = comparison.get("family")
         yield _csv_comparison("overall", "", comparison, metrics[comparison["metric"]],
                               adjustment.get(family, "") if family else adjustment.get("comparisons", ""))
-    for entry in document.get("skipped_metrics", []):
+    for entry in document.skipped_metrics:
         yield {"scope": "overall", "metric": entry["metric"], "metric_label": metrics[entry["metric"]]["label"],
                "skipped_reason": entry["reason"]}
     for segment in report.get("segments", []):
@@ -136,12 +137,12 @@ def csv_records(document: Mapping) -> Iterator[dict]:
         for entry in segment.get("skipped", []):
             yield {"scope": "segment", "segment": segment["segment"], "arm": entry.get("arm") or "",
                    "metric": entry.get("metric") or "", "skipped_reason": entry["reason"]}
-    for entry in document.get("guardrails") or []:
+    for entry in document.guardrails or []:
         yield _csv_guardrail(entry, metrics)
-    if document.get("srm"):
-        yield _csv_sample_ratio(document["srm"])
-    if document.get("decision"):
-        yield _csv_decision(document["decision"])
+    if document.srm:
+        yield _csv_sample_ratio(document.srm)
+    if document.decision:
+        yield _csv_decision(document.decision)
 
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -173,7 +174,7 @@ def export_csv_rows(*, experiment: Experiment, snapshot: ResultSnapshot) -> Iter
         name: timezone.localtime(getattr(snapshot, name)).isoformat()
         for name in ("window_start", "window_end", "computed_at")
     }
-    for record in csv_records(snapshot.data):
+    for record in csv_records(SnapshotDocument.from_dict(snapshot.data)):
         values = {"experiment": experiment.key, **times, **record}
         yield [csv_cell(values.get(column)) for column in header]
 

@@ -22,11 +22,11 @@ from experiments.dashboard import charts, formatting, presenters, selectors
 from experiments.dashboard.formatting import MetricFormat, number
 from experiments.dashboard.recompute import RecomputeStatus, recompute_status
 from experiments.models import Experiment, ExperimentAlert, PrivacyTreatment, ResultSnapshot
+from experiments.results.document import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, SnapshotDocument
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = ResultSnapshot.SCHEMA_VERSION
-READABLE = ResultSnapshot.READABLE_SCHEMA_VERSIONS
+READABLE = READABLE_SCHEMA_VERSIONS
 # Results older than two scheduled runs mean the periodic job is not running.
 STALE_AFTER = timedelta(minutes=2 * RESULTS_EVERY_MINUTES)
 
@@ -306,16 +306,17 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.srm = presenters.srm_summary(document)
     if page.state.kind != "ok":
         return
+    typed = SnapshotDocument.from_dict(document)
     formats = presenters.metric_formats(document)
-    primary = document["experiment"]["primary_metric"]
+    primary = typed.primary_metric
     page.primary_metric_label = formats[primary].label if primary in formats else primary
-    compared = {c["metric"] for c in (document.get("report") or {}).get("comparisons", [])}
+    compared = {c["metric"] for c in typed.comparisons}
     page.metric_choices = [(key, fmt.label) for key, fmt in formats.items() if key in compared]
     page.results = presenters.results_table(document, primary_metric=primary)
-    page.skipped_metrics = list(document.get("skipped_metrics", []))
+    page.skipped_metrics = list(typed.skipped_metrics)
     page.descriptive = presenters.descriptive_ratios(document)
-    page.cuped = bool(document.get("settings", {}).get("cuped"))
-    page.families = "confirmatory" in ((document.get("report") or {}).get("adjustment") or {})
+    page.cuped = bool(typed.settings.get("cuped"))
+    page.families = "confirmatory" in ((typed.report or {}).get("adjustment") or {})
     page.forest_rows = presenters.forest_rows(document)
     page.forest_chart = charts.responsive(
         charts.forest_plot,
@@ -362,7 +363,7 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.segment_metric = _metric_choice(segment_metric, page.metric_choices, primary)
     page.segment_metric_label = formats[page.segment_metric].label if page.segment_metric else ""
     page.segments = presenters.segment_tables(document, metric=page.segment_metric)
-    page.segment_adjustment = (document.get("report") or {}).get("adjustment", {}).get("segments", "")
+    page.segment_adjustment = (typed.report or {}).get("adjustment", {}).get("segments", "")
     page.gmv_shares = selectors.recommendation_gmv_shares(snapshot=snapshot)
     page.recommendations = presenters.recommendation_rows(document, gmv_shares=page.gmv_shares)
     page.guardrails = presenters.guardrail_rows(document)

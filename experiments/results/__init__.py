@@ -25,7 +25,8 @@ same data (a redelivered task) rewrites the same row with the same numbers.
 ``experiment_monitor(snapshot=…)`` acts on a stored run once: an alert for a
 sample-ratio mismatch, and for a breached guardrail an alert and a pause.
 
-Modules: ``analysis`` (the document of one run: ``results_document``),
+Modules: ``document`` (``SnapshotDocument``, the stored JSON as a versioned dataclass),
+``analysis`` (the document of one run: ``results_document``),
 ``snapshots`` (storing it: ``compute_results``), ``monitor`` (acting on a
 stored run, and alerts) and ``enqueue`` (``results_enqueue``, the one way a
 results run is queued, and ``monitor_enqueue``). This package re-exports
@@ -38,6 +39,7 @@ from experiments.results.analysis import (
     UNITS,
     results_document,
 )
+from experiments.results.document import SnapshotDocument, UnreadableDocument
 from experiments.results.enqueue import monitor_enqueue, results_enqueue, results_enqueue_running
 from experiments.results.monitor import (
     alerts_acknowledge,
@@ -50,6 +52,8 @@ __all__ = [
     "DEFAULT_TUNING_SAMPLE_SIZE",
     "SCHEMA_VERSION",
     "UNITS",
+    "SnapshotDocument",
+    "UnreadableDocument",
     "alerts_acknowledge",
     "compute_results",
     "experiment_monitor",

@@ -17,6 +17,7 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.privacy_ladder import experiment_privacy_order
+from experiments.results.document import SnapshotDocument
 from experiments.stats import (
     DECISION_VERSION,
     Decision,
@@ -300,17 +301,17 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     treatments = [arm.key for arm in arms if not arm.is_control]
     weights = {arm.key: arm.weight for arm in arms}
     subjects = {arm.key: statistics.subjects.get(arm.key, 0) for arm in arms}
-    document: dict = {
-        "schema_version": SCHEMA_VERSION,
-        "experiment": {
+    document = SnapshotDocument(
+        schema_version=SCHEMA_VERSION,
+        experiment={
             "key": experiment.key,
             "name": experiment.name,
             "phase": experiment.phase,
             "primary_metric": experiment.primary_metric,
             "alpha": experiment.alpha,
         },
-        "window": {"start": statistics.window_start.isoformat(), "end": statistics.window_end.isoformat()},
-        "settings": {
+        window={"start": statistics.window_start.isoformat(), "end": statistics.window_end.isoformat()},
+        settings={
             "gmv_cap_percentile": statistics.gmv_cap_percentile,
             "gmv_cap": statistics.gmv_cap,
             "order_cap": statistics.order_cap,
@@ -318,7 +319,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             "cuped": statistics.pre_exposure_days > 0,
             "segment_dimensions": list(SEGMENT_DIMENSIONS),
         },
-        "arms": [
+        arms=[
             {
                 "key": arm.key,
                 "treatment": arm.treatment.name,
@@ -330,41 +331,38 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             }
             for arm in arms
         ],
-        "metrics": _metric_catalog(),
-        "statistics": {
+        metrics=_metric_catalog(),
+        statistics={
             arm: {metric: _statistic_dict(statistic) for metric, statistic in metrics.items()}
             for arm, metrics in statistics.arms.items()
         },
         # Shown per arm, never tested nor part of the decision (experiments.metrics.DESCRIPTIVE).
-        "descriptive": {
+        descriptive={
             name: {**DESCRIPTIVE[name], "arms": by_arm} for name, by_arm in statistics.descriptive.items()
         },
         # Per arm, the order value bought after a recommendation click and all of it (not tested).
-        "recommendation_gmv": statistics.recommendation_gmv,
-        "srm": None,
-        "report": None,
-        "skipped_metrics": [],
-        "guardrails": [],
-        "decision": None,
-        "message": "",
-    }
+        recommendation_gmv=statistics.recommendation_gmv,
+    )
     total = sum(subjects.values())
     if total == 0:
-        document["status"] = Status.NO_EXPOSURES
-        document["message"] = "No subject has been exposed to this experiment in the window yet."
-        return Status.NO_EXPOSURES, json_safe(document), statistics
+        document = document.with_values(
+            status=Status.NO_EXPOSURES, message="No subject has been exposed to this experiment in the window yet."
+        )
+        return Status.NO_EXPOSURES, json_safe(document.to_dict()), statistics
     srm = srm_test(subjects, weights)
-    document["srm"] = srm.to_dict()
+    document = document.with_values(srm=srm.to_dict())
     empty = [arm for arm, n in subjects.items() if n == 0]
     if empty:
-        document["status"] = Status.ARM_WITHOUT_EXPOSURES
-        document["message"] = (
-            f"Arm(s) {', '.join(empty)} have no exposed subjects yet, so no comparison is possible "
-            f"(sample-ratio test p={srm.p_value:.3g})."
+        document = document.with_values(
+            status=Status.ARM_WITHOUT_EXPOSURES,
+            message=(
+                f"Arm(s) {', '.join(empty)} have no exposed subjects yet, so no comparison is possible "
+                f"(sample-ratio test p={srm.p_value:.3g})."
+            ),
         )
-        return Status.ARM_WITHOUT_EXPOSURES, json_safe(document), statistics
+        return Status.ARM_WITHOUT_EXPOSURES, json_safe(document.to_dict()), statistics
     included, skipped = _feasible_metrics(statistics.arms, control)
-    document["skipped_metrics"] = skipped
+    document = document.with_values(skipped_metrics=skipped)
     if included:
         report = analyze_statistics(
             {arm: {metric: metrics[metric] for metric in included} for arm, metrics in statistics.arms.items()},
@@ -377,11 +375,15 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
                 for label, by_arm in statistics.segments.items()
             },
         )
-        document["report"] = report.to_dict()
+        document = document.with_values(report=report.to_dict())
     else:
-        document["message"] = "No metric can be compared yet: " + "; ".join(s["reason"] for s in skipped)
+        document = document.with_values(
+            message="No metric can be compared yet: " + "; ".join(s["reason"] for s in skipped)
+        )
     previous_guardrails, previous_decision = _previous_minima(experiment, statistics.phase, statistics.window_end)
-    document["guardrails"] = _guardrails(experiment, statistics, control, treatments, previous_guardrails)
+    document = document.with_values(
+        guardrails=_guardrails(experiment, statistics, control, treatments, previous_guardrails)
+    )
     try:
         decision = _decision(experiment, statistics, arms, srm, included, previous_decision)
     except InsufficientDataError as error:
@@ -393,6 +395,7 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
     # Carried over every run, a run that could not test (a sample-ratio mismatch, a metric not yet
     # comparable) included: the always-valid tests' evidence is never lost between runs.
     current["running_minima"] = minima if experiment.testing_mode == Experiment.TestingMode.SEQUENTIAL else {}
-    document["decision"] = _frozen(experiment, statistics.phase, statistics.window_end, current)
-    document["status"] = Status.OK
-    return Status.OK, json_safe(document), statistics
+    document = document.with_values(
+        decision=_frozen(experiment, statistics.phase, statistics.window_end, current), status=Status.OK
+    )
+    return Status.OK, json_safe(document.to_dict()), statistics

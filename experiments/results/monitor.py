@@ -11,6 +11,7 @@ from experiments.models import (
     ExperimentAlert,
     ResultSnapshot,
 )
+from experiments.results.document import SnapshotDocument
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ def experiment_monitor(*, snapshot: ResultSnapshot, now: datetime | None = None)
         if latest != snapshot.pk or experiment.status != Experiment.Status.RUNNING:
             outcome["skipped"] = "not the latest run of a running experiment"
             return outcome
+        document = SnapshotDocument.from_dict(snapshot.data)
         if snapshot.srm_flag:
-            srm = snapshot.data["srm"]
+            srm = document.srm
             alert = _alert_open(
                 experiment=experiment, kind=ExperimentAlert.Kind.SRM, arm="", metric="", snapshot=snapshot,
                 message=(
@@ -65,7 +67,7 @@ def experiment_monitor(*, snapshot: ResultSnapshot, now: datetime | None = None)
             if alert is not None:
                 outcome["alerts"].append(alert.pk)
                 logger.warning("experiment %s: sample-ratio mismatch (p=%.2g)", experiment.key, srm["p_value"])
-        breaches = [entry for entry in snapshot.data.get("guardrails", []) if entry["breached"]]
+        breaches = document.breached_guardrails
         for entry in breaches:
             alert = _alert_open(
                 experiment=experiment, kind=ExperimentAlert.Kind.GUARDRAIL, arm=entry["arm"],

@@ -13,6 +13,7 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.results.analysis import SCHEMA_VERSION, results_document
+from experiments.results.document import SnapshotDocument
 from experiments.results.enqueue import monitor_enqueue
 
 logger = logging.getLogger(__name__)
@@ -30,17 +31,18 @@ def compute_results(*, experiment: Experiment, as_of: datetime | None = None, mo
     started = time.perf_counter()
     as_of = as_of or timezone.now()
     experiment = Experiment.objects.get(pk=experiment.pk)
-    status, document, statistics = results_document(experiment=experiment, as_of=as_of)
+    status, data, statistics = results_document(experiment=experiment, as_of=as_of)
+    document = SnapshotDocument.from_dict(data)
     fields = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "window_start": statistics.window_start,
         "computed_at": timezone.now(),
         "compute_seconds": time.perf_counter() - started,
-        "subjects": sum(arm["subjects"] for arm in document["arms"]),
-        "srm_flag": None if document["srm"] is None else bool(document["srm"]["flag"]),
-        "guardrail_breached": any(entry["breached"] for entry in document["guardrails"]),
-        "data": document,
+        "subjects": document.subjects,
+        "srm_flag": document.srm_flag,
+        "guardrail_breached": document.guardrail_breached,
+        "data": data,
     }
     snapshot = _snapshot_upsert(experiment, statistics.phase, statistics.window_end, fields)
     if status == Status.OK:
