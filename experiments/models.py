@@ -13,6 +13,7 @@ from django.db.models.functions import Now
 from config.append_only import append_only_model, append_only_queryset
 from config.constraints import ConstraintFieldsMixin
 from experiments import contracts
+from experiments import stats as decision_vocabulary  # the decision vocabulary is the pure engine's
 
 
 def new_salt() -> str:
@@ -205,13 +206,13 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     }
 
     class DecisionRule(models.TextChoices):
-        SUPERIORITY = "superiority", "Superiority"
-        NONINFERIORITY = "noninferiority", "Do no harm (non-inferiority)"
-        PRIVACY_FIRST = "privacy_first", "Privacy first"
+        SUPERIORITY = decision_vocabulary.Rule.SUPERIORITY.value, "Superiority"
+        NONINFERIORITY = decision_vocabulary.Rule.NONINFERIORITY.value, "Do no harm (non-inferiority)"
+        PRIVACY_FIRST = decision_vocabulary.Rule.PRIVACY_FIRST.value, "Privacy first"
 
     class TestingMode(models.TextChoices):
-        FIXED = "fixed", "Fixed horizon"
-        SEQUENTIAL = "sequential", "Sequential (always valid)"
+        FIXED = decision_vocabulary.Mode.FIXED.value, "Fixed horizon"
+        SEQUENTIAL = decision_vocabulary.Mode.SEQUENTIAL.value, "Sequential (always valid)"
 
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -391,7 +392,7 @@ class Experiment(ConstraintFieldsMixin, models.Model):
                 violation_error_message="Look back at most 365 days before exposure for the CUPED covariate.",
             ),
             models.CheckConstraint(
-                condition=Q(decision_rule__in=["superiority", "noninferiority", "privacy_first"]),
+                condition=Q(decision_rule__in=[rule.value for rule in decision_vocabulary.Rule]),
                 name="experiment_decision_rule_valid",
                 violation_error_message="Choose a decision rule: superiority, do no harm or privacy first.",
             ),
@@ -401,7 +402,7 @@ class Experiment(ConstraintFieldsMixin, models.Model):
                 violation_error_message="The margin is a relative loss between 0 and 1, e.g. 0.05 for at most 5% worse.",
             ),
             models.CheckConstraint(
-                condition=Q(decision_rule="superiority") | Q(decision_margin__isnull=False),
+                condition=Q(decision_rule=decision_vocabulary.Rule.SUPERIORITY.value) | Q(decision_margin__isnull=False),
                 name="experiment_decision_margin_required",
                 violation_error_message="The do-no-harm and privacy-first rules need a margin: the largest "
                 "tolerated relative loss of the primary metric, e.g. 0.05.",
@@ -906,8 +907,8 @@ class ExperimentDecision(models.Model):
     """
 
     class Outcome(models.TextChoices):
-        SHIP = "ship", "Ship an arm"
-        KEEP_CONTROL = "keep_control", "Keep the control"
+        SHIP = decision_vocabulary.Outcome.SHIP.value, "Ship an arm"
+        KEEP_CONTROL = decision_vocabulary.Outcome.KEEP_CONTROL.value, "Keep the control"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="decisions")
     phase = models.PositiveIntegerField()
@@ -929,7 +930,8 @@ class ExperimentDecision(models.Model):
                 violation_error_message="This phase of the experiment already has its final verdict.",
             ),
             models.CheckConstraint(
-                condition=(Q(outcome="ship") & ~Q(arm="")) | (Q(outcome="keep_control") & Q(arm="")),
+                condition=(Q(outcome=decision_vocabulary.Outcome.SHIP.value) & ~Q(arm=""))
+                | (Q(outcome=decision_vocabulary.Outcome.KEEP_CONTROL.value) & Q(arm="")),
                 name="decision_arm_matches_outcome",
                 violation_error_message="A ship verdict names its arm; keeping the control names none.",
             ),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from experiments.stats import Rule
+
 
 def experiment_decision_problems(*, experiment, arm_keys: Iterable[str] | None = None) -> dict[str, list[str]]:
     """Field name → the problems with the experiment's rule, margin, privacy order, runtime and plan."""
@@ -18,7 +20,7 @@ def experiment_decision_problems(*, experiment, arm_keys: Iterable[str] | None =
 
     rule = experiment.decision_rule
     margin = experiment.decision_margin
-    if rule == "superiority":
+    if rule == Rule.SUPERIORITY:
         if margin is not None:
             add("decision_margin", "The superiority rule uses no margin: clear it, or choose do no harm or "
                 "privacy first.")

@@ -23,6 +23,7 @@ from experiments.dashboard.formatting import MetricFormat, number
 from experiments.dashboard.recompute import RecomputeStatus, recompute_status
 from experiments.models import Experiment, ExperimentAlert, PrivacyTreatment, ResultSnapshot
 from experiments.results.document import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, SnapshotDocument
+from experiments.stats import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,11 @@ def short_verdict(snapshot: dict | None) -> tuple[str, str]:
     decision = snapshot.get("data__decision") or {}
     outcome = decision.get("outcome")
     final = " (final)" if decision.get("final") else ""
-    if outcome == "ship":
+    if outcome == Outcome.SHIP:
         return f"Ship {decision.get('arm')}{final}", presenters.GOOD
-    if outcome == "keep_control":
+    if outcome == Outcome.KEEP_CONTROL:
         return f"Keep the control{final}", presenters.NEUTRAL
-    if outcome == "invalid":
+    if outcome == Outcome.INVALID:
         return "Invalid: sample-ratio mismatch", presenters.BAD
     return "Keep running", presenters.NEUTRAL
 

@@ -23,6 +23,7 @@ from experiments.dashboard.formatting import (
 )
 from experiments.metric_catalog import metric_definition
 from experiments.models import Metric
+from experiments.stats import Outcome, Rule
 
 GOOD, BAD, NEUTRAL = "good", "bad", "neutral"
 TONE_WORDS = {GOOD: "better", BAD: "worse", NEUTRAL: "no significant difference"}
@@ -266,8 +267,10 @@ class Verdict:
     latest_text: str = ""  # a frozen verdict: what this run's numbers would say
 
 
-OUTCOME_TONES = {"ship": GOOD, "keep_control": NEUTRAL, "continue": NEUTRAL, "invalid": BAD, "none": NEUTRAL}
-QUESTION_WORDS = {"superiority": "beats the control on", "noninferiority": "stays within the margin on"}
+# "none": no decision stored yet (not an engine outcome).
+OUTCOME_TONES = {Outcome.SHIP: GOOD, Outcome.KEEP_CONTROL: NEUTRAL, Outcome.CONTINUE: NEUTRAL, Outcome.INVALID: BAD,
+                 "none": NEUTRAL}
+QUESTION_WORDS = {Rule.SUPERIORITY: "beats the control on", Rule.NONINFERIORITY: "stays within the margin on"}
 
 
 def _decision_test_row(test: Mapping, formats: Mapping[str, MetricFormat]) -> DecisionTestRow:
@@ -456,7 +459,7 @@ def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", **_ignored)
     formats = metric_formats(document)
     by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
     decision = document.get("decision") or {}
-    shipped = decision.get("arm") if decision.get("outcome") == "ship" else None
+    shipped = decision.get("arm") if decision.get("outcome") == Outcome.SHIP else None
     opt_out, gmv = formats.get(OPT_OUT), formats.get(GMV)
     rows, missing = [], []
     for arm in treatment_arms(document):

@@ -23,6 +23,7 @@ from experiments.stats import (
     Decision,
     GuardrailRule,
     InsufficientDataError,
+    Outcome,
     Statistic,
     analyze_statistics,
     decide_statistics,
@@ -259,7 +260,7 @@ def _unreadable_decision(experiment: Experiment, reason: str, *, srm) -> dict:
     )
     return {
         "version": DECISION_VERSION,
-        "outcome": "invalid" if invalid else "continue",
+        "outcome": Outcome.INVALID if invalid else Outcome.CONTINUE,
         "arm": None,
         "final": False,
         "rule": experiment.decision_rule,

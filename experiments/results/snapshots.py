@@ -15,6 +15,7 @@ from experiments.models import (
 from experiments.results.analysis import SCHEMA_VERSION, results_document
 from experiments.results.document import SnapshotDocument
 from experiments.results.enqueue import monitor_enqueue
+from experiments.stats import FINAL_OUTCOMES
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _snapshot_upsert(experiment: Experiment, phase: int, window_end: datetime, f
 def _decision_record(experiment: Experiment, snapshot: ResultSnapshot) -> None:
     """Record the phase's verdict the first time a run makes it final (idempotent)."""
     decision = snapshot.data.get("decision") or {}
-    if not decision.get("final") or decision.get("frozen") or decision.get("outcome") not in ("ship", "keep_control"):
+    if not decision.get("final") or decision.get("frozen") or decision.get("outcome") not in FINAL_OUTCOMES:
         return
     try:
         with transaction.atomic():

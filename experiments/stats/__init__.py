@@ -107,10 +107,14 @@ from experiments.stats.bayesian import (
 from experiments.stats.corrections import benjamini_hochberg_adjust, holm_adjust
 from experiments.stats.decide import (
     DECISION_VERSION,
+    FINAL_OUTCOMES,
     RULES,
     Decision,
     DecisionTest,
     GuardrailRule,
+    Mode,
+    Outcome,
+    Rule,
     decide,
     decide_statistics,
 )
@@ -159,6 +163,7 @@ from experiments.stats.statistics import (
 
 __all__ = [
     "DECISION_VERSION",
+    "FINAL_OUTCOMES",
     "RULES",
     "SRM_THRESHOLD",
     "BayesianComparison",
@@ -172,6 +177,9 @@ __all__ = [
     "HealthReport",
     "InteractionResult",
     "LinAdjustedStatistic",
+    "Mode",
+    "Outcome",
+    "Rule",
     "bayesian_compare",
     "bayesian_compare_moments",
     "bayesian_report",

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
 
@@ -74,10 +75,34 @@ from experiments.stats.statistics import (
 )
 
 DECISION_VERSION = 1
-RULES = ("superiority", "noninferiority", "privacy_first")
-OUTCOMES = ("ship", "keep_control", "continue", "invalid")
+
+
+# The decision vocabulary. Defined here, in the pure engine, and imported upwards: the models'
+# choices, the results and the dashboard use these values (str enums: they compare and serialize
+# as their values).
+class Rule(StrEnum):
+    SUPERIORITY = "superiority"
+    NONINFERIORITY = "noninferiority"
+    PRIVACY_FIRST = "privacy_first"
+
+
+class Outcome(StrEnum):
+    SHIP = "ship"
+    KEEP_CONTROL = "keep_control"
+    CONTINUE = "continue"
+    INVALID = "invalid"
+
+
+class Mode(StrEnum):
+    FIXED = "fixed"
+    SEQUENTIAL = "sequential"
+
+
+RULES = tuple(Rule)
+OUTCOMES = tuple(Outcome)
+FINAL_OUTCOMES = (Outcome.SHIP, Outcome.KEEP_CONTROL)  # the verdicts a final decision records
 SHIP, KEEP_CONTROL, CONTINUE, INVALID = OUTCOMES
-FIXED, SEQUENTIAL = "fixed", "sequential"
+FIXED, SEQUENTIAL = tuple(Mode)
 # The always-valid tests are tuned for this many subjects (both arms) without a plan.
 DEFAULT_TUNING_SAMPLE_SIZE = 10_000
 # Bayesian superiority: the largest expected relative loss of choosing the treatment (0.25 %).
@@ -382,7 +407,7 @@ class Decision:
             outcome = {"inconclusive": CONTINUE}.get(data.get("outcome"), data.get("outcome", CONTINUE))
             reasons = tuple(data.get("reasons") or ())
             return cls(
-                outcome=outcome, arm=data.get("arm"), final=False, rule="superiority", mode=FIXED, alpha=0.05,
+                outcome=outcome, arm=data.get("arm"), final=False, rule=Rule.SUPERIORITY, mode=FIXED, alpha=0.05,
                 primary_metric=data.get("primary_metric", ""), primary_higher_is_better=True, margin=None,
                 privacy_order=(), summary=" ".join(reasons), rule_text=data.get("rule", ""), reasons=reasons,
                 tests=(), progress=None, version=0,
