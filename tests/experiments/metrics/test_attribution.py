@@ -6,9 +6,9 @@ from experiments.dashboard.selectors import recommendation_gmv_shares
 from experiments.metrics.attribution import recommendation_gmv_attribution
 from experiments.models import ResultSnapshot
 from experiments.results.snapshots import compute_results
-from tests.dashboard.conftest import ARMS, make_experiment, record_recommendation_purchases
 from tests.experiments.factories import UserFactory
 from tests.experiments.pipeline_kit import populate
+from tests.experiments.results_kit import ARMS, make_experiment, record_recommendation_purchases
 
 pytestmark = pytest.mark.django_db
 

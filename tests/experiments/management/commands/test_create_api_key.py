@@ -1,4 +1,4 @@
-"""The create_api_key management command (the demo has tests/experiments/test_demo.py)."""
+"""The create_api_key management command (the demo has tests/marketplace/test_demo.py)."""
 
 from io import StringIO
 
