@@ -28,13 +28,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from types import MappingProxyType
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from config.bulk import binary_cursor
 from config.memo import VersionedMemo
 from consent.models import (
     ConsentEvent,
@@ -187,7 +190,9 @@ def purpose_retention_limits() -> dict[str, int]:
 # --- consent state ---------------------------------------------------------------
 
 
-class Status:
+class Status(StrEnum):
+    """A purpose's consent status, as the consent API reports it."""
+
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
     EXPIRED = "expired"
@@ -482,3 +487,36 @@ def erased_request(*, request_id: uuid.UUID) -> DataSubjectRequest | None:
         type=DataSubjectRequest.Type.ERASURE,
         status=DataSubjectRequest.Status.COMPLETED,
     ).first()
+
+
+# What a subject limited (docs/privacy.md): processing restricted (UU PDP Art. 11, GDPR Art. 18)
+# or profiling objected to (GDPR Art. 21); the restriction wins when both are recorded.
+RESTRICTED, OBJECTED = "restricted", "objected"
+
+
+def subjects_processing_limits(*, pseudonyms: Sequence[str]) -> dict[str, str]:
+    """The known subjects among these: pseudonym → ``RESTRICTED``, ``OBJECTED`` or "" (no limit).
+
+    A pseudonym absent from the answer is no subject on record. Ingest asks it for every batch.
+    """
+    pseudonyms = list(pseudonyms)
+    if not pseudonyms:
+        return {}
+    if connection.vendor == "postgresql":
+        quote = connection.ops.quote_name
+        column = quote(Subject._meta.pk.column)
+        with binary_cursor() as cursor:
+            # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
+            cursor.execute(
+                f"SELECT {column}, CASE WHEN restricted_at IS NOT NULL THEN '{RESTRICTED}' "  # noqa: S608
+                f"WHEN objected_at IS NOT NULL THEN '{OBJECTED}' ELSE '' END "
+                f"FROM {quote(Subject._meta.db_table)} WHERE {column} = ANY(%b::varchar[])",
+                [pseudonyms],
+            )
+            return dict(cursor.fetchall())
+    return {
+        pseudonym: RESTRICTED if restricted else OBJECTED if objected else ""
+        for pseudonym, restricted, objected in Subject.objects.filter(pk__in=pseudonyms).values_list(
+            "pk", "restricted_at", "objected_at"
+        )
+    }

@@ -5,7 +5,6 @@ from rest_framework import serializers
 
 from config.api import StrictCharField, StrictSerializer
 from config.text import text_schema
-from consent.models import Subject
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, subject_id_problem
 from consent.serializers import SubjectIdField, subject_id_validator
 from experiments.models import OutcomeEvent
@@ -22,10 +21,8 @@ from experiments.services import (
     MONEY_PATTERN,
 )
 
-MAX_ATTRIBUTES = 32
-MAX_ATTRIBUTE_LENGTH = 128
-# The attributes the Subject row keeps: at most their column's length.
-STORED_ATTRIBUTES = {name: Subject._meta.get_field(name).max_length for name in ("age_band", "province", "platform")}
+# The attributes' limits are the services' (the exposure ingest applies the same).
+from experiments.services.assignment import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTES, STORED_ATTRIBUTES
 
 
 @extend_schema_field(

@@ -14,6 +14,16 @@ from experiments.models import Exposure
 from experiments.selectors import arms_matched, running_experiment_configs
 
 SUBJECT_ATTRIBUTES = ("age_band", "province", "platform")
+# A subject's attributes, as the assignment request and the exposure ingest both accept them:
+# the ones the Subject row keeps at most their column's length, any other at most MAX_ATTRIBUTE_LENGTH.
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_LENGTH = 128
+STORED_ATTRIBUTES = {name: Subject._meta.get_field(name).max_length for name in SUBJECT_ATTRIBUTES}
+
+
+def attribute_max_length(name: str) -> int:
+    """The longest text an attribute may hold."""
+    return STORED_ATTRIBUTES.get(name) or MAX_ATTRIBUTE_LENGTH
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.bulk import binary_cursor, unnest_insert
-from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
+from consent.selectors import OBJECTED, RESTRICTED, subjects_processing_limits
 from experiments.models import (
     OrderLine,
     OutcomeEvent,
@@ -30,8 +30,8 @@ class EventsRecorded:
 # What is not collected about a subject who restricted processing (nothing at all) or
 # objected to profiling (their behaviour: impressions and clicks). docs/privacy.md.
 WITHHELD_TYPES = {
-    "restricted": frozenset(OutcomeEvent.Type.values),
-    "objected": frozenset({OutcomeEvent.Type.REC_IMPRESSION, OutcomeEvent.Type.REC_CLICK}),
+    RESTRICTED: frozenset(OutcomeEvent.Type.values),
+    OBJECTED: frozenset({OutcomeEvent.Type.REC_IMPRESSION, OutcomeEvent.Type.REC_CLICK}),
 }
 
 
@@ -85,22 +85,13 @@ def events_record(*, events: list[dict], now: datetime | None = None, pseudonymo
 def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
     """Which subjects exist (pseudonym → "restricted", "objected" or ""), and the stored events
     with these ids (the fields a replay must match)."""
+    known = subjects_processing_limits(pseudonyms=pseudonyms)
     fields = ("event_id", "subject_id", "type", "occurred_at", "amount", "product_id")
-    flag = (
-        "CASE WHEN restricted_at IS NOT NULL THEN 'restricted' "
-        "WHEN objected_at IS NOT NULL THEN 'objected' ELSE '' END"
-    )
     if connection.vendor == "postgresql":
         # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
         # Binary parameters, bound server-side (see _insert_returning_ids).
         quote = connection.ops.quote_name
         with binary_cursor() as cursor:
-            cursor.execute(
-                f"SELECT {quote(Subject._meta.pk.column)}, {flag} FROM {quote(Subject._meta.db_table)} "  # noqa: S608
-                f"WHERE {quote(Subject._meta.pk.column)} = ANY(%b::varchar[])",
-                [pseudonyms],
-            )
-            known = dict(cursor.fetchall())
             cursor.execute(
                 f"SELECT {', '.join(fields)} FROM {quote(OutcomeEvent._meta.db_table)} "  # noqa: S608
                 "WHERE event_id = ANY(%b::varchar[])",
@@ -108,12 +99,6 @@ def _existing(pseudonyms: list[str], event_ids: list[str]) -> tuple[dict[str, st
             )
             rows = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
         return known, {row["event_id"]: row for row in rows}
-    known = {
-        pseudonym: "restricted" if restricted else "objected" if objected else ""
-        for pseudonym, restricted, objected in Subject.objects.filter(pk__in=pseudonyms).values_list(
-            "pk", "restricted_at", "objected_at"
-        )
-    }
     rows = OutcomeEvent.objects.filter(event_id__in=event_ids).values(*fields)
     return known, {row["event_id"]: row for row in rows}
 

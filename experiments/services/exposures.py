@@ -12,10 +12,11 @@ from config.bulk import binary_cursor, column_arrays, unnest_casts, unnest_inser
 from config.text import text_problem
 from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
+from consent.selectors import subjects_processing_limits
 from experiments.assignment import assign, targeting_matches
 from experiments.models import Experiment, Exposure
 from experiments.selectors import ExperimentConfig, running_experiment_configs
-from experiments.services.assignment import SUBJECT_ATTRIBUTES
+from experiments.services.assignment import MAX_ATTRIBUTES, SUBJECT_ATTRIBUTES, attribute_max_length
 from experiments.services.event_validation import (
     BatchProblems,
     batch_envelope_check,
@@ -24,8 +25,6 @@ from experiments.services.event_validation import (
 
 MAX_EXPOSURES_PER_BATCH = 1000
 MAX_KEY_LENGTH = 64  # experiment and arm keys (their columns)
-MAX_EXPOSURE_ATTRIBUTES = 32
-MAX_EXPOSURE_ATTRIBUTE_LENGTH = 128
 _FIELDS = frozenset({"subject_id", "experiment", "arm", "timestamp", "attributes"})
 _REQUIRED = ("subject_id", "experiment", "arm", "timestamp")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -45,14 +44,13 @@ def _attributes_clean(value: object, name: str, problems: BatchProblems) -> dict
     if not isinstance(value, dict):
         problems.add(name, "Must be an object of attribute → text.")
         return None
-    if len(value) > MAX_EXPOSURE_ATTRIBUTES:
-        problems.add(name, f"At most {MAX_EXPOSURE_ATTRIBUTES} attributes.")
+    if len(value) > MAX_ATTRIBUTES:
+        problems.add(name, f"At most {MAX_ATTRIBUTES} attributes.")
         return None
     before = len(problems.errors)
     for attribute, text in value.items():
         # The rules of the assignment request's attributes (experiments.serializers.AttributesField).
-        limit = Subject._meta.get_field(attribute).max_length if attribute in SUBJECT_ATTRIBUTES else None
-        limit = limit or MAX_EXPOSURE_ATTRIBUTE_LENGTH
+        limit = attribute_max_length(attribute)
         if not isinstance(text, str):
             problems.add(f"{name}.{attribute}", "Must be a string (attributes are compared as text).")
         elif len(text) > limit:
@@ -184,19 +182,7 @@ def _exposures_insert(exposures: list[dict], *, received: int) -> ExposuresRecor
 
 def _blocked_subjects(pseudonyms: list[str]) -> set[str]:
     """The subjects among these who restricted processing or objected."""
-    if connection.vendor == "postgresql":
-        quote = connection.ops.quote_name
-        with binary_cursor() as cursor:
-            # = ANY(array): one parameter, where IN would need a thousand for the driver to parse.
-            cursor.execute(
-                f"SELECT pseudonym FROM {quote(Subject._meta.db_table)} WHERE pseudonym = ANY(%b::varchar[]) "  # noqa: S608
-                "AND (restricted_at IS NOT NULL OR objected_at IS NOT NULL)",
-                [pseudonyms],
-            )
-            return {row[0] for row in cursor.fetchall()}
-    return set(
-        Subject.objects.filter(pk__in=pseudonyms).exclude(restricted_at=None, objected_at=None).values_list("pk", flat=True)
-    )
+    return {pseudonym for pseudonym, limit in subjects_processing_limits(pseudonyms=pseudonyms).items() if limit}
 
 
 def _subjects_insert(subjects: dict[str, tuple[str, ...]]) -> None:
