@@ -13,6 +13,7 @@ from rest_framework import serializers
 from config.api import StrictCharField, StrictSerializer, StrictUUIDField
 from consent.models import ConsentEvent, DataSubjectRequest, Language
 from consent.pseudonyms import SUBJECT_ID_MAX_LENGTH, SUBJECT_ID_PATTERN, subject_id_problem
+from consent.selectors import Status as ConsentStatus
 from consent.services.ledger import MAX_BATCH_EVENTS, ConsentEventInput, ConsentSource
 
 subject_id_validator = RegexValidator(
@@ -121,7 +122,7 @@ class ConsentBatchOutSerializer(serializers.Serializer):
 class PurposeConsentSerializer(serializers.Serializer):
     purpose = serializers.CharField()
     status = serializers.ChoiceField(
-        choices=["granted", "withdrawn", "expired", "reconsent_required", "not_set"]
+        choices=[status.value for status in ConsentStatus]
     )
     granted = serializers.BooleanField(help_text="A grant that counts now.")
     allowed = serializers.BooleanField(

@@ -35,7 +35,9 @@ WITHDRAW_BY_LEVEL = {
 }
 AGE_WITHDRAW_SHIFT = {"18-24": 0.0, "25-34": 0.0, "35-44": 0.005, "45-54": 0.015, "55+": 0.025}
 SENSITIVE_WITHDRAW_SHIFT = {"include": 0.09, "explicit_consent": 0.05, "exclude": 0.0}
-PERSONAL_LEVELS = frozenset({"full", "dp_item_item", "cohort"})  # need the personalization consent to take effect
+# The levels whose effect needs the personalization consent (consent.compliance.PERSONAL_LEVELS, a
+# different set, are the levels that profile the subject at all, DP popularity included).
+CONSENT_GATED_LEVELS = frozenset({"full", "dp_item_item", "cohort"})
 ORDER_LIFT = {"full": 1.25, "dp_item_item": 1.18, "cohort": 1.15, "dp_popularity": 1.08, "popularity": 1.0, "session": 1.08}
 VALUE_LIFT = {"full": 1.06, "dp_item_item": 1.04, "cohort": 1.03, "dp_popularity": 1.01, "popularity": 1.0, "session": 1.02}
 CLICK_RATE = {"full": 0.07, "dp_item_item": 0.06, "cohort": 0.05, "dp_popularity": 0.04, "popularity": 0.03, "session": 0.045}
@@ -66,12 +68,12 @@ def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
     grant = np.clip(PROMPT_GRANT[treatment["consent_prompt"]] + (age_grant if prompted else 0.0), 0.0, 1.0)
     grant = np.broadcast_to(grant, (population.size,)).copy()
     withdraw = WITHDRAW_BY_LEVEL[level] + age_withdraw
-    if level in PERSONAL_LEVELS:
+    if level in CONSENT_GATED_LEVELS:
         withdraw = withdraw + population.sensitive * SENSITIVE_WITHDRAW_SHIFT[policy]
     withdraw = np.clip(withdraw, 0.0, 1.0)
-    effect = grant * (1.0 - withdraw) if level in PERSONAL_LEVELS else np.ones(population.size)
+    effect = grant * (1.0 - withdraw) if level in CONSENT_GATED_LEVELS else np.ones(population.size)
     lift = np.full(population.size, ORDER_LIFT[level])
-    if policy == "exclude" and level in PERSONAL_LEVELS:
+    if policy == "exclude" and level in CONSENT_GATED_LEVELS:
         lift = np.where(population.sensitive, 1.0 + (ORDER_LIFT[level] - 1.0) * SENSITIVE_EXCLUDED_LIFT_SHARE, lift)
     return ArmBehaviour(
         grant=grant,
@@ -154,7 +156,7 @@ def sample_outcomes(*, population: Population, arm_of: np.ndarray, behaviours: l
         mine = arm_of == index
         grant[mine] = u_grant[mine] < behaviour.grant[mine]
         withdraw[mine] = u_withdraw[mine] < behaviour.withdraw[mine]
-        effect[mine] = (grant[mine] & ~withdraw[mine]) if behaviour.level in PERSONAL_LEVELS else True
+        effect[mine] = (grant[mine] & ~withdraw[mine]) if behaviour.level in CONSENT_GATED_LEVELS else True
         reached = mine & effect
         lift[reached] = behaviour.order_lift[reached]
         value_lift[reached] = behaviour.value_lift

@@ -12,7 +12,20 @@ what was served and the fallback when the cache cannot answer.
 from django.db import models
 from django.db.models import Q
 
+from experiments.contracts import PersonalizationLevel
 from experiments.models import Arm
+
+
+class BuildStatus(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# A build's strategy is the personalization level it serves: the one vocabulary of the treatment
+# contract (labels derived from the names, as a TextChoices without labels has them).
+BuildStrategy = models.TextChoices("BuildStrategy", [(level.name, level.value) for level in PersonalizationLevel])
+DP_STRATEGIES = (BuildStrategy.DP_POPULARITY.value, BuildStrategy.DP_ITEM_ITEM.value)  # spend a privacy budget
 
 
 class Category(models.Model):
@@ -69,18 +82,8 @@ class Product(models.Model):
 class ModelBuild(models.Model):
     """One build of one arm's recommendations; unique per arm and build key, so a rerun is a no-op."""
 
-    class Status(models.TextChoices):
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
-    class Strategy(models.TextChoices):
-        FULL = "full"
-        COHORT = "cohort"
-        DP_POPULARITY = "dp_popularity"
-        DP_ITEM_ITEM = "dp_item_item"
-        POPULARITY = "popularity"
-        SESSION = "session"
+    Status = BuildStatus
+    Strategy = BuildStrategy
 
     arm = models.ForeignKey(
         "experiments.Arm",
@@ -125,15 +128,15 @@ class ModelBuild(models.Model):
                 fields=["build_key"], condition=Q(arm__isnull=True), name="build_unique_key_platform"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["running", "succeeded", "failed"]), name="build_status_valid"
+                condition=Q(status__in=BuildStatus.values), name="build_status_valid"
             ),
             models.CheckConstraint(
-                condition=Q(strategy__in=["full", "cohort", "dp_popularity", "dp_item_item", "popularity", "session"]),
+                condition=Q(strategy__in=BuildStrategy.values),
                 name="build_strategy_valid",
                 violation_error_message="A build's strategy is one of the personalization levels.",
             ),
             models.CheckConstraint(
-                condition=Q(published_at__isnull=True) | Q(status="succeeded"),
+                condition=Q(published_at__isnull=True) | Q(status=BuildStatus.SUCCEEDED.value),
                 name="build_only_succeeded_publishes",
             ),
             models.CheckConstraint(
@@ -145,8 +148,8 @@ class ModelBuild(models.Model):
                 name="build_delta_range",
             ),
             models.CheckConstraint(
-                condition=~Q(strategy__in=["dp_popularity", "dp_item_item"])
-                | ~Q(status="succeeded")
+                condition=~Q(strategy__in=list(DP_STRATEGIES))
+                | ~Q(status=BuildStatus.SUCCEEDED.value)
                 | Q(epsilon_spent__isnull=False),
                 name="build_dp_records_budget",
                 violation_error_message="A succeeded differentially private build records the ε it spent.",

@@ -15,6 +15,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from experiments.contracts import SensitivePolicy as Policy
 from recommender import evaluation
 from recommender.datasets import dataset_generate
 
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument("--min-support", type=int, default=5, help="support threshold m (default 5)")
         parser.add_argument("--buy-again-share", type=float, default=0.5,
                             help="share of a full-history list for re-buys (default 0.5)")
-        parser.add_argument("--policy", choices=["exclude", "explicit_consent", "include"], default="exclude")
+        parser.add_argument("--policy", choices=Policy.values, default=Policy.EXCLUDE.value)
         parser.add_argument("--seed", type=int, default=0, help="seed of the DP noise (and the generated data)")
         parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
         source = parser.add_mutually_exclusive_group()
@@ -89,7 +90,7 @@ class Command(BaseCommand):
             k=k,
             cohort_ks=options["cohort_k"],
             epsilons=options["epsilon"],
-            include_sensitive=options["policy"] != "exclude",
+            include_sensitive=options["policy"] != Policy.EXCLUDE,
             min_support=options["min_support"],
             buy_again_share=options["buy_again_share"],
             seed=options["seed"],
