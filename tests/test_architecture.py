@@ -11,7 +11,9 @@ import statement counts, those inside functions too:
   the Django packages) or any app but itself, so it runs in a notebook.
 - **No cycles inside an app.** Between the modules of one app, the imports run
   at import time (module level, class bodies; not inside functions, not under
-  ``if TYPE_CHECKING:``) form no cycle.
+  ``if TYPE_CHECKING:``) form no cycle; nor do they with the imports inside
+  functions added (a runtime cycle: a module that queues its app's task by
+  name, ``config.task_registry``, instead of importing the tasks module back).
 
 A failure names each offending import as ``path:line``.
 """
@@ -42,6 +44,7 @@ class Import:
     source: str  # the importing module
     target: str  # the module imported (a submodule when ``from package import submodule``)
     at_import_time: bool  # module level or a class body, not inside a function or ``if TYPE_CHECKING:``
+    type_checking: bool = False  # under ``if TYPE_CHECKING:``: never run
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.source} imports {self.target}"
@@ -61,20 +64,23 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _import_nodes(node: ast.AST, at_import_time: bool = True) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
-    """Every import statement under ``node``, and whether it runs when the module is imported."""
+def _import_nodes(
+    node: ast.AST, at_import_time: bool = True, type_checking: bool = False
+) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool, bool]]:
+    """Every import statement under ``node``: whether it runs when the module is imported, and
+    whether it is only for the type checker (under ``if TYPE_CHECKING:``, never run)."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Import | ast.ImportFrom):
-            yield child, at_import_time
+            yield child, at_import_time, type_checking
         elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            yield from _import_nodes(child, False)
+            yield from _import_nodes(child, False, type_checking)
         elif isinstance(child, ast.If) and _is_type_checking(child.test):
             for statement in child.body:
-                yield from _import_nodes(ast.Module(body=[statement], type_ignores=[]), False)
+                yield from _import_nodes(ast.Module(body=[statement], type_ignores=[]), False, True)
             for statement in child.orelse:
-                yield from _import_nodes(ast.Module(body=[statement], type_ignores=[]), at_import_time)
+                yield from _import_nodes(ast.Module(body=[statement], type_ignores=[]), at_import_time, type_checking)
         else:
-            yield from _import_nodes(child, at_import_time)
+            yield from _import_nodes(child, at_import_time, type_checking)
 
 
 def imports_of(root: Path, packages: tuple[str, ...]) -> list[Import]:
@@ -87,7 +93,7 @@ def imports_of(root: Path, packages: tuple[str, ...]) -> list[Import]:
     found = []
     for path, (module, is_package) in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node, at_import_time in _import_nodes(tree):
+        for node, at_import_time, type_checking in _import_nodes(tree):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -100,7 +106,7 @@ def imports_of(root: Path, packages: tuple[str, ...]) -> list[Import]:
                 targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
             relative = path.relative_to(root).as_posix()
             for target in dict.fromkeys(targets):
-                found.append(Import(relative, node.lineno, module, target, at_import_time))
+                found.append(Import(relative, node.lineno, module, target, at_import_time, type_checking))
     return found
 
 
@@ -132,11 +138,16 @@ def impure_stats_imports(imports: list[Import], layers: tuple[str, ...] = LAYERS
     ]
 
 
-def cycles(imports: list[Import]) -> list[list[Import]]:
-    """Each cycle between the modules of one app (import-time imports), as the imports inside it."""
+def cycles(imports: list[Import], *, inside_functions: bool = False) -> list[list[Import]]:
+    """Each cycle between the modules of one app, as the imports inside it.
+
+    Import-time imports only, or with ``inside_functions`` those inside functions too
+    (``if TYPE_CHECKING:`` imports never count: they do not run).
+    """
     graph: dict[str, dict[str, Import]] = {}
     for edge in imports:
-        if edge.at_import_time and edge.source != edge.target and _top(edge.source) == _top(edge.target):
+        counts = edge.at_import_time or (inside_functions and not edge.type_checking)
+        if counts and edge.source != edge.target and _top(edge.source) == _top(edge.target):
             graph.setdefault(edge.source, {}).setdefault(edge.target, edge)
     # Tarjan's strongly connected components, iteratively (no recursion limit on a long chain).
     index: dict[str, int] = {}
@@ -220,6 +231,11 @@ def test_no_app_has_an_import_cycle_between_its_modules(project_imports):
     assert not found, "\n".join(_report("Import cycle:", edges) for edges in found)
 
 
+def test_no_app_has_a_runtime_import_cycle_through_imports_inside_functions(project_imports):
+    found = cycles(project_imports, inside_functions=True)
+    assert not found, "\n".join(_report("Import cycle (counting imports inside functions):", edges) for edges in found)
+
+
 # --- the checks themselves, on a small made-up tree ------------------------------------------
 
 
@@ -275,4 +291,19 @@ def test_a_cycle_is_found_and_one_broken_by_a_function_level_import_is_not(tmp_p
         "recommender/a.py:1: recommender.a imports recommender.b",
         "recommender/b.py:1: recommender.b imports recommender.c",
         "recommender/c.py:1: recommender.c imports recommender.a",
+    ]]
+
+
+def test_counting_imports_inside_functions_finds_the_runtime_cycle_but_not_a_type_checking_one(tmp_path):
+    root = _tree(tmp_path, {
+        "recommender/__init__.py": "",
+        "recommender/d.py": "from recommender import e\n",
+        "recommender/e.py": "def f():\n    from recommender import d\n",
+        "recommender/f.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from recommender import g\n",
+        "recommender/g.py": "from recommender import f\n",
+    })
+    found = cycles(imports_of(root, ("recommender",)), inside_functions=True)
+    assert [[str(edge) for edge in edges] for edges in found] == [[
+        "recommender/d.py:1: recommender.d imports recommender.e",
+        "recommender/e.py:2: recommender.e imports recommender.d",
     ]]

@@ -13,12 +13,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.task_registry import registered_task
 from consent.models import DataSubjectRequest, ErasureRecord, Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from consent.services.cache import consent_cache_invalidate
 from consent.services.subjects import subject_erase, subject_export
 
 logger = logging.getLogger(__name__)
+
+# consent.tasks, by name: it imports this module.
+DSR_PROCESS_TASK = "consent.tasks.dsr_process"
 
 DSR_DUE_AFTER = timedelta(hours=72)  # UU PDP Arts. 32, 40, 41: 3 × 24 hours
 
@@ -149,9 +153,7 @@ def dsr_cancel(
 
 
 def dsr_enqueue(*, request_id: uuid.UUID) -> None:
-    from consent.tasks import dsr_process
-
-    dsr_process.delay(str(request_id))
+    registered_task(DSR_PROCESS_TASK).delay(str(request_id))
 
 
 def dsr_enqueue_open(

@@ -15,7 +15,12 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from config.task_registry import registered_task
 from experiments.models import Experiment
+
+# The tasks (experiments.tasks), by name: that module imports this package.
+RESULTS_COMPUTE_TASK = "experiments.tasks.results_compute"
+MONITOR_TASK = "experiments.tasks.experiment_monitor"
 
 
 def results_enqueue(
@@ -33,8 +38,7 @@ def results_enqueue(
     failure to send in its hands (the dashboard's recompute request, which
     names its task with ``task_id`` to follow its progress).
     """
-    from experiments.tasks import results_compute
-
+    results_compute = registered_task(RESULTS_COMPUTE_TASK)
     moment = (as_of or timezone.now()).isoformat()
     ids = list(Experiment.objects.filter(pk__in=list(experiment_ids)).order_by("pk").values_list("pk", flat=True))
     for experiment_id in ids:
@@ -62,6 +66,4 @@ def results_enqueue_running(*, now: datetime | None = None) -> list[int]:
 
 def monitor_enqueue(*, snapshot_id: int) -> None:
     """Queue the monitor of a stored run, once the transaction that stored it commits."""
-    from experiments.tasks import experiment_monitor
-
-    transaction.on_commit(lambda: experiment_monitor.delay(snapshot_id))
+    transaction.on_commit(lambda: registered_task(MONITOR_TASK).delay(snapshot_id))

@@ -25,6 +25,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.task_registry import registered_task
 from consent.models import Subject
 from experiments.contracts import TreatmentContract
 from experiments.models import Arm, Exposure, PrivacyTreatment
@@ -56,6 +57,9 @@ from recommender.selectors import (
 )
 
 logger = logging.getLogger(__name__)
+
+# recommender.tasks, by name: it imports this module.
+BUILD_TASK = "recommender.tasks.recommendations_build"
 
 Level = PrivacyTreatment.PersonalizationLevel
 Policy = PrivacyTreatment.SensitivePolicy
@@ -492,8 +496,7 @@ def recommendations_build_enqueue(
     """Fan the builds out to the workers: one task per arm, as one Celery group, after commit."""
     from celery import group
 
-    from recommender.tasks import recommendations_build as build_task
-
+    build_task = registered_task(BUILD_TASK)
     arm_ids = list(arm_ids) if arm_ids is not None else arms_to_build()
     build_key = build_key or build_key_for(timezone.now())
     signatures = [build_task.si(arm_id, build_key) for arm_id in arm_ids]

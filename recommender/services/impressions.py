@@ -9,11 +9,15 @@ from collections.abc import Iterable
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from config.task_registry import registered_task
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import OutcomeEvent
 from recommender.selectors import Served, recommendations_for_subject
 
 logger = logging.getLogger(__name__)
+
+# recommender.tasks, by name: it imports this module.
+IMPRESSIONS_RECORD_TASK = "recommender.tasks.recommendations_impressions_record"
 
 
 def recommendations_serve(*, subject_id: str, limit: int = 20, session: Iterable[str] = ()) -> Served:
@@ -47,8 +51,7 @@ def impression_events(*, pseudonym: str, request_id: str, shown_at: str, items: 
 
 
 def _impressions_enqueue(*, subject_id: str, items: list[dict]) -> None:
-    from recommender.tasks import recommendations_impressions_record
-
+    recommendations_impressions_record = registered_task(IMPRESSIONS_RECORD_TASK)
     shown = [[item["product"], item["category"]] for item in items]
     try:
         recommendations_impressions_record.apply_async(
