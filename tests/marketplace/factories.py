@@ -13,4 +13,6 @@ def small_catalog() -> Catalog:
         category_keys=tuple(key for key, _, _ in CATEGORIES),
         category_sensitive=np.array([flag for _, _, flag in CATEGORIES]),
         popularity=np.ones(44),
+        price=np.full(44, 120_000.0),
+        appeal=np.ones(44),
     )

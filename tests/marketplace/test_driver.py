@@ -46,7 +46,7 @@ def test_the_simulator_drives_the_real_services(tmp_path):
 @pytest.mark.django_db
 def test_the_simulator_builds_and_serves_recommendations():
     experiment = experiment_setup(key="sim-reco", owner=UserFactory(), start=END - timedelta(days=7))
-    result = simulate(experiment=experiment, subjects=200, days=7, seed=8, end=END, progress=False, serve_limit=50)
+    result = simulate(experiment=experiment, subjects=200, days=7, seed=8, end=END, progress=False, )
     assert result.recommendations.startswith("served")
     assert result.exposed == 200 and sum(result.by_arm.values()) == 200
     from recommender.models import ModelBuild
