@@ -29,7 +29,7 @@ CATEGORIES = (
 
 ITEM_PRICE_MEDIAN = 120_000.0  # IDR
 ITEM_PRICE_SIGMA = 0.6  # between items (log scale)
-APPEAL_EXPONENT = 0.3  # appeal ∝ popularity^0.3: best sellers are somewhat more clickable for everyone
+APPEAL_EXPONENT = 0.15  # appeal ∝ popularity^0.15: best sellers are a little more clickable for everyone
 
 # The marketplace's consumables: what a shopper buys again (groceries, beauty, health).
 REPEATABLE_KEYS = frozenset({"groceries", "beauty", "health"})

@@ -89,6 +89,8 @@ class SimulationResult:
     builds: int = 0  # build rounds (each: every arm and the platform list)
     sessions: int = 0
     truth: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)  # arm → every shopper's expected values under it (model.expected_values)
+    arm_of: np.ndarray | None = None  # each shopper's arm index (−1: not exposed), in the experiment's arm order
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
 
@@ -189,6 +191,7 @@ def simulate(
     namespace: str | None = None,
     recommendations: str = "served",
     build_every: str = "daily",
+    products: int = 400,
     progress: bool | None = None,
     write: Callable[[str], None] = lambda line: None,
 ) -> SimulationResult:
@@ -198,7 +201,8 @@ def simulate(
     (``experiment_setup`` does that). ``namespace`` prefixes the shoppers' ids
     and event ids (default: the experiment key), so runs never collide.
     ``recommendations`` is "served" (the platform's lists) or "random" (the
-    placebo); ``build_every`` "daily" or "hourly".
+    placebo); ``build_every`` "daily" or "hourly"; ``products`` the catalog's size
+    (a small population learns little about a large catalog).
     """
     if recommendations not in RECOMMENDATION_MODES:
         raise ValueError(f"recommendations must be one of {', '.join(RECOMMENDATION_MODES)}, not {recommendations!r}")
@@ -208,7 +212,7 @@ def simulate(
     start = end - timedelta(days=days)
     namespace = namespace or experiment.key
     rng = np.random.default_rng(seed + 1)
-    catalog = catalog_build(seed=seed)
+    catalog = catalog_build(seed=seed, products=products)
     population = population_build(size=subjects, seed=seed, start=start, end=end, catalog=catalog, namespace=namespace)
     arms = {arm.key: arm for arm in experiment.arms.select_related("treatment").order_by("id")}
     arm_keys = list(arms)
@@ -353,6 +357,8 @@ def simulate(
         builds=build_rounds,
         sessions=len(sessions),
         truth=truth,
+        expected=expected,
+        arm_of=arm_of,
         seconds=phases.seconds,
     )
 

@@ -182,6 +182,11 @@ def expected_values(*, behaviour: ArmBehaviour, population: Population, catalog:
         **consent_expectations(behaviour),
         "gmv": organic * population.order_value + induced_gmv,
         "orders": organic + induced_orders,
+        # The same in two parts: organic (the same under every arm) and what the lists shown caused.
+        "gmv_organic": organic * population.order_value,
+        "gmv_induced": induced_gmv,
+        "orders_organic": organic,
+        "orders_induced": induced_orders,
         "impressions": impressions,
         "clicks": clicks,
     }

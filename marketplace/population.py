@@ -27,7 +27,7 @@ ORDER_RATE_SHAPE = 1.2
 ORDER_VALUE_MEDIAN = 165_000.0  # IDR
 ORDER_VALUE_SIGMA = 0.5  # between shoppers (log scale)
 SESSION_RATE = 0.25  # sessions with recommendations per day
-FAVOURITE_WEIGHT = 0.6  # of a shopper's taste, on their two favourite categories
+FAVOURITE_WEIGHT = 0.75  # of a shopper's taste, on their two favourite categories
 TASTE_CONCENTRATION = 0.5  # Dirichlet concentration of the rest (lower: more uneven)
 SENSITIVE_INTEREST = 0.15  # share of shoppers interested in health or financial products
 

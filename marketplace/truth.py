@@ -4,7 +4,8 @@ Because the behavioural model is known (``marketplace.model``), every shopper
 has an exact expected value of every metric given the lists they were shown
 (``expected_values``): organic orders at their rate, and each shown item's
 click and purchase probabilities. An arm's *true* value is the average of
-those expectations over the shoppers the arm served — the lists its model
+those expectations over the shoppers the arm served (organic orders, the
+same under every arm, over every exposed shopper) — the lists its model
 served them, under the consent they gave in it — and consent metrics are
 expectations from the arm's grant and withdrawal probabilities. The truth
 is conditional on the lists served (and so on the realised consent and
@@ -33,16 +34,23 @@ _TRUE_VALUES: dict[str, Callable[[Mapping], float]] = {
     Metric.CONVERSION: lambda e: float(e["converted"].mean()),
     Metric.OPT_OUT: lambda e: float(e["opted_out"].mean()),
     Metric.CONSENT_RATE: lambda e: float(e["consented"].mean()),
-    Metric.GMV: lambda e: float(e["gmv"].mean()),
-    Metric.ORDERS: lambda e: float(e["orders"].mean()),
-    Metric.AOV: lambda e: float(e["gmv"].sum() / e["orders"].sum()),
+    Metric.GMV: lambda e: e["gmv"],
+    Metric.ORDERS: lambda e: e["orders"],
+    Metric.AOV: lambda e: e["gmv"] / e["orders"],
     Metric.CTR: lambda e: float(e["clicks"].sum() / e["impressions"].sum()) if e["impressions"].sum() else 0.0,
 }
 
 
-def true_metrics(expected: Mapping[str, np.ndarray], members: np.ndarray) -> dict[str, float]:
-    """The true value of every metric over the shoppers ``members`` selects (ratios: ratio of means)."""
+def true_metrics(expected: Mapping[str, np.ndarray], members: np.ndarray, exposed: np.ndarray) -> dict[str, float]:
+    """The true value of every metric for the arm whose shoppers ``members`` selects (ratios: ratio of means).
+
+    Organic orders do not depend on the arm, so their part of GMV and orders is
+    the exact counterfactual mean over every ``exposed`` shopper; what the
+    lists caused is averaged over the arm's own shoppers (whom it served).
+    """
     e = {name: values[members] for name, values in expected.items()}
+    e["gmv"] = float(expected["gmv_organic"][exposed].mean() + e["gmv_induced"].mean())
+    e["orders"] = float(expected["orders_organic"][exposed].mean() + e["orders_induced"].mean())
     return {metric: _TRUE_VALUES[metric](e) for metric in TRUTH_METRICS}
 
 
@@ -55,7 +63,7 @@ def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, a
     shopper (−1: not exposed).
     """
     control = experiment.arms.get(is_control=True).key
-    values = {key: true_metrics(expected[key], arm_of == index) for index, key in enumerate(arm_keys)}
+    values = {key: true_metrics(expected[key], arm_of == index, arm_of >= 0) for index, key in enumerate(arm_keys)}
     effects = {
         key: {
             metric: {
@@ -78,7 +86,8 @@ def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, a
         "subjects_exposed": int((arm_of >= 0).sum()),
         "control": control,
         "note": "True values are averages over each arm's shoppers of their exact expected outcomes given the lists "
-        "the arm served them (consent metrics: expectations from the arm's grant and withdrawal rates); GMV is "
+        "the arm served them (consent metrics: expectations from the arm's grant and withdrawal rates; organic orders: "
+        "over every exposed shopper, the same under every arm); GMV is "
         "uncapped. Compare with results computed with gmv_cap_percentile = None.",
         "arms": {key: {"subjects": int((arm_of == i).sum()), "true": values[key]} for i, key in enumerate(arm_keys)},
         "effects": effects,
