@@ -2,11 +2,13 @@
 
 1. migrate the database;
 2. start a 14-day, 4-arm privacy experiment (backdated) and simulate the
-   marketplace through the real services: assignment, consent,
-   recommendation builds and serving, outcome events (``marketplace.driver``);
-3. compute the results through the Celery tasks (eager in this mode): the
-   metric pipeline, the stats engine, guardrails, the decision rule, a stored
-   ``ResultSnapshot``;
+   marketplace through the real services: assignment, consent, daily (or
+   ``--build-every hourly``) recommendation builds, every session's list read
+   through serving, the clicks and purchases it caused (``marketplace.driver``);
+3. compute the results through the Celery tasks (eager in this mode), one
+   snapshot per simulated day as the scheduled job would have (the metric
+   pipeline, the stats engine, guardrails, the decision rule, a stored
+   ``ResultSnapshot`` each), so the effect-over-time chart has 14 points;
 4. print the results table;
 5. serve the admin (and the dashboard) at http://127.0.0.1:8000/ with a
    printed login, until interrupted (``--no-serve`` stops after step 4), with a
