@@ -27,6 +27,10 @@ CATEGORIES = (
     ("financial-products", "Financial Products", True),
 )
 
+ITEM_PRICE_MEDIAN = 120_000.0  # IDR
+ITEM_PRICE_SIGMA = 0.6  # between items (log scale)
+APPEAL_EXPONENT = 0.15  # appeal ∝ popularity^0.15: best sellers are a little more clickable for everyone
+
 # The marketplace's consumables: what a shopper buys again (groceries, beauty, health).
 REPEATABLE_KEYS = frozenset({"groceries", "beauty", "health"})
 
@@ -40,6 +44,8 @@ class Catalog:
     category_keys: tuple[str, ...]
     category_sensitive: np.ndarray
     popularity: np.ndarray  # per item, for picking products within a category
+    price: np.ndarray  # per item, IDR: what a recommendation-led purchase of it is worth
+    appeal: np.ndarray  # per item, mean 1: how clickable it is to anyone (popular items a little more)
 
     def items_of(self, category: int) -> np.ndarray:
         return np.flatnonzero(self.item_category == category)
@@ -55,7 +61,10 @@ def catalog_draw(*, seed: int, products: int = 400) -> Catalog:
         item_category=item_category,
         category_keys=tuple(key for key, _, _ in CATEGORIES),
         category_sensitive=np.array([flag for _, _, flag in CATEGORIES], dtype=bool),
-        popularity=rng.pareto(1.2, products) + 1.0,
+        popularity=(popularity := rng.pareto(1.2, products) + 1.0),
+        # Drawn after the rest, so the catalogs of earlier versions keep their categories and popularity.
+        price=np.round(ITEM_PRICE_MEDIAN * np.exp(rng.normal(0.0, ITEM_PRICE_SIGMA, products)), -2),
+        appeal=(appeal := popularity**APPEAL_EXPONENT) / appeal.mean(),
     )
 
 

@@ -12,24 +12,32 @@
    personalization (and, for sensitive-category shoppers under an
    explicit-consent policy, sensitive profiling); some withdraw. Recorded by
    ``consent_record`` in time-ordered batches.
-4. **Recommendations** — unless turned off, the
-   recommendation builds run through their Celery task and every shopper's
-   list is read through the real serving selector (consent checked); the
-   items shown become the impressions and clicks.
-5. **Outcomes** — orders, impressions and clicks after exposure, through
+4. **Organic orders** — orders no recommendation caused, through
    ``events_record`` in batches of at most 1,000.
+5. **The closed loop** — time advances build by build (``build_every``:
+   hourly or daily, as the schedule would): each arm's recommendations are
+   built by the real build service with the clock at that moment (training on
+   what was recorded until then, consent as of then), then every session
+   until the next build shows the list read through the real serving selector
+   (the arm's strategy, the shopper's *current* consent, the sensitive-category
+   policy, the fallback). What the shopper clicks and buys depends on how the
+   items match their tastes and on their position (``marketplace.model``); the
+   impressions, clicks and purchases are recorded before the next build, which
+   learns from them. With ``recommendations="random"`` (the placebo) every
+   arm's slot shows uniformly random catalog items instead, and nothing is built.
 
-The shoppers (``marketplace.population``) behave as ``marketplace.model``
-says, so the truth is known: ``SimulationResult.truth`` holds every arm's true
-metric values and effects (``marketplace.truth``); the command writes them as
-JSON so a test can check that the platform recovers them.
+The truth is exact: ``SimulationResult.truth`` holds every arm's true metric
+values and effects given the lists served (``marketplace.truth``); the command
+writes them as JSON so a test can check that the platform recovers them.
+``snapshots_daily`` then computes one results snapshot per simulated day
+through the results enqueue path, as the scheduled job would have.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,20 +50,24 @@ from consent.models import Purpose
 from consent.services import ConsentEventInput, ConsentSource, consent_record
 from experiments import services
 from experiments.models import Experiment, PrivacyTreatment
+from experiments.results import results_enqueue
 from experiments.targeting import AGE_BANDS, PLATFORMS, PROVINCES
 from marketplace.catalog import CATEGORIES, Catalog, catalog_draw
 from marketplace.model import (
     HISTORY_DAYS,
     ITEMS_PER_SESSION,
-    SENSITIVE_CONSENT_GRANT,
     arm_behaviour,
-    sample_outcomes,
+    decisions_draw,
+    expected_values,
+    session_outcomes_draw,
 )
-from marketplace.population import population_build
+from marketplace.population import Population, population_build
 from marketplace.truth import ground_truth
 from recommender.selectors import recommendations_for_subject
-from recommender.services import arms_to_build, build_key_for, catalog_import
-from recommender.tasks import recommendations_build
+from recommender.services import arms_to_build, build_key_for, catalog_import, recommendations_build
+
+RECOMMENDATION_MODES = ("served", "random")  # what the recommendation slot shows: the platform's lists, or the placebo
+BUILD_SCHEDULES = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +85,12 @@ class SimulationResult:
     by_arm: dict[str, int]
     events: int
     consent_decisions: int
-    recommendations: str  # "served" or why not
+    recommendations: str  # "served", "random", and any build failures
+    builds: int = 0  # build rounds (each: every arm and the platform list)
+    sessions: int = 0
     truth: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)  # arm → every shopper's expected values under it (model.expected_values)
+    arm_of: np.ndarray | None = None  # each shopper's arm index (−1: not exposed), in the experiment's arm order
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
 
@@ -126,21 +142,19 @@ class _Batcher:
         self.pending = []
 
 
-def _order_event(rng, catalog: Catalog, favourites, event_id, subject_id, when, value, recommended=()) -> dict:
+def _order_event(rng, catalog: Catalog, affinity, event_id, subject_id, when, value) -> dict:
+    """An organic order: its items from the shopper's tastes (category by affinity, item by popularity)."""
     lines = []
     count = 1 + int(rng.random() < 0.35) + int(rng.random() < 0.1)
     shares = rng.dirichlet(np.ones(count))
     amount = max(100, int(round(value / 100.0)) * 100)  # whole hundreds of rupiah
     remaining = amount
     for j in range(count):
-        if recommended and rng.random() < 0.3:
-            sku, category = recommended[int(rng.integers(len(recommended)))]
-        else:
-            category_index = int(favourites[int(rng.integers(2))]) if rng.random() < 0.8 else int(rng.integers(len(catalog.category_keys)))
-            members = catalog.items_of(category_index)
-            weights = catalog.popularity[members] / catalog.popularity[members].sum()
-            item = int(rng.choice(members, p=weights))
-            sku, category = catalog.skus[item], catalog.category_keys[category_index]
+        category_index = int(rng.choice(len(affinity), p=affinity))
+        members = catalog.items_of(category_index)
+        weights = catalog.popularity[members] / catalog.popularity[members].sum()
+        item = int(rng.choice(members, p=weights))
+        sku, category = catalog.skus[item], catalog.category_keys[category_index]
         price = remaining if j == count - 1 else max(0, int(round(amount * shares[j] / 100.0)) * 100)
         price = min(price, remaining)
         remaining -= price
@@ -175,8 +189,9 @@ def simulate(
     seed: int = 1,
     end: datetime | None = None,
     namespace: str | None = None,
-    recommendations: bool = True,
-    serve_limit: int | None = 2000,
+    recommendations: str = "served",
+    build_every: str = "daily",
+    products: int = 400,
     progress: bool | None = None,
     write: Callable[[str], None] = lambda line: None,
 ) -> SimulationResult:
@@ -185,16 +200,22 @@ def simulate(
     The experiment must be running and should have started at ``end − days``
     (``experiment_setup`` does that). ``namespace`` prefixes the shoppers' ids
     and event ids (default: the experiment key), so runs never collide.
-    ``serve_limit`` caps how many shoppers' lists are read through serving
-    (None: all); the rest see their categories' best sellers.
+    ``recommendations`` is "served" (the platform's lists) or "random" (the
+    placebo); ``build_every`` "daily" or "hourly"; ``products`` the catalog's size
+    (a small population learns little about a large catalog).
     """
+    if recommendations not in RECOMMENDATION_MODES:
+        raise ValueError(f"recommendations must be one of {', '.join(RECOMMENDATION_MODES)}, not {recommendations!r}")
+    if build_every not in BUILD_SCHEDULES:
+        raise ValueError(f"build_every must be one of {', '.join(BUILD_SCHEDULES)}, not {build_every!r}")
     end = (end or timezone.now()).replace(microsecond=0)
     start = end - timedelta(days=days)
     namespace = namespace or experiment.key
     rng = np.random.default_rng(seed + 1)
-    catalog = catalog_build(seed=seed)
+    catalog = catalog_build(seed=seed, products=products)
     population = population_build(size=subjects, seed=seed, start=start, end=end, catalog=catalog, namespace=namespace)
     arms = {arm.key: arm for arm in experiment.arms.select_related("treatment").order_by("id")}
+    arm_keys = list(arms)
     behaviours = {key: arm_behaviour(arm.treatment.as_contract().to_dict(), population) for key, arm in arms.items()}
 
     # 1. Arrivals: the real assignment service, first exposure at the arrival time.
@@ -218,115 +239,110 @@ def simulate(
                     assigned[i] = next((a.arm for a in result if a.experiment == experiment.key), None)
             bar.update(min(500, subjects - chunk))
     exposed = np.array([arm is not None for arm in assigned])
-    arm_index = {key: i for i, key in enumerate(arms)}
+    arm_index = {key: i for i, key in enumerate(arm_keys)}
     arm_of = np.array([arm_index[a] if a is not None else -1 for a in assigned])
 
-    # Every random outcome of every shopper, drawn at once (the same function the model's tests sample).
-    draws = sample_outcomes(population=population, arm_of=arm_of, behaviours=[behaviours[key] for key in arms], rng=rng)
-    grant, withdraw, effect = draws.grant, draws.withdraw, draws.effect
-    history_counts, order_counts, sessions = draws.history_counts, draws.order_counts, draws.sessions
-    history_start = np.concatenate([[0], np.cumsum(history_counts)])
-    order_start = np.concatenate([[0], np.cumsum(order_counts)])
-    click_start = np.concatenate([[0], np.cumsum(sessions * ITEMS_PER_SESSION)])
+    # Every shopper's consent and organic behaviour, drawn at once (the same function the model's tests sample).
+    draws = decisions_draw(population=population, arm_of=arm_of, behaviours=[behaviours[key] for key in arm_keys], rng=rng)
+    history_start = np.concatenate([[0], np.cumsum(draws.history_counts)])
+    order_start = np.concatenate([[0], np.cumsum(draws.order_counts)])
 
     batcher = _Batcher(None)
-    # 2. History: orders before arrival (CUPED's covariate), for everyone exposed.
-    total_history = int(history_counts[exposed].sum())
+    # 2. History: orders before arrival (CUPED's covariate and what the recommenders first learn from).
+    total_history = int(draws.history_counts[exposed].sum())
     phases.begin("history")
     write(f"  recording {total_history:,} orders of history")
     with tqdm(total=total_history, unit="event", desc="history", disable=_disabled(progress)) as bar:
         batcher.progress = bar
         for i in np.flatnonzero(exposed).tolist():
-            times = _uniform_times(rng, population.arrival[i] - timedelta(days=HISTORY_DAYS), population.arrival[i], int(history_counts[i]))
+            times = _uniform_times(rng, population.arrival[i] - timedelta(days=HISTORY_DAYS), population.arrival[i],
+                                   int(draws.history_counts[i]))
             for k, when in enumerate(times):
                 value = draws.history_values[history_start[i] + k]
-                batcher.add(_order_event(rng, catalog, population.favourites[i], f"{namespace}-h{i}-{k}", population.ids[i], when, value))
+                batcher.add(_order_event(rng, catalog, population.affinity[i], f"{namespace}-h{i}-{k}", population.ids[i], when, value))
         batcher.flush()
 
     # 3. Consent: grants at the next 4-hour mark after arrival, withdrawals an hour later
     # (consent_record stamps a batch with one time: slots keep the batches few).
-    decisions: dict[datetime, list[ConsentEventInput]] = {}
-    for i in np.flatnonzero(exposed).tolist():
-        arm = arms[assigned[i]]
-        treatment = arm.treatment
-        source = ConsentSource(
-            experiment=experiment.key, arm=arm.key, prompt=treatment.consent_prompt if treatment.consent_prompt != "none" else "settings",
-            channel=PLATFORMS[population.platform[i]],
-        )
-        at = population.decided_at[i]
-        if grant[i]:
-            decisions.setdefault(at, []).append(
-                ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.PERSONALIZATION, action="grant", notice_version="1", source=source)
-            )
-            if (
-                population.sensitive[i]
-                and treatment.sensitive_category_policy != PrivacyTreatment.SensitivePolicy.EXCLUDE
-                and rng.random() < SENSITIVE_CONSENT_GRANT
-            ):
-                decisions[at].append(
-                    ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.SENSITIVE_PROFILING, action="grant", notice_version="1", source=source)
-                )
-        if withdraw[i]:
-            decisions.setdefault(at + timedelta(hours=1), []).append(
-                ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.PERSONALIZATION, action="withdraw", source=source)
-            )
-    consent_count = sum(len(batch) for batch in decisions.values())
     phases.begin("consent")
-    write(f"  recording {consent_count:,} consent decisions")
-    with tqdm(total=consent_count, unit="decision", desc="consent", disable=_disabled(progress)) as bar:
-        for moment in sorted(decisions):
-            batch = decisions[moment]
-            for chunk in range(0, len(batch), 1000):
-                consent_record(events=batch[chunk : chunk + 1000], now=moment)
-                bar.update(len(batch[chunk : chunk + 1000]))
+    consent_count = _consent_record(experiment=experiment, arms=arms, assigned=assigned, population=population,
+                                    draws=draws, progress=progress, write=write)
 
-    # 4. Recommendations: build every arm's lists and read each shopper's through serving.
-    served: dict[int, list[tuple[str, str]]] = {}
-    reco_status = "disabled"
-    if recommendations:
-        phases.begin("recommendations")
-        wanted = np.flatnonzero(exposed & (sessions > 0))
-        if serve_limit is not None and len(wanted) > serve_limit:
-            # Serving reads the arm and the consent state per request (a few ms each):
-            # a sample keeps the demo quick; the others are shown best sellers of their categories.
-            wanted = np.sort(rng.choice(wanted, serve_limit, replace=False))
-        reco_status = _serve_recommendations(
-            experiment=experiment, population=population, wanted=wanted.tolist(),
-            served=served, progress=progress, write=write,
-        )
-
-    # 5. Outcomes after exposure: orders, impressions, clicks.
-    expected_events = int(order_counts[exposed].sum() + ITEMS_PER_SESSION * sessions[exposed].sum() * 1.05)
-    phases.begin("outcomes")
-    write(f"  recording about {expected_events:,} outcome events")
-    with tqdm(total=expected_events, unit="event", desc="outcomes", disable=_disabled(progress)) as bar:
+    # 4. Organic orders after exposure (the builds only read what happened before their clock).
+    phases.begin("organic orders")
+    total_orders = int(draws.order_counts[exposed].sum())
+    write(f"  recording {total_orders:,} organic orders")
+    with tqdm(total=total_orders, unit="event", desc="orders", disable=_disabled(progress)) as bar:
         batcher.progress = bar
         for i in np.flatnonzero(exposed).tolist():
             begin = population.decided_at[i] + timedelta(hours=1)
-            recommended = served.get(i, [])
-            for k, when in enumerate(_uniform_times(rng, begin, end, int(order_counts[i]))):
+            for k, when in enumerate(_uniform_times(rng, begin, end, int(draws.order_counts[i]))):
                 value = draws.order_values[order_start[i] + k]
-                batcher.add(
-                    _order_event(rng, catalog, population.favourites[i], f"{namespace}-o{i}-{k}", population.ids[i], when, value,
-                                 recommended=recommended if effect[i] else ())
-                )
-            for s, when in enumerate(_uniform_times(rng, begin, end, int(sessions[i]))):
-                shown = _shown(rng, catalog, population.favourites[i], recommended)
-                for position, (sku, category) in enumerate(shown):
-                    base = {"subject_id": population.ids[i], "product_id": sku, "category": category, "position": position}
-                    batcher.add({**base, "event_id": f"{namespace}-i{i}-{s}-{position}", "type": "rec_impression", "timestamp": when})
-                    if draws.clicks[click_start[i] + s * ITEMS_PER_SESSION + position]:
-                        batcher.add(
-                            {**base, "event_id": f"{namespace}-c{i}-{s}-{position}", "type": "rec_click",
-                             "timestamp": when + timedelta(seconds=20 + position * 5)}
-                        )
+                batcher.add(_order_event(rng, catalog, population.affinity[i], f"{namespace}-o{i}-{k}", population.ids[i], when, value))
         batcher.flush()
 
+    # 5. The closed loop: build, serve every session until the next build, record what the shoppers did.
+    sessions: list[tuple[datetime, int]] = []
+    for i in np.flatnonzero(exposed & (draws.sessions > 0)).tolist():
+        begin = population.decided_at[i] + timedelta(hours=1)
+        sessions += [(when, i) for when in _uniform_times(rng, begin, end, int(draws.sessions[i]))]
+    sessions.sort()
+    step = BUILD_SCHEDULES[build_every]
+    build_times = [start + k * step for k in range(int(np.ceil((end - start) / step)))]
+    shopper = np.array([i for _, i in sessions], dtype=np.int64)
+    shown = np.full((len(sessions), ITEMS_PER_SESSION), -1, dtype=np.int64)
+    sku_index = {sku: n for n, sku in enumerate(catalog.skus)}
+    failures: list[str] = []
+    build_rounds = 0
+    timings = {"builds": 0.0, "serving": 0.0, "recording": 0.0}
+    phases.begin("closed loop")
+    write(f"  {len(sessions):,} sessions, {'builds ' + build_every if recommendations == 'served' else 'random items (placebo)'}")
+    cursor = 0
+    with tqdm(total=len(sessions), unit="session", desc="sessions", disable=_disabled(progress)) as bar:
+        for k, built_at in enumerate(build_times):
+            until = build_times[k + 1] if k + 1 < len(build_times) else end + timedelta(seconds=1)
+            first = cursor
+            while cursor < len(sessions) and sessions[cursor][0] < until:
+                cursor += 1
+            if recommendations == "served":
+                clock = time.perf_counter()
+                failures += _builds_run(experiment=experiment, now=built_at)
+                build_rounds += 1
+                timings["builds"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                lists: dict[int, list[int]] = {}  # a shopper's list is the same until the next build
+                for s in range(first, cursor):
+                    i = int(shopper[s])
+                    if i not in lists:
+                        answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION)
+                        lists[i] = [sku_index[item["product"]] for item in answer.items if item["product"] in sku_index]
+                    shown[s, : len(lists[i])] = lists[i][:ITEMS_PER_SESSION]
+                timings["serving"] += time.perf_counter() - clock
+            else:
+                for s in range(first, cursor):
+                    shown[s] = rng.choice(len(catalog.skus), ITEMS_PER_SESSION, replace=False)
+            clock = time.perf_counter()
+            window = slice(first, cursor)
+            outcomes = session_outcomes_draw(population=population, catalog=catalog, shopper=shopper[window],
+                                             shown=shown[window], rng=rng)
+            for offset, s in enumerate(range(first, cursor)):
+                _session_record(batcher, catalog, population, namespace, s, sessions[s][0], int(shopper[s]),
+                                shown[s], outcomes.clicks[offset], outcomes.purchases[offset])
+            batcher.flush()  # before the next build, which learns from these clicks and purchases
+            timings["recording"] += time.perf_counter() - clock
+            bar.update(cursor - first)
     phases.begin(None)
-    truth = ground_truth(
-        experiment=experiment, population=population, exposed=exposed, behaviours=behaviours, seed=seed, start=start, end=end,
-        by_arm={key: int((arm_of == arm_index[key]).sum()) for key in arms},
-    )
+    phases.seconds.update({f"  of which {name}": round(sec, 2) for name, sec in timings.items() if sec})
+
+    expected = {
+        key: expected_values(behaviour=behaviours[key], population=population, catalog=catalog,
+                             shopper=shopper[arm_of[shopper] == arm_index[key]],
+                             shown=shown[arm_of[shopper] == arm_index[key]])
+        for key in arm_keys
+    }
+    truth = ground_truth(experiment=experiment, expected=expected, arm_of=arm_of, arm_keys=arm_keys, seed=seed,
+                         start=start, end=end, recommendations=recommendations)
+    status = recommendations if not failures else f"{recommendations} ({len(failures)} builds failed: {failures[0]}…)"
     return SimulationResult(
         experiment=experiment.key,
         seed=seed,
@@ -334,40 +350,97 @@ def simulate(
         window_end=end,
         subjects=subjects,
         exposed=int(exposed.sum()),
-        by_arm={key: int((arm_of == arm_index[key]).sum()) for key in arms},
+        by_arm={key: int((arm_of == arm_index[key]).sum()) for key in arm_keys},
         events=batcher.recorded,
         consent_decisions=consent_count,
-        recommendations=reco_status,
+        recommendations=status,
+        builds=build_rounds,
+        sessions=len(sessions),
         truth=truth,
+        expected=expected,
+        arm_of=arm_of,
         seconds=phases.seconds,
     )
 
 
-def _shown(rng, catalog: Catalog, favourites, recommended: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The items of one recommendation slot: the served list, topped up from the shopper's categories."""
-    shown = list(recommended[:ITEMS_PER_SESSION])
-    while len(shown) < ITEMS_PER_SESSION:
-        members = catalog.items_of(int(favourites[int(rng.integers(2))]))
-        item = int(rng.choice(members))
-        shown.append((catalog.skus[item], catalog.category_keys[int(catalog.item_category[item])]))
-    return shown
+def _consent_record(*, experiment, arms, assigned, population: Population, draws, progress, write) -> int:
+    decisions: dict[datetime, list[ConsentEventInput]] = {}
+    for i, arm_key in enumerate(assigned):
+        if arm_key is None:
+            continue
+        arm = arms[arm_key]
+        treatment = arm.treatment
+        source = ConsentSource(
+            experiment=experiment.key, arm=arm.key, prompt=treatment.consent_prompt if treatment.consent_prompt != "none" else "settings",
+            channel=PLATFORMS[population.platform[i]],
+        )
+        at = population.decided_at[i]
+        if draws.grant[i]:
+            decisions.setdefault(at, []).append(
+                ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.PERSONALIZATION, action="grant", notice_version="1", source=source)
+            )
+            if draws.sensitive_grant[i] and treatment.sensitive_category_policy != PrivacyTreatment.SensitivePolicy.EXCLUDE:
+                decisions[at].append(
+                    ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.SENSITIVE_PROFILING, action="grant", notice_version="1", source=source)
+                )
+        if draws.withdraw[i]:
+            decisions.setdefault(at + timedelta(hours=1), []).append(
+                ConsentEventInput(subject_id=population.ids[i], purpose=Purpose.PERSONALIZATION, action="withdraw", source=source)
+            )
+    consent_count = sum(len(batch) for batch in decisions.values())
+    write(f"  recording {consent_count:,} consent decisions")
+    with tqdm(total=consent_count, unit="decision", desc="consent", disable=_disabled(progress)) as bar:
+        for moment in sorted(decisions):
+            batch = decisions[moment]
+            for chunk in range(0, len(batch), 1000):
+                consent_record(events=batch[chunk : chunk + 1000], now=moment)
+                bar.update(len(batch[chunk : chunk + 1000]))
+    return consent_count
 
 
-def _serve_recommendations(*, experiment, population, wanted: Iterable[int], served, progress, write) -> str:
-    write("  building recommendations (Celery tasks)")
-    build_key = f"sim-{experiment.key}-{build_key_for(timezone.now())}"
+def _builds_run(*, experiment, now: datetime) -> list[str]:
+    """One scheduled build round at ``now``: every running arm and the platform list, by the real build service."""
+    build_key = f"sim-{experiment.key}-{build_key_for(now)}"
     failed = []
     for arm_id in [*arms_to_build(), None]:
         try:
-            recommendations_build.delay(arm_id, build_key).get()
-        except Exception as exc:  # a build with too little data: serving falls back to best sellers
-            failed.append(f"{arm_id}: {type(exc).__name__}")
-            logger.warning("simulated build for arm %s failed: %s", arm_id, exc)
-    wanted = list(wanted)
-    with tqdm(total=len(wanted), unit="shopper", desc="serve", disable=_disabled(progress)) as bar:
-        for i in wanted:
-            answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION)
-            served[i] = [(item["product"], item["category"]) for item in answer.items]
-            bar.update(1)
-    return "served" if not failed else f"served (builds failed: {', '.join(failed)})"
+            recommendations_build(arm_id=arm_id, build_key=build_key, now=now)
+        except Exception as exc:  # too little data yet (the first hours): serving falls back, as in production
+            failed.append(f"arm {arm_id} at {now:%m-%d %H:%M}: {type(exc).__name__}")
+            logger.info("simulated build for arm %s at %s failed: %s", arm_id, now, exc)
+    return failed
 
+
+def _session_record(batcher, catalog: Catalog, population: Population, namespace: str, s: int, when: datetime, i: int,
+                    shown, clicks, purchases) -> None:
+    """One session's impressions, clicks and the purchases of clicked items, as events."""
+    for position, item in enumerate(shown.tolist()):
+        if item < 0:
+            continue
+        sku, category = catalog.skus[item], catalog.category_keys[int(catalog.item_category[item])]
+        base = {"subject_id": population.ids[i], "product_id": sku, "category": category, "position": position}
+        batcher.add({**base, "event_id": f"{namespace}-i{s}-{position}", "type": "rec_impression", "timestamp": when})
+        if clicks[position]:
+            clicked = when + timedelta(seconds=20 + position * 5)
+            batcher.add({**base, "event_id": f"{namespace}-c{s}-{position}", "type": "rec_click", "timestamp": clicked})
+            if purchases[position]:
+                price = int(catalog.price[item])
+                batcher.add({
+                    "event_id": f"{namespace}-p{s}-{position}", "subject_id": population.ids[i], "type": "order",
+                    "timestamp": clicked + timedelta(minutes=2), "amount": price,
+                    "lines": [{"product_id": sku, "category": category, "quantity": 1, "price": price}],
+                })
+
+
+def snapshots_daily(*, experiment: Experiment, start: datetime, end: datetime, write: Callable[[str], None] = lambda line: None) -> int:
+    """One results run per simulated day, as the scheduled job would have queued it (window ending that day).
+
+    Through ``results_enqueue`` (the one way a results run is queued), so the
+    monitor, the guardrail alerts and the decision history follow each day.
+    """
+    days = int(np.ceil((end - start) / timedelta(days=1)))
+    for day in range(1, days + 1):
+        as_of = min(start + timedelta(days=day), end)
+        results_enqueue(experiment_ids=[experiment.pk], as_of=as_of, after_commit=False)
+    write(f"  {days} daily snapshots computed")
+    return days

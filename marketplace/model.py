@@ -1,16 +1,24 @@
-"""The behavioural model: how shoppers respond to a privacy treatment, its expectation and its draws.
+"""The behavioural model: how shoppers decide on consent, and how they respond to what they are shown.
 
-Pure numpy. A shopper (``marketplace.population``) has an order rate, an
-order value, a session rate, an age band, a platform and maybe an interest in
-a sensitive category (health, financial products). Personalization raises the
-order rate, the order value and the click-through rate; it needs a consent
-for the full and cohort levels, not for differentially private popularity.
-The prompt sets the grant rate (younger shoppers grant more), and opt-outs
-rise with age and, for sensitive-interest shoppers, when sensitive categories
-may be used. ``expected_values`` is the expectation of ``sample_outcomes``'
-draws (tests/marketplace/test_model.py checks it by Monte Carlo), which is
-what makes the ground truth (``marketplace.truth``) true. docs/metrics.md has
-the parameters' table.
+Pure numpy. A shopper (``marketplace.population``) has latent tastes (an
+affinity per category), an organic order rate and order value, a session
+rate, an age band, a platform and maybe an interest in a sensitive category
+(health, financial products). The prompt sets the grant rate (younger
+shoppers grant more), and opt-outs rise with age and, for sensitive-interest
+shoppers, when sensitive categories may be used.
+
+There is no fixed lift per personalization level: in every session the
+shopper sees the list the platform served them (``marketplace.driver`` reads
+it through the real serving path), clicks each item with a probability set by
+how well it matches their tastes and by its position, and buys a clicked item
+with ``CLICK_CONVERSION`` at the item's price. Organic orders, which no
+recommendation caused, come on top. So an arm earns more only through the
+lists it serves and the consent decisions that allow personal ones.
+
+``expected_values`` is the exact expectation of ``session_outcomes_draw``
+and the organic draws given the lists shown (tests/marketplace/test_model.py
+checks it by Monte Carlo), which is what makes the ground truth
+(``marketplace.truth``) true. docs/metrics.md has the parameters' table.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments.targeting import AGE_BANDS
+from marketplace.catalog import Catalog
 from marketplace.population import Population
 
 BASKET_SIGMA = 0.35  # between one shopper's orders (log scale)
@@ -38,28 +47,28 @@ SENSITIVE_WITHDRAW_SHIFT = {"include": 0.09, "explicit_consent": 0.05, "exclude"
 # The levels whose effect needs the personalization consent (consent.compliance.PERSONAL_LEVELS, a
 # different set, are the levels that profile the subject at all, DP popularity included).
 CONSENT_GATED_LEVELS = frozenset({"full", "dp_item_item", "cohort"})
-ORDER_LIFT = {"full": 1.25, "dp_item_item": 1.18, "cohort": 1.15, "dp_popularity": 1.08, "popularity": 1.0, "session": 1.08}
-VALUE_LIFT = {"full": 1.06, "dp_item_item": 1.04, "cohort": 1.03, "dp_popularity": 1.01, "popularity": 1.0, "session": 1.02}
-CLICK_RATE = {"full": 0.07, "dp_item_item": 0.06, "cohort": 0.05, "dp_popularity": 0.04, "popularity": 0.03, "session": 0.045}
-BASE_CLICK_RATE = 0.03  # what anyone sees without personalization
-SENSITIVE_EXCLUDED_LIFT_SHARE = 0.5  # sensitive shoppers keep half the lift when their categories are excluded
+
+# Response to a shown item: P(click) = BASE_CLICK × match × POSITION_WEIGHT[position], at most MAX_CLICK;
+# match = the shopper's affinity for the item's category × the number of categories × the item's appeal,
+# so a shopper with even tastes shown an average item clicks at BASE_CLICK in the first slot.
+BASE_CLICK = 0.03
+MAX_CLICK = 0.6
+POSITION_WEIGHT = 1.0 / (1.0 + 0.35 * np.arange(ITEMS_PER_SESSION))
+CLICK_CONVERSION = 0.15  # P(buy the clicked item), at its price
 
 
 @dataclass(frozen=True)
 class ArmBehaviour:
-    """What an arm's treatment does to one shopper population (vectors over shoppers)."""
+    """What an arm's treatment does to the shoppers' consent decisions (vectors over shoppers)."""
 
     grant: np.ndarray  # P(grant personalization after exposure)
     withdraw: np.ndarray  # P(withdraw personalization after exposure)
-    effect: np.ndarray  # P(the arm's personalization reaches the shopper)
-    order_lift: np.ndarray  # order-rate multiplier when it does
-    value_lift: float
-    click_rate: float
+    sensitive_grant: np.ndarray  # P(grant sensitive profiling too, given a personalization grant)
     level: str
 
 
 def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
-    """What the treatment (its contract's JSON form: this module stays pure numpy, no Django) does to each of the shoppers."""
+    """What the treatment (its contract's JSON form: this module stays pure numpy, no Django) does to each of the shoppers' consent."""
     level = treatment["personalization_level"]
     policy = treatment["sensitive_category_policy"]
     age_grant = np.array([AGE_GRANT_SHIFT[band] for band in AGE_BANDS])[population.age]
@@ -71,118 +80,115 @@ def arm_behaviour(treatment: dict, population: Population) -> ArmBehaviour:
     if level in CONSENT_GATED_LEVELS:
         withdraw = withdraw + population.sensitive * SENSITIVE_WITHDRAW_SHIFT[policy]
     withdraw = np.clip(withdraw, 0.0, 1.0)
-    effect = grant * (1.0 - withdraw) if level in CONSENT_GATED_LEVELS else np.ones(population.size)
-    lift = np.full(population.size, ORDER_LIFT[level])
-    if policy == "exclude" and level in CONSENT_GATED_LEVELS:
-        lift = np.where(population.sensitive, 1.0 + (ORDER_LIFT[level] - 1.0) * SENSITIVE_EXCLUDED_LIFT_SHARE, lift)
-    return ArmBehaviour(
-        grant=grant,
-        withdraw=withdraw,
-        effect=effect,
-        order_lift=lift,
-        value_lift=VALUE_LIFT[level],
-        click_rate=CLICK_RATE[level],
-        level=level,
-    )
-
-
-def arm_behaviour_subset(behaviour: ArmBehaviour, mask: np.ndarray) -> ArmBehaviour:
-    """The behaviour of the shoppers ``mask`` selects."""
-    return ArmBehaviour(
-        grant=behaviour.grant[mask],
-        withdraw=behaviour.withdraw[mask],
-        effect=behaviour.effect[mask],
-        order_lift=behaviour.order_lift[mask],
-        value_lift=behaviour.value_lift,
-        click_rate=behaviour.click_rate,
-        level=behaviour.level,
-    )
-
-
-def expected_values(behaviour: ArmBehaviour, population: Population) -> dict[str, np.ndarray]:
-    """Each shopper's expected value of every metric's per-subject quantities under the arm."""
-    horizon = population.horizon_days
-    rate = population.order_rate * horizon
-    effect = behaviour.effect
-    treated_orders = rate * behaviour.order_lift
-    orders = effect * treated_orders + (1.0 - effect) * rate
-    converted = effect * (1.0 - np.exp(-treated_orders)) + (1.0 - effect) * (1.0 - np.exp(-rate))
-    gmv = population.order_value * (effect * treated_orders * behaviour.value_lift + (1.0 - effect) * rate)
-    impressions = ITEMS_PER_SESSION * population.session_rate * horizon
-    clicks = impressions * (effect * behaviour.click_rate + (1.0 - effect) * BASE_CLICK_RATE)
-    return {
-        "converted": converted,
-        # An opt-out ends a grant (docs/metrics.md): a shopper who never granted withdraws nothing.
-        "opted_out": behaviour.grant * behaviour.withdraw,
-        "consented": behaviour.grant * (1.0 - behaviour.withdraw),
-        "gmv": gmv,
-        "orders": orders,
-        "impressions": impressions,
-        "clicks": clicks,
-    }
+    sensitive_grant = np.where(population.sensitive & (policy != "exclude"), SENSITIVE_CONSENT_GRANT, 0.0)
+    return ArmBehaviour(grant=grant, withdraw=withdraw, sensitive_grant=sensitive_grant, level=level)
 
 
 @dataclass(frozen=True)
-class Draws:
-    """One realisation of every shopper's random behaviour (flat arrays are per order / per impression)."""
+class Decisions:
+    """One realisation of every shopper's consent and of their organic behaviour (flat arrays per order)."""
 
     grant: np.ndarray
     withdraw: np.ndarray
-    effect: np.ndarray  # the arm's personalization reached the shopper
+    sensitive_grant: np.ndarray
     history_counts: np.ndarray
     history_values: np.ndarray  # flat, shopper by shopper
-    order_counts: np.ndarray
+    order_counts: np.ndarray  # organic orders after exposure
     order_values: np.ndarray  # flat, shopper by shopper
-    sessions: np.ndarray
-    clicks: np.ndarray  # flat bools, ITEMS_PER_SESSION per session, shopper by shopper
+    sessions: np.ndarray  # sessions with a recommendation slot after exposure
 
 
-def sample_outcomes(*, population: Population, arm_of: np.ndarray, behaviours: list[ArmBehaviour], rng) -> Draws:
-    """Draw every shopper's behaviour under the arm ``arm_of[i]`` (−1: not exposed, nothing after arrival).
-
-    ``expected_values`` is the expectation of exactly these draws (the model's
-    tests check it by Monte Carlo); the simulator turns them into service calls.
-    """
+def decisions_draw(*, population: Population, arm_of: np.ndarray, behaviours: list[ArmBehaviour], rng) -> Decisions:
+    """Draw every shopper's consent under the arm ``arm_of[i]`` (−1: not exposed) and their organic behaviour."""
     size = population.size
     exposed = arm_of >= 0
     grant = np.zeros(size, dtype=bool)
     withdraw = np.zeros(size, dtype=bool)
-    effect = np.zeros(size, dtype=bool)
-    lift = np.ones(size)
-    value_lift = np.ones(size)
-    click_rate = np.full(size, BASE_CLICK_RATE)
-    u_grant, u_withdraw = rng.random(size), rng.random(size)
+    sensitive_grant = np.zeros(size, dtype=bool)
+    u_grant, u_withdraw, u_sensitive = rng.random(size), rng.random(size), rng.random(size)
     for index, behaviour in enumerate(behaviours):
         mine = arm_of == index
         grant[mine] = u_grant[mine] < behaviour.grant[mine]
         withdraw[mine] = u_withdraw[mine] < behaviour.withdraw[mine]
-        effect[mine] = (grant[mine] & ~withdraw[mine]) if behaviour.level in CONSENT_GATED_LEVELS else True
-        reached = mine & effect
-        lift[reached] = behaviour.order_lift[reached]
-        value_lift[reached] = behaviour.value_lift
-        click_rate[reached] = behaviour.click_rate
+        sensitive_grant[mine] = grant[mine] & (u_sensitive[mine] < behaviour.sensitive_grant[mine])
     history_counts = np.where(exposed, rng.poisson(population.order_rate * HISTORY_RATE_FACTOR * HISTORY_DAYS), 0)
-    order_counts = np.where(exposed, rng.poisson(population.order_rate * population.horizon_days * lift), 0)
+    order_counts = np.where(exposed, rng.poisson(population.order_rate * population.horizon_days), 0)
     sessions = np.where(exposed, rng.poisson(population.session_rate * population.horizon_days), 0)
 
-    def values(counts: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def values(counts: np.ndarray) -> np.ndarray:
         # Each order: the shopper's typical value × a log-normal basket factor of mean 1.
         baskets = np.exp(rng.normal(-BASKET_SIGMA**2 / 2, BASKET_SIGMA, int(counts.sum())))
-        return np.repeat(scale, counts) * baskets
+        return np.repeat(population.order_value, counts) * baskets
 
-    history_values = values(history_counts, population.order_value)
-    order_values = values(order_counts, population.order_value * value_lift)
-    impressions = sessions * ITEMS_PER_SESSION
-    clicks = rng.random(int(impressions.sum())) < np.repeat(click_rate, impressions)
-    return Draws(
-        grant=grant,
-        withdraw=withdraw,
-        effect=effect,
-        history_counts=history_counts,
-        history_values=history_values,
-        order_counts=order_counts,
-        order_values=order_values,
-        sessions=sessions,
-        clicks=clicks,
+    return Decisions(
+        grant=grant, withdraw=withdraw, sensitive_grant=sensitive_grant,
+        history_counts=history_counts, history_values=values(history_counts),
+        order_counts=order_counts, order_values=values(order_counts), sessions=sessions,
     )
 
+
+def click_probabilities(*, population: Population, catalog: Catalog, shopper: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """P(click) of each shown item: ``shown`` is (sessions × ITEMS_PER_SESSION) item indices, −1 for an empty slot."""
+    item = np.where(shown >= 0, shown, 0)
+    categories = len(catalog.category_keys)
+    match = population.affinity[shopper[:, None], catalog.item_category[item]] * categories * catalog.appeal[item]
+    p = np.minimum(BASE_CLICK * match * POSITION_WEIGHT[None, : shown.shape[1]], MAX_CLICK)
+    return np.where(shown >= 0, p, 0.0)
+
+
+@dataclass(frozen=True)
+class SessionOutcomes:
+    clicks: np.ndarray  # (sessions × slots) bool
+    purchases: np.ndarray  # (sessions × slots) bool: a clicked item bought
+
+
+def session_outcomes_draw(*, population: Population, catalog: Catalog, shopper: np.ndarray, shown: np.ndarray,
+                          rng) -> SessionOutcomes:
+    """What each shopper did with each list shown: clicks by taste × position, purchases of clicked items."""
+    p = click_probabilities(population=population, catalog=catalog, shopper=shopper, shown=shown)
+    clicks = rng.random(shown.shape) < p
+    purchases = clicks & (rng.random(shown.shape) < CLICK_CONVERSION)
+    return SessionOutcomes(clicks=clicks, purchases=purchases)
+
+
+def consent_expectations(behaviour: ArmBehaviour) -> dict[str, np.ndarray]:
+    return {
+        # An opt-out ends a grant (docs/metrics.md): a shopper who never granted withdraws nothing.
+        "opted_out": behaviour.grant * behaviour.withdraw,
+        "consented": behaviour.grant * (1.0 - behaviour.withdraw),
+    }
+
+
+def expected_values(*, behaviour: ArmBehaviour, population: Population, catalog: Catalog, shopper: np.ndarray,
+                    shown: np.ndarray) -> dict[str, np.ndarray]:
+    """Each shopper's expected value of every metric's per-subject quantities under the arm.
+
+    Exact given the lists shown (``shopper[s]`` saw ``shown[s]`` in session s):
+    organic orders are Poisson with the shopper's rate, each shown item is
+    clicked and bought independently (``click_probabilities``, ``CLICK_CONVERSION``).
+    """
+    size = population.size
+    horizon = population.horizon_days
+    organic = population.order_rate * horizon
+    p = click_probabilities(population=population, catalog=catalog, shopper=shopper, shown=shown)
+    buy = p * CLICK_CONVERSION
+    price = catalog.price[np.where(shown >= 0, shown, 0)]
+    induced_orders = np.bincount(shopper, weights=buy.sum(axis=1), minlength=size)
+    induced_gmv = np.bincount(shopper, weights=(buy * price).sum(axis=1), minlength=size)
+    # log P(no induced purchase) = Σ log(1 − p·c) over every item shown.
+    no_purchase = np.exp(np.bincount(shopper, weights=np.log1p(-buy).sum(axis=1), minlength=size))
+    impressions = np.bincount(shopper, weights=(shown >= 0).sum(axis=1), minlength=size)
+    clicks = np.bincount(shopper, weights=p.sum(axis=1), minlength=size)
+    return {
+        "converted": 1.0 - np.exp(-organic) * no_purchase,
+        **consent_expectations(behaviour),
+        "gmv": organic * population.order_value + induced_gmv,
+        "orders": organic + induced_orders,
+        # The same in two parts: organic (the same under every arm) and what the lists shown caused.
+        "gmv_organic": organic * population.order_value,
+        "gmv_induced": induced_gmv,
+        "orders_organic": organic,
+        "orders_induced": induced_orders,
+        "impressions": impressions,
+        "clicks": clicks,
+    }

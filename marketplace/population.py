@@ -27,6 +27,8 @@ ORDER_RATE_SHAPE = 1.2
 ORDER_VALUE_MEDIAN = 165_000.0  # IDR
 ORDER_VALUE_SIGMA = 0.5  # between shoppers (log scale)
 SESSION_RATE = 0.25  # sessions with recommendations per day
+FAVOURITE_WEIGHT = 0.75  # of a shopper's taste, on their two favourite categories
+TASTE_CONCENTRATION = 0.5  # Dirichlet concentration of the rest (lower: more uneven)
 SENSITIVE_INTEREST = 0.15  # share of shoppers interested in health or financial products
 
 
@@ -43,6 +45,7 @@ class Population:
     order_value: np.ndarray  # IDR, the shopper's typical order
     session_rate: np.ndarray  # per day
     favourites: np.ndarray  # (n, 2) category indices
+    affinity: np.ndarray  # (n, categories), rows sum to 1: the shopper's latent tastes over the categories
     arrival: list[datetime]
     horizon_days: np.ndarray  # time from the end of the consent decisions to the simulation's end
     decided_at: list[datetime]  # when the consent decisions are taken (after arrival)
@@ -82,6 +85,9 @@ def population_build(*, size: int, seed: int, start: datetime, end: datetime, ca
     if len(sensitive_categories):
         favourites[sensitive, 1] = rng.choice(sensitive_categories, int(sensitive.sum()))
     assert favourites.max() < categories
+    # Latent tastes: most weight on the two favourites, the rest spread unevenly (Dirichlet) over all categories.
+    affinity = (1.0 - FAVOURITE_WEIGHT) * rng.dirichlet(np.full(categories, TASTE_CONCENTRATION), size)
+    np.add.at(affinity, (np.repeat(np.arange(size), 2), favourites.ravel()), FAVOURITE_WEIGHT / 2)
     return Population(
         ids=[f"{namespace}-{i}" for i in range(size)],
         age=rng.choice(len(AGE_BANDS), size, p=AGE_WEIGHTS),
@@ -92,6 +98,7 @@ def population_build(*, size: int, seed: int, start: datetime, end: datetime, ca
         order_value=ORDER_VALUE_MEDIAN * np.exp(rng.normal(0.0, ORDER_VALUE_SIGMA, size)),
         session_rate=SESSION_RATE * (0.5 + rng.random(size)),
         favourites=favourites,
+        affinity=affinity,
         arrival=arrival,
         horizon_days=np.maximum(horizon, 0.0),
         decided_at=decided,
@@ -111,6 +118,7 @@ def population_subset(population: Population, mask: np.ndarray) -> Population:
         order_value=population.order_value[mask],
         session_rate=population.session_rate[mask],
         favourites=population.favourites[mask],
+        affinity=population.affinity[mask],
         arrival=[population.arrival[i] for i in index],
         horizon_days=population.horizon_days[mask],
         decided_at=[population.decided_at[i] for i in index],

@@ -1,20 +1,29 @@
 """The ground truth: every arm's true value of every metric, and its true effects against the control.
 
-Because the behavioural model is known (``marketplace.model``), every arm has a
-*true* value of every metric: the average over all exposed shoppers of their
-expected value under that arm (the counterfactual for the arms they were not
-in). ``ground_truth`` is the document ``manage.py simulate --truth`` writes, so
-a test can check that the platform recovers it.
+Because the behavioural model is known (``marketplace.model``), every shopper
+has an exact expected value of every metric given the lists they were shown
+(``expected_values``): organic orders at their rate, and each shown item's
+click and purchase probabilities. An arm's *true* value is the average of
+those expectations over the shoppers the arm served (organic orders, the
+same under every arm, over every exposed shopper) — the lists its model
+served them, under the consent they gave in it — and consent metrics are
+expectations from the arm's grant and withdrawal probabilities. The truth
+is conditional on the lists served (and so on the realised consent and
+sessions), not on any click or order: the platform's estimates are checked
+against what the arms' models caused, with the noise of the shoppers'
+responses left to the estimate. ``ground_truth`` is the document
+``manage.py simulate --truth`` writes, so a test can check that the platform
+recovers it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from experiments.metric_catalog import METRIC_DEFINITIONS
 from experiments.models import Metric
-from marketplace.model import ArmBehaviour, arm_behaviour_subset, expected_values
-from marketplace.population import Population, population_subset
 
 # Every metric of the catalog, in the report's order.
 TRUTH_METRICS: tuple[str, ...] = tuple(definition.key for definition in METRIC_DEFINITIONS)
@@ -25,24 +34,36 @@ _TRUE_VALUES: dict[str, Callable[[Mapping], float]] = {
     Metric.CONVERSION: lambda e: float(e["converted"].mean()),
     Metric.OPT_OUT: lambda e: float(e["opted_out"].mean()),
     Metric.CONSENT_RATE: lambda e: float(e["consented"].mean()),
-    Metric.GMV: lambda e: float(e["gmv"].mean()),
-    Metric.ORDERS: lambda e: float(e["orders"].mean()),
-    Metric.AOV: lambda e: float(e["gmv"].sum() / e["orders"].sum()),
-    Metric.CTR: lambda e: float(e["clicks"].sum() / e["impressions"].sum()),
+    Metric.GMV: lambda e: e["gmv"],
+    Metric.ORDERS: lambda e: e["orders"],
+    Metric.AOV: lambda e: e["gmv"] / e["orders"],
+    Metric.CTR: lambda e: float(e["clicks"].sum() / e["impressions"].sum()) if e["impressions"].sum() else 0.0,
 }
 
 
-def true_metrics(behaviour: ArmBehaviour, population: Population) -> dict[str, float]:
-    """The arm's true value of every metric over the whole population (ratios: ratio of means)."""
-    e = expected_values(behaviour, population)
+def true_metrics(expected: Mapping[str, np.ndarray], members: np.ndarray, exposed: np.ndarray) -> dict[str, float]:
+    """The true value of every metric for the arm whose shoppers ``members`` selects (ratios: ratio of means).
+
+    Organic orders do not depend on the arm, so their part of GMV and orders is
+    the exact counterfactual mean over every ``exposed`` shopper; what the
+    lists caused is averaged over the arm's own shoppers (whom it served).
+    """
+    e = {name: values[members] for name, values in expected.items()}
+    e["gmv"] = float(expected["gmv_organic"][exposed].mean() + e["gmv_induced"].mean())
+    e["orders"] = float(expected["orders_organic"][exposed].mean() + e["orders_induced"].mean())
     return {metric: _TRUE_VALUES[metric](e) for metric in TRUTH_METRICS}
 
 
-def ground_truth(*, experiment, population, exposed, behaviours, seed, start, end, by_arm) -> dict:
-    """Every arm's true metric values over the exposed shoppers, and the effects against the control."""
+def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, arm_keys: list[str], seed, start, end,
+                 recommendations: str) -> dict:
+    """Every arm's true metric values over its shoppers, and the effects against the control.
+
+    ``expected[arm]`` holds every shopper's expected values under that arm
+    (``marketplace.model.expected_values``); ``arm_of`` the arm index of each
+    shopper (−1: not exposed).
+    """
     control = experiment.arms.get(is_control=True).key
-    subset = population_subset(population, exposed)
-    values = {key: true_metrics(arm_behaviour_subset(behaviour, exposed), subset) for key, behaviour in behaviours.items()}
+    values = {key: true_metrics(expected[key], arm_of == index, arm_of >= 0) for index, key in enumerate(arm_keys)}
     effects = {
         key: {
             metric: {
@@ -57,15 +78,17 @@ def ground_truth(*, experiment, population, exposed, behaviours, seed, start, en
         if key != control
     }
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "experiment": experiment.key,
         "seed": seed,
+        "recommendations": recommendations,
         "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "subjects_exposed": int(exposed.sum()),
+        "subjects_exposed": int((arm_of >= 0).sum()),
         "control": control,
-        "note": "True values are averages over all exposed shoppers of their expected value under each arm; "
-        "GMV is uncapped. Compare with results computed with gmv_cap_percentile = None.",
-        "arms": {key: {"subjects": by_arm[key], "true": values[key]} for key in values},
+        "note": "True values are averages over each arm's shoppers of their exact expected outcomes given the lists "
+        "the arm served them (consent metrics: expectations from the arm's grant and withdrawal rates; organic orders: "
+        "over every exposed shopper, the same under every arm); GMV is "
+        "uncapped. Compare with results computed with gmv_cap_percentile = None.",
+        "arms": {key: {"subjects": int((arm_of == i).sum()), "true": values[key]} for i, key in enumerate(arm_keys)},
         "effects": effects,
     }
-

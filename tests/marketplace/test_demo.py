@@ -15,12 +15,16 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 def test_the_demo_simulates_computes_and_prints_the_results_table():
     out = StringIO()
-    call_command("demo", "--subjects", "400", "--serve-limit", "40", "--no-serve", stdout=out)
+    call_command("demo", "--subjects", "400", "--no-serve", stdout=out)
     text = out.getvalue()
 
     experiment = Experiment.objects.get(key="privacy-demo-1")
     assert experiment.status == Experiment.Status.RUNNING
-    snapshot = ResultSnapshot.objects.get(experiment=experiment)
+    # One snapshot per simulated day, as the scheduled job would have computed them; the table is the last one's.
+    snapshots = ResultSnapshot.objects.filter(experiment=experiment).order_by("window_end")
+    assert snapshots.count() == 14
+    assert [s.window_end for s in snapshots] == sorted({s.window_end for s in snapshots})
+    snapshot = snapshots.last()
     assert snapshot.status == ResultSnapshot.Status.OK and snapshot.subjects == 400
 
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
@@ -48,8 +52,8 @@ def test_the_demo_simulates_computes_and_prints_the_results_table():
 
 
 def test_running_the_demo_again_starts_a_fresh_experiment():
-    call_command("demo", "--subjects", "120", "--serve-limit", "10", "--no-serve", stdout=StringIO())
-    call_command("demo", "--subjects", "120", "--serve-limit", "10", "--no-serve", stdout=StringIO())
+    call_command("demo", "--subjects", "120", "--no-serve", stdout=StringIO())
+    call_command("demo", "--subjects", "120", "--no-serve", stdout=StringIO())
     first, second = Experiment.objects.get(key="privacy-demo-1"), Experiment.objects.get(key="privacy-demo-2")
     assert first.status == Experiment.Status.STOPPED and second.status == Experiment.Status.RUNNING
-    assert ResultSnapshot.objects.get(experiment=second).subjects == 120
+    assert ResultSnapshot.objects.filter(experiment=second).order_by("window_end").last().subjects == 120

@@ -2,11 +2,13 @@
 
 1. migrate the database;
 2. start a 14-day, 4-arm privacy experiment (backdated) and simulate the
-   marketplace through the real services: assignment, consent,
-   recommendation builds and serving, outcome events (``marketplace.driver``);
-3. compute the results through the Celery tasks (eager in this mode): the
-   metric pipeline, the stats engine, guardrails, the decision rule, a stored
-   ``ResultSnapshot``;
+   marketplace through the real services: assignment, consent, daily (or
+   ``--build-every hourly``) recommendation builds, every session's list read
+   through serving, the clicks and purchases it caused (``marketplace.driver``);
+3. compute the results through the Celery tasks (eager in this mode), one
+   snapshot per simulated day as the scheduled job would have (the metric
+   pipeline, the stats engine, guardrails, the decision rule, a stored
+   ``ResultSnapshot`` each), so the effect-over-time chart has 14 points;
 4. print the results table;
 5. serve the admin (and the dashboard) at http://127.0.0.1:8000/ with a
    printed login, until interrupted (``--no-serve`` stops after step 4), with a
@@ -35,8 +37,7 @@ from config import embedded
 from config.celery import app as celery_app
 from experiments import services
 from experiments.models import Experiment, ResultSnapshot
-from experiments.tasks import results_compute
-from marketplace.driver import simulate
+from marketplace.driver import BUILD_SCHEDULES, simulate, snapshots_daily
 from marketplace.experiment import experiment_setup
 
 DEMO_PREFIX = "privacy-demo"
@@ -49,7 +50,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--subjects", type=int, default=10_000, help="simulated shoppers (default 10,000)")
         parser.add_argument("--seed", type=int, default=20261128)
-        parser.add_argument("--serve-limit", type=int, default=800, help="shoppers whose lists are read through serving")
+        parser.add_argument("--build-every", choices=tuple(BUILD_SCHEDULES), default="daily",
+                            help="the simulated schedule of the recommendation builds")
         parser.add_argument("--no-serve", action="store_true", help="stop after printing the results")
         parser.add_argument("--addr", default="127.0.0.1:8000")
         parser.add_argument(
@@ -57,7 +59,7 @@ class Command(BaseCommand):
             help="serve without the Celery worker and beat: nothing scheduled runs (scheduled starts, periodic results)",
         )
 
-    def handle(self, *args, subjects: int, seed: int, serve_limit: int, no_serve: bool, addr: str,
+    def handle(self, *args, subjects: int, seed: int, build_every: str, no_serve: bool, addr: str,
                no_worker: bool = False, **options):
         started = time.perf_counter()
         # The simulation and the first computation run here, before a worker exists.
@@ -78,18 +80,23 @@ class Command(BaseCommand):
                                   "recommendations, orders through the platform's services)"))
         result = simulate(
             experiment=experiment, subjects=subjects, days=DAYS, seed=seed, end=end,
-            namespace=f"{experiment.key}-shopper", serve_limit=serve_limit, write=self.stdout.write,
+            namespace=f"{experiment.key}-shopper", build_every=build_every, write=self.stdout.write,
         )
         self.stdout.write(
             f"  {result.exposed:,} exposed, {result.events:,} outcome events, {result.consent_decisions:,} consent "
-            f"decisions, recommendations {result.recommendations}"
+            f"decisions, {result.sessions:,} sessions, {result.builds} build rounds ({build_every}), "
+            f"recommendations {result.recommendations}"
         )
+        self.stdout.write("  seconds: " + ", ".join(f"{name.strip()} {sec:.1f}" for name, sec in result.seconds.items()))
 
-        self.stdout.write(heading("4/5 Computing the results (Celery task: metric SQL → stats engine → snapshot)"))
-        snapshot_id = results_compute.delay(experiment.pk, timezone.now().isoformat()).get()
-        snapshot = ResultSnapshot.objects.get(pk=snapshot_id)
+        self.stdout.write(heading("4/5 Computing the results, one snapshot per simulated day as the scheduled job "
+                                  "would (Celery task: metric SQL → stats engine → snapshot)"))
+        clock = time.perf_counter()
+        snapshots_daily(experiment=experiment, start=result.window_start, end=end, write=self.stdout.write)
+        snapshot = ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end", "-id").first()
         computing = time.perf_counter() - started
-        self.stdout.write(f"  computed in {snapshot.compute_seconds:.1f}s; the demo's computing part took {computing:.0f}s")
+        self.stdout.write(f"  snapshots in {time.perf_counter() - clock:.1f}s (the last one {snapshot.compute_seconds:.1f}s); "
+                          f"the demo's computing part took {computing:.0f}s")
 
         self.stdout.write(heading("5/5 Results"))
         self.stdout.write(results_table(snapshot))

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from experiments.models import Experiment
-from marketplace.driver import simulate
+from marketplace.driver import BUILD_SCHEDULES, RECOMMENDATION_MODES, simulate, snapshots_daily
 from marketplace.experiment import experiment_setup
 
 
@@ -33,15 +33,26 @@ class Command(BaseCommand):
             help="GMV cap percentile for a new experiment; 0 turns capping off (use 0 to compare with --truth)",
         )
         parser.add_argument("--truth", type=Path, help="write the ground truth (true effects) as JSON here")
-        parser.add_argument("--no-recommendations", action="store_true", help="do not build or serve recommendations")
         parser.add_argument(
-            "--serve-limit", type=int, default=2000, help="read at most this many shoppers' lists through serving"
+            "--recommendations", choices=RECOMMENDATION_MODES, default="served",
+            help="what the recommendation slot shows: the lists the platform serves, or uniformly random items "
+            "in every arm (the placebo: personalization effects vanish)",
         )
+        parser.add_argument(
+            "--no-recommendations", action="store_true",
+            help="the same as --recommendations random: nothing is built, the slot shows random items",
+        )
+        parser.add_argument("--build-every", choices=tuple(BUILD_SCHEDULES), default="daily",
+                            help="the simulated schedule of the recommendation builds")
+        parser.add_argument("--daily-snapshots", action="store_true",
+                            help="compute a results snapshot for each simulated day, as the scheduled job would")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options):
-        if options["subjects"] < 1 or options["days"] <= 0:
-            raise CommandError("--subjects and --days must be positive.")
+        if options["subjects"] < 1:
+            raise CommandError(f"--subjects must be a positive number of shoppers, not {options['subjects']}.")
+        if options["days"] <= 0:
+            raise CommandError(f"--days must be positive, not {options['days']:g}.")
         end = timezone.now().replace(microsecond=0)
         experiment = experiment_for(
             key=options["experiment"],
@@ -55,8 +66,8 @@ class Command(BaseCommand):
             seed=options["seed"],
             end=end,
             namespace=f"{experiment.key}-{secrets.token_hex(3)}",
-            recommendations=not options["no_recommendations"],
-            serve_limit=options["serve_limit"],
+            recommendations="random" if options["no_recommendations"] else options["recommendations"],
+            build_every=options["build_every"],
             progress=False if options["no_progress"] else None,
             write=self.stdout.write,
         )
@@ -64,8 +75,10 @@ class Command(BaseCommand):
             f"Simulated {result.subjects:,} shoppers ({result.exposed:,} exposed: "
             + ", ".join(f"{arm} {n:,}" for arm, n in result.by_arm.items())
             + f"), {result.events:,} events, {result.consent_decisions:,} consent decisions; "
-            f"recommendations: {result.recommendations}."
+            f"recommendations: {result.recommendations}, {result.sessions:,} sessions, {result.builds} build rounds."
         )
+        if options["daily_snapshots"]:
+            snapshots_daily(experiment=experiment, start=result.window_start, end=result.window_end, write=self.stdout.write)
         self.stdout.write("Seconds per phase: " + ", ".join(f"{name} {sec:.1f}" for name, sec in result.seconds.items()))
         if options["truth"]:
             options["truth"].write_text(json.dumps(result.truth, indent=2))
