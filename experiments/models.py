@@ -133,6 +133,37 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
         }
 
 
+
+class Surface(models.Model):
+    """A place in the marketplace whose privacy treatment the platform decides (docs/surfaces.md).
+
+    Every subject outside an experiment on the surface gets its default treatment;
+    with none set, the built-in non-personal fallback (``privacylab_client.surfaces``).
+    """
+
+    key = models.SlugField(
+        max_length=64, unique=True, help_text="How the marketplace names the surface, e.g. product-recommendations."
+    )
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    default_treatment = models.ForeignKey(
+        PrivacyTreatment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="default_for_surfaces",
+        help_text="What every subject outside an experiment on this surface gets. Empty: the built-in "
+        "non-personal fallback.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class Layer(models.Model):
     """Experiments in one layer own disjoint bucket ranges: a subject is in at most one."""
 
@@ -245,6 +276,15 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     layer = models.ForeignKey(
         Layer, on_delete=models.PROTECT, related_name="experiments", default=default_layer_id
+    )
+    surface = models.ForeignKey(
+        Surface,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiments",
+        help_text="Where in the marketplace the arms' treatments apply; the subjects it assigns get the arm's "
+        "treatment there instead of the surface's default.",
     )
     layer_start = models.FloatField(default=0.0)
     layer_end = models.FloatField(default=1.0)

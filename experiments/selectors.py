@@ -29,7 +29,8 @@ from experiments.assignment import (
     in_holdout,
     targeting_matches,
 )
-from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment
+from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Surface
+from privacylab_client.surfaces import FALLBACK_TREATMENT, treatment_is_personal
 
 CONFIG_VERSION_KEY = "experiments:config-version"
 
@@ -50,6 +51,7 @@ class ExperimentConfig:
     spec: ExperimentSpec
     arms_by_key: dict[str, ArmConfig]
     arms_by_id: dict[int, ArmConfig]
+    surface: str | None = None
 
 
 def holdout_get() -> Holdout:
@@ -89,7 +91,7 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
     holdout = _holdout_spec()
     experiments = (
         Experiment.objects.filter(status=Experiment.Status.RUNNING)
-        .select_related("layer")
+        .select_related("layer", "surface")
         .prefetch_related(
             Prefetch("arms", queryset=Arm.objects.select_related("treatment").order_by("id"))
         )
@@ -110,6 +112,7 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
                 spec=_spec(experiment, arms, holdout),
                 arms_by_key={arm.key: arm for arm in arm_configs},
                 arms_by_id={arm.id: arm for arm in arm_configs},
+                surface=experiment.surface.key if experiment.surface_id else None,
             )
         )
     return tuple(configs)
@@ -123,9 +126,34 @@ def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
     return _configs_memo.get(_current_version(), _load_running_configs)
 
 
+@dataclass(frozen=True, slots=True)
+class SurfaceDefaults:
+    """Each surface's default treatment (the built-in fallback where none is set)."""
+
+    defaults: dict[str, dict]
+    any_personal: bool  # whether a restricted subject's treatments need their restriction looked up
+
+
+def _load_surface_defaults() -> SurfaceDefaults:
+    defaults = {
+        surface.key: surface.default_treatment.as_contract() if surface.default_treatment_id else dict(FALLBACK_TREATMENT)
+        for surface in Surface.objects.select_related("default_treatment").order_by("key")
+    }
+    return SurfaceDefaults(defaults=defaults, any_personal=any(map(treatment_is_personal, defaults.values())))
+
+
+_surfaces_memo: VersionedMemo[SurfaceDefaults] = VersionedMemo()
+
+
+def surface_defaults() -> SurfaceDefaults:
+    """The surfaces' defaults, held in-process under the same version token as the running configs."""
+    return _surfaces_memo.get(_current_version(), _load_surface_defaults)
+
+
 def running_experiment_configs_forget() -> None:
     """Drop this process's configs and rendered document (as a fresh process has none)."""
     _configs_memo.forget()
+    _surfaces_memo.forget()
     _document_memo.forget()
 
 
@@ -143,7 +171,7 @@ CONFIG_FORMAT = 1
 _document_memo: VersionedMemo[ConfigDocument] = VersionedMemo()
 
 
-def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocument:
+def _config_document_build(configs: tuple[ExperimentConfig, ...], surfaces: SurfaceDefaults) -> ConfigDocument:
     # Every running experiment carries the one global holdout; with none running, none applies.
     holdout = configs[0].spec.holdout if configs else None
     experiments = []
@@ -157,6 +185,7 @@ def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocum
             "layer_salt": spec.layer_salt,
             "layer_range": list(spec.layer_range),
             "targeting": config.targeting,
+            "surface": config.surface,
             "arms": [
                 {"key": arm.key, "weight": arm.weight, "treatment": config.arms_by_key[arm.key].treatment}
                 for arm in spec.arms
@@ -166,6 +195,7 @@ def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocum
     content = {
         "holdout": None if holdout is None else {"salt": holdout.salt, "share": holdout.share},
         "experiments": experiments,
+        "surfaces": [{"key": key, "default": default} for key, default in surfaces.defaults.items()],
     }
     # The version is the content's own hash: every process (and a restart) gives the same ETag
     # for the same configuration, so a client polling several servers never refetches for nothing.
@@ -185,7 +215,8 @@ def assignment_config_document() -> ConfigDocument:
     """
     version = _current_version()
     configs = _configs_memo.get(version, _load_running_configs)  # reloads if the version token moved
-    return _document_memo.get(version, lambda: _config_document_build(configs))
+    surfaces = _surfaces_memo.get(version, _load_surface_defaults)
+    return _document_memo.get(version, lambda: _config_document_build(configs, surfaces))
 
 
 def experiment_spec(*, experiment: Experiment) -> ExperimentSpec:

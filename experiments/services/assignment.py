@@ -5,12 +5,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
 from experiments.models import Exposure
-from experiments.selectors import arms_matched, running_experiment_configs
+from experiments.selectors import arms_matched, running_experiment_configs, surface_defaults
+from privacylab_client.surfaces import surface_treatments
 
 SUBJECT_ATTRIBUTES = ("age_band", "province", "platform")
 
@@ -20,6 +22,36 @@ class Assignment:
     experiment: str
     arm: str
     treatment: dict
+
+
+@dataclass(frozen=True)
+class SubjectAssignment:
+    assignments: list[Assignment]
+    treatments: dict[str, dict]  # surface → {"treatment", "source", "experiment", "arm"}
+
+
+def subject_assign(
+    *, subject_id: str, attributes: Mapping[str, object], now: datetime | None = None
+) -> SubjectAssignment:
+    """The subject's experiment arms (``assignments_for_subject``) and, per surface, the treatment they get and why.
+
+    A subject who restricted processing or objected is in no experiment and gets no
+    personal treatment: a surface whose default is personal serves them the built-in
+    fallback (privacylab_client.surfaces). Their restriction is looked up only when
+    it can change the answer: some experiment matched, or some default is personal.
+    """
+    configs = running_experiment_configs()
+    surfaces = surface_defaults()
+    blocked, assignments = _assign(configs, subject_id, attributes, now)
+    if blocked is None and surfaces.any_personal:
+        blocked = _subject_blocked(subject_pseudonym(subject_id))
+    treatments = surface_treatments(
+        defaults=surfaces.defaults,
+        assignments=[{"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment} for a in assignments],
+        experiment_surfaces={config.key: config.surface for config in configs},
+        personal_allowed=not blocked,
+    )
+    return SubjectAssignment(assignments=assignments, treatments=treatments)
 
 
 def assignments_for_subject(
@@ -32,15 +64,20 @@ def assignments_for_subject(
     first requests all answer with the one stored arm. ``now`` (default: the
     clock) is the first exposure's time; the simulator replays a past fortnight.
     """
-    matched = arms_matched(configs=running_experiment_configs(), subject_id=subject_id, attributes=attributes)
+    return _assign(running_experiment_configs(), subject_id, attributes, now)[1]
+
+
+def _assign(configs, subject_id, attributes, now) -> tuple[bool | None, list[Assignment]]:
+    """Whether the subject is blocked (None: not looked up, no experiment matched) and their assignments."""
+    matched = arms_matched(configs=configs, subject_id=subject_id, attributes=attributes)
     if not matched:
-        return []
+        return None, []
     pseudonym = subject_pseudonym(subject_id)
     blocked, stored = _subject_arms(pseudonym, list(matched))
     if blocked:
         # Restricted processing or an objection: the subject is in no experiment and gets the
         # surface's default (docs/privacy.md, "Legal basis of experiment measurement").
-        return []
+        return True, []
     missing = [experiment_id for experiment_id in matched if experiment_id not in stored]
     if missing:
         stored.update(_record_first_exposures(pseudonym, attributes, missing, matched, now))
@@ -50,7 +87,14 @@ def assignments_for_subject(
         if arm is None:  # an arm removed since: cannot happen while running, but never 500
             continue
         result.append(Assignment(experiment=config.key, arm=arm.key, treatment=arm.treatment))
-    return result
+    return False, result
+
+
+def _subject_blocked(pseudonym: str) -> bool:
+    """Whether the subject restricted processing or objected (an unknown subject has not)."""
+    return Subject.objects.filter(pseudonym=pseudonym).filter(
+        Q(restricted_at__isnull=False) | Q(objected_at__isnull=False)
+    ).exists()
 
 
 def _subject_arms(pseudonym: str, experiment_ids: list[int]) -> tuple[bool, dict[int, int]]:

@@ -47,7 +47,7 @@ def test_returning_subject_keeps_its_arm_and_one_exposure(api):
 
 
 def test_no_running_experiment_means_no_assignment(api):
-    assert post(api, {"subject_id": "u-2"}).json() == {"assignments": []}
+    assert post(api, {"subject_id": "u-2"}).json() == {"assignments": [], "treatments": {}}
     assert not Exposure.objects.exists()
 
 
