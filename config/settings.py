@@ -276,6 +276,7 @@ SPECTACULAR_SETTINGS = {
         "RequestStatusEnum": ["received", "completed", "cancelled"],
         "RequestTypeEnum": ["access", "erasure", "restriction", "objection"],
         "EventTypeEnum": ["order", "rec_impression", "rec_click"],
+        "TreatmentSourceEnum": ["experiment", "rollout", "default", "fallback"],
     },
     # The consent operation's purposes and notice versions, from the database at schema time.
     "POSTPROCESSING_HOOKS": [

@@ -37,6 +37,7 @@ from experiments.models import (
     OutcomeEvent,
     PrivacyTreatment,
     ResultSnapshot,
+    Surface,
     default_layer_id,
 )
 from experiments.privacy_ladder import arms_privacy_order
@@ -259,7 +260,9 @@ class ExperimentAdmin(admin.ModelAdmin):
         (
             "Traffic",
             {
-                "fields": ["layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting"],
+                "fields": [
+                    "surface", "layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting",
+                ],
                 "description": "A layer splits traffic between experiments that must not share subjects: each "
                 "experiment of a layer owns a range of [0, 1) that no other running experiment of the layer "
                 "overlaps, so a subject is in at most one of them (the range's width is its share of the layer's "
@@ -752,6 +755,18 @@ class LayerAdmin(admin.ModelAdmin):
     list_display = ["key", "name"]
     search_fields = ["key", "name"]
     readonly_fields = ["salt"]
+
+
+@admin.register(Surface)
+class SurfaceAdmin(admin.ModelAdmin):
+    """Surfaces and their defaults; every change is in the object's history (who, when, which fields)."""
+
+    list_display = ["key", "name", "default_treatment"]
+    search_fields = ["key", "name"]
+    autocomplete_fields = ["default_treatment"]
+
+    def save_model(self, request, obj, form, change):
+        services.surface_save(surface=obj)
 
 
 @admin.register(Holdout)

@@ -16,7 +16,10 @@ from tests.experiments.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/assignments"
-CONFIG_TABLES = ("experiments_experiment", "experiments_arm", "experiments_privacytreatment", "experiments_holdout")
+CONFIG_TABLES = (
+    "experiments_experiment", "experiments_arm", "experiments_privacytreatment", "experiments_holdout",
+    "experiments_surface",
+)
 
 
 def post(api, payload, **kwargs):
