@@ -1042,6 +1042,74 @@ class ExperimentAlert(models.Model):
         return f"{self.get_kind_display()}: {self.experiment.key}"
 
 
+
+class Rollout(ConstraintFieldsMixin, models.Model):
+    """A shipped arm's treatment ramped up on its surface, step by step, until it becomes the default (docs/surfaces.md)."""
+
+    CONSTRAINT_FIELDS = {
+        "rollout_one_ramping_per_surface": "surface",
+        "rollout_step_index_nonnegative": "step_index",
+        "rollout_hold_positive": "hold_seconds",
+    }
+
+    class Status(models.TextChoices):
+        RAMPING = "ramping", "Ramping"
+        COMPLETED = "completed", "Completed: the surface's default"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="rollouts")
+    arm = models.ForeignKey("Arm", on_delete=models.PROTECT, related_name="rollouts")
+    surface = models.ForeignKey(Surface, on_delete=models.PROTECT, related_name="rollouts")
+    treatment = models.ForeignKey(PrivacyTreatment, on_delete=models.PROTECT, related_name="rollouts")
+    previous_default = models.ForeignKey(
+        PrivacyTreatment, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The surface's default when the rollout started (empty: the built-in fallback).",
+    )
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    steps = models.JSONField(help_text="Percent of the surface's traffic per step, increasing, the last 100.")
+    step_index = models.PositiveIntegerField(default=0)
+    step_started_at = models.DateTimeField()
+    hold_seconds = models.PositiveIntegerField()
+    targeting = models.JSONField(
+        default=dict, blank=True, help_text="Who the rollout reaches (as an experiment's targeting); empty: everyone."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RAMPING)
+    reason = models.TextField(blank=True, help_text="Why it was shipped (required without a final ship verdict).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    finish_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["surface"],
+                condition=Q(status="ramping"),
+                name="rollout_one_ramping_per_surface",
+                violation_error_message="This surface already has a rollout ramping: let it finish or roll it back.",
+            ),
+            models.CheckConstraint(
+                condition=Q(step_index__gte=0),
+                name="rollout_step_index_nonnegative",
+                violation_error_message="The step index cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(hold_seconds__gte=1),
+                name="rollout_hold_positive",
+                violation_error_message="Each step must be held for at least a second.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}/{self.arm.key} on {self.surface.key}"
+
+    @property
+    def percent(self) -> int:
+        return int(self.steps[min(self.step_index, len(self.steps) - 1)])
+
 # --- API keys --------------------------------------------------------------------
 
 

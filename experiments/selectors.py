@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.cache import cache
@@ -29,8 +29,8 @@ from experiments.assignment import (
     in_holdout,
     targeting_matches,
 )
-from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Surface
-from privacylab_client.surfaces import FALLBACK_TREATMENT, treatment_is_personal
+from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Rollout, Surface
+from privacylab_client.surfaces import FALLBACK_TREATMENT, RolloutSpec, treatment_is_personal
 
 CONFIG_VERSION_KEY = "experiments:config-version"
 
@@ -128,10 +128,13 @@ def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
 
 @dataclass(frozen=True, slots=True)
 class SurfaceDefaults:
-    """Each surface's default treatment (the built-in fallback where none is set)."""
+    """Each surface's default treatment (the built-in fallback where none is set) and its ramping rollout."""
 
     defaults: dict[str, dict]
-    any_personal: bool  # whether a restricted subject's treatments need their restriction looked up
+    # Whether a subject's restriction can change their treatments (a personal default, or a rollout,
+    # which a restricted subject is not in): only then is it looked up.
+    any_personal: bool
+    rollouts: dict[str, RolloutSpec] = field(default_factory=dict)
 
 
 def _load_surface_defaults() -> SurfaceDefaults:
@@ -139,7 +142,20 @@ def _load_surface_defaults() -> SurfaceDefaults:
         surface.key: surface.default_treatment.as_contract() if surface.default_treatment_id else dict(FALLBACK_TREATMENT)
         for surface in Surface.objects.select_related("default_treatment").order_by("key")
     }
-    return SurfaceDefaults(defaults=defaults, any_personal=any(map(treatment_is_personal, defaults.values())))
+    rollouts = {
+        rollout.surface.key: RolloutSpec(
+            surface=rollout.surface.key, experiment=rollout.experiment.key, arm=rollout.arm.key, salt=rollout.salt,
+            percent=float(rollout.percent), treatment=rollout.treatment.as_contract(), targeting=rollout.targeting or {},
+        )
+        for rollout in Rollout.objects.filter(status=Rollout.Status.RAMPING).select_related(
+            "surface", "experiment", "arm", "treatment"
+        )
+    }
+    return SurfaceDefaults(
+        defaults=defaults,
+        any_personal=bool(rollouts) or any(map(treatment_is_personal, defaults.values())),
+        rollouts=rollouts,
+    )
 
 
 _surfaces_memo: VersionedMemo[SurfaceDefaults] = VersionedMemo()
@@ -196,6 +212,11 @@ def _config_document_build(configs: tuple[ExperimentConfig, ...], surfaces: Surf
         "holdout": None if holdout is None else {"salt": holdout.salt, "share": holdout.share},
         "experiments": experiments,
         "surfaces": [{"key": key, "default": default} for key, default in surfaces.defaults.items()],
+        "rollouts": [
+            {"surface": r.surface, "experiment": r.experiment, "arm": r.arm, "salt": r.salt, "percent": r.percent,
+             "targeting": dict(r.targeting), "treatment": dict(r.treatment)}
+            for r in surfaces.rollouts.values()
+        ],
     }
     # The version is the content's own hash: every process (and a restart) gives the same ETag
     # for the same configuration, so a client polling several servers never refetches for nothing.

@@ -25,7 +25,12 @@ from privacylab_client.assignment import (
     spec_from_json,
     targeting_matches,
 )
-from privacylab_client.surfaces import fallback_treatments, surface_treatments
+from privacylab_client.surfaces import (
+    RolloutSpec,
+    fallback_treatments,
+    rollout_from_json,
+    surface_treatments,
+)
 
 logger = logging.getLogger("privacylab_client")
 
@@ -52,6 +57,7 @@ class LocalConfig:
     phases: Mapping[str, int] = field(default_factory=dict)  # experiment key → phase
     surfaces: Mapping[str, dict] = field(default_factory=dict)  # surface key → its default treatment
     experiment_surfaces: Mapping[str, str | None] = field(default_factory=dict)  # experiment key → surface
+    rollouts: Mapping[str, RolloutSpec] = field(default_factory=dict)  # surface key → its ramping rollout
 
     def __post_init__(self) -> None:
         if not self.phases:
@@ -87,6 +93,7 @@ def config_parse(document: Mapping[str, object]) -> LocalConfig:
         experiments=tuple(experiments),
         surfaces=surfaces,
         experiment_surfaces=experiment_surfaces,
+        rollouts={spec.surface: spec for spec in map(rollout_from_json, document.get("rollouts", ()))},
     )
 
 
@@ -108,10 +115,13 @@ def local_assignments(config: LocalConfig, subject_id: str, attributes: Mapping[
     return result
 
 
-def local_treatments(config: LocalConfig, assignments: list[dict]) -> dict[str, dict]:
+def local_treatments(
+    config: LocalConfig, assignments: list[dict], subject_id: str = "", attributes: Mapping[str, object] | None = None
+) -> dict[str, dict]:
     """What ``POST /api/v1/assignments`` answers in ``treatments``, given ``local_assignments``' answer."""
     return surface_treatments(
-        defaults=config.surfaces, assignments=assignments, experiment_surfaces=config.experiment_surfaces
+        defaults=config.surfaces, assignments=assignments, experiment_surfaces=config.experiment_surfaces,
+        rollouts=config.rollouts, subject_id=subject_id, attributes=attributes,
     )
 
 
@@ -220,7 +230,7 @@ class Client:
             new = [a for a in assignments if (a["experiment"], phases[a["experiment"]], subject_id) not in seen]
             if new:
                 self._expose(phases, subject_id, attributes, new)
-        return {"assignments": assignments, "treatments": local_treatments(config, assignments)}
+        return {"assignments": assignments, "treatments": local_treatments(config, assignments, subject_id, attributes)}
 
     def _expose(self, phases: Mapping[str, int], subject_id: str, attributes: Mapping[str, object],
                 assignments: list[dict]) -> None:

@@ -6,13 +6,19 @@ subject gets, in this order (docs/surfaces.md):
 
 1. the arm's treatment of the first running experiment (by id) on the surface that
    assigned the subject an arm — ``source: "experiment"``;
-2. otherwise the surface's default treatment — ``source: "default"``;
-3. the built-in ``FALLBACK_TREATMENT`` (non-personal) — ``source: "fallback"`` —
+2. the treatment of the surface's ramping rollout, if the subject matches its
+   targeting and ``bucket("rollout:" + salt, id) < percent / 100`` — ``source:
+   "rollout"`` (one salt for the whole ramp: a subject in at 10% stays in at 25%);
+3. otherwise the surface's default treatment — ``source: "default"``;
+4. the built-in ``FALLBACK_TREATMENT`` (non-personal) — ``source: "fallback"`` —
    when a subject restricted processing or objected and the default is personal,
    or when a client has no configuration at all.
 """
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from privacylab_client.assignment import bucket, targeting_matches
 
 # Levels that use no personal history (consent.compliance.NON_PERSONAL_LEVELS says the same; a test
 # holds them equal — this package cannot import Django code).
@@ -35,6 +41,36 @@ FALLBACK_TREATMENT: dict = {
 SOURCES = ("experiment", "rollout", "default", "fallback")
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutSpec:
+    """A surface's ramping rollout: who gets the shipped arm's treatment at the current step."""
+
+    surface: str
+    experiment: str
+    arm: str
+    salt: str
+    percent: float  # 0 < percent <= 100
+    treatment: Mapping[str, object]
+    targeting: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.salt:
+            raise ValueError("rollout salt must not be empty")
+        if not 0.0 < self.percent <= 100.0:
+            raise ValueError("rollout percent must be in (0, 100]")
+
+    def reaches(self, subject_id: str, attributes: Mapping[str, object]) -> bool:
+        return targeting_matches(self.targeting, attributes) and bucket("rollout:" + self.salt, subject_id) < self.percent / 100.0
+
+
+def rollout_from_json(raw: Mapping[str, object]) -> RolloutSpec:
+    """A ``RolloutSpec`` from its entry in the configuration's ``rollouts``."""
+    return RolloutSpec(
+        surface=str(raw["surface"]), experiment=str(raw["experiment"]), arm=str(raw["arm"]), salt=str(raw["salt"]),
+        percent=float(raw["percent"]), treatment=dict(raw["treatment"]), targeting=raw.get("targeting") or {},
+    )
+
+
 def treatment_is_personal(treatment: Mapping[str, object]) -> bool:
     return treatment.get("personalization_level") not in NON_PERSONAL_LEVELS
 
@@ -49,6 +85,9 @@ def surface_treatments(
     assignments: Iterable[Mapping[str, object]],
     experiment_surfaces: Mapping[str, str | None],
     personal_allowed: bool = True,
+    rollouts: Mapping[str, RolloutSpec] | None = None,
+    subject_id: str = "",
+    attributes: Mapping[str, object] | None = None,
 ) -> dict[str, dict]:
     """``{surface: {"treatment", "source", "experiment", "arm"}}`` for every surface in ``defaults``.
 
@@ -56,7 +95,8 @@ def surface_treatments(
     the subject's ``{"experiment", "arm", "treatment"}`` in experiment-id order;
     ``experiment_surfaces`` maps an experiment key to its surface (or None).
     ``personal_allowed=False`` (restricted processing or an objection): the subject
-    is in no experiment, and a personal default is replaced by the fallback.
+    is in no experiment nor rollout, and a personal default is replaced by the fallback.
+    ``rollouts`` (surface → its ramping rollout) need ``subject_id`` and ``attributes``.
     """
     result = {}
     if personal_allowed:
@@ -67,7 +107,10 @@ def surface_treatments(
     for surface, default in defaults.items():
         if surface in result:
             continue
-        if personal_allowed or not treatment_is_personal(default):
+        rollout = (rollouts or {}).get(surface) if personal_allowed else None
+        if rollout is not None and rollout.reaches(subject_id, attributes or {}):
+            result[surface] = _entry(rollout.treatment, "rollout", rollout.experiment, rollout.arm)
+        elif personal_allowed or not treatment_is_personal(default):
             result[surface] = _entry(default, "default")
         else:
             result[surface] = _entry(FALLBACK_TREATMENT, "fallback")

@@ -83,6 +83,12 @@ from experiments.services.retention import (
     metric_facts_retention_purge,
     metric_order_facts_retention_purge,
 )
+from experiments.services.rollouts import (
+    experiment_ship,
+    rollout_roll_back,
+    rollout_step,
+    rollout_validate_steps,
+)
 from experiments.services.surfaces import surface_create, surface_save
 
 __all__ = [
@@ -124,6 +130,7 @@ __all__ = [
     "experiment_save",
     "experiment_scheduled_later",
     "experiment_set_coverage",
+    "experiment_ship",
     "experiment_start",
     "experiment_start_problems",
     "experiment_stop",
@@ -146,6 +153,9 @@ __all__ = [
     "treatment_copy",
     "treatment_create",
     "treatment_frozen_by",
+    "rollout_roll_back",
+    "rollout_step",
+    "rollout_validate_steps",
     "subject_assign",
     "surface_create",
     "surface_save",

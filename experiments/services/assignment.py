@@ -50,6 +50,9 @@ def subject_assign(
         assignments=[{"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment} for a in assignments],
         experiment_surfaces={config.key: config.surface for config in configs},
         personal_allowed=not blocked,
+        rollouts=surfaces.rollouts,
+        subject_id=subject_id,
+        attributes=attributes,
     )
     return SubjectAssignment(assignments=assignments, treatments=treatments)
 

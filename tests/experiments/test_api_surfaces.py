@@ -151,7 +151,7 @@ def test_the_configuration_publishes_surfaces_and_the_client_resolves_the_same_t
         served = api.post(URL, {"subject_id": subject_id}, format="json").json()
         assignments = local_assignments(local, subject_id, {})
         assert assignments == served["assignments"]
-        assert local_treatments(local, assignments) == served["treatments"]
+        assert local_treatments(local, assignments, subject_id, {}) == served["treatments"]
 
 
 def _layer(key):
