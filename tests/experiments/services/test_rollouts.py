@@ -14,7 +14,7 @@ from django.utils import timezone
 from config.schedule import BEAT_SCHEDULE
 from consent import services as consent_services
 from experiments import services
-from experiments.models import ExperimentAlert, ExperimentDecision, PrivacyTreatment, Rollout
+from experiments.models import ExperimentAlert, ExperimentDecision, Rollout
 from experiments.selectors import surface_defaults
 from experiments.services.assignment import subject_assign
 from privacylab_client import config_parse, local_assignments, local_treatments
