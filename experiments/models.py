@@ -1110,6 +1110,36 @@ class Rollout(ConstraintFieldsMixin, models.Model):
     def percent(self) -> int:
         return int(self.steps[min(self.step_index, len(self.steps) - 1)])
 
+
+class RolloutExposure(models.Model):
+    """A subject first seen on a ramping rollout's surface during one step, and which side of the ramp they were on.
+
+    The rollout's health check compares, per step, the subjects who got the new
+    treatment with those who got the previous default (docs/surfaces.md).
+    """
+
+    class Group(models.TextChoices):
+        ROLLOUT = "rollout", "The shipped treatment"
+        DEFAULT = "default", "The previous default"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="exposures")
+    step_index = models.PositiveIntegerField()
+    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="rollout_exposures")
+    group = models.CharField(max_length=8, choices=Group.choices)
+    first_exposed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rollout", "step_index", "subject"],
+                name="rollout_exposure_unique_subject",
+                violation_error_message="This subject is already recorded in this step of the rollout.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout {self.rollout_id} step {self.step_index}: {self.group}"
+
 # --- API keys --------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from consent.models import Subject
 from consent.pseudonyms import subject_pseudonym
-from experiments.models import Exposure
+from experiments.assignment import targeting_matches
+from experiments.models import Exposure, RolloutExposure
 from experiments.selectors import arms_matched, running_experiment_configs, surface_defaults
 from privacylab_client.surfaces import surface_treatments
 
@@ -54,7 +55,44 @@ def subject_assign(
         subject_id=subject_id,
         attributes=attributes,
     )
+    if surfaces.rollouts and not blocked:
+        _record_rollout_exposures(subject_id, attributes, surfaces, treatments, now)
     return SubjectAssignment(assignments=assignments, treatments=treatments)
+
+
+def _record_rollout_exposures(subject_id, attributes, surfaces, treatments, now) -> None:
+    """Record, once per step, which side of each ramping rollout the subject is on (its health check compares them).
+
+    Only the subjects the rollout could reach (its targeting; not in an experiment on
+    the surface) are compared: the shipped treatment against the previous default.
+    """
+    rows = []
+    for surface, spec in surfaces.rollouts.items():
+        source = treatments[surface]["source"]
+        if source == "rollout" or (source == "default" and targeting_matches(spec.targeting, attributes)):
+            rollout_id, step_index = surfaces.rollout_steps[surface]
+            rows.append((rollout_id, step_index, RolloutExposure.Group.ROLLOUT if source == "rollout"
+                         else RolloutExposure.Group.DEFAULT))
+    if not rows:
+        return
+    pseudonym = subject_pseudonym(subject_id)
+    now = now or timezone.now()
+    with transaction.atomic():
+        Subject.objects.bulk_create([Subject(pseudonym=pseudonym, **_subject_fields(attributes))], ignore_conflicts=True)
+        RolloutExposure.objects.bulk_create(
+            [RolloutExposure(rollout_id=rollout_id, step_index=step_index, subject_id=pseudonym, group=group,
+                             first_exposed_at=now) for rollout_id, step_index, group in rows],
+            ignore_conflicts=True,
+        )
+
+
+def _subject_fields(attributes) -> dict:
+    # The API refuses longer values (400 naming the attribute); other callers are cut to the column.
+    return {
+        name: str(attributes[name])[: Subject._meta.get_field(name).max_length]
+        for name in SUBJECT_ATTRIBUTES
+        if attributes.get(name) is not None
+    }
 
 
 def assignments_for_subject(
@@ -141,12 +179,7 @@ def _stored_arms(pseudonym: str, experiment_ids: list[int]) -> dict[int, int]:
 
 def _record_first_exposures(pseudonym, attributes, experiment_ids, matched, now=None) -> dict[int, int]:
     now = now or timezone.now()
-    # The API refuses longer values (400 naming the attribute); other callers are cut to the column.
-    subject_fields = {
-        name: str(attributes[name])[: Subject._meta.get_field(name).max_length]
-        for name in SUBJECT_ATTRIBUTES
-        if attributes.get(name) is not None
-    }
+    subject_fields = _subject_fields(attributes)
     with transaction.atomic():
         Subject.objects.bulk_create([Subject(pseudonym=pseudonym, **subject_fields)], ignore_conflicts=True)
         Exposure.objects.bulk_create(

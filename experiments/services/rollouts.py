@@ -15,8 +15,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from experiments.metrics.definitions import METRICS
 from experiments.models import Experiment, ExperimentAlert, ExperimentDecision, Rollout, Surface
+from experiments.selectors import ROLLOUT_METRICS, rollout_step_statistics
 from experiments.services.lifecycle import experiment_config_changed
+from experiments.stats.decide import DEFAULT_TUNING_SAMPLE_SIZE
+from experiments.stats.rollout import RolloutVerdict, WatchedMetric, rollout_check
 from experiments.targeting import targeting_problems
 
 logger = logging.getLogger(__name__)
@@ -125,18 +129,32 @@ def _default_change_log(*, surface: Surface, user, message: str) -> None:
 
 
 def rollout_step(*, rollout_id: int, now: datetime | None = None) -> str:
-    """Advance one rollout if its step has been held long enough; idempotent (a second call in the hold does nothing).
+    """Check one rollout's health, then advance it if its step has been held long enough; idempotent.
 
-    Returns what happened: ``"held"``, ``"advanced"``, ``"promoted"`` or ``"finished"``
-    (not ramping any more). At the last step (100%), held without a breach, the
-    treatment becomes the surface's default.
+    Returns what happened: ``"rolled_back"`` (a sample-ratio mismatch or a breached
+    guardrail: an alert is raised), ``"held"``, ``"advanced"``, ``"promoted"`` or
+    ``"finished"`` (not ramping any more). At the last step (100%), held without a
+    breach, the treatment becomes the surface's default.
     """
     now = now or timezone.now()
     with transaction.atomic():
-        rollout = Rollout.objects.select_for_update().select_related("surface", "treatment", "created_by").filter(
-            pk=rollout_id).first()
+        rollout = Rollout.objects.select_for_update().select_related(
+            "surface", "treatment", "created_by", "experiment", "arm").filter(pk=rollout_id).first()
         if rollout is None or rollout.status != Rollout.Status.RAMPING:
             return "finished"
+        verdict = rollout_health(rollout=rollout, now=now)
+        if verdict.srm:
+            rollout_roll_back(rollout=rollout, kind=ExperimentAlert.Kind.SRM, now=now,
+                              reason=f"sample-ratio mismatch at {rollout.percent}% (p = {verdict.srm_p_value:.2g})",
+                              details={"srm_p_value": verdict.srm_p_value})
+            return "rolled_back"
+        if verdict.breaches:
+            breach = verdict.breaches[0]
+            rollout_roll_back(rollout=rollout, kind=ExperimentAlert.Kind.GUARDRAIL, now=now,
+                              reason=f"{breach['metric']} breached its margin at {rollout.percent}% (estimate "
+                              f"{breach['estimate']:+.4g}, tolerated {breach['tolerated']:+.4g})",
+                              details={"metric": breach["metric"], "breaches": list(verdict.breaches)})
+            return "rolled_back"
         if now < rollout.step_started_at + timedelta(seconds=rollout.hold_seconds):
             return "held"
         if rollout.step_index + 1 < len(rollout.steps):
@@ -163,6 +181,25 @@ def rollout_step(*, rollout_id: int, now: datetime | None = None) -> str:
         experiment_config_changed()
     logger.info("rollout %s promoted: %s is the default of %s", rollout.pk, rollout.treatment.name, surface.key)
     return "promoted"
+
+
+def rollout_health(*, rollout: Rollout, now: datetime) -> RolloutVerdict:
+    """The current step's verdict: the shipped treatment against the previous default, on the experiment's
+    guardrails and its primary metric's margin (those measured during a rollout: ``ROLLOUT_METRICS``)."""
+    experiment = rollout.experiment
+    watched = [
+        WatchedMetric(metric=g.metric, margin=g.margin, relative=g.relative, higher_is_better=METRICS[g.metric][1])
+        for g in experiment.guardrails.all() if g.metric in ROLLOUT_METRICS
+    ]
+    if experiment.decision_margin and experiment.primary_metric in ROLLOUT_METRICS:
+        watched.append(WatchedMetric(metric=experiment.primary_metric, margin=experiment.decision_margin,
+                                     relative=True, higher_is_better=METRICS[experiment.primary_metric][1]))
+    counts, statistics = rollout_step_statistics(rollout=rollout, until=now)
+    planned = experiment.planned_subjects_per_arm
+    return rollout_check(
+        counts=counts, percent=rollout.percent, statistics=statistics, watched=watched, alpha=experiment.alpha,
+        tuning_sample_size=2 * planned if planned else DEFAULT_TUNING_SAMPLE_SIZE,
+    )
 
 
 def rollout_roll_back(
@@ -193,16 +230,15 @@ def rollout_roll_back(
     return rollout
 
 
-def rollouts_enqueue_due(*, now: datetime | None = None) -> list[int]:
-    """Enqueue ``rollout_step`` (on commit) for every ramping rollout whose hold is over; returns their ids."""
+def rollouts_enqueue_due() -> list[int]:
+    """Enqueue ``rollout_step`` (on commit) for every ramping rollout; returns their ids.
+
+    Every one, not only those whose hold is over: the always-valid test may be
+    looked at on every beat, so a breach rolls back without waiting for the hold.
+    """
     from experiments import tasks  # the tasks import the services: imported when used
 
-    now = now or timezone.now()
-    due = [
-        rollout.pk
-        for rollout in Rollout.objects.filter(status=Rollout.Status.RAMPING).only("pk", "step_started_at", "hold_seconds")
-        if now >= rollout.step_started_at + timedelta(seconds=rollout.hold_seconds)
-    ]
+    due = list(Rollout.objects.filter(status=Rollout.Status.RAMPING).order_by("pk").values_list("pk", flat=True))
     for rollout_id in due:
         transaction.on_commit(lambda rollout_id=rollout_id: tasks.rollout_step.delay(rollout_id))
     return due

@@ -9,12 +9,19 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import TestCase
-from django.utils import timezone
 
 from config.schedule import BEAT_SCHEDULE
 from consent import services as consent_services
+from consent.pseudonyms import subject_pseudonym
 from experiments import services
-from experiments.models import ExperimentAlert, ExperimentDecision, Rollout
+from experiments.models import (
+    ExperimentAlert,
+    ExperimentDecision,
+    Guardrail,
+    OutcomeEvent,
+    Rollout,
+    RolloutExposure,
+)
 from experiments.selectors import surface_defaults
 from experiments.services.assignment import subject_assign
 from privacylab_client import config_parse, local_assignments, local_treatments
@@ -262,10 +269,79 @@ def test_a_rollback_needs_a_reason_and_a_ramping_rollout(experiment):
 def test_beat_steps_the_due_rollouts(experiment):
     assert BEAT_SCHEDULE["experiments-rollouts-step"]["task"] == "experiments.tasks.rollouts_step_due"
     rollout = ship(experiment, reason="PM", hold_hours=1)
-    assert services.rollouts.rollouts_enqueue_due(now=START + timedelta(minutes=30)) == []
     with TestCase.captureOnCommitCallbacks(execute=True):
-        assert services.rollouts.rollouts_enqueue_due(now=timezone.now()) == [rollout.pk]
+        assert services.rollouts.rollouts_enqueue_due() == [rollout.pk]
     rollout.refresh_from_db()
-    assert rollout.percent == 25  # the task ran (eager Celery) and advanced one step
+    assert rollout.percent == 25  # the task ran (eager Celery) and advanced one step (START + 1 h is long past)
+    rollout.status = Rollout.Status.COMPLETED
+    rollout.save(update_fields=["status"])
+    assert services.rollouts.rollouts_enqueue_due() == []
 
 
+
+
+# --- the health check: the shipped treatment against the previous default -----------------------
+
+
+def _exposed(rollout, at, n=400):
+    """Subjects seen on the surface at the current step, as the marketplace would send them; by group."""
+    groups = {"rollout": [], "default": []}
+    with time_machine.travel(at, tick=False):
+        for i in range(n):
+            subject_id = f"h-{rollout.step_index}-{i}"
+            source = subject_assign(subject_id=subject_id, attributes={}).treatments[SURFACE]["source"]
+            groups[source].append(subject_id)
+    return groups
+
+
+def _orders(subject_ids, at, prefix):
+    for i, subject_id in enumerate(subject_ids):
+        OutcomeEvent.objects.create(
+            event_id=f"{prefix}-{i}", subject_id=subject_pseudonym(subject_id), type="order", occurred_at=at,
+            received_at=at, amount=100000,
+        )
+
+
+def test_the_exposures_of_each_step_record_the_side_of_the_ramp(experiment):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=1)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=200)
+    _exposed(rollout, START + timedelta(minutes=2), n=200)  # returning subjects: recorded once
+    recorded = dict(RolloutExposure.objects.filter(rollout=rollout).values_list("subject_id", "group"))
+    assert len(recorded) == 200
+    assert {recorded[subject_pseudonym(s)] for s in groups["rollout"]} == {"rollout"}
+    assert {recorded[subject_pseudonym(s)] for s in groups["default"]} == {"default"}
+
+
+def test_a_breached_guardrail_rolls_back_automatically_with_an_alert(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.02)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=1200)
+    # One in three on the default buys, one in twenty on the shipped treatment: far beyond the 2-point margin.
+    _orders(groups["default"][::3], START + timedelta(hours=1), "d")
+    _orders(groups["rollout"][::20], START + timedelta(hours=1), "r")
+    assert step(rollout, START + timedelta(hours=2)) == "rolled_back"  # before the hold is over
+    rollout.refresh_from_db()
+    assert rollout.status == Rollout.Status.ROLLED_BACK and "conversion breached" in rollout.finish_reason
+    alert = ExperimentAlert.objects.get(experiment=experiment)
+    assert alert.kind == "guardrail" and alert.metric == "conversion" and alert.details["rollout"] == rollout.pk
+    assert sources(30) == {"default": 30}
+
+
+def test_a_sample_ratio_mismatch_rolls_back_automatically(experiment):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=600)
+    # A marketplace that drops the default side's traffic (a broken cache, a crashing page):
+    RolloutExposure.objects.filter(subject_id__in=[subject_pseudonym(s) for s in groups["default"][50:]]).delete()
+    assert step(rollout, START + timedelta(hours=1)) == "rolled_back"
+    assert ExperimentAlert.objects.get(experiment=experiment).kind == "srm"
+
+
+def test_a_healthy_step_is_held_then_advanced(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.02)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=1200)
+    _orders(groups["default"][::5], START + timedelta(hours=1), "d")
+    _orders(groups["rollout"][::5], START + timedelta(hours=1), "r")
+    assert step(rollout, START + timedelta(hours=2)) == "held"
+    assert step(rollout, START + timedelta(hours=24)) == "advanced"
+    assert not ExperimentAlert.objects.exists()
