@@ -138,7 +138,7 @@ def rollout_step(*, rollout_id: int, now: datetime | None = None) -> str:
     """
     now = now or timezone.now()
     with transaction.atomic():
-        rollout = Rollout.objects.select_for_update().select_related(
+        rollout = Rollout.objects.select_for_update(of=("self",)).select_related(
             "surface", "treatment", "created_by", "experiment", "arm").filter(pk=rollout_id).first()
         if rollout is None or rollout.status != Rollout.Status.RAMPING:
             return "finished"
@@ -211,7 +211,7 @@ def rollout_roll_back(
     if not reason.strip():
         raise ValidationError({"reason": "Say why the rollout is rolled back."})
     with transaction.atomic():
-        rollout = Rollout.objects.select_for_update().select_related("experiment", "arm").get(pk=rollout.pk)
+        rollout = Rollout.objects.select_for_update(of=("self",)).select_related("experiment", "arm").get(pk=rollout.pk)
         if rollout.status != Rollout.Status.RAMPING:
             raise ValidationError({"status": f"Rollout {rollout.pk} is {rollout.get_status_display().lower()}, not ramping."})
         rollout.status = Rollout.Status.ROLLED_BACK
