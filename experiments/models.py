@@ -1007,6 +1007,7 @@ class ExperimentAlert(models.Model):
     class Action(models.TextChoices):
         NONE = "", "None"
         PAUSED = "paused", "Experiment paused"
+        ROLLED_BACK = "rolled_back", "Rollout rolled back"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="alerts")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -223,7 +223,8 @@ def rollout_roll_back(
                 experiment=rollout.experiment, kind=kind, arm=rollout.arm.key, metric=(details or {}).get("metric", ""),
                 acknowledged_at=None,
                 defaults={"message": f"Rollout of {rollout.arm.key} on {rollout.surface.key} rolled back: {reason}",
-                          "details": {"rollout": rollout.pk, **(details or {})}, "created_at": now},
+                          "details": {"rollout": rollout.pk, **(details or {})}, "created_at": now,
+                          "action": ExperimentAlert.Action.ROLLED_BACK},
             )
         experiment_config_changed()
     logger.warning("rollout %s rolled back: %s", rollout.pk, reason)
