@@ -28,6 +28,12 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
         "options": {"expires": 4 * MINUTE},
     },
+    "experiments-rollouts-step": {
+        # A shipped arm's ramp: each step whose hold is over moves on (docs/surfaces.md).
+        "task": "experiments.tasks.rollouts_step_due",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 4 * MINUTE},
+    },
     "consent-retention-purge": {
         "task": "consent.tasks.consent_retention_purge",
         "schedule": timedelta(days=1),

@@ -276,6 +276,7 @@ SPECTACULAR_SETTINGS = {
         "RequestStatusEnum": ["received", "completed", "cancelled"],
         "RequestTypeEnum": ["access", "erasure", "restriction", "objection"],
         "EventTypeEnum": ["order", "rec_impression", "rec_click"],
+        "TreatmentSourceEnum": ["experiment", "rollout", "default", "fallback"],
     },
     # The consent operation's purposes and notice versions, from the database at schema time.
     "POSTPROCESSING_HOOKS": [
@@ -318,6 +319,10 @@ CONSENT_STATE_CACHE_SECONDS = env.int("PRIVACYLAB_CONSENT_STATE_CACHE_SECONDS", 
 CONSENT_STATE_TOMBSTONE_SECONDS = env.float("PRIVACYLAB_CONSENT_STATE_TOMBSTONE_SECONDS", default=10)
 # Recommendations (recommender.services; docs/recommender.md, "Settings"): list length per subject.
 RECOMMENDER_TOP_N = env.int("PRIVACYLAB_RECOMMENDER_TOP_N", default=50)
+# A shipped arm's rollout (docs/surfaces.md): the default ramp, percent of the surface's traffic per
+# step, and how long each step is held before the next.
+ROLLOUT_STEPS = tuple(env.list("PRIVACYLAB_ROLLOUT_STEPS", cast=int, default=[10, 25, 50, 100]))
+ROLLOUT_HOLD_HOURS = env.float("PRIVACYLAB_ROLLOUT_HOLD_HOURS", default=24)
 # Item-item neighbours kept per item.
 RECOMMENDER_NEIGHBOURS = env.int("PRIVACYLAB_RECOMMENDER_NEIGHBOURS", default=50)
 # Item-item weighting: cosine or bm25.

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin_api_keys registers the key admin)
-from experiments.admin_forms import NewPhaseForm, TargetingField, constraint_message
+from experiments.admin_forms import NewPhaseForm, ShipForm, TargetingField, constraint_message
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
@@ -37,6 +37,8 @@ from experiments.models import (
     OutcomeEvent,
     PrivacyTreatment,
     ResultSnapshot,
+    Rollout,
+    Surface,
     default_layer_id,
 )
 from experiments.privacy_ladder import arms_privacy_order
@@ -259,7 +261,9 @@ class ExperimentAdmin(admin.ModelAdmin):
         (
             "Traffic",
             {
-                "fields": ["layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting"],
+                "fields": [
+                    "surface", "layer", "layer_start", "layer_end", "layer_ranges", "coverage", "salt", "targeting",
+                ],
                 "description": "A layer splits traffic between experiments that must not share subjects: each "
                 "experiment of a layer owns a range of [0, 1) that no other running experiment of the layer "
                 "overlaps, so a subject is in at most one of them (the range's width is its share of the layer's "
@@ -312,6 +316,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         _lifecycle_action("stop", "Stop"),
         _lifecycle_action("conclude", "Conclude"),
         "action_new_phase",
+        "action_ship",
         "compute_results_now",
         "approve_compliance_override",
     ]
@@ -470,6 +475,42 @@ class ExperimentAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/experiments/experiment/new_phase.html", context)
 
+    def ship_view(self, request, object_id):
+        experiment = self._lifecycle_object(request, object_id)
+        verdict = experiment.decisions.filter(phase=experiment.phase).first()
+        shipped_arm = verdict.arm if verdict is not None and verdict.outcome == "ship" else None
+        form = ShipForm(request.POST or None, arms=list(experiment.arms.order_by("id")), initial_arm=shipped_arm)
+        if request.method == "POST" and form.is_valid():
+            try:
+                rollout = services.experiment_ship(
+                    experiment=experiment, arm_key=form.cleaned_data["arm"], reason=form.cleaned_data["reason"],
+                    steps=form.cleaned_data["steps"], hold_hours=form.cleaned_data["hold_hours"], actor=request.user,
+                )
+            except ValidationError as exc:
+                form.add_service_errors(exc)
+            else:
+                self.log_change(request, experiment, f"Shipped {rollout.arm.key} to {rollout.surface.key}: rollout "
+                                f"{rollout.pk} ({', '.join(f'{s}%' for s in rollout.steps)}). {rollout.reason}")
+                self.message_user(request, f"{experiment.key}: rollout of {rollout.arm.key} on {rollout.surface.key} "
+                                  f"started at {rollout.percent}%.", messages.SUCCESS)
+                return redirect("admin:experiments_experiment_change", experiment.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": experiment,
+            "title": f"Ship an arm of {experiment.name}",
+            "form": form,
+            "verdict": verdict,
+        }
+        return TemplateResponse(request, "admin/experiments/experiment/ship.html", context)
+
+    @admin.action(description="Ship… (roll an arm out on the surface)", permissions=["lifecycle"])
+    def action_ship(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Choose one experiment to ship.", messages.WARNING)
+            return None
+        return redirect("admin:experiments_experiment_ship", queryset.get().pk)
+
     @admin.action(description="New phase… (new weights and salt)", permissions=["lifecycle"])
     def action_new_phase(self, request, queryset):
         if queryset.count() != 1:
@@ -482,6 +523,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         return [
             path("<path:object_id>/start/", view(self.start_view), name="experiments_experiment_start"),
             path("<path:object_id>/new-phase/", view(self.new_phase_view), name="experiments_experiment_new_phase"),
+            path("<path:object_id>/ship/", view(self.ship_view), name="experiments_experiment_ship"),
             path("<path:object_id>/lifecycle/<slug:action>/", view(self.lifecycle_view),
                  name="experiments_experiment_lifecycle"),
             *super().get_urls(),
@@ -754,6 +796,18 @@ class LayerAdmin(admin.ModelAdmin):
     readonly_fields = ["salt"]
 
 
+@admin.register(Surface)
+class SurfaceAdmin(admin.ModelAdmin):
+    """Surfaces and their defaults; every change is in the object's history (who, when, which fields)."""
+
+    list_display = ["key", "name", "default_treatment"]
+    search_fields = ["key", "name"]
+    autocomplete_fields = ["default_treatment"]
+
+    def save_model(self, request, obj, form, change):
+        services.surface_save(surface=obj)
+
+
 @admin.register(Holdout)
 class HoldoutAdmin(admin.ModelAdmin):
     list_display = ["__str__", "share"]
@@ -859,3 +913,28 @@ class ExperimentAlertAdmin(ReadOnlyAdmin):
 
         count = alerts_acknowledge(alert_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} alert(s) acknowledged.", messages.SUCCESS)
+
+
+@admin.register(Rollout)
+class RolloutAdmin(AppendOnlyAdmin):
+    """Shipped arms' rollouts (started by the experiment's *Ship* action; the ramp runs from Celery beat)."""
+
+    list_display = ["__str__", "status", "percent", "step_started_at", "created_by", "created_at", "finished_at"]
+    list_filter = ["status", "surface"]
+    list_select_related = ["experiment", "arm", "surface", "created_by"]
+    readonly_fields = ["experiment", "arm", "surface", "treatment", "previous_default", "steps", "step_index",
+                       "step_started_at", "hold_seconds", "targeting", "status", "reason", "created_by", "created_at",
+                       "finished_at", "finish_reason"]
+    actions = ["roll_back"]
+
+    @admin.display(description="Now at")
+    def percent(self, obj):
+        return f"{obj.percent}%"
+
+    @admin.action(description="Roll back (everyone gets the surface's default again)")
+    def roll_back(self, request, queryset):
+        if not request.user.has_perm(RUN_EXPERIMENT):
+            raise PermissionDenied
+        for rollout in queryset.filter(status=Rollout.Status.RAMPING):
+            services.rollout_roll_back(rollout=rollout, reason="Rolled back in the admin.", actor=request.user)
+            self.message_user(request, f"Rollout {rollout} rolled back.", messages.SUCCESS)

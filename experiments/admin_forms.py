@@ -158,3 +158,36 @@ class NewPhaseForm(forms.ModelForm):
             for guardrail in self.guardrails if f"guardrail_margin__{guardrail.metric}" in self.changed_data
         )]))
         return f"New phase {phase}: weights {weights}" + (f"; {changes}" if changes else "; analysis unchanged")
+
+
+class ShipForm(forms.Form):
+    """Ship an arm: which arm, why (required without a final ship verdict), and the ramp (docs/surfaces.md)."""
+
+    arm = forms.ChoiceField(help_text="The arm whose treatment is rolled out.")
+    reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why it is shipped. Required unless the phase's final verdict ships this arm.",
+    )
+    steps = forms.CharField(
+        help_text="Percent of the surface's traffic per step, increasing, ending at 100, e.g. 10, 25, 50, 100."
+    )
+    hold_hours = forms.FloatField(help_text="How long each step is held before the next.")
+
+    def __init__(self, *args, arms, initial_arm=None, **kwargs):
+        from django.conf import settings
+
+        super().__init__(*args, **kwargs)
+        self.fields["arm"].choices = [(arm.key, arm.key) for arm in arms]
+        self.fields["arm"].initial = initial_arm
+        self.fields["steps"].initial = ", ".join(map(str, settings.ROLLOUT_STEPS))
+        self.fields["hold_hours"].initial = settings.ROLLOUT_HOLD_HOURS
+
+    def clean_steps(self):
+        try:
+            return [int(part) for part in self.cleaned_data["steps"].replace(" ", "").split(",")]
+        except ValueError as exc:
+            raise forms.ValidationError("Whole percentages separated by commas, e.g. 10, 25, 50, 100.") from exc
+
+    def add_service_errors(self, exc) -> None:
+        for field, messages_ in exc.message_dict.items():
+            self.add_error(field if field in self.fields else None, messages_)

@@ -18,6 +18,7 @@ class ExperimentsConfig(AppConfig):
             MetricOrderFacts,
             OrderLine,
             OutcomeEvent,
+            RolloutExposure,
         )
         from experiments.services import (
             exposures_retention_purge,
@@ -47,6 +48,15 @@ class ExperimentsConfig(AppConfig):
             model=OrderLine,
             subject_field="subject",
             timestamp_field="occurred_at",
+            purpose="behavioral_tracking",
+        )
+        # Which side of a rollout's ramp a subject was on: compared with their orders, so it ages out
+        # with the orders it is compared with.
+        personal_data_register(
+            label="experiments.rolloutexposure",
+            model=RolloutExposure,
+            subject_field="subject",
+            timestamp_field="first_exposed_at",
             purpose="behavioral_tracking",
         )
         # Derived per exposure (the metric facts): exported with the rest, erased

@@ -9,7 +9,9 @@ language is checked where ports go wrong. Beyond single specs: the arm
 thresholds of weights a plain sum gets wrong, specs that must be refused, ids
 that are not valid Unicode, targeting rules, and whole configurations (the
 document of ``GET /api/v1/config``: holdout, layers, targeting together) with
-each subject's assignments as ``POST /api/v1/assignments`` answers them.
+each subject's assignments as ``POST /api/v1/assignments`` answers them — and, with
+surfaces and a targeted rollout, each subject's ``treatments`` (the treatment by name).
+The rollout bucket examples are ``bucket("rollout:" + salt, id)``.
 """
 
 import hashlib
@@ -27,7 +29,7 @@ from privacylab_client.assignment import (
     targeting_matches,
     unit,
 )
-from privacylab_client.client import config_parse, local_assignments
+from privacylab_client.client import config_parse, local_assignments, local_treatments
 
 SPECS = [
     ExperimentSpec("checkout-consent", "a1b2c3", 1.0, (ArmSpec("control", 1), ArmSpec("banner", 1))),
@@ -153,6 +155,28 @@ CONFIGURATIONS = [
         ],
     },
 ]
+# Surfaces, an experiment on one, and a targeted rollout on another (docs/surfaces.md): each subject's
+# "treatments" is what POST /api/v1/assignments answers for them.
+CONFIGURATIONS.append({
+    "format": 1,
+    "version": "vectors-3",
+    "algorithm": "docs/assignment.md",
+    "holdout": None,
+    "experiments": [
+        {"key": "reco-level", "salt": "rl3-salt", "phase": 1, "coverage": 0.5, "layer_salt": "default",
+         "layer_range": [0.0, 1.0], "targeting": {}, "surface": "product-recommendations",
+         "arms": [{"key": "control", "weight": 1}, {"key": "cohort", "weight": 1}]},
+    ],
+    "surfaces": [
+        {"key": "checkout-consent-prompt", "default": {"name": "banner default", "personalization_level": "popularity"}},
+        {"key": "product-recommendations", "default": {"name": "popular default", "personalization_level": "popularity"}},
+    ],
+    "rollouts": [
+        {"surface": "checkout-consent-prompt", "experiment": "prompt-copy", "arm": "short", "salt": "ro-salt",
+         "percent": 25.0, "targeting": {"age_band": ["18-24", "25-34"]},
+         "treatment": {"name": "short prompt", "personalization_level": "popularity"}},
+    ],
+})
 _PLATFORMS = [None, "android", "ios", "web"]
 _AGE_BANDS = [None, "18-24", "25-34", "35-44"]
 CONFIGURATION_SUBJECTS = [f"shopper-{i}" for i in range(80)] + ["Jos\u00e9-1", "Jose\u0301-1", "\U0001f600"]
@@ -182,7 +206,14 @@ def _configuration_cases() -> list[dict]:
             assignments = [
                 {"experiment": a["experiment"], "arm": a["arm"]} for a in local_assignments(config, subject_id, attributes)
             ]
-            subjects.append({"subject_id": subject_id, "attributes": attributes, "assignments": assignments})
+            treatments = {
+                surface: {"treatment": entry["treatment"]["name"], "source": entry["source"],
+                          "experiment": entry["experiment"], "arm": entry["arm"]}
+                for surface, entry in local_treatments(
+                    config, local_assignments(config, subject_id, attributes), subject_id, attributes).items()
+            }
+            subjects.append({"subject_id": subject_id, "attributes": attributes, "assignments": assignments,
+                             "treatments": treatments})
         cases.append({"configuration": document, "subjects": subjects})
     return cases
 
@@ -236,6 +267,10 @@ def vectors() -> dict:
             for rules, attributes, _ in TARGETING_CASES
         ],
         "configuration_cases": _configuration_cases(),
+        "rollout_bucket_examples": [
+            {"salt": salt, "subject_id": sid, "bucket": bucket("rollout:" + salt, sid)}
+            for salt, sid in [("ro-salt", "shopper-1"), ("ro-salt", "Jos\u00e9-1"), ("ro-salt", "\U0001f600")]
+        ],
         "specs": [
             {
                 "key": spec.key,

@@ -121,6 +121,37 @@ class PrivacyTreatment(ConstraintFieldsMixin, models.Model):
         )
 
 
+
+class Surface(models.Model):
+    """A place in the marketplace whose privacy treatment the platform decides (docs/surfaces.md).
+
+    Every subject outside an experiment on the surface gets its default treatment;
+    with none set, the built-in non-personal fallback (``privacylab_client.surfaces``).
+    """
+
+    key = models.SlugField(
+        max_length=64, unique=True, help_text="How the marketplace names the surface, e.g. product-recommendations."
+    )
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    default_treatment = models.ForeignKey(
+        PrivacyTreatment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="default_for_surfaces",
+        help_text="What every subject outside an experiment on this surface gets. Empty: the built-in "
+        "non-personal fallback.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class Layer(models.Model):
     """Experiments in one layer own disjoint bucket ranges: a subject is in at most one."""
 
@@ -233,6 +264,15 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     layer = models.ForeignKey(
         Layer, on_delete=models.PROTECT, related_name="experiments", default=default_layer_id
+    )
+    surface = models.ForeignKey(
+        Surface,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiments",
+        help_text="Where in the marketplace the arms' treatments apply; the subjects it assigns get the arm's "
+        "treatment there instead of the surface's default.",
     )
     layer_start = models.FloatField(default=0.0)
     layer_end = models.FloatField(default=1.0)
@@ -956,6 +996,7 @@ class ExperimentAlert(models.Model):
     class Action(models.TextChoices):
         NONE = "", "None"
         PAUSED = "paused", "Experiment paused"
+        ROLLED_BACK = "rolled_back", "Rollout rolled back"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="alerts")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -990,6 +1031,104 @@ class ExperimentAlert(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.experiment.key}"
 
+
+
+class Rollout(ConstraintFieldsMixin, models.Model):
+    """A shipped arm's treatment ramped up on its surface, step by step, until it becomes the default (docs/surfaces.md)."""
+
+    CONSTRAINT_FIELDS = {
+        "rollout_one_ramping_per_surface": "surface",
+        "rollout_step_index_nonnegative": "step_index",
+        "rollout_hold_positive": "hold_seconds",
+    }
+
+    class Status(models.TextChoices):
+        RAMPING = "ramping", "Ramping"
+        COMPLETED = "completed", "Completed: the surface's default"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.PROTECT, related_name="rollouts")
+    arm = models.ForeignKey("Arm", on_delete=models.PROTECT, related_name="rollouts")
+    surface = models.ForeignKey(Surface, on_delete=models.PROTECT, related_name="rollouts")
+    treatment = models.ForeignKey(PrivacyTreatment, on_delete=models.PROTECT, related_name="rollouts")
+    previous_default = models.ForeignKey(
+        PrivacyTreatment, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The surface's default when the rollout started (empty: the built-in fallback).",
+    )
+    salt = models.CharField(max_length=64, default=new_salt, editable=False)
+    steps = models.JSONField(help_text="Percent of the surface's traffic per step, increasing, the last 100.")
+    step_index = models.PositiveIntegerField(default=0)
+    step_started_at = models.DateTimeField()
+    hold_seconds = models.PositiveIntegerField()
+    targeting = models.JSONField(
+        default=dict, blank=True, help_text="Who the rollout reaches (as an experiment's targeting); empty: everyone."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RAMPING)
+    reason = models.TextField(blank=True, help_text="Why it was shipped (required without a final ship verdict).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    finish_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["surface"],
+                condition=Q(status="ramping"),
+                name="rollout_one_ramping_per_surface",
+                violation_error_message="This surface already has a rollout ramping: let it finish or roll it back.",
+            ),
+            models.CheckConstraint(
+                condition=Q(step_index__gte=0),
+                name="rollout_step_index_nonnegative",
+                violation_error_message="The step index cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(hold_seconds__gte=1),
+                name="rollout_hold_positive",
+                violation_error_message="Each step must be held for at least a second.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}/{self.arm.key} on {self.surface.key}"
+
+    @property
+    def percent(self) -> int:
+        return int(self.steps[min(self.step_index, len(self.steps) - 1)])
+
+
+class RolloutExposure(models.Model):
+    """A subject first seen on a ramping rollout's surface during one step, and which side of the ramp they were on.
+
+    The rollout's health check compares, per step, the subjects who got the new
+    treatment with those who got the previous default (docs/surfaces.md).
+    """
+
+    class Group(models.TextChoices):
+        ROLLOUT = "rollout", "The shipped treatment"
+        DEFAULT = "default", "The previous default"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="exposures")
+    step_index = models.PositiveIntegerField()
+    subject = models.ForeignKey("consent.Subject", on_delete=models.CASCADE, related_name="rollout_exposures")
+    group = models.CharField(max_length=8, choices=Group.choices)
+    first_exposed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rollout", "step_index", "subject"],
+                name="rollout_exposure_unique_subject",
+                violation_error_message="This subject is already recorded in this step of the rollout.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout {self.rollout_id} step {self.step_index}: {self.group}"
 
 # --- API keys --------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.cache import cache
@@ -30,7 +30,8 @@ from experiments.assignment import (
     targeting_matches,
 )
 from experiments.contracts import TreatmentContract
-from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment
+from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Rollout, Surface
+from privacylab_client.surfaces import FALLBACK_TREATMENT, RolloutSpec, treatment_is_personal
 
 CONFIG_VERSION_KEY = "experiments:config-version"
 
@@ -56,6 +57,7 @@ class ExperimentConfig:
     spec: ExperimentSpec
     arms_by_key: dict[str, ArmConfig]
     arms_by_id: dict[int, ArmConfig]
+    surface: str | None = None
 
 
 def holdout_get() -> Holdout:
@@ -95,7 +97,7 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
     holdout = _holdout_spec()
     experiments = (
         Experiment.objects.filter(status=Experiment.Status.RUNNING)
-        .select_related("layer")
+        .select_related("layer", "surface")
         .prefetch_related(
             Prefetch("arms", queryset=Arm.objects.select_related("treatment").order_by("id"))
         )
@@ -116,6 +118,7 @@ def _load_running_configs() -> tuple[ExperimentConfig, ...]:
                 spec=_spec(experiment, arms, holdout),
                 arms_by_key={arm.key: arm for arm in arm_configs},
                 arms_by_id={arm.id: arm for arm in arm_configs},
+                surface=experiment.surface.key if experiment.surface_id else None,
             )
         )
     return tuple(configs)
@@ -129,9 +132,53 @@ def running_experiment_configs() -> tuple[ExperimentConfig, ...]:
     return _configs_memo.get(_current_version(), _load_running_configs)
 
 
+@dataclass(frozen=True, slots=True)
+class SurfaceDefaults:
+    """Each surface's default treatment (the built-in fallback where none is set) and its ramping rollout."""
+
+    defaults: dict[str, dict]
+    # Whether a subject's restriction can change their treatments (a personal default, or a rollout,
+    # which a restricted subject is not in): only then is it looked up.
+    any_personal: bool
+    rollouts: dict[str, RolloutSpec] = field(default_factory=dict)
+    rollout_steps: dict[str, tuple[int, int]] = field(default_factory=dict)  # surface → (rollout id, step index)
+
+
+def _load_surface_defaults() -> SurfaceDefaults:
+    defaults = {
+        surface.key: surface.default_treatment.as_contract() if surface.default_treatment_id else dict(FALLBACK_TREATMENT)
+        for surface in Surface.objects.select_related("default_treatment").order_by("key")
+    }
+    ramping = list(
+        Rollout.objects.filter(status=Rollout.Status.RAMPING).select_related("surface", "experiment", "arm", "treatment")
+    )
+    rollouts = {
+        rollout.surface.key: RolloutSpec(
+            surface=rollout.surface.key, experiment=rollout.experiment.key, arm=rollout.arm.key, salt=rollout.salt,
+            percent=float(rollout.percent), treatment=rollout.treatment.as_contract(), targeting=rollout.targeting or {},
+        )
+        for rollout in ramping
+    }
+    return SurfaceDefaults(
+        defaults=defaults,
+        any_personal=bool(rollouts) or any(map(treatment_is_personal, defaults.values())),
+        rollouts=rollouts,
+        rollout_steps={rollout.surface.key: (rollout.pk, rollout.step_index) for rollout in ramping},
+    )
+
+
+_surfaces_memo: VersionedMemo[SurfaceDefaults] = VersionedMemo()
+
+
+def surface_defaults() -> SurfaceDefaults:
+    """The surfaces' defaults, held in-process under the same version token as the running configs."""
+    return _surfaces_memo.get(_current_version(), _load_surface_defaults)
+
+
 def running_experiment_configs_forget() -> None:
     """Drop this process's configs and rendered document (as a fresh process has none)."""
     _configs_memo.forget()
+    _surfaces_memo.forget()
     _document_memo.forget()
 
 
@@ -149,7 +196,7 @@ CONFIG_FORMAT = 1
 _document_memo: VersionedMemo[ConfigDocument] = VersionedMemo()
 
 
-def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocument:
+def _config_document_build(configs: tuple[ExperimentConfig, ...], surfaces: SurfaceDefaults) -> ConfigDocument:
     # Every running experiment carries the one global holdout; with none running, none applies.
     holdout = configs[0].spec.holdout if configs else None
     experiments = []
@@ -163,6 +210,7 @@ def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocum
             "layer_salt": spec.layer_salt,
             "layer_range": list(spec.layer_range),
             "targeting": config.targeting,
+            "surface": config.surface,
             "arms": [
                 {"key": arm.key, "weight": arm.weight, "treatment": config.arms_by_key[arm.key].treatment}
                 for arm in spec.arms
@@ -172,6 +220,12 @@ def _config_document_build(configs: tuple[ExperimentConfig, ...]) -> ConfigDocum
     content = {
         "holdout": None if holdout is None else {"salt": holdout.salt, "share": holdout.share},
         "experiments": experiments,
+        "surfaces": [{"key": key, "default": default} for key, default in surfaces.defaults.items()],
+        "rollouts": [
+            {"surface": r.surface, "experiment": r.experiment, "arm": r.arm, "salt": r.salt, "percent": r.percent,
+             "targeting": dict(r.targeting), "treatment": dict(r.treatment)}
+            for r in surfaces.rollouts.values()
+        ],
     }
     # The version is the content's own hash: every process (and a restart) gives the same ETag
     # for the same configuration, so a client polling several servers never refetches for nothing.
@@ -191,7 +245,8 @@ def assignment_config_document() -> ConfigDocument:
     """
     version = _current_version()
     configs = _configs_memo.get(version, _load_running_configs)  # reloads if the version token moved
-    return _document_memo.get(version, lambda: _config_document_build(configs))
+    surfaces = _surfaces_memo.get(version, _load_surface_defaults)
+    return _document_memo.get(version, lambda: _config_document_build(configs, surfaces))
 
 
 def experiment_spec(*, experiment: Experiment) -> ExperimentSpec:
@@ -377,3 +432,55 @@ def arms_matched(
         for config in configs
         if targeting_matches(config.targeting, attributes) and (arm_key := assign(config.spec, subject_id)) is not None
     }
+
+
+# Metrics a ramp step measures from order events (docs/surfaces.md, "Shipping"); the others a
+# guardrail may name (opt-out, consent rate, CTR, AOV) are not measured during a rollout.
+ROLLOUT_METRICS = ("conversion", "orders", "gmv")
+
+
+def rollout_step_statistics(*, rollout: Rollout, until) -> tuple[dict[str, int], dict[str, tuple]]:
+    """Subjects per group in the rollout's current step, and per metric ``(default, rollout)`` sufficient statistics.
+
+    Each subject's orders count from their first exposure in this step until ``until``.
+    """
+    from django.db.models import Count, DecimalField, OuterRef, Subquery, Sum, Value
+    from django.db.models.functions import Coalesce
+
+    from experiments.models import OutcomeEvent, RolloutExposure
+    from experiments.stats import ProportionStatistic, SampleMeanStatistic
+
+    orders = OutcomeEvent.objects.filter(
+        subject_id=OuterRef("subject_id"), type=OutcomeEvent.Type.ORDER,
+        occurred_at__gte=OuterRef("first_exposed_at"), occurred_at__lt=until,
+    ).order_by().values("subject_id")
+    rows = (
+        RolloutExposure.objects.filter(rollout=rollout, step_index=rollout.step_index, first_exposed_at__lt=until)
+        .annotate(
+            order_count=Coalesce(Subquery(orders.annotate(c=Count("id")).values("c")), 0),
+            order_gmv=Coalesce(Subquery(orders.annotate(s=Sum("amount")).values("s")),
+                               Value(0), output_field=DecimalField(max_digits=20, decimal_places=2)),
+        )
+        .values_list("group", "order_count", "order_gmv")
+    )
+    sums = {group: [0, 0, 0.0, 0.0, 0.0, 0.0] for group in RolloutExposure.Group.values}  # n, converted, Σo, Σo², Σg, Σg²
+    for group, count, gmv in rows.iterator():
+        entry, gmv = sums[group], float(gmv)
+        entry[0] += 1
+        entry[1] += count > 0
+        entry[2] += count
+        entry[3] += count * count
+        entry[4] += gmv
+        entry[5] += gmv * gmv
+    counts = {group: entry[0] for group, entry in sums.items()}
+    statistics = {}
+    if all(counts.values()):
+        def per_group(make):
+            return make(sums["default"]), make(sums["rollout"])
+
+        statistics = {
+            "conversion": per_group(lambda e: ProportionStatistic(n=e[0], successes=e[1])),
+            "orders": per_group(lambda e: SampleMeanStatistic(n=e[0], sum=e[2], sum_squares=e[3])),
+            "gmv": per_group(lambda e: SampleMeanStatistic(n=e[0], sum=e[4], sum_squares=e[5])),
+        }
+    return counts, statistics

@@ -23,6 +23,7 @@ from experiments.services import (
 
 # The attributes' limits are the services' (the exposure ingest applies the same).
 from experiments.services.assignment import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTES, STORED_ATTRIBUTES
+from privacylab_client.surfaces import SOURCES as SURFACE_SOURCES
 
 
 @extend_schema_field(
@@ -93,8 +94,24 @@ class AssignmentSerializer(serializers.Serializer):
     treatment = TreatmentSerializer()
 
 
+class SurfaceTreatmentSerializer(serializers.Serializer):
+    treatment = TreatmentSerializer()
+    source = serializers.ChoiceField(
+        choices=SURFACE_SOURCES,
+        help_text="Why the subject gets this treatment: an experiment's arm, a rollout of a shipped arm, the "
+        "surface's default, or the built-in non-personal fallback (a subject who restricted processing or "
+        "objected, on a surface whose default is personal). docs/surfaces.md.",
+    )
+    experiment = serializers.CharField(allow_null=True, help_text="The experiment's key (source experiment or rollout).")
+    arm = serializers.CharField(allow_null=True, help_text="The arm's key (source experiment or rollout).")
+
+
 class AssignmentResponseSerializer(serializers.Serializer):
     assignments = AssignmentSerializer(many=True)
+    treatments = serializers.DictField(
+        child=SurfaceTreatmentSerializer(),
+        help_text="Per surface key (e.g. product-recommendations), the treatment the subject gets there and why.",
+    )
 
 
 # --- outcome events (documentation of the contract; events_record validates) -----

@@ -12,7 +12,7 @@ from celery import shared_task
 from config.transient import TRANSIENT_ERRORS
 from experiments.models import Experiment, ResultSnapshot
 from experiments.results import enqueue, monitor, snapshots
-from experiments.services import lifecycle
+from experiments.services import lifecycle, rollouts
 
 RETRY = {
     "autoretry_for": TRANSIENT_ERRORS,
@@ -61,3 +61,15 @@ def experiment_monitor(snapshot_id: int) -> dict | None:
 def experiments_monitor_pending() -> list[dict]:
     """Periodic: monitor every running experiment's latest run not yet acted on."""
     return monitor.experiments_monitor_pending()
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
+def rollout_step(rollout_id: int) -> str:
+    """Advance one rollout's ramp if its step has been held long enough (idempotent: the service locks the row)."""
+    return rollouts.rollout_step(rollout_id=rollout_id)
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
+def rollouts_step_due() -> list[int]:
+    """Periodic: enqueue a step for every ramping rollout whose hold is over."""
+    return rollouts.rollouts_enqueue_due()

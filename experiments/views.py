@@ -20,7 +20,7 @@ from experiments.serializers import (
     ExposuresRequestSerializer,
     ExposuresResponseSerializer,
 )
-from experiments.services import assignments_for_subject, events_record, exposures_record
+from experiments.services import events_record, exposures_record, subject_assign
 
 
 class AssignmentView(APIView):
@@ -37,7 +37,7 @@ class AssignmentView(APIView):
     def post(self, request):
         payload = AssignmentRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        assignments = assignments_for_subject(
+        decided = subject_assign(
             subject_id=payload.validated_data["subject_id"],
             attributes=payload.validated_data["attributes"],
         )
@@ -45,8 +45,10 @@ class AssignmentView(APIView):
         return Response(
             {
                 "assignments": [
-                    {"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()} for a in assignments
-                ]
+                    {"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()}
+                    for a in decided.assignments
+                ],
+                "treatments": decided.treatments,
             }
         )
 

@@ -21,9 +21,17 @@ from privacylab_client.assignment import (
     targeting_matches,
     unit,
 )
-from privacylab_client.client import Client, LocalConfig, config_parse, local_assignments
+from privacylab_client.client import (
+    Client,
+    LocalConfig,
+    config_parse,
+    local_assignments,
+    local_treatments,
+)
+from privacylab_client.surfaces import FALLBACK_TREATMENT, fallback_treatments, surface_treatments
 
 __all__ = [
+    "FALLBACK_TREATMENT",
     "ArmSpec",
     "Client",
     "ExperimentSpec",
@@ -33,7 +41,10 @@ __all__ = [
     "bucket",
     "config_parse",
     "in_holdout",
+    "fallback_treatments",
     "local_assignments",
+    "local_treatments",
+    "surface_treatments",
     "spec_from_json",
     "targeting_matches",
     "unit",

@@ -25,6 +25,12 @@ from privacylab_client.assignment import (
     spec_from_json,
     targeting_matches,
 )
+from privacylab_client.surfaces import (
+    RolloutSpec,
+    fallback_treatments,
+    rollout_from_json,
+    surface_treatments,
+)
 
 logger = logging.getLogger("privacylab_client")
 
@@ -49,6 +55,9 @@ class LocalConfig:
     version: str
     experiments: tuple[LocalExperiment, ...]
     phases: Mapping[str, int] = field(default_factory=dict)  # experiment key → phase
+    surfaces: Mapping[str, dict] = field(default_factory=dict)  # surface key → its default treatment
+    experiment_surfaces: Mapping[str, str | None] = field(default_factory=dict)  # experiment key → surface
+    rollouts: Mapping[str, RolloutSpec] = field(default_factory=dict)  # surface key → its ramping rollout
 
     def __post_init__(self) -> None:
         if not self.phases:
@@ -65,7 +74,9 @@ def config_parse(document: Mapping[str, object]) -> LocalConfig:
         raise ValueError(f"configuration format {document.get('format')!r}; this client reads {CONFIG_FORMAT}")
     holdout = document.get("holdout")
     experiments = []
+    experiment_surfaces = {}
     for raw in document["experiments"]:
+        experiment_surfaces[str(raw["key"])] = raw.get("surface")
         spec = spec_from_json({name: value for name, value in raw.items() if name != "holdout"}, holdout=holdout)
         experiments.append(
             LocalExperiment(
@@ -76,7 +87,14 @@ def config_parse(document: Mapping[str, object]) -> LocalConfig:
                 treatments={arm["key"]: arm["treatment"] for arm in raw["arms"]},
             )
         )
-    return LocalConfig(version=str(document.get("version", "")), experiments=tuple(experiments))
+    surfaces = {str(surface["key"]): dict(surface["default"]) for surface in document.get("surfaces", ())}
+    return LocalConfig(
+        version=str(document.get("version", "")),
+        experiments=tuple(experiments),
+        surfaces=surfaces,
+        experiment_surfaces=experiment_surfaces,
+        rollouts={spec.surface: spec for spec in map(rollout_from_json, document.get("rollouts", ()))},
+    )
 
 
 def local_assignments(config: LocalConfig, subject_id: str, attributes: Mapping[str, object]) -> list[dict]:
@@ -97,6 +115,16 @@ def local_assignments(config: LocalConfig, subject_id: str, attributes: Mapping[
     return result
 
 
+def local_treatments(
+    config: LocalConfig, assignments: list[dict], subject_id: str = "", attributes: Mapping[str, object] | None = None
+) -> dict[str, dict]:
+    """What ``POST /api/v1/assignments`` answers in ``treatments``, given ``local_assignments``' answer."""
+    return surface_treatments(
+        defaults=config.surfaces, assignments=assignments, experiment_surfaces=config.experiment_surfaces,
+        rollouts=config.rollouts, subject_id=subject_id, attributes=attributes,
+    )
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -108,8 +136,9 @@ class Client:
     ``POST /api/v1/assignments`` does for the same subject, without a request: the
     configuration is fetched once (synchronously, at construction) and polled every
     ``poll_interval`` seconds with ``If-None-Match``. A failed fetch keeps the last
-    good copy. With no copy at all ``assign`` returns no assignments (every
-    subject gets the surfaces' defaults) and ``config_status`` says ``"missing"``;
+    good copy. With no copy at all ``assign`` returns no assignments, every surface
+    named in ``surfaces`` on the built-in non-personal fallback (``source:
+    "fallback"``), and ``config_status`` says ``"missing"``;
     it is ``"fresh"`` after a successful poll and ``"stale"`` while polls fail.
 
     Each first assignment of a subject to an experiment is queued as an exposure
@@ -141,6 +170,7 @@ class Client:
         max_retries: int = 5,
         start: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        surfaces: tuple[str, ...] = (),
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be from 1 to {MAX_BATCH}")
@@ -152,6 +182,8 @@ class Client:
         self.timeout = timeout
         self.max_retries = max_retries
         self._sleep = sleep
+        # The surfaces the service serves: with no configuration at all, each gets the built-in fallback.
+        self._fallback = fallback_treatments(surfaces)
         self.config: LocalConfig | None = None
         self.config_status = "missing"
         self._etag: str | None = None
@@ -178,13 +210,18 @@ class Client:
     # --- assignment ------------------------------------------------------------------
 
     def assign(self, subject_id: str, attributes: Mapping[str, object] | None = None) -> dict:
-        """``{"assignments": [{"experiment", "arm", "treatment"}, ...]}`` for this subject; queues first exposures."""
+        """``{"assignments": [...], "treatments": {...}}`` for this subject, as the server answers; queues first exposures.
+
+        With no configuration (``config_status == "missing"``) there are no
+        assignments and every surface given as ``surfaces=`` gets the built-in
+        non-personal fallback, ``source: "fallback"``.
+        """
         if not isinstance(subject_id, str) or not subject_id:
             raise ValueError("subject_id must be a non-empty string")
         attributes = attributes or {}
         config = self.config
         if config is None:
-            return {"assignments": []}
+            return {"assignments": [], "treatments": {key: dict(value) for key, value in self._fallback.items()}}
         assignments = local_assignments(config, subject_id, attributes)
         if assignments:
             seen = self._seen
@@ -193,7 +230,7 @@ class Client:
             new = [a for a in assignments if (a["experiment"], phases[a["experiment"]], subject_id) not in seen]
             if new:
                 self._expose(phases, subject_id, attributes, new)
-        return {"assignments": assignments}
+        return {"assignments": assignments, "treatments": local_treatments(config, assignments, subject_id, attributes)}
 
     def _expose(self, phases: Mapping[str, int], subject_id: str, attributes: Mapping[str, object],
                 assignments: list[dict]) -> None:

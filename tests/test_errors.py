@@ -23,7 +23,7 @@ def test_an_unknown_page_is_the_sites_404_page(client):
 
 def test_an_unexpected_error_in_the_api_is_a_json_500_not_an_html_page(api_key):
     client = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Api-Key {api_key}")
-    with mock.patch("experiments.views.assignments_for_subject", side_effect=RuntimeError("a bug")):
+    with mock.patch("experiments.views.subject_assign", side_effect=RuntimeError("a bug")):
         response = client.post("/api/v1/assignments", {"subject_id": "u-1"}, content_type="application/json")
     assert response.status_code == 500
     assert response.json() == {"detail": "Server error.", "code": "server_error"}

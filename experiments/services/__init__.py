@@ -9,7 +9,9 @@ from experiments.selectors import experiment_scheduled_later, treatment_frozen_b
 from experiments.services.assignment import (
     SUBJECT_ATTRIBUTES,
     Assignment,
+    SubjectAssignment,
     assignments_for_subject,
+    subject_assign,
 )
 from experiments.services.compliance import (
     APPROVE_OVERRIDE,
@@ -81,6 +83,13 @@ from experiments.services.retention import (
     metric_facts_retention_purge,
     metric_order_facts_retention_purge,
 )
+from experiments.services.rollouts import (
+    experiment_ship,
+    rollout_roll_back,
+    rollout_step,
+    rollout_validate_steps,
+)
+from experiments.services.surfaces import surface_create, surface_save
 
 __all__ = [
     "ANALYSIS_FIELDS",
@@ -107,6 +116,7 @@ __all__ = [
     "arm_create",
     "arm_delete",
     "arm_update",
+    "SubjectAssignment",
     "assignments_for_subject",
     "events_check",
     "events_record",
@@ -120,6 +130,7 @@ __all__ = [
     "experiment_save",
     "experiment_scheduled_later",
     "experiment_set_coverage",
+    "experiment_ship",
     "experiment_start",
     "experiment_start_problems",
     "experiment_stop",
@@ -142,6 +153,12 @@ __all__ = [
     "treatment_copy",
     "treatment_create",
     "treatment_frozen_by",
+    "rollout_roll_back",
+    "rollout_step",
+    "rollout_validate_steps",
+    "subject_assign",
+    "surface_create",
+    "surface_save",
     "treatment_save",
     "treatment_validate_change",
 ]

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from experiments.models import Arm, Experiment, Guardrail, PrivacyTreatment
 from experiments.selectors import treatment_frozen_by
+from experiments.services.lifecycle import experiment_config_changed
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ def treatment_save(*, treatment: PrivacyTreatment) -> tuple:
             PrivacyTreatment.objects.select_for_update().filter(pk=treatment.pk).exists()
         treatment_validate_change(treatment=treatment)
         treatment.save()
+        if treatment.default_for_surfaces.exists():
+            # A surface's default is served from every process's copy: tell them to reload.
+            experiment_config_changed()
     findings = treatment_compliance_findings(treatment=treatment)
     logger.info(
         "privacy treatment %s saved: %d compliance error(s), %d warning(s)",

@@ -26,7 +26,8 @@ Status = Experiment.Status
 
 
 # Fields that define who is in which arm: frozen once an experiment has run.
-FROZEN_FIELDS = frozenset({"key", "salt", "layer", "layer_start", "layer_end", "targeting"})
+# The surface too: moving it would change the treatment its subjects get.
+FROZEN_FIELDS = frozenset({"key", "salt", "layer", "layer_start", "layer_end", "targeting", "surface"})
 
 # The analysis, fixed before the data comes in (a test chosen after seeing the data is not a
 # test): frozen once an experiment has started; changing them starts a new phase

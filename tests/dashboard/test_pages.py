@@ -387,3 +387,23 @@ def test_the_descriptive_ratio_is_shown_apart_and_schema_2_snapshots_still_rende
     content = response.content.decode()
     assert 'id="results-table"' in content and "descriptive-withdrawals_among_granted" not in content
     assert client.get(_url("export-csv", analysed)).status_code == 200
+
+
+def test_a_rolled_back_rollout_shows_its_alert(client, people):
+    from django.test import TestCase
+
+    from experiments import services
+
+    experiment = make_experiment(people["owner"], key="shipped")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        surface = services.surface_create(key="product-recommendations", name="Product recommendations")
+    experiment.surface = surface
+    experiment.save(update_fields=["surface"])
+    rollout = services.experiment_ship(experiment=experiment, arm_key="arm-1", reason="PM decision")
+    services.rollout_roll_back(rollout=rollout, reason="conversion breached its margin at 10%", kind="guardrail",
+                               details={"metric": "conversion"})
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", experiment))
+    assert {(a.kind, a.action) for a in response.context["page"].alerts} == {("guardrail", "rolled_back")}
+    html = response.content.decode()
+    assert "Rollout rolled back" in html and "conversion breached its margin at 10%" in html

@@ -16,7 +16,10 @@ from tests.experiments.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/assignments"
-CONFIG_TABLES = ("experiments_experiment", "experiments_arm", "experiments_privacytreatment", "experiments_holdout")
+CONFIG_TABLES = (
+    "experiments_experiment", "experiments_arm", "experiments_privacytreatment", "experiments_holdout",
+    "experiments_surface",
+)
 
 
 def post(api, payload, **kwargs):
@@ -47,7 +50,7 @@ def test_returning_subject_keeps_its_arm_and_one_exposure(api):
 
 
 def test_no_running_experiment_means_no_assignment(api):
-    assert post(api, {"subject_id": "u-2"}).json() == {"assignments": []}
+    assert post(api, {"subject_id": "u-2"}).json() == {"assignments": [], "treatments": {}}
     assert not Exposure.objects.exists()
 
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 from consent.pseudonyms import subject_id_problem
 from experiments import services
 from experiments.models import Arm, Experiment, Exposure, Holdout, Layer
-from privacylab_client import Client, config_parse, local_assignments
+from privacylab_client import FALLBACK_TREATMENT, Client, config_parse, local_assignments
+from privacylab_client.surfaces import NON_PERSONAL_LEVELS
 from tests.conftest import api_key_create
 from tests.experiments.factories import TreatmentFactory, UserFactory, running_experiment
 
@@ -156,7 +157,7 @@ def test_client_assigns_locally_and_sends_each_exposure_once(live_server):
 def test_client_polls_with_the_etag_and_keeps_its_last_good_copy(live_server, django_capture_on_commit_callbacks):
     experiment = running_experiment()
     client = Client(live_server.url, api_key_create(scopes=["assign"]), start=False)
-    assert client.assign("early") == {"assignments": []} and client.config_status == "missing"
+    assert client.assign("early") == {"assignments": [], "treatments": {}} and client.config_status == "missing"
     assert client.refresh() and client.config_status == "fresh"
     copy = client.config
     assert client.refresh() and client.config is copy  # 304: the copy is kept, not parsed again
@@ -170,9 +171,14 @@ def test_client_polls_with_the_etag_and_keeps_its_last_good_copy(live_server, dj
 
 
 def test_client_without_any_configuration_assigns_nothing_and_says_so(caplog):
-    client = Client("http://127.0.0.1:9", "key", timeout=0.5, start=False)
+    client = Client("http://127.0.0.1:9", "key", timeout=0.5, start=False, surfaces=("product-recommendations",))
     assert client.refresh() is False
-    assert client.assign("anyone", {}) == {"assignments": []}
+    answer = client.assign("anyone", {})
+    assert answer["assignments"] == []
+    assert answer["treatments"] == {
+        "product-recommendations": {"treatment": FALLBACK_TREATMENT, "source": "fallback", "experiment": None, "arm": None}
+    }
+    assert answer["treatments"]["product-recommendations"]["treatment"]["personalization_level"] in NON_PERSONAL_LEVELS
     assert client.config_status == "missing" and "no assignments" in caplog.text
 
 

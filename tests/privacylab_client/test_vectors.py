@@ -92,3 +92,30 @@ def test_ids_are_hashed_in_nfc():
     for case in cases:
         assert unicodedata.normalize("NFC", case["subject_id"]) == case["nfc"]
         assert bucket(case["seed"], case["subject_id"]) == case["bucket"] == bucket(case["seed"], case["nfc"])
+
+
+def test_configuration_cases_give_each_subject_its_treatments():
+    """Surfaces, an experiment on one and a targeted rollout on another: the published treatments by name."""
+    from privacylab_client import local_treatments
+
+    cases_with_surfaces = [case for case in VECTORS["configuration_cases"] if case["configuration"].get("surfaces")]
+    assert cases_with_surfaces and any(case["configuration"].get("rollouts") for case in cases_with_surfaces)
+    sources = set()
+    for case in VECTORS["configuration_cases"]:
+        config = config_parse(case["configuration"])
+        for subject in case["subjects"]:
+            sid, attributes = subject["subject_id"], subject["attributes"]
+            got = {
+                surface: {"treatment": entry["treatment"]["name"], "source": entry["source"],
+                          "experiment": entry["experiment"], "arm": entry["arm"]}
+                for surface, entry in local_treatments(config, local_assignments(config, sid, attributes), sid,
+                                                       attributes).items()
+            }
+            assert got == subject["treatments"], subject
+            sources.update(entry["source"] for entry in got.values())
+    assert sources == {"experiment", "rollout", "default"}
+
+
+def test_rollout_bucket_examples():
+    for case in VECTORS["rollout_bucket_examples"]:
+        assert bucket("rollout:" + case["salt"], case["subject_id"]) == case["bucket"]
