@@ -1,0 +1,205 @@
+"""The metrics as one relational expression (ibis), compiled for each engine.
+
+The same definitions as the built-in pipeline's SQL (``experiments.metrics.sql``,
+docs/metrics.md): per exposure of the window its orders, GMV, pre-exposure GMV,
+impressions, clicks and personalization decisions, then the sums of
+``experiments.metrics.sql.SUMS`` per (segment, arm) and the two caps, all in the
+engine: only those few rows come back.
+
+The input tables have canonical column names (``experiments.warehouse.mapping``
+renames a data source's columns to these):
+
+- exposures: experiment_id, phase, arm, subject_id, first_exposed_at
+- events: subject_id, type, occurred_at, amount
+- consents: ledger_id, subject_id, purpose, action, recorded_at, expires_at, notice_id
+- subjects: subject_id, age_band, province, platform, restricted_at
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
+from experiments.metrics.sql import SUMS
+
+
+@dataclass(frozen=True)
+class WarehouseQuery:
+    """What one results run asks the engine: the experiment's window and settings."""
+
+    experiment_id: int
+    phase: int
+    window_start: datetime
+    window_end: datetime
+    pre_exposure_days: int
+    gmv_cap_percentile: float | None
+    purpose: str
+    counting_notices: tuple[int, ...]
+
+
+def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
+    """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS), then the 'cap' and 'order_cap' rows.
+
+    ``tables``: ibis tables ``exposures``, ``events``, ``consents``, ``subjects`` with the
+    canonical columns. Nothing here runs; the caller executes the expression on its backend.
+    """
+    import ibis
+
+    exposures, events, consents, subjects = (tables[name] for name in ("exposures", "events", "consents", "subjects"))
+    end = ibis.literal(query.window_end)
+    restricted = subjects.filter(subjects.restricted_at.notnull()).select("subject_id")
+    window = exposures.filter(
+        exposures.experiment_id == query.experiment_id,
+        exposures.phase == query.phase,
+        exposures.first_exposed_at >= ibis.literal(query.window_start),
+        exposures.first_exposed_at < end,
+    )
+    # A subject who restricted processing is left out of the measurement (docs/privacy.md).
+    window = window.anti_join(restricted, "subject_id")
+    window = window.select(
+        "subject_id", "arm", fe=window.first_exposed_at,
+        pre_start=window.first_exposed_at - ibis.interval(days=query.pre_exposure_days),
+    )
+
+    joined = window.inner_join(events, "subject_id")
+    joined = joined.filter(joined.occurred_at < end)
+    post = joined.occurred_at >= joined.fe
+    is_order = joined.type == "order"
+    amount = joined.amount.cast("float64")
+    pre = is_order & (joined.occurred_at < joined.fe) & (joined.occurred_at >= joined.pre_start)
+    per_events = joined.group_by("subject_id").aggregate(
+        orders=(is_order & post).sum().cast("int64"),
+        gmv=ibis.ifelse(is_order & post, amount, 0.0).sum(),
+        pre_gmv=ibis.ifelse(pre, amount, 0.0).sum(),
+        pre_orders=pre.sum().cast("int64"),
+        impressions=((joined.type == "rec_impression") & post).sum().cast("int64"),
+        clicks=((joined.type == "rec_click") & post).sum().cast("int64"),
+    )
+
+    ledger = consents.filter(consents.purpose == query.purpose, consents.recorded_at < end)
+    # Whether a withdrawal ended a grant: the subject's previous decision (ledger order) is a grant valid then.
+    previous = ibis.window(group_by=ledger.subject_id, order_by=ledger.ledger_id)
+    ledger = ledger.mutate(
+        previous_action=ledger.action.lag().over(previous),
+        previous_expires=ledger.expires_at.lag().over(previous),
+    )
+    ledger = ledger.mutate(
+        ends_grant=(ledger.action == "withdraw")
+        & (ledger.previous_action == "grant").fill_null(False)
+        & (ledger.previous_expires.isnull() | (ledger.previous_expires > ledger.recorded_at)).fill_null(False),
+        valid_at_cutoff=(ledger.action == "grant")
+        & (ledger.expires_at.isnull() | (ledger.expires_at > end)).fill_null(False)
+        & ledger.notice_id.isin(list(query.counting_notices) or [-1]).fill_null(False),
+    )
+    decisions = window.select("subject_id", "fe").inner_join(ledger, "subject_id")
+    after = decisions.recorded_at >= decisions.fe
+    before = decisions.recorded_at < decisions.fe
+    per_consent = decisions.group_by("subject_id").aggregate(
+        withdrawals=(decisions.ends_grant & after).sum().cast("int64"),
+        grants_after=((decisions.action == "grant") & after).sum().cast("int64"),
+        last_decision=decisions.ledger_id.max(),
+        last_valid_grant=decisions.ledger_id.max(where=decisions.valid_at_cutoff),
+        last_before=decisions.ledger_id.max(where=before),
+        standing_grant=decisions.ledger_id.max(
+            where=before & (decisions.action == "grant")
+            & (decisions.expires_at.isnull() | (decisions.expires_at > decisions.fe)).fill_null(False)
+        ),
+    )
+
+    def segment(column):
+        return ibis.coalesce(column.nullif(""), ibis.literal(UNKNOWN_SEGMENT))
+
+    facts = (
+        window.inner_join(subjects.select("subject_id", "age_band", "province", "platform"), "subject_id")
+        .left_join(per_events, "subject_id")
+        .left_join(per_consent, "subject_id")
+    )
+    withdrew = facts.withdrawals.fill_null(0) > 0
+    facts = facts.select(
+        arm=facts.arm,
+        age_band=segment(facts.age_band),
+        province=segment(facts.province),
+        platform=segment(facts.platform),
+        customer=ibis.ifelse(facts.pre_orders.fill_null(0) > 0, "returning", "new"),
+        orders=facts.orders.fill_null(0),
+        gmv=facts.gmv.fill_null(0.0),
+        pre_gmv=facts.pre_gmv.fill_null(0.0),
+        impressions=facts.impressions.fill_null(0),
+        clicks=facts.clicks.fill_null(0),
+        opted_out=withdrew.cast("int64"),
+        consented=(facts.last_decision == facts.last_valid_grant).fill_null(False).cast("int64"),
+        granted=(
+            withdrew | (facts.grants_after.fill_null(0) > 0) | (facts.last_before == facts.standing_grant).fill_null(False)
+        ).cast("int64"),
+        subject_id=facts.subject_id,
+        fe=facts.fe,
+    )
+
+    percentile = query.gmv_cap_percentile
+    # The subject GMV cap over the buyers; the order cap over the orders counted (both in the engine).
+    buyers = facts.filter(facts.gmv > 0)
+    counted_orders = joined.filter(is_order & post).select("subject_id", amount=amount)
+    if percentile is None:
+        cap_row = order_cap_row = None
+    else:
+        cap_row = buyers.aggregate(cap=buyers.gmv.quantile(float(percentile)))
+        order_cap_row = counted_orders.aggregate(order_cap=counted_orders.amount.quantile(float(percentile)))
+
+    # The average order value's numerator: each order capped at the order cap, summed per subject.
+    if order_cap_row is None:
+        orders_capped = counted_orders.group_by("subject_id").aggregate(aov_gmv=counted_orders.amount.sum())
+        capped = facts.mutate(cap=ibis.literal(None, type="float64")).left_join(orders_capped, "subject_id")
+    else:
+        orders_capped = counted_orders.cross_join(order_cap_row)
+        orders_capped = orders_capped.group_by("subject_id").aggregate(
+            aov_gmv=ibis.least(orders_capped.amount, orders_capped.order_cap).sum()
+        )
+        capped = facts.cross_join(cap_row).left_join(orders_capped, "subject_id")
+
+    def capped_value(column):
+        return ibis.ifelse(capped.cap.isnull() | (column <= capped.cap), column, capped.cap)
+
+    capped = capped.select(
+        "arm", *SEGMENT_DIMENSIONS, "orders", "impressions", "clicks", "opted_out", "consented", "granted",
+        converted=(capped.orders > 0).cast("int64"),
+        gmv=capped_value(capped.gmv),
+        pre_gmv=capped_value(capped.pre_gmv),
+        aov_gmv=capped.aov_gmv.fill_null(0.0),
+    )
+    c = capped
+    aggregates = {
+        "n": c.count(),
+        "converted": c.converted.sum(),
+        "opted_out": c.opted_out.sum(),
+        "consented": c.consented.sum(),
+        "granted": c.granted.sum(),
+        "gmv_sum": c.gmv.sum(),
+        "gmv_ss": (c.gmv * c.gmv).sum(),
+        "pre_sum": c.pre_gmv.sum(),
+        "pre_ss": (c.pre_gmv * c.pre_gmv).sum(),
+        "gmv_pre": (c.gmv * c.pre_gmv).sum(),
+        "orders_sum": c.orders.sum(),
+        "orders_ss": (c.orders * c.orders).sum(),
+        "aov_sum": c.aov_gmv.sum(),
+        "aov_ss": (c.aov_gmv * c.aov_gmv).sum(),
+        "aov_orders": (c.aov_gmv * c.orders).sum(),
+        "impressions_sum": c.impressions.sum(),
+        "impressions_ss": (c.impressions * c.impressions).sum(),
+        "clicks_sum": c.clicks.sum(),
+        "clicks_ss": (c.clicks * c.clicks).sum(),
+        "clicks_impressions": (c.clicks * c.impressions).sum(),
+    }
+    assert tuple(aggregates) == SUMS
+    parts = [
+        c.group_by("arm").aggregate(**aggregates).mutate(
+            dimension=ibis.literal("all"), value=ibis.literal("")
+        )
+    ]
+    for name in SEGMENT_DIMENSIONS:
+        parts.append(
+            c.group_by("arm", name).aggregate(**aggregates).mutate(dimension=ibis.literal(name)).rename(value=name)
+        )
+    ordered = ["dimension", "value", "arm", *SUMS]
+    stats = ibis.union(*(part.select(*ordered).cast({name: "float64" for name in SUMS}) for part in parts))
+    return stats, cap_row, order_cap_row
