@@ -409,3 +409,6 @@ LOGGING = logging_config(
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 )
+# Warehouse data sources (experiments.warehouse; docs/warehouse.md): connection URLs by the
+# name a DataSource row gives in url_setting (JSON object), looked up before the environment.
+PRIVACYLAB_WAREHOUSE_URLS = env.json("PRIVACYLAB_WAREHOUSE_URLS", default={})

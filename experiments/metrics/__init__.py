@@ -68,7 +68,11 @@ Public API::
 ``metric_statistics`` is the former name of ``metric_statistics_compute``, kept for old callers.
 """
 
-from experiments.metrics.aggregate import MetricStatistics, metric_statistics_aggregate, metric_statistics_from_rows
+from experiments.metrics.aggregate import (
+    MetricStatistics,
+    metric_statistics_aggregate,
+    metric_statistics_from_rows,
+)
 from experiments.metrics.attribution import (
     RECOMMENDATION_ATTRIBUTION_WINDOW,
     recommendation_gmv_attribution,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ibis
-
 from consent.models import Purpose
 from experiments.metrics.aggregate import MetricStatistics, metric_statistics_from_rows
 from experiments.metrics.definitions import window_for

@@ -18,7 +18,7 @@ renames a data source's columns to these):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
 from experiments.metrics.sql import SUMS
@@ -38,6 +38,13 @@ class WarehouseQuery:
     counting_notices: tuple[int, ...]
 
 
+def _flag(condition):
+    """1 or 0 (PostgreSQL casts no boolean to a bigint; every engine sums these)."""
+    import ibis
+
+    return ibis.ifelse(condition, 1, 0)
+
+
 def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS), then the 'cap' and 'order_cap' rows.
 
@@ -48,15 +55,16 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
 
     exposures, events, consents, subjects = (tables[name] for name in ("exposures", "events", "consents", "subjects"))
     end = ibis.literal(query.window_end)
-    restricted = subjects.filter(subjects.restricted_at.notnull()).select("subject_id")
+    restricted = subjects.filter(subjects.restricted_at.notnull()).subject_id
     window = exposures.filter(
         exposures.experiment_id == query.experiment_id,
         exposures.phase == query.phase,
         exposures.first_exposed_at >= ibis.literal(query.window_start),
         exposures.first_exposed_at < end,
+        # A subject who restricted processing is left out of the measurement (docs/privacy.md).
+        # (NOT IN a subquery, not an anti-join: ibis 12 writes PostgreSQL's as "LEFT ANTI JOIN".)
+        ~exposures.subject_id.isin(restricted),
     )
-    # A subject who restricted processing is left out of the measurement (docs/privacy.md).
-    window = window.anti_join(restricted, "subject_id")
     window = window.select(
         "subject_id", "arm", fe=window.first_exposed_at,
         pre_start=window.first_exposed_at - ibis.interval(days=query.pre_exposure_days),
@@ -69,12 +77,12 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     amount = joined.amount.cast("float64")
     pre = is_order & (joined.occurred_at < joined.fe) & (joined.occurred_at >= joined.pre_start)
     per_events = joined.group_by("subject_id").aggregate(
-        orders=(is_order & post).sum().cast("int64"),
+        orders=_flag(is_order & post).sum(),
         gmv=ibis.ifelse(is_order & post, amount, 0.0).sum(),
         pre_gmv=ibis.ifelse(pre, amount, 0.0).sum(),
-        pre_orders=pre.sum().cast("int64"),
-        impressions=((joined.type == "rec_impression") & post).sum().cast("int64"),
-        clicks=((joined.type == "rec_click") & post).sum().cast("int64"),
+        pre_orders=_flag(pre).sum(),
+        impressions=_flag((joined.type == "rec_impression") & post).sum(),
+        clicks=_flag((joined.type == "rec_click") & post).sum(),
     )
 
     ledger = consents.filter(consents.purpose == query.purpose, consents.recorded_at < end)
@@ -95,14 +103,20 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     decisions = window.select("subject_id", "fe").inner_join(ledger, "subject_id")
     after = decisions.recorded_at >= decisions.fe
     before = decisions.recorded_at < decisions.fe
+    null_id = ibis.null().cast(decisions.ledger_id.type())
+
+    def last_id(where):
+        # MAX over a CASE, not an aggregate filter: ClickHouse's maxIf gives 0, not NULL, over no rows.
+        return ibis.ifelse(where, decisions.ledger_id, null_id).max()
+
     per_consent = decisions.group_by("subject_id").aggregate(
-        withdrawals=(decisions.ends_grant & after).sum().cast("int64"),
-        grants_after=((decisions.action == "grant") & after).sum().cast("int64"),
+        withdrawals=_flag(decisions.ends_grant & after).sum(),
+        grants_after=_flag((decisions.action == "grant") & after).sum(),
         last_decision=decisions.ledger_id.max(),
-        last_valid_grant=decisions.ledger_id.max(where=decisions.valid_at_cutoff),
-        last_before=decisions.ledger_id.max(where=before),
-        standing_grant=decisions.ledger_id.max(
-            where=before & (decisions.action == "grant")
+        last_valid_grant=last_id(decisions.valid_at_cutoff),
+        last_before=last_id(before),
+        standing_grant=last_id(
+            before & (decisions.action == "grant")
             & (decisions.expires_at.isnull() | (decisions.expires_at > decisions.fe)).fill_null(False)
         ),
     )
@@ -127,11 +141,11 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
         pre_gmv=facts.pre_gmv.fill_null(0.0),
         impressions=facts.impressions.fill_null(0),
         clicks=facts.clicks.fill_null(0),
-        opted_out=withdrew.cast("int64"),
-        consented=(facts.last_decision == facts.last_valid_grant).fill_null(False).cast("int64"),
-        granted=(
+        opted_out=_flag(withdrew),
+        consented=_flag((facts.last_decision == facts.last_valid_grant).fill_null(False)),
+        granted=_flag(
             withdrew | (facts.grants_after.fill_null(0) > 0) | (facts.last_before == facts.standing_grant).fill_null(False)
-        ).cast("int64"),
+        ),
         subject_id=facts.subject_id,
         fe=facts.fe,
     )
@@ -162,7 +176,7 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
 
     capped = capped.select(
         "arm", *SEGMENT_DIMENSIONS, "orders", "impressions", "clicks", "opted_out", "consented", "granted",
-        converted=(capped.orders > 0).cast("int64"),
+        converted=_flag(capped.orders > 0),
         gmv=capped_value(capped.gmv),
         pre_gmv=capped_value(capped.pre_gmv),
         aov_gmv=capped.aov_gmv.fill_null(0.0),
