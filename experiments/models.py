@@ -1027,6 +1027,7 @@ class ExperimentAlert(models.Model):
     class Kind(models.TextChoices):
         SRM = "srm", "Sample-ratio mismatch"
         GUARDRAIL = "guardrail", "Guardrail breached"
+        DATA_SOURCE = "data_source", "Data source unavailable"
 
     class Action(models.TextChoices):
         NONE = "", "None"
@@ -1056,9 +1057,10 @@ class ExperimentAlert(models.Model):
                 violation_error_message="This problem already has an open alert: acknowledge it first.",
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["srm", "guardrail"]),
+                condition=Q(kind__in=["srm", "guardrail", "data_source"]),
                 name="alert_kind_valid",
-                violation_error_message="An alert is a sample-ratio mismatch or a breached guardrail.",
+                violation_error_message="An alert is a sample-ratio mismatch, a breached guardrail or an "
+                "unavailable data source.",
             ),
         ]
 

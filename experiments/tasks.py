@@ -39,7 +39,8 @@ def results_compute(experiment_id: int, as_of: str | None = None) -> int | None:
     if experiment is None:  # deleted since it was enqueued: nothing to do
         return None
     moment = datetime.fromisoformat(as_of) if as_of else None
-    return snapshots.compute_results(experiment=experiment, as_of=moment).pk
+    snapshot = snapshots.compute_results(experiment=experiment, as_of=moment)
+    return None if snapshot is None else snapshot.pk  # None: its data source failed (an alert says so)
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
