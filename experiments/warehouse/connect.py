@@ -72,3 +72,42 @@ def backend_connect(*, url: str):
 def data_source_connect(*, source: DataSource | None = None, url: str | None = None):
     """The backend of a data source (by its URL setting) or of a URL given directly."""
     return backend_connect(url=url if url is not None else data_source_url(source=source))
+
+
+def data_source_probe(*, source: DataSource) -> dict:
+    """A cheap look at a data source: per mapped table its row count and the columns found or missing.
+
+    ``{"ok": bool, "summary": str, "tables": {name: {"rows", "columns", "missing"} or {"error"}}}``;
+    never raises (the admin's "test connection" shows the summary).
+    """
+    from experiments.warehouse.engine import COLUMNS, TABLES
+
+    try:
+        backend = data_source_connect(source=source)
+    except WarehouseError as error:
+        return {"ok": False, "summary": str(error), "tables": {}}
+    tables, ok = {}, True
+    for name in TABLES:
+        spec = (source.mapping or {}).get(name) or {}
+        table_name = spec.get("table") or name
+        renames = spec.get("columns") or {}
+        try:
+            table = backend.table(table_name)
+            found = list(table.columns)
+            expected = [renames.get(column, column) for column in COLUMNS[name]]
+            rows = backend.execute(table.count())
+            rows = int(rows.iloc[0, 0]) if hasattr(rows, "iloc") else int(rows)
+            missing = [column for column in expected if column not in found]
+            tables[name] = {"table": table_name, "rows": rows, "columns": found, "missing": missing}
+            ok = ok and not missing
+        except Exception as error:  # a missing table or a driver error: reported, not raised
+            tables[name] = {"table": table_name, "error": f"{type(error).__name__}: {error}"}
+            ok = False
+    parts = []
+    for name, entry in tables.items():
+        if "error" in entry:
+            parts.append(f"{name} ({entry['table']}): {entry['error']}")
+        else:
+            missing = f", missing {', '.join(entry['missing'])}" if entry["missing"] else ""
+            parts.append(f"{name} ({entry['table']}): {entry['rows']} rows, {len(entry['columns'])} columns{missing}")
+    return {"ok": ok, "summary": "; ".join(parts), "tables": tables}
