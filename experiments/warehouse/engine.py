@@ -101,6 +101,39 @@ def _scalar(frame) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def compiled_sql(*, experiment: Experiment, dialect: str, as_of=None) -> str:
-    """The aggregate compiled for ``dialect`` (bigquery, snowflake, trino, …) without connecting."""
-    raise NotImplementedError
+# The canonical tables' types, for compiling without a connection (``compiled_sql``).
+SCHEMAS = {
+    "exposures": {"experiment_id": "int64", "phase": "int64", "arm": "string", "subject_id": "string",
+                  "first_exposed_at": "timestamp('UTC')"},
+    "events": {"subject_id": "string", "type": "string", "occurred_at": "timestamp('UTC')", "amount": "float64"},
+    "consents": {"ledger_id": "int64", "subject_id": "string", "purpose": "string", "action": "string",
+                 "recorded_at": "timestamp('UTC')", "expires_at": "timestamp('UTC')", "notice_id": "int64"},
+    "subjects": {"subject_id": "string", "age_band": "string", "province": "string", "platform": "string",
+                 "restricted_at": "timestamp('UTC')"},
+}
+
+
+def compiled_sql(*, query: WarehouseQuery, dialect: str, mapping: dict | None = None) -> dict[str, str]:
+    """The three statements (statistics, cap, order cap) compiled for ``dialect`` without connecting.
+
+    For engines PrivacyLab does not run itself (BigQuery, Snowflake, Trino, Spark SQL): what
+    would be sent, to review or to run by hand. The tables are the canonical ones, named as
+    ``mapping`` names them.
+    """
+    import ibis
+
+    mapping = mapping or {}
+    tables = {}
+    for name, schema in SCHEMAS.items():
+        spec = mapping.get(name) or {}
+        renames = spec.get("columns") or {}
+        source_schema = {renames.get(column, column): kind for column, kind in schema.items()}
+        table = ibis.table(source_schema, name=spec.get("table") or name)
+        inverse = {canonical: source for canonical, source in renames.items() if source != canonical}
+        tables[name] = table.rename(inverse) if inverse else table
+    stats, cap_row, order_cap_row = metric_statistics_expression(tables=tables, query=query)
+    statements = {"statistics": stats, "cap": cap_row, "order_cap": order_cap_row}
+    return {
+        name: ibis.to_sql(expression, dialect=dialect) for name, expression in statements.items()
+        if expression is not None
+    }

@@ -45,6 +45,30 @@ def _flag(condition):
     return ibis.ifelse(condition, 1, 0)
 
 
+def _percentile(column, p: float, *, name: str):
+    """One row, one column ``name``: the ``p`` percentile of ``column`` (linear interpolation), exact.
+
+    Written with window functions rather than an engine's quantile function: BigQuery and
+    Trino have no exact aggregate one, and this way every engine computes the same value
+    the same way (PostgreSQL's percentile_cont: with h = p·(N − 1), the value at ⌊h⌋ plus
+    that fraction of the step to the next). NULL over no rows.
+    """
+    import ibis
+
+    table = column.name("v").as_table()
+    ranked = table.mutate(k=ibis.row_number().over(order_by=table.v), n=table.v.count().over(ibis.window()))
+    ranked = ranked.mutate(h=(ranked.n - 1).cast("float64") * p)
+    ranked = ranked.mutate(floor=ranked.h.floor().cast("int64"))
+    null = ibis.null().cast("float64")
+    bounds = ranked.aggregate(
+        h=ranked.h.max(),
+        lo=ibis.ifelse(ranked.k == ranked.floor, ranked.v, null).max(),
+        hi=ibis.ifelse(ranked.k == ranked.floor + 1, ranked.v, null).max(),
+    )
+    fraction = bounds.h - bounds.h.floor()
+    return bounds.select(**{name: bounds.lo + fraction * (ibis.coalesce(bounds.hi, bounds.lo) - bounds.lo)})
+
+
 def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS), then the 'cap' and 'order_cap' rows.
 
@@ -157,8 +181,8 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     if percentile is None:
         cap_row = order_cap_row = None
     else:
-        cap_row = buyers.aggregate(cap=buyers.gmv.quantile(float(percentile)))
-        order_cap_row = counted_orders.aggregate(order_cap=counted_orders.amount.quantile(float(percentile)))
+        cap_row = _percentile(buyers.gmv, float(percentile), name="cap")
+        order_cap_row = _percentile(counted_orders.amount, float(percentile), name="order_cap")
 
     # The average order value's numerator: each order capped at the order cap, summed per subject.
     if order_cap_row is None:
