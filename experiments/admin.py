@@ -27,8 +27,8 @@ from experiments import admin_api_keys, selectors, services  # noqa: F401 (admin
 from experiments.admin_forms import NewPhaseForm, TargetingField, constraint_message
 from experiments.disclosure import segments_suppress
 from experiments.models import (
-    DataSource,
     Arm,
+    DataSource,
     Experiment,
     ExperimentAlert,
     Exposure,
