@@ -62,3 +62,15 @@ def experiment_monitor(snapshot_id: int) -> dict | None:
 def experiments_monitor_pending() -> list[dict]:
     """Periodic: monitor every running experiment's latest run not yet acted on."""
     return monitor.experiments_monitor_pending()
+
+
+@shared_task(acks_late=True, time_limit=30 * 60, soft_time_limit=29 * 60, **RETRY)
+def warehouse_export_run() -> dict:
+    """Append new exposures and consent decisions to ``PRIVACYLAB_WAREHOUSE_EXPORT_URL`` (idempotent)."""
+    from django.conf import settings
+
+    from experiments.warehouse.export import warehouse_export
+
+    if not settings.PRIVACYLAB_WAREHOUSE_EXPORT_URL:
+        return {}
+    return warehouse_export(to=settings.PRIVACYLAB_WAREHOUSE_EXPORT_URL)
