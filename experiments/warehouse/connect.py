@@ -55,16 +55,26 @@ class ChdbBackend:
         return frame
 
 
-def backend_connect(*, url: str):
-    """An engine for ``url``: ``duckdb://…``, ``postgres://…``, ``clickhouse://…``, ``chdb://…``."""
+def backend_connect(*, url: str, timeout_seconds: int | None = None):
+    """An engine for ``url``: ``duckdb://…``, ``postgres://…``, ``clickhouse://…``, ``chdb://…``.
+
+    ``timeout_seconds``: each query's limit where the engine has one (PostgreSQL's
+    statement_timeout, ClickHouse's max_execution_time); past it the query fails.
+    """
     import ibis
 
     try:
         if url.startswith("chdb:"):
-            return ChdbBackend(url)
+            backend = ChdbBackend(url)
+            if timeout_seconds:
+                backend.query(f"SET max_execution_time = {int(timeout_seconds)}")
+            return backend
         if url.startswith("postgresql://"):
             url = "postgres://" + url.removeprefix("postgresql://")
-        return ibis.connect(url)
+        backend = ibis.connect(url)
+        if timeout_seconds and url.startswith("postgres://"):
+            backend.raw_sql(f"SET statement_timeout = {int(timeout_seconds) * 1000}").close()
+        return backend
     except Exception as error:  # the drivers' own kinds: refused, unknown host, bad credentials
         raise WarehouseError(f"cannot connect: {type(error).__name__}: {error}") from error
 

@@ -16,6 +16,7 @@ class ResolvedSource:
     engine: str
     url: str = field(repr=False)  # may carry credentials: never stored, never shown
     mapping: dict = field(default_factory=dict)
+    timeout_seconds: int | None = None
 
     def describe(self) -> dict:
         """What a snapshot records of its source: the name and engine, never the URL."""
@@ -24,7 +25,7 @@ class ResolvedSource:
     def statistics(self, *, experiment: Experiment, as_of=None):
         from experiments.warehouse.connect import backend_connect
 
-        backend = backend_connect(url=self.url)
+        backend = backend_connect(url=self.url, timeout_seconds=self.timeout_seconds)
         return warehouse_statistics_compute(experiment=experiment, backend=backend, mapping=self.mapping, as_of=as_of)
 
 
@@ -47,4 +48,7 @@ def source_resolve(*, experiment: Experiment | None = None, source: str | None =
         row = experiment.data_source if experiment is not None else None
         if row is None:
             return None
-    return ResolvedSource(name=row.name, engine=row.engine, url=data_source_url(source=row), mapping=row.mapping)
+    return ResolvedSource(
+        name=row.name, engine=row.engine, url=data_source_url(source=row), mapping=row.mapping,
+        timeout_seconds=row.query_timeout_seconds,
+    )
