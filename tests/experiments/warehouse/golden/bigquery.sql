@@ -44,608 +44,642 @@ WITH `t10` AS (
   ) AS `t16`
   INNER JOIN `events` AS `t4`
     ON `t16`.`subject_id` = `t4`.`subject_id`
-), `t45` AS (
+), `t46` AS (
   SELECT
-    `t16`.`arm`,
-    COALESCE(NULLIF(`t7`.`age_band`, ''), 'unknown') AS `age_band`,
-    COALESCE(NULLIF(`t7`.`province`, ''), 'unknown') AS `province`,
-    COALESCE(NULLIF(`t7`.`platform`, ''), 'unknown') AS `platform`,
-    IF(COALESCE(`t28`.`pre_orders`, 0) > 0, 'returning', 'new') AS `customer`,
-    COALESCE(`t28`.`orders`, 0) AS `orders`,
-    COALESCE(`t28`.`impressions`, 0) AS `impressions`,
-    COALESCE(`t28`.`clicks`, 0) AS `clicks`,
-    IF(COALESCE(`t30`.`withdrawals`, 0) > 0, 1, 0) AS `opted_out`,
-    IF(COALESCE(`t30`.`last_decision` = `t30`.`last_valid_grant`, FALSE), 1, 0) AS `consented`,
-    IF(
-      (
-        COALESCE(`t30`.`withdrawals`, 0) > 0
-      )
-      OR (
-        COALESCE(`t30`.`grants_after`, 0) > 0
-      )
-      OR COALESCE(`t30`.`last_before` = `t30`.`standing_grant`, FALSE),
-      1,
-      0
-    ) AS `granted`,
-    IF(COALESCE(`t28`.`orders`, 0) > 0, 1, 0) AS `converted`,
-    IF(
-      (
-        `t44`.`cap` IS NULL
-      ) OR (
-        COALESCE(`t28`.`gmv`, 0.0) <= `t44`.`cap`
-      ),
-      COALESCE(`t28`.`gmv`, 0.0),
-      `t44`.`cap`
-    ) AS `gmv`,
-    IF(
-      (
-        `t44`.`cap` IS NULL
-      ) OR (
-        COALESCE(`t28`.`pre_gmv`, 0.0) <= `t44`.`cap`
-      ),
-      COALESCE(`t28`.`pre_gmv`, 0.0),
-      `t44`.`cap`
-    ) AS `pre_gmv`,
-    COALESCE(`t41`.`aov_gmv`, 0.0) AS `aov_gmv`
+    `t45`.`arm`,
+    `t45`.`age_band`,
+    `t45`.`province`,
+    `t45`.`platform`,
+    `t45`.`customer`,
+    COUNT(*) AS `n`,
+    SUM(`t45`.`converted`) AS `converted`,
+    SUM(`t45`.`opted_out`) AS `opted_out`,
+    SUM(`t45`.`consented`) AS `consented`,
+    SUM(`t45`.`granted`) AS `granted`,
+    SUM(`t45`.`gmv`) AS `gmv_sum`,
+    SUM(`t45`.`gmv` * `t45`.`gmv`) AS `gmv_ss`,
+    SUM(`t45`.`pre_gmv`) AS `pre_sum`,
+    SUM(`t45`.`pre_gmv` * `t45`.`pre_gmv`) AS `pre_ss`,
+    SUM(`t45`.`gmv` * `t45`.`pre_gmv`) AS `gmv_pre`,
+    SUM(`t45`.`orders`) AS `orders_sum`,
+    SUM(`t45`.`orders` * `t45`.`orders`) AS `orders_ss`,
+    SUM(`t45`.`aov_gmv`) AS `aov_sum`,
+    SUM(`t45`.`aov_gmv` * `t45`.`aov_gmv`) AS `aov_ss`,
+    SUM(`t45`.`aov_gmv` * `t45`.`orders`) AS `aov_orders`,
+    SUM(`t45`.`impressions`) AS `impressions_sum`,
+    SUM(`t45`.`impressions` * `t45`.`impressions`) AS `impressions_ss`,
+    SUM(`t45`.`clicks`) AS `clicks_sum`,
+    SUM(`t45`.`clicks` * `t45`.`clicks`) AS `clicks_ss`,
+    SUM(`t45`.`clicks` * `t45`.`impressions`) AS `clicks_impressions`
   FROM (
     SELECT
-      `t11`.`subject_id`,
-      `t11`.`arm`,
-      `t11`.`first_exposed_at` AS `fe`,
-      TIMESTAMP_SUB(`t11`.`first_exposed_at`, INTERVAL '28' DAY) AS `pre_start`
-    FROM `t10` AS `t11`
-  ) AS `t16`
-  INNER JOIN (
-    SELECT
-      `t0`.`subject_id`,
-      `t0`.`age_band`,
-      `t0`.`province`,
-      `t0`.`platform`
-    FROM `subjects` AS `t0`
-  ) AS `t7`
-    ON `t16`.`subject_id` = `t7`.`subject_id`
-  LEFT OUTER JOIN (
-    SELECT
-      `t21`.`subject_id`,
-      SUM(
-        IF((
-          `t21`.`type` = 'order'
-        ) AND (
-          `t21`.`occurred_at` >= `t21`.`fe`
-        ), 1, 0)
-      ) AS `orders`,
-      SUM(
-        IF(
-          (
-            `t21`.`type` = 'order'
-          ) AND (
-            `t21`.`occurred_at` >= `t21`.`fe`
-          ),
-          `t21`.`amount`,
-          0.0
-        )
-      ) AS `gmv`,
-      SUM(
-        IF(
-          (
-            `t21`.`type` = 'order'
-          )
-          AND (
-            `t21`.`occurred_at` < `t21`.`fe`
-          )
-          AND (
-            `t21`.`occurred_at` >= `t21`.`pre_start`
-          ),
-          `t21`.`amount`,
-          0.0
-        )
-      ) AS `pre_gmv`,
-      SUM(
-        IF(
-          (
-            `t21`.`type` = 'order'
-          )
-          AND (
-            `t21`.`occurred_at` < `t21`.`fe`
-          )
-          AND (
-            `t21`.`occurred_at` >= `t21`.`pre_start`
-          ),
-          1,
-          0
-        )
-      ) AS `pre_orders`,
-      SUM(
-        IF(
-          (
-            `t21`.`type` = 'rec_impression'
-          ) AND (
-            `t21`.`occurred_at` >= `t21`.`fe`
-          ),
-          1,
-          0
-        )
-      ) AS `impressions`,
-      SUM(
-        IF((
-          `t21`.`type` = 'rec_click'
-        ) AND (
-          `t21`.`occurred_at` >= `t21`.`fe`
-        ), 1, 0)
-      ) AS `clicks`
-    FROM (
-      SELECT
-        *
-      FROM `t18` AS `t20`
-      WHERE
-        `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-    ) AS `t21`
-    GROUP BY
-      1
-  ) AS `t28`
-    ON `t16`.`subject_id` = `t28`.`subject_id`
-  LEFT OUTER JOIN (
-    SELECT
-      `t24`.`subject_id`,
-      SUM(IF(`t24`.`ends_grant` AND (
-        `t24`.`recorded_at` >= `t24`.`fe`
-      ), 1, 0)) AS `withdrawals`,
-      SUM(
-        IF((
-          `t24`.`action` = 'grant'
-        ) AND (
-          `t24`.`recorded_at` >= `t24`.`fe`
-        ), 1, 0)
-      ) AS `grants_after`,
-      MAX(`t24`.`ledger_id`) AS `last_decision`,
-      MAX(IF(`t24`.`valid_at_cutoff`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_valid_grant`,
-      MAX(IF(`t24`.`recorded_at` < `t24`.`fe`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_before`,
-      MAX(
-        IF(
-          (
-            `t24`.`recorded_at` < `t24`.`fe`
-          )
-          AND (
-            `t24`.`action` = 'grant'
-          )
-          AND COALESCE((
-            `t24`.`expires_at` IS NULL
-          ) OR (
-            `t24`.`expires_at` > `t24`.`fe`
-          ), FALSE),
-          `t24`.`ledger_id`,
-          CAST(NULL AS INT64)
-        )
-      ) AS `standing_grant`
-    FROM (
-      SELECT
-        `t15`.`subject_id`,
-        `t15`.`fe`,
-        `t19`.`ledger_id`,
-        `t19`.`purpose`,
-        `t19`.`action`,
-        `t19`.`recorded_at`,
-        `t19`.`expires_at`,
-        `t19`.`notice_id`,
-        `t19`.`previous_action`,
-        `t19`.`previous_expires`,
-        `t19`.`ends_grant`,
-        `t19`.`valid_at_cutoff`
-      FROM (
-        SELECT
-          `t11`.`subject_id`,
-          `t11`.`first_exposed_at` AS `fe`
-        FROM `t10` AS `t11`
-      ) AS `t15`
-      INNER JOIN (
-        SELECT
-          `t12`.`ledger_id`,
-          `t12`.`subject_id`,
-          `t12`.`purpose`,
-          `t12`.`action`,
-          `t12`.`recorded_at`,
-          `t12`.`expires_at`,
-          `t12`.`notice_id`,
-          `t12`.`previous_action`,
-          `t12`.`previous_expires`,
-          (
-            `t12`.`action` = 'withdraw'
-          )
-          AND COALESCE(`t12`.`previous_action` = 'grant', FALSE)
-          AND COALESCE(
-            (
-              `t12`.`previous_expires` IS NULL
-            )
-            OR (
-              `t12`.`previous_expires` > `t12`.`recorded_at`
-            ),
-            FALSE
-          ) AS `ends_grant`,
-          (
-            `t12`.`action` = 'grant'
-          )
-          AND COALESCE(
-            (
-              `t12`.`expires_at` IS NULL
-            )
-            OR (
-              `t12`.`expires_at` > TIMESTAMP('2026-11-29T12:30:00+00:00')
-            ),
-            FALSE
-          )
-          AND COALESCE(`t12`.`notice_id` IN (3, 5), FALSE) AS `valid_at_cutoff`
-        FROM (
-          SELECT
-            `t9`.`ledger_id`,
-            `t9`.`subject_id`,
-            `t9`.`purpose`,
-            `t9`.`action`,
-            `t9`.`recorded_at`,
-            `t9`.`expires_at`,
-            `t9`.`notice_id`,
-            LAG(`t9`.`action`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_action`,
-            LAG(`t9`.`expires_at`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_expires`
-          FROM (
-            SELECT
-              *
-            FROM `consents` AS `t3`
-            WHERE
-              `t3`.`purpose` = 'personalization'
-              AND `t3`.`recorded_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-          ) AS `t9`
-        ) AS `t12`
-      ) AS `t19`
-        ON `t15`.`subject_id` = `t19`.`subject_id`
-    ) AS `t24`
-    GROUP BY
-      1
-  ) AS `t30`
-    ON `t16`.`subject_id` = `t30`.`subject_id`
-  CROSS JOIN (
-    SELECT
-      `t42`.`lo` + (
+      `t16`.`arm`,
+      COALESCE(NULLIF(`t7`.`age_band`, ''), 'unknown') AS `age_band`,
+      COALESCE(NULLIF(`t7`.`province`, ''), 'unknown') AS `province`,
+      COALESCE(NULLIF(`t7`.`platform`, ''), 'unknown') AS `platform`,
+      IF(COALESCE(`t28`.`pre_orders`, 0) > 0, 'returning', 'new') AS `customer`,
+      COALESCE(`t28`.`orders`, 0) AS `orders`,
+      COALESCE(`t28`.`impressions`, 0) AS `impressions`,
+      COALESCE(`t28`.`clicks`, 0) AS `clicks`,
+      IF(COALESCE(`t30`.`withdrawals`, 0) > 0, 1, 0) AS `opted_out`,
+      IF(COALESCE(`t30`.`last_decision` = `t30`.`last_valid_grant`, FALSE), 1, 0) AS `consented`,
+      IF(
         (
-          `t42`.`h` - CAST(FLOOR(`t42`.`h`) AS INT64)
-        ) * (
-          COALESCE(`t42`.`hi`, `t42`.`lo`) - `t42`.`lo`
+          COALESCE(`t30`.`withdrawals`, 0) > 0
         )
-      ) AS `cap`
+        OR (
+          COALESCE(`t30`.`grants_after`, 0) > 0
+        )
+        OR COALESCE(`t30`.`last_before` = `t30`.`standing_grant`, FALSE),
+        1,
+        0
+      ) AS `granted`,
+      IF(COALESCE(`t28`.`orders`, 0) > 0, 1, 0) AS `converted`,
+      IF(
+        (
+          `t44`.`cap` IS NULL
+        ) OR (
+          COALESCE(`t28`.`gmv`, 0.0) <= `t44`.`cap`
+        ),
+        COALESCE(`t28`.`gmv`, 0.0),
+        `t44`.`cap`
+      ) AS `gmv`,
+      IF(
+        (
+          `t44`.`cap` IS NULL
+        ) OR (
+          COALESCE(`t28`.`pre_gmv`, 0.0) <= `t44`.`cap`
+        ),
+        COALESCE(`t28`.`pre_gmv`, 0.0),
+        `t44`.`cap`
+      ) AS `pre_gmv`,
+      COALESCE(`t41`.`aov_gmv`, 0.0) AS `aov_gmv`
     FROM (
       SELECT
-        MAX(`t40`.`h`) AS `h`,
-        MAX(IF(`t40`.`k` = `t40`.`floor`, `t40`.`v`, CAST(NULL AS FLOAT64))) AS `lo`,
-        MAX(IF(`t40`.`k` = (
-          `t40`.`floor` + 1
-        ), `t40`.`v`, CAST(NULL AS FLOAT64))) AS `hi`
-      FROM (
-        SELECT
-          `t37`.`v`,
-          `t37`.`k`,
-          `t37`.`n`,
-          CAST(`t37`.`n` - 1 AS FLOAT64) * 0.99 AS `h`,
-          CAST(FLOOR(CAST(`t37`.`n` - 1 AS FLOAT64) * 0.99) AS INT64) AS `floor`
-        FROM (
-          SELECT
-            `t34`.`v`,
-            ROW_NUMBER() OVER (ORDER BY `t34`.`v` ASC) - 1 AS `k`,
-            COUNT(`t34`.`v`) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS `n`
-          FROM (
-            SELECT
-              `t32`.`gmv` AS `v`
-            FROM (
-              SELECT
-                `t16`.`arm`,
-                COALESCE(NULLIF(`t7`.`age_band`, ''), 'unknown') AS `age_band`,
-                COALESCE(NULLIF(`t7`.`province`, ''), 'unknown') AS `province`,
-                COALESCE(NULLIF(`t7`.`platform`, ''), 'unknown') AS `platform`,
-                IF(COALESCE(`t28`.`pre_orders`, 0) > 0, 'returning', 'new') AS `customer`,
-                COALESCE(`t28`.`orders`, 0) AS `orders`,
-                COALESCE(`t28`.`gmv`, 0.0) AS `gmv`,
-                COALESCE(`t28`.`pre_gmv`, 0.0) AS `pre_gmv`,
-                COALESCE(`t28`.`impressions`, 0) AS `impressions`,
-                COALESCE(`t28`.`clicks`, 0) AS `clicks`,
-                IF(COALESCE(`t30`.`withdrawals`, 0) > 0, 1, 0) AS `opted_out`,
-                IF(COALESCE(`t30`.`last_decision` = `t30`.`last_valid_grant`, FALSE), 1, 0) AS `consented`,
-                IF(
-                  (
-                    COALESCE(`t30`.`withdrawals`, 0) > 0
-                  )
-                  OR (
-                    COALESCE(`t30`.`grants_after`, 0) > 0
-                  )
-                  OR COALESCE(`t30`.`last_before` = `t30`.`standing_grant`, FALSE),
-                  1,
-                  0
-                ) AS `granted`,
-                `t16`.`subject_id`,
-                `t16`.`fe`
-              FROM (
-                SELECT
-                  `t11`.`subject_id`,
-                  `t11`.`arm`,
-                  `t11`.`first_exposed_at` AS `fe`,
-                  TIMESTAMP_SUB(`t11`.`first_exposed_at`, INTERVAL '28' DAY) AS `pre_start`
-                FROM `t10` AS `t11`
-              ) AS `t16`
-              INNER JOIN (
-                SELECT
-                  `t0`.`subject_id`,
-                  `t0`.`age_band`,
-                  `t0`.`province`,
-                  `t0`.`platform`
-                FROM `subjects` AS `t0`
-              ) AS `t7`
-                ON `t16`.`subject_id` = `t7`.`subject_id`
-              LEFT OUTER JOIN (
-                SELECT
-                  `t21`.`subject_id`,
-                  SUM(
-                    IF((
-                      `t21`.`type` = 'order'
-                    ) AND (
-                      `t21`.`occurred_at` >= `t21`.`fe`
-                    ), 1, 0)
-                  ) AS `orders`,
-                  SUM(
-                    IF(
-                      (
-                        `t21`.`type` = 'order'
-                      ) AND (
-                        `t21`.`occurred_at` >= `t21`.`fe`
-                      ),
-                      `t21`.`amount`,
-                      0.0
-                    )
-                  ) AS `gmv`,
-                  SUM(
-                    IF(
-                      (
-                        `t21`.`type` = 'order'
-                      )
-                      AND (
-                        `t21`.`occurred_at` < `t21`.`fe`
-                      )
-                      AND (
-                        `t21`.`occurred_at` >= `t21`.`pre_start`
-                      ),
-                      `t21`.`amount`,
-                      0.0
-                    )
-                  ) AS `pre_gmv`,
-                  SUM(
-                    IF(
-                      (
-                        `t21`.`type` = 'order'
-                      )
-                      AND (
-                        `t21`.`occurred_at` < `t21`.`fe`
-                      )
-                      AND (
-                        `t21`.`occurred_at` >= `t21`.`pre_start`
-                      ),
-                      1,
-                      0
-                    )
-                  ) AS `pre_orders`,
-                  SUM(
-                    IF(
-                      (
-                        `t21`.`type` = 'rec_impression'
-                      ) AND (
-                        `t21`.`occurred_at` >= `t21`.`fe`
-                      ),
-                      1,
-                      0
-                    )
-                  ) AS `impressions`,
-                  SUM(
-                    IF((
-                      `t21`.`type` = 'rec_click'
-                    ) AND (
-                      `t21`.`occurred_at` >= `t21`.`fe`
-                    ), 1, 0)
-                  ) AS `clicks`
-                FROM (
-                  SELECT
-                    *
-                  FROM `t18` AS `t20`
-                  WHERE
-                    `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-                ) AS `t21`
-                GROUP BY
-                  1
-              ) AS `t28`
-                ON `t16`.`subject_id` = `t28`.`subject_id`
-              LEFT OUTER JOIN (
-                SELECT
-                  `t24`.`subject_id`,
-                  SUM(IF(`t24`.`ends_grant` AND (
-                    `t24`.`recorded_at` >= `t24`.`fe`
-                  ), 1, 0)) AS `withdrawals`,
-                  SUM(
-                    IF((
-                      `t24`.`action` = 'grant'
-                    ) AND (
-                      `t24`.`recorded_at` >= `t24`.`fe`
-                    ), 1, 0)
-                  ) AS `grants_after`,
-                  MAX(`t24`.`ledger_id`) AS `last_decision`,
-                  MAX(IF(`t24`.`valid_at_cutoff`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_valid_grant`,
-                  MAX(IF(`t24`.`recorded_at` < `t24`.`fe`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_before`,
-                  MAX(
-                    IF(
-                      (
-                        `t24`.`recorded_at` < `t24`.`fe`
-                      )
-                      AND (
-                        `t24`.`action` = 'grant'
-                      )
-                      AND COALESCE((
-                        `t24`.`expires_at` IS NULL
-                      ) OR (
-                        `t24`.`expires_at` > `t24`.`fe`
-                      ), FALSE),
-                      `t24`.`ledger_id`,
-                      CAST(NULL AS INT64)
-                    )
-                  ) AS `standing_grant`
-                FROM (
-                  SELECT
-                    `t15`.`subject_id`,
-                    `t15`.`fe`,
-                    `t19`.`ledger_id`,
-                    `t19`.`purpose`,
-                    `t19`.`action`,
-                    `t19`.`recorded_at`,
-                    `t19`.`expires_at`,
-                    `t19`.`notice_id`,
-                    `t19`.`previous_action`,
-                    `t19`.`previous_expires`,
-                    `t19`.`ends_grant`,
-                    `t19`.`valid_at_cutoff`
-                  FROM (
-                    SELECT
-                      `t11`.`subject_id`,
-                      `t11`.`first_exposed_at` AS `fe`
-                    FROM `t10` AS `t11`
-                  ) AS `t15`
-                  INNER JOIN (
-                    SELECT
-                      `t12`.`ledger_id`,
-                      `t12`.`subject_id`,
-                      `t12`.`purpose`,
-                      `t12`.`action`,
-                      `t12`.`recorded_at`,
-                      `t12`.`expires_at`,
-                      `t12`.`notice_id`,
-                      `t12`.`previous_action`,
-                      `t12`.`previous_expires`,
-                      (
-                        `t12`.`action` = 'withdraw'
-                      )
-                      AND COALESCE(`t12`.`previous_action` = 'grant', FALSE)
-                      AND COALESCE(
-                        (
-                          `t12`.`previous_expires` IS NULL
-                        )
-                        OR (
-                          `t12`.`previous_expires` > `t12`.`recorded_at`
-                        ),
-                        FALSE
-                      ) AS `ends_grant`,
-                      (
-                        `t12`.`action` = 'grant'
-                      )
-                      AND COALESCE(
-                        (
-                          `t12`.`expires_at` IS NULL
-                        )
-                        OR (
-                          `t12`.`expires_at` > TIMESTAMP('2026-11-29T12:30:00+00:00')
-                        ),
-                        FALSE
-                      )
-                      AND COALESCE(`t12`.`notice_id` IN (3, 5), FALSE) AS `valid_at_cutoff`
-                    FROM (
-                      SELECT
-                        `t9`.`ledger_id`,
-                        `t9`.`subject_id`,
-                        `t9`.`purpose`,
-                        `t9`.`action`,
-                        `t9`.`recorded_at`,
-                        `t9`.`expires_at`,
-                        `t9`.`notice_id`,
-                        LAG(`t9`.`action`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_action`,
-                        LAG(`t9`.`expires_at`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_expires`
-                      FROM (
-                        SELECT
-                          *
-                        FROM `consents` AS `t3`
-                        WHERE
-                          `t3`.`purpose` = 'personalization'
-                          AND `t3`.`recorded_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-                      ) AS `t9`
-                    ) AS `t12`
-                  ) AS `t19`
-                    ON `t15`.`subject_id` = `t19`.`subject_id`
-                ) AS `t24`
-                GROUP BY
-                  1
-              ) AS `t30`
-                ON `t16`.`subject_id` = `t30`.`subject_id`
-            ) AS `t32`
-            WHERE
-              `t32`.`gmv` > 0
-          ) AS `t34`
-        ) AS `t37`
-      ) AS `t40`
-    ) AS `t42`
-  ) AS `t44`
-  LEFT OUTER JOIN (
-    SELECT
-      `t38`.`subject_id`,
-      SUM(LEAST(`t38`.`amount`, `t38`.`order_cap`)) AS `aov_gmv`
-    FROM (
+        `t11`.`subject_id`,
+        `t11`.`arm`,
+        `t11`.`first_exposed_at` AS `fe`,
+        TIMESTAMP_SUB(`t11`.`first_exposed_at`, INTERVAL '28' DAY) AS `pre_start`
+      FROM `t10` AS `t11`
+    ) AS `t16`
+    INNER JOIN (
       SELECT
-        `t25`.`subject_id`,
-        `t25`.`amount`,
-        `t36`.`order_cap`
+        `t0`.`subject_id`,
+        `t0`.`age_band`,
+        `t0`.`province`,
+        `t0`.`platform`
+      FROM `subjects` AS `t0`
+    ) AS `t7`
+      ON `t16`.`subject_id` = `t7`.`subject_id`
+    LEFT OUTER JOIN (
+      SELECT
+        `t21`.`subject_id`,
+        SUM(
+          IF((
+            `t21`.`type` = 'order'
+          ) AND (
+            `t21`.`occurred_at` >= `t21`.`fe`
+          ), 1, 0)
+        ) AS `orders`,
+        SUM(
+          IF(
+            (
+              `t21`.`type` = 'order'
+            ) AND (
+              `t21`.`occurred_at` >= `t21`.`fe`
+            ),
+            `t21`.`amount`,
+            0.0
+          )
+        ) AS `gmv`,
+        SUM(
+          IF(
+            (
+              `t21`.`type` = 'order'
+            )
+            AND (
+              `t21`.`occurred_at` < `t21`.`fe`
+            )
+            AND (
+              `t21`.`occurred_at` >= `t21`.`pre_start`
+            ),
+            `t21`.`amount`,
+            0.0
+          )
+        ) AS `pre_gmv`,
+        SUM(
+          IF(
+            (
+              `t21`.`type` = 'order'
+            )
+            AND (
+              `t21`.`occurred_at` < `t21`.`fe`
+            )
+            AND (
+              `t21`.`occurred_at` >= `t21`.`pre_start`
+            ),
+            1,
+            0
+          )
+        ) AS `pre_orders`,
+        SUM(
+          IF(
+            (
+              `t21`.`type` = 'rec_impression'
+            ) AND (
+              `t21`.`occurred_at` >= `t21`.`fe`
+            ),
+            1,
+            0
+          )
+        ) AS `impressions`,
+        SUM(
+          IF((
+            `t21`.`type` = 'rec_click'
+          ) AND (
+            `t21`.`occurred_at` >= `t21`.`fe`
+          ), 1, 0)
+        ) AS `clicks`
       FROM (
         SELECT
-          `t20`.`subject_id`,
-          `t20`.`amount`
+          *
         FROM `t18` AS `t20`
         WHERE
           `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-          AND `t20`.`type` = 'order'
-          AND `t20`.`occurred_at` >= `t20`.`fe`
-      ) AS `t25`
-      CROSS JOIN (
-        SELECT
-          `t33`.`lo` + (
+      ) AS `t21`
+      GROUP BY
+        1
+    ) AS `t28`
+      ON `t16`.`subject_id` = `t28`.`subject_id`
+    LEFT OUTER JOIN (
+      SELECT
+        `t24`.`subject_id`,
+        SUM(IF(`t24`.`ends_grant` AND (
+          `t24`.`recorded_at` >= `t24`.`fe`
+        ), 1, 0)) AS `withdrawals`,
+        SUM(
+          IF((
+            `t24`.`action` = 'grant'
+          ) AND (
+            `t24`.`recorded_at` >= `t24`.`fe`
+          ), 1, 0)
+        ) AS `grants_after`,
+        MAX(`t24`.`ledger_id`) AS `last_decision`,
+        MAX(IF(`t24`.`valid_at_cutoff`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_valid_grant`,
+        MAX(IF(`t24`.`recorded_at` < `t24`.`fe`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_before`,
+        MAX(
+          IF(
             (
-              `t33`.`h` - CAST(FLOOR(`t33`.`h`) AS INT64)
-            ) * (
-              COALESCE(`t33`.`hi`, `t33`.`lo`) - `t33`.`lo`
+              `t24`.`recorded_at` < `t24`.`fe`
             )
-          ) AS `order_cap`
+            AND (
+              `t24`.`action` = 'grant'
+            )
+            AND COALESCE((
+              `t24`.`expires_at` IS NULL
+            ) OR (
+              `t24`.`expires_at` > `t24`.`fe`
+            ), FALSE),
+            `t24`.`ledger_id`,
+            CAST(NULL AS INT64)
+          )
+        ) AS `standing_grant`
+      FROM (
+        SELECT
+          `t15`.`subject_id`,
+          `t15`.`fe`,
+          `t19`.`ledger_id`,
+          `t19`.`purpose`,
+          `t19`.`action`,
+          `t19`.`recorded_at`,
+          `t19`.`expires_at`,
+          `t19`.`notice_id`,
+          `t19`.`previous_action`,
+          `t19`.`previous_expires`,
+          `t19`.`ends_grant`,
+          `t19`.`valid_at_cutoff`
         FROM (
           SELECT
-            MAX(`t31`.`h`) AS `h`,
-            MAX(IF(`t31`.`k` = `t31`.`floor`, `t31`.`v`, CAST(NULL AS FLOAT64))) AS `lo`,
-            MAX(IF(`t31`.`k` = (
-              `t31`.`floor` + 1
-            ), `t31`.`v`, CAST(NULL AS FLOAT64))) AS `hi`
+            `t11`.`subject_id`,
+            `t11`.`first_exposed_at` AS `fe`
+          FROM `t10` AS `t11`
+        ) AS `t15`
+        INNER JOIN (
+          SELECT
+            `t12`.`ledger_id`,
+            `t12`.`subject_id`,
+            `t12`.`purpose`,
+            `t12`.`action`,
+            `t12`.`recorded_at`,
+            `t12`.`expires_at`,
+            `t12`.`notice_id`,
+            `t12`.`previous_action`,
+            `t12`.`previous_expires`,
+            (
+              `t12`.`action` = 'withdraw'
+            )
+            AND COALESCE(`t12`.`previous_action` = 'grant', FALSE)
+            AND COALESCE(
+              (
+                `t12`.`previous_expires` IS NULL
+              )
+              OR (
+                `t12`.`previous_expires` > `t12`.`recorded_at`
+              ),
+              FALSE
+            ) AS `ends_grant`,
+            (
+              `t12`.`action` = 'grant'
+            )
+            AND COALESCE(
+              (
+                `t12`.`expires_at` IS NULL
+              )
+              OR (
+                `t12`.`expires_at` > TIMESTAMP('2026-11-29T12:30:00+00:00')
+              ),
+              FALSE
+            )
+            AND COALESCE(`t12`.`notice_id` IN (3, 5), FALSE) AS `valid_at_cutoff`
           FROM (
             SELECT
-              `t26`.`v`,
-              `t26`.`k`,
-              `t26`.`n`,
-              CAST(`t26`.`n` - 1 AS FLOAT64) * 0.99 AS `h`,
-              CAST(FLOOR(CAST(`t26`.`n` - 1 AS FLOAT64) * 0.99) AS INT64) AS `floor`
+              `t9`.`ledger_id`,
+              `t9`.`subject_id`,
+              `t9`.`purpose`,
+              `t9`.`action`,
+              `t9`.`recorded_at`,
+              `t9`.`expires_at`,
+              `t9`.`notice_id`,
+              LAG(`t9`.`action`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_action`,
+              LAG(`t9`.`expires_at`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_expires`
             FROM (
               SELECT
-                `t23`.`v`,
-                ROW_NUMBER() OVER (ORDER BY `t23`.`v` ASC) - 1 AS `k`,
-                COUNT(`t23`.`v`) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS `n`
+                *
+              FROM `consents` AS `t3`
+              WHERE
+                `t3`.`purpose` = 'personalization'
+                AND `t3`.`recorded_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
+            ) AS `t9`
+          ) AS `t12`
+        ) AS `t19`
+          ON `t15`.`subject_id` = `t19`.`subject_id`
+      ) AS `t24`
+      GROUP BY
+        1
+    ) AS `t30`
+      ON `t16`.`subject_id` = `t30`.`subject_id`
+    CROSS JOIN (
+      SELECT
+        `t42`.`lo` + (
+          (
+            `t42`.`h` - CAST(FLOOR(`t42`.`h`) AS INT64)
+          ) * (
+            COALESCE(`t42`.`hi`, `t42`.`lo`) - `t42`.`lo`
+          )
+        ) AS `cap`
+      FROM (
+        SELECT
+          MAX(`t40`.`h`) AS `h`,
+          MAX(IF(`t40`.`k` = `t40`.`floor`, `t40`.`v`, CAST(NULL AS FLOAT64))) AS `lo`,
+          MAX(IF(`t40`.`k` = (
+            `t40`.`floor` + 1
+          ), `t40`.`v`, CAST(NULL AS FLOAT64))) AS `hi`
+        FROM (
+          SELECT
+            `t37`.`v`,
+            `t37`.`k`,
+            `t37`.`n`,
+            CAST(`t37`.`n` - 1 AS FLOAT64) * 0.99 AS `h`,
+            CAST(FLOOR(CAST(`t37`.`n` - 1 AS FLOAT64) * 0.99) AS INT64) AS `floor`
+          FROM (
+            SELECT
+              `t34`.`v`,
+              ROW_NUMBER() OVER (ORDER BY `t34`.`v` ASC) - 1 AS `k`,
+              COUNT(`t34`.`v`) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS `n`
+            FROM (
+              SELECT
+                `t32`.`gmv` AS `v`
               FROM (
                 SELECT
-                  `t20`.`amount` AS `v`
-                FROM `t18` AS `t20`
-                WHERE
-                  `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
-                  AND `t20`.`type` = 'order'
-                  AND `t20`.`occurred_at` >= `t20`.`fe`
-              ) AS `t23`
-            ) AS `t26`
-          ) AS `t31`
-        ) AS `t33`
-      ) AS `t36`
-    ) AS `t38`
-    GROUP BY
-      1
-  ) AS `t41`
-    ON `t16`.`subject_id` = `t41`.`subject_id`
+                  `t16`.`arm`,
+                  COALESCE(NULLIF(`t7`.`age_band`, ''), 'unknown') AS `age_band`,
+                  COALESCE(NULLIF(`t7`.`province`, ''), 'unknown') AS `province`,
+                  COALESCE(NULLIF(`t7`.`platform`, ''), 'unknown') AS `platform`,
+                  IF(COALESCE(`t28`.`pre_orders`, 0) > 0, 'returning', 'new') AS `customer`,
+                  COALESCE(`t28`.`orders`, 0) AS `orders`,
+                  COALESCE(`t28`.`gmv`, 0.0) AS `gmv`,
+                  COALESCE(`t28`.`pre_gmv`, 0.0) AS `pre_gmv`,
+                  COALESCE(`t28`.`impressions`, 0) AS `impressions`,
+                  COALESCE(`t28`.`clicks`, 0) AS `clicks`,
+                  IF(COALESCE(`t30`.`withdrawals`, 0) > 0, 1, 0) AS `opted_out`,
+                  IF(COALESCE(`t30`.`last_decision` = `t30`.`last_valid_grant`, FALSE), 1, 0) AS `consented`,
+                  IF(
+                    (
+                      COALESCE(`t30`.`withdrawals`, 0) > 0
+                    )
+                    OR (
+                      COALESCE(`t30`.`grants_after`, 0) > 0
+                    )
+                    OR COALESCE(`t30`.`last_before` = `t30`.`standing_grant`, FALSE),
+                    1,
+                    0
+                  ) AS `granted`,
+                  `t16`.`subject_id`,
+                  `t16`.`fe`
+                FROM (
+                  SELECT
+                    `t11`.`subject_id`,
+                    `t11`.`arm`,
+                    `t11`.`first_exposed_at` AS `fe`,
+                    TIMESTAMP_SUB(`t11`.`first_exposed_at`, INTERVAL '28' DAY) AS `pre_start`
+                  FROM `t10` AS `t11`
+                ) AS `t16`
+                INNER JOIN (
+                  SELECT
+                    `t0`.`subject_id`,
+                    `t0`.`age_band`,
+                    `t0`.`province`,
+                    `t0`.`platform`
+                  FROM `subjects` AS `t0`
+                ) AS `t7`
+                  ON `t16`.`subject_id` = `t7`.`subject_id`
+                LEFT OUTER JOIN (
+                  SELECT
+                    `t21`.`subject_id`,
+                    SUM(
+                      IF((
+                        `t21`.`type` = 'order'
+                      ) AND (
+                        `t21`.`occurred_at` >= `t21`.`fe`
+                      ), 1, 0)
+                    ) AS `orders`,
+                    SUM(
+                      IF(
+                        (
+                          `t21`.`type` = 'order'
+                        ) AND (
+                          `t21`.`occurred_at` >= `t21`.`fe`
+                        ),
+                        `t21`.`amount`,
+                        0.0
+                      )
+                    ) AS `gmv`,
+                    SUM(
+                      IF(
+                        (
+                          `t21`.`type` = 'order'
+                        )
+                        AND (
+                          `t21`.`occurred_at` < `t21`.`fe`
+                        )
+                        AND (
+                          `t21`.`occurred_at` >= `t21`.`pre_start`
+                        ),
+                        `t21`.`amount`,
+                        0.0
+                      )
+                    ) AS `pre_gmv`,
+                    SUM(
+                      IF(
+                        (
+                          `t21`.`type` = 'order'
+                        )
+                        AND (
+                          `t21`.`occurred_at` < `t21`.`fe`
+                        )
+                        AND (
+                          `t21`.`occurred_at` >= `t21`.`pre_start`
+                        ),
+                        1,
+                        0
+                      )
+                    ) AS `pre_orders`,
+                    SUM(
+                      IF(
+                        (
+                          `t21`.`type` = 'rec_impression'
+                        ) AND (
+                          `t21`.`occurred_at` >= `t21`.`fe`
+                        ),
+                        1,
+                        0
+                      )
+                    ) AS `impressions`,
+                    SUM(
+                      IF((
+                        `t21`.`type` = 'rec_click'
+                      ) AND (
+                        `t21`.`occurred_at` >= `t21`.`fe`
+                      ), 1, 0)
+                    ) AS `clicks`
+                  FROM (
+                    SELECT
+                      *
+                    FROM `t18` AS `t20`
+                    WHERE
+                      `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
+                  ) AS `t21`
+                  GROUP BY
+                    1
+                ) AS `t28`
+                  ON `t16`.`subject_id` = `t28`.`subject_id`
+                LEFT OUTER JOIN (
+                  SELECT
+                    `t24`.`subject_id`,
+                    SUM(IF(`t24`.`ends_grant` AND (
+                      `t24`.`recorded_at` >= `t24`.`fe`
+                    ), 1, 0)) AS `withdrawals`,
+                    SUM(
+                      IF((
+                        `t24`.`action` = 'grant'
+                      ) AND (
+                        `t24`.`recorded_at` >= `t24`.`fe`
+                      ), 1, 0)
+                    ) AS `grants_after`,
+                    MAX(`t24`.`ledger_id`) AS `last_decision`,
+                    MAX(IF(`t24`.`valid_at_cutoff`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_valid_grant`,
+                    MAX(IF(`t24`.`recorded_at` < `t24`.`fe`, `t24`.`ledger_id`, CAST(NULL AS INT64))) AS `last_before`,
+                    MAX(
+                      IF(
+                        (
+                          `t24`.`recorded_at` < `t24`.`fe`
+                        )
+                        AND (
+                          `t24`.`action` = 'grant'
+                        )
+                        AND COALESCE((
+                          `t24`.`expires_at` IS NULL
+                        ) OR (
+                          `t24`.`expires_at` > `t24`.`fe`
+                        ), FALSE),
+                        `t24`.`ledger_id`,
+                        CAST(NULL AS INT64)
+                      )
+                    ) AS `standing_grant`
+                  FROM (
+                    SELECT
+                      `t15`.`subject_id`,
+                      `t15`.`fe`,
+                      `t19`.`ledger_id`,
+                      `t19`.`purpose`,
+                      `t19`.`action`,
+                      `t19`.`recorded_at`,
+                      `t19`.`expires_at`,
+                      `t19`.`notice_id`,
+                      `t19`.`previous_action`,
+                      `t19`.`previous_expires`,
+                      `t19`.`ends_grant`,
+                      `t19`.`valid_at_cutoff`
+                    FROM (
+                      SELECT
+                        `t11`.`subject_id`,
+                        `t11`.`first_exposed_at` AS `fe`
+                      FROM `t10` AS `t11`
+                    ) AS `t15`
+                    INNER JOIN (
+                      SELECT
+                        `t12`.`ledger_id`,
+                        `t12`.`subject_id`,
+                        `t12`.`purpose`,
+                        `t12`.`action`,
+                        `t12`.`recorded_at`,
+                        `t12`.`expires_at`,
+                        `t12`.`notice_id`,
+                        `t12`.`previous_action`,
+                        `t12`.`previous_expires`,
+                        (
+                          `t12`.`action` = 'withdraw'
+                        )
+                        AND COALESCE(`t12`.`previous_action` = 'grant', FALSE)
+                        AND COALESCE(
+                          (
+                            `t12`.`previous_expires` IS NULL
+                          )
+                          OR (
+                            `t12`.`previous_expires` > `t12`.`recorded_at`
+                          ),
+                          FALSE
+                        ) AS `ends_grant`,
+                        (
+                          `t12`.`action` = 'grant'
+                        )
+                        AND COALESCE(
+                          (
+                            `t12`.`expires_at` IS NULL
+                          )
+                          OR (
+                            `t12`.`expires_at` > TIMESTAMP('2026-11-29T12:30:00+00:00')
+                          ),
+                          FALSE
+                        )
+                        AND COALESCE(`t12`.`notice_id` IN (3, 5), FALSE) AS `valid_at_cutoff`
+                      FROM (
+                        SELECT
+                          `t9`.`ledger_id`,
+                          `t9`.`subject_id`,
+                          `t9`.`purpose`,
+                          `t9`.`action`,
+                          `t9`.`recorded_at`,
+                          `t9`.`expires_at`,
+                          `t9`.`notice_id`,
+                          LAG(`t9`.`action`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_action`,
+                          LAG(`t9`.`expires_at`) OVER (PARTITION BY `t9`.`subject_id` ORDER BY `t9`.`ledger_id` ASC) AS `previous_expires`
+                        FROM (
+                          SELECT
+                            *
+                          FROM `consents` AS `t3`
+                          WHERE
+                            `t3`.`purpose` = 'personalization'
+                            AND `t3`.`recorded_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
+                        ) AS `t9`
+                      ) AS `t12`
+                    ) AS `t19`
+                      ON `t15`.`subject_id` = `t19`.`subject_id`
+                  ) AS `t24`
+                  GROUP BY
+                    1
+                ) AS `t30`
+                  ON `t16`.`subject_id` = `t30`.`subject_id`
+              ) AS `t32`
+              WHERE
+                `t32`.`gmv` > 0
+            ) AS `t34`
+          ) AS `t37`
+        ) AS `t40`
+      ) AS `t42`
+    ) AS `t44`
+    LEFT OUTER JOIN (
+      SELECT
+        `t38`.`subject_id`,
+        SUM(LEAST(`t38`.`amount`, `t38`.`order_cap`)) AS `aov_gmv`
+      FROM (
+        SELECT
+          `t25`.`subject_id`,
+          `t25`.`amount`,
+          `t36`.`order_cap`
+        FROM (
+          SELECT
+            `t20`.`subject_id`,
+            `t20`.`amount`
+          FROM `t18` AS `t20`
+          WHERE
+            `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
+            AND `t20`.`type` = 'order'
+            AND `t20`.`occurred_at` >= `t20`.`fe`
+        ) AS `t25`
+        CROSS JOIN (
+          SELECT
+            `t33`.`lo` + (
+              (
+                `t33`.`h` - CAST(FLOOR(`t33`.`h`) AS INT64)
+              ) * (
+                COALESCE(`t33`.`hi`, `t33`.`lo`) - `t33`.`lo`
+              )
+            ) AS `order_cap`
+          FROM (
+            SELECT
+              MAX(`t31`.`h`) AS `h`,
+              MAX(IF(`t31`.`k` = `t31`.`floor`, `t31`.`v`, CAST(NULL AS FLOAT64))) AS `lo`,
+              MAX(IF(`t31`.`k` = (
+                `t31`.`floor` + 1
+              ), `t31`.`v`, CAST(NULL AS FLOAT64))) AS `hi`
+            FROM (
+              SELECT
+                `t26`.`v`,
+                `t26`.`k`,
+                `t26`.`n`,
+                CAST(`t26`.`n` - 1 AS FLOAT64) * 0.99 AS `h`,
+                CAST(FLOOR(CAST(`t26`.`n` - 1 AS FLOAT64) * 0.99) AS INT64) AS `floor`
+              FROM (
+                SELECT
+                  `t23`.`v`,
+                  ROW_NUMBER() OVER (ORDER BY `t23`.`v` ASC) - 1 AS `k`,
+                  COUNT(`t23`.`v`) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS `n`
+                FROM (
+                  SELECT
+                    `t20`.`amount` AS `v`
+                  FROM `t18` AS `t20`
+                  WHERE
+                    `t20`.`occurred_at` < TIMESTAMP('2026-11-29T12:30:00+00:00')
+                    AND `t20`.`type` = 'order'
+                    AND `t20`.`occurred_at` >= `t20`.`fe`
+                ) AS `t23`
+              ) AS `t26`
+            ) AS `t31`
+          ) AS `t33`
+        ) AS `t36`
+      ) AS `t38`
+      GROUP BY
+        1
+    ) AS `t41`
+      ON `t16`.`subject_id` = `t41`.`subject_id`
+  ) AS `t45`
+  GROUP BY
+    1,
+    2,
+    3,
+    4,
+    5
 )
 SELECT
   *
@@ -655,65 +689,7 @@ FROM (
   FROM (
     SELECT
       'province' AS `dimension`,
-      `t47`.`province` AS `value`,
-      `t47`.`arm`,
-      CAST(`t47`.`n` AS FLOAT64) AS `n`,
-      CAST(`t47`.`converted` AS FLOAT64) AS `converted`,
-      CAST(`t47`.`opted_out` AS FLOAT64) AS `opted_out`,
-      CAST(`t47`.`consented` AS FLOAT64) AS `consented`,
-      CAST(`t47`.`granted` AS FLOAT64) AS `granted`,
-      `t47`.`gmv_sum`,
-      `t47`.`gmv_ss`,
-      `t47`.`pre_sum`,
-      `t47`.`pre_ss`,
-      `t47`.`gmv_pre`,
-      CAST(`t47`.`orders_sum` AS FLOAT64) AS `orders_sum`,
-      CAST(`t47`.`orders_ss` AS FLOAT64) AS `orders_ss`,
-      `t47`.`aov_sum`,
-      `t47`.`aov_ss`,
-      `t47`.`aov_orders`,
-      CAST(`t47`.`impressions_sum` AS FLOAT64) AS `impressions_sum`,
-      CAST(`t47`.`impressions_ss` AS FLOAT64) AS `impressions_ss`,
-      CAST(`t47`.`clicks_sum` AS FLOAT64) AS `clicks_sum`,
-      CAST(`t47`.`clicks_ss` AS FLOAT64) AS `clicks_ss`,
-      CAST(`t47`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
-    FROM (
-      SELECT
-        `t46`.`arm`,
-        `t46`.`province`,
-        COUNT(*) AS `n`,
-        SUM(`t46`.`converted`) AS `converted`,
-        SUM(`t46`.`opted_out`) AS `opted_out`,
-        SUM(`t46`.`consented`) AS `consented`,
-        SUM(`t46`.`granted`) AS `granted`,
-        SUM(`t46`.`gmv`) AS `gmv_sum`,
-        SUM(`t46`.`gmv` * `t46`.`gmv`) AS `gmv_ss`,
-        SUM(`t46`.`pre_gmv`) AS `pre_sum`,
-        SUM(`t46`.`pre_gmv` * `t46`.`pre_gmv`) AS `pre_ss`,
-        SUM(`t46`.`gmv` * `t46`.`pre_gmv`) AS `gmv_pre`,
-        SUM(`t46`.`orders`) AS `orders_sum`,
-        SUM(`t46`.`orders` * `t46`.`orders`) AS `orders_ss`,
-        SUM(`t46`.`aov_gmv`) AS `aov_sum`,
-        SUM(`t46`.`aov_gmv` * `t46`.`aov_gmv`) AS `aov_ss`,
-        SUM(`t46`.`aov_gmv` * `t46`.`orders`) AS `aov_orders`,
-        SUM(`t46`.`impressions`) AS `impressions_sum`,
-        SUM(`t46`.`impressions` * `t46`.`impressions`) AS `impressions_ss`,
-        SUM(`t46`.`clicks`) AS `clicks_sum`,
-        SUM(`t46`.`clicks` * `t46`.`clicks`) AS `clicks_ss`,
-        SUM(`t46`.`clicks` * `t46`.`impressions`) AS `clicks_impressions`
-      FROM `t45` AS `t46`
-      GROUP BY
-        1,
-        2
-    ) AS `t47`
-  ) AS `t52`
-  UNION ALL
-  SELECT
-    *
-  FROM (
-    SELECT
-      'platform' AS `dimension`,
-      `t48`.`platform` AS `value`,
+      `t48`.`province` AS `value`,
       `t48`.`arm`,
       CAST(`t48`.`n` AS FLOAT64) AS `n`,
       CAST(`t48`.`converted` AS FLOAT64) AS `converted`,
@@ -737,45 +713,41 @@ FROM (
       CAST(`t48`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
     FROM (
       SELECT
-        `t46`.`arm`,
-        `t46`.`platform`,
-        COUNT(*) AS `n`,
-        SUM(`t46`.`converted`) AS `converted`,
-        SUM(`t46`.`opted_out`) AS `opted_out`,
-        SUM(`t46`.`consented`) AS `consented`,
-        SUM(`t46`.`granted`) AS `granted`,
-        SUM(`t46`.`gmv`) AS `gmv_sum`,
-        SUM(`t46`.`gmv` * `t46`.`gmv`) AS `gmv_ss`,
-        SUM(`t46`.`pre_gmv`) AS `pre_sum`,
-        SUM(`t46`.`pre_gmv` * `t46`.`pre_gmv`) AS `pre_ss`,
-        SUM(`t46`.`gmv` * `t46`.`pre_gmv`) AS `gmv_pre`,
-        SUM(`t46`.`orders`) AS `orders_sum`,
-        SUM(`t46`.`orders` * `t46`.`orders`) AS `orders_ss`,
-        SUM(`t46`.`aov_gmv`) AS `aov_sum`,
-        SUM(`t46`.`aov_gmv` * `t46`.`aov_gmv`) AS `aov_ss`,
-        SUM(`t46`.`aov_gmv` * `t46`.`orders`) AS `aov_orders`,
-        SUM(`t46`.`impressions`) AS `impressions_sum`,
-        SUM(`t46`.`impressions` * `t46`.`impressions`) AS `impressions_ss`,
-        SUM(`t46`.`clicks`) AS `clicks_sum`,
-        SUM(`t46`.`clicks` * `t46`.`clicks`) AS `clicks_ss`,
-        SUM(`t46`.`clicks` * `t46`.`impressions`) AS `clicks_impressions`
-      FROM `t45` AS `t46`
+        `t47`.`arm`,
+        `t47`.`province`,
+        SUM(`t47`.`n`) AS `n`,
+        SUM(`t47`.`converted`) AS `converted`,
+        SUM(`t47`.`opted_out`) AS `opted_out`,
+        SUM(`t47`.`consented`) AS `consented`,
+        SUM(`t47`.`granted`) AS `granted`,
+        SUM(`t47`.`gmv_sum`) AS `gmv_sum`,
+        SUM(`t47`.`gmv_ss`) AS `gmv_ss`,
+        SUM(`t47`.`pre_sum`) AS `pre_sum`,
+        SUM(`t47`.`pre_ss`) AS `pre_ss`,
+        SUM(`t47`.`gmv_pre`) AS `gmv_pre`,
+        SUM(`t47`.`orders_sum`) AS `orders_sum`,
+        SUM(`t47`.`orders_ss`) AS `orders_ss`,
+        SUM(`t47`.`aov_sum`) AS `aov_sum`,
+        SUM(`t47`.`aov_ss`) AS `aov_ss`,
+        SUM(`t47`.`aov_orders`) AS `aov_orders`,
+        SUM(`t47`.`impressions_sum`) AS `impressions_sum`,
+        SUM(`t47`.`impressions_ss`) AS `impressions_ss`,
+        SUM(`t47`.`clicks_sum`) AS `clicks_sum`,
+        SUM(`t47`.`clicks_ss`) AS `clicks_ss`,
+        SUM(`t47`.`clicks_impressions`) AS `clicks_impressions`
+      FROM `t46` AS `t47`
       GROUP BY
         1,
         2
     ) AS `t48`
   ) AS `t53`
-) AS `t57`
-UNION ALL
-SELECT
-  *
-FROM (
+  UNION ALL
   SELECT
     *
   FROM (
     SELECT
-      'customer' AS `dimension`,
-      `t49`.`customer` AS `value`,
+      'platform' AS `dimension`,
+      `t49`.`platform` AS `value`,
       `t49`.`arm`,
       CAST(`t49`.`n` AS FLOAT64) AS `n`,
       CAST(`t49`.`converted` AS FLOAT64) AS `converted`,
@@ -799,34 +771,96 @@ FROM (
       CAST(`t49`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
     FROM (
       SELECT
-        `t46`.`arm`,
-        `t46`.`customer`,
-        COUNT(*) AS `n`,
-        SUM(`t46`.`converted`) AS `converted`,
-        SUM(`t46`.`opted_out`) AS `opted_out`,
-        SUM(`t46`.`consented`) AS `consented`,
-        SUM(`t46`.`granted`) AS `granted`,
-        SUM(`t46`.`gmv`) AS `gmv_sum`,
-        SUM(`t46`.`gmv` * `t46`.`gmv`) AS `gmv_ss`,
-        SUM(`t46`.`pre_gmv`) AS `pre_sum`,
-        SUM(`t46`.`pre_gmv` * `t46`.`pre_gmv`) AS `pre_ss`,
-        SUM(`t46`.`gmv` * `t46`.`pre_gmv`) AS `gmv_pre`,
-        SUM(`t46`.`orders`) AS `orders_sum`,
-        SUM(`t46`.`orders` * `t46`.`orders`) AS `orders_ss`,
-        SUM(`t46`.`aov_gmv`) AS `aov_sum`,
-        SUM(`t46`.`aov_gmv` * `t46`.`aov_gmv`) AS `aov_ss`,
-        SUM(`t46`.`aov_gmv` * `t46`.`orders`) AS `aov_orders`,
-        SUM(`t46`.`impressions`) AS `impressions_sum`,
-        SUM(`t46`.`impressions` * `t46`.`impressions`) AS `impressions_ss`,
-        SUM(`t46`.`clicks`) AS `clicks_sum`,
-        SUM(`t46`.`clicks` * `t46`.`clicks`) AS `clicks_ss`,
-        SUM(`t46`.`clicks` * `t46`.`impressions`) AS `clicks_impressions`
-      FROM `t45` AS `t46`
+        `t47`.`arm`,
+        `t47`.`platform`,
+        SUM(`t47`.`n`) AS `n`,
+        SUM(`t47`.`converted`) AS `converted`,
+        SUM(`t47`.`opted_out`) AS `opted_out`,
+        SUM(`t47`.`consented`) AS `consented`,
+        SUM(`t47`.`granted`) AS `granted`,
+        SUM(`t47`.`gmv_sum`) AS `gmv_sum`,
+        SUM(`t47`.`gmv_ss`) AS `gmv_ss`,
+        SUM(`t47`.`pre_sum`) AS `pre_sum`,
+        SUM(`t47`.`pre_ss`) AS `pre_ss`,
+        SUM(`t47`.`gmv_pre`) AS `gmv_pre`,
+        SUM(`t47`.`orders_sum`) AS `orders_sum`,
+        SUM(`t47`.`orders_ss`) AS `orders_ss`,
+        SUM(`t47`.`aov_sum`) AS `aov_sum`,
+        SUM(`t47`.`aov_ss`) AS `aov_ss`,
+        SUM(`t47`.`aov_orders`) AS `aov_orders`,
+        SUM(`t47`.`impressions_sum`) AS `impressions_sum`,
+        SUM(`t47`.`impressions_ss`) AS `impressions_ss`,
+        SUM(`t47`.`clicks_sum`) AS `clicks_sum`,
+        SUM(`t47`.`clicks_ss`) AS `clicks_ss`,
+        SUM(`t47`.`clicks_impressions`) AS `clicks_impressions`
+      FROM `t46` AS `t47`
       GROUP BY
         1,
         2
     ) AS `t49`
   ) AS `t54`
+) AS `t58`
+UNION ALL
+SELECT
+  *
+FROM (
+  SELECT
+    *
+  FROM (
+    SELECT
+      'customer' AS `dimension`,
+      `t50`.`customer` AS `value`,
+      `t50`.`arm`,
+      CAST(`t50`.`n` AS FLOAT64) AS `n`,
+      CAST(`t50`.`converted` AS FLOAT64) AS `converted`,
+      CAST(`t50`.`opted_out` AS FLOAT64) AS `opted_out`,
+      CAST(`t50`.`consented` AS FLOAT64) AS `consented`,
+      CAST(`t50`.`granted` AS FLOAT64) AS `granted`,
+      `t50`.`gmv_sum`,
+      `t50`.`gmv_ss`,
+      `t50`.`pre_sum`,
+      `t50`.`pre_ss`,
+      `t50`.`gmv_pre`,
+      CAST(`t50`.`orders_sum` AS FLOAT64) AS `orders_sum`,
+      CAST(`t50`.`orders_ss` AS FLOAT64) AS `orders_ss`,
+      `t50`.`aov_sum`,
+      `t50`.`aov_ss`,
+      `t50`.`aov_orders`,
+      CAST(`t50`.`impressions_sum` AS FLOAT64) AS `impressions_sum`,
+      CAST(`t50`.`impressions_ss` AS FLOAT64) AS `impressions_ss`,
+      CAST(`t50`.`clicks_sum` AS FLOAT64) AS `clicks_sum`,
+      CAST(`t50`.`clicks_ss` AS FLOAT64) AS `clicks_ss`,
+      CAST(`t50`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
+    FROM (
+      SELECT
+        `t47`.`arm`,
+        `t47`.`customer`,
+        SUM(`t47`.`n`) AS `n`,
+        SUM(`t47`.`converted`) AS `converted`,
+        SUM(`t47`.`opted_out`) AS `opted_out`,
+        SUM(`t47`.`consented`) AS `consented`,
+        SUM(`t47`.`granted`) AS `granted`,
+        SUM(`t47`.`gmv_sum`) AS `gmv_sum`,
+        SUM(`t47`.`gmv_ss`) AS `gmv_ss`,
+        SUM(`t47`.`pre_sum`) AS `pre_sum`,
+        SUM(`t47`.`pre_ss`) AS `pre_ss`,
+        SUM(`t47`.`gmv_pre`) AS `gmv_pre`,
+        SUM(`t47`.`orders_sum`) AS `orders_sum`,
+        SUM(`t47`.`orders_ss`) AS `orders_ss`,
+        SUM(`t47`.`aov_sum`) AS `aov_sum`,
+        SUM(`t47`.`aov_ss`) AS `aov_ss`,
+        SUM(`t47`.`aov_orders`) AS `aov_orders`,
+        SUM(`t47`.`impressions_sum`) AS `impressions_sum`,
+        SUM(`t47`.`impressions_ss`) AS `impressions_ss`,
+        SUM(`t47`.`clicks_sum`) AS `clicks_sum`,
+        SUM(`t47`.`clicks_ss`) AS `clicks_ss`,
+        SUM(`t47`.`clicks_impressions`) AS `clicks_impressions`
+      FROM `t46` AS `t47`
+      GROUP BY
+        1,
+        2
+    ) AS `t50`
+  ) AS `t55`
   UNION ALL
   SELECT
     *
@@ -837,62 +871,6 @@ FROM (
       SELECT
         'all' AS `dimension`,
         '' AS `value`,
-        `t50`.`arm`,
-        CAST(`t50`.`n` AS FLOAT64) AS `n`,
-        CAST(`t50`.`converted` AS FLOAT64) AS `converted`,
-        CAST(`t50`.`opted_out` AS FLOAT64) AS `opted_out`,
-        CAST(`t50`.`consented` AS FLOAT64) AS `consented`,
-        CAST(`t50`.`granted` AS FLOAT64) AS `granted`,
-        `t50`.`gmv_sum`,
-        `t50`.`gmv_ss`,
-        `t50`.`pre_sum`,
-        `t50`.`pre_ss`,
-        `t50`.`gmv_pre`,
-        CAST(`t50`.`orders_sum` AS FLOAT64) AS `orders_sum`,
-        CAST(`t50`.`orders_ss` AS FLOAT64) AS `orders_ss`,
-        `t50`.`aov_sum`,
-        `t50`.`aov_ss`,
-        `t50`.`aov_orders`,
-        CAST(`t50`.`impressions_sum` AS FLOAT64) AS `impressions_sum`,
-        CAST(`t50`.`impressions_ss` AS FLOAT64) AS `impressions_ss`,
-        CAST(`t50`.`clicks_sum` AS FLOAT64) AS `clicks_sum`,
-        CAST(`t50`.`clicks_ss` AS FLOAT64) AS `clicks_ss`,
-        CAST(`t50`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
-      FROM (
-        SELECT
-          `t46`.`arm`,
-          COUNT(*) AS `n`,
-          SUM(`t46`.`converted`) AS `converted`,
-          SUM(`t46`.`opted_out`) AS `opted_out`,
-          SUM(`t46`.`consented`) AS `consented`,
-          SUM(`t46`.`granted`) AS `granted`,
-          SUM(`t46`.`gmv`) AS `gmv_sum`,
-          SUM(`t46`.`gmv` * `t46`.`gmv`) AS `gmv_ss`,
-          SUM(`t46`.`pre_gmv`) AS `pre_sum`,
-          SUM(`t46`.`pre_gmv` * `t46`.`pre_gmv`) AS `pre_ss`,
-          SUM(`t46`.`gmv` * `t46`.`pre_gmv`) AS `gmv_pre`,
-          SUM(`t46`.`orders`) AS `orders_sum`,
-          SUM(`t46`.`orders` * `t46`.`orders`) AS `orders_ss`,
-          SUM(`t46`.`aov_gmv`) AS `aov_sum`,
-          SUM(`t46`.`aov_gmv` * `t46`.`aov_gmv`) AS `aov_ss`,
-          SUM(`t46`.`aov_gmv` * `t46`.`orders`) AS `aov_orders`,
-          SUM(`t46`.`impressions`) AS `impressions_sum`,
-          SUM(`t46`.`impressions` * `t46`.`impressions`) AS `impressions_ss`,
-          SUM(`t46`.`clicks`) AS `clicks_sum`,
-          SUM(`t46`.`clicks` * `t46`.`clicks`) AS `clicks_ss`,
-          SUM(`t46`.`clicks` * `t46`.`impressions`) AS `clicks_impressions`
-        FROM `t45` AS `t46`
-        GROUP BY
-          1
-      ) AS `t50`
-    ) AS `t55`
-    UNION ALL
-    SELECT
-      *
-    FROM (
-      SELECT
-        'age_band' AS `dimension`,
-        `t51`.`age_band` AS `value`,
         `t51`.`arm`,
         CAST(`t51`.`n` AS FLOAT64) AS `n`,
         CAST(`t51`.`converted` AS FLOAT64) AS `converted`,
@@ -916,36 +894,92 @@ FROM (
         CAST(`t51`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
       FROM (
         SELECT
-          `t46`.`arm`,
-          `t46`.`age_band`,
-          COUNT(*) AS `n`,
-          SUM(`t46`.`converted`) AS `converted`,
-          SUM(`t46`.`opted_out`) AS `opted_out`,
-          SUM(`t46`.`consented`) AS `consented`,
-          SUM(`t46`.`granted`) AS `granted`,
-          SUM(`t46`.`gmv`) AS `gmv_sum`,
-          SUM(`t46`.`gmv` * `t46`.`gmv`) AS `gmv_ss`,
-          SUM(`t46`.`pre_gmv`) AS `pre_sum`,
-          SUM(`t46`.`pre_gmv` * `t46`.`pre_gmv`) AS `pre_ss`,
-          SUM(`t46`.`gmv` * `t46`.`pre_gmv`) AS `gmv_pre`,
-          SUM(`t46`.`orders`) AS `orders_sum`,
-          SUM(`t46`.`orders` * `t46`.`orders`) AS `orders_ss`,
-          SUM(`t46`.`aov_gmv`) AS `aov_sum`,
-          SUM(`t46`.`aov_gmv` * `t46`.`aov_gmv`) AS `aov_ss`,
-          SUM(`t46`.`aov_gmv` * `t46`.`orders`) AS `aov_orders`,
-          SUM(`t46`.`impressions`) AS `impressions_sum`,
-          SUM(`t46`.`impressions` * `t46`.`impressions`) AS `impressions_ss`,
-          SUM(`t46`.`clicks`) AS `clicks_sum`,
-          SUM(`t46`.`clicks` * `t46`.`clicks`) AS `clicks_ss`,
-          SUM(`t46`.`clicks` * `t46`.`impressions`) AS `clicks_impressions`
-        FROM `t45` AS `t46`
+          `t47`.`arm`,
+          SUM(`t47`.`n`) AS `n`,
+          SUM(`t47`.`converted`) AS `converted`,
+          SUM(`t47`.`opted_out`) AS `opted_out`,
+          SUM(`t47`.`consented`) AS `consented`,
+          SUM(`t47`.`granted`) AS `granted`,
+          SUM(`t47`.`gmv_sum`) AS `gmv_sum`,
+          SUM(`t47`.`gmv_ss`) AS `gmv_ss`,
+          SUM(`t47`.`pre_sum`) AS `pre_sum`,
+          SUM(`t47`.`pre_ss`) AS `pre_ss`,
+          SUM(`t47`.`gmv_pre`) AS `gmv_pre`,
+          SUM(`t47`.`orders_sum`) AS `orders_sum`,
+          SUM(`t47`.`orders_ss`) AS `orders_ss`,
+          SUM(`t47`.`aov_sum`) AS `aov_sum`,
+          SUM(`t47`.`aov_ss`) AS `aov_ss`,
+          SUM(`t47`.`aov_orders`) AS `aov_orders`,
+          SUM(`t47`.`impressions_sum`) AS `impressions_sum`,
+          SUM(`t47`.`impressions_ss`) AS `impressions_ss`,
+          SUM(`t47`.`clicks_sum`) AS `clicks_sum`,
+          SUM(`t47`.`clicks_ss`) AS `clicks_ss`,
+          SUM(`t47`.`clicks_impressions`) AS `clicks_impressions`
+        FROM `t46` AS `t47`
+        GROUP BY
+          1
+      ) AS `t51`
+    ) AS `t56`
+    UNION ALL
+    SELECT
+      *
+    FROM (
+      SELECT
+        'age_band' AS `dimension`,
+        `t52`.`age_band` AS `value`,
+        `t52`.`arm`,
+        CAST(`t52`.`n` AS FLOAT64) AS `n`,
+        CAST(`t52`.`converted` AS FLOAT64) AS `converted`,
+        CAST(`t52`.`opted_out` AS FLOAT64) AS `opted_out`,
+        CAST(`t52`.`consented` AS FLOAT64) AS `consented`,
+        CAST(`t52`.`granted` AS FLOAT64) AS `granted`,
+        `t52`.`gmv_sum`,
+        `t52`.`gmv_ss`,
+        `t52`.`pre_sum`,
+        `t52`.`pre_ss`,
+        `t52`.`gmv_pre`,
+        CAST(`t52`.`orders_sum` AS FLOAT64) AS `orders_sum`,
+        CAST(`t52`.`orders_ss` AS FLOAT64) AS `orders_ss`,
+        `t52`.`aov_sum`,
+        `t52`.`aov_ss`,
+        `t52`.`aov_orders`,
+        CAST(`t52`.`impressions_sum` AS FLOAT64) AS `impressions_sum`,
+        CAST(`t52`.`impressions_ss` AS FLOAT64) AS `impressions_ss`,
+        CAST(`t52`.`clicks_sum` AS FLOAT64) AS `clicks_sum`,
+        CAST(`t52`.`clicks_ss` AS FLOAT64) AS `clicks_ss`,
+        CAST(`t52`.`clicks_impressions` AS FLOAT64) AS `clicks_impressions`
+      FROM (
+        SELECT
+          `t47`.`arm`,
+          `t47`.`age_band`,
+          SUM(`t47`.`n`) AS `n`,
+          SUM(`t47`.`converted`) AS `converted`,
+          SUM(`t47`.`opted_out`) AS `opted_out`,
+          SUM(`t47`.`consented`) AS `consented`,
+          SUM(`t47`.`granted`) AS `granted`,
+          SUM(`t47`.`gmv_sum`) AS `gmv_sum`,
+          SUM(`t47`.`gmv_ss`) AS `gmv_ss`,
+          SUM(`t47`.`pre_sum`) AS `pre_sum`,
+          SUM(`t47`.`pre_ss`) AS `pre_ss`,
+          SUM(`t47`.`gmv_pre`) AS `gmv_pre`,
+          SUM(`t47`.`orders_sum`) AS `orders_sum`,
+          SUM(`t47`.`orders_ss`) AS `orders_ss`,
+          SUM(`t47`.`aov_sum`) AS `aov_sum`,
+          SUM(`t47`.`aov_ss`) AS `aov_ss`,
+          SUM(`t47`.`aov_orders`) AS `aov_orders`,
+          SUM(`t47`.`impressions_sum`) AS `impressions_sum`,
+          SUM(`t47`.`impressions_ss`) AS `impressions_ss`,
+          SUM(`t47`.`clicks_sum`) AS `clicks_sum`,
+          SUM(`t47`.`clicks_ss`) AS `clicks_ss`,
+          SUM(`t47`.`clicks_impressions`) AS `clicks_impressions`
+        FROM `t46` AS `t47`
         GROUP BY
           1,
           2
-      ) AS `t51`
-    ) AS `t56`
-  ) AS `t58`
-) AS `t59`
+      ) AS `t52`
+    ) AS `t57`
+  ) AS `t59`
+) AS `t60`
 ;
 -- cap
 WITH `t10` AS (
