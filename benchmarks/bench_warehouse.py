@@ -66,10 +66,8 @@ def run(quick: bool) -> list[Row]:
             experiment_id=1, phase=1, window_start=START, window_end=datetime(2026, 1, 29, tzinfo=UTC),
             pre_exposure_days=28, gmv_cap_percentile=0.99, purpose="personalization", counting_notices=(1,),
         )
-        stats, cap, order_cap = metric_statistics_expression(tables=warehouse_tables(backend=backend), query=query)
-
         def ours():
-            backend.execute(stats), backend.execute(cap), backend.execute(order_cap)
+            backend.execute(metric_statistics_expression(tables=warehouse_tables(backend=backend), query=query))
 
         bare_sql = (
             f"SELECT x.arm, SUM(o.amount) FROM read_parquet('{directory}/exposures.parquet') x "

@@ -77,10 +77,10 @@ def warehouse_statistics_compute(
     )
     try:
         tables = warehouse_tables(backend=backend, mapping=mapping)
-        stats, cap_row, order_cap_row = metric_statistics_expression(tables=tables, query=query)
-        rows = [tuple(row) for row in backend.execute(stats).itertuples(index=False)]
-        cap = None if cap_row is None else _scalar(backend.execute(cap_row))
-        order_cap = None if order_cap_row is None else _scalar(backend.execute(order_cap_row))
+        frame = backend.execute(metric_statistics_expression(tables=tables, query=query))
+        cap = _scalar(frame[["cap"]]) if len(frame) else None
+        order_cap = _scalar(frame[["order_cap"]]) if len(frame) else None
+        rows = [tuple(row) for row in frame.drop(columns=["cap", "order_cap"]).itertuples(index=False)]
     except WarehouseError:
         raise
     except Exception as error:  # the engines' drivers raise their own kinds; one kind for the caller
@@ -113,8 +113,8 @@ SCHEMAS = {
 }
 
 
-def compiled_sql(*, query: WarehouseQuery, dialect: str, mapping: dict | None = None) -> dict[str, str]:
-    """The three statements (statistics, cap, order cap) compiled for ``dialect`` without connecting.
+def compiled_sql(*, query: WarehouseQuery, dialect: str, mapping: dict | None = None) -> str:
+    """The aggregate statement compiled for ``dialect`` without connecting.
 
     For engines PrivacyLab does not run itself (BigQuery, Snowflake, Trino, Spark SQL): what
     would be sent, to review or to run by hand. The tables are the canonical ones, named as
@@ -131,9 +131,4 @@ def compiled_sql(*, query: WarehouseQuery, dialect: str, mapping: dict | None = 
         table = ibis.table(source_schema, name=spec.get("table") or name)
         inverse = {canonical: source for canonical, source in renames.items() if source != canonical}
         tables[name] = table.rename(inverse) if inverse else table
-    stats, cap_row, order_cap_row = metric_statistics_expression(tables=tables, query=query)
-    statements = {"statistics": stats, "cap": cap_row, "order_cap": order_cap_row}
-    return {
-        name: ibis.to_sql(expression, dialect=dialect) for name, expression in statements.items()
-        if expression is not None
-    }
+    return ibis.to_sql(metric_statistics_expression(tables=tables, query=query), dialect=dialect)

@@ -70,7 +70,7 @@ def _percentile(column, p: float, *, name: str):
 
 
 def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
-    """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS), then the 'cap' and 'order_cap' rows.
+    """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS, cap, order_cap).
 
     ``tables``: ibis tables ``exposures``, ``events``, ``consents``, ``subjects`` with the
     canonical columns. Nothing here runs; the caller executes the expression on its backend.
@@ -240,4 +240,8 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
         )
     ordered = ["dimension", "value", "arm", *SUMS]
     stats = ibis.union(*(part.select(*ordered).cast({name: "float64" for name in SUMS}) for part in parts))
-    return stats, cap_row, order_cap_row
+    # The caps ride along on every row: one statement, and the engine computes each cap once
+    # (the same subexpressions as the capping above, so one CTE each).
+    if cap_row is None:
+        return stats.mutate(cap=ibis.literal(None, type="float64"), order_cap=ibis.literal(None, type="float64"))
+    return stats.cross_join(cap_row).cross_join(order_cap_row)
