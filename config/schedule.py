@@ -54,6 +54,13 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
         "options": {"expires": 50 * MINUTE},
     },
+    "warehouse-export": {
+        # New exposures and consent decisions to the warehouse (a no-op without
+        # PRIVACYLAB_WAREHOUSE_EXPORT_URL); the target's own watermark makes a rerun add nothing.
+        "task": "experiments.tasks.warehouse_export_run",
+        "schedule": timedelta(minutes=15),
+        "options": {"expires": 10 * MINUTE},
+    },
     "recommender-build-all": {
         "task": "recommender.tasks.recommendations_build_all",
         "schedule": timedelta(hours=1),

@@ -414,3 +414,9 @@ LOGGING = logging_config(
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 )
+# Warehouse data sources (experiments.warehouse; docs/warehouse.md): connection URLs by the
+# name a DataSource row gives in url_setting (JSON object), looked up before the environment.
+PRIVACYLAB_WAREHOUSE_URLS = env.json("PRIVACYLAB_WAREHOUSE_URLS", default={})
+# Where the scheduled export appends exposures and consent decisions (a URL: duckdb:///…,
+# postgres://…, parquet:///dir); empty: no export. docs/warehouse.md, "Exports".
+PRIVACYLAB_WAREHOUSE_EXPORT_URL = env("PRIVACYLAB_WAREHOUSE_EXPORT_URL", default="")

@@ -28,6 +28,7 @@ from experiments.admin_forms import NewPhaseForm, ShipForm, TargetingField, cons
 from experiments.disclosure import segments_suppress
 from experiments.models import (
     Arm,
+    DataSource,
     Experiment,
     ExperimentAlert,
     Exposure,
@@ -278,7 +279,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                 "fields": [
                     "primary_metric", "alpha", "decision_rule", "decision_margin", "testing_mode",
                     "minimum_runtime_days", "privacy_order", "privacy_ladder", "gmv_cap_percentile",
-                    "pre_exposure_days",
+                    "pre_exposure_days", "data_source",
                 ],
                 "description": "The rule decides the verdict (docs/statistics.md §9). Guardrails are below; each "
                 "must pass its one-sided non-inferiority test for an arm to ship.",
@@ -702,6 +703,23 @@ class ExperimentAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, "Not ready to start yet: " + " ".join(exc.messages), messages.WARNING
                 )
+
+
+@admin.register(DataSource)
+class DataSourceAdmin(admin.ModelAdmin):
+    """Named warehouse connections (docs/warehouse.md); the URL stays in the environment."""
+
+    list_display = ["name", "engine", "url_setting", "query_timeout_seconds"]
+    actions = ["test_connection"]
+
+    @admin.action(description="Test connection (a cheap query: row counts and the columns found)")
+    def test_connection(self, request, queryset):
+        from experiments.warehouse.connect import data_source_probe
+
+        for source in queryset:
+            report = data_source_probe(source=source)
+            level = messages.SUCCESS if report["ok"] else messages.ERROR
+            self.message_user(request, f"{source.name}: {report['summary']}", level)
 
 
 @admin.register(PrivacyTreatment)

@@ -218,6 +218,62 @@ class Metric(models.TextChoices):
     CTR = "ctr", "Recommendation CTR"
 
 
+class DataSource(ConstraintFieldsMixin, models.Model):
+    """Where an experiment's outcome data lives when it is not the built-in database (docs/warehouse.md).
+
+    The connection URL (with its credentials) is never stored here: ``url_setting`` names
+    an environment variable (or a key of ``settings.PRIVACYLAB_WAREHOUSE_URLS``) that holds it.
+    ``mapping`` says where the exposures, events, consent decisions and subject attributes
+    are: per table ``{"table": name, "columns": {canonical: source column}}``.
+    """
+
+    CONSTRAINT_FIELDS = {
+        "datasource_engine_valid": "engine",
+        "datasource_url_setting_name": "url_setting",
+    }
+
+    class Engine(models.TextChoices):
+        DUCKDB = "duckdb", "DuckDB (file, or Parquet files)"
+        POSTGRES = "postgres", "PostgreSQL"
+        CLICKHOUSE = "clickhouse", "ClickHouse (server)"
+        CHDB = "chdb", "ClickHouse (chdb, in process)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.DUCKDB)
+    url_setting = models.CharField(
+        max_length=128,
+        help_text="The environment variable (or PRIVACYLAB_WAREHOUSE_URLS key) holding the connection URL, "
+        "e.g. WAREHOUSE_URL; the URL itself is never stored.",
+    )
+    mapping = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per table (exposures, events, consents, subjects): {"table": name, "columns": '
+        '{canonical: source column}}; anything not named keeps its canonical name.',
+    )
+    query_timeout_seconds = models.PositiveIntegerField(default=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(engine__in=["duckdb", "postgres", "clickhouse", "chdb"]),
+                name="datasource_engine_valid",
+                violation_error_message="Choose an engine: DuckDB, PostgreSQL, ClickHouse or chdb.",
+            ),
+            models.CheckConstraint(
+                condition=Q(url_setting__regex=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+                name="datasource_url_setting_name",
+                violation_error_message="Name the environment variable that holds the URL (letters, digits, "
+                "underscores, e.g. WAREHOUSE_URL), not the URL itself.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Experiment(ConstraintFieldsMixin, models.Model):
     # Where each constraint's message shows (config.constraints).
     CONSTRAINT_FIELDS = {
@@ -307,6 +363,14 @@ class Experiment(ConstraintFieldsMixin, models.Model):
         default=28,
         help_text="CUPED covariate: a subject's GMV in this many days before first exposure (0 turns "
         "CUPED off). A subject who ordered in that window is a returning customer.",
+    )
+    data_source = models.ForeignKey(
+        DataSource,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiments",
+        help_text="Where the outcome data is read; empty: the built-in database.",
     )
     compliance_override_reason = models.TextField(
         blank=True,
@@ -992,6 +1056,7 @@ class ExperimentAlert(models.Model):
     class Kind(models.TextChoices):
         SRM = "srm", "Sample-ratio mismatch"
         GUARDRAIL = "guardrail", "Guardrail breached"
+        DATA_SOURCE = "data_source", "Data source unavailable"
 
     class Action(models.TextChoices):
         NONE = "", "None"
@@ -1022,9 +1087,10 @@ class ExperimentAlert(models.Model):
                 violation_error_message="This problem already has an open alert: acknowledge it first.",
             ),
             models.CheckConstraint(
-                condition=Q(kind__in=["srm", "guardrail"]),
+                condition=Q(kind__in=["srm", "guardrail", "data_source"]),
                 name="alert_kind_valid",
-                violation_error_message="An alert is a sample-ratio mismatch or a breached guardrail.",
+                violation_error_message="An alert is a sample-ratio mismatch, a breached guardrail or an "
+                "unavailable data source.",
             ),
         ]
 

@@ -39,7 +39,8 @@ def results_compute(experiment_id: int, as_of: str | None = None) -> int | None:
     if experiment is None:  # deleted since it was enqueued: nothing to do
         return None
     moment = datetime.fromisoformat(as_of) if as_of else None
-    return snapshots.compute_results(experiment=experiment, as_of=moment).pk
+    snapshot = snapshots.compute_results(experiment=experiment, as_of=moment)
+    return None if snapshot is None else snapshot.pk  # None: its data source failed (an alert says so)
 
 
 @shared_task(acks_late=True, time_limit=120, soft_time_limit=100, **RETRY)
@@ -73,3 +74,15 @@ def rollout_step(rollout_id: int) -> str:
 def rollouts_step_due() -> list[int]:
     """Periodic: enqueue a step for every ramping rollout whose hold is over."""
     return rollouts.rollouts_enqueue_due()
+
+
+@shared_task(acks_late=True, time_limit=30 * 60, soft_time_limit=29 * 60, **RETRY)
+def warehouse_export_run() -> dict:
+    """Append new exposures and consent decisions to ``PRIVACYLAB_WAREHOUSE_EXPORT_URL`` (idempotent)."""
+    from django.conf import settings
+
+    from experiments.warehouse.export import warehouse_export
+
+    if not settings.PRIVACYLAB_WAREHOUSE_EXPORT_URL:
+        return {}
+    return warehouse_export(to=settings.PRIVACYLAB_WAREHOUSE_EXPORT_URL)

@@ -68,7 +68,11 @@ Public API::
 ``metric_statistics`` is the former name of ``metric_statistics_compute``, kept for old callers.
 """
 
-from experiments.metrics.aggregate import MetricStatistics, metric_statistics_aggregate
+from experiments.metrics.aggregate import (
+    MetricStatistics,
+    metric_statistics_aggregate,
+    metric_statistics_from_rows,
+)
 from experiments.metrics.attribution import (
     RECOMMENDATION_ATTRIBUTION_WINDOW,
     recommendation_gmv_attribution,
@@ -118,6 +122,7 @@ __all__ = [
     "metric_facts_refresh",
     "metric_statistics",
     "metric_statistics_aggregate",
+    "metric_statistics_from_rows",
     "metric_statistics_compute",
     "metric_statistics_sql",
     "personalization_counting_notices",

@@ -120,15 +120,40 @@ def metric_statistics_aggregate(
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    return metric_statistics_from_rows(
+        experiment=experiment,
+        rows=[(dimension, value, arm_keys.get(arm_id), *aggregates) for dimension, value, arm_id, *aggregates in rows],
+        window_start=window_start,
+        window_end=window_end,
+        pre_exposure_days=pre_exposure_days,
+        gmv_cap_percentile=gmv_cap_percentile,
+        refresh=refresh,
+    )
+
+
+def metric_statistics_from_rows(
+    *,
+    experiment: Experiment,
+    rows,
+    window_start: datetime,
+    window_end: datetime,
+    pre_exposure_days: int,
+    gmv_cap_percentile: float | None,
+    refresh: FactsRefresh | None = None,
+) -> MetricStatistics:
+    """The statistics from the aggregate's rows ``(dimension, value, arm key, *SUMS)`` plus the two cap rows.
+
+    Shared by the built-in aggregate and the warehouse engines (``experiments.warehouse``):
+    whichever engine summed, the same rows make the same statistics.
+    """
     caps: dict[str, float | None] = {"cap": None, "order_cap": None}
     overall: dict[str, dict[str, float]] = {}
     by_segment: dict[str, dict[str, dict[str, float]]] = {}
-    for dimension, value, arm_id, *aggregates in rows:
+    for dimension, value, arm, *aggregates in rows:
         if dimension in caps:
             caps[dimension] = None if aggregates[0] is None else float(aggregates[0])
             continue
         sums = {name: _number(total) for name, total in zip(SUMS, aggregates, strict=True)}
-        arm = arm_keys[arm_id]
         if dimension == "all":
             overall[arm] = sums
         else:

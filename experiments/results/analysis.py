@@ -291,9 +291,22 @@ def _frozen(experiment: Experiment, phase: int, window_end: datetime, current: d
     return {**final["document"], "frozen": True, "final_since": final["window_end"].isoformat(), "latest": current}
 
 
-def results_document(*, experiment: Experiment, as_of: datetime | None = None) -> tuple[str, dict, MetricStatistics]:
-    """The snapshot's status and JSON document for the window ending at ``as_of`` (nothing stored)."""
-    statistics = metric_statistics_compute(experiment=experiment, as_of=as_of)
+def results_document(
+    *, experiment: Experiment, as_of: datetime | None = None, source=None
+) -> tuple[str, dict, MetricStatistics]:
+    """The snapshot's status and JSON document for the window ending at ``as_of`` (nothing stored).
+
+    ``source``: a ``experiments.warehouse.ResolvedSource`` to read the outcomes from
+    (default: the experiment's data source; none: the built-in pipeline). Raises
+    ``WarehouseError`` when the source cannot answer.
+    """
+    from experiments.warehouse import source_resolve
+
+    source = source or source_resolve(experiment=experiment)
+    if source is None:
+        statistics = metric_statistics_compute(experiment=experiment, as_of=as_of)
+    else:
+        statistics = source.statistics(experiment=experiment, as_of=as_of)
     arms = list(experiment.arms.select_related("treatment").order_by("id"))
     control_arm = next((arm for arm in arms if arm.is_control), None)
     if control_arm is None:
@@ -312,6 +325,9 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             "alpha": experiment.alpha,
         },
         window={"start": statistics.window_start.isoformat(), "end": statistics.window_end.isoformat()},
+        # Where the outcomes were read (absent: the built-in database, as before data sources).
+        source=None if source is None else source.describe(),
+        absent=frozenset() if source is not None else frozenset({"source"}),
         settings={
             "gmv_cap_percentile": statistics.gmv_cap_percentile,
             "gmv_cap": statistics.gmv_cap,

@@ -30,6 +30,7 @@ class SnapshotDocument:
     schema_version: int
     experiment: dict = field(default_factory=dict)  # {key, name, phase, primary_metric, alpha}
     window: dict = field(default_factory=dict)  # {start, end}, ISO 8601
+    source: dict | None = None  # {name, engine} of a data source; absent for the built-in database
     settings: dict = field(default_factory=dict)
     arms: list = field(default_factory=list)  # [{key, treatment, personalization_level, consent_prompt, ...}]
     metrics: dict = field(default_factory=dict)

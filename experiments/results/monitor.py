@@ -86,6 +86,18 @@ def experiment_monitor(*, snapshot: ResultSnapshot, now: datetime | None = None)
     return outcome
 
 
+def data_source_alert_open(*, experiment: Experiment, source: str, error: str, now: datetime | None = None):
+    """An alert that the experiment's data source could not answer (one open per experiment)."""
+    previous = ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end").first()
+    alert = _alert_open(
+        experiment=experiment, kind=ExperimentAlert.Kind.DATA_SOURCE, arm="", metric="", snapshot=previous,
+        message=f"Data source {source} did not answer; the last snapshot is kept. {error}",
+        details={"source": source, "error": error}, action=ExperimentAlert.Action.NONE, now=now or timezone.now(),
+    )
+    logger.warning("experiment %s: data source %s failed: %s", experiment.key, source, error)
+    return alert
+
+
 def experiments_monitor_pending(*, now: datetime | None = None) -> list[dict]:
     """Monitor every running experiment's latest run not yet acted on (catches a lost chain)."""
     outcomes = []

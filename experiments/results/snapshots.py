@@ -22,17 +22,40 @@ logger = logging.getLogger(__name__)
 Status = ResultSnapshot.Status
 
 
-def compute_results(*, experiment: Experiment, as_of: datetime | None = None, monitor: bool = True) -> ResultSnapshot:
+def compute_results(
+    *,
+    experiment: Experiment,
+    as_of: datetime | None = None,
+    monitor: bool = True,
+    source: str | None = None,
+    raise_source_errors: bool = False,
+) -> ResultSnapshot | None:
     """Analyse the experiment over ``[start, as_of)`` and store the run; idempotent per window.
 
     ``as_of`` defaults to now (the task passes the time it was scheduled for,
     so a redelivered task analyses the same window). With ``monitor`` the
-    monitor task is enqueued once the snapshot is committed.
+    monitor task is enqueued once the snapshot is committed. ``source``: a data
+    source's name or a URL (default: the experiment's data source, else the
+    built-in database). A source that cannot answer (down, refused, timed out)
+    writes nothing: an alert is raised and the latest snapshot (or None) returned
+    (with ``raise_source_errors``, the ``WarehouseError`` raised after the alert).
     """
+    from experiments.results.monitor import data_source_alert_open
+    from experiments.warehouse import WarehouseError, source_resolve
+
     started = time.perf_counter()
     as_of = as_of or timezone.now()
     experiment = Experiment.objects.get(pk=experiment.pk)
-    status, data, statistics = results_document(experiment=experiment, as_of=as_of)
+    resolved = None
+    try:
+        resolved = source_resolve(experiment=experiment, source=source)
+        status, data, statistics = results_document(experiment=experiment, as_of=as_of, source=resolved)
+    except WarehouseError as error:
+        name = resolved.name if resolved is not None else (source or str(experiment.data_source))
+        data_source_alert_open(experiment=experiment, source=name, error=str(error))
+        if raise_source_errors:
+            raise
+        return ResultSnapshot.objects.filter(experiment=experiment).order_by("-window_end").first()
     document = SnapshotDocument.from_dict(data)
     fields = {
         "schema_version": SCHEMA_VERSION,

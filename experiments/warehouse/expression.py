@@ -1,0 +1,247 @@
+"""The metrics as one relational expression (ibis), compiled for each engine.
+
+The same definitions as the built-in pipeline's SQL (``experiments.metrics.sql``,
+docs/metrics.md): per exposure of the window its orders, GMV, pre-exposure GMV,
+impressions, clicks and personalization decisions, then the sums of
+``experiments.metrics.sql.SUMS`` per (segment, arm) and the two caps, all in the
+engine: only those few rows come back.
+
+The input tables have canonical column names (``experiments.warehouse.mapping``
+renames a data source's columns to these):
+
+- exposures: experiment_id, phase, arm, subject_id, first_exposed_at
+- events: subject_id, type, occurred_at, amount
+- consents: ledger_id, subject_id, purpose, action, recorded_at, expires_at, notice_id
+- subjects: subject_id, age_band, province, platform, restricted_at
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
+from experiments.metrics.sql import SUMS
+
+
+@dataclass(frozen=True)
+class WarehouseQuery:
+    """What one results run asks the engine: the experiment's window and settings."""
+
+    experiment_id: int
+    phase: int
+    window_start: datetime
+    window_end: datetime
+    pre_exposure_days: int
+    gmv_cap_percentile: float | None
+    purpose: str
+    counting_notices: tuple[int, ...]
+
+
+def _flag(condition):
+    """1 or 0 (PostgreSQL casts no boolean to a bigint; every engine sums these)."""
+    import ibis
+
+    return ibis.ifelse(condition, 1, 0)
+
+
+def _percentile(column, p: float, *, name: str):
+    """One row, one column ``name``: the ``p`` percentile of ``column`` (linear interpolation), exact.
+
+    Written with window functions rather than an engine's quantile function: BigQuery and
+    Trino have no exact aggregate one, and this way every engine computes the same value
+    the same way (PostgreSQL's percentile_cont: with h = p·(N − 1), the value at ⌊h⌋ plus
+    that fraction of the step to the next). NULL over no rows.
+    """
+    import ibis
+
+    table = column.name("v").as_table()
+    ranked = table.mutate(k=ibis.row_number().over(order_by=table.v), n=table.v.count().over(ibis.window()))
+    ranked = ranked.mutate(h=(ranked.n - 1).cast("float64") * p)
+    ranked = ranked.mutate(floor=ranked.h.floor().cast("int64"))
+    null = ibis.null().cast("float64")
+    bounds = ranked.aggregate(
+        h=ranked.h.max(),
+        lo=ibis.ifelse(ranked.k == ranked.floor, ranked.v, null).max(),
+        hi=ibis.ifelse(ranked.k == ranked.floor + 1, ranked.v, null).max(),
+    )
+    fraction = bounds.h - bounds.h.floor()
+    return bounds.select(**{name: bounds.lo + fraction * (ibis.coalesce(bounds.hi, bounds.lo) - bounds.lo)})
+
+
+def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
+    """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS, cap, order_cap).
+
+    ``tables``: ibis tables ``exposures``, ``events``, ``consents``, ``subjects`` with the
+    canonical columns. Nothing here runs; the caller executes the expression on its backend.
+    """
+    import ibis
+
+    exposures, events, consents, subjects = (tables[name] for name in ("exposures", "events", "consents", "subjects"))
+    end = ibis.literal(query.window_end)
+    restricted = subjects.filter(subjects.restricted_at.notnull()).subject_id
+    window = exposures.filter(
+        exposures.experiment_id == query.experiment_id,
+        exposures.phase == query.phase,
+        exposures.first_exposed_at >= ibis.literal(query.window_start),
+        exposures.first_exposed_at < end,
+        # A subject who restricted processing is left out of the measurement (docs/privacy.md).
+        # (NOT IN a subquery, not an anti-join: ibis 12 writes PostgreSQL's as "LEFT ANTI JOIN".)
+        ~exposures.subject_id.isin(restricted),
+    )
+    window = window.select(
+        "subject_id", "arm", fe=window.first_exposed_at,
+        pre_start=window.first_exposed_at - ibis.interval(days=query.pre_exposure_days),
+    )
+
+    joined = window.inner_join(events, "subject_id")
+    joined = joined.filter(joined.occurred_at < end)
+    post = joined.occurred_at >= joined.fe
+    is_order = joined.type == "order"
+    amount = joined.amount.cast("float64")
+    pre = is_order & (joined.occurred_at < joined.fe) & (joined.occurred_at >= joined.pre_start)
+    per_events = joined.group_by("subject_id").aggregate(
+        orders=_flag(is_order & post).sum(),
+        gmv=ibis.ifelse(is_order & post, amount, 0.0).sum(),
+        pre_gmv=ibis.ifelse(pre, amount, 0.0).sum(),
+        pre_orders=_flag(pre).sum(),
+        impressions=_flag((joined.type == "rec_impression") & post).sum(),
+        clicks=_flag((joined.type == "rec_click") & post).sum(),
+    )
+
+    ledger = consents.filter(consents.purpose == query.purpose, consents.recorded_at < end)
+    # Whether a withdrawal ended a grant: the subject's previous decision (ledger order) is a grant valid then.
+    previous = ibis.window(group_by=ledger.subject_id, order_by=ledger.ledger_id)
+    ledger = ledger.mutate(
+        previous_action=ledger.action.lag().over(previous),
+        previous_expires=ledger.expires_at.lag().over(previous),
+    )
+    ledger = ledger.mutate(
+        ends_grant=(ledger.action == "withdraw")
+        & (ledger.previous_action == "grant").fill_null(False)
+        & (ledger.previous_expires.isnull() | (ledger.previous_expires > ledger.recorded_at)).fill_null(False),
+        valid_at_cutoff=(ledger.action == "grant")
+        & (ledger.expires_at.isnull() | (ledger.expires_at > end)).fill_null(False)
+        & ledger.notice_id.isin(list(query.counting_notices) or [-1]).fill_null(False),
+    )
+    decisions = window.select("subject_id", "fe").inner_join(ledger, "subject_id")
+    after = decisions.recorded_at >= decisions.fe
+    before = decisions.recorded_at < decisions.fe
+    null_id = ibis.null().cast(decisions.ledger_id.type())
+
+    def last_id(where):
+        # MAX over a CASE, not an aggregate filter: ClickHouse's maxIf gives 0, not NULL, over no rows.
+        return ibis.ifelse(where, decisions.ledger_id, null_id).max()
+
+    per_consent = decisions.group_by("subject_id").aggregate(
+        withdrawals=_flag(decisions.ends_grant & after).sum(),
+        grants_after=_flag((decisions.action == "grant") & after).sum(),
+        last_decision=decisions.ledger_id.max(),
+        last_valid_grant=last_id(decisions.valid_at_cutoff),
+        last_before=last_id(before),
+        standing_grant=last_id(
+            before & (decisions.action == "grant")
+            & (decisions.expires_at.isnull() | (decisions.expires_at > decisions.fe)).fill_null(False)
+        ),
+    )
+
+    def segment(column):
+        return ibis.coalesce(column.nullif(""), ibis.literal(UNKNOWN_SEGMENT))
+
+    facts = (
+        window.inner_join(subjects.select("subject_id", "age_band", "province", "platform"), "subject_id")
+        .left_join(per_events, "subject_id")
+        .left_join(per_consent, "subject_id")
+    )
+    withdrew = facts.withdrawals.fill_null(0) > 0
+    facts = facts.select(
+        arm=facts.arm,
+        age_band=segment(facts.age_band),
+        province=segment(facts.province),
+        platform=segment(facts.platform),
+        customer=ibis.ifelse(facts.pre_orders.fill_null(0) > 0, "returning", "new"),
+        orders=facts.orders.fill_null(0),
+        gmv=facts.gmv.fill_null(0.0),
+        pre_gmv=facts.pre_gmv.fill_null(0.0),
+        impressions=facts.impressions.fill_null(0),
+        clicks=facts.clicks.fill_null(0),
+        opted_out=_flag(withdrew),
+        consented=_flag((facts.last_decision == facts.last_valid_grant).fill_null(False)),
+        granted=_flag(
+            withdrew | (facts.grants_after.fill_null(0) > 0) | (facts.last_before == facts.standing_grant).fill_null(False)
+        ),
+        subject_id=facts.subject_id,
+        fe=facts.fe,
+    )
+
+    percentile = query.gmv_cap_percentile
+    # The subject GMV cap over the buyers; the order cap over the orders counted (both in the engine).
+    buyers = facts.filter(facts.gmv > 0)
+    counted_orders = joined.filter(is_order & post).select("subject_id", amount=amount)
+    if percentile is None:
+        cap_row = order_cap_row = None
+    else:
+        cap_row = _percentile(buyers.gmv, float(percentile), name="cap")
+        order_cap_row = _percentile(counted_orders.amount, float(percentile), name="order_cap")
+
+    # The average order value's numerator: each order capped at the order cap, summed per subject.
+    if order_cap_row is None:
+        orders_capped = counted_orders.group_by("subject_id").aggregate(aov_gmv=counted_orders.amount.sum())
+        capped = facts.mutate(cap=ibis.literal(None, type="float64")).left_join(orders_capped, "subject_id")
+    else:
+        orders_capped = counted_orders.cross_join(order_cap_row)
+        orders_capped = orders_capped.group_by("subject_id").aggregate(
+            aov_gmv=ibis.least(orders_capped.amount, orders_capped.order_cap).sum()
+        )
+        capped = facts.cross_join(cap_row).left_join(orders_capped, "subject_id")
+
+    def capped_value(column):
+        return ibis.ifelse(capped.cap.isnull() | (column <= capped.cap), column, capped.cap)
+
+    capped = capped.select(
+        "arm", *SEGMENT_DIMENSIONS, "orders", "impressions", "clicks", "opted_out", "consented", "granted",
+        converted=_flag(capped.orders > 0),
+        gmv=capped_value(capped.gmv),
+        pre_gmv=capped_value(capped.pre_gmv),
+        aov_gmv=capped.aov_gmv.fill_null(0.0),
+    )
+    c = capped
+    aggregates = {
+        "n": c.count(),
+        "converted": c.converted.sum(),
+        "opted_out": c.opted_out.sum(),
+        "consented": c.consented.sum(),
+        "granted": c.granted.sum(),
+        "gmv_sum": c.gmv.sum(),
+        "gmv_ss": (c.gmv * c.gmv).sum(),
+        "pre_sum": c.pre_gmv.sum(),
+        "pre_ss": (c.pre_gmv * c.pre_gmv).sum(),
+        "gmv_pre": (c.gmv * c.pre_gmv).sum(),
+        "orders_sum": c.orders.sum(),
+        "orders_ss": (c.orders * c.orders).sum(),
+        "aov_sum": c.aov_gmv.sum(),
+        "aov_ss": (c.aov_gmv * c.aov_gmv).sum(),
+        "aov_orders": (c.aov_gmv * c.orders).sum(),
+        "impressions_sum": c.impressions.sum(),
+        "impressions_ss": (c.impressions * c.impressions).sum(),
+        "clicks_sum": c.clicks.sum(),
+        "clicks_ss": (c.clicks * c.clicks).sum(),
+        "clicks_impressions": (c.clicks * c.impressions).sum(),
+    }
+    assert tuple(aggregates) == SUMS
+    # One pass over the subjects into the cells arm × every segment dimension (a few hundred
+    # rows), as the built-in aggregate does; the per-arm and per-segment rows add up cells.
+    cells = c.group_by("arm", *SEGMENT_DIMENSIONS).aggregate(**aggregates)
+    rollup = {name: cells[name].sum() for name in SUMS}
+    parts = [cells.group_by("arm").aggregate(**rollup).mutate(dimension=ibis.literal("all"), value=ibis.literal(""))]
+    for name in SEGMENT_DIMENSIONS:
+        parts.append(
+            cells.group_by("arm", name).aggregate(**rollup).mutate(dimension=ibis.literal(name)).rename(value=name)
+        )
+    ordered = ["dimension", "value", "arm", *SUMS]
+    stats = ibis.union(*(part.select(*ordered).cast({name: "float64" for name in SUMS}) for part in parts))
+    # The caps ride along on every row: one statement, and the engine computes each cap once
+    # (the same subexpressions as the capping above, so one CTE each).
+    if cap_row is None:
+        return stats.mutate(cap=ibis.literal(None, type="float64"), order_cap=ibis.literal(None, type="float64"))
+    return stats.cross_join(cap_row).cross_join(order_cap_row)
