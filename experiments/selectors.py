@@ -146,7 +146,7 @@ class SurfaceDefaults:
 
 def _load_surface_defaults() -> SurfaceDefaults:
     defaults = {
-        surface.key: surface.default_treatment.as_contract() if surface.default_treatment_id else dict(FALLBACK_TREATMENT)
+        surface.key: surface.default_treatment.as_contract().to_dict() if surface.default_treatment_id else dict(FALLBACK_TREATMENT)
         for surface in Surface.objects.select_related("default_treatment").order_by("key")
     }
     ramping = list(
@@ -155,7 +155,7 @@ def _load_surface_defaults() -> SurfaceDefaults:
     rollouts = {
         rollout.surface.key: RolloutSpec(
             surface=rollout.surface.key, experiment=rollout.experiment.key, arm=rollout.arm.key, salt=rollout.salt,
-            percent=float(rollout.percent), treatment=rollout.treatment.as_contract(), targeting=rollout.targeting or {},
+            percent=float(rollout.percent), treatment=rollout.treatment.as_contract().to_dict(), targeting=rollout.targeting or {},
         )
         for rollout in ramping
     }

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from config.task_registry import registered_task
 from experiments.metrics.definitions import METRICS
 from experiments.models import Experiment, ExperimentAlert, ExperimentDecision, Rollout, Surface
 from experiments.selectors import ROLLOUT_METRICS, rollout_step_statistics
@@ -24,6 +25,7 @@ from experiments.stats.rollout import RolloutVerdict, WatchedMetric, rollout_che
 from experiments.targeting import targeting_problems
 
 logger = logging.getLogger(__name__)
+ROLLOUT_STEP_TASK = "experiments.tasks.rollout_step"
 
 
 def rollout_validate_steps(*, steps: object) -> list[int]:
@@ -237,9 +239,7 @@ def rollouts_enqueue_due() -> list[int]:
     Every one, not only those whose hold is over: the always-valid test may be
     looked at on every beat, so a breach rolls back without waiting for the hold.
     """
-    from experiments import tasks  # the tasks import the services: imported when used
-
     due = list(Rollout.objects.filter(status=Rollout.Status.RAMPING).order_by("pk").values_list("pk", flat=True))
     for rollout_id in due:
-        transaction.on_commit(lambda rollout_id=rollout_id: tasks.rollout_step.delay(rollout_id))
+        transaction.on_commit(lambda rollout_id=rollout_id: registered_task(ROLLOUT_STEP_TASK).delay(rollout_id))
     return due

@@ -43,7 +43,7 @@ def test_a_subject_outside_every_experiment_gets_each_surfaces_default(api):
     surface(default=default)
     surface(key="checkout-consent-prompt")  # no default set: the built-in fallback is its default
     answer = treatments(api, "u-1")
-    assert answer[SURFACE] == {"treatment": default.as_contract(), "source": "default", "experiment": None, "arm": None}
+    assert answer[SURFACE] == {"treatment": default.as_contract().to_dict(), "source": "default", "experiment": None, "arm": None}
     assert answer["checkout-consent-prompt"]["treatment"] == FALLBACK_TREATMENT
     assert answer["checkout-consent-prompt"]["source"] == "default"
 
@@ -63,7 +63,7 @@ def test_an_experiment_on_a_surface_overrides_its_default_for_its_subjects_only(
             assert entry == {"treatment": assignment["treatment"], "source": "experiment",
                              "experiment": experiment.key, "arm": assignment["arm"]}
         else:
-            assert entry == {"treatment": default.as_contract(), "source": "default", "experiment": None, "arm": None}
+            assert entry == {"treatment": default.as_contract().to_dict(), "source": "default", "experiment": None, "arm": None}
     assert 60 < sources["experiment"] < 140  # coverage 0.5
 
 
@@ -87,7 +87,7 @@ def test_a_restricted_subject_gets_no_personal_treatment(api, request_type):
     assert response["assignments"] == []
     assert response["treatments"][SURFACE] == {"treatment": FALLBACK_TREATMENT, "source": "fallback",
                                                "experiment": None, "arm": None}
-    assert response["treatments"]["checkout-consent-prompt"]["treatment"] == kept.as_contract()
+    assert response["treatments"]["checkout-consent-prompt"]["treatment"] == kept.as_contract().to_dict()
 
 
 def test_a_restricted_subject_outside_any_experiment_gets_no_personal_default(api):
@@ -106,7 +106,7 @@ def test_a_changed_default_is_served_after_commit(api, django_capture_on_commit_
     target.default_treatment = replacement
     with django_capture_on_commit_callbacks(execute=True):
         services.surface_save(surface=target)
-    assert treatments(api, "u-3")[SURFACE]["treatment"] == replacement.as_contract()
+    assert treatments(api, "u-3")[SURFACE]["treatment"] == replacement.as_contract().to_dict()
     replacement.show_explanations = not replacement.show_explanations
     with django_capture_on_commit_callbacks(execute=True):
         services.treatment_save(treatment=replacement)  # the default treatment itself changed
@@ -200,6 +200,6 @@ def test_the_admin_saves_a_surface_and_records_who_changed_its_default(staff_cli
                                             "description": "", "default_treatment": default.pk},
     )
     assert response.status_code == 302, response.content
-    assert treatments(api, "u-9")[SURFACE]["treatment"] == default.as_contract()
+    assert treatments(api, "u-9")[SURFACE]["treatment"] == default.as_contract().to_dict()
     entry = LogEntry.objects.get(object_repr=SURFACE)
     assert entry.user.username == "pm"

@@ -197,7 +197,7 @@ def test_the_share_of_subjects_follows_the_step_and_nobody_leaves(experiment):
              if subject_assign(subject_id=f"s-{i}", attributes={}).treatments[SURFACE]["source"] == "rollout"}
     assert 400 < len(at_25) < 600 and at_10 <= at_25
     entry = subject_assign(subject_id=next(iter(at_10)), attributes={}).treatments[SURFACE]
-    assert entry == {"treatment": rollout.treatment.as_contract(), "source": "rollout",
+    assert entry == {"treatment": rollout.treatment.as_contract().to_dict(), "source": "rollout",
                      "experiment": experiment.key, "arm": "arm-1"}
 
 
