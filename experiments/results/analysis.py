@@ -24,6 +24,7 @@ from experiments.stats import (
     InsufficientDataError,
     Statistic,
     analyze_statistics,
+    bayesian_report,
     decide_statistics,
     difference_moments,
     noninferiority_test,
@@ -225,7 +226,16 @@ def _decision(
         kinds={metric: kind for metric, (kind, _) in METRICS.items()},
         units=UNITS,
         srm=srm,
+        engine=experiment.analysis_engine,
+        prior=experiment_prior(experiment=experiment),
     )
+
+
+def experiment_prior(*, experiment: Experiment) -> dict | None:
+    """The experiment's prior on the relative effect for the Bayesian engine; None: flat (or frequentist)."""
+    if experiment.analysis_engine != Experiment.AnalysisEngine.BAYESIAN or experiment.prior_variance is None:
+        return None
+    return {"mean": experiment.prior_mean, "variance": experiment.prior_variance}
 
 
 def _decision_dates(decision: Decision, statistics: MetricStatistics, experiment: Experiment) -> dict:
@@ -378,6 +388,17 @@ def results_document(*, experiment: Experiment, as_of: datetime | None = None) -
             },
         )
         document["report"] = report.to_dict()
+        document["engine"] = experiment.analysis_engine
+        if experiment.analysis_engine == Experiment.AnalysisEngine.BAYESIAN:
+            # Additive: "report" stays the frequentist one the pages and older snapshots read.
+            document["bayesian_report"] = bayesian_report(
+                {arm: {metric: metrics[metric] for metric in included} for arm, metrics in statistics.arms.items()},
+                control=control,
+                weights=weights,
+                alpha=experiment.alpha,
+                prior=experiment_prior(experiment=experiment),
+                lower_is_better=[metric for metric in included if not METRICS[metric][1]],
+            ).to_dict()
     else:
         document["message"] = "No metric can be compared yet: " + "; ".join(s["reason"] for s in skipped)
     previous_guardrails, previous_decision = _previous_minima(experiment, statistics.phase, statistics.window_end)
