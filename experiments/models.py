@@ -489,7 +489,7 @@ class Experiment(ConstraintFieldsMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(prior_variance__isnull=True) | Q(prior_variance__gt=0),
                 name="experiment_prior_variance_positive",
-                violation_error_message="The prior variance is above 0, e.g. 0.09 for a 30% standard deviation.",
+                violation_error_message="The prior variance is above 0, e.g. 0.09 for a standard deviation of 0.3 (30 percent).",
             ),
             models.CheckConstraint(
                 condition=Q(prior_mean__isnull=True) | Q(analysis_engine="bayesian"),

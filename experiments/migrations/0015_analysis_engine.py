@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='experiment',
-            constraint=models.CheckConstraint(condition=models.Q(('prior_variance__isnull', True), ('prior_variance__gt', 0), _connector='OR'), name='experiment_prior_variance_positive', violation_error_message='The prior variance is above 0, e.g. 0.09 for a 30% standard deviation.'),
+            constraint=models.CheckConstraint(condition=models.Q(('prior_variance__isnull', True), ('prior_variance__gt', 0), _connector='OR'), name='experiment_prior_variance_positive', violation_error_message='The prior variance is above 0, e.g. 0.09 for a standard deviation of 0.3 (30 percent).'),
         ),
         migrations.AddConstraint(
             model_name='experiment',
