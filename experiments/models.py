@@ -912,9 +912,10 @@ class ResultSnapshot(models.Model):
     """
 
     # 2: a typed, versioned decision (experiments.stats.decide.Decision); 3: the order cap
-    # (settings.order_cap) and the descriptive ratios (descriptive). Older ones still render.
-    SCHEMA_VERSION = 3
-    READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+    # (settings.order_cap) and the descriptive ratios (descriptive); 4: the experiment's engine
+    # (engine) and, with the Bayesian one, its report (bayesian_report). Older ones still render.
+    SCHEMA_VERSION = 4
+    READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"
