@@ -290,6 +290,11 @@ class Experiment(ConstraintFieldsMixin, models.Model):
         "experiment_minimum_runtime_range": "minimum_runtime_days",
         "experiment_plan_power_range": "plan_power",
         "experiment_planned_subjects_positive": "planned_subjects_per_arm",
+        "experiment_analysis_engine_valid": "analysis_engine",
+        "experiment_bayesian_fixed_horizon": "analysis_engine",
+        "experiment_prior_complete": "prior_variance",
+        "experiment_prior_variance_positive": "prior_variance",
+        "experiment_prior_bayesian_only": "prior_mean",
     }
 
     class DecisionRule(models.TextChoices):
@@ -300,6 +305,10 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     class TestingMode(models.TextChoices):
         FIXED = decision_vocabulary.Mode.FIXED.value, "Fixed horizon"
         SEQUENTIAL = decision_vocabulary.Mode.SEQUENTIAL.value, "Sequential (always valid)"
+
+    class AnalysisEngine(models.TextChoices):
+        FREQUENTIST = "frequentist", "Frequentist (p-values, confidence intervals)"
+        BAYESIAN = "bayesian", "Bayesian (chance to win, risk, credible intervals)"
 
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -445,6 +454,26 @@ class Experiment(ConstraintFieldsMixin, models.Model):
     plan_power = models.FloatField(
         default=0.8, help_text="Plan: the chance that the whole rule ships an arm that is truly as good as planned."
     )
+    # --- the engine (experiments.stats; docs/statistics.md "Bayesian engine") ---
+    analysis_engine = models.CharField(
+        max_length=16,
+        choices=AnalysisEngine.choices,
+        default=AnalysisEngine.FREQUENTIST,
+        help_text="Frequentist: p-values and confidence intervals. Bayesian: chance to win, risk and credible "
+        "intervals (GrowthBook's Gaussian model); fixed-horizon testing only.",
+    )
+    prior_mean = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Bayesian engine: the prior mean of the relative effect, e.g. 0 for no expected change. Empty "
+        "(with the variance): a flat prior.",
+    )
+    prior_variance = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Bayesian engine: the prior variance of the relative effect, above 0, e.g. 0.09 (a 30% standard "
+        "deviation). Empty (with the mean): a flat prior.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -530,6 +559,34 @@ class Experiment(ConstraintFieldsMixin, models.Model):
                 condition=Q(planned_subjects_per_arm__isnull=True) | Q(planned_subjects_per_arm__gte=1),
                 name="experiment_planned_subjects_positive",
                 violation_error_message="The planned subjects per arm must be at least 1.",
+            ),
+            models.CheckConstraint(
+                condition=Q(analysis_engine__in=["frequentist", "bayesian"]),
+                name="experiment_analysis_engine_valid",
+                violation_error_message="Choose the frequentist or the Bayesian engine.",
+            ),
+            models.CheckConstraint(
+                # A posterior read at every look ships by chance more often than its threshold says.
+                condition=Q(analysis_engine="frequentist") | Q(testing_mode="fixed"),
+                name="experiment_bayesian_fixed_horizon",
+                violation_error_message="The Bayesian engine reads the verdict once (fixed horizon); use the "
+                "frequentist engine for sequential testing.",
+            ),
+            models.CheckConstraint(
+                condition=Q(prior_mean__isnull=True, prior_variance__isnull=True)
+                | Q(prior_mean__isnull=False, prior_variance__isnull=False),
+                name="experiment_prior_complete",
+                violation_error_message="A prior has both a mean and a variance; leave both empty for a flat prior.",
+            ),
+            models.CheckConstraint(
+                condition=Q(prior_variance__isnull=True) | Q(prior_variance__gt=0),
+                name="experiment_prior_variance_positive",
+                violation_error_message="The prior variance is above 0, e.g. 0.09 for a standard deviation of 0.3 (30 percent).",
+            ),
+            models.CheckConstraint(
+                condition=Q(prior_mean__isnull=True) | Q(analysis_engine="bayesian"),
+                name="experiment_prior_bayesian_only",
+                violation_error_message="Only the Bayesian engine takes a prior; choose it or leave the prior empty.",
             ),
         ]
 
@@ -947,9 +1004,10 @@ class ResultSnapshot(models.Model):
     """
 
     # 2: a typed, versioned decision (experiments.stats.decide.Decision); 3: the order cap
-    # (settings.order_cap) and the descriptive ratios (descriptive). Older ones still render.
-    SCHEMA_VERSION = 3
-    READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+    # (settings.order_cap) and the descriptive ratios (descriptive); 4: the experiment's engine
+    # (engine) and, with the Bayesian one, its report (bayesian_report). Older ones still render.
+    SCHEMA_VERSION = 4
+    READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"

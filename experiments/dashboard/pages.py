@@ -181,6 +181,8 @@ class ResultsPage:
     results: list[presenters.ArmResults] = field(default_factory=list)
     skipped_metrics: list[dict] = field(default_factory=list)
     descriptive: list = field(default_factory=list)  # presenters.DescriptiveRatio, never tested
+    engine: str = "frequentist"  # the experiment's engine when the snapshot was made (schema 4)
+    bayesian: list = field(default_factory=list)  # presenters.BayesianRow, with the Bayesian engine
     cuped: bool = False
     families: bool = False  # the report has a confirmatory family (schema 2) rather than one Holm family
     forest_rows: list[charts.ForestRow] = field(default_factory=list)
@@ -316,6 +318,8 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.results = presenters.results_table(document, primary_metric=primary)
     page.skipped_metrics = list(typed.skipped_metrics)
     page.descriptive = presenters.descriptive_ratios(document)
+    page.engine = typed.engine or "frequentist"
+    page.bayesian = presenters.bayesian_rows(document)
     page.cuped = bool(typed.settings.get("cuped"))
     page.families = "confirmatory" in ((typed.report or {}).get("adjustment") or {})
     page.forest_rows = presenters.forest_rows(document)

@@ -791,6 +791,44 @@ def descriptive_ratios(document: Mapping) -> list[DescriptiveRatio]:
 
 
 @dataclass(frozen=True)
+class BayesianRow:
+    """One arm × metric of schema 4's ``bayesian_report``: the posterior read as GrowthBook does."""
+
+    arm: str
+    metric: str
+    label: str
+    chance_to_win: str
+    risk: str  # the expected loss of shipping the treatment, relative
+    interval: str  # the credible interval of the relative effect
+
+
+def bayesian_rows(document: Mapping) -> list[BayesianRow]:
+    """The Bayesian engine's posteriors; none for the frequentist engine or schema 1–3 documents."""
+    report = document.get("bayesian_report") or {}
+    formats = metric_formats(document)
+    rows = []
+    for comparison in report.get("comparisons", []):
+        # The relative effect when defined (a zero control mean has none), else the absolute one.
+        effect = comparison["relative"] if comparison["relative"].get("chance_to_win") is not None else (
+            comparison["absolute"]
+        )
+        risk = (effect.get("risk") or {}).get("treatment")
+        ci = effect.get("ci")
+        fmt = formats.get(comparison["metric"])
+        rows.append(
+            BayesianRow(
+                arm=comparison["arm"],
+                metric=comparison["metric"],
+                label=fmt.label if fmt else comparison["metric"],
+                chance_to_win="—" if effect.get("chance_to_win") is None else percent(effect["chance_to_win"]),
+                risk="—" if risk is None else percent(risk, 2),
+                interval="—" if ci is None else relative_interval(ci),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
 class SrmSummary:
     flag: bool | None
     p_value: str

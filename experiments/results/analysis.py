@@ -26,6 +26,7 @@ from experiments.stats import (
     Outcome,
     Statistic,
     analyze_statistics,
+    bayesian_report,
     decide_statistics,
     difference_moments,
     noninferiority_test,
@@ -227,7 +228,16 @@ def _decision(
         kinds={metric: kind for metric, (kind, _) in METRICS.items()},
         units=UNITS,
         srm=srm,
+        engine=experiment.analysis_engine,
+        prior=experiment_prior(experiment=experiment),
     )
+
+
+def experiment_prior(*, experiment: Experiment) -> dict | None:
+    """The experiment's prior on the relative effect for the Bayesian engine; None: flat (or frequentist)."""
+    if experiment.analysis_engine != Experiment.AnalysisEngine.BAYESIAN or experiment.prior_variance is None:
+        return None
+    return {"mean": experiment.prior_mean, "variance": experiment.prior_variance}
 
 
 def _decision_dates(decision: Decision, statistics: MetricStatistics, experiment: Experiment) -> dict:
@@ -327,7 +337,9 @@ def results_document(
         window={"start": statistics.window_start.isoformat(), "end": statistics.window_end.isoformat()},
         # Where the outcomes were read (absent: the built-in database, as before data sources).
         source=None if source is None else source.describe(),
-        absent=frozenset() if source is not None else frozenset({"source"}),
+        engine=experiment.analysis_engine,
+        # Present only when they apply: a data source's name, the Bayesian engine's report.
+        absent=frozenset({"bayesian_report"} | (set() if source is not None else {"source"})),
         settings={
             "gmv_cap_percentile": statistics.gmv_cap_percentile,
             "gmv_cap": statistics.gmv_cap,
@@ -393,6 +405,18 @@ def results_document(
             },
         )
         document = document.with_values(report=report.to_dict())
+        if experiment.analysis_engine == Experiment.AnalysisEngine.BAYESIAN:
+            # Additive: "report" stays the frequentist one the pages and older snapshots read.
+            document = document.with_values(
+                bayesian_report=bayesian_report(
+                    {arm: {metric: metrics[metric] for metric in included} for arm, metrics in statistics.arms.items()},
+                    control=control,
+                    weights=weights,
+                    alpha=experiment.alpha,
+                    prior=experiment_prior(experiment=experiment),
+                    lower_is_better=[metric for metric in included if not METRICS[metric][1]],
+                ).to_dict()
+            )
     else:
         document = document.with_values(
             message="No metric can be compared yet: " + "; ".join(s["reason"] for s in skipped)

@@ -1,7 +1,7 @@
 """The snapshot document (docs/metrics.md, "ResultSnapshot"): a versioned dataclass over the stored JSON.
 
 JSON stays the stored form (``ResultSnapshot.data``): ``from_dict`` reads any readable
-schema version (1, 2, 3) and ``to_dict`` gives the stored form back key for key. Keys a
+schema version (1 to 4) and ``to_dict`` gives the stored form back key for key. Keys a
 version lacks (schema 2 has no ``descriptive``, older schema 3 runs no
 ``recommendation_gmv``) stay absent, and keys this module does not know (a newer writer's)
 are kept, so a document round-trips unchanged whoever wrote it.
@@ -38,7 +38,9 @@ class SnapshotDocument:
     descriptive: dict | None = None  # schema 3
     recommendation_gmv: dict | None = None  # later schema 3 runs
     srm: dict | None = None
-    report: dict | None = None
+    report: dict | None = None  # the frequentist report, whichever the engine (pages and older runs read it)
+    engine: str | None = None  # schema 4: "frequentist" | "bayesian"
+    bayesian_report: dict | None = None  # schema 4, Bayesian engine only
     skipped_metrics: list = field(default_factory=list)
     guardrails: list = field(default_factory=list)
     decision: dict | None = None

@@ -36,6 +36,7 @@ ANALYSIS_FIELDS = frozenset({
     "primary_metric", "alpha", "decision_rule", "decision_margin", "testing_mode", "minimum_runtime_days",
     "privacy_order", "planned_subjects_per_arm", "gmv_cap_percentile", "pre_exposure_days",
     "plan_daily_subjects", "plan_baseline", "plan_standard_deviation", "plan_minimum_effect", "plan_power",
+    "analysis_engine", "prior_mean", "prior_variance",
 })
 ANALYSIS_FROZEN = (
     "Fixed when the experiment started, so that the analysis cannot follow the data; pause it and start a "

@@ -217,7 +217,7 @@ def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-state="old_schema"' in html
-    assert "stored in format version 0, and this dashboard reads versions 1, 2 and 3. Recompute" in html
+    assert "stored in format version 0, and this dashboard reads versions 1, 2, 3 and 4. Recompute" in html
     csv_response = client.get(_url("export-csv", experiment))
     assert csv_response.status_code == 409 and b"format version 0" in csv_response.content
 
@@ -407,3 +407,43 @@ def test_a_rolled_back_rollout_shows_its_alert(client, people):
     assert {(a.kind, a.action) for a in response.context["page"].alerts} == {("guardrail", "rolled_back")}
     html = response.content.decode()
     assert "Rollout rolled back" in html and "conversion breached its margin at 10%" in html
+
+
+def test_a_bayesian_experiment_shows_chance_to_win_risk_and_credible_intervals(client, people):
+    from tests.dashboard.conftest import ARMS
+
+    experiment = make_experiment(people["owner"], key="bayes-reco", planned_subjects_per_arm=400,
+                                 analysis_engine="bayesian", prior_mean=0.0, prior_variance=0.09)
+    populate(experiment, ARMS, prefix="bayes")
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert snapshot.schema_version == ResultSnapshot.SCHEMA_VERSION == 4
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", experiment))
+    page = response.context["page"]
+    stored = snapshot.data["bayesian_report"]["comparisons"]
+    assert page.engine == "bayesian" and len(page.bayesian) == len(stored) > 0
+    first = next(c for c in stored if (c["arm"], c["metric"]) == (page.bayesian[0].arm, page.bayesian[0].metric))
+    effect = first["relative"] if first["relative"]["chance_to_win"] is not None else first["absolute"]
+    assert page.bayesian[0].chance_to_win == f"{100 * effect['chance_to_win']:.1f}%"
+    html = response.content.decode()
+    assert 'id="bayesian"' in html and "Chance to win" in html and "Gaussian prior" in html
+    exported = json.loads(client.get(_url("export-json", experiment)).content)
+    assert exported["data"]["bayesian_report"]["prior"] == {"mean": 0.0, "variance": 0.09}
+
+
+def test_a_frequentist_snapshot_has_no_bayesian_table(client, analysed, people):
+    login(client, people["viewer"])
+    response = client.get(_url("experiment-detail", analysed))
+    assert response.context["page"].bayesian == [] and 'id="bayesian"' not in response.content.decode()
+
+
+def test_a_schema_3_snapshot_without_an_engine_still_renders_as_frequentist(client, analysed, people):
+    latest = ResultSnapshot.objects.filter(experiment=analysed).latest()
+    older = dict(latest.data, schema_version=3)
+    older.pop("engine")
+    ResultSnapshot.objects.filter(pk=latest.pk).update(schema_version=3, data=older)
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", analysed))
+    assert response.status_code == 200 and 'id="results-table"' in response.content.decode()
+    page = response.context["page"]
+    assert page.engine == "frequentist" and page.bayesian == []

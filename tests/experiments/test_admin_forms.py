@@ -135,6 +135,7 @@ def experiment_form_data(treatments, **overrides) -> dict:
         "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05,
         "gmv_cap_percentile": 0.99, "pre_exposure_days": 28,
         "decision_rule": "superiority", "testing_mode": "fixed", "minimum_runtime_days": 7,
+        "analysis_engine": "frequentist",
         "plan_power": 0.8, "privacy_order": "[]",
         "arms-TOTAL_FORMS": len(treatments), "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2,
         "arms-MAX_NUM_FORMS": 1000,
@@ -285,3 +286,22 @@ def test_inputs_without_a_label_of_their_own_are_named(staff_client):
     assert re.search(r'<select name="guardrails-0-metric"[^>]* aria-label="Guardrail metric"', page)
     assert re.search(r'<select name="arms-0-treatment"[^>]* aria-label="Arm treatment"', page)
     assert 'aria-label="Arm weight"' in page and "admin-autocomplete" not in page
+
+
+def test_the_engine_and_a_prior_are_chosen_in_the_admin(staff_client):
+    data = experiment_form_data([TreatmentFactory(), TreatmentFactory()], analysis_engine="bayesian",
+                                prior_mean=0.0, prior_variance=0.09)
+    response = staff_client.post(f"{CHANGELIST}add/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    experiment = Experiment.objects.get(key="admin-made")
+    assert (experiment.analysis_engine, experiment.prior_mean, experiment.prior_variance) == ("bayesian", 0.0, 0.09)
+
+
+def test_a_bad_prior_shows_its_message_on_the_variance(staff_client):
+    data = experiment_form_data([TreatmentFactory(), TreatmentFactory()], analysis_engine="bayesian",
+                                prior_mean=0.0, prior_variance=-1)
+    response = staff_client.post(f"{CHANGELIST}add/", data)
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors["prior_variance"] == [_message(Experiment, "experiment_prior_variance_positive")]
+    assert not Experiment.objects.exists()
