@@ -231,7 +231,7 @@ def results_payload(page: ResultsPage) -> dict:
         }
     if page.state.kind in ("ok", "no_exposures", "arm_without_exposures"):
         report = document.get("report") or {}
-        verdict = page.tradeoff.verdict if page.tradeoff else presenters.verdict(document)
+        verdict = page.tradeoff.verdict if page.tradeoff else presenters.verdict(SnapshotDocument.from_dict(document))
         payload.update(
             {
                 "arms": document["arms"],

@@ -306,23 +306,23 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     document = snapshot.data
     experiment = page.experiment
     page.document = document
-    page.srm = presenters.srm_summary(document)
+    typed = SnapshotDocument.from_dict(document)
+    page.srm = presenters.srm_summary(typed)
     if page.state.kind != "ok":
         return
-    typed = SnapshotDocument.from_dict(document)
-    formats = presenters.metric_formats(document)
+    formats = presenters.metric_formats(typed)
     primary = typed.primary_metric
     page.primary_metric_label = formats[primary].label if primary in formats else primary
     compared = {c["metric"] for c in typed.comparisons}
     page.metric_choices = [(key, fmt.label) for key, fmt in formats.items() if key in compared]
-    page.results = presenters.results_table(document, primary_metric=primary)
+    page.results = presenters.results_table(typed, primary_metric=primary)
     page.skipped_metrics = list(typed.skipped_metrics)
-    page.descriptive = presenters.descriptive_ratios(document)
+    page.descriptive = presenters.descriptive_ratios(typed)
     page.engine = typed.engine or "frequentist"
-    page.bayesian = presenters.bayesian_rows(document)
+    page.bayesian = presenters.bayesian_rows(typed)
     page.cuped = bool(typed.settings.get("cuped"))
     page.families = "confirmatory" in ((typed.report or {}).get("adjustment") or {})
-    page.forest_rows = presenters.forest_rows(document)
+    page.forest_rows = presenters.forest_rows(typed)
     page.forest_chart = charts.responsive(
         charts.forest_plot,
         rows=page.forest_rows,
@@ -344,8 +344,8 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
         metric = formats[page.timeline_metric]
         page.timeline_metric_label = metric.label
         history = selectors.effect_history(experiment=experiment, phase=snapshot.phase, schema_versions=READABLE)
-        page.timeline_series = timeline_series(history, metric=metric, arms=presenters.treatment_arms(document))
-        limit = presenters.guardrail_limit(document, metric.key)
+        page.timeline_series = timeline_series(history, metric=metric, arms=presenters.treatment_arms(typed))
+        limit = presenters.guardrail_limit(typed, metric.key)
         references = [] if limit is None else [
             charts.ReferenceLine(value=limit * metric.scale, label=f"guardrail {metric.difference(limit)}")
         ]
@@ -364,11 +364,11 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
             tick_format=metric.axis,
             references=references,
         )
-    page.tradeoff = presenters.tradeoff(document, planned_subjects_per_arm=experiment.planned_subjects_per_arm)
+    page.tradeoff = presenters.tradeoff(typed, planned_subjects_per_arm=experiment.planned_subjects_per_arm)
     page.segment_metric = _metric_choice(segment_metric, page.metric_choices, primary)
     page.segment_metric_label = formats[page.segment_metric].label if page.segment_metric else ""
-    page.segments = presenters.segment_tables(document, metric=page.segment_metric)
+    page.segments = presenters.segment_tables(typed, metric=page.segment_metric)
     page.segment_adjustment = (typed.report or {}).get("adjustment", {}).get("segments", "")
     page.gmv_shares = selectors.recommendation_gmv_shares(snapshot=snapshot)
-    page.recommendations = presenters.recommendation_rows(document, gmv_shares=page.gmv_shares)
-    page.guardrails = presenters.guardrail_rows(document)
+    page.recommendations = presenters.recommendation_rows(typed, gmv_shares=page.gmv_shares)
+    page.guardrails = presenters.guardrail_rows(typed)

@@ -1,6 +1,6 @@
-"""The snapshot document (docs/metrics.md, schema version 1) as the dashboard shows it.
+"""The snapshot document (docs/metrics.md; ``experiments.results.document``) as the dashboard shows it.
 
-Pure functions over the JSON document ``compute_results`` stores: no database,
+Pure functions over the typed form of the document ``compute_results`` stores: no database,
 no requests. They decide nothing about the experiment (the pipeline's decision
 rule did that); they turn numbers into table rows, chart inputs and sentences,
 and say which way is good for each metric (an opt-out going up is bad).
@@ -23,6 +23,7 @@ from experiments.dashboard.formatting import (
 )
 from experiments.metric_catalog import metric_definition
 from experiments.models import Metric
+from experiments.results.document import SnapshotDocument
 from experiments.stats import Outcome, Rule
 
 GOOD, BAD, NEUTRAL = "good", "bad", "neutral"
@@ -36,24 +37,24 @@ SEGMENT_DIMENSION_LABELS = {
 OPT_OUT, GMV = Metric.OPT_OUT.value, Metric.GMV.value
 
 
-def metric_formats(document: Mapping) -> dict[str, MetricFormat]:
+def metric_formats(document: SnapshotDocument) -> dict[str, MetricFormat]:
     return {
         key: MetricFormat(key=key, label=spec["label"], kind=spec["kind"], higher_is_better=spec["higher_is_better"])
-        for key, spec in document["metrics"].items()
+        for key, spec in document.metrics.items()
     }
 
 
-def confidence_percent(document: Mapping) -> str:
+def confidence_percent(document: SnapshotDocument) -> str:
     """The intervals' level ("95") from the analysis' alpha."""
-    return f"{(1 - document['experiment']['alpha']) * 100:g}"
+    return f"{(1 - document.experiment['alpha']) * 100:g}"
 
 
-def control_arm(document: Mapping) -> str:
-    return next(arm["key"] for arm in document["arms"] if arm["is_control"])
+def control_arm(document: SnapshotDocument) -> str:
+    return next(arm["key"] for arm in document.arms if arm["is_control"])
 
 
-def treatment_arms(document: Mapping) -> list[str]:
-    return [arm["key"] for arm in document["arms"] if not arm["is_control"]]
+def treatment_arms(document: SnapshotDocument) -> list[str]:
+    return [arm["key"] for arm in document.arms if not arm["is_control"]]
 
 
 def comparison_tone(comparison: Mapping, metric: MetricFormat) -> str:
@@ -157,14 +158,14 @@ def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, 
     )
 
 
-def results_table(document: Mapping, *, primary_metric: str) -> list[ArmResults]:
+def results_table(document: SnapshotDocument, *, primary_metric: str) -> list[ArmResults]:
     """Per treatment arm, one row per metric; a metric that could not be compared says why."""
     formats = metric_formats(document)
-    report = document.get("report") or {}
+    report = document.report or {}
     by_key = comparisons_by_key(report.get("comparisons", []))
-    skipped = {entry["metric"]: entry["reason"] for entry in document.get("skipped_metrics", [])}
-    guardrail_metrics = {entry["metric"] for entry in document.get("guardrails", [])}
-    treatments = {arm["key"]: arm for arm in document["arms"] if not arm["is_control"]}
+    skipped = {entry["metric"]: entry["reason"] for entry in document.skipped_metrics}
+    guardrail_metrics = {entry["metric"] for entry in (document.guardrails or [])}
+    treatments = {arm["key"]: arm for arm in document.arms if not arm["is_control"]}
     tables = []
     for key, arm in treatments.items():
         rows = []
@@ -186,10 +187,10 @@ def results_table(document: Mapping, *, primary_metric: str) -> list[ArmResults]
 # --- forest plot -----------------------------------------------------------------
 
 
-def forest_rows(document: Mapping) -> list[charts.ForestRow]:
+def forest_rows(document: SnapshotDocument) -> list[charts.ForestRow]:
     """Every overall comparison's relative lift in percent, grouped by metric."""
     formats = metric_formats(document)
-    comparisons = (document.get("report") or {}).get("comparisons", [])
+    comparisons = (document.report or {}).get("comparisons", [])
     rows = []
     for metric in formats.values():
         for comparison in comparisons:
@@ -323,13 +324,13 @@ def _progress_text(progress: Mapping | None, mode: str) -> str:
     return "; ".join(parts)
 
 
-def verdict(document: Mapping, **_ignored) -> Verdict:
+def verdict(document: SnapshotDocument, **_ignored) -> Verdict:
     """The stored decision in words, with the numbers behind it (schema 2, or schema 1's shape)."""
     from experiments.stats.decide import Decision
 
-    raw = document.get("decision")
+    raw = document.decision
     if not raw:
-        return Verdict(text=document.get("message") or "No decision yet.", tone=NEUTRAL, outcome="none")
+        return Verdict(text=document.message or "No decision yet.", tone=NEUTRAL, outcome="none")
     formats = metric_formats(document)
     decision = Decision.from_dict(raw)
     progress = raw.get("progress") or {}
@@ -352,14 +353,14 @@ def verdict(document: Mapping, **_ignored) -> Verdict:
     )
 
 
-def primary_margin_limit(document: Mapping, metric: str) -> float | None:
+def primary_margin_limit(document: SnapshotDocument, metric: str) -> float | None:
     """The primary metric's non-inferiority margin in the metric's unit (−5% of the control's GMV → IDR)."""
-    decision = document.get("decision") or {}
+    decision = document.decision or {}
     margin = decision.get("margin")
     if margin is None or decision.get("primary_metric") != metric:
         return None
     comparison = next(
-        (c for c in (document.get("report") or {}).get("comparisons", []) if c["metric"] == metric), None
+        (c for c in (document.report or {}).get("comparisons", []) if c["metric"] == metric), None
     )
     if comparison is None or not comparison.get("control_mean"):
         return None
@@ -379,11 +380,11 @@ class Tradeoff:
     chart: charts.ResponsiveChart | None = None
 
 
-def _guardrail_entries(document: Mapping) -> list[Mapping]:
-    return list(document.get("guardrails") or [])
+def _guardrail_entries(document: SnapshotDocument) -> list[Mapping]:
+    return list(document.guardrails or [])
 
 
-def _guardrails_of(document: Mapping, arm: str) -> list[Mapping]:
+def _guardrails_of(document: SnapshotDocument, arm: str) -> list[Mapping]:
     return [entry for entry in _guardrail_entries(document) if entry["arm"] == arm]
 
 
@@ -392,7 +393,7 @@ def _guardrail_passes(entry: Mapping) -> bool:
     return bool(ni and ni["noninferior"] and not entry["breached"])
 
 
-def guardrail_limit(document: Mapping, metric: str) -> float | None:
+def guardrail_limit(document: SnapshotDocument, metric: str) -> float | None:
     """The harmful-side boundary of a guardrail in stored units (+margin for opt-out, −margin for GMV)."""
     for entry in _guardrail_entries(document):
         if entry["metric"] == metric:
@@ -442,23 +443,23 @@ def _guardrail_phrase(entry: Mapping, metric: MetricFormat, comparison: Mapping 
     )
 
 
-def _axis_limit(document: Mapping, metric: str, fmt: MetricFormat | None, name: str) -> tuple[float | None, str]:
+def _axis_limit(document: SnapshotDocument, metric: str, fmt: MetricFormat | None, name: str) -> tuple[float | None, str]:
     """The line an axis draws: the primary metric's margin if it is the primary, else its guardrail."""
     if fmt is None:
         return None, ""
     margin = primary_margin_limit(document, metric)
     if margin is not None:
-        relative_margin = (document.get("decision") or {}).get("margin")
+        relative_margin = (document.decision or {}).get("margin")
         return margin, f"{name} margin {relative(-relative_margin)} ({fmt.difference(margin)})"
     limit = guardrail_limit(document, metric)
     return limit, "" if limit is None else f"{name} guardrail {fmt.difference(limit)}"
 
 
-def tradeoff(document: Mapping, *, chart_id: str = "tradeoff-chart", **_ignored) -> Tradeoff:
+def tradeoff(document: SnapshotDocument, *, chart_id: str = "tradeoff-chart", **_ignored) -> Tradeoff:
     """Each treatment arm's Δ opt-out (pp) against Δ GMV per subject (IDR), and the verdict."""
     formats = metric_formats(document)
-    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
-    decision = document.get("decision") or {}
+    by_key = comparisons_by_key((document.report or {}).get("comparisons", []))
+    decision = document.decision or {}
     shipped = decision.get("arm") if decision.get("outcome") == Outcome.SHIP else None
     opt_out, gmv = formats.get(OPT_OUT), formats.get(GMV)
     rows, missing = [], []
@@ -576,7 +577,7 @@ def _cell_size(segment: Mapping, arm: str) -> str:
     return number(segment.get("arms", {}).get(arm, 0))
 
 
-def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
+def segment_tables(document: SnapshotDocument, *, metric: str) -> list[SegmentTable]:
     """One table per segment dimension for one metric; p-values BH-adjusted across all segments."""
     formats = metric_formats(document)
     if metric not in formats:
@@ -585,7 +586,7 @@ def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
     control = control_arm(document)
     treatments = treatment_arms(document)
     grouped: dict[str, list[SegmentRow]] = {}
-    for segment in (document.get("report") or {}).get("segments", []):
+    for segment in (document.report or {}).get("segments", []):
         dimension, _, value = segment["segment"].partition("=")
         by_arm = {c["arm"]: c for c in segment["comparisons"] if c["metric"] == metric}
         skipped = {s["arm"]: s["reason"] for s in segment.get("skipped", []) if s.get("metric") == metric}
@@ -614,7 +615,7 @@ def segment_tables(document: Mapping, *, metric: str) -> list[SegmentTable]:
         grouped.setdefault(dimension, []).append(
             SegmentRow(value=value, cells=tuple(cells), srm_flag=bool(srm.get("flag")))
         )
-    order = list(document.get("settings", {}).get("segment_dimensions") or SEGMENT_DIMENSION_LABELS)
+    order = list((document.settings or {}).get("segment_dimensions") or SEGMENT_DIMENSION_LABELS)
     order += [dimension for dimension in grouped if dimension not in order]
     return [
         SegmentTable(dimension=dimension, label=SEGMENT_DIMENSION_LABELS.get(dimension, dimension),
@@ -657,16 +658,16 @@ class RecommendationRow:
 
 
 def recommendation_rows(
-    document: Mapping, *, gmv_shares: Mapping[str, RecommendationGmvShare] | None = None
+    document: SnapshotDocument, *, gmv_shares: Mapping[str, RecommendationGmvShare] | None = None
 ) -> list[RecommendationRow]:
     """CTR per arm from the stored click and impression sums, its lift, and the share of GMV."""
     formats = metric_formats(document)
-    by_key = comparisons_by_key((document.get("report") or {}).get("comparisons", []))
+    by_key = comparisons_by_key((document.report or {}).get("comparisons", []))
     gmv_shares = gmv_shares or {}
     rows = []
-    for arm in document["arms"]:
+    for arm in document.arms:
         key = arm["key"]
-        ctr = (document.get("statistics") or {}).get(key, {}).get("ctr")
+        ctr = (document.statistics or {}).get(key, {}).get("ctr")
         if ctr is None:
             continue
         impressions, clicks, n = ctr["denominator_sum"], ctr["numerator_sum"], ctr["n"]
@@ -713,7 +714,7 @@ class GuardrailRow:
     reason: str
 
 
-def guardrail_rows(document: Mapping) -> list[GuardrailRow]:
+def guardrail_rows(document: SnapshotDocument) -> list[GuardrailRow]:
     formats = metric_formats(document)
     rows = []
     for entry in _guardrail_entries(document):
@@ -765,10 +766,10 @@ class DescriptiveRatio:
     arms: tuple[tuple[str, str, str, str], ...]  # (arm, numerator, denominator, ratio)
 
 
-def descriptive_ratios(document: Mapping) -> list[DescriptiveRatio]:
+def descriptive_ratios(document: SnapshotDocument) -> list[DescriptiveRatio]:
     """The document's descriptive ratios; none in schema 1–2 documents, which did not have them."""
     ratios = []
-    for key, entry in (document.get("descriptive") or {}).items():
+    for key, entry in (document.descriptive or {}).items():
         ratios.append(
             DescriptiveRatio(
                 key=key,
@@ -802,9 +803,9 @@ class BayesianRow:
     interval: str  # the credible interval of the relative effect
 
 
-def bayesian_rows(document: Mapping) -> list[BayesianRow]:
+def bayesian_rows(document: SnapshotDocument) -> list[BayesianRow]:
     """The Bayesian engine's posteriors; none for the frequentist engine or schema 1–3 documents."""
-    report = document.get("bayesian_report") or {}
+    report = document.bayesian_report or {}
     formats = metric_formats(document)
     rows = []
     for comparison in report.get("comparisons", []):
@@ -836,8 +837,8 @@ class SrmSummary:
     arms: tuple[tuple[str, str, str], ...]  # (arm, observed, expected)
 
 
-def srm_summary(document: Mapping) -> SrmSummary | None:
-    srm = document.get("srm")
+def srm_summary(document: SnapshotDocument) -> SrmSummary | None:
+    srm = document.srm
     if not srm:
         return None
     return SrmSummary(

@@ -13,6 +13,7 @@ from experiments.dashboard import charts, presenters
 from experiments.dashboard.formatting import MetricFormat, p_value, percent, relative
 from experiments.models import Guardrail, ResultSnapshot
 from experiments.results import compute_results
+from experiments.results.document import SnapshotDocument
 from tests.dashboard.conftest import make_experiment
 from tests.experiments.pipeline_kit import populate
 
@@ -79,7 +80,7 @@ def test_the_verdict_is_the_stored_decision_rendered_never_re_derived(people):
         "control": {"n": 200, "conversion": 0.5}, "arm-1": {"n": 200, "conversion": 0.1},
         "arm-2": {"n": 200, "conversion": 0.15},
     })
-    verdict = presenters.verdict(keep)
+    verdict = presenters.verdict(SnapshotDocument.from_dict(keep))
     assert (verdict.outcome, verdict.tone, verdict.final) == ("keep_control", "neutral", True)
     assert verdict.text == keep["decision"]["summary"]
     assert verdict.text == "Keep the control: every treatment arm is significantly worse on Conversion."
@@ -88,7 +89,7 @@ def test_the_verdict_is_the_stored_decision_rendered_never_re_derived(people):
         "control": {"n": 100, "conversion": 0.2}, "arm-1": {"n": 100, "conversion": 0.6},
         "arm-2": {"n": 100, "conversion": 0.21},
     }, planned_subjects_per_arm=400)
-    verdict = presenters.verdict(early)
+    verdict = presenters.verdict(SnapshotDocument.from_dict(early))
     # arm-1 looks far better, but a fixed-horizon verdict is read only at the planned size.
     assert (verdict.outcome, verdict.tone, verdict.final) == ("continue", "neutral", False)
     assert verdict.text.startswith("Keep running: 25% of the planned subjects so far")
@@ -99,7 +100,7 @@ def test_the_verdict_is_the_stored_decision_rendered_never_re_derived(people):
         "control": {"n": 500, "conversion": 0.1}, "arm-1": {"n": 380, "conversion": 0.1},
         "arm-2": {"n": 500, "conversion": 0.1},
     })
-    verdict = presenters.verdict(skewed)
+    verdict = presenters.verdict(SnapshotDocument.from_dict(skewed))
     assert verdict.outcome == "invalid" and verdict.tone == "bad"
     assert verdict.text.startswith("Sample-ratio mismatch (p < 0.001)")
 
@@ -108,7 +109,7 @@ def test_the_verdict_is_the_stored_decision_rendered_never_re_derived(people):
         "arm-1": {"n": 600, "conversion": 0.40, "opt_out": 0.30},
         "arm-2": {"n": 600, "conversion": 0.10, "opt_out": 0.05},
     }, guardrail=0.02)
-    verdict = presenters.verdict(blocked)
+    verdict = presenters.verdict(SnapshotDocument.from_dict(blocked))
     assert (verdict.outcome, verdict.final) == ("keep_control", True)
     rows = {(row.arm, row.question): row for row in verdict.tests}
     assert rows[("arm-1", "beats the control on Conversion")].status == "passes"
@@ -124,7 +125,7 @@ def test_a_schema_1_decision_still_renders(people):
         "decision": {"rule": "Ship the best…", "primary_metric": "gmv", "outcome": "inconclusive", "arm": None,
                      "reasons": ["No arm differs significantly from the control on GMV per subject yet."]},
     }
-    verdict = presenters.verdict(document)
+    verdict = presenters.verdict(SnapshotDocument.from_dict(document))
     assert (verdict.outcome, verdict.final, verdict.rule) == ("continue", False, "Ship the best…")
     assert verdict.text == "No arm differs significantly from the control on GMV per subject yet."
 
@@ -142,7 +143,7 @@ def test_privacy_first_ships_the_most_private_arm_and_the_chart_draws_both_margi
         "arm-2": {"n": 800, "opt_out": 0.05, "conversion": 1.0, "gmv": 100_000},
     }, prefix="pf")
     document = compute_results(experiment=experiment, monitor=False).data
-    tradeoff = presenters.tradeoff(document)
+    tradeoff = presenters.tradeoff(SnapshotDocument.from_dict(document))
     assert (tradeoff.verdict.outcome, tradeoff.verdict.final) == ("ship", True)
     assert document["decision"]["arm"] == "arm-2"  # the most private qualifying design
     assert tradeoff.verdict.text.startswith(
@@ -297,16 +298,16 @@ def test_the_gmv_means_shown_are_the_ones_the_lift_is_computed_from(analysed):
     """Under CUPED the treatment mean shown is adjusted: the two means give the absolute and relative lifts."""
     document = ResultSnapshot.objects.filter(experiment=analysed).order_by("-window_end").first().data
     assert document["settings"]["cuped"]
-    fmt = presenters.metric_formats(document)["gmv"]
+    fmt = presenters.metric_formats(SnapshotDocument.from_dict(document))["gmv"]
     stored = next(c for c in document["report"]["comparisons"] if c["arm"] == "arm-1" and c["metric"] == "gmv")
     assert stored["cuped"]
-    row = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+    row = next(r for a in presenters.results_table(SnapshotDocument.from_dict(document), primary_metric="gmv") for r in a.rows
                if r.arm == "arm-1" and r.metric == "gmv")
     adjusted = stored["control_mean"] + stored["absolute"]["estimate"]
     assert row.control_mean == fmt.value(stored["control_mean"])
     assert row.treatment_mean == fmt.value(adjusted) and row.treatment_observed == fmt.value(stored["treatment_mean"])
     # The relative lift is (adjusted − control) / |control|, exactly as stored.
     assert (adjusted - stored["control_mean"]) / abs(stored["control_mean"]) == pytest.approx(stored["relative"]["estimate"])
-    conversion = next(r for a in presenters.results_table(document, primary_metric="gmv") for r in a.rows
+    conversion = next(r for a in presenters.results_table(SnapshotDocument.from_dict(document), primary_metric="gmv") for r in a.rows
                       if r.arm == "arm-1" and r.metric == "conversion")
     assert not conversion.cuped and conversion.treatment_observed == ""
