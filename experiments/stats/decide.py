@@ -98,6 +98,21 @@ class Mode(StrEnum):
     SEQUENTIAL = "sequential"
 
 
+class Question(StrEnum):
+    """Which question a planned test asks: the primary metric's (by the rule) or a guardrail's."""
+
+    SUPERIORITY = "superiority"
+    NONINFERIORITY = "noninferiority"
+    GUARDRAIL = "guardrail"
+
+
+class Family(StrEnum):
+    """The multiplicity family a test belongs to (docs/statistics.md §9)."""
+
+    CONFIRMATORY = "confirmatory"
+    GUARDRAIL = "guardrail"
+
+
 RULES = tuple(Rule)
 OUTCOMES = tuple(Outcome)
 FINAL_OUTCOMES = (Outcome.SHIP, Outcome.KEEP_CONTROL)  # the verdicts a final decision records
@@ -174,7 +189,7 @@ def _guardrail_rules(guardrails: Mapping | None, metrics: Sequence[str], primary
 def _check_rule(rule: object, margin: object) -> float | None:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    if rule == "superiority":
+    if rule == Rule.SUPERIORITY:
         if margin is not None:
             raise ValueError("margin: the superiority rule takes no margin (leave it out)")
         return None
@@ -543,8 +558,8 @@ def _family_arrays(raws: Sequence[_Raw]) -> tuple[np.ndarray, ...]:
     estimate = np.array([raw.estimate for raw in raws], dtype=float)
     standard_error = np.array([raw.standard_error for raw in raws], dtype=float)
     sign = np.array([1.0 if raw.higher_is_better else -1.0 for raw in raws])
-    margin = np.array([raw.margin if raw.kind != "superiority" else 0.0 for raw in raws], dtype=float)
-    superiority = np.array([raw.kind == "superiority" for raw in raws], dtype=bool)
+    margin = np.array([raw.margin if raw.kind != Question.SUPERIORITY else 0.0 for raw in raws], dtype=float)
+    superiority = np.array([raw.kind == Question.SUPERIORITY for raw in raws], dtype=bool)
     return estimate, standard_error, sign, margin, superiority
 
 
@@ -608,7 +623,7 @@ def _bound(raw: _Raw, *, level_alpha: float, sequential: bool, rho_squared: floa
     """The harmful-side bound and the interval at test level ``level_alpha``."""
     est, se = raw.estimate, raw.standard_error
     sign = 1.0 if raw.higher_is_better else -1.0
-    if raw.kind == "superiority":
+    if raw.kind == Question.SUPERIORITY:
         if sequential:
             half = float(
                 confidence_sequence_half_width(se, raw.sample_size, rho_squared=rho_squared, alpha=level_alpha)
@@ -638,13 +653,13 @@ def _tests(
     rho_squared: float,
     previous: Mapping[str, Mapping] | None,
 ) -> list[DecisionTest]:
-    primary_kind = "superiority" if rule == "superiority" else "noninferiority"
+    primary_kind = Question.SUPERIORITY if rule == Rule.SUPERIORITY else Question.NONINFERIORITY
     planned = [
-        _Raw(kind=primary_kind, arm=arm, metric=primary, relative=primary_kind == "noninferiority",
+        _Raw(kind=primary_kind, arm=arm, metric=primary, relative=primary_kind == Question.NONINFERIORITY,
              higher_is_better=primary_higher_is_better, margin=margin)
         for arm in treatments
     ] + [
-        _Raw(kind="guardrail", arm=arm, metric=g.metric, relative=g.relative, higher_is_better=g.higher_is_better,
+        _Raw(kind=Question.GUARDRAIL, arm=arm, metric=g.metric, relative=g.relative, higher_is_better=g.higher_is_better,
              margin=g.margin)
         for g in guardrails
         for arm in treatments
@@ -681,7 +696,7 @@ def _tests(
         # Always-valid tests reject at p ≤ α (Ville's inequality); fixed-horizon ones at p < α.
         return p_value <= alpha if sequential else p_value < alpha
     for index, raw in enumerate(done):
-        family = "confirmatory" if raw.kind == primary_kind else "guardrail"
+        family = Family.CONFIRMATORY if raw.kind == primary_kind else Family.GUARDRAIL
         if raw.p_value is None:
             tests.append(DecisionTest(
                 kind=raw.kind, arm=raw.arm, metric=raw.metric, relative=raw.relative,
@@ -690,7 +705,7 @@ def _tests(
                 ruled_out_p_value=None, method=method, family=family, reason=raw.reason,
             ))
             continue
-        if family == "confirmatory":
+        if family == Family.CONFIRMATORY:
             p_adjusted = adjusted[index]
             level_alpha = adjusted_level(raw.p_value, p_adjusted, alpha=alpha, members=len(confirmatory))
             ruled_out = rejects(worse_adjusted[index])
@@ -698,7 +713,7 @@ def _tests(
             p_adjusted, level_alpha = None, alpha
             ruled_out = rejects(raw.ruled_out_p_value)
         passed = rejects(p_adjusted if p_adjusted is not None else raw.p_value)
-        if raw.kind == "superiority":
+        if raw.kind == Question.SUPERIORITY:
             sign = 1.0 if raw.higher_is_better else -1.0
             passed = passed and sign * raw.estimate > 0
             ruled_out = ruled_out and sign * raw.estimate < 0
@@ -716,7 +731,7 @@ def _tests(
             higher_is_better=raw.higher_is_better, estimate=raw.estimate, margin=raw.margin, bound=bound,
             interval=interval, level=1.0 - level_alpha, p_value=raw.p_value, p_value_adjusted=p_adjusted,
             passed=bool(passed), ruled_out=bool(ruled_out), ruled_out_p_value=raw.ruled_out_p_value,
-            method=method + ("_one_sided" if sequential and raw.kind != "superiority" else ""),
+            method=method + ("_one_sided" if sequential and raw.kind != Question.SUPERIORITY else ""),
             family=family,
         ))
     return tests
@@ -746,22 +761,22 @@ def _bayesian_tests(
     opposite bound is beyond it. ``p_value`` is the posterior probability of the
     question's harmful side; nothing is Holm-adjusted (a posterior is read per arm).
     """
-    primary_kind = "superiority" if rule == "superiority" else "noninferiority"
-    planned = [(primary_kind, arm, primary, primary_kind == "noninferiority", primary_higher_is_better, margin)
+    primary_kind = Question.SUPERIORITY if rule == Rule.SUPERIORITY else Question.NONINFERIORITY
+    planned = [(primary_kind, arm, primary, primary_kind == Question.NONINFERIORITY, primary_higher_is_better, margin)
                for arm in treatments]
-    planned += [("guardrail", arm, g.metric, g.relative, g.higher_is_better, g.margin)
+    planned += [(Question.GUARDRAIL, arm, g.metric, g.relative, g.higher_is_better, g.margin)
                 for g in guardrails for arm in treatments]
     z = float(norm_isf(alpha))
     method = "bayesian_gaussian"
     tests = []
     for kind, arm, metric, relative, higher, test_margin in planned:
-        family = "confirmatory" if kind == primary_kind else "guardrail"
+        family = Family.CONFIRMATORY if kind == primary_kind else Family.GUARDRAIL
         try:
             moments = gaussian_moments(statistics[control][metric], statistics[arm][metric])
             posterior = bayesian_compare_moments([moments], prior=prior, alpha=alpha, higher_is_better=[higher])[0]
-            effect = posterior.relative if relative or kind == "superiority" else posterior.absolute
+            effect = posterior.relative if relative or kind == Question.SUPERIORITY else posterior.absolute
             if effect.estimate is None:
-                if kind == "superiority":
+                if kind == Question.SUPERIORITY:
                     effect = posterior.absolute
                 else:
                     raise InsufficientDataError(
@@ -778,7 +793,7 @@ def _bayesian_tests(
         sign = 1.0 if higher else -1.0
         mean, sd = effect.estimate, effect.standard_error
         scale_relative = effect is posterior.relative
-        if kind == "superiority":
+        if kind == Question.SUPERIORITY:
             chance = posterior.chance_to_win
             passed = chance >= 1.0 - alpha / 2.0 and posterior.risk[1] <= risk_threshold
             ruled_out = chance <= alpha / 2.0
@@ -809,7 +824,7 @@ def _bayesian_rule_text(rule: str, *, alpha: float, prior, risk_threshold: float
     prior_text = "a flat prior" if prior is None else (
         f"a Gaussian prior on the relative effect (mean {prior.mean:+.3g}, variance {prior.variance:.3g})"
     )
-    if rule == "superiority":
+    if rule == Rule.SUPERIORITY:
         reading = (f"an arm improves when its chance to beat the control is at least {1 - alpha / 2:.1%} and its "
                    f"risk (expected relative loss of choosing it) at most {risk_threshold:.2%}")
     else:
@@ -874,7 +889,7 @@ def _rule_text(rule: str, *, primary: str, higher: bool, margin: float | None, w
         "runtime has passed."
     )
     guardrails = "every guardrail passes its one-sided non-inferiority test at alpha"
-    if rule == "superiority":
+    if rule == Rule.SUPERIORITY:
         core = (
             f"Ship the treatment arm with the largest significant {'increase' if higher else 'decrease'} in "
             f"{label} (two-sided, alpha {alpha:g}, {family}) whose {guardrails}; keep the control otherwise."
@@ -885,7 +900,7 @@ def _rule_text(rule: str, *, primary: str, higher: bool, margin: float | None, w
             f"{label} is non-inferior to the control within {bound} (one-sided, alpha {alpha:g}, {family}) "
             f"and whose {guardrails}"
         )
-        if rule == "noninferiority":
+        if rule == Rule.NONINFERIORITY:
             core = f"Do no harm: ship the treatment arm whose {qualifies} (the best such arm on {label})."
         else:
             core = (
@@ -900,7 +915,7 @@ def _test_phrase(test: DecisionTest, wording: Wording, *, named: bool = True) ->
     if test.p_value is None:
         return f"{label.strip() or 'not testable'}: {test.reason}" if named else test.reason
     bound = wording.difference(test.metric, test.bound, relative=test.relative)
-    if test.kind == "superiority":
+    if test.kind == Question.SUPERIORITY:
         return (
             f"{label}{wording.difference(test.metric, test.estimate, relative=test.relative)} "
             f"({_evidence(test, bound)})"
@@ -921,8 +936,8 @@ def _evidence(test: DecisionTest, bound: str) -> str:
 
 
 def _arm_story(arm: str, tests: Sequence[DecisionTest], wording: Wording) -> str:
-    primary = [t for t in tests if t.arm == arm and t.kind != "guardrail"]
-    guardrails = [t for t in tests if t.arm == arm and t.kind == "guardrail"]
+    primary = [t for t in tests if t.arm == arm and t.kind != Question.GUARDRAIL]
+    guardrails = [t for t in tests if t.arm == arm and t.kind == Question.GUARDRAIL]
     parts = [_test_phrase(t, wording) for t in primary]
     for test in guardrails:
         status = "passes" if test.passed else "not shown" if not test.ruled_out else "fails"
@@ -940,7 +955,7 @@ def _ruled_out(arm: str, tests: Sequence[DecisionTest]) -> bool:
 
 
 def _primary_test(arm: str, tests: Sequence[DecisionTest]) -> DecisionTest | None:
-    return next((t for t in tests if t.arm == arm and t.kind != "guardrail"), None)
+    return next((t for t in tests if t.arm == arm and t.kind != Question.GUARDRAIL), None)
 
 
 def _verdict(
@@ -972,13 +987,13 @@ def _verdict(
     def best(arms: Sequence[str]) -> str:
         return max(arms, key=lambda arm: sign * (_primary_test(arm, tests).estimate or 0.0))
 
-    if rule in ("superiority", "noninferiority"):
+    if rule in (Rule.SUPERIORITY, Rule.NONINFERIORITY):
         if qualified:
             chosen = best(qualified)
             test = _primary_test(chosen, tests)
             estimate = wording.difference(primary, test.estimate, relative=test.relative)
             bound = wording.difference(primary, test.bound, relative=test.relative)
-            if rule == "superiority":
+            if rule == Rule.SUPERIORITY:
                 head = (f"Ship {chosen}: it {'raises' if sign * test.estimate > 0 else 'lowers'} {label} by "
                         f"{estimate} ({_evidence(test, bound)})")
             else:
@@ -991,7 +1006,7 @@ def _verdict(
                 f"Keep running: no arm has qualified yet; {', '.join(pending)} may still "
                 f"{'show an improvement' if rule == 'superiority' else 'show non-inferiority'} in {label}."
             ), reasons
-        if rule == "superiority":
+        if rule == Rule.SUPERIORITY:
             worse = [arm for arm in treatments if (t := _primary_test(arm, tests)) and t.ruled_out]
             why = (f"every treatment arm is significantly worse on {label}" if len(worse) == len(treatments)
                    else f"no treatment arm improves {label} significantly with its guardrails passing")
@@ -1033,7 +1048,7 @@ def _verdict(
 
 
 def _guardrail_clause(arm: str, tests: Sequence[DecisionTest], wording: Wording) -> str:
-    guardrails = [t for t in tests if t.arm == arm and t.kind == "guardrail"]
+    guardrails = [t for t in tests if t.arm == arm and t.kind == Question.GUARDRAIL]
     if not guardrails:
         return ""
     parts = [
@@ -1055,7 +1070,7 @@ def decide_statistics(
     primary: str,
     primary_higher_is_better: bool = True,
     guardrails: Mapping | None = None,
-    rule: str = "superiority",
+    rule: str = Rule.SUPERIORITY,
     margin: float | None = None,
     privacy_order: Sequence[str] | None = None,
     planned_subjects_per_arm: int | None = None,
@@ -1232,7 +1247,7 @@ def decide(
     primary: str,
     covariates: Mapping[str, str] | None = None,
     guardrails: Mapping | None = None,
-    rule: str = "superiority",
+    rule: str = Rule.SUPERIORITY,
     margin: float | None = None,
     privacy_order: Sequence[str] | None = None,
     planned_subjects_per_arm: int | None = None,
