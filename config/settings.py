@@ -302,12 +302,6 @@ if not 0 <= ERASURE_GRACE_HOURS <= 60:
 # their experiment ended; the results (aggregates) stay.
 EXPOSURE_RETENTION_DAYS = env.int("PRIVACYLAB_EXPOSURE_RETENTION_DAYS", default=365)
 METRIC_FACTS_RETENTION_DAYS = env.int("PRIVACYLAB_METRIC_FACTS_RETENTION_DAYS", default=30)
-# The metric pipeline (experiments.metrics, docs/metrics.md): PostgreSQL work_mem for its
-# transaction; above this share of all subjects exposed, a rebuild of the facts takes the
-# streamed form; how long a writing transaction may stay open and still be seen by the next refresh.
-PRIVACYLAB_METRICS_WORK_MEM = env("PRIVACYLAB_METRICS_WORK_MEM", default="64MB")
-PRIVACYLAB_METRICS_STREAM_SHARE = env.float("PRIVACYLAB_METRICS_STREAM_SHARE", default=0.3)
-PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES = env.int("PRIVACYLAB_METRICS_LATE_MARGIN_MINUTES", default=15)
 # Segment results and exports never show a cell of fewer subjects than this.
 MIN_CELL_SUBJECTS = env.int("PRIVACYLAB_MIN_CELL_SUBJECTS", default=20)
 
