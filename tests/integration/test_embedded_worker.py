@@ -76,7 +76,7 @@ def demo_serving(tmp_path):
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "demo", "--subjects", "60", "--serve-limit", "5", "--addr", f"127.0.0.1:{port}"],
+            [sys.executable, "manage.py", "demo", "--subjects", "60", "--addr", f"127.0.0.1:{port}"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
