@@ -178,3 +178,15 @@ def test_gunicorn_access_lines_are_redacted_like_the_apps():
     RedactSubjectIds().filter(record)
     assert "user-123" not in record.getMessage()
     assert "/api/v1/recommendations/<subject>?limit=5" in record.getMessage()
+
+
+def test_the_image_copies_every_package_the_project_installs_and_its_templates():
+    """A package the image lacks (as ``marketplace`` once was) stops every process at Django's start."""
+    import tomllib
+
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./", dockerfile, flags=re.MULTILINE))
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    needed = packages | {"templates", "manage.py"}
+    assert packages and needed <= copied, f"the image does not copy {sorted(needed - copied)}"
