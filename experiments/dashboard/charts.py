@@ -258,7 +258,11 @@ class ReferenceLine:
 
 
 # Tick steps for time axes, in seconds: round minutes, hours and days.
-_TIME_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400)
+# Day steps no more than 1.5× apart: with only 2, 7 and 14, a two-week history (13 days between its
+# first and last run) got a single 7-day tick, one date under 14 points.
+_DAY = 86400
+_TIME_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600,
+               *(days * _DAY for days in (1, 2, 3, 4, 5, 7, 10, 14)))
 
 
 def _time_ticks(first: datetime, last: datetime, count: int) -> tuple[list[datetime], str]:

@@ -184,6 +184,25 @@ def test_chart_text_is_escaped():
     assert any(t.text == hostile for t in root.iter(f"{SVG}text"))
 
 
+@pytest.mark.parametrize("days", [6, 13, 20, 40])
+def test_a_history_of_daily_runs_gets_several_date_labels(days):
+    """A two-week history once got a single 7-day tick: one date under 14 points."""
+    from datetime import datetime, timedelta, timezone
+
+    first = datetime(2026, 11, 19, 21, 48, tzinfo=timezone(timedelta(hours=7)))
+    points = tuple(charts.TimePoint(at=first + timedelta(days=d), estimate=float(d), low=d - 1.0, high=d + 1.0)
+                   for d in range(days + 1))
+    for width in (charts.WIDE, charts.COMPACT):
+        root = _parse(charts.timeline_chart(
+            [charts.TimeSeries(label="arm-1", points=points)], chart_id="h", title="t", description="d",
+            y_label="y", tick_format=str, width=width,
+        ))
+        labels = [t.text for t in root.iter(f"{SVG}text") if t.text and t.text[:2].strip().isdigit()
+                  and t.text[-3:] in ("Nov", "Dec", "Jan")]
+        assert len(circles := list(root.iter(f"{SVG}circle"))) == days + 1 and circles
+        assert 3 <= len(labels) <= 6 if width == charts.WIDE else 2 <= len(labels) <= 4, labels
+
+
 def test_the_tradeoff_chart_places_arms_where_their_effects_are():
     points = [
         charts.TradeoffPoint(label="b", x=-4.0, x_low=-6.7, x_high=-1.3, y=14_000, y_low=7_000, y_high=21_000,
