@@ -161,11 +161,10 @@ def _guardrails(
                 continue
             entry["noninferiority"] = ni.to_dict()
             entry["sequential"] = seq.to_dict()
-            low, high = seq.confidence_sequence
-            # Breached: the always-valid interval lies wholly on the harmful side of the margin.
-            entry["breached"] = bool(seq.reject and (low > harm if not higher_is_better else high < harm))
+            entry["breached"] = seq.harms_beyond(harm, higher_is_better=higher_is_better)
             label = Metric(guardrail.metric).label
             if entry["breached"]:
+                low, high = seq.confidence_sequence
                 entry["reason"] = (
                     f"{label} in arm {arm!r}: the always-valid {1 - experiment.alpha:.0%} interval "
                     f"[{low:+.4g}, {high:+.4g}] lies beyond the tolerated harm {harm:+.4g} "

@@ -69,8 +69,8 @@ def rollout_check(
         except InsufficientDataError:
             untestable.append(watch.metric)
             continue
-        low, high = seq.confidence_sequence
-        if seq.reject and (high < harm if watch.higher_is_better else low > harm):
+        if seq.harms_beyond(harm, higher_is_better=watch.higher_is_better):
+            low, high = seq.confidence_sequence
             breaches.append({"metric": watch.metric, "estimate": seq.estimate, "interval": [low, high],
                              "tolerated": harm, "p_value": seq.p_value})
     return RolloutVerdict(srm_p_value=srm_p, srm=srm_flag, breaches=tuple(breaches), untestable=tuple(untestable))

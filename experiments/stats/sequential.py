@@ -58,6 +58,11 @@ class SequentialResult:
     tuning_sample_size: int
     method: str
 
+    def harms_beyond(self, harm: float, *, higher_is_better: bool) -> bool:
+        """A breach of a margin: rejected, with the always-valid interval wholly on the harmful side of ``harm``."""
+        low, high = self.confidence_sequence
+        return bool(self.reject and (high < harm if higher_is_better else low > harm))
+
     def to_dict(self) -> dict:
         return {
             "estimate": self.estimate,
