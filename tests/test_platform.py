@@ -190,3 +190,16 @@ def test_the_image_copies_every_package_the_project_installs_and_its_templates()
     packages = {pattern.rstrip("*") for pattern in include}
     needed = packages | {"templates", "manage.py"}
     assert packages and needed <= copied, f"the image does not copy {sorted(needed - copied)}"
+
+
+def test_the_dev_extra_holds_every_optional_extra_with_the_same_pins():
+    """The tests run every engine, so ``dev`` repeats each optional extra's pins (pip-tools cannot lock a
+    self-referencing ``privacylab[warehouse]`` without writing this checkout's path into the lock)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    dev = set(extras["dev"])
+    for name, requirements in extras.items():
+        if name != "dev":
+            missing = set(requirements) - dev
+            assert not missing, f"the dev extra lacks {sorted(missing)} of the {name!r} extra"
