@@ -914,7 +914,9 @@ class ResultSnapshotAdmin(AppendOnlyAdmin):
 
 
 @admin.register(ExperimentAlert)
-class ExperimentAlertAdmin(ReadOnlyAdmin):
+class ExperimentAlertAdmin(AppendOnlyAdmin):
+    """An alert is acknowledged, never deleted: it is the record of what the monitor saw and did."""
+
     list_display = ["experiment", "kind", "arm", "metric", "action", "created_at", "acknowledged_at"]
     list_filter = ["kind", "action", "acknowledged_at"]
     list_select_related = ["experiment"]

@@ -8,7 +8,14 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from experiments import services
-from experiments.models import Arm, Exposure, Guardrail, OutcomeEvent, ResultSnapshot
+from experiments.models import (
+    Arm,
+    ExperimentAlert,
+    Exposure,
+    Guardrail,
+    OutcomeEvent,
+    ResultSnapshot,
+)
 from tests.experiments.factories import ExperimentFactory, TreatmentFactory, running_experiment
 from tests.experiments.test_admin_forms import _change_data, experiment_form_data
 
@@ -118,7 +125,7 @@ def test_guardrail_update_validates_and_refuses_a_started_experiment():
 # --- records are never deleted in the admin --------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [Exposure, OutcomeEvent, ResultSnapshot])
+@pytest.mark.parametrize("model", [Exposure, OutcomeEvent, ResultSnapshot, ExperimentAlert])
 def test_append_only_records_cannot_be_deleted_in_the_admin(rf, staff_client, model):
     model_admin = admin.site._registry[model]
     request = rf.get("/admin/")
