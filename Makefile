@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 # Every dependency, pinned with its hashes (`make lock` regenerates it from pyproject.toml).
 LOCK := requirements.lock
 
-# The slowest tests are listed at the end of every run. `make test PYTEST_ARGS="-n 2"` runs a part of the
-# suite on two cores (pytest-xdist; each worker takes its own test database and Redis database). The whole
-# suite is run serially: three dashboard tests still depend on the order of the tests before them.
-PYTEST_ARGS ?= --durations=25
+# The slowest tests are listed at the end of every run. The suite runs on two cores (pytest-xdist, a test file
+# per worker at a time so that module fixtures are built once; each worker takes its own test database and
+# Redis database). `make test PYTEST_ARGS="-p no:xdist"` runs it serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
 .PHONY: venv demo test bench lint up migrate lock clean
 
