@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 # Every dependency, pinned with its hashes (`make lock` regenerates it from pyproject.toml).
 LOCK := requirements.lock
 
-# The slowest tests are listed at the end of every run. The suite runs on two cores (pytest-xdist, a test file
-# per worker at a time so that module fixtures are built once; each worker takes its own test database and
-# Redis database). `make test PYTEST_ARGS="-p no:xdist"` runs it serially.
-PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
+# The slowest tests are listed at the end of every run. The suite runs on two cores (pytest-xdist; each worker
+# takes its own test database and Redis database). Tests are handed out in collection order (`--dist load`, not
+# `loadfile`): pytest-django puts the transactional tests last, and a worker that ran one of them before a plain
+# test would leave that test a flushed database, without the purposes and notices the migrations seed.
+# `make test PYTEST_ARGS="-p no:xdist"` runs it serially.
+PYTEST_ARGS ?= -n 2 --dist load --durations=25
 
 .PHONY: venv demo test bench lint up migrate lock clean
 
