@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.task_registry import registered_task
 from experiments.metrics.definitions import METRICS
 from experiments.models import Experiment, ExperimentAlert, ExperimentDecision, Rollout, Surface
-from experiments.selectors import ROLLOUT_METRICS, rollout_step_statistics
+from experiments.selectors import rollout_step_statistics
 from experiments.services.lifecycle import experiment_config_changed
 from experiments.stats.decide import DEFAULT_TUNING_SAMPLE_SIZE
 from experiments.stats.rollout import RolloutVerdict, WatchedMetric, rollout_check
@@ -186,14 +186,14 @@ def rollout_step(*, rollout_id: int, now: datetime | None = None) -> str:
 
 
 def rollout_health(*, rollout: Rollout, now: datetime) -> RolloutVerdict:
-    """The current step's verdict: the shipped treatment against the previous default, on the experiment's
-    guardrails and its primary metric's margin (those measured during a rollout: ``ROLLOUT_METRICS``)."""
+    """The current step's verdict: the shipped treatment against the previous default, on every guardrail of
+    the experiment and its primary metric's margin, measured as the metric pipeline measures them."""
     experiment = rollout.experiment
     watched = [
         WatchedMetric(metric=g.metric, margin=g.margin, relative=g.relative, higher_is_better=METRICS[g.metric][1])
-        for g in experiment.guardrails.all() if g.metric in ROLLOUT_METRICS
+        for g in experiment.guardrails.all()
     ]
-    if experiment.decision_margin and experiment.primary_metric in ROLLOUT_METRICS:
+    if experiment.decision_margin and experiment.primary_metric not in {w.metric for w in watched}:
         watched.append(WatchedMetric(metric=experiment.primary_metric, margin=experiment.decision_margin,
                                      relative=True, higher_is_better=METRICS[experiment.primary_metric][1]))
     counts, statistics = rollout_step_statistics(rollout=rollout, until=now)
