@@ -25,7 +25,7 @@ from experiments.models import (
 from experiments.selectors import surface_defaults
 from experiments.services.assignment import subject_assign
 from privacylab_client import config_parse, local_assignments, local_treatments
-from tests.consent.factories import grant, raw_id
+from tests.consent.factories import grant, raw_id, withdraw
 from tests.experiments.factories import ExperimentFactory, TreatmentFactory
 
 pytestmark = pytest.mark.django_db
@@ -345,3 +345,52 @@ def test_a_healthy_step_is_held_then_advanced(experiment):
     assert step(rollout, START + timedelta(hours=2)) == "held"
     assert step(rollout, START + timedelta(hours=24)) == "advanced"
     assert not ExperimentAlert.objects.exists()
+
+
+def _events(subject_ids, at, prefix, type):
+    OutcomeEvent.objects.bulk_create([
+        OutcomeEvent(event_id=f"{prefix}-{i}", subject_id=subject_pseudonym(subject_id), type=type, occurred_at=at,
+                     received_at=at, product_id="p-1", category="books")
+        for i, subject_id in enumerate(subject_ids)
+    ])
+
+
+def test_a_breached_privacy_guardrail_on_opt_outs_rolls_back_naming_the_metric(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    subjects = [f"h-0-{i}" for i in range(400)]
+    with time_machine.travel(START, tick=False):
+        for subject in subjects:
+            grant(subject)  # each holds a grant before being exposed
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=400)
+    with time_machine.travel(START + timedelta(hours=1), tick=False):
+        for subject in groups["rollout"][::3]:  # one in three on the shipped treatment withdraws; nobody else
+            withdraw(subject)
+    assert step(rollout, START + timedelta(hours=2)) == "rolled_back"
+    rollout.refresh_from_db()
+    assert "opt_out breached its margin at 50%" in rollout.finish_reason
+    alert = ExperimentAlert.objects.get(experiment=experiment)
+    assert alert.kind == "guardrail" and alert.metric == "opt_out" and "opt_out breached" in alert.message
+    assert alert.details["breaches"][0]["metric"] == "opt_out"
+
+
+def test_a_ratio_guardrail_is_watched_by_the_delta_method(experiment):
+    """CTR, clicks over impressions per subject: a relative margin of 10% of the default's CTR."""
+    Guardrail.objects.create(experiment=experiment, metric="ctr", margin=0.1, relative=True)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=600)
+    later = START + timedelta(hours=1)
+    for side, clicking in (("default", 2), ("rollout", 10)):  # CTR 50% against 10%
+        _events(groups[side], later, f"{side}-i1", "rec_impression")
+        _events(groups[side], later, f"{side}-i2", "rec_impression")
+        _events(groups[side][::clicking], later, f"{side}-c", "rec_click")
+    from experiments.selectors import rollout_step_statistics
+
+    _, statistics = rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=2))
+    default, shipped = statistics["ctr"]
+    assert type(default).__name__ == "RatioStatistic"
+    assert default.denominator_sum == 2 * len(groups["default"])
+    assert shipped.numerator_sum == len(groups["rollout"][::10])
+    assert set(statistics) == {"conversion", "opt_out", "consent_rate", "gmv", "orders", "aov", "ctr"}
+    assert step(rollout, START + timedelta(hours=2)) == "rolled_back"
+    assert ExperimentAlert.objects.get(experiment=experiment).metric == "ctr"
