@@ -30,7 +30,15 @@ from experiments.assignment import (
     targeting_matches,
 )
 from experiments.contracts import TreatmentContract
-from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Rollout, RolloutExposure, Surface
+from experiments.models import (
+    Arm,
+    Experiment,
+    Holdout,
+    PrivacyTreatment,
+    Rollout,
+    RolloutExposure,
+    Surface,
+)
 from privacylab_client.surfaces import FALLBACK_TREATMENT, RolloutSpec, treatment_is_personal
 
 CONFIG_VERSION_KEY = "experiments:config-version"
@@ -155,7 +163,7 @@ def _load_surface_defaults() -> SurfaceDefaults:
     rollouts = {
         rollout.surface.key: RolloutSpec(
             surface=rollout.surface.key, experiment=rollout.experiment.key, arm=rollout.arm.key, salt=rollout.salt,
-            percent=float(rollout.percent), treatment=rollout.treatment.as_contract().to_dict(), targeting=rollout.targeting or {},
+            percent=float(rollout.serving_percent()), treatment=rollout.treatment.as_contract().to_dict(), targeting=rollout.targeting or {},
         )
         for rollout in ramping
     }

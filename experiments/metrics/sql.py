@@ -9,7 +9,14 @@ from django.db import connections
 
 from consent.models import ConsentEvent, Subject
 from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
-from experiments.models import Experiment, Exposure, MetricFacts, MetricOrderFacts, OutcomeEvent, RolloutExposure
+from experiments.models import (
+    Experiment,
+    Exposure,
+    MetricFacts,
+    MetricOrderFacts,
+    OutcomeEvent,
+    RolloutExposure,
+)
 
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
 REFRESH_MARKER = "privacylab:metric-facts-refresh"  # the statement that writes the per-exposure facts

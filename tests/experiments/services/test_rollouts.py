@@ -202,14 +202,14 @@ def test_the_share_of_subjects_follows_the_step_and_nobody_leaves(experiment):
 
 
 def test_a_targeted_rollout_reaches_only_its_segment(experiment):
-    ship(experiment, reason="18-34 first", steps=[100], targeting={"age_band": ["18-24", "25-34"]})
+    ship(experiment, reason="18-34 first", steps=[100], final_holdback=0, targeting={"age_band": ["18-24", "25-34"]})
     assert sources(200, {"age_band": "25-34"}) == {"rollout": 200}
     assert sources(200, {"age_band": "45-54"}) == {"default": 200}
     assert sources(50) == {"default": 50}  # a subject that reports no age band is not targeted
 
 
 def test_a_restricted_subject_is_in_no_rollout(experiment):
-    ship(experiment, reason="PM", steps=[100])
+    ship(experiment, reason="PM", steps=[100], final_holdback=0)
     subject = raw_id()
     grant(subject)
     consent_services.dsr_file(type="restriction", subject_id=subject)
@@ -240,7 +240,7 @@ def test_the_client_resolves_the_rollout_as_the_server_does(experiment, api):
 
 @pytest.mark.parametrize("kind", [ExperimentAlert.Kind.GUARDRAIL, ExperimentAlert.Kind.SRM])
 def test_a_rollback_alerts_and_serves_the_default_again(experiment, kind):
-    rollout = ship(experiment, reason="PM", steps=[100])
+    rollout = ship(experiment, reason="PM", steps=[100], final_holdback=0)
     assert sources(20) == {"rollout": 20}
     with TestCase.captureOnCommitCallbacks(execute=True):
         services.rollout_roll_back(rollout=rollout, reason="conversion breached its margin", kind=kind,
@@ -394,3 +394,115 @@ def test_a_ratio_guardrail_is_watched_by_the_delta_method(experiment):
     assert set(statistics) == {"conversion", "opt_out", "consent_rate", "gmv", "orders", "aov", "ctr"}
     assert step(rollout, START + timedelta(hours=2)) == "rolled_back"
     assert ExperimentAlert.objects.get(experiment=experiment).metric == "ctr"
+
+
+# --- rollout exposures from clients that assign locally -----------------------------------------
+
+
+def _rollout_exposure(rollout, subject_id, *, group=None, at=None, **overrides):
+    spec = surface_defaults().rollouts[SURFACE]
+    side = group or ("rollout" if spec.reaches(subject_id, {}) else "default")
+    return {"subject_id": subject_id, "timestamp": (at or START + timedelta(minutes=1)).isoformat(),
+            "rollout": {"surface": SURFACE, "salt": rollout.salt, "percent": spec.percent, "group": side, **overrides}}
+
+
+def _post_exposures(api, exposures, at=START + timedelta(minutes=5)):
+    with time_machine.travel(at, tick=False):
+        return api.post("/api/v1/exposures", {"exposures": exposures}, format="json")
+
+
+def test_rollout_exposures_are_recorded_once_with_the_earliest_time_and_counted(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    batch = [_rollout_exposure(rollout, f"l-{i}", at=START + timedelta(minutes=3)) for i in range(200)]
+    response = _post_exposures(api, batch)
+    assert response.status_code == 201, response.json()
+    assert response.json() == {"received": 200, "recorded": 200, "duplicates": 0, "withheld": 0}
+    earlier = [_rollout_exposure(rollout, f"l-{i}", at=START + timedelta(minutes=2)) for i in range(10)]
+    assert _post_exposures(api, earlier + batch[:5]).json()["duplicates"] == 10  # the same subject twice is one
+    stored = RolloutExposure.objects.filter(rollout=rollout, step_index=0)
+    assert stored.count() == 200
+    assert stored.get(subject_id=subject_pseudonym("l-0")).first_exposed_at == START + timedelta(minutes=2)
+    assert stored.get(subject_id=subject_pseudonym("l-199")).first_exposed_at == START + timedelta(minutes=3)
+    sides = {"rollout": 0, "default": 0}
+    for exposure in batch:
+        sides[exposure["rollout"]["group"]] += 1
+    counts, statistics = services.rollouts.rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=1))
+    assert counts == sides and min(sides.values()) > 50 and statistics["conversion"][0].n == sides["default"]
+    # The server's own assignment of the same subjects adds nothing.
+    with time_machine.travel(START + timedelta(minutes=10), tick=False):
+        subject_assign(subject_id="l-3", attributes={})
+    assert stored.count() == 200
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"surface": "checkout"}, "rollout.surface"),
+    ({"salt": "another"}, "rollout.salt"),
+    ({"percent": 25}, "rollout.percent"),
+    ({"percent": 0}, "rollout.percent"),
+    ({"group": "both"}, "rollout.group"),
+    ({"flavour": "x"}, "rollout.flavour"),
+])
+def test_bad_rollout_exposures_write_nothing_and_name_the_field(experiment, api, change, field):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    good = _rollout_exposure(rollout, "g-1")
+    bad = _rollout_exposure(rollout, "g-2", **change)
+    response = _post_exposures(api, [good, bad])
+    assert response.status_code == 400 and f"exposures[1].{field}" in response.json(), response.json()
+    assert not RolloutExposure.objects.exists()
+
+
+def test_a_rollout_exposure_on_the_wrong_side_or_before_the_rollout_is_refused(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    right = _rollout_exposure(rollout, "w-1")
+    wrong = {**right, "rollout": {**right["rollout"], "group": "default" if right["rollout"]["group"] == "rollout"
+                                  else "rollout"}}
+    response = _post_exposures(api, [wrong])
+    assert response.status_code == 400 and "Not the subject's side" in response.json()["exposures[0].rollout.group"][0]
+    early = _rollout_exposure(rollout, "w-1", at=START - timedelta(minutes=1))
+    assert "exposures[0].timestamp" in _post_exposures(api, [early]).json()
+    both = {**right, "experiment": experiment.key}
+    assert "exposures[0].experiment" in _post_exposures(api, [both]).json()
+    assert not RolloutExposure.objects.exists()
+
+
+def test_a_client_a_step_behind_reports_the_step_it_saw(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=1)
+    seen_at_50 = _rollout_exposure(rollout, "b-1")
+    step(rollout, START + timedelta(hours=1))
+    assert _post_exposures(api, [seen_at_50], at=START + timedelta(hours=1, minutes=1)).status_code == 201
+    assert RolloutExposure.objects.get().step_index == 0
+
+
+class _ViaTestClient:
+    """The client's HTTP, through Django's test client (no live server: fast)."""
+
+    def __init__(self, api):
+        self.api = api
+
+    def __call__(self, method, path, *, headers, body=None):
+        if method == "GET":
+            response = self.api.get(path)
+        else:
+            response = self.api.post(path, body, content_type="application/json")
+        return response.status_code, response.content, {"etag": response.get("ETag")}
+
+
+def test_the_client_sends_rollout_exposures_and_the_health_check_counts_them(experiment, api):
+    from privacylab_client import Client
+
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    client = Client("http://testserver", "unused", start=False)
+    client._request = _ViaTestClient(api)
+    with time_machine.travel(START + timedelta(minutes=1), tick=False):
+        client.refresh()
+        served = {}
+        for _ in range(2):  # returning subjects queue nothing new
+            for i in range(300):
+                served[f"k-{i}"] = client.assign(f"k-{i}", {})["treatments"][SURFACE]["source"]
+        assert client.exposures_pending == 300
+        client.flush()
+    assert client.exposures_sent == 300 and client.exposures_rejected == 0
+    recorded = dict(RolloutExposure.objects.filter(rollout=rollout).values_list("subject_id", "group"))
+    assert recorded == {subject_pseudonym(s): source for s, source in served.items()}
+    counts, _ = services.rollouts.rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=1))
+    assert sum(counts.values()) == 300 and set(served.values()) == {"rollout", "default"}
