@@ -506,3 +506,16 @@ def test_the_client_sends_rollout_exposures_and_the_health_check_counts_them(exp
     assert recorded == {subject_pseudonym(s): source for s, source in served.items()}
     counts, _ = services.rollouts.rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=1))
     assert sum(counts.values()) == 300 and set(served.values()) == {"rollout", "default"}
+
+
+def test_the_schema_documents_the_rollout_exposure(client):
+    from tests.openapi_schema import schema_components
+
+    schemas = schema_components(client)
+    assert "rollout" in schemas["ExposureIn"]["properties"]
+    assert not {"experiment", "arm", "rollout"} & set(schemas["ExposureIn"].get("required", []))
+    rollout = schemas["RolloutExposureIn"]
+    assert set(rollout["required"]) == {"surface", "salt", "percent", "group"}
+    group = rollout["properties"]["group"]
+    group = schemas[group["$ref"].rsplit("/", 1)[1]] if "$ref" in group else group
+    assert group["enum"] == ["rollout", "default"]
