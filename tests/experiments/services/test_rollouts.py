@@ -517,5 +517,6 @@ def test_the_schema_documents_the_rollout_exposure(client):
     rollout = schemas["RolloutExposureIn"]
     assert set(rollout["required"]) == {"surface", "salt", "percent", "group"}
     group = rollout["properties"]["group"]
-    group = schemas[group["$ref"].rsplit("/", 1)[1]] if "$ref" in group else group
+    reference = group.get("$ref") or group.get("allOf", [{}])[0].get("$ref")
+    group = schemas[reference.rsplit("/", 1)[1]] if reference else group
     assert group["enum"] == ["rollout", "default"]
