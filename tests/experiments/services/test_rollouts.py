@@ -520,3 +520,51 @@ def test_the_schema_documents_the_rollout_exposure(client):
     reference = group.get("$ref") or group.get("allOf", [{}])[0].get("$ref")
     group = schemas[reference.rsplit("/", 1)[1]] if reference else group
     assert group["enum"] == ["rollout", "default"]
+
+
+# --- at 100%: the final holdback keeps a comparison until the promotion --------------------------
+
+
+def test_at_100_percent_a_final_holdback_stays_on_the_previous_default(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=1, final_holdback=20)
+    step(rollout, START + timedelta(hours=1))
+    rollout.refresh_from_db()
+    assert rollout.percent == 100 and rollout.serving_percent() == 80
+    assert api.get("/api/v1/config").json()["rollouts"][0]["percent"] == 80.0
+    counts = sources(1000)
+    assert 740 < counts["rollout"] < 860 and counts["rollout"] + counts["default"] == 1000
+
+
+def test_a_breach_during_the_final_hold_rolls_back_instead_of_promoting(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.02)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24, final_holdback=20)
+    step(rollout, START + timedelta(hours=24))
+    groups = _exposed(rollout, START + timedelta(hours=24, minutes=1), n=1200)
+    assert len(groups["default"]) > 180  # the holdback: compared at 100% too
+    _orders(groups["default"][::3], START + timedelta(hours=25), "d")
+    _orders(groups["rollout"][::20], START + timedelta(hours=25), "r")
+    assert step(rollout, START + timedelta(hours=48)) == "rolled_back"  # the hold is over: it would have promoted
+    rollout.refresh_from_db()
+    assert rollout.status == Rollout.Status.ROLLED_BACK and "at 100%" in rollout.finish_reason
+    assert rollout.surface.default_treatment.name == "popularity default"
+
+
+def test_a_healthy_final_hold_promotes_and_the_holdback_ends(experiment):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24, final_holdback=20)
+    step(rollout, START + timedelta(hours=24))
+    _exposed(rollout, START + timedelta(hours=24, minutes=1), n=600)  # in the 80/20 ratio: no mismatch
+    assert step(rollout, START + timedelta(hours=48)) == "promoted"
+    assert sources(50) == {"default": 50}  # everyone: the shipped treatment is the default now
+    assert Rollout.objects.get().surface.default_treatment == rollout.treatment
+
+
+@pytest.mark.parametrize("holdback", [-1, 50, 2.5, True])
+def test_a_bad_final_holdback_is_refused(experiment, holdback):
+    with pytest.raises(ValidationError) as error:
+        ship(experiment, reason="PM", final_holdback=holdback)
+    assert "final_holdback" in error.value.message_dict and not Rollout.objects.exists()
+
+
+def test_the_final_holdback_defaults_to_the_tunable(experiment, settings):
+    settings.ROLLOUT_FINAL_HOLDBACK_PERCENT = 7
+    assert ship(experiment, reason="PM").final_holdback == 7
