@@ -317,6 +317,9 @@ RECOMMENDER_TOP_N = env.int("PRIVACYLAB_RECOMMENDER_TOP_N", default=50)
 # step, and how long each step is held before the next.
 ROLLOUT_STEPS = tuple(env.list("PRIVACYLAB_ROLLOUT_STEPS", cast=int, default=[10, 25, 50, 100]))
 ROLLOUT_HOLD_HOURS = env.float("PRIVACYLAB_ROLLOUT_HOLD_HOURS", default=24)
+# At the ramp's 100% step, the percent of the surface's traffic kept on the previous default
+# during the final hold, so the health check still compares (0: nothing to compare at 100%).
+ROLLOUT_FINAL_HOLDBACK_PERCENT = env.int("PRIVACYLAB_ROLLOUT_FINAL_HOLDBACK_PERCENT", default=5)
 # Item-item neighbours kept per item.
 RECOMMENDER_NEIGHBOURS = env.int("PRIVACYLAB_RECOMMENDER_NEIGHBOURS", default=50)
 # Item-item weighting: cosine or bm25.

@@ -1164,6 +1164,7 @@ class Rollout(ConstraintFieldsMixin, models.Model):
         "rollout_one_ramping_per_surface": "surface",
         "rollout_step_index_nonnegative": "step_index",
         "rollout_hold_positive": "hold_seconds",
+        "rollout_final_holdback_range": "final_holdback",
     }
 
     class Status(models.TextChoices):
@@ -1184,6 +1185,11 @@ class Rollout(ConstraintFieldsMixin, models.Model):
     step_index = models.PositiveIntegerField(default=0)
     step_started_at = models.DateTimeField()
     hold_seconds = models.PositiveIntegerField()
+    final_holdback = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="At the 100% step, the percent of the traffic kept on the previous default during the final "
+        "hold, so the health check still compares (docs/surfaces.md, \"At 100%\").",
+    )
     targeting = models.JSONField(
         default=dict, blank=True, help_text="Who the rollout reaches (as an experiment's targeting); empty: everyone."
     )
@@ -1215,6 +1221,11 @@ class Rollout(ConstraintFieldsMixin, models.Model):
                 name="rollout_hold_positive",
                 violation_error_message="Each step must be held for at least a second.",
             ),
+            models.CheckConstraint(
+                condition=Q(final_holdback__lt=50),
+                name="rollout_final_holdback_range",
+                violation_error_message="The final holdback is a percent from 0 to 49 of the traffic.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -1222,7 +1233,16 @@ class Rollout(ConstraintFieldsMixin, models.Model):
 
     @property
     def percent(self) -> int:
+        """The current step's percent, as the ramp names it (10, 25, 50, 100)."""
         return int(self.steps[min(self.step_index, len(self.steps) - 1)])
+
+    def serving_percent(self, step_index: int | None = None) -> int:
+        """The percent of the traffic that gets the shipped treatment at a step (default: the current one).
+
+        A step's own percent, except at 100%: the final holdback stays on the previous default.
+        """
+        step = int(self.steps[min(self.step_index if step_index is None else step_index, len(self.steps) - 1)])
+        return step - self.final_holdback if step == 100 else step
 
 
 class RolloutExposure(models.Model):

@@ -30,7 +30,15 @@ from experiments.assignment import (
     targeting_matches,
 )
 from experiments.contracts import TreatmentContract
-from experiments.models import Arm, Experiment, Holdout, PrivacyTreatment, Rollout, Surface
+from experiments.models import (
+    Arm,
+    Experiment,
+    Holdout,
+    PrivacyTreatment,
+    Rollout,
+    RolloutExposure,
+    Surface,
+)
 from privacylab_client.surfaces import FALLBACK_TREATMENT, RolloutSpec, treatment_is_personal
 
 CONFIG_VERSION_KEY = "experiments:config-version"
@@ -155,7 +163,7 @@ def _load_surface_defaults() -> SurfaceDefaults:
     rollouts = {
         rollout.surface.key: RolloutSpec(
             surface=rollout.surface.key, experiment=rollout.experiment.key, arm=rollout.arm.key, salt=rollout.salt,
-            percent=float(rollout.percent), treatment=rollout.treatment.as_contract().to_dict(), targeting=rollout.targeting or {},
+            percent=float(rollout.serving_percent()), treatment=rollout.treatment.as_contract().to_dict(), targeting=rollout.targeting or {},
         )
         for rollout in ramping
     }
@@ -436,51 +444,18 @@ def arms_matched(
 
 # Metrics a ramp step measures from order events (docs/surfaces.md, "Shipping"); the others a
 # guardrail may name (opt-out, consent rate, CTR, AOV) are not measured during a rollout.
-ROLLOUT_METRICS = ("conversion", "orders", "gmv")
-
-
 def rollout_step_statistics(*, rollout: Rollout, until) -> tuple[dict[str, int], dict[str, tuple]]:
     """Subjects per group in the rollout's current step, and per metric ``(default, rollout)`` sufficient statistics.
 
-    Each subject's orders count from their first exposure in this step until ``until``.
+    Every metric of the pipeline (``experiments.metrics``: proportions, means with
+    CUPED, ratios by the delta method), each subject counted from their first
+    exposure in this step until ``until``; no statistics until both groups have subjects.
     """
-    from django.db.models import Count, DecimalField, OuterRef, Subquery, Sum, Value
-    from django.db.models.functions import Coalesce
+    from experiments.metrics.rollout import rollout_metric_statistics
 
-    from experiments.models import OutcomeEvent, RolloutExposure
-    from experiments.stats import ProportionStatistic, SampleMeanStatistic
-
-    orders = OutcomeEvent.objects.filter(
-        subject_id=OuterRef("subject_id"), type=OutcomeEvent.Type.ORDER,
-        occurred_at__gte=OuterRef("first_exposed_at"), occurred_at__lt=until,
-    ).order_by().values("subject_id")
-    rows = (
-        RolloutExposure.objects.filter(rollout=rollout, step_index=rollout.step_index, first_exposed_at__lt=until)
-        .annotate(
-            order_count=Coalesce(Subquery(orders.annotate(c=Count("id")).values("c")), 0),
-            order_gmv=Coalesce(Subquery(orders.annotate(s=Sum("amount")).values("s")),
-                               Value(0), output_field=DecimalField(max_digits=20, decimal_places=2)),
-        )
-        .values_list("group", "order_count", "order_gmv")
-    )
-    sums = {group: [0, 0, 0.0, 0.0, 0.0, 0.0] for group in RolloutExposure.Group.values}  # n, converted, Σo, Σo², Σg, Σg²
-    for group, count, gmv in rows.iterator():
-        entry, gmv = sums[group], float(gmv)
-        entry[0] += 1
-        entry[1] += count > 0
-        entry[2] += count
-        entry[3] += count * count
-        entry[4] += gmv
-        entry[5] += gmv * gmv
-    counts = {group: entry[0] for group, entry in sums.items()}
-    statistics = {}
-    if all(counts.values()):
-        def per_group(make):
-            return make(sums["default"]), make(sums["rollout"])
-
-        statistics = {
-            "conversion": per_group(lambda e: ProportionStatistic(n=e[0], successes=e[1])),
-            "orders": per_group(lambda e: SampleMeanStatistic(n=e[0], sum=e[2], sum_squares=e[3])),
-            "gmv": per_group(lambda e: SampleMeanStatistic(n=e[0], sum=e[4], sum_squares=e[5])),
-        }
-    return counts, statistics
+    measured = rollout_metric_statistics(rollout=rollout, until=until)
+    counts = {group: measured.subjects.get(group, 0) for group in RolloutExposure.Group.values}
+    if not all(counts.values()):
+        return counts, {}
+    default, shipped = measured.arms["default"], measured.arms["rollout"]
+    return counts, {metric: (default[metric], shipped[metric]) for metric in default}

@@ -301,11 +301,40 @@ class ConfigKeyField(serializers.CharField):
     pass
 
 
+class RolloutExposureInSerializer(StrictSerializer):
+    surface = ConfigKeyField(help_text="The surface of a ramping rollout (the configuration's rollouts[].surface).")
+    salt = ConfigKeyField(help_text="That rollout's salt, as the configuration published it.")
+    percent = serializers.FloatField(
+        min_value=0, max_value=100,
+        help_text="The rollout's percent in the configuration the client assigned with (above 0): the step "
+        "the exposure belongs to, a step already served (a client a poll behind reports the step it saw).",
+    )
+    group = serializers.ChoiceField(
+        choices=["rollout", "default"],
+        help_text="The subject's side of the ramp: rollout (source rollout) or default (the previous default); "
+        "the one the documented algorithm gives at that percent.",
+    )
+
+
 class ExposureInSerializer(StrictSerializer):
+    """An experiment exposure (``experiment`` and ``arm``) or a rollout exposure (``rollout``): one or the other."""
+
     subject_id = SubjectIdField(help_text="The marketplace's own id, as the client assigned it.")
-    experiment = ConfigKeyField(help_text="A running experiment's key.")
-    arm = ConfigKeyField(help_text="The arm the documented algorithm assigns this subject.")
-    timestamp = EventTimeField(help_text="When the client first exposed the subject; not before the experiment started.")
+    experiment = ConfigKeyField(
+        required=False, help_text="A running experiment's key (required unless this is a rollout exposure)."
+    )
+    arm = ConfigKeyField(
+        required=False, help_text="The arm the documented algorithm assigns this subject (with experiment)."
+    )
+    rollout = RolloutExposureInSerializer(
+        required=False,
+        help_text="A rollout exposure instead of an experiment's: the side of a ramping rollout a subject the "
+        "rollout compares was on (its targeting matches, no experiment on the surface assigned them); sent "
+        "once per subject and step. Without experiment and arm. docs/assignment.md, \"Exposures\".",
+    )
+    timestamp = EventTimeField(
+        help_text="When the client first exposed the subject; not before the experiment (or rollout) started."
+    )
     attributes = AttributesField(
         required=False, help_text="The subject's attributes as the client used them: the targeted ones must match."
     )

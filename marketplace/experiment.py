@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import transaction
 
 from experiments import services
-from experiments.models import Experiment, Metric, PrivacyTreatment
+from experiments.models import Experiment, Metric, PrivacyTreatment, Surface
 
 # The demo's privacy experiment: (arm key, weight, is control, treatment).
 DEMO_ARMS = (
@@ -69,6 +69,24 @@ DEMO_ARMS = (
 )
 
 
+# The surface the demo experiment runs on: the marketplace's product recommendations, whose
+# default (what every shopper outside the experiment gets) is the control's design, today's.
+DEMO_SURFACE = {"key": "product-recommendations", "name": "Product recommendations"}
+
+
+def demo_surface_ensure(*, arms=DEMO_ARMS) -> Surface:
+    """The demo's surface: created with the control's treatment as its default, or the existing one as it is
+    (a default a rollout promoted earlier stays)."""
+    surface = Surface.objects.filter(key=DEMO_SURFACE["key"]).first()
+    if surface is not None:
+        return surface
+    control = next(fields for _, _, is_control, fields in arms if is_control)
+    return services.surface_create(
+        key=DEMO_SURFACE["key"], name=DEMO_SURFACE["name"], default_treatment=_treatment_for(control),
+        description="The recommendation list of the product and home pages: its privacy design.",
+    )
+
+
 # The largest GMV loss per subject the demo's product team accepts for more privacy.
 DEMO_GMV_MARGIN = 0.10
 # What a product manager would read off the marketplace's history to plan the demo experiment:
@@ -89,6 +107,7 @@ def experiment_setup(
     decision_rule: str = Experiment.DecisionRule.PRIVACY_FIRST,
     decision_margin: float | None = DEMO_GMV_MARGIN,
     daily_subjects: float | None = None,
+    surface: Surface | None = None,
 ) -> Experiment:
     """Create and start (at ``start``) a privacy experiment with the given arms and an opt-out guardrail.
 
@@ -98,6 +117,8 @@ def experiment_setup(
     simulated marketplace's GMV level and spread, ``DEMO_PLAN``); otherwise
     ``planned_subjects_per_arm`` is used as given. ``salt`` fixes the
     assignment hash (a reproducible simulation); by default it is random.
+    ``surface``: the surface it runs on (``demo_surface_ensure``), whose treatment
+    its arms decide while it runs and to which its winner can be shipped.
     """
     with transaction.atomic():
         experiment = services.experiment_save(
@@ -110,6 +131,7 @@ def experiment_setup(
                     "opt-outs among shoppers interested in them."
                 ),
                 owner=owner,
+                surface=surface,
                 primary_metric=Metric.GMV,
                 planned_subjects_per_arm=planned_subjects_per_arm,
                 gmv_cap_percentile=gmv_cap_percentile,

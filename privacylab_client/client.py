@@ -142,7 +142,8 @@ class Client:
     it is ``"fresh"`` after a successful poll and ``"stale"`` while polls fail.
 
     Each first assignment of a subject to an experiment is queued as an exposure
-    and sent in the background in batches of up to ``batch_size`` every
+    (and, during a ramping rollout, the side of the ramp a compared subject is on,
+    once per step: the rollout's health check counts them) and sent in the background in batches of up to ``batch_size`` every
     ``flush_interval`` seconds, retried with exponential backoff on network errors,
     429 and 5xx. The queue holds at most ``max_buffer`` exposures: beyond that new
     ones are dropped and counted in ``exposures_dropped`` (the server's own
@@ -189,9 +190,10 @@ class Client:
         self._etag: str | None = None
         self._queue: deque[dict] = deque()
         self._max_buffer = max_buffer
-        # The (experiment, phase, subject) triples already queued: a returning subject queues nothing.
+        # The (experiment, phase, subject) triples already queued (for a rollout: ("rollout:" + salt, percent,
+        # subject), once per step): a returning subject queues nothing.
         # Bounded, oldest forgotten first; a forgotten one is sent again and the server deduplicates it.
-        self._seen: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, float, str], None] = OrderedDict()
         self._seen_limit = max(max_buffer, 10_000) * 4
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -229,16 +231,39 @@ class Client:
             # The returning subject's path: a dict lookup per assignment, no lock, no clock.
             new = [a for a in assignments if (a["experiment"], phases[a["experiment"]], subject_id) not in seen]
             if new:
-                self._expose(phases, subject_id, attributes, new)
-        return {"assignments": assignments, "treatments": local_treatments(config, assignments, subject_id, attributes)}
+                self._expose(subject_id, attributes, [
+                    ((a["experiment"], phases[a["experiment"]], subject_id), {"experiment": a["experiment"], "arm": a["arm"]})
+                    for a in new
+                ])
+        treatments = local_treatments(config, assignments, subject_id, attributes)
+        if config.rollouts:
+            self._expose_rollouts(config, subject_id, attributes, treatments)
+        return {"assignments": assignments, "treatments": treatments}
 
-    def _expose(self, phases: Mapping[str, int], subject_id: str, attributes: Mapping[str, object],
-                assignments: list[dict]) -> None:
+    def _expose_rollouts(self, config: LocalConfig, subject_id: str, attributes: Mapping[str, object],
+                         treatments: Mapping[str, dict]) -> None:
+        """Queue, once per step, which side of each ramping rollout the subject is on, as the server records it.
+
+        Compared are the subjects the rollout could reach: its targeting matches and no
+        experiment on the surface assigned them (docs/surfaces.md, "The health check").
+        """
+        new = []
+        for surface, spec in config.rollouts.items():
+            source = treatments[surface]["source"]
+            if source == "rollout" or (source == "default" and targeting_matches(spec.targeting, attributes)):
+                seen = ("rollout:" + spec.salt, spec.percent, subject_id)
+                if seen not in self._seen:
+                    new.append((seen, {"rollout": {"surface": surface, "salt": spec.salt, "percent": spec.percent,
+                                                   "group": "rollout" if source == "rollout" else "default"}}))
+        if new:
+            self._expose(subject_id, attributes, new)
+
+    def _expose(self, subject_id: str, attributes: Mapping[str, object], items: list[tuple[tuple, dict]]) -> None:
+        """Queue each ``(seen key, exposure fields)`` not queued before, with the subject, time and attributes."""
         timestamp = _utc_now()
         sent_attributes = {name: str(value) for name, value in attributes.items() if value is not None}
         with self._lock:
-            for assignment in assignments:
-                seen = (assignment["experiment"], phases[assignment["experiment"]], subject_id)
+            for seen, fields in items:
                 if seen in self._seen:
                     continue
                 if len(self._queue) >= self._max_buffer:
@@ -252,8 +277,7 @@ class Client:
                     self._seen.popitem(last=False)
                 self._queue.append({
                     "subject_id": subject_id,
-                    "experiment": assignment["experiment"],
-                    "arm": assignment["arm"],
+                    **fields,
                     "timestamp": timestamp,
                     "attributes": sent_attributes,
                 })

@@ -30,7 +30,8 @@ generated data meet exactly those preconditions, and touch nothing else:
     algorithm assigns the subject: every exposure names the experiment of the
     configuration the test passes (``PRIVACYLAB_SCHEMATHESIS_CONFIG``, the
     document of ``GET /api/v1/config``) and the arm ``privacylab_client``
-    computes for its subject;
+    computes for its subject (no rollout ramps in the run: a generated rollout
+    exposure is made an experiment exposure);
   * the time is not before the experiment started (just before the run) nor
     more than 5 minutes after the server's clock: it is the current time.
 
@@ -117,6 +118,8 @@ def _exposures_prepared(body: dict) -> dict:
     for exposure in body.get("exposures") or []:
         if not isinstance(exposure, dict):
             continue
+        # No rollout ramps in the run: every exposure is made the experiment's (docs/assignment.md, "Exposures").
+        exposure.pop("rollout", None)
         exposure["experiment"] = experiment.key
         if isinstance(exposure.get("subject_id"), str):
             exposure["arm"] = assign(experiment.spec, exposure["subject_id"]) or exposure.get("arm")

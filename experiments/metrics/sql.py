@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django.db import connections
 
 from consent.models import ConsentEvent, Subject
 from experiments.metrics.definitions import SEGMENT_DIMENSIONS, UNKNOWN_SEGMENT
-from experiments.models import Experiment, Exposure, MetricFacts, MetricOrderFacts, OutcomeEvent
+from experiments.models import (
+    Experiment,
+    Exposure,
+    MetricFacts,
+    MetricOrderFacts,
+    OutcomeEvent,
+    RolloutExposure,
+)
 
 QUERY_MARKER = "privacylab:metric-statistics"  # find the statement in pg_stat_activity / logs
 REFRESH_MARKER = "privacylab:metric-facts-refresh"  # the statement that writes the per-exposure facts
@@ -104,7 +112,7 @@ def _vendor_snippets(vendor: str) -> dict[str, str]:
 
 _SQL = """/* {marker} */
 WITH
-{cap},
+{sources}{cap},
 {order_cap},
 per_subject AS (
     SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, impressions, clicks,
@@ -307,7 +315,7 @@ _FACTS_STACKED = """facts AS (
     FROM exposure_window x
     JOIN {subject} s ON s.{subject_pk} = x.subject_id
 ),
-per_subject AS MATERIALIZED (
+{per_subject} AS MATERIALIZED (
     SELECT f.exposure_id, MAX(f.arm_id) AS arm_id, MAX(f.age_band) AS age_band, MAX(f.province) AS province,
         MAX(f.platform) AS platform,
         CASE WHEN SUM(f.pre_orders) > 0 THEN 'returning' ELSE 'new' END AS customer,
@@ -362,7 +370,7 @@ per_exposure AS (
     WHERE s.at >= x.fe OR (s.kind = 'order' AND s.at >= x.pre_start) OR s.ledger_id IS NOT NULL
     GROUP BY x.exposure_id
 ),
-per_subject AS MATERIALIZED (
+{per_subject} AS MATERIALIZED (
     SELECT x.exposure_id, x.arm_id,
         COALESCE(NULLIF(u.age_band, ''), '{unknown}') AS age_band,
         COALESCE(NULLIF(u.province, ''), '{unknown}') AS province,
@@ -439,8 +447,21 @@ def metric_statistics_sql(
     if gmv_cap_percentile is not None and not 0.0 <= float(gmv_cap_percentile) <= 1.0:
         raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {gmv_cap_percentile!r}")
     facts_table, order_facts = table_name(connection, MetricFacts), table_name(connection, MetricOrderFacts)
-    sql = _SQL.format(
-        marker=QUERY_MARKER,
+    sql = _aggregate_sql(
+        connection, marker=QUERY_MARKER, sources="", facts_table=facts_table, order_facts=order_facts
+    )
+    params = {
+        "experiment_id": experiment.pk,
+        "cap_percentile": None if gmv_cap_percentile is None else float(gmv_cap_percentile),
+    }
+    return _named_to_positional(sql, params)
+
+
+def _aggregate_sql(connection, *, marker: str, sources: str, facts_table: str, order_facts: str) -> str:
+    """The aggregate over ``facts_table`` and ``order_facts`` (stored tables, or CTEs that ``sources`` defines)."""
+    return _SQL.format(
+        marker=marker,
+        sources=sources,
         # The subject GMV cap: over the buyers (GMV > 0), through the buyers' index.
         cap=_percentile_cte(
             connection.vendor, name="cap", value="gmv",
@@ -458,11 +479,6 @@ def metric_statistics_sql(
         correction_aggregates=_correction_aggregates(),
         padding=", ".join(["NULL"] * (len(SUMS) - 1)),
     )
-    params = {
-        "experiment_id": experiment.pk,
-        "cap_percentile": None if gmv_cap_percentile is None else float(gmv_cap_percentile),
-    }
-    return _named_to_positional(sql, params)
 
 
 # The facts of exposures whose subject restricted processing since they were written
@@ -482,6 +498,34 @@ def _id_list(params: dict, name: str, ids) -> str:
     return ", ".join(names) or "NULL"
 
 
+def _table_names(connection) -> dict[str, str]:
+    return {
+        "exposure": table_name(connection, Exposure),
+        "subject": table_name(connection, Subject),
+        "subject_pk": connection.ops.quote_name(Subject._meta.pk.column),
+        "event": table_name(connection, OutcomeEvent),
+        "consent": table_name(connection, ConsentEvent),
+        "facts_table": table_name(connection, MetricFacts),
+        "order_facts": table_name(connection, MetricOrderFacts),
+    }
+
+
+def _facts_ctes(
+    *, form: str, per_subject: str, params: dict, snippets: dict, names: dict, counting_notices
+) -> str:
+    """The per-exposure facts of ``exposure_window``'s exposures (``form``: indexed or streamed), as the CTE
+    ``per_subject``: every metric's per-subject value, defined once for the refresh and the rollouts."""
+    return (_FACTS_STACKED if form == "indexed" else _FACTS_STREAM).format(
+        per_subject=per_subject,
+        float=snippets["float"],
+        consent_purpose=snippets["consent_purpose"],
+        unknown=UNKNOWN_SEGMENT,
+        ends_grant=_ENDS_GRANT.format(**names),
+        valid_at_cutoff=_VALID_AT_CUTOFF.format(counting_notices=_id_list(params, "notice", counting_notices)),
+        **names,
+    )
+
+
 def refresh_statements(
     *,
     form: str,
@@ -496,22 +540,10 @@ def refresh_statements(
     connection = connections[using]
     params = dict(params)
     snippets = _vendor_snippets(connection.vendor)
-    names = {
-        "exposure": table_name(connection, Exposure),
-        "subject": table_name(connection, Subject),
-        "subject_pk": connection.ops.quote_name(Subject._meta.pk.column),
-        "event": table_name(connection, OutcomeEvent),
-        "consent": table_name(connection, ConsentEvent),
-        "facts_table": table_name(connection, MetricFacts),
-        "order_facts": table_name(connection, MetricOrderFacts),
-    }
-    facts = (_FACTS_STACKED if form == "indexed" else _FACTS_STREAM).format(
-        float=snippets["float"],
-        consent_purpose=snippets["consent_purpose"],
-        unknown=UNKNOWN_SEGMENT,
-        ends_grant=_ENDS_GRANT.format(**names),
-        valid_at_cutoff=_VALID_AT_CUTOFF.format(counting_notices=_id_list(params, "notice", counting_notices)),
-        **names,
+    names = _table_names(connection)
+    facts = _facts_ctes(
+        form=form, per_subject="per_subject", params=params, snippets=snippets, names=names,
+        counting_notices=counting_notices,
     )
     notices_changed = (
         _NOTICES_CHANGED.format(changed_notices=_id_list(params, "changed_notice", changed_notices), **names)
@@ -555,3 +587,82 @@ def refresh_statements(
         )
     )
     return statements
+
+
+ROLLOUT_MARKER = "privacylab:rollout-statistics"  # the rollout health check's one statement
+
+# A rollout step's exposures in the place of an experiment's (docs/surfaces.md, "The health check"):
+# the side of the ramp is the "arm" (1: the shipped treatment, 0: the previous default).
+_ROLLOUT_SOURCES = """exposure_window AS MATERIALIZED (
+    SELECT r.id AS exposure_id, r.subject_id, CASE WHEN r.{group} = 'rollout' THEN 1 ELSE 0 END AS arm_id,
+        r.first_exposed_at AS fe, {pre_start} AS pre_start
+    FROM {rollout_exposure} r
+    WHERE r.rollout_id = %(rollout_id)s AND r.step_index = %(step_index)s AND r.first_exposed_at < %(window_end)s
+      AND NOT EXISTS (
+          SELECT 1 FROM {subject} rs WHERE rs.{subject_pk} = r.subject_id AND rs.restricted_at IS NOT NULL
+      )
+),
+{facts},
+rollout_facts AS (
+    SELECT exposure_id, CAST(%(experiment_id)s AS BIGINT) AS experiment_id, {fact_columns} FROM rollout_subjects
+),
+rollout_order_facts AS (
+    SELECT x.exposure_id, CAST(%(experiment_id)s AS BIGINT) AS experiment_id, CAST(o.amount AS {float}) AS amount
+    FROM exposure_window x
+    JOIN {event} o ON o.subject_id = x.subject_id
+    WHERE o.type = 'order' AND o.occurred_at >= x.fe AND o.occurred_at < %(window_end)s
+),
+"""
+
+
+def rollout_statistics_sql(
+    *,
+    rollout_id: int,
+    step_index: int,
+    experiment_id: int,
+    window_end,
+    pre_exposure_days: int,
+    gmv_cap_percentile: float | None,
+    counting_notices: list[int],
+    purpose: str,
+    using: str = "default",
+) -> tuple[str, list]:
+    """The aggregate of one rollout step's subjects, per side of the ramp (``arm_id`` 1: rollout, 0: default).
+
+    The same per-subject facts (``_facts_ctes``, the indexed form: a step's subjects are
+    a few) and the same aggregate as an experiment's, computed on the fly from the
+    step's exposures (nothing stored): the rows ``metric_statistics_from_rows`` reads.
+    """
+    connection = connections[using]
+    if gmv_cap_percentile is not None and not 0.0 <= float(gmv_cap_percentile) <= 1.0:
+        raise ValueError(f"gmv_cap_percentile must be in [0, 1] or None, got {gmv_cap_percentile!r}")
+    adapt = connection.ops.adapt_datetimefield_value
+    params = {
+        "rollout_id": rollout_id,
+        "step_index": step_index,
+        "experiment_id": experiment_id,
+        "window_end": adapt(window_end),
+        "pre_window": timedelta(days=pre_exposure_days),
+        "pre_window_us": pre_exposure_days * 86_400 * 1_000_000,
+        "purpose": purpose,
+        "cap_percentile": None if gmv_cap_percentile is None else float(gmv_cap_percentile),
+    }
+    snippets = _vendor_snippets(connection.vendor)
+    names = _table_names(connection)
+    sources = _ROLLOUT_SOURCES.format(
+        group=connection.ops.quote_name(RolloutExposure._meta.get_field("group").column),
+        rollout_exposure=table_name(connection, RolloutExposure),
+        pre_start=snippets["pre_start"].replace("e.first_exposed_at", "r.first_exposed_at"),
+        facts=_facts_ctes(
+            form="indexed", per_subject="rollout_subjects", params=params, snippets=snippets, names=names,
+            counting_notices=counting_notices,
+        ),
+        fact_columns=", ".join(_FACT_COLUMNS),
+        float=snippets["float"],
+        **names,
+    )
+    sql = _aggregate_sql(
+        connection, marker=ROLLOUT_MARKER, sources=sources, facts_table="rollout_facts",
+        order_facts="rollout_order_facts",
+    )
+    return _named_to_positional(sql, params)

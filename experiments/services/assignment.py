@@ -57,18 +57,29 @@ def subject_assign(
     blocked, assignments = _assign(configs, subject_id, attributes, now)
     if blocked is None and surfaces.any_personal:
         blocked = _subject_blocked(subject_pseudonym(subject_id))
-    treatments = surface_treatments(
-        defaults=surfaces.defaults,
-        assignments=[{"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()} for a in assignments],
-        experiment_surfaces={config.key: config.surface for config in configs},
+    treatments = subject_treatments(
+        configs=configs, surfaces=surfaces, assignments=assignments, subject_id=subject_id, attributes=attributes,
         personal_allowed=not blocked,
-        rollouts=surfaces.rollouts,
-        subject_id=subject_id,
-        attributes=attributes,
     )
     if surfaces.rollouts and not blocked:
         _record_rollout_exposures(subject_id, attributes, surfaces, treatments, now)
     return SubjectAssignment(assignments=assignments, treatments=treatments)
+
+
+def subject_treatments(
+    *, configs, surfaces, assignments: list[Assignment], subject_id: str, attributes: Mapping[str, object],
+    personal_allowed: bool = True,
+) -> dict[str, dict]:
+    """Per surface, the treatment the subject gets and why, from the server's configuration (no write)."""
+    return surface_treatments(
+        defaults=surfaces.defaults,
+        assignments=[{"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()} for a in assignments],
+        experiment_surfaces={config.key: config.surface for config in configs},
+        personal_allowed=personal_allowed,
+        rollouts=surfaces.rollouts,
+        subject_id=subject_id,
+        attributes=attributes,
+    )
 
 
 def _record_rollout_exposures(subject_id, attributes, surfaces, treatments, now) -> None:

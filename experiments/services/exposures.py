@@ -14,7 +14,7 @@ from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
 from consent.selectors import subjects_processing_limits
 from experiments.assignment import assign, targeting_matches
-from experiments.models import Experiment, Exposure
+from experiments.models import Experiment, Exposure, Rollout, RolloutExposure
 from experiments.selectors import ExperimentConfig, running_experiment_configs
 from experiments.services.assignment import MAX_ATTRIBUTES, SUBJECT_ATTRIBUTES, attribute_max_length
 from experiments.services.event_validation import (
@@ -22,11 +22,16 @@ from experiments.services.event_validation import (
     batch_envelope_check,
     timestamp_clean,
 )
+from privacylab_client.surfaces import RolloutSpec
 
 MAX_EXPOSURES_PER_BATCH = 1000
 MAX_KEY_LENGTH = 64  # experiment and arm keys (their columns)
-_FIELDS = frozenset({"subject_id", "experiment", "arm", "timestamp", "attributes"})
+_FIELDS = frozenset({"subject_id", "experiment", "arm", "rollout", "timestamp", "attributes"})
 _REQUIRED = ("subject_id", "experiment", "arm", "timestamp")
+# A rollout exposure names the ramp instead of an experiment and arm (docs/assignment.md, "Exposures").
+_ROLLOUT_REQUIRED = ("subject_id", "rollout", "timestamp")
+_ROLLOUT_FIELDS = frozenset({"surface", "salt", "percent", "group"})
+_ROLLOUT_GROUPS = ("rollout", "default")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -60,6 +65,27 @@ def _attributes_clean(value: object, name: str, problems: BatchProblems) -> dict
     return value if len(problems.errors) == before else None
 
 
+def _rollout_clean(value: object, name: str, problems: BatchProblems) -> None:
+    """The shape of a rollout exposure's ``rollout``: ``{"surface", "salt", "percent", "group"}``."""
+    if not isinstance(value, dict):
+        problems.add(name, 'Must be an object {"surface", "salt", "percent", "group"}.')
+        return
+    for unknown in sorted(set(value) - _ROLLOUT_FIELDS, key=str):
+        problems.add(f"{name}.{unknown}", "Unknown field.")
+    for required in sorted(_ROLLOUT_FIELDS - set(value)):
+        problems.add(f"{name}.{required}", "This field is required.")
+    for key in ("surface", "salt"):
+        if key in value and (issue := text_problem(value[key], max_length=MAX_KEY_LENGTH)) is not None:
+            problems.add(f"{name}.{key}", issue)
+    percent = value.get("percent")
+    if "percent" in value and (isinstance(percent, bool) or not isinstance(percent, int | float)
+                               or not 0 < percent <= 100):
+        problems.add(f"{name}.percent", "Must be the rollout's percent in the configuration the client assigned "
+                     "with: a number above 0, at most 100.")
+    if "group" in value and value["group"] not in _ROLLOUT_GROUPS:
+        problems.add(f"{name}.group", 'Must be "rollout" (the shipped treatment) or "default" (the previous default).')
+
+
 def exposures_check(*, exposures: object, now: datetime | None = None) -> list[dict]:
     """Validate a batch's shape and fields without the database: the clean exposures, or a ValidationError.
 
@@ -78,9 +104,16 @@ def exposures_check(*, exposures: object, now: datetime | None = None) -> list[d
         before = len(problems.errors)
         for unknown in sorted(set(exposure) - _FIELDS, key=str):
             problems.add(f"{prefix}.{unknown}", "Unknown field.")
-        for required in _REQUIRED:
+        of_rollout = "rollout" in exposure
+        for required in _ROLLOUT_REQUIRED if of_rollout else _REQUIRED:
             if required not in exposure:
                 problems.add(f"{prefix}.{required}", "This field is required.")
+        if of_rollout:
+            for other in ("experiment", "arm"):
+                if other in exposure:
+                    problems.add(f"{prefix}.{other}", "A rollout exposure names no experiment nor arm: "
+                                 "send either experiment and arm, or rollout.")
+            _rollout_clean(exposure["rollout"], f"{prefix}.rollout", problems)
         if "subject_id" in exposure and (issue := subject_id_problem(exposure["subject_id"])) is not None:
             problems.add(f"{prefix}.subject_id", issue)
         for key in ("experiment", "arm"):
@@ -132,8 +165,17 @@ def exposures_record(*, exposures: object, now: datetime | None = None) -> Expos
         Experiment.objects.filter(id__in=[config.id for config in configs.values()]).values_list("id", "started_at")
     )
     earliest: dict[tuple[int, str], dict] = {}
+    rollouts = _RolloutsRamping.load() if any("rollout" in exposure for exposure in cleaned) else None
+    earliest_rollout: dict[tuple[int, int, str], dict] = {}
     for exposure in cleaned:
         prefix = f"exposures[{exposure['index']}]"
+        if "rollout" in exposure:
+            found = rollouts.check(exposure, configs=configs.values(), prefix=prefix, problems=problems)
+            if found is not None:
+                key = (*found, exposure["subject_id"])
+                if key not in earliest_rollout or exposure["timestamp"] < earliest_rollout[key]["timestamp"]:
+                    earliest_rollout[key] = {**exposure, "rollout_id": found[0], "step_index": found[1]}
+            continue
         config = configs.get(exposure["experiment"])
         if config is None:
             problems.add(f"{prefix}.experiment", "No running experiment has this key.")
@@ -149,16 +191,74 @@ def exposures_record(*, exposures: object, now: datetime | None = None) -> Expos
         if key not in earliest or exposure["timestamp"] < earliest[key]["timestamp"]:
             earliest[key] = {**exposure, "config": config}
     problems.raise_if_any()
-    return _exposures_insert(list(earliest.values()), received=len(cleaned))
+    return _exposures_insert(list(earliest.values()), received=len(cleaned), rollout_exposures=list(earliest_rollout.values()))
 
 
-def _exposures_insert(exposures: list[dict], *, received: int) -> ExposuresRecorded:
-    pseudonyms = {exposure["subject_id"]: subject_pseudonym(exposure["subject_id"]) for exposure in exposures}
+class _RolloutsRamping:
+    """The ramping rollouts by surface, to check rollout exposures against (the server's own assignment's rules)."""
+
+    def __init__(self, by_surface: dict[str, Rollout]) -> None:
+        self.by_surface = by_surface
+
+    @classmethod
+    def load(cls) -> "_RolloutsRamping":
+        ramping = Rollout.objects.filter(status=Rollout.Status.RAMPING).select_related("surface")
+        return cls({rollout.surface.key: rollout for rollout in ramping})
+
+    def check(self, exposure: dict, *, configs, prefix: str, problems: BatchProblems) -> tuple[int, int] | None:
+        """The (rollout id, step index) this exposure belongs to, or None with the problem added.
+
+        The step is the latest one so far whose serving percent is the ``percent`` the
+        client assigned with (a client a poll behind still reports the step it saw);
+        its side must be the one the algorithm gives the subject at that percent, and
+        the subject must be one the server compares: matched by the rollout's
+        targeting and in no running experiment on the surface.
+        """
+        given = exposure["rollout"]
+        rollout = self.by_surface.get(given["surface"])
+        if rollout is None:
+            problems.add(f"{prefix}.rollout.surface", "No rollout is ramping on this surface.")
+            return None
+        if given["salt"] != rollout.salt:
+            problems.add(f"{prefix}.rollout.salt", "Not the salt of the surface's ramping rollout (one that ended?).")
+            return None
+        steps = [index for index in range(rollout.step_index + 1) if rollout.serving_percent(index) == given["percent"]]
+        if not steps:
+            so_far = ", ".join(str(rollout.serving_percent(index)) for index in range(rollout.step_index + 1))
+            problems.add(f"{prefix}.rollout.percent", f"Not a percent the rollout has served so far ({so_far}).")
+            return None
+        spec = RolloutSpec(surface=rollout.surface.key, experiment="", arm="", salt=rollout.salt,
+                           percent=float(given["percent"]), treatment={}, targeting=rollout.targeting or {})
+        if not targeting_matches(spec.targeting, exposure["attributes"]):
+            problems.add(f"{prefix}.attributes", "Do not match the rollout's targeting: the subject is not in it.")
+            return None
+        for config in configs:
+            if (config.surface == rollout.surface.key and targeting_matches(config.targeting, exposure["attributes"])
+                    and assign(config.spec, exposure["subject_id"]) is not None):
+                problems.add(f"{prefix}.rollout", f"The subject is in experiment {config.key!r} on this surface: "
+                             "they get its arm, not the rollout's comparison.")
+                return None
+        expected = "rollout" if spec.reaches(exposure["subject_id"], exposure["attributes"]) else "default"
+        if given["group"] != expected:
+            problems.add(f"{prefix}.rollout.group",
+                         f"Not the subject's side: at {given['percent']}% the algorithm gives {expected!r} "
+                         "(docs/surfaces.md).")
+            return None
+        if exposure["timestamp"] < rollout.created_at:
+            problems.add(f"{prefix}.timestamp", "Is before the rollout started: it cannot have been exposed then.")
+            return None
+        return rollout.pk, steps[-1]
+
+
+def _exposures_insert(exposures: list[dict], *, received: int, rollout_exposures: list[dict] = ()) -> ExposuresRecorded:
+    pseudonyms = {exposure["subject_id"]: subject_pseudonym(exposure["subject_id"])
+                  for exposure in [*exposures, *rollout_exposures]}
     with transaction.atomic():
         blocked = _blocked_subjects(sorted(set(pseudonyms.values())))
         allowed = [exposure for exposure in exposures if pseudonyms[exposure["subject_id"]] not in blocked]
+        allowed_rollout = [exposure for exposure in rollout_exposures if pseudonyms[exposure["subject_id"]] not in blocked]
         subjects = {}
-        for exposure in allowed:
+        for exposure in [*allowed, *allowed_rollout]:
             attributes = exposure["attributes"]
             subjects.setdefault(pseudonyms[exposure["subject_id"]], tuple(
                 str(attributes[name]) if attributes.get(name) is not None else "" for name in SUBJECT_ATTRIBUTES
@@ -175,8 +275,16 @@ def _exposures_insert(exposures: list[dict], *, received: int) -> ExposuresRecor
             for exposure in allowed
         ]
         existing = _exposures_upsert(rows)
+        rollout_rows = [
+            (exposure["rollout_id"], exposure["step_index"], pseudonyms[exposure["subject_id"]],
+             exposure["rollout"]["group"], exposure["timestamp"])
+            for exposure in allowed_rollout
+        ]
+        existing += _rollout_exposures_upsert(rollout_rows)
+    stored = len(rows) + len(rollout_rows)
     return ExposuresRecorded(
-        received=received, recorded=len(rows) - existing, duplicates=existing, withheld=len(exposures) - len(allowed)
+        received=received, recorded=stored - existing, duplicates=existing,
+        withheld=len(exposures) + len(rollout_exposures) - len(allowed) - len(allowed_rollout),
     )
 
 
@@ -264,3 +372,33 @@ def _exposures_upsert(rows: list[tuple]) -> int:
                 [value for row in chunk for value in (*row[:4], adapt(row[4]))],
             )
     return pairs_existing
+
+
+def _rollout_exposures_upsert(rows: list[tuple]) -> int:
+    """Insert rollout exposures ``(rollout, step, subject, group, time)``, keeping the earlier time of one already
+    stored on the same side; how many were already stored. (A few per batch: plain parameter lists.)"""
+    if not rows:
+        return 0
+    quote = connection.ops.quote_name
+    table = quote(RolloutExposure._meta.db_table)
+    group = quote(RolloutExposure._meta.get_field("group").column)
+    adapt = connection.ops.adapt_datetimefield_value
+    existing = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[start : start + _SQLITE_ROWS]
+            keys = " OR ".join(["(rollout_id = %s AND step_index = %s AND subject_id = %s)"] * len(chunk))
+            cursor.execute(
+                f"SELECT count(*) FROM {table} WHERE {keys}",  # noqa: S608 — our identifiers
+                [value for row in chunk for value in row[:3]],
+            )
+            existing += cursor.fetchone()[0]
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} (rollout_id, step_index, subject_id, {group}, first_exposed_at) "  # noqa: S608
+                f"VALUES {values} ON CONFLICT (rollout_id, step_index, subject_id) DO UPDATE SET "
+                f"first_exposed_at = excluded.first_exposed_at WHERE {table}.{group} = excluded.{group} "
+                f"AND {table}.first_exposed_at > excluded.first_exposed_at",
+                [value for row in chunk for value in (*row[:4], adapt(row[4]))],
+            )
+    return existing

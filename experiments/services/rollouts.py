@@ -18,7 +18,7 @@ from django.utils import timezone
 from config.task_registry import registered_task
 from experiments.metrics.definitions import METRICS
 from experiments.models import Experiment, ExperimentAlert, ExperimentDecision, Rollout, Surface
-from experiments.selectors import ROLLOUT_METRICS, rollout_step_statistics
+from experiments.selectors import rollout_step_statistics
 from experiments.services.lifecycle import experiment_config_changed
 from experiments.stats.decide import DEFAULT_TUNING_SAMPLE_SIZE
 from experiments.stats.rollout import RolloutVerdict, WatchedMetric, rollout_check
@@ -59,14 +59,17 @@ def experiment_ship(
     steps: Sequence[int] | None = None,
     hold_hours: float | None = None,
     targeting: dict | None = None,
+    final_holdback: int | None = None,
     actor=None,
     now: datetime | None = None,
 ) -> Rollout:
     """Start the rollout of an arm's treatment on the experiment's surface (or ``surface_key``).
 
     Allowed from the phase's final "ship" verdict for this arm; otherwise only with a
-    ``reason``, recorded on the rollout (a PM's decision). Bad input is a
-    ValidationError naming the field, and nothing is written.
+    ``reason``, recorded on the rollout (a PM's decision). ``final_holdback``
+    (default ``ROLLOUT_FINAL_HOLDBACK_PERCENT``): the percent of the traffic kept on
+    the previous default at the 100% step, so its hold is still a comparison. Bad
+    input is a ValidationError naming the field, and nothing is written.
     """
     now = now or timezone.now()
     reason = (reason or "").strip()
@@ -101,6 +104,10 @@ def experiment_ship(
     hold_hours = settings.ROLLOUT_HOLD_HOURS if hold_hours is None else hold_hours
     if not (isinstance(hold_hours, int | float) and math.isfinite(hold_hours) and hold_hours * 3600 >= 1):
         errors["hold_hours"] = "Hold each step for a positive number of hours, e.g. 24."
+    final_holdback = settings.ROLLOUT_FINAL_HOLDBACK_PERCENT if final_holdback is None else final_holdback
+    if not (isinstance(final_holdback, int) and not isinstance(final_holdback, bool) and 0 <= final_holdback < 50):
+        errors["final_holdback"] = ("The final holdback is a whole percent from 0 to 49 of the traffic kept on the "
+                                    "previous default at 100%, e.g. 5.")
     if problems := targeting_problems(targeting=targeting or {}):
         errors["targeting"] = " ".join(problems)
     if errors:
@@ -114,7 +121,7 @@ def experiment_ship(
         rollout = Rollout.objects.create(
             experiment=experiment, arm=arm, surface=surface, treatment=arm.treatment,
             previous_default=surface.default_treatment, steps=steps, step_index=0, step_started_at=now,
-            hold_seconds=max(1, round(hold_hours * 3600)), targeting=targeting or {},
+            hold_seconds=max(1, round(hold_hours * 3600)), final_holdback=final_holdback, targeting=targeting or {},
             reason=reason if reason else f"Final ship verdict of phase {verdict.phase}.",
             created_by=actor or experiment.owner, created_at=now,
         )
@@ -186,20 +193,20 @@ def rollout_step(*, rollout_id: int, now: datetime | None = None) -> str:
 
 
 def rollout_health(*, rollout: Rollout, now: datetime) -> RolloutVerdict:
-    """The current step's verdict: the shipped treatment against the previous default, on the experiment's
-    guardrails and its primary metric's margin (those measured during a rollout: ``ROLLOUT_METRICS``)."""
+    """The current step's verdict: the shipped treatment against the previous default, on every guardrail of
+    the experiment and its primary metric's margin, measured as the metric pipeline measures them."""
     experiment = rollout.experiment
     watched = [
         WatchedMetric(metric=g.metric, margin=g.margin, relative=g.relative, higher_is_better=METRICS[g.metric][1])
-        for g in experiment.guardrails.all() if g.metric in ROLLOUT_METRICS
+        for g in experiment.guardrails.all()
     ]
-    if experiment.decision_margin and experiment.primary_metric in ROLLOUT_METRICS:
+    if experiment.decision_margin and experiment.primary_metric not in {w.metric for w in watched}:
         watched.append(WatchedMetric(metric=experiment.primary_metric, margin=experiment.decision_margin,
                                      relative=True, higher_is_better=METRICS[experiment.primary_metric][1]))
     counts, statistics = rollout_step_statistics(rollout=rollout, until=now)
     planned = experiment.planned_subjects_per_arm
     return rollout_check(
-        counts=counts, percent=rollout.percent, statistics=statistics, watched=watched, alpha=experiment.alpha,
+        counts=counts, percent=rollout.serving_percent(), statistics=statistics, watched=watched, alpha=experiment.alpha,
         tuning_sample_size=2 * planned if planned else DEFAULT_TUNING_SAMPLE_SIZE,
     )
 

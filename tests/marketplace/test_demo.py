@@ -46,9 +46,23 @@ def test_the_demo_simulates_computes_and_prints_the_results_table():
     srm = snapshot.data["srm"]
     assert f"Sample-ratio check: chi² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g}" in text
     assert "Guardrail:" in text and "Decision rule: Privacy first:" in text
-    assert text.rstrip().splitlines()[-6].startswith("  Decision (not final yet): Keep running: ")  # the verdict in words ends the table
+    assert text.rstrip().splitlines()[-7].startswith("  Decision (not final yet): Keep running: ")  # the verdict in words ends the table
     assert re.search(r"Login: demo / \S+", text)
     assert "http://127.0.0.1:8000/admin/" in text
+
+    # The experiment runs on the seeded surface, whose default is the control's design; its winner can be shipped.
+    surface = experiment.surface
+    assert surface.key == "product-recommendations"
+    assert surface.default_treatment == experiment.arms.get(key="control").treatment
+    assert f"Surface: product-recommendations, default '{surface.default_treatment.name}'" in text
+    assert "manage.py experiment_ship privacy-demo-1 ARM" in text
+    from experiments.services import subject_assign
+
+    treatments = subject_assign(subject_id="after-the-demo", attributes={}).treatments
+    assert treatments["product-recommendations"]["source"] in {"experiment", "default"}
+    call_command("experiment_ship", experiment.key, "optin-cohort", "--reason", "The PM ships the opt-in design.",
+                 stdout=StringIO())
+    assert surface.rollouts.get().status == "ramping"
 
 
 def test_running_the_demo_again_starts_a_fresh_experiment():
@@ -56,4 +70,5 @@ def test_running_the_demo_again_starts_a_fresh_experiment():
     call_command("demo", "--subjects", "120", "--no-serve", stdout=StringIO())
     first, second = Experiment.objects.get(key="privacy-demo-1"), Experiment.objects.get(key="privacy-demo-2")
     assert first.status == Experiment.Status.STOPPED and second.status == Experiment.Status.RUNNING
+    assert first.surface == second.surface  # the surface is seeded once
     assert ResultSnapshot.objects.filter(experiment=second).order_by("window_end").last().subjects == 120

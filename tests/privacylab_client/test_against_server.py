@@ -86,34 +86,70 @@ def _random_subjects(rng: random.Random, n: int) -> list[tuple[str, dict]]:
     return subjects
 
 
+def _surfaces_create() -> None:
+    """Surfaces for the configuration's experiments: one experiment on a surface, a targeted rollout ramping on
+    another, a third on its default: every source a treatment can have."""
+    first, second = Experiment.objects.order_by("id")[:2]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        recommendations = services.surface_create(
+            key="product-recommendations", name="Product recommendations",
+            default_treatment=TreatmentFactory(personalization_level="popularity"))
+        services.surface_create(key="checkout-consent-prompt", name="Checkout consent prompt",
+                                default_treatment=TreatmentFactory(personalization_level="session"))
+        services.surface_create(key="search-ranking", name="Search ranking")  # the built-in fallback
+        Experiment.objects.filter(pk=first.pk).update(surface=recommendations)
+        services.experiment_ship(experiment=second, arm_key=second.arms.order_by("id").last().key,
+                                 reason="PM decision", surface_key="checkout-consent-prompt", steps=[25, 100],
+                                 targeting={"age_band": ["18-24", "25-34"]})
+        services.experiment_config_changed()
+
+
 @pytest.mark.django_db
 def test_local_equals_server_for_100_000_random_subjects():
-    """The published document, parsed as a client does, against the server's own configuration for 100,000 subjects.
+    """The published document, parsed as a client does, against the server's own configuration for 100,000 subjects:
+    the ``assignments`` and the per-surface ``treatments``.
 
     The server side is what its assignment computes from the database's configuration
-    (``arms_matched`` over ``running_experiment_configs``, the call the endpoint makes)
-    without the exposure write, which the 2,000-subject endpoint test below covers.
+    (``arms_matched`` over ``running_experiment_configs``, then ``subject_treatments``
+    over ``surface_defaults``: the calls the endpoint makes) without the exposure
+    writes, which the 2,000-subject endpoint test below covers.
     """
     _configuration_create(VECTORS["configuration_cases"][0]["configuration"])
+    _surfaces_create()
     from experiments.selectors import (
         arms_matched,
         assignment_config_document,
         running_experiment_configs,
+        surface_defaults,
     )
+    from experiments.services.assignment import Assignment, subject_treatments
+    from privacylab_client import local_treatments
 
     local = config_parse(assignment_config_document().document)
     configs = running_experiment_configs()
-    mismatches = []
+    surfaces = surface_defaults()
+    assert set(surfaces.defaults) == set(local.surfaces) and set(surfaces.rollouts) == set(local.rollouts) == {
+        "checkout-consent-prompt"}
+    mismatches, sources = [], {}
     for subject_id, attributes in _random_subjects(random.Random(20261202), 100_000):
         matched = arms_matched(configs=configs, subject_id=subject_id, attributes=attributes)
         served = [
-            {"experiment": config.key, "arm": arm_key, "treatment": config.arms_by_key[arm_key].treatment}
+            Assignment(experiment=config.key, arm=arm_key, treatment=config.arms_by_key[arm_key].contract)
             for config, arm_key in matched.values()
         ]
-        if local_assignments(local, subject_id, attributes) != served:
+        treatments = subject_treatments(configs=configs, surfaces=surfaces, assignments=served, subject_id=subject_id,
+                                        attributes=attributes)
+        assignments = local_assignments(local, subject_id, attributes)
+        if assignments != [{"experiment": a.experiment, "arm": a.arm, "treatment": a.treatment.to_dict()}
+                           for a in served] or local_treatments(local, assignments, subject_id, attributes) != treatments:
             mismatches.append(subject_id)
+        for surface, entry in treatments.items():
+            sources[surface, entry["source"]] = sources.get((surface, entry["source"]), 0) + 1
     assert mismatches == []
-    assert any(local_assignments(local, s, a) for s, a in _random_subjects(random.Random(1), 100))  # not all empty
+    # Every source occurs: the comparison is not between empty answers.
+    assert {("product-recommendations", "experiment"), ("product-recommendations", "default"),
+            ("checkout-consent-prompt", "rollout"), ("checkout-consent-prompt", "default"),
+            ("search-ranking", "default")} <= set(sources), sources
 
 
 @pytest.mark.django_db

@@ -29,10 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--surface", help="the surface's key (default: the experiment's surface)")
         parser.add_argument("--steps", help="percentages, increasing, ending at 100, e.g. 10,25,50,100")
         parser.add_argument("--hold-hours", type=float, help="how long each step is held (default: the tunable)")
+        parser.add_argument("--final-holdback", type=int,
+                            help="percent kept on the previous default during the 100%% step's hold (default: the tunable)")
         parser.add_argument("--by", help="the username shipping it (default: the experiment's owner)")
 
     def handle(self, *args, experiment: str, arm: str, reason: str, surface=None, steps=None, hold_hours=None,
-               by=None, **options):
+               by=None, final_holdback=None, **options):
         found = Experiment.objects.filter(key=experiment).first()
         if found is None:
             raise CommandError(f"No experiment {experiment!r}.")
@@ -44,11 +46,14 @@ class Command(BaseCommand):
         try:
             rollout = services.experiment_ship(
                 experiment=found, arm_key=arm, reason=reason, surface_key=surface,
-                steps=None if steps is None else _steps(steps), hold_hours=hold_hours, actor=actor,
+                steps=None if steps is None else _steps(steps), hold_hours=hold_hours, final_holdback=final_holdback,
+                actor=actor,
             )
         except ValidationError as exc:
             raise CommandError(" ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())) from exc
         self.stdout.write(
             f"Rollout {rollout.pk}: {found.key}/{arm} on {rollout.surface.key}, steps "
-            f"{', '.join(f'{s}%' for s in rollout.steps)}, each held {rollout.hold_seconds / 3600:g} h."
+            f"{', '.join(f'{s}%' for s in rollout.steps)}, each held {rollout.hold_seconds / 3600:g} h"
+            + (f"; at 100%, {rollout.final_holdback}% stay on the previous default until it is promoted."
+               if rollout.final_holdback else ".")
         )

@@ -38,7 +38,7 @@ from config.celery import app as celery_app
 from experiments import services
 from experiments.models import Experiment, ResultSnapshot
 from marketplace.driver import BUILD_SCHEDULES, simulate, snapshots_daily
-from marketplace.experiment import experiment_setup
+from marketplace.experiment import demo_surface_ensure, experiment_setup
 
 DEMO_PREFIX = "privacy-demo"
 DAYS = 14
@@ -107,6 +107,8 @@ class Command(BaseCommand):
         if dashboard:
             self.stdout.write(f"  Dashboard: http://{addr}{dashboard}")
         self.stdout.write(f"  API docs:  http://{addr}/api/docs/")
+        self.stdout.write(f"  Ship:      the winner to {experiment.surface.key}, from the experiment's admin page or "
+                          f"manage.py experiment_ship {experiment.key} ARM --reason TEXT (docs/surfaces.md)")
         if no_serve:
             return
         if no_worker or settings.REDIS_URL:
@@ -158,7 +160,8 @@ class Command(BaseCommand):
         number = Experiment.objects.filter(key__startswith=DEMO_PREFIX).count() + 1
         try:
             experiment = experiment_setup(
-                key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects
+                key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects,
+                surface=demo_surface_ensure(),
             )
         except ValidationError as exc:
             raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc
@@ -168,6 +171,11 @@ class Command(BaseCommand):
             f"  Rule: {experiment.get_decision_rule_display()}, GMV per subject within "
             f"−{experiment.decision_margin:.0%} of the control; planned {experiment.planned_subjects_per_arm:,} "
             f"subjects per arm ({experiment.planned_days} days at {daily_subjects:,.0f} shoppers a day)"
+        )
+        surface = experiment.surface
+        self.stdout.write(
+            f"  Surface: {surface.key}, default {surface.default_treatment.name if surface.default_treatment else 'the built-in fallback'!r}"
+            " (every shopper outside the experiment gets it)"
         )
         return experiment
 

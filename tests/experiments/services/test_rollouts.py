@@ -25,7 +25,7 @@ from experiments.models import (
 from experiments.selectors import surface_defaults
 from experiments.services.assignment import subject_assign
 from privacylab_client import config_parse, local_assignments, local_treatments
-from tests.consent.factories import grant, raw_id
+from tests.consent.factories import grant, raw_id, withdraw
 from tests.experiments.factories import ExperimentFactory, TreatmentFactory
 
 pytestmark = pytest.mark.django_db
@@ -202,14 +202,14 @@ def test_the_share_of_subjects_follows_the_step_and_nobody_leaves(experiment):
 
 
 def test_a_targeted_rollout_reaches_only_its_segment(experiment):
-    ship(experiment, reason="18-34 first", steps=[100], targeting={"age_band": ["18-24", "25-34"]})
+    ship(experiment, reason="18-34 first", steps=[100], final_holdback=0, targeting={"age_band": ["18-24", "25-34"]})
     assert sources(200, {"age_band": "25-34"}) == {"rollout": 200}
     assert sources(200, {"age_band": "45-54"}) == {"default": 200}
     assert sources(50) == {"default": 50}  # a subject that reports no age band is not targeted
 
 
 def test_a_restricted_subject_is_in_no_rollout(experiment):
-    ship(experiment, reason="PM", steps=[100])
+    ship(experiment, reason="PM", steps=[100], final_holdback=0)
     subject = raw_id()
     grant(subject)
     consent_services.dsr_file(type="restriction", subject_id=subject)
@@ -240,7 +240,7 @@ def test_the_client_resolves_the_rollout_as_the_server_does(experiment, api):
 
 @pytest.mark.parametrize("kind", [ExperimentAlert.Kind.GUARDRAIL, ExperimentAlert.Kind.SRM])
 def test_a_rollback_alerts_and_serves_the_default_again(experiment, kind):
-    rollout = ship(experiment, reason="PM", steps=[100])
+    rollout = ship(experiment, reason="PM", steps=[100], final_holdback=0)
     assert sources(20) == {"rollout": 20}
     with TestCase.captureOnCommitCallbacks(execute=True):
         services.rollout_roll_back(rollout=rollout, reason="conversion breached its margin", kind=kind,
@@ -345,3 +345,226 @@ def test_a_healthy_step_is_held_then_advanced(experiment):
     assert step(rollout, START + timedelta(hours=2)) == "held"
     assert step(rollout, START + timedelta(hours=24)) == "advanced"
     assert not ExperimentAlert.objects.exists()
+
+
+def _events(subject_ids, at, prefix, type):
+    OutcomeEvent.objects.bulk_create([
+        OutcomeEvent(event_id=f"{prefix}-{i}", subject_id=subject_pseudonym(subject_id), type=type, occurred_at=at,
+                     received_at=at, product_id="p-1", category="books")
+        for i, subject_id in enumerate(subject_ids)
+    ])
+
+
+def test_a_breached_privacy_guardrail_on_opt_outs_rolls_back_naming_the_metric(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="opt_out", margin=0.01)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    subjects = [f"h-0-{i}" for i in range(400)]
+    with time_machine.travel(START, tick=False):
+        for subject in subjects:
+            grant(subject)  # each holds a grant before being exposed
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=400)
+    with time_machine.travel(START + timedelta(hours=1), tick=False):
+        for subject in groups["rollout"][::3]:  # one in three on the shipped treatment withdraws; nobody else
+            withdraw(subject)
+    assert step(rollout, START + timedelta(hours=2)) == "rolled_back"
+    rollout.refresh_from_db()
+    assert "opt_out breached its margin at 50%" in rollout.finish_reason
+    alert = ExperimentAlert.objects.get(experiment=experiment)
+    assert alert.kind == "guardrail" and alert.metric == "opt_out" and "opt_out breached" in alert.message
+    assert alert.details["breaches"][0]["metric"] == "opt_out"
+
+
+def test_a_ratio_guardrail_is_watched_by_the_delta_method(experiment):
+    """CTR, clicks over impressions per subject: a relative margin of 10% of the default's CTR."""
+    Guardrail.objects.create(experiment=experiment, metric="ctr", margin=0.1, relative=True)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    groups = _exposed(rollout, START + timedelta(minutes=1), n=600)
+    later = START + timedelta(hours=1)
+    for side, clicking in (("default", 2), ("rollout", 10)):  # CTR 50% against 10%
+        _events(groups[side], later, f"{side}-i1", "rec_impression")
+        _events(groups[side], later, f"{side}-i2", "rec_impression")
+        _events(groups[side][::clicking], later, f"{side}-c", "rec_click")
+    from experiments.selectors import rollout_step_statistics
+
+    _, statistics = rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=2))
+    default, shipped = statistics["ctr"]
+    assert type(default).__name__ == "RatioStatistic"
+    assert default.denominator_sum == 2 * len(groups["default"])
+    assert shipped.numerator_sum == len(groups["rollout"][::10])
+    assert set(statistics) == {"conversion", "opt_out", "consent_rate", "gmv", "orders", "aov", "ctr"}
+    assert step(rollout, START + timedelta(hours=2)) == "rolled_back"
+    assert ExperimentAlert.objects.get(experiment=experiment).metric == "ctr"
+
+
+# --- rollout exposures from clients that assign locally -----------------------------------------
+
+
+def _rollout_exposure(rollout, subject_id, *, group=None, at=None, **overrides):
+    spec = surface_defaults().rollouts[SURFACE]
+    side = group or ("rollout" if spec.reaches(subject_id, {}) else "default")
+    return {"subject_id": subject_id, "timestamp": (at or START + timedelta(minutes=1)).isoformat(),
+            "rollout": {"surface": SURFACE, "salt": rollout.salt, "percent": spec.percent, "group": side, **overrides}}
+
+
+def _post_exposures(api, exposures, at=START + timedelta(minutes=5)):
+    with time_machine.travel(at, tick=False):
+        return api.post("/api/v1/exposures", {"exposures": exposures}, format="json")
+
+
+def test_rollout_exposures_are_recorded_once_with_the_earliest_time_and_counted(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    batch = [_rollout_exposure(rollout, f"l-{i}", at=START + timedelta(minutes=3)) for i in range(200)]
+    response = _post_exposures(api, batch)
+    assert response.status_code == 201, response.json()
+    assert response.json() == {"received": 200, "recorded": 200, "duplicates": 0, "withheld": 0}
+    earlier = [_rollout_exposure(rollout, f"l-{i}", at=START + timedelta(minutes=2)) for i in range(10)]
+    assert _post_exposures(api, earlier + batch[:5]).json()["duplicates"] == 10  # the same subject twice is one
+    stored = RolloutExposure.objects.filter(rollout=rollout, step_index=0)
+    assert stored.count() == 200
+    assert stored.get(subject_id=subject_pseudonym("l-0")).first_exposed_at == START + timedelta(minutes=2)
+    assert stored.get(subject_id=subject_pseudonym("l-199")).first_exposed_at == START + timedelta(minutes=3)
+    sides = {"rollout": 0, "default": 0}
+    for exposure in batch:
+        sides[exposure["rollout"]["group"]] += 1
+    counts, statistics = services.rollouts.rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=1))
+    assert counts == sides and min(sides.values()) > 50 and statistics["conversion"][0].n == sides["default"]
+    # The server's own assignment of the same subjects adds nothing.
+    with time_machine.travel(START + timedelta(minutes=10), tick=False):
+        subject_assign(subject_id="l-3", attributes={})
+    assert stored.count() == 200
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"surface": "checkout"}, "rollout.surface"),
+    ({"salt": "another"}, "rollout.salt"),
+    ({"percent": 25}, "rollout.percent"),
+    ({"percent": 0}, "rollout.percent"),
+    ({"group": "both"}, "rollout.group"),
+    ({"flavour": "x"}, "rollout.flavour"),
+])
+def test_bad_rollout_exposures_write_nothing_and_name_the_field(experiment, api, change, field):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    good = _rollout_exposure(rollout, "g-1")
+    bad = _rollout_exposure(rollout, "g-2", **change)
+    response = _post_exposures(api, [good, bad])
+    assert response.status_code == 400 and f"exposures[1].{field}" in response.json(), response.json()
+    assert not RolloutExposure.objects.exists()
+
+
+def test_a_rollout_exposure_on_the_wrong_side_or_before_the_rollout_is_refused(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    right = _rollout_exposure(rollout, "w-1")
+    wrong = {**right, "rollout": {**right["rollout"], "group": "default" if right["rollout"]["group"] == "rollout"
+                                  else "rollout"}}
+    response = _post_exposures(api, [wrong])
+    assert response.status_code == 400 and "Not the subject's side" in response.json()["exposures[0].rollout.group"][0]
+    early = _rollout_exposure(rollout, "w-1", at=START - timedelta(minutes=1))
+    assert "exposures[0].timestamp" in _post_exposures(api, [early]).json()
+    both = {**right, "experiment": experiment.key}
+    assert "exposures[0].experiment" in _post_exposures(api, [both]).json()
+    assert not RolloutExposure.objects.exists()
+
+
+def test_a_client_a_step_behind_reports_the_step_it_saw(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=1)
+    seen_at_50 = _rollout_exposure(rollout, "b-1")
+    step(rollout, START + timedelta(hours=1))
+    assert _post_exposures(api, [seen_at_50], at=START + timedelta(hours=1, minutes=1)).status_code == 201
+    assert RolloutExposure.objects.get().step_index == 0
+
+
+class _ViaTestClient:
+    """The client's HTTP, through Django's test client (no live server: fast)."""
+
+    def __init__(self, api):
+        self.api = api
+
+    def __call__(self, method, path, *, headers, body=None):
+        if method == "GET":
+            response = self.api.get(path)
+        else:
+            response = self.api.post(path, body, content_type="application/json")
+        return response.status_code, response.content, {"etag": response.get("ETag")}
+
+
+def test_the_client_sends_rollout_exposures_and_the_health_check_counts_them(experiment, api):
+    from privacylab_client import Client
+
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24)
+    client = Client("http://testserver", "unused", start=False)
+    client._request = _ViaTestClient(api)
+    with time_machine.travel(START + timedelta(minutes=1), tick=False):
+        client.refresh()
+        served = {}
+        for _ in range(2):  # returning subjects queue nothing new
+            for i in range(300):
+                served[f"k-{i}"] = client.assign(f"k-{i}", {})["treatments"][SURFACE]["source"]
+        assert client.exposures_pending == 300
+        client.flush()
+    assert client.exposures_sent == 300 and client.exposures_rejected == 0
+    recorded = dict(RolloutExposure.objects.filter(rollout=rollout).values_list("subject_id", "group"))
+    assert recorded == {subject_pseudonym(s): source for s, source in served.items()}
+    counts, _ = services.rollouts.rollout_step_statistics(rollout=rollout, until=START + timedelta(hours=1))
+    assert sum(counts.values()) == 300 and set(served.values()) == {"rollout", "default"}
+
+
+def test_the_schema_documents_the_rollout_exposure(client):
+    from tests.openapi_schema import schema_components
+
+    schemas = schema_components(client)
+    assert "rollout" in schemas["ExposureIn"]["properties"]
+    assert not {"experiment", "arm", "rollout"} & set(schemas["ExposureIn"].get("required", []))
+    rollout = schemas["RolloutExposureIn"]
+    assert set(rollout["required"]) == {"surface", "salt", "percent", "group"}
+    group = rollout["properties"]["group"]
+    reference = group.get("$ref") or group.get("allOf", [{}])[0].get("$ref")
+    group = schemas[reference.rsplit("/", 1)[1]] if reference else group
+    assert group["enum"] == ["rollout", "default"]
+
+
+# --- at 100%: the final holdback keeps a comparison until the promotion --------------------------
+
+
+def test_at_100_percent_a_final_holdback_stays_on_the_previous_default(experiment, api):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=1, final_holdback=20)
+    step(rollout, START + timedelta(hours=1))
+    rollout.refresh_from_db()
+    assert rollout.percent == 100 and rollout.serving_percent() == 80
+    assert api.get("/api/v1/config").json()["rollouts"][0]["percent"] == 80.0
+    counts = sources(1000)
+    assert 740 < counts["rollout"] < 860 and counts["rollout"] + counts["default"] == 1000
+
+
+def test_a_breach_during_the_final_hold_rolls_back_instead_of_promoting(experiment):
+    Guardrail.objects.create(experiment=experiment, metric="conversion", margin=0.02)
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24, final_holdback=20)
+    step(rollout, START + timedelta(hours=24))
+    groups = _exposed(rollout, START + timedelta(hours=24, minutes=1), n=1200)
+    assert len(groups["default"]) > 180  # the holdback: compared at 100% too
+    _orders(groups["default"][::3], START + timedelta(hours=25), "d")
+    _orders(groups["rollout"][::20], START + timedelta(hours=25), "r")
+    assert step(rollout, START + timedelta(hours=48)) == "rolled_back"  # the hold is over: it would have promoted
+    rollout.refresh_from_db()
+    assert rollout.status == Rollout.Status.ROLLED_BACK and "at 100%" in rollout.finish_reason
+    assert rollout.surface.default_treatment.name == "popularity default"
+
+
+def test_a_healthy_final_hold_promotes_and_the_holdback_ends(experiment):
+    rollout = ship(experiment, reason="PM", steps=[50, 100], hold_hours=24, final_holdback=20)
+    step(rollout, START + timedelta(hours=24))
+    _exposed(rollout, START + timedelta(hours=24, minutes=1), n=600)  # in the 80/20 ratio: no mismatch
+    assert step(rollout, START + timedelta(hours=48)) == "promoted"
+    assert sources(50) == {"default": 50}  # everyone: the shipped treatment is the default now
+    assert Rollout.objects.get().surface.default_treatment == rollout.treatment
+
+
+@pytest.mark.parametrize("holdback", [-1, 50, 2.5, True])
+def test_a_bad_final_holdback_is_refused(experiment, holdback):
+    with pytest.raises(ValidationError) as error:
+        ship(experiment, reason="PM", final_holdback=holdback)
+    assert "final_holdback" in error.value.message_dict and not Rollout.objects.exists()
+
+
+def test_the_final_holdback_defaults_to_the_tunable(experiment, settings):
+    settings.ROLLOUT_FINAL_HOLDBACK_PERCENT = 7
+    assert ship(experiment, reason="PM").final_holdback == 7
