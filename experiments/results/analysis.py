@@ -18,7 +18,11 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.privacy_ladder import experiment_privacy_order
-from experiments.results.adjustment import ADJUSTMENT_STRATA, adjusted_statistics, adjustment_summary
+from experiments.results.adjustment import (
+    ADJUSTMENT_STRATA,
+    adjusted_statistics,
+    adjustment_summary,
+)
 from experiments.results.document import SnapshotDocument
 from experiments.results.health import run_health, run_heterogeneity
 from experiments.stats import (

@@ -19,12 +19,35 @@ from experiments.metrics.aggregate import MetricStatistics
 from experiments.metrics.exposure_days import MAX_EXPOSURE_DAYS, exposure_day_statistics
 from experiments.models import Experiment
 from experiments.stats import (
+    InsufficientDataError,
     Report,
     Statistic,
+    difference_moments,
     effect_by_exposure_day,
     health_checks,
     heterogeneity_tests,
 )
+
+
+def _comparable(
+    arms: Mapping[str, Mapping[str, Statistic]], control: str, included: Sequence[str]
+) -> dict[str, dict[str, Statistic]]:
+    """One day's statistics less the metrics some arm cannot be compared on that day
+    (nobody ordered on day 9 in either arm); {} when none is left."""
+    keep = []
+    for metric in arms[control]:
+        if metric not in included:
+            continue
+        try:
+            for arm, metrics in arms.items():
+                if arm != control:
+                    difference_moments(arms[control][metric], metrics[metric])
+        except InsufficientDataError:
+            continue
+        keep.append(metric)
+    if not keep:
+        return {}
+    return {arm: {metric: metrics[metric] for metric in keep} for arm, metrics in arms.items()}
 
 
 def run_health(
@@ -71,10 +94,8 @@ def run_heterogeneity(
         gmv_cap=statistics.gmv_cap,
         days=MAX_EXPOSURE_DAYS,
     )
-    daily = {
-        day: {arm: {metric: stat for metric, stat in metrics.items() if metric in included} for arm, metrics in arms.items()}
-        for day, arms in daily.items()
-    }
+    daily = {day: _comparable(arms, control, included) for day, arms in daily.items()}
+    daily = {day: arms for day, arms in daily.items() if arms}
     if len(daily) < 2:
         document["exposure_days_reason"] = "fewer than two days since first exposure with subjects in every arm"
         return document
