@@ -280,6 +280,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                     "primary_metric", "alpha", "decision_rule", "decision_margin", "testing_mode",
                     "minimum_runtime_days", "privacy_order", "privacy_ladder", "gmv_cap_percentile",
                     "pre_exposure_days", "data_source", "analysis_engine", "prior_mean", "prior_variance",
+                    "suspicious_uplift",
                 ],
                 "description": "The rule decides the verdict (docs/statistics.md §9). Guardrails are below; each "
                 "must pass its one-sided non-inferiority test for an arm to ship.",

@@ -295,6 +295,7 @@ class Experiment(ConstraintFieldsMixin, models.Model):
         "experiment_prior_complete": "prior_variance",
         "experiment_prior_variance_positive": "prior_variance",
         "experiment_prior_bayesian_only": "prior_mean",
+        "experiment_suspicious_uplift_positive": "suspicious_uplift",
     }
 
     class DecisionRule(models.TextChoices):
@@ -474,6 +475,12 @@ class Experiment(ConstraintFieldsMixin, models.Model):
         help_text="Bayesian engine: the prior variance of the relative effect, above 0, e.g. 0.09 (a 30% standard "
         "deviation). Empty (with the mean): a flat prior.",
     )
+    # The health check's bound (experiments.stats.health; docs/statistics.md "Health checks").
+    suspicious_uplift = models.FloatField(
+        default=0.5,
+        help_text="Health check: a relative effect beyond ± this fraction is flagged as suspicious (more often a "
+        "broken metric than a real effect), e.g. 0.5 for ±50%.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -587,6 +594,11 @@ class Experiment(ConstraintFieldsMixin, models.Model):
                 condition=Q(prior_mean__isnull=True) | Q(analysis_engine="bayesian"),
                 name="experiment_prior_bayesian_only",
                 violation_error_message="Only the Bayesian engine takes a prior; choose it or leave the prior empty.",
+            ),
+            models.CheckConstraint(
+                condition=Q(suspicious_uplift__gt=0),
+                name="experiment_suspicious_uplift_positive",
+                violation_error_message="The suspicious-uplift bound is a fraction above 0, e.g. 0.5 for ±50 percent.",
             ),
         ]
 
@@ -897,6 +909,8 @@ class MetricFacts(models.Model):
     orders = models.BigIntegerField()
     gmv = models.FloatField()
     pre_gmv = models.FloatField()
+    # Orders in the pre-exposure window: CUPED++'s second covariate (docs/metrics.md).
+    pre_orders = models.BigIntegerField(default=0)
     impressions = models.BigIntegerField()
     clicks = models.BigIntegerField()
     opted_out = models.PositiveSmallIntegerField()
@@ -1006,8 +1020,8 @@ class ResultSnapshot(models.Model):
     # 2: a typed, versioned decision (experiments.stats.decide.Decision); 3: the order cap
     # (settings.order_cap) and the descriptive ratios (descriptive); 4: the experiment's engine
     # (engine) and, with the Bayesian one, its report (bayesian_report). Older ones still render.
-    SCHEMA_VERSION = 4
-    READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
+    SCHEMA_VERSION = 5
+    READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)
 
     class Status(models.TextChoices):
         OK = "ok", "Analysed"

@@ -196,6 +196,9 @@ class ResultsPage:
     segment_metric_label: str = ""
     segments: list[presenters.SegmentTable] = field(default_factory=list)
     segment_adjustment: str = ""
+    adjustments: list = field(default_factory=list)  # presenters.AdjustmentRow (schema 5)
+    health: presenters.HealthSummary | None = None  # schema 5
+    exposure_days: presenters.ExposureDays | None = None  # schema 5, for the segments' metric
     recommendations: list[presenters.RecommendationRow] = field(default_factory=list)
     gmv_shares: dict = field(default_factory=dict)
     guardrails: list[presenters.GuardrailRow] = field(default_factory=list)
@@ -369,6 +372,9 @@ def _fill_results(page: ResultsPage, snapshot: ResultSnapshot, *, segment_metric
     page.segment_metric_label = formats[page.segment_metric].label if page.segment_metric else ""
     page.segments = presenters.segment_tables(typed, metric=page.segment_metric)
     page.segment_adjustment = (typed.report or {}).get("adjustment", {}).get("segments", "")
+    page.adjustments = presenters.adjustment_rows(typed)
+    page.health = presenters.health_summary(typed)
+    page.exposure_days = presenters.exposure_days(typed, metric=page.segment_metric)
     page.gmv_shares = selectors.recommendation_gmv_shares(snapshot=snapshot)
     page.recommendations = presenters.recommendation_rows(typed, gmv_shares=page.gmv_shares)
     page.guardrails = presenters.guardrail_rows(typed)

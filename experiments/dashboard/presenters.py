@@ -101,6 +101,7 @@ class ResultRow:
     higher_is_better: bool = True
     skipped_reason: str = ""
     notes: tuple[str, ...] = ()
+    cuped_label: str = "CUPED"
 
 
 @dataclass(frozen=True)
@@ -122,15 +123,35 @@ def adjusted_treatment_mean(comparison: Mapping) -> float:
     return comparison["control_mean"] + comparison["absolute"]["estimate"]
 
 
+COVARIATE_LABELS = {"pre_gmv": "GMV before exposure", "pre_orders": "orders before exposure"}
+STRATUM_LABELS = {"age_band": "age band", "province": "province", "platform": "platform"}
+
+
+def adjustment_text(adjusted_for: Mapping) -> str:
+    """What a CUPED++ comparison was adjusted for, in words."""
+    covariates = [COVARIATE_LABELS.get(name, name) for name in adjusted_for.get("covariates") or ()]
+    strata = [STRATUM_LABELS.get(name, name) for name in adjusted_for.get("strata") or ()]
+    parts = []
+    if covariates:
+        parts.append("regression on " + " and ".join(covariates))
+    if strata:
+        parts.append("post-stratified on " + ", ".join(strata))
+    return "; ".join(parts) or "no regressor left (the unadjusted difference)"
+
+
 def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, is_guardrail: bool) -> ResultRow:
     absolute, rel = comparison["absolute"], comparison["relative"]
     tone = comparison_tone(comparison, metric)
-    cuped_note = ""
+    cuped_note, cuped_label = "", "CUPED"
+    lin = str(comparison.get("method", "")).startswith("lin_")
     if comparison["cuped"]:
         reduction = comparison.get("variance_reduction")
-        cuped_note = "CUPED: adjusted with each subject's GMV before exposure" + (
-            f"; variance reduced by {percent(reduction, 0)}" if reduction is not None else ""
-        )
+        if lin:  # CUPED++ (schema 5): Lin's regression, both means adjusted, no observed mean stored
+            cuped_label = "CUPED++"
+            cuped_note = "CUPED++: " + adjustment_text(comparison.get("adjusted_for") or {})
+        else:
+            cuped_note = "CUPED: adjusted with each subject's GMV before exposure"
+        cuped_note += f"; variance reduced by {percent(reduction, 0)}" if reduction is not None else ""
     return ResultRow(
         arm=comparison["arm"],
         metric=metric.key,
@@ -139,11 +160,12 @@ def _result_row(comparison: Mapping, metric: MetricFormat, *, is_primary: bool, 
         is_guardrail=is_guardrail,
         cuped=bool(comparison["cuped"]),
         cuped_note=cuped_note,
+        cuped_label=cuped_label,
         control_mean=metric.value(comparison["control_mean"]),
         treatment_mean=metric.value(
             adjusted_treatment_mean(comparison) if comparison["cuped"] else comparison["treatment_mean"]
         ),
-        treatment_observed=metric.value(comparison["treatment_mean"]) if comparison["cuped"] else "",
+        treatment_observed=metric.value(comparison["treatment_mean"]) if comparison["cuped"] and not lin else "",
         absolute=metric.difference(absolute["estimate"], width=_width(absolute["ci"])),
         absolute_interval=metric.interval(absolute["ci"]),
         relative=relative(rel["estimate"], decimals_for(_width(rel["ci"]) and _width(rel["ci"]) * 100, minimum=1,
@@ -568,6 +590,7 @@ class SegmentTable:
     dimension: str
     label: str
     rows: tuple[SegmentRow, ...]
+    interaction: tuple = ()  # InteractionSummary per arm (schema 5): read it before any cell
 
 
 def _cell_size(segment: Mapping, arm: str) -> str:
@@ -617,9 +640,10 @@ def segment_tables(document: SnapshotDocument, *, metric: str) -> list[SegmentTa
         )
     order = list((document.settings or {}).get("segment_dimensions") or SEGMENT_DIMENSION_LABELS)
     order += [dimension for dimension in grouped if dimension not in order]
+    interactions = interaction_summaries(document, metric=metric)
     return [
         SegmentTable(dimension=dimension, label=SEGMENT_DIMENSION_LABELS.get(dimension, dimension),
-                     rows=tuple(grouped[dimension]))
+                     rows=tuple(grouped[dimension]), interaction=tuple(interactions.get(dimension, ())))
         for dimension in order
         if dimension in grouped
     ]
@@ -827,6 +851,184 @@ def bayesian_rows(document: SnapshotDocument) -> list[BayesianRow]:
             )
         )
     return rows
+
+
+# --- schema 5: adjustment, health, heterogeneity -----------------------------------
+
+ADJUSTMENT_METHOD_LABELS = {
+    "cuped++": "CUPED++",
+    "stratification": "Post-stratification",
+    "cuped": "CUPED",
+    "none": "None",
+}
+
+
+@dataclass(frozen=True)
+class AdjustmentRow:
+    """One metric's variance adjustment (schema 5 ``adjustment``)."""
+
+    metric: str
+    label: str
+    method: str
+    used: str  # the covariates and strata, in words
+    removed: str  # per treatment arm the share of the variance removed
+    fallback_reason: str = ""
+
+
+def adjustment_rows(document: SnapshotDocument) -> list[AdjustmentRow]:
+    """Which adjustment each metric used and the variance it removed; none before schema 5."""
+    formats = metric_formats(document)
+    rows = []
+    for metric, entry in (document.adjustment or {}).items():
+        fmt = formats.get(metric)
+        method = entry.get("method", "none")
+        if method == "cuped":
+            used = "regression on GMV before exposure"
+        elif method == "none":
+            used = "—"
+        else:
+            used = adjustment_text(entry)
+        removed = ", ".join(
+            f"{arm}: {'—' if share is None else percent(share, 0)}"
+            for arm, share in (entry.get("variance_reduction") or {}).items()
+        )
+        rows.append(
+            AdjustmentRow(
+                metric=metric,
+                label=fmt.label if fmt else metric,
+                method=ADJUSTMENT_METHOD_LABELS.get(method, method),
+                used=used,
+                removed=removed if method != "none" else "—",
+                fallback_reason=entry.get("fallback_reason") or "",
+            )
+        )
+    return rows
+
+
+HEALTH_CHECK_LABELS = {
+    "multiple_exposures": "Multiple exposures",
+    "pre_exposure_bias": "Pre-exposure bias",
+    "suspicious_uplift": "Suspicious uplift",
+}
+
+
+@dataclass(frozen=True)
+class HealthFlagRow:
+    check: str
+    label: str
+    where: str  # "arm-1 · GMV" or "—"
+    reason: str
+
+
+@dataclass(frozen=True)
+class HealthSummary:
+    healthy: bool
+    flags: tuple[HealthFlagRow, ...]
+    checked: str  # what was checked, in words
+
+
+def health_summary(document: SnapshotDocument) -> HealthSummary | None:
+    """The health checks' flags with their reasons; None before schema 5 (or before any comparison)."""
+    health = document.health
+    if not health:
+        return None
+    formats = metric_formats(document)
+    flags = []
+    for flag in health.get("flags", []):
+        metric = flag.get("metric")
+        name = formats[metric].label if metric in formats else metric
+        where = " · ".join(part for part in (flag.get("arm"), name) if part) or "—"
+        flags.append(
+            HealthFlagRow(
+                check=flag["check"],
+                label=HEALTH_CHECK_LABELS.get(flag["check"], flag["check"]),
+                where=where,
+                reason=flag["reason"],
+            )
+        )
+    bias = health.get("pre_exposure_bias") or {}
+    exposures = health.get("multiple_exposures")
+    checked = (
+        f"multiple exposures ({'not checked for this source' if exposures is None else number(exposures) + ' subjects'}); "
+        f"{len(bias.get('tests') or [])} pre-exposure balance tests at p < {bias.get('threshold', 0.001):g}; "
+        f"relative effects beyond ±{percent((health.get('suspicious_uplift') or {}).get('bound', 0.5), 0)}"
+    )
+    return HealthSummary(healthy=bool(health.get("healthy")), flags=tuple(flags), checked=checked)
+
+
+@dataclass(frozen=True)
+class InteractionSummary:
+    """The treatment × segment interaction test of one dimension, arm and metric."""
+
+    arm: str
+    text: str
+    differs: bool  # BH-adjusted p below alpha: the segments' effects differ
+
+
+def interaction_summaries(document: SnapshotDocument, *, metric: str) -> dict[str, list[InteractionSummary]]:
+    """Per segment dimension, the interaction test of each arm for one metric (schema 5)."""
+    alpha = float(document.experiment.get("alpha", 0.05))
+    result: dict[str, list[InteractionSummary]] = {}
+    for test in (document.heterogeneity or {}).get("interaction_tests", []):
+        if test.get("metric") != metric:
+            continue
+        adjusted = test.get("p_value_adjusted")
+        differs = adjusted is not None and adjusted < alpha
+        text = (
+            f"{test['arm']}: χ²({test['degrees_of_freedom']}) = {test['q']:.2f}, p = {p_value(test['p_value'])}"
+            + (f" (BH-adjusted {p_value(adjusted)})" if adjusted is not None else "")
+            + (" — the segments' effects differ" if differs else " — no evidence that the segments differ")
+        )
+        result.setdefault(test.get("dimension") or "", []).append(
+            InteractionSummary(arm=test["arm"], text=text, differs=differs)
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class ExposureDayRow:
+    day: int
+    cells: tuple[tuple[str, str, str], ...]  # (arm, effect, interval)
+
+
+@dataclass(frozen=True)
+class ExposureDays:
+    metric: str
+    label: str
+    rows: tuple[ExposureDayRow, ...]
+    trends: tuple[str, ...]  # per arm, the trend test in words
+
+
+def exposure_days(document: SnapshotDocument, *, metric: str) -> ExposureDays | None:
+    """The effect by day since first exposure for one metric, with the trend tests (schema 5)."""
+    days = (document.heterogeneity or {}).get("exposure_days")
+    formats = metric_formats(document)
+    if not days or metric not in formats:
+        return None
+    fmt = formats[metric]
+    rows = []
+    for entry in days.get("days", []):
+        cells = tuple(
+            (
+                c["arm"],
+                fmt.difference(c["absolute"]["estimate"], width=_width(c["absolute"]["ci"])),
+                fmt.interval(c["absolute"]["ci"]),
+            )
+            for c in entry.get("comparisons", [])
+            if c["metric"] == metric
+        )
+        if cells:
+            rows.append(ExposureDayRow(day=int(entry["day"]), cells=cells))
+    if not rows:
+        return None
+    trends = tuple(
+        f"{trend['arm']}: the effect changes by {fmt.difference(trend['slope'])} per day "
+        f"(p ≤ {p_value(trend['p_value_bound'])}, conservative) — "
+        + ("a novelty or learning effect" if trend["significant"] else "no evidence of a trend")
+        for trend in days.get("trends", [])
+        if trend["metric"] == metric
+    )
+    return ExposureDays(metric=metric, label=fmt.label, rows=tuple(rows), trends=trends)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,12 @@ Modules, one responsibility each:
 - ``aggregate``: ``metric_statistics_aggregate``, the sufficient statistics from the stored facts;
 - ``attribution``: ``recommendation_gmv_attribution``, order value bought after a recommendation click;
 - ``pipeline``: ``metric_statistics_compute``, the refresh then the aggregate, in one transaction;
-- ``frame``: ``metric_facts_frame``, the notebook path (facts refreshed, then read as a DataFrame).
+- ``frame``: ``metric_facts_frame``, the notebook path (facts refreshed, then read as a DataFrame);
+- ``exposure_days``: ``exposure_day_statistics``, per-day sums since first exposure (novelty effects).
+
+The aggregate also returns CUPED++'s stratum cells (``MetricStatistics.cells``;
+``MetricStatistics.lin_statistics`` builds every metric's ``LinAdjustedStatistic``
+from them, covariates the capped pre-exposure GMV and the pre-exposure orders).
 
 Public API::
 
@@ -85,6 +90,11 @@ from experiments.metrics.definitions import (
     window_for,
     withdrawals_among_granted,
 )
+from experiments.metrics.exposure_days import (
+    EXPOSURE_DAY_METRICS,
+    MAX_EXPOSURE_DAYS,
+    exposure_day_statistics,
+)
 from experiments.metrics.frame import FRAME_COLUMNS, metric_facts_frame
 from experiments.metrics.pipeline import METRICS_WORK_MEM, metric_statistics_compute
 from experiments.metrics.planner import PLAN_MARKER, refresh_form_plan
@@ -105,8 +115,10 @@ metric_statistics = metric_statistics_compute
 
 __all__ = [
     "DESCRIPTIVE",
+    "EXPOSURE_DAY_METRICS",
     "FRAME_COLUMNS",
     "LATE_MARGIN",
+    "MAX_EXPOSURE_DAYS",
     "METRICS",
     "METRICS_WORK_MEM",
     "ORDERS_MARKER",
@@ -118,6 +130,7 @@ __all__ = [
     "UNKNOWN_SEGMENT",
     "FactsRefresh",
     "MetricStatistics",
+    "exposure_day_statistics",
     "metric_facts_frame",
     "metric_facts_refresh",
     "metric_statistics",

@@ -14,7 +14,7 @@ from experiments.models import Arm, Experiment, MetricFacts, MetricOrderFacts
 # what ``experiments.stats.analyze`` takes: one row per exposed subject, no identifier.
 FRAME_COLUMNS = (
     "arm", "age_band", "province", "platform", "customer", "converted", "opted_out", "consented", "granted",
-    "gmv", "pre_gmv", "orders", "impressions", "clicks", "order_gmv",
+    "gmv", "pre_gmv", "pre_orders", "orders", "impressions", "clicks", "order_gmv",
 )
 
 
@@ -55,7 +55,7 @@ def metric_facts_frame(
             .order_by("exposure_id")
             .values_list(
                 "arm_id", "age_band", "province", "platform", "customer", "orders", "opted_out", "consented",
-                "granted", "gmv", "pre_gmv", "orders", "impressions", "clicks", "exposure_id",
+                "granted", "gmv", "pre_gmv", "pre_orders", "orders", "impressions", "clicks", "exposure_id",
             )
         )
         orders = pd.DataFrame(

@@ -48,6 +48,63 @@ SUMS = (
 )
 
 
+# CUPED++ (``experiments.stats.LinAdjustedStatistic``): each metric's outcome column(s) and the
+# pre-exposure covariates every metric is adjusted for. The aggregate's ``cell`` rows carry, per
+# arm × stratum cell, Σv and Σv·w over these variables (``LIN_SUMS`` names the ones ``SUMS``
+# does not already hold); ``lin_sum_name`` finds either.
+LIN_COVARIATES = ("pre_gmv", "pre_orders")
+LIN_OUTCOMES = {
+    "conversion": ("converted",),
+    "opt_out": ("opted_out",),
+    "consent_rate": ("consented",),
+    "gmv": ("gmv",),
+    "orders": ("orders",),
+    "aov": ("aov", "orders"),  # numerator: each order capped at the order cap
+    "ctr": ("clicks", "impressions"),
+}
+# The stratum cell of a cell row: the assignment attributes, then the customer segment (so that
+# every segment's statistic can be summed from the cells too).
+CELL_KEY = ("age_band", "province", "platform", "customer")
+_BINARY = ("converted", "opted_out", "consented")
+_LIN_VARIABLES = (*_BINARY, "gmv", "orders", "aov", "clicks", "impressions", *LIN_COVARIATES)
+# Each variable's column in the aggregate's ``capped`` rows (the AOV numerator starts uncapped;
+# its capped orders' corrections are added as rows of their own).
+_LIN_COLUMN = {name: name for name in _LIN_VARIABLES} | {"aov": "raw_gmv"}
+_SUMS_HELD = {
+    ("converted",): "converted", ("opted_out",): "opted_out", ("consented",): "consented",
+    ("gmv",): "gmv_sum", ("gmv", "gmv"): "gmv_ss", ("pre_gmv",): "pre_sum", ("pre_gmv", "pre_gmv"): "pre_ss",
+    ("gmv", "pre_gmv"): "gmv_pre", ("orders",): "orders_sum", ("orders", "orders"): "orders_ss",
+    ("aov",): "aov_sum", ("aov", "aov"): "aov_ss", ("orders", "aov"): "aov_orders",
+    ("impressions",): "impressions_sum", ("impressions", "impressions"): "impressions_ss",
+    ("clicks",): "clicks_sum", ("clicks", "clicks"): "clicks_ss", ("clicks", "impressions"): "clicks_impressions",
+} | {(name, name): name for name in _BINARY}  # a 0/1 value is its own square
+
+
+def _lin_key(*variables: str) -> tuple[str, ...]:
+    return tuple(sorted(variables, key=_LIN_VARIABLES.index))
+
+
+def lin_sum_name(*variables: str) -> str:
+    """The aggregate column of Σ v (one variable) or Σ v·w (two) of the CUPED++ variables."""
+    key = _lin_key(*variables)
+    return _SUMS_HELD.get(key) or "lin_" + "_".join(key)
+
+
+def _lin_products() -> list[tuple[str, ...]]:
+    needed: list[tuple[str, ...]] = []
+    for outcomes in LIN_OUTCOMES.values():
+        variables = (*outcomes, *LIN_COVARIATES)
+        for i, a in enumerate(variables):
+            for key in ((a,), *(_lin_key(a, b) for b in variables[i:])):
+                if key not in needed:
+                    needed.append(key)
+    return [key for key in needed if key not in _SUMS_HELD]
+
+
+_LIN_PRODUCTS = _lin_products()
+LIN_SUMS = tuple(lin_sum_name(*key) for key in _LIN_PRODUCTS)
+
+
 def _named_to_positional(sql: str, params: dict) -> tuple[str, list]:
     """``%(name)s`` → ``%s`` with a parameter list, so one query text serves both backends."""
     ordered: list = []
@@ -115,7 +172,7 @@ WITH
 {sources}{cap},
 {order_cap},
 per_subject AS (
-    SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, impressions, clicks,
+    SELECT arm_id, age_band, province, platform, customer, orders, gmv, pre_gmv, pre_orders, impressions, clicks,
         opted_out, consented, granted
     FROM {facts_table}
     WHERE experiment_id = %(experiment_id)s
@@ -125,7 +182,7 @@ per_subject AS (
 ),
 capped AS (
     SELECT p.arm_id, p.age_band, p.province, p.platform, p.customer, p.orders, p.impressions, p.clicks,
-        p.opted_out, p.consented, p.granted,
+        p.opted_out, p.consented, p.granted, p.pre_orders,
         CASE WHEN p.orders > 0 THEN 1 ELSE 0 END AS converted,
         CASE WHEN cap.cap IS NULL OR p.gmv <= cap.cap THEN p.gmv ELSE cap.cap END AS gmv,
         CASE WHEN cap.cap IS NULL OR p.pre_gmv <= cap.cap THEN p.pre_gmv ELSE cap.cap END AS pre_gmv,
@@ -140,8 +197,10 @@ excess AS (
     GROUP BY o.exposure_id
 ),
 corrections AS (
-    SELECT f.arm_id, f.age_band, f.province, f.platform, f.customer, x.excess, f.gmv AS raw_gmv, f.orders
-    FROM excess x JOIN {facts_table} f ON f.exposure_id = x.exposure_id
+    SELECT f.arm_id, f.age_band, f.province, f.platform, f.customer, x.excess, f.gmv AS raw_gmv, f.orders,
+        CASE WHEN cap.cap IS NULL OR f.pre_gmv <= cap.cap THEN f.pre_gmv ELSE cap.cap END AS pre_gmv,
+        f.pre_orders
+    FROM excess x JOIN {facts_table} f ON f.exposure_id = x.exposure_id CROSS JOIN cap
     ORDER BY f.exposure_id
 ),
 cells AS (
@@ -149,7 +208,8 @@ cells AS (
     -- hundred rows); the per-arm and per-segment sums below add up cells. The sums of
     -- the order-capped GMV start from the uncapped GMV, and the few capped orders'
     -- corrections are added as cells of their own:
-    -- Σ(g − e) = Σg − Σe, Σ(g − e)² = Σg² + Σ(e² − 2ge), Σ(g − e)·n = Σg·n − Σe·n.
+    -- Σ(g − e) = Σg − Σe, Σ(g − e)² = Σg² + Σ(e² − 2ge), Σ(g − e)·n = Σg·n − Σe·n (and
+    -- likewise its products with the CUPED++ covariates).
     SELECT arm_id, age_band, province, platform, customer, {cell_aggregates}
     FROM capped
     GROUP BY arm_id, age_band, province, platform, customer
@@ -268,7 +328,7 @@ _VALID_AT_CUTOFF = (
 
 
 _FACT_COLUMNS = (
-    "arm_id", "age_band", "province", "platform", "customer", "orders", "gmv", "pre_gmv",
+    "arm_id", "age_band", "province", "platform", "customer", "orders", "gmv", "pre_gmv", "pre_orders",
     "impressions", "clicks", "opted_out", "consented", "granted",
 )
 
@@ -322,6 +382,7 @@ _FACTS_STACKED = """facts AS (
         SUM(f.orders) AS orders,
         CAST(SUM(f.gmv) AS {float}) AS gmv,
         CAST(SUM(f.pre_gmv) AS {float}) AS pre_gmv,
+        SUM(f.pre_orders) AS pre_orders,
         SUM(f.impressions) AS impressions,
         SUM(f.clicks) AS clicks,
         MAX(f.opted_out) AS opted_out,
@@ -379,6 +440,7 @@ per_exposure AS (
         COALESCE(p.orders, 0) AS orders,
         CAST(COALESCE(p.gmv, 0) AS {float}) AS gmv,
         CAST(COALESCE(p.pre_gmv, 0) AS {float}) AS pre_gmv,
+        COALESCE(p.pre_orders, 0) AS pre_orders,
         COALESCE(p.impressions, 0) AS impressions,
         COALESCE(p.clicks, 0) AS clicks,
         CASE WHEN COALESCE(p.withdrawals, 0) > 0 THEN 1 ELSE 0 END AS opted_out,
@@ -411,27 +473,50 @@ _CORRECTIONS = {
 }
 
 
+def _lin_aggregate(key: tuple[str, ...]) -> str:
+    return "SUM(" + " * ".join(_LIN_COLUMN[name] for name in key) + ")"
+
+
+def _lin_correction(key: tuple[str, ...]) -> str:
+    """The AOV numerator's correction rows for one CUPED++ sum: Σ(g − e)·x = Σg·x − Σe·x."""
+    if "aov" not in key:
+        return "0"
+    (other,) = [name for name in key if name != "aov"]  # Σ(g − e)² is held in SUMS already
+    return f"-SUM(excess * {other})"
+
+
 def _cell_aggregates() -> str:
-    return ", ".join(f"{expression} AS {name}" for name, expression in zip(SUMS, _AGGREGATES, strict=True))
+    held = [f"{expression} AS {name}" for name, expression in zip(SUMS, _AGGREGATES, strict=True)]
+    lin = [f"{_lin_aggregate(key)} AS {name}" for key, name in zip(_LIN_PRODUCTS, LIN_SUMS, strict=True)]
+    return ", ".join(held + lin)
 
 
 def _correction_aggregates() -> str:
-    return ", ".join(f"{_CORRECTIONS.get(name, '0')} AS {name}" for name in SUMS)
+    held = [f"{_CORRECTIONS.get(name, '0')} AS {name}" for name in SUMS]
+    lin = [f"{_lin_correction(key)} AS {name}" for key, name in zip(_LIN_PRODUCTS, LIN_SUMS, strict=True)]
+    return ", ".join(held + lin)
 
 
 def _selects(vendor: str) -> str:
-    sums = ", ".join(f"SUM({name})" for name in SUMS)
-    # Identifiers come from the module's constants, never from input.
+    sums = ", ".join(f"SUM({name})" for name in (*SUMS, *LIN_SUMS))
+    key = ", ".join(CELL_KEY)
+    # Identifiers come from the module's constants, never from input. The 'cell' rows (one per
+    # arm × CELL_KEY, the key as a JSON array) are CUPED++'s stratum cells.
     if vendor == "postgresql":
-        dimension = "CASE " + " ".join(
+        is_cell = " AND ".join(f"GROUPING({name}) = 0" for name in CELL_KEY)
+        dimension = f"CASE WHEN {is_cell} THEN 'cell' " + " ".join(
             f"WHEN GROUPING({name}) = 0 THEN '{name}'" for name in SEGMENT_DIMENSIONS
         ) + " ELSE 'all' END"
-        value = "COALESCE(" + ", ".join(SEGMENT_DIMENSIONS) + ", '')"
-        sets = ", ".join(["(arm_id)", *(f"(arm_id, {name})" for name in SEGMENT_DIMENSIONS)])
+        value = (
+            f"CASE WHEN {is_cell} THEN CAST(json_build_array({key}) AS text) "
+            "ELSE COALESCE(" + ", ".join(SEGMENT_DIMENSIONS) + ", '') END"
+        )
+        sets = ", ".join(["(arm_id)", *(f"(arm_id, {name})" for name in SEGMENT_DIMENSIONS), f"(arm_id, {key})"])
         return f"SELECT {dimension}, {value}, arm_id, {sums} FROM cells GROUP BY GROUPING SETS ({sets})"  # noqa: S608
     parts = [f"SELECT 'all', '', arm_id, {sums} FROM cells GROUP BY arm_id"]  # noqa: S608
     for name in SEGMENT_DIMENSIONS:
         parts.append(f"SELECT '{name}', {name}, arm_id, {sums} FROM cells GROUP BY arm_id, {name}")  # noqa: S608
+    parts.append(f"SELECT 'cell', json_array({key}), arm_id, {sums} FROM cells GROUP BY arm_id, {key}")  # noqa: S608
     return "\nUNION ALL\n".join(parts)
 
 
@@ -477,7 +562,7 @@ def _aggregate_sql(connection, *, marker: str, sources: str, facts_table: str, o
         selects=_selects(connection.vendor),
         cell_aggregates=_cell_aggregates(),
         correction_aggregates=_correction_aggregates(),
-        padding=", ".join(["NULL"] * (len(SUMS) - 1)),
+        padding=", ".join(["NULL"] * (len(SUMS) + len(LIN_SUMS) - 1)),
     )
 
 

@@ -1,6 +1,7 @@
 """The analysis of one run: the metric pipeline fed to the stats engine, as the snapshot's JSON document."""
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -17,7 +18,13 @@ from experiments.models import (
     ResultSnapshot,
 )
 from experiments.privacy_ladder import experiment_privacy_order
+from experiments.results.adjustment import (
+    ADJUSTMENT_STRATA,
+    adjusted_statistics,
+    adjustment_summary,
+)
 from experiments.results.document import SnapshotDocument
+from experiments.results.health import run_health, run_heterogeneity
 from experiments.stats import (
     DECISION_VERSION,
     Decision,
@@ -324,6 +331,22 @@ def results_document(
     treatments = [arm.key for arm in arms if not arm.is_control]
     weights = {arm.key: arm.weight for arm in arms}
     subjects = {arm.key: statistics.subjects.get(arm.key, 0) for arm in arms}
+    measured = statistics  # as the pipeline returned it: the snapshot's "statistics" keep these sums
+    if subjects.get(control) and all(subjects.values()):
+        # Each metric with its variance adjustment (CUPED++ where identified), segments too; the
+        # decision, the guardrails and the reports all read these.
+        overall, adjustments = adjusted_statistics(statistics=statistics, control=control)
+        like = {metric: type(statistic) for metric, statistic in overall[control].items()}
+        statistics = replace(
+            statistics,
+            arms=overall,
+            segments={
+                label: adjusted_statistics(statistics=statistics, control=control, segment=label, like=like)[0]
+                for label in statistics.segments
+            },
+        )
+    else:
+        adjustments = {}
     document = SnapshotDocument(
         schema_version=SCHEMA_VERSION,
         experiment={
@@ -346,7 +369,14 @@ def results_document(
             "pre_exposure_days": statistics.pre_exposure_days,
             "cuped": statistics.pre_exposure_days > 0,
             "segment_dimensions": list(SEGMENT_DIMENSIONS),
+            # CUPED++ (schema 5): what each metric may be adjusted for; "adjustment" says what it was.
+            "covariates": list(statistics.covariates) if statistics.cells else (
+                ["pre_gmv"] if statistics.pre_exposure_days > 0 else []
+            ),
+            "strata": list(ADJUSTMENT_STRATA) if statistics.cells else [],
+            "suspicious_uplift": experiment.suspicious_uplift,
         },
+        adjustment=adjustment_summary(adjustments) if adjustments else None,
         arms=[
             {
                 "key": arm.key,
@@ -360,9 +390,11 @@ def results_document(
             for arm in arms
         ],
         metrics=_metric_catalog(),
+        # The pipeline's single-covariate statistics, as before schema 5 (re-analysable as they
+        # were; the CUPED++ cells are not stored: "adjustment" says what each metric used).
         statistics={
             arm: {metric: _statistic_dict(statistic) for metric, statistic in metrics.items()}
-            for arm, metrics in statistics.arms.items()
+            for arm, metrics in measured.arms.items()
         },
         # Shown per arm, never tested nor part of the decision (experiments.metrics.DESCRIPTIVE).
         descriptive={
@@ -376,7 +408,7 @@ def results_document(
         document = document.with_values(
             status=Status.NO_EXPOSURES, message="No subject has been exposed to this experiment in the window yet."
         )
-        return Status.NO_EXPOSURES, json_safe(document.to_dict()), statistics
+        return Status.NO_EXPOSURES, json_safe(document.to_dict()), measured
     srm = srm_test(subjects, weights)
     document = document.with_values(srm=srm.to_dict())
     empty = [arm for arm, n in subjects.items() if n == 0]
@@ -388,7 +420,7 @@ def results_document(
                 f"(sample-ratio test p={srm.p_value:.3g})."
             ),
         )
-        return Status.ARM_WITHOUT_EXPOSURES, json_safe(document.to_dict()), statistics
+        return Status.ARM_WITHOUT_EXPOSURES, json_safe(document.to_dict()), measured
     included, skipped = _feasible_metrics(statistics.arms, control)
     document = document.with_values(skipped_metrics=skipped)
     if included:
@@ -403,7 +435,20 @@ def results_document(
                 for label, by_arm in statistics.segments.items()
             },
         )
-        document = document.with_values(report=report.to_dict())
+        document = document.with_values(
+            report=report.to_dict(),
+            heterogeneity=run_heterogeneity(
+                report=report, experiment=experiment, statistics=statistics, control=control, weights=weights,
+                included=included, source=source,
+            ),
+            health=run_health(
+                statistics={arm: {metric: metrics[metric] for metric in included} for arm, metrics in statistics.arms.items()},
+                report=report,
+                control=control,
+                experiment=experiment,
+                source=source,
+            ),
+        )
         if experiment.analysis_engine == Experiment.AnalysisEngine.BAYESIAN:
             # Additive: "report" stays the frequentist one the pages and older snapshots read.
             document = document.with_values(
@@ -438,4 +483,4 @@ def results_document(
     document = document.with_values(
         decision=_frozen(experiment, statistics.phase, statistics.window_end, current), status=Status.OK
     )
-    return Status.OK, json_safe(document.to_dict()), statistics
+    return Status.OK, json_safe(document.to_dict()), measured

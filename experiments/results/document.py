@@ -1,10 +1,11 @@
 """The snapshot document (docs/metrics.md, "ResultSnapshot"): a versioned dataclass over the stored JSON.
 
 JSON stays the stored form (``ResultSnapshot.data``): ``from_dict`` reads any readable
-schema version (1 to 4) and ``to_dict`` gives the stored form back key for key. Keys a
+schema version (1 to 5) and ``to_dict`` gives the stored form back key for key. Keys a
 version lacks (schema 2 has no ``descriptive``, older schema 3 runs no
-``recommendation_gmv``) stay absent, and keys this module does not know (a newer writer's)
-are kept, so a document round-trips unchanged whoever wrote it.
+``recommendation_gmv``, schema 4 no ``adjustment``, ``heterogeneity`` nor ``health``) stay
+absent, and keys this module does not know (a newer writer's) are kept, so a document
+round-trips unchanged whoever wrote it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class SnapshotDocument:
     report: dict | None = None  # the frequentist report, whichever the engine (pages and older runs read it)
     engine: str | None = None  # schema 4: "frequentist" | "bayesian"
     bayesian_report: dict | None = None  # schema 4, Bayesian engine only
+    adjustment: dict | None = None  # schema 5: per metric the variance adjustment used and what it removed
+    heterogeneity: dict | None = None  # schema 5: interaction tests per dimension, effect by exposure day
+    health: dict | None = None  # schema 5: the health checks' flags with their reasons
     skipped_metrics: list = field(default_factory=list)
     guardrails: list = field(default_factory=list)
     decision: dict | None = None

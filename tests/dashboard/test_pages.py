@@ -217,7 +217,7 @@ def test_a_document_of_an_older_schema_gets_a_clear_message(client, people):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-state="old_schema"' in html
-    assert "stored in format version 0, and this dashboard reads versions 1, 2, 3 and 4. Recompute" in html
+    assert "stored in format version 0, and this dashboard reads versions 1, 2, 3, 4 and 5. Recompute" in html
     csv_response = client.get(_url("export-csv", experiment))
     assert csv_response.status_code == 409 and b"format version 0" in csv_response.content
 
@@ -416,7 +416,7 @@ def test_a_bayesian_experiment_shows_chance_to_win_risk_and_credible_intervals(c
                                  analysis_engine="bayesian", prior_mean=0.0, prior_variance=0.09)
     populate(experiment, ARMS, prefix="bayes")
     snapshot = compute_results(experiment=experiment, monitor=False)
-    assert snapshot.schema_version == ResultSnapshot.SCHEMA_VERSION == 4
+    assert snapshot.schema_version == ResultSnapshot.SCHEMA_VERSION == 5
     login(client, people["owner"])
     response = client.get(_url("experiment-detail", experiment))
     page = response.context["page"]
@@ -447,3 +447,82 @@ def test_a_schema_3_snapshot_without_an_engine_still_renders_as_frequentist(clie
     assert response.status_code == 200 and 'id="results-table"' in response.content.decode()
     page = response.context["page"]
     assert page.engine == "frequentist" and page.bayesian == []
+
+
+def test_the_page_says_which_adjustment_each_metric_used_and_the_variance_it_removed(client, analysed, people):
+    snapshot = ResultSnapshot.objects.filter(experiment=analysed).latest()
+    stored = snapshot.data["adjustment"]
+    login(client, people["viewer"])
+    response = client.get(_url("experiment-detail", analysed))
+    page = response.context["page"]
+    assert {row.metric for row in page.adjustments} == set(stored)
+    gmv = next(row for row in page.adjustments if row.metric == "gmv")
+    assert gmv.method == {"cuped++": "CUPED++", "cuped": "CUPED", "stratification": "Post-stratification"}[
+        stored["gmv"]["method"]
+    ]
+    from experiments.dashboard.formatting import percent
+
+    reduction = stored["gmv"]["variance_reduction"]["arm-1"]
+    assert f"arm-1: {percent(reduction, 0)}" in gmv.removed  # negative: Lin's small-sample cost
+    html = response.content.decode()
+    assert 'id="adjustments"' in html and "Variance removed" in html and gmv.used in html and gmv.method in html
+
+
+def test_health_flags_are_shown_with_their_reason_and_exported_in_the_json(client, people):
+    from tests.dashboard.conftest import ARMS
+
+    experiment = make_experiment(people["owner"], key="health-reco", suspicious_uplift=1e-4)
+    populate(experiment, ARMS, prefix="health")
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    flags = snapshot.data["health"]["flags"]
+    assert any(flag["check"] == "suspicious_uplift" for flag in flags)
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", experiment))
+    page = response.context["page"]
+    assert not page.health.healthy and len(page.health.flags) == len(flags)
+    html = response.content.decode()
+    assert 'id="health-flags"' in html and "Suspicious uplift" in html
+    assert flags[0]["reason"].split(":")[0] in html
+    exported = json.loads(client.get(_url("export-json", experiment)).content)
+    assert exported["data"]["health"]["flags"] == flags
+
+
+def test_each_segment_table_opens_with_its_interaction_test_and_the_effect_by_exposure_day_follows(
+    client, analysed, people
+):
+    snapshot = ResultSnapshot.objects.filter(experiment=analysed).latest()
+    tests = [t for t in snapshot.data["heterogeneity"]["interaction_tests"] if t["metric"] == "gmv"]
+    login(client, people["viewer"])
+    response = client.get(_url("experiment-detail", analysed) + "?segments=gmv")
+    page = response.context["page"]
+    assert tests
+    for table in page.segments:
+        expected = [t for t in tests if t["dimension"] == table.dimension]
+        assert [summary.arm for summary in table.interaction] == [t["arm"] for t in expected]
+        assert all("χ²" in summary.text for summary in table.interaction)
+    html = response.content.decode()
+    assert html.count('class="small interaction-tests"') == sum(1 for table in page.segments if table.interaction) > 0
+    assert html.index('class="small interaction-tests"') < html.index('class="data-table segment-table')
+    days = snapshot.data["heterogeneity"]["exposure_days"]
+    if days is not None:  # the seeded history spans a few days
+        assert page.exposure_days is not None and 'id="exposure-day-table"' in html
+        assert [row.day for row in page.exposure_days.rows] == [
+            entry["day"] for entry in days["days"] if any(c["metric"] == "gmv" for c in entry["comparisons"])
+        ]
+    exported = json.loads(client.get(_url("export-json", analysed)).content)
+    assert exported["data"]["heterogeneity"]["interaction_tests"] == snapshot.data["heterogeneity"]["interaction_tests"]
+
+
+def test_a_schema_4_snapshot_without_adjustment_health_or_heterogeneity_still_renders(client, analysed, people):
+    latest = ResultSnapshot.objects.filter(experiment=analysed).latest()
+    older = {key: value for key, value in latest.data.items() if key not in ("adjustment", "health", "heterogeneity")}
+    older["schema_version"] = 4
+    ResultSnapshot.objects.filter(pk=latest.pk).update(schema_version=4, data=older)
+    login(client, people["owner"])
+    response = client.get(_url("experiment-detail", analysed))
+    assert response.status_code == 200
+    page = response.context["page"]
+    assert page.adjustments == [] and page.health is None and page.exposure_days is None
+    assert all(table.interaction == () for table in page.segments)
+    html = response.content.decode()
+    assert 'id="results-table"' in html and 'id="adjustments"' not in html and 'id="health"' not in html

@@ -324,9 +324,17 @@ def test_the_gmv_means_shown_are_the_ones_the_lift_is_computed_from(analysed):
                if r.arm == "arm-1" and r.metric == "gmv")
     adjusted = stored["control_mean"] + stored["absolute"]["estimate"]
     assert row.control_mean == fmt.value(stored["control_mean"])
-    assert row.treatment_mean == fmt.value(adjusted) and row.treatment_observed == fmt.value(stored["treatment_mean"])
+    assert row.treatment_mean == fmt.value(adjusted)
+    if stored["method"].startswith("lin_"):  # CUPED++: both means are the adjusted ones, no observed one stored
+        assert row.cuped_label == "CUPED++" and row.treatment_observed == ""
+        assert stored["treatment_mean"] == pytest.approx(adjusted)
+    else:
+        assert row.cuped_label == "CUPED" and row.treatment_observed == fmt.value(stored["treatment_mean"])
     # The relative lift is (adjusted − control) / |control|, exactly as stored.
     assert (adjusted - stored["control_mean"]) / abs(stored["control_mean"]) == pytest.approx(stored["relative"]["estimate"])
     conversion = next(r for a in presenters.results_table(SnapshotDocument.from_dict(document), primary_metric="gmv") for r in a.rows
                       if r.arm == "arm-1" and r.metric == "conversion")
-    assert not conversion.cuped and conversion.treatment_observed == ""
+    stored_conversion = next(c for c in document["report"]["comparisons"]
+                             if c["arm"] == "arm-1" and c["metric"] == "conversion")
+    # Conversion is adjusted only by CUPED++ (schema 5); never an observed mean beside it.
+    assert conversion.cuped == bool(stored_conversion["cuped"]) and conversion.treatment_observed == ""

@@ -18,7 +18,7 @@ def _post(client, **overrides):
         "layer": Experiment._meta.get_field("layer").default(), "layer_start": 0, "layer_end": 1, "coverage": 1,
         "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05, "gmv_cap_percentile": 0.99,
         "pre_exposure_days": 28, "decision_rule": "privacy_first", "decision_margin": 0.05,
-        "testing_mode": "fixed", "minimum_runtime_days": 14, "plan_power": 0.8, "analysis_engine": "frequentist",
+        "testing_mode": "fixed", "minimum_runtime_days": 14, "plan_power": 0.8, "analysis_engine": "frequentist", "suspicious_uplift": 0.5,
         "privacy_order": '["dp", "cohort", "control"]',
         "arms-TOTAL_FORMS": 3, "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2, "arms-MAX_NUM_FORMS": 1000,
         "arms-0-key": "control", "arms-0-treatment": treatments[0].pk, "arms-0-weight": 1, "arms-0-is_control": "on",

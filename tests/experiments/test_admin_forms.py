@@ -82,6 +82,7 @@ def test_treatment_constraints_show_on_their_field(changes, field, constraint):
         ({"minimum_runtime_days": 371}, "minimum_runtime_days", "experiment_minimum_runtime_range"),
         ({"plan_power": 0.3}, "plan_power", "experiment_plan_power_range"),
         ({"planned_subjects_per_arm": 0}, "planned_subjects_per_arm", "experiment_planned_subjects_positive"),
+        ({"suspicious_uplift": 0.0}, "suspicious_uplift", "experiment_suspicious_uplift_positive"),
     ],
 )
 def test_experiment_constraints_show_on_their_field(changes, field, constraint):
@@ -135,7 +136,7 @@ def experiment_form_data(treatments, **overrides) -> dict:
         "targeting": "{}", "primary_metric": "gmv", "alpha": 0.05,
         "gmv_cap_percentile": 0.99, "pre_exposure_days": 28,
         "decision_rule": "superiority", "testing_mode": "fixed", "minimum_runtime_days": 7,
-        "analysis_engine": "frequentist",
+        "analysis_engine": "frequentist", "suspicious_uplift": 0.5,
         "plan_power": 0.8, "privacy_order": "[]",
         "arms-TOTAL_FORMS": len(treatments), "arms-INITIAL_FORMS": 0, "arms-MIN_NUM_FORMS": 2,
         "arms-MAX_NUM_FORMS": 1000,

@@ -6,6 +6,10 @@ independently of the job's); a final verdict is recorded once (``ExperimentDecis
 and every later run carries it unchanged, flagged ``frozen`` with ``final_since``, even
 when new data would now say otherwise; in fixed-horizon mode nothing is final before the
 planned size and the minimum runtime.
+
+The runs here are kept on the single-covariate statistics they store (CUPED++ needs more
+subjects per regressor than any arm gets), so that the engine can be fed what was stored;
+tests/experiments/results/test_adjustment.py checks the decision on CUPED++ statistics.
 """
 
 from datetime import timedelta
@@ -29,6 +33,11 @@ from tests.experiments.factories import running_experiment
 from tests.experiments.pipeline_kit import populate, seed_experiment
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _single_covariate_statistics(monkeypatch):
+    monkeypatch.setattr("experiments.results.adjustment.SUBJECTS_PER_REGRESSOR", 10**9)
 
 LOOKS = 20
 DAYS = 14

@@ -16,7 +16,7 @@ from experiments.services import ANALYSIS_FIELDS
 from experiments.services.lifecycle import ANALYSIS_FROZEN
 from experiments.stats import analyze
 from tests.experiments.factories import running_experiment
-from tests.experiments.metrics.test_frame import NOTEBOOK_METRICS
+from tests.experiments.metrics.test_frame import NOTEBOOK_METRICS, notebook_cuped_plus_plus
 from tests.experiments.pipeline_kit import seed_experiment
 
 pytestmark = pytest.mark.django_db
@@ -46,14 +46,20 @@ def test_a_bayesian_experiment_stores_the_posteriors_that_analyze_gives_on_the_s
     assert data["bayesian_report"]["prior"] == prior
     assert data["report"]["comparisons"]  # the frequentist report the pages read stays
 
-    frame = metric_facts_frame(experiment=experiment, as_of=as_of)
+    # ~130 subjects per arm: CUPED++ on the two covariates, too few for the strata's regressors.
+    assert {(a["method"], tuple(a["covariates"]), tuple(a["strata"])) for a in data["adjustment"].values()} == {
+        ("cuped++", ("pre_gmv", "pre_orders"), ())
+    }
+    frame, covariates = notebook_cuped_plus_plus(
+        metric_facts_frame(experiment=experiment, as_of=as_of), gmv_cap=data["settings"]["gmv_cap"]
+    )
     notebook = analyze(
         frame,
         control="control",
         weights=dict(experiment.arms.values_list("key", "weight")),
         alpha=experiment.alpha,
         metrics={column: kind for column, kind in NOTEBOOK_METRICS.values()},
-        covariates={"gmv": "pre_gmv"},
+        covariates=covariates,
         caps={"gmv": 100 * experiment.gmv_cap_percentile},
         engine="bayesian",
         prior=prior,

@@ -45,3 +45,23 @@ def test_a_newer_schema_reads_as_not_readable_and_garbage_is_refused():
     assert not SnapshotDocument.from_dict({"schema_version": SCHEMA_VERSION + 1, "x": 1}).readable
     with pytest.raises(UnreadableDocument):
         SnapshotDocument.from_dict({"effects": {}})
+
+
+def test_schema_5_round_trips_its_adjustment_health_and_heterogeneity_and_schema_4_lacks_them():
+    assert SCHEMA_VERSION == 5
+    schema_5 = {
+        **SCHEMA_1,
+        "schema_version": 5,
+        "engine": "frequentist",
+        "adjustment": {"gmv": {"metric": "gmv", "method": "cuped++", "covariates": ["pre_gmv", "pre_orders"],
+                               "strata": ["platform"], "variance_reduction": {"b": 0.4}, "fallback_reason": None}},
+        "heterogeneity": {"interaction_tests": [], "exposure_days": None, "exposure_days_reason": "few days"},
+        "health": {"healthy": True, "flags": []},
+    }
+    document = SnapshotDocument.from_dict(schema_5)
+    assert document.readable and document.to_dict() == schema_5
+    assert document.adjustment["gmv"]["method"] == "cuped++" and document.health["healthy"]
+    schema_4 = {key: value for key, value in schema_5.items() if key not in ("adjustment", "heterogeneity", "health")}
+    old = SnapshotDocument.from_dict({**schema_4, "schema_version": 4})
+    assert old.readable and {"adjustment", "heterogeneity", "health"} <= old.absent
+    assert old.to_dict() == {**schema_4, "schema_version": 4}
