@@ -13,7 +13,7 @@ def facts_rebuild_on_next_run(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0015_analysis_engine'),
+        ('experiments', '0016_rollout_final_holdback'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
