@@ -37,6 +37,17 @@ def unit(digest: bytes, word: int) -> float:
     return (int.from_bytes(digest[8 * word : 8 * word + 8], "big") >> 11) * _SCALE
 
 
+def _word_bound(share: float) -> int:
+    """The least 64-bit word whose ``unit`` is not below ``share``: ``unit(word) < share`` iff ``word < bound``.
+
+    ``unit`` is ``(word >> 11) * 2**-53``, exact in binary64, so ``unit < share``
+    iff ``word >> 11 < share * 2**53`` (scaling by a power of two is exact) iff
+    ``word >> 11 < ceil(share * 2**53)`` iff ``word < ceil(share * 2**53) << 11``.
+    The hot path then compares integers, with the result of the documented floats.
+    """
+    return math.ceil(share * 2.0**53) << 11
+
+
 def subject_id_bytes(subject_id: str) -> bytes:
     """The bytes hashed for an id: UTF-8 of its NFC form (the form the server's pseudonym takes, so one
     subject typed in two normal forms is one subject everywhere). A lone surrogate has no UTF-8:
@@ -84,6 +95,10 @@ class ExperimentSpec:
     # Derived once, so that evaluating a subject does no arithmetic on weights.
     _thresholds: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _seed_prefix: bytes = field(init=False, repr=False, compare=False)
+    # The same comparisons on the digest's raw 64-bit words (see ``_word_bound``): no shift, no float.
+    _coverage_bound: int = field(init=False, repr=False, compare=False)
+    _arm_bounds: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
+    _whole_layer: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key or not self.salt:
@@ -105,6 +120,11 @@ class ExperimentSpec:
         thresholds[-1] = 1.0  # the last arm takes whatever rounding leaves over
         object.__setattr__(self, "_thresholds", tuple(thresholds))
         object.__setattr__(self, "_seed_prefix", f"{self.salt}:".encode())
+        object.__setattr__(self, "_coverage_bound", _word_bound(self.coverage))
+        object.__setattr__(self, "_arm_bounds", tuple(
+            (_word_bound(threshold), arm.key) for arm, threshold in zip(arms, thresholds, strict=True)
+        ))
+        object.__setattr__(self, "_whole_layer", self.layer_range == (0.0, 1.0))
 
     @property
     def thresholds(self) -> tuple[float, ...]:
@@ -142,17 +162,20 @@ def assign(spec: ExperimentSpec, subject_id: str) -> str | None:
     """The key of the arm ``subject_id`` is in, or None if it is not in the experiment."""
     if spec.holdout is not None and in_holdout(spec.holdout, subject_id):
         return None
-    low, high = spec.layer_range
-    if (low, high) != (0.0, 1.0) and not low <= bucket("layer:" + spec.layer_salt, subject_id) < high:
+    if not spec._whole_layer:
+        low, high = spec.layer_range
+        if not low <= bucket("layer:" + spec.layer_salt, subject_id) < high:
+            return None
+    # Steps 4 and 5 on the raw words: ``word < _word_bound(x)`` is ``unit(word) < x``.
+    coverage_word, arm_word = _TWO_WORDS(hashlib.sha256(
+        spec._seed_prefix + (subject_id.encode() if subject_id.isascii() else subject_id_bytes(subject_id))
+    ).digest())
+    if coverage_word >= spec._coverage_bound:
         return None
-    coverage_word, arm_word = _TWO_WORDS(hashlib.sha256(spec._seed_prefix + subject_id_bytes(subject_id)).digest())
-    if (coverage_word >> 11) * _SCALE >= spec.coverage:
-        return None
-    position = (arm_word >> 11) * _SCALE
-    for arm, threshold in zip(spec.arms, spec._thresholds, strict=True):
-        if position < threshold:
-            return arm.key
-    return spec.arms[-1].key  # unreachable: the last threshold is 1.0 > position
+    for bound, key in spec._arm_bounds:
+        if arm_word < bound:
+            return key
+    return spec.arms[-1].key  # unreachable: the last bound is 2**64 > any word
 
 
 def targeting_matches(rules: Mapping[str, Sequence[str]], attributes: Mapping[str, object]) -> bool:

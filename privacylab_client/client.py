@@ -17,9 +17,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from privacylab_client.assignment import (
     ExperimentSpec,
+    HoldoutSpec,
     assign,
     in_holdout,
     spec_from_json,
@@ -37,6 +39,7 @@ logger = logging.getLogger("privacylab_client")
 CONFIG_FORMAT = 1  # the "format" of GET /api/v1/config this client reads
 MAX_BATCH = 1000  # POST /api/v1/exposures takes at most this many
 _INDEXED_ERROR = re.compile(r"^exposures\[(\d+)\]")
+_NO_ATTRIBUTES: Mapping[str, object] = MappingProxyType({})  # shared, read-only: no dict per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,25 @@ class LocalConfig:
     surfaces: Mapping[str, dict] = field(default_factory=dict)  # surface key → its default treatment
     experiment_surfaces: Mapping[str, str | None] = field(default_factory=dict)  # experiment key → surface
     rollouts: Mapping[str, RolloutSpec] = field(default_factory=dict)  # surface key → its ramping rollout
+    # What ``local_assignments`` walks per subject, derived once per document: (key, targeting or None,
+    # spec, treatments) per experiment, so that a call reads tuples instead of attributes.
+    _plan: tuple[tuple[str, Mapping[str, object] | None, ExperimentSpec, Mapping[str, dict]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    _holdout: HoldoutSpec | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.phases:
             object.__setattr__(self, "phases", {experiment.key: experiment.phase for experiment in self.experiments})
+        object.__setattr__(self, "_plan", tuple(
+            (experiment.key, experiment.targeting or None, experiment.spec, experiment.treatments)
+            for experiment in self.experiments
+        ))
+        object.__setattr__(self, "_holdout", self.experiments[0].spec.holdout if self.experiments else None)
 
     @property
-    def holdout(self):
-        return self.experiments[0].spec.holdout if self.experiments else None
+    def holdout(self) -> HoldoutSpec | None:
+        return self._holdout
 
 
 def config_parse(document: Mapping[str, object]) -> LocalConfig:
@@ -103,15 +117,16 @@ def local_assignments(config: LocalConfig, subject_id: str, attributes: Mapping[
     The same order and steps as the server: the global holdout first, then each
     running experiment (by id) whose targeting matches and whose spec assigns an arm.
     """
-    if not config.experiments or in_holdout(config.holdout, subject_id):
+    plan = config._plan
+    if not plan or (config._holdout is not None and in_holdout(config._holdout, subject_id)):
         return []
     result = []
-    for experiment in config.experiments:
-        if not targeting_matches(experiment.targeting, attributes):
+    for key, targeting, spec, treatments in plan:
+        if targeting is not None and not targeting_matches(targeting, attributes):
             continue
-        arm = assign(experiment.spec, subject_id)
+        arm = assign(spec, subject_id)
         if arm is not None:
-            result.append({"experiment": experiment.key, "arm": arm, "treatment": experiment.treatments[arm]})
+            result.append({"experiment": key, "arm": arm, "treatment": treatments[arm]})
     return result
 
 
@@ -119,6 +134,8 @@ def local_treatments(
     config: LocalConfig, assignments: list[dict], subject_id: str = "", attributes: Mapping[str, object] | None = None
 ) -> dict[str, dict]:
     """What ``POST /api/v1/assignments`` answers in ``treatments``, given ``local_assignments``' answer."""
+    if not config.surfaces:
+        return {}  # what surface_treatments answers with no surface, without its walk
     return surface_treatments(
         defaults=config.surfaces, assignments=assignments, experiment_surfaces=config.experiment_surfaces,
         rollouts=config.rollouts, subject_id=subject_id, attributes=attributes,
@@ -220,7 +237,8 @@ class Client:
         """
         if not isinstance(subject_id, str) or not subject_id:
             raise ValueError("subject_id must be a non-empty string")
-        attributes = attributes or {}
+        if not attributes:
+            attributes = _NO_ATTRIBUTES
         config = self.config
         if config is None:
             return {"assignments": [], "treatments": {key: dict(value) for key, value in self._fallback.items()}}
@@ -235,7 +253,8 @@ class Client:
                     ((a["experiment"], phases[a["experiment"]], subject_id), {"experiment": a["experiment"], "arm": a["arm"]})
                     for a in new
                 ])
-        treatments = local_treatments(config, assignments, subject_id, attributes)
+        # local_treatments' own shortcut, without its call: no surface, no treatments
+        treatments = local_treatments(config, assignments, subject_id, attributes) if config.surfaces else {}
         if config.rollouts:
             self._expose_rollouts(config, subject_id, attributes, treatments)
         return {"assignments": assignments, "treatments": treatments}
@@ -282,7 +301,7 @@ class Client:
                     "attributes": sent_attributes,
                 })
             full = len(self._queue) >= self.batch_size
-        if full:
+        if full and not self._wake.is_set():  # set() takes the event's lock: once until the sender wakes
             self._wake.set()
 
     @property

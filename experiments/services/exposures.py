@@ -8,7 +8,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.bulk import binary_cursor, column_arrays, unnest_casts, unnest_insert
+from config.bulk import binary_cursor, column_arrays, unnest_casts
 from config.text import text_problem
 from consent.models import Subject
 from consent.pseudonyms import subject_id_problem, subject_pseudonym
@@ -346,16 +346,17 @@ def _exposures_upsert(rows: list[tuple]) -> int:
     )
     pairs_existing = 0
     if connection.vendor == "postgresql":
-        experiment_ids, _, subject_ids, _, _ = column_arrays(rows)
+        # One statement, one round trip, each column's array sent once: the rows, how many of them
+        # were already stored (counted on the statement's snapshot, i.e. before the insert), the upsert.
         with binary_cursor() as cursor:
             cursor.execute(
-                f"SELECT count(*) FROM {table} e JOIN unnest(%b::bigint[], %b::varchar[]) AS n(x, s) "  # noqa: S608 — our identifiers
-                "ON e.experiment_id = n.x AND e.subject_id = n.s",
-                [experiment_ids, subject_ids],
+                f"WITH n ({column_list}) AS (SELECT * FROM unnest({unnest_casts(Exposure, columns)})), "  # noqa: S608 — our identifiers
+                f"stored AS (INSERT INTO {table} ({column_list}) SELECT * FROM n {conflict}) "
+                f"SELECT count(*) FROM {table} e JOIN n "
+                "ON e.experiment_id = n.experiment_id AND e.subject_id = n.subject_id",
+                column_arrays(rows),
             )
-            pairs_existing = cursor.fetchone()[0]
-        unnest_insert(model=Exposure, columns=columns, rows=rows, suffix=f" {conflict}")
-        return pairs_existing
+            return cursor.fetchone()[0]
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _SQLITE_ROWS):

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,34 @@ def test_configuration_cases_give_each_subject_its_treatments():
 def test_rollout_bucket_examples():
     for case in VECTORS["rollout_bucket_examples"]:
         assert bucket("rollout:" + case["salt"], case["subject_id"]) == case["bucket"]
+
+
+def _assign_by_the_documented_floats(spec: ExperimentSpec, subject_id: str) -> str | None:
+    """Steps 4 and 5 of docs/assignment.md as written (``unit`` against coverage and thresholds)."""
+    digest = hashlib.sha256(f"{spec.salt}:{subject_id}".encode()).digest()
+    if unit(digest, 0) >= spec.coverage:
+        return None
+    position = unit(digest, 1)
+    return next(arm.key for arm, threshold in zip(spec.arms, spec.thresholds, strict=True) if position < threshold)
+
+
+def test_the_integer_comparisons_are_the_documented_floats():
+    """``assign`` compares raw words with precomputed bounds; at and beside every boundary it agrees with ``unit``."""
+    from privacylab_client.assignment import _word_bound
+
+    ids = [f"user-{i}" for i in range(3000)]
+    for index, subject_id in enumerate(ids[:300]):
+        digest = hashlib.sha256(f"edge:{subject_id}".encode()).digest()
+        word = int.from_bytes(digest[:8], "big")
+        share = unit(digest, 0)
+        assert (word < _word_bound(share)) is False  # unit(word) < unit(word) is false
+        assert (word < _word_bound(math.nextafter(share, 2.0))) is True
+        # Coverage exactly at this subject's unit leaves it out; one ulp more lets it in.
+        arms = (ArmSpec("a", 1 + index % 3), ArmSpec("b", 0.1), ArmSpec("c", 2.5))
+        at = ExperimentSpec("t", "edge", share, arms)
+        above = ExperimentSpec("t", "edge", math.nextafter(share, 2.0), arms)
+        assert assign(at, subject_id) is None
+        assert assign(above, subject_id) == _assign_by_the_documented_floats(above, subject_id) is not None
+    for coverage in (0.0, 0.1, 1 / 3, 0.5, 0.999999, 1.0):
+        spec = ExperimentSpec("t", "mixed", coverage, (ArmSpec("a", 0.1), ArmSpec("b", 0.2), ArmSpec("c", 0.7)))
+        assert [assign(spec, s) for s in ids] == [_assign_by_the_documented_floats(spec, s) for s in ids]
