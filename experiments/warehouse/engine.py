@@ -7,7 +7,9 @@ from experiments.metrics.aggregate import MetricStatistics, metric_statistics_fr
 from experiments.metrics.definitions import window_for
 from experiments.metrics.refresh import personalization_counting_notices
 from experiments.models import Experiment
+from experiments.warehouse.errors import WarehouseError
 from experiments.warehouse.expression import WarehouseQuery, metric_statistics_expression
+from experiments.warehouse.guard import query_run
 
 TABLES = ("exposures", "events", "consents", "subjects")
 
@@ -18,10 +20,6 @@ COLUMNS = {
     "consents": ("ledger_id", "subject_id", "purpose", "action", "recorded_at", "expires_at", "notice_id"),
     "subjects": ("subject_id", "age_band", "province", "platform", "restricted_at"),
 }
-
-
-class WarehouseError(Exception):
-    """The engine could not answer (unreachable, refused, timed out, a table or column missing)."""
 
 
 def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
@@ -56,11 +54,16 @@ def warehouse_statistics_compute(
     as_of=None,
     gmv_cap_percentile: float | None | type[...] = ...,
     pre_exposure_days: int | None = None,
+    timeout_seconds: float | None = None,
+    max_scanned_rows: int | None = None,
 ) -> MetricStatistics:
     """Every metric's sufficient statistics for ``experiment`` computed in ``backend`` (an ibis backend).
 
     The same ``MetricStatistics`` as ``metric_statistics_compute`` on the same data: only
     the per (segment, arm) sums and the two caps come back from the engine.
+    ``timeout_seconds`` and ``max_scanned_rows``: each statement's limits
+    (``experiments.warehouse.guard.query_run``); a failure is a ``WarehouseError``,
+    a ``WarehouseTransientError`` when another try may succeed.
     """
     window_start, window_end = window_for(experiment, as_of)
     days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
@@ -75,15 +78,17 @@ def warehouse_statistics_compute(
         purpose=Purpose.PERSONALIZATION,
         counting_notices=tuple(personalization_counting_notices(at=window_end)),
     )
+    limits = {"backend": backend, "timeout_seconds": timeout_seconds, "max_scanned_rows": max_scanned_rows}
+    tables = query_run(run=lambda: warehouse_tables(backend=backend, mapping=mapping), what="table lookup",
+                       backend=backend, timeout_seconds=timeout_seconds)
+    expression = metric_statistics_expression(tables=tables, query=query)
+    frame = query_run(run=lambda: backend.execute(expression), sql=lambda: backend.compile(expression),
+                      what="metrics query", **limits)
     try:
-        tables = warehouse_tables(backend=backend, mapping=mapping)
-        frame = backend.execute(metric_statistics_expression(tables=tables, query=query))
         cap = _scalar(frame[["cap"]]) if len(frame) else None
         order_cap = _scalar(frame[["order_cap"]]) if len(frame) else None
         rows = [tuple(row) for row in frame.drop(columns=["cap", "order_cap"]).itertuples(index=False)]
-    except WarehouseError:
-        raise
-    except Exception as error:  # the engines' drivers raise their own kinds; one kind for the caller
+    except Exception as error:  # an engine's frame not in the shape asked for
         raise WarehouseError(f"{type(error).__name__}: {error}") from error
     rows += [("cap", "", None, cap), ("order_cap", "", None, order_cap)]
     return metric_statistics_from_rows(
