@@ -46,6 +46,29 @@ def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
     return tables
 
 
+def warehouse_query(
+    *,
+    experiment: Experiment,
+    as_of=None,
+    gmv_cap_percentile: float | None | type[...] = ...,
+    pre_exposure_days: int | None = None,
+) -> WarehouseQuery:
+    """What a run over the window ending at ``as_of`` asks the engine (the experiment's settings by default)."""
+    window_start, window_end = window_for(experiment, as_of)
+    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
+    return WarehouseQuery(
+        experiment_id=experiment.pk,
+        phase=experiment.phase,
+        window_start=window_start,
+        window_end=window_end,
+        pre_exposure_days=days,
+        gmv_cap_percentile=None if percentile is None else float(percentile),
+        purpose=Purpose.PERSONALIZATION,
+        counting_notices=tuple(personalization_counting_notices(at=window_end)),
+    )
+
+
 def warehouse_statistics_compute(
     *,
     experiment: Experiment,
@@ -65,19 +88,11 @@ def warehouse_statistics_compute(
     (``experiments.warehouse.guard.query_run``); a failure is a ``WarehouseError``,
     a ``WarehouseTransientError`` when another try may succeed.
     """
-    window_start, window_end = window_for(experiment, as_of)
-    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    query = warehouse_query(experiment=experiment, as_of=as_of, gmv_cap_percentile=gmv_cap_percentile,
+                            pre_exposure_days=pre_exposure_days)
+    window_start, window_end = query.window_start, query.window_end
+    days = query.pre_exposure_days
     percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
-    query = WarehouseQuery(
-        experiment_id=experiment.pk,
-        phase=experiment.phase,
-        window_start=window_start,
-        window_end=window_end,
-        pre_exposure_days=days,
-        gmv_cap_percentile=None if percentile is None else float(percentile),
-        purpose=Purpose.PERSONALIZATION,
-        counting_notices=tuple(personalization_counting_notices(at=window_end)),
-    )
     limits = {"backend": backend, "timeout_seconds": timeout_seconds, "max_scanned_rows": max_scanned_rows}
     tables = query_run(run=lambda: warehouse_tables(backend=backend, mapping=mapping), what="table lookup",
                        backend=backend, timeout_seconds=timeout_seconds)

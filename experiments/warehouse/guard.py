@@ -105,19 +105,26 @@ class _Watchdog:
         return self
 
     def _fire(self):
-        # Under the lock, and only while the statement runs: an interrupt landing after
-        # it finished must not cancel the next one.
+        # Under the lock, and only while the call runs: an interrupt landing after it
+        # finished must not cancel the next statement.
         with self._lock:
-            if self._running:
-                self.fired = True
-                self._cancel()
+            if not self._running:
+                return
+            self.fired = True
+            self._cancel()
+            # Again until the call returns: an interrupt that lands while the engine is still
+            # preparing the statement (or between two of its statements) is cleared when the
+            # execution begins (DuckDB resets the flag per query).
+            self._timer = threading.Timer(0.1, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def __exit__(self, *exc):
         if self._timer is None:
             return False
         with self._lock:
             self._running = False
-        self._timer.cancel()
+            self._timer.cancel()
         if self._group is not None:
             self._context.setLocalProperty("spark.jobGroup.id", None)
         return False
@@ -167,8 +174,8 @@ def query_run(
 def scanned_rows_estimate(*, backend, sql: str) -> int | None:
     """The rows the engine expects ``sql`` to read from its tables, or None where it cannot tell.
 
-    DuckDB: its plan's scans (``EXPLAIN (FORMAT JSON)``), a table read whole counted at its
-    size; PostgreSQL: the same from ``EXPLAIN (FORMAT JSON)`` with ``reltuples``; ClickHouse:
+    DuckDB: its plan's scans (``EXPLAIN (FORMAT JSON)``, tables and Parquet files);
+    PostgreSQL: the same from ``EXPLAIN (FORMAT JSON)`` with ``reltuples``; ClickHouse:
     ``EXPLAIN ESTIMATE`` (MergeTree tables only: a Memory table is not counted, and a
     statement reading none gives None). Spark: None (its row counts need table statistics).
     """
@@ -189,24 +196,27 @@ def _plan_nodes(node, children: str):
 
 
 def _duckdb_scanned_rows(backend, sql: str) -> int:
-    rows = backend.con.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
-    plans = json.loads(rows[0][1])
-    sizes = dict(
-        backend.con.execute(
-            "SELECT database_name || '.' || schema_name || '.' || table_name, estimated_size FROM duckdb_tables()"
-        ).fetchall()
-    )
+    # Planned without filter pushdown, each scan's estimate is the rows it reads (a table's
+    # size, a Parquet file's row count), not the fewer a filter pushed into it keeps: an upper
+    # bound (the real run may skip row groups by their min/max).
+    (previous,) = backend.con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+    backend.con.execute("SET disabled_optimizers = 'filter_pushdown'")
+    try:
+        rows = backend.con.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
+    finally:
+        backend.con.execute("SET disabled_optimizers = $1", [previous or ""])
+    # A filter the planner still puts into a table's scan lowers its estimate, not what it reads.
+    sizes = dict(backend.con.execute(
+        "SELECT database_name || '.' || schema_name || '.' || table_name, estimated_size FROM duckdb_tables()"
+    ).fetchall())
     total = 0
-    for plan in plans:
+    for plan in json.loads(rows[0][1]):
         for node in _plan_nodes(plan, "children"):
-            info = node.get("extra_info") or {}
-            if "SCAN" not in node.get("name", "") and not node.get("name", "").startswith("READ_"):
-                continue
-            if "Table" not in info and "Function" not in info and not node["name"].startswith("READ_"):
-                continue  # a scan of an intermediate result (a CTE, a delim join), not of stored rows
-            estimate = int(info.get("Estimated Cardinality") or 0)
-            # A filter pushed into the scan lowers its estimate, not the rows it reads.
-            total += max(estimate, int(sizes.get(info.get("Table"), 0) or 0))
+            name, info = node.get("name", ""), node.get("extra_info") or {}
+            # Scans of stored rows (a table, a table function such as read_parquet), not of an
+            # intermediate result (a CTE, a delim join's chunk).
+            if ("SCAN" in name or name.startswith("READ_")) and ("Table" in info or "Function" in info):
+                total += max(int(info.get("Estimated Cardinality") or 0), int(sizes.get(info.get("Table")) or 0))
     return total
 
 

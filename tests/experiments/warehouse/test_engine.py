@@ -81,10 +81,11 @@ def test_duckdb_gives_the_built_in_statistics(cap_percentile):
     assert_same_statistics(builtin, warehouse)
 
 
-def chdb_backend(frames, directory):
+def chdb_backend(frames, directory, *, backend=None, table_engine="Memory"):
+    """The frames as tables ``w.<name>`` of a chdb session (``table_engine``: Memory, or MergeTree ORDER BY tuple())."""
     from experiments.warehouse.connect import ChdbBackend
 
-    backend = ChdbBackend("chdb://")
+    backend = backend or ChdbBackend("chdb://")
     types = {"int64": "Int64", "Int64": "Nullable(Int64)", "float64": "Nullable(Float64)"}
     backend.query("CREATE DATABASE IF NOT EXISTS w")
     for name, frame in frames.items():
@@ -95,7 +96,7 @@ def chdb_backend(frames, directory):
             else:
                 kind = types.get(str(dtype), "String")
             columns.append(f"{column} {kind}")
-        backend.query(f"CREATE TABLE w.{name} ({', '.join(columns)}) ENGINE = Memory")
+        backend.query(f"CREATE TABLE w.{name} ({', '.join(columns)}) ENGINE = {table_engine}")
         # Through Parquet: missing timestamps stay NULL (a DataFrame's NaT would not).
         path = directory / f"{name}.parquet"
         frame.to_parquet(path)
