@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from consent.models import Purpose
 from experiments.metrics.aggregate import MetricStatistics, metric_statistics_from_rows
 from experiments.metrics.definitions import window_for
 from experiments.metrics.refresh import personalization_counting_notices
 from experiments.models import Experiment
 from experiments.warehouse.errors import WarehouseError
-from experiments.warehouse.expression import WarehouseQuery, metric_statistics_expression
+from experiments.warehouse.expression import (
+    WarehouseQuery,
+    metric_statistics_expression,
+    recommendation_attribution_expression,
+)
 from experiments.warehouse.guard import query_run
 
 TABLES = ("exposures", "events", "consents", "subjects")
+# Optional: mapped, they give the recommendation attribution (``recommendation_gmv``);
+# the events then need their ``product_id`` too (the clicked product).
+ATTRIBUTION_TABLES = ("order_lines",)
 
 # Canonical column → the columns a data source's mapping may rename (``DataSource.mapping``).
 COLUMNS = {
@@ -19,6 +28,7 @@ COLUMNS = {
     "events": ("subject_id", "type", "occurred_at", "amount"),
     "consents": ("ledger_id", "subject_id", "purpose", "action", "recorded_at", "expires_at", "notice_id"),
     "subjects": ("subject_id", "age_band", "province", "platform", "restricted_at"),
+    "order_lines": ("subject_id", "occurred_at", "product_id", "quantity", "price"),
 }
 
 
@@ -30,7 +40,8 @@ def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
     """
     mapping = mapping or {}
     tables = {}
-    for name in TABLES:
+    attribution = "order_lines" in mapping  # an order-lines mapping, even {}: the attribution too
+    for name in TABLES + (ATTRIBUTION_TABLES if attribution else ()):
         spec = mapping.get(name) or {}
         table = backend.table(spec.get("table") or name)
         renames = {canonical: source for canonical, source in (spec.get("columns") or {}).items() if source != canonical}
@@ -39,9 +50,12 @@ def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
             raise WarehouseError(f"{name}: columns not found: {', '.join(missing)}")
         if renames:
             table = table.rename(renames)
-        absent = [column for column in COLUMNS[name] if column not in table.columns]
+        columns = COLUMNS[name] + (("product_id",) if attribution and name == "events" else ())
+        absent = [column for column in columns if column not in table.columns]
         if absent:
             raise WarehouseError(f"{name}: columns not found: {', '.join(absent)}")
+        if name == "events" and attribution:
+            tables["clicks"] = table.select("subject_id", "type", "occurred_at", "product_id")
         tables[name] = table.select(*COLUMNS[name])
     return tables
 
@@ -99,6 +113,15 @@ def warehouse_statistics_compute(
     expression = metric_statistics_expression(tables=tables, query=query)
     frame = query_run(run=lambda: backend.execute(expression), sql=lambda: backend.compile(expression),
                       what="metrics query", **limits)
+    attribution = {}
+    if "order_lines" in tables:
+        attributed = recommendation_attribution_expression(tables=tables, query=query)
+        lines = query_run(run=lambda: backend.execute(attributed), sql=lambda: backend.compile(attributed),
+                          what="attribution query", **limits)
+        attribution = {
+            str(row.arm): {"attributed": float(row.attributed or 0), "total": float(row.total or 0)}
+            for row in lines.itertuples(index=False)
+        }
     try:
         cap = _scalar(frame[["cap"]]) if len(frame) else None
         order_cap = _scalar(frame[["order_cap"]]) if len(frame) else None
@@ -106,7 +129,7 @@ def warehouse_statistics_compute(
     except Exception as error:  # an engine's frame not in the shape asked for
         raise WarehouseError(f"{type(error).__name__}: {error}") from error
     rows += [("cap", "", None, cap), ("order_cap", "", None, order_cap)]
-    return metric_statistics_from_rows(
+    statistics = metric_statistics_from_rows(
         experiment=experiment,
         rows=rows,
         window_start=window_start,
@@ -114,6 +137,7 @@ def warehouse_statistics_compute(
         pre_exposure_days=days,
         gmv_cap_percentile=percentile,
     )
+    return replace(statistics, recommendation_gmv=attribution) if attribution else statistics
 
 
 def _scalar(frame) -> float | None:
