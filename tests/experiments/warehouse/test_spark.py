@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")
-def spark_session():
+def spark_session(tmp_path_factory):
     pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (the spark extra: pip install -e '.[spark]')")
     import shutil
 
@@ -35,6 +35,9 @@ def spark_session():
         .config("spark.sql.shuffle.partitions", "4")  # a few hundred rows: not the default 200 tasks
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "1g")
+        # Tables in a temporary directory and an in-memory catalog: nothing written to the working tree.
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
+        .config("spark.sql.catalogImplementation", "in-memory")
         .getOrCreate()
     )
     assert pyspark.__version__
