@@ -72,3 +72,23 @@ def test_spark_local_mode_gives_the_built_in_statistics(spark_session, cap_perce
     )
     assert sum(builtin.subjects.values()) > 100
     assert_same_statistics(builtin, warehouse, attribution=True)
+
+
+def test_a_slow_spark_query_is_cancelled_at_the_timeout_and_the_session_stays_usable(spark_session):
+    import time
+
+    import ibis
+
+    from experiments.warehouse.errors import WarehouseTransientError
+    from experiments.warehouse.guard import query_run
+
+    backend = ibis.pyspark.connect(spark_session)
+    # A trillion hashed numbers: hours of work in local mode.
+    backend.raw_sql("CREATE OR REPLACE TEMP VIEW slow AS SELECT count(*) AS n FROM range(1000000000000) "
+                    "WHERE hash(id) = 42")
+    slow = backend.table("slow")
+    started = time.monotonic()
+    with pytest.raises(WarehouseTransientError, match=r"(?s)timed out after 2 s.*SPARK_JOB_CANCELLED"):
+        query_run(backend=backend, run=lambda: backend.execute(slow), timeout_seconds=2)
+    assert time.monotonic() - started < 30
+    assert spark_session.sql("SELECT 1 AS one").collect()[0].one == 1  # only that job was cancelled
