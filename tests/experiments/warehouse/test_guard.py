@@ -326,7 +326,7 @@ def test_clickhouse_estimates_mergetree_tables_and_cannot_tell_for_memory_ones(s
     with pytest.raises(WarehouseCostError, match="max_scanned_rows"):
         warehouse_statistics_compute(experiment=experiment, backend=backend, mapping=mapping, as_of=as_of,
                                      max_scanned_rows=estimate - 1)
-    for name in TABLES:
+    for name in frames:
         backend.query(f"DROP TABLE w.{name}")
     memory = chdb_backend(frames, tmp_path, backend=backend)
     assert scanned_rows_estimate(backend=memory, sql=memory.compile(expression)) is None
