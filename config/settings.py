@@ -417,3 +417,14 @@ PRIVACYLAB_WAREHOUSE_URLS = env.json("PRIVACYLAB_WAREHOUSE_URLS", default={})
 # Where the scheduled export appends exposures and consent decisions (a URL: duckdb:///…,
 # postgres://…, parquet:///dir); empty: no export. docs/warehouse.md, "Exports".
 PRIVACYLAB_WAREHOUSE_EXPORT_URL = env("PRIVACYLAB_WAREHOUSE_EXPORT_URL", default="")
+# A results run from a data source that fails transiently (a refused connection, a query past
+# its timeout) is tried this many times in all, waiting backoff × 2^(try − 1) seconds (at most
+# the max, with jitter) between tries; then it alerts and keeps the last snapshot.
+PRIVACYLAB_WAREHOUSE_RETRY = {
+    "attempts": env.int("PRIVACYLAB_WAREHOUSE_RETRY_ATTEMPTS", default=3),
+    "backoff_seconds": env.float("PRIVACYLAB_WAREHOUSE_RETRY_BACKOFF", default=5.0),
+    "backoff_max_seconds": env.float("PRIVACYLAB_WAREHOUSE_RETRY_BACKOFF_MAX", default=60.0),
+}
+# The limits of a source given as a URL (compute_results --source URL); a DataSource row has its own.
+PRIVACYLAB_WAREHOUSE_QUERY_TIMEOUT = env.float("PRIVACYLAB_WAREHOUSE_QUERY_TIMEOUT", default=300.0)
+PRIVACYLAB_WAREHOUSE_MAX_SCANNED_ROWS = env.int("PRIVACYLAB_WAREHOUSE_MAX_SCANNED_ROWS", default=None)

@@ -46,3 +46,5 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 STATIC_ROOT.mkdir(exist_ok=True)  # noqa: F405
+# A data source's retries wait milliseconds, not seconds (the tests' sources fail for real).
+PRIVACYLAB_WAREHOUSE_RETRY = {"attempts": 3, "backoff_seconds": 0.05, "backoff_max_seconds": 0.2}

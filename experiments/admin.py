@@ -710,7 +710,7 @@ class ExperimentAdmin(admin.ModelAdmin):
 class DataSourceAdmin(admin.ModelAdmin):
     """Named warehouse connections (docs/warehouse.md); the URL stays in the environment."""
 
-    list_display = ["name", "engine", "url_setting", "query_timeout_seconds"]
+    list_display = ["name", "engine", "url_setting", "query_timeout_seconds", "max_scanned_rows"]
     actions = ["test_connection"]
 
     @admin.action(description="Test connection (a cheap query: row counts and the columns found)")

@@ -251,7 +251,17 @@ class DataSource(ConstraintFieldsMixin, models.Model):
         help_text='Per table (exposures, events, consents, subjects): {"table": name, "columns": '
         '{canonical: source column}}; anything not named keeps its canonical name.',
     )
-    query_timeout_seconds = models.PositiveIntegerField(default=300)
+    query_timeout_seconds = models.PositiveIntegerField(
+        default=300,
+        help_text="Each query's limit in seconds (PostgreSQL statement_timeout, ClickHouse max_execution_time, "
+        "a watchdog for DuckDB and Spark); a query past it is retried, then alerted.",
+    )
+    max_scanned_rows = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Cost guard: refuse a query the engine estimates would scan more rows than this (DuckDB, "
+        "PostgreSQL, ClickHouse MergeTree tables); empty: no limit.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

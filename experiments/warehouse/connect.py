@@ -7,7 +7,8 @@ import os
 from django.conf import settings
 
 from experiments.models import DataSource
-from experiments.warehouse.engine import WarehouseError
+from experiments.warehouse.errors import WarehouseError, WarehouseTransientError
+from experiments.warehouse.guard import error_is_transient
 
 
 def data_source_url(*, source: DataSource) -> str:
@@ -26,6 +27,7 @@ class ChdbBackend:
     ``chdb:///path/to/dir`` (a persistent session); tables are ``database.table`` or ``table``.
     """
 
+    name = "chdb"
     dialect = "clickhouse"
 
     def __init__(self, url: str = "chdb://", session=None):
@@ -48,18 +50,23 @@ class ChdbBackend:
         database, _, table = name.rpartition(".")
         return ibis.table(schema, name=table, database=database or None)
 
-    def execute(self, expression):
+    def compile(self, expression) -> str:
         import ibis
 
-        frame = self.query(ibis.to_sql(expression, dialect=self.dialect))
-        return frame
+        return ibis.to_sql(expression, dialect=self.dialect)
+
+    def execute(self, expression):
+        return self.query(self.compile(expression))
 
 
 def backend_connect(*, url: str, timeout_seconds: int | None = None):
     """An engine for ``url``: ``duckdb://…``, ``postgres://…``, ``clickhouse://…``, ``chdb://…``.
 
-    ``timeout_seconds``: each query's limit where the engine has one (PostgreSQL's
-    statement_timeout, ClickHouse's max_execution_time); past it the query fails.
+    ``timeout_seconds``: each query's limit, set here where the engine enforces it itself
+    (PostgreSQL's statement_timeout, and its connect_timeout; ClickHouse's max_execution_time);
+    DuckDB's is a watchdog around each statement (``experiments.warehouse.guard``). A failure
+    to connect is a ``WarehouseTransientError`` when another try may succeed (refused,
+    unreachable), else a ``WarehouseError`` (bad credentials, an unknown database).
     """
     import ibis
 
@@ -67,21 +74,34 @@ def backend_connect(*, url: str, timeout_seconds: int | None = None):
         if url.startswith("chdb:"):
             backend = ChdbBackend(url)
             if timeout_seconds:
-                backend.query(f"SET max_execution_time = {int(timeout_seconds)}")
+                backend.query(f"SET max_execution_time = {_seconds(timeout_seconds)}")
             return backend
         if url.startswith("postgresql://"):
             url = "postgres://" + url.removeprefix("postgresql://")
-        backend = ibis.connect(url)
+        options = {}
+        if timeout_seconds and url.startswith("postgres://") and "connect_timeout" not in url:
+            options["connect_timeout"] = str(max(1, round(timeout_seconds)))  # an unreachable host, bounded too
+        if timeout_seconds and url.startswith("clickhouse://"):
+            options["settings"] = {"max_execution_time": _seconds(timeout_seconds)}
+        backend = ibis.connect(url, **options)
         if timeout_seconds and url.startswith("postgres://"):
-            backend.raw_sql(f"SET statement_timeout = {int(timeout_seconds) * 1000}").close()
+            backend.raw_sql(f"SET statement_timeout = {max(1, round(timeout_seconds * 1000))}").close()
         return backend
     except Exception as error:  # the drivers' own kinds: refused, unknown host, bad credentials
-        raise WarehouseError(f"cannot connect: {type(error).__name__}: {error}") from error
+        kind = WarehouseTransientError if error_is_transient(error) else WarehouseError
+        raise kind(f"cannot connect: {type(error).__name__}: {error}") from error
+
+
+def _seconds(timeout_seconds: float) -> str:
+    """ClickHouse's max_execution_time: seconds, fractions allowed."""
+    return f"{max(float(timeout_seconds), 0.001):g}"
 
 
 def data_source_connect(*, source: DataSource | None = None, url: str | None = None):
-    """The backend of a data source (by its URL setting) or of a URL given directly."""
-    return backend_connect(url=url if url is not None else data_source_url(source=source))
+    """The backend of a data source (by its URL setting, with its query timeout) or of a URL given directly."""
+    if url is not None:
+        return backend_connect(url=url)
+    return backend_connect(url=data_source_url(source=source), timeout_seconds=source.query_timeout_seconds)
 
 
 def data_source_probe(*, source: DataSource) -> dict:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from consent.models import Purpose
 from experiments.metrics.aggregate import MetricStatistics, metric_statistics_from_rows
 from experiments.metrics.definitions import window_for
 from experiments.metrics.refresh import personalization_counting_notices
 from experiments.models import Experiment
-from experiments.warehouse.expression import WarehouseQuery, metric_statistics_expression
+from experiments.warehouse.errors import WarehouseError
+from experiments.warehouse.expression import (
+    WarehouseQuery,
+    metric_statistics_expression,
+    recommendation_attribution_expression,
+)
+from experiments.warehouse.guard import query_run
 
 TABLES = ("exposures", "events", "consents", "subjects")
+# Optional: mapped, they give the recommendation attribution (``recommendation_gmv``);
+# the events then need their ``product_id`` too (the clicked product).
+ATTRIBUTION_TABLES = ("order_lines",)
 
 # Canonical column → the columns a data source's mapping may rename (``DataSource.mapping``).
 COLUMNS = {
@@ -17,11 +28,8 @@ COLUMNS = {
     "events": ("subject_id", "type", "occurred_at", "amount"),
     "consents": ("ledger_id", "subject_id", "purpose", "action", "recorded_at", "expires_at", "notice_id"),
     "subjects": ("subject_id", "age_band", "province", "platform", "restricted_at"),
+    "order_lines": ("subject_id", "occurred_at", "product_id", "quantity", "price"),
 }
-
-
-class WarehouseError(Exception):
-    """The engine could not answer (unreachable, refused, timed out, a table or column missing)."""
 
 
 def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
@@ -32,7 +40,8 @@ def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
     """
     mapping = mapping or {}
     tables = {}
-    for name in TABLES:
+    attribution = "order_lines" in mapping  # an order-lines mapping, even {}: the attribution too
+    for name in TABLES + (ATTRIBUTION_TABLES if attribution else ()):
         spec = mapping.get(name) or {}
         table = backend.table(spec.get("table") or name)
         renames = {canonical: source for canonical, source in (spec.get("columns") or {}).items() if source != canonical}
@@ -41,11 +50,37 @@ def warehouse_tables(*, backend, mapping: dict | None = None) -> dict:
             raise WarehouseError(f"{name}: columns not found: {', '.join(missing)}")
         if renames:
             table = table.rename(renames)
-        absent = [column for column in COLUMNS[name] if column not in table.columns]
+        columns = COLUMNS[name] + (("product_id",) if attribution and name == "events" else ())
+        absent = [column for column in columns if column not in table.columns]
         if absent:
             raise WarehouseError(f"{name}: columns not found: {', '.join(absent)}")
+        if name == "events" and attribution:
+            tables["clicks"] = table.select("subject_id", "type", "occurred_at", "product_id")
         tables[name] = table.select(*COLUMNS[name])
     return tables
+
+
+def warehouse_query(
+    *,
+    experiment: Experiment,
+    as_of=None,
+    gmv_cap_percentile: float | None | type[...] = ...,
+    pre_exposure_days: int | None = None,
+) -> WarehouseQuery:
+    """What a run over the window ending at ``as_of`` asks the engine (the experiment's settings by default)."""
+    window_start, window_end = window_for(experiment, as_of)
+    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
+    return WarehouseQuery(
+        experiment_id=experiment.pk,
+        phase=experiment.phase,
+        window_start=window_start,
+        window_end=window_end,
+        pre_exposure_days=days,
+        gmv_cap_percentile=None if percentile is None else float(percentile),
+        purpose=Purpose.PERSONALIZATION,
+        counting_notices=tuple(personalization_counting_notices(at=window_end)),
+    )
 
 
 def warehouse_statistics_compute(
@@ -56,37 +91,45 @@ def warehouse_statistics_compute(
     as_of=None,
     gmv_cap_percentile: float | None | type[...] = ...,
     pre_exposure_days: int | None = None,
+    timeout_seconds: float | None = None,
+    max_scanned_rows: int | None = None,
 ) -> MetricStatistics:
     """Every metric's sufficient statistics for ``experiment`` computed in ``backend`` (an ibis backend).
 
     The same ``MetricStatistics`` as ``metric_statistics_compute`` on the same data: only
     the per (segment, arm) sums and the two caps come back from the engine.
+    ``timeout_seconds`` and ``max_scanned_rows``: each statement's limits
+    (``experiments.warehouse.guard.query_run``); a failure is a ``WarehouseError``,
+    a ``WarehouseTransientError`` when another try may succeed.
     """
-    window_start, window_end = window_for(experiment, as_of)
-    days = experiment.pre_exposure_days if pre_exposure_days is None else int(pre_exposure_days)
+    query = warehouse_query(experiment=experiment, as_of=as_of, gmv_cap_percentile=gmv_cap_percentile,
+                            pre_exposure_days=pre_exposure_days)
+    window_start, window_end = query.window_start, query.window_end
+    days = query.pre_exposure_days
     percentile = experiment.gmv_cap_percentile if gmv_cap_percentile is ... else gmv_cap_percentile
-    query = WarehouseQuery(
-        experiment_id=experiment.pk,
-        phase=experiment.phase,
-        window_start=window_start,
-        window_end=window_end,
-        pre_exposure_days=days,
-        gmv_cap_percentile=None if percentile is None else float(percentile),
-        purpose=Purpose.PERSONALIZATION,
-        counting_notices=tuple(personalization_counting_notices(at=window_end)),
-    )
+    limits = {"backend": backend, "timeout_seconds": timeout_seconds, "max_scanned_rows": max_scanned_rows}
+    tables = query_run(run=lambda: warehouse_tables(backend=backend, mapping=mapping), what="table lookup",
+                       backend=backend, timeout_seconds=timeout_seconds)
+    expression = metric_statistics_expression(tables=tables, query=query)
+    frame = query_run(run=lambda: backend.execute(expression), sql=lambda: backend.compile(expression),
+                      what="metrics query", **limits)
+    attribution = {}
+    if "order_lines" in tables:
+        attributed = recommendation_attribution_expression(tables=tables, query=query)
+        lines = query_run(run=lambda: backend.execute(attributed), sql=lambda: backend.compile(attributed),
+                          what="attribution query", **limits)
+        attribution = {
+            str(row.arm): {"attributed": float(row.attributed or 0), "total": float(row.total or 0)}
+            for row in lines.itertuples(index=False)
+        }
     try:
-        tables = warehouse_tables(backend=backend, mapping=mapping)
-        frame = backend.execute(metric_statistics_expression(tables=tables, query=query))
         cap = _scalar(frame[["cap"]]) if len(frame) else None
         order_cap = _scalar(frame[["order_cap"]]) if len(frame) else None
         rows = [tuple(row) for row in frame.drop(columns=["cap", "order_cap"]).itertuples(index=False)]
-    except WarehouseError:
-        raise
-    except Exception as error:  # the engines' drivers raise their own kinds; one kind for the caller
+    except Exception as error:  # an engine's frame not in the shape asked for
         raise WarehouseError(f"{type(error).__name__}: {error}") from error
     rows += [("cap", "", None, cap), ("order_cap", "", None, order_cap)]
-    return metric_statistics_from_rows(
+    statistics = metric_statistics_from_rows(
         experiment=experiment,
         rows=rows,
         window_start=window_start,
@@ -94,6 +137,7 @@ def warehouse_statistics_compute(
         pre_exposure_days=days,
         gmv_cap_percentile=percentile,
     )
+    return replace(statistics, recommendation_gmv=attribution) if attribution else statistics
 
 
 def _scalar(frame) -> float | None:

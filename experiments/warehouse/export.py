@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from consent.models import ConsentEvent, Subject
-from experiments.models import Exposure, OutcomeEvent
+from experiments.models import Exposure, OrderLine, OutcomeEvent
 
 # Per table: the canonical columns (``experiments.warehouse.engine.COLUMNS``) and the
 # built-in query path of each. Subjects are keyed by their pseudonym; nothing else identifies them.
@@ -22,7 +22,13 @@ _SOURCES = {
     ),
     "events": (
         OutcomeEvent,
-        {"subject_id": "subject_id", "type": "type", "occurred_at": "occurred_at", "amount": "amount"},
+        {"subject_id": "subject_id", "type": "type", "occurred_at": "occurred_at", "amount": "amount",
+         "product_id": "product_id"},
+    ),
+    "order_lines": (
+        OrderLine,
+        {"subject_id": "subject_id", "occurred_at": "occurred_at", "product_id": "product_id",
+         "quantity": "quantity", "price": "price"},
     ),
     "consents": (
         ConsentEvent,
@@ -63,6 +69,9 @@ def builtin_frames(*, using: str = "default", tables=None, after: dict | None = 
                 frame[column] = pd.to_datetime(frame[column], utc=True)
         if name == "events":
             frame["amount"] = frame["amount"].astype("float64")
+        if name == "order_lines":
+            frame["price"] = frame["price"].astype("float64")
+            frame["quantity"] = frame["quantity"].astype("int64")
         if name == "consents":
             frame["notice_id"] = frame["notice_id"].astype("Int64")
         frames[name] = frame

@@ -245,3 +245,56 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
     if cap_row is None:
         return stats.mutate(cap=ibis.literal(None, type="float64"), order_cap=ibis.literal(None, type="float64"))
     return stats.cross_join(cap_row).cross_join(order_cap_row)
+
+
+def recommendation_attribution_expression(*, tables: dict, query: WarehouseQuery):
+    """Rows (arm, attributed, total): per arm the order-line value bought after a recommendation click, and all of it.
+
+    The built-in's definition (``experiments.metrics.attribution``): the order lines of the
+    window's exposures (the phase's, first exposed in the window) at or after exposure and
+    before the window's end, valued quantity × price, uncapped; a line is attributed when the
+    subject clicked a recommendation of its product in the 7 days before it (and not before
+    exposure). ``tables``: ``order_lines`` and ``clicks`` (the events with their product_id)
+    besides ``exposures``. An arm without order lines has no row.
+    """
+    import ibis
+
+    from experiments.metrics.attribution import RECOMMENDATION_ATTRIBUTION_WINDOW
+
+    exposures, lines, events = tables["exposures"], tables["order_lines"], tables["clicks"]
+    end = ibis.literal(query.window_end)
+    window = exposures.filter(
+        exposures.experiment_id == query.experiment_id,
+        exposures.phase == query.phase,
+        exposures.first_exposed_at >= ibis.literal(query.window_start),
+        exposures.first_exposed_at < end,
+    ).select("subject_id", "arm", fe=exposures.first_exposed_at)
+    exposed = lines.inner_join(window, "subject_id")
+    exposed = exposed.filter(exposed.fe <= exposed.occurred_at, exposed.occurred_at < end)
+    # Each line keyed once, so a line with several qualifying clicks counts once (the built-in's EXISTS).
+    exposed = exposed.select(
+        "subject_id", "arm", "fe", "product_id", "occurred_at",
+        line=ibis.row_number().over(ibis.window()),
+        value=exposed.quantity.cast("float64") * exposed.price.cast("float64"),
+    )
+    clicks = events.filter(events.type == "rec_click").select(
+        click_subject=events.subject_id, click_product=events.product_id, clicked_at=events.occurred_at
+    )
+    attribution_window = ibis.interval(seconds=int(RECOMMENDATION_ATTRIBUTION_WINDOW.total_seconds()))
+    matched = exposed.left_join(
+        clicks,
+        [
+            exposed.subject_id == clicks.click_subject,
+            exposed.product_id == clicks.click_product,
+            clicks.clicked_at >= exposed.fe,
+            clicks.clicked_at <= exposed.occurred_at,
+            clicks.clicked_at >= exposed.occurred_at - attribution_window,
+        ],
+    )
+    per_line = matched.group_by("line", "arm", "value").aggregate(
+        from_recommendation=matched.clicked_at.notnull().any()
+    )
+    return per_line.group_by("arm").aggregate(
+        attributed=ibis.ifelse(per_line.from_recommendation, per_line.value, 0.0).sum(),
+        total=per_line.value.sum(),
+    )

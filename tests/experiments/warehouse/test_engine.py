@@ -29,7 +29,13 @@ def duckdb_backend(frames):
     return backend
 
 
-def assert_same_statistics(builtin, warehouse):
+def assert_same_statistics(builtin, warehouse, *, attribution=False):
+    """The same sums, caps and per-metric statistics (``attribution``: the recommendation_gmv too)."""
+    if attribution:
+        assert warehouse.recommendation_gmv.keys() == builtin.recommendation_gmv.keys()
+        for arm, shares in builtin.recommendation_gmv.items():
+            for name, value in shares.items():
+                assert isclose(warehouse.recommendation_gmv[arm][name], value, rel_tol=1e-9), (arm, name)
     assert warehouse.sums.keys() == builtin.sums.keys()
     for arm, sums in builtin.sums.items():
         for name in SUMS:
@@ -75,16 +81,18 @@ def test_duckdb_gives_the_built_in_statistics(cap_percentile):
 
     builtin = metric_statistics_compute(experiment=experiment, as_of=as_of)
     warehouse = warehouse_statistics_compute(
-        experiment=experiment, backend=duckdb_backend(builtin_frames()), as_of=as_of
+        experiment=experiment, backend=duckdb_backend(builtin_frames()), as_of=as_of, mapping={"order_lines": {}}
     )
     assert sum(builtin.subjects.values()) > 100
-    assert_same_statistics(builtin, warehouse)
+    assert any(shares["attributed"] > 0 for shares in builtin.recommendation_gmv.values())
+    assert_same_statistics(builtin, warehouse, attribution=True)
 
 
-def chdb_backend(frames, directory):
+def chdb_backend(frames, directory, *, backend=None, table_engine="Memory"):
+    """The frames as tables ``w.<name>`` of a chdb session (``table_engine``: Memory, or MergeTree ORDER BY tuple())."""
     from experiments.warehouse.connect import ChdbBackend
 
-    backend = ChdbBackend("chdb://")
+    backend = backend or ChdbBackend("chdb://")
     types = {"int64": "Int64", "Int64": "Nullable(Int64)", "float64": "Nullable(Float64)"}
     backend.query("CREATE DATABASE IF NOT EXISTS w")
     for name, frame in frames.items():
@@ -95,7 +103,7 @@ def chdb_backend(frames, directory):
             else:
                 kind = types.get(str(dtype), "String")
             columns.append(f"{column} {kind}")
-        backend.query(f"CREATE TABLE w.{name} ({', '.join(columns)}) ENGINE = Memory")
+        backend.query(f"CREATE TABLE w.{name} ({', '.join(columns)}) ENGINE = {table_engine}")
         # Through Parquet: missing timestamps stay NULL (a DataFrame's NaT would not).
         path = directory / f"{name}.parquet"
         frame.to_parquet(path)
@@ -113,11 +121,11 @@ def test_clickhouse_in_process_gives_the_built_in_statistics(cap_percentile, tmp
     seed_experiment(experiment, subjects=400, as_of=as_of, seed=8)
 
     builtin = metric_statistics_compute(experiment=experiment, as_of=as_of)
-    mapping = {name: {"table": f"w.{name}"} for name in ("exposures", "events", "consents", "subjects")}
+    mapping = {name: {"table": f"w.{name}"} for name in ("exposures", "events", "consents", "subjects", "order_lines")}
     warehouse = warehouse_statistics_compute(
         experiment=experiment, backend=chdb_backend(builtin_frames(), tmp_path), mapping=mapping, as_of=as_of
     )
-    assert_same_statistics(builtin, warehouse)
+    assert_same_statistics(builtin, warehouse, attribution=True)
 
 
 def external_postgres_url() -> str:
@@ -162,4 +170,4 @@ def test_an_external_postgresql_source_gives_the_built_in_statistics():
     finally:
         for spec in mapping.values():
             backend.drop_table(spec["table"], force=True)
-    assert_same_statistics(builtin, warehouse)
+    assert_same_statistics(builtin, warehouse, attribution=True)
