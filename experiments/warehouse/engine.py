@@ -77,7 +77,7 @@ def warehouse_statistics_compute(
     )
     try:
         tables = warehouse_tables(backend=backend, mapping=mapping)
-        frame = backend.execute(metric_statistics_expression(tables=tables, query=query))
+        frame = backend.execute(metric_statistics_expression(tables=tables, query=query, engine=getattr(backend, "name", None)))
         cap = _scalar(frame[["cap"]]) if len(frame) else None
         order_cap = _scalar(frame[["order_cap"]]) if len(frame) else None
         rows = [tuple(row) for row in frame.drop(columns=["cap", "order_cap"]).itertuples(index=False)]
