@@ -908,10 +908,18 @@ class MetricFacts(models.Model):
     every raw event again. Deleted with the exposure (an erasure reaches it).
     """
 
-    exposure = models.OneToOneField(Exposure, primary_key=True, on_delete=models.CASCADE, related_name="facts")
+    # No foreign-key constraints in the database (the ORM still cascades the deletes): the
+    # rows are written only by the refresh, from the exposures they name, and a rebuild
+    # writes a million of them; PostgreSQL checks each row's three keys one by one at
+    # commit, which cost about as much as computing the facts (docs/benchmarks.md).
+    exposure = models.OneToOneField(
+        Exposure, primary_key=True, on_delete=models.CASCADE, related_name="facts", db_constraint=False
+    )
     # Indexed with the exposure below: an experiment's facts are read in exposure order.
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+", db_index=False)
-    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="+", db_index=False)
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    arm = models.ForeignKey(Arm, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     age_band = models.CharField(max_length=16)
     province = models.CharField(max_length=64)
     platform = models.CharField(max_length=16)
@@ -972,8 +980,13 @@ class MetricOrderFacts(models.Model):
     exposure's ``MetricFacts`` by the same refresh. Deleted with the exposure.
     """
 
-    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="+", db_index=False)
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No foreign-key constraints in the database, as ``MetricFacts`` (written only by the refresh).
+    exposure = models.ForeignKey(
+        Exposure, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     amount = models.FloatField()
 
     class Meta:

@@ -248,8 +248,12 @@ INSERT INTO {facts_table} (exposure_id, experiment_id, {fact_columns})
 SELECT exposure_id, %(experiment_id)s, {fact_columns} FROM per_subject
 WHERE true  -- (SQLite needs a WHERE before ON CONFLICT after a SELECT)
 ORDER BY exposure_id  -- a rebuild lays the rows down in the order they are read in
-ON CONFLICT (exposure_id) DO UPDATE SET {fact_updates}
+{on_conflict}
 """
+# A refresh upserts the changed exposures' facts; a rebuild has deleted the experiment's
+# facts first (under the state's lock), so it inserts plainly: no speculative insertion
+# and conflict check per row.
+_UPSERT = "ON CONFLICT (exposure_id) DO UPDATE SET {fact_updates}"
 
 # The orders of the same exposures, rewritten alongside their facts: on a refresh the
 # changed exposures' orders are deleted, then every exposure's of the window inserted.
@@ -649,7 +653,9 @@ def refresh_statements(
         exposure_window=exposure_window,
         facts=facts,
         fact_columns=", ".join(_FACT_COLUMNS),
-        fact_updates=", ".join(f"{column} = excluded.{column}" for column in _FACT_COLUMNS),
+        on_conflict=_UPSERT.format(
+            fact_updates=", ".join(f"{column} = excluded.{column}" for column in _FACT_COLUMNS)
+        ) if incremental else "",
         **names,
     )
     statements = [_named_to_positional(sql, params)]

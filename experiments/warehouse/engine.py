@@ -110,7 +110,7 @@ def warehouse_statistics_compute(
     limits = {"backend": backend, "timeout_seconds": timeout_seconds, "max_scanned_rows": max_scanned_rows}
     tables = query_run(run=lambda: warehouse_tables(backend=backend, mapping=mapping), what="table lookup",
                        backend=backend, timeout_seconds=timeout_seconds)
-    expression = metric_statistics_expression(tables=tables, query=query)
+    expression = metric_statistics_expression(tables=tables, query=query, engine=getattr(backend, "name", None))
     frame = query_run(run=lambda: backend.execute(expression), sql=lambda: backend.compile(expression),
                       what="metrics query", **limits)
     attribution = {}

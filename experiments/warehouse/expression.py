@@ -69,37 +69,65 @@ def _percentile(column, p: float, *, name: str):
     return bounds.select(**{name: bounds.lo + fraction * (ibis.coalesce(bounds.hi, bounds.lo) - bounds.lo)})
 
 
-def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
+# Engines whose own percentile aggregate is exact and interpolates as PostgreSQL's
+# percentile_cont does (one selection over the values, no sort of them all); elsewhere
+# the window-function form above.
+EXACT_PERCENTILE_ENGINES = frozenset({"duckdb", "postgres"})
+
+
+def metric_statistics_expression(*, tables: dict, query: WarehouseQuery, engine: str | None = None):
     """The ibis expression of the aggregate: rows (dimension, value, arm, *SUMS, cap, order_cap).
 
     ``tables``: ibis tables ``exposures``, ``events``, ``consents``, ``subjects`` with the
-    canonical columns. Nothing here runs; the caller executes the expression on its backend.
+    canonical columns. ``engine``: the backend's name (``backend.name``), to use its exact
+    percentile aggregate where it has one. Nothing here runs; the caller executes the
+    expression on its backend.
+
+    One pass per input table: the window's exposures are joined to their subjects once
+    (segments and the restriction), the events to the window once and summed per subject
+    once (the order cap and the orders above it come from that same join), then one
+    GROUP BY over the subjects into the cells arm × segment dimensions, rolled up.
     """
     import ibis
 
     exposures, events, consents, subjects = (tables[name] for name in ("exposures", "events", "consents", "subjects"))
     end = ibis.literal(query.window_end)
-    restricted = subjects.filter(subjects.restricted_at.notnull()).subject_id
+    exact_percentile = engine in EXACT_PERCENTILE_ENGINES
+
+    def percentile(column, name):
+        p = float(query.gmv_cap_percentile)
+        if exact_percentile:
+            return column.quantile(p).name(name).as_table()
+        return _percentile(column, p, name=name)
+
+    def segment(column):
+        return ibis.coalesce(column.nullif(""), ibis.literal(UNKNOWN_SEGMENT))
+
+    # A subject who restricted processing is left out of the measurement (docs/privacy.md);
+    # an exposure without a subject row has no segments and is left out too (inner join).
+    people = subjects.filter(subjects.restricted_at.isnull())
     window = exposures.filter(
         exposures.experiment_id == query.experiment_id,
         exposures.phase == query.phase,
         exposures.first_exposed_at >= ibis.literal(query.window_start),
         exposures.first_exposed_at < end,
-        # A subject who restricted processing is left out of the measurement (docs/privacy.md).
-        # (NOT IN a subquery, not an anti-join: ibis 12 writes PostgreSQL's as "LEFT ANTI JOIN".)
-        ~exposures.subject_id.isin(restricted),
     )
+    window = window.inner_join(people, "subject_id")
     window = window.select(
         "subject_id", "arm", fe=window.first_exposed_at,
         pre_start=window.first_exposed_at - ibis.interval(days=query.pre_exposure_days),
+        age_band=segment(window.age_band), province=segment(window.province), platform=segment(window.platform),
     )
 
-    joined = window.inner_join(events, "subject_id")
-    joined = joined.filter(joined.occurred_at < end)
+    # Only the events a metric counts: from the pre-exposure window's start to the end.
+    joined = window.select("subject_id", "fe", "pre_start").inner_join(
+        events.filter(events.occurred_at < end), "subject_id"
+    )
+    joined = joined.filter(joined.occurred_at >= joined.pre_start)
     post = joined.occurred_at >= joined.fe
     is_order = joined.type == "order"
     amount = joined.amount.cast("float64")
-    pre = is_order & (joined.occurred_at < joined.fe) & (joined.occurred_at >= joined.pre_start)
+    pre = is_order & (joined.occurred_at < joined.fe)
     per_events = joined.group_by("subject_id").aggregate(
         orders=_flag(is_order & post).sum(),
         gmv=ibis.ifelse(is_order & post, amount, 0.0).sum(),
@@ -145,24 +173,41 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
         ),
     )
 
-    def segment(column):
-        return ibis.coalesce(column.nullif(""), ibis.literal(UNKNOWN_SEGMENT))
+    # The caps: the subject GMV cap over the buyers, the order cap over the orders counted.
+    # The average order value's numerator is each order capped at the order cap, summed per
+    # subject: the subject's GMV less what its orders above the cap exceed it by (a few
+    # orders, from the same join), rather than a second pass over every order.
+    counted_orders = joined.filter(is_order & post)
+    if query.gmv_cap_percentile is None:
+        cap_row = order_cap_row = None
+        with_excess = per_events.mutate(excess=ibis.literal(0.0), cap=ibis.literal(None, type="float64"))
+    else:
+        cap_row = percentile(per_events.filter(per_events.gmv > 0).gmv, "cap")
+        order_cap_row = percentile(counted_orders.amount.cast("float64"), "order_cap")
+        above = counted_orders.cross_join(order_cap_row)
+        above = above.filter(above.amount.cast("float64") > above.order_cap)
+        excess = above.group_by("subject_id").aggregate(
+            excess=(above.amount.cast("float64") - above.order_cap).sum()
+        )
+        with_excess = per_events.left_join(excess, "subject_id").cross_join(cap_row)
+        with_excess = with_excess.select(
+            *per_events.columns, excess=with_excess.excess.fill_null(0.0), cap=with_excess.cap
+        )
 
-    facts = (
-        window.inner_join(subjects.select("subject_id", "age_band", "province", "platform"), "subject_id")
-        .left_join(per_events, "subject_id")
-        .left_join(per_consent, "subject_id")
-    )
+    facts = window.left_join(with_excess, "subject_id").left_join(per_consent, "subject_id")
     withdrew = facts.withdrawals.fill_null(0) > 0
-    facts = facts.select(
-        arm=facts.arm,
-        age_band=segment(facts.age_band),
-        province=segment(facts.province),
-        platform=segment(facts.platform),
+    orders = facts.orders.fill_null(0)
+    gmv = facts.gmv.fill_null(0.0)
+    pre_gmv = facts.pre_gmv.fill_null(0.0)
+    cap = facts.cap
+
+    def capped_value(column):
+        return ibis.ifelse(cap.isnull() | (column <= cap), column, cap)
+
+    c = facts.select(
+        "arm", "age_band", "province", "platform",
         customer=ibis.ifelse(facts.pre_orders.fill_null(0) > 0, "returning", "new"),
-        orders=facts.orders.fill_null(0),
-        gmv=facts.gmv.fill_null(0.0),
-        pre_gmv=facts.pre_gmv.fill_null(0.0),
+        orders=orders,
         impressions=facts.impressions.fill_null(0),
         clicks=facts.clicks.fill_null(0),
         opted_out=_flag(withdrew),
@@ -170,42 +215,12 @@ def metric_statistics_expression(*, tables: dict, query: WarehouseQuery):
         granted=_flag(
             withdrew | (facts.grants_after.fill_null(0) > 0) | (facts.last_before == facts.standing_grant).fill_null(False)
         ),
-        subject_id=facts.subject_id,
-        fe=facts.fe,
+        converted=_flag(orders > 0),
+        gmv=capped_value(gmv),
+        pre_gmv=capped_value(pre_gmv),
+        aov_gmv=gmv - facts.excess.fill_null(0.0),
     )
-
-    percentile = query.gmv_cap_percentile
-    # The subject GMV cap over the buyers; the order cap over the orders counted (both in the engine).
-    buyers = facts.filter(facts.gmv > 0)
-    counted_orders = joined.filter(is_order & post).select("subject_id", amount=amount)
-    if percentile is None:
-        cap_row = order_cap_row = None
-    else:
-        cap_row = _percentile(buyers.gmv, float(percentile), name="cap")
-        order_cap_row = _percentile(counted_orders.amount, float(percentile), name="order_cap")
-
-    # The average order value's numerator: each order capped at the order cap, summed per subject.
-    if order_cap_row is None:
-        orders_capped = counted_orders.group_by("subject_id").aggregate(aov_gmv=counted_orders.amount.sum())
-        capped = facts.mutate(cap=ibis.literal(None, type="float64")).left_join(orders_capped, "subject_id")
-    else:
-        orders_capped = counted_orders.cross_join(order_cap_row)
-        orders_capped = orders_capped.group_by("subject_id").aggregate(
-            aov_gmv=ibis.least(orders_capped.amount, orders_capped.order_cap).sum()
-        )
-        capped = facts.cross_join(cap_row).left_join(orders_capped, "subject_id")
-
-    def capped_value(column):
-        return ibis.ifelse(capped.cap.isnull() | (column <= capped.cap), column, capped.cap)
-
-    capped = capped.select(
-        "arm", *SEGMENT_DIMENSIONS, "orders", "impressions", "clicks", "opted_out", "consented", "granted",
-        converted=_flag(capped.orders > 0),
-        gmv=capped_value(capped.gmv),
-        pre_gmv=capped_value(capped.pre_gmv),
-        aov_gmv=capped.aov_gmv.fill_null(0.0),
-    )
-    c = capped
+    assert tuple(c.columns[1:5]) == SEGMENT_DIMENSIONS
     aggregates = {
         "n": c.count(),
         "converted": c.converted.sum(),

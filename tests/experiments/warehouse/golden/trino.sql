@@ -1,573 +1,381 @@
-WITH "t10" AS (
+WITH "t12" AS (
   SELECT
-    *
+    "t8"."subject_id",
+    "t8"."arm",
+    "t8"."first_exposed_at" AS "fe",
+    "t8"."first_exposed_at" - INTERVAL '28' DAY AS "pre_start",
+    COALESCE(NULLIF("t9"."age_band", ''), 'unknown') AS "age_band",
+    COALESCE(NULLIF("t9"."province", ''), 'unknown') AS "province",
+    COALESCE(NULLIF("t9"."platform", ''), 'unknown') AS "platform"
   FROM (
     SELECT
-      "t2"."experiment_id",
-      "t2"."phase",
-      "t2"."arm",
-      "t2"."user_pseudonym" AS "subject_id",
-      "t2"."first_exposed_at"
-    FROM "assignments" AS "t2"
-  ) AS "t6"
-  WHERE
-    "t6"."experiment_id" = 7
-    AND "t6"."phase" = 2
-    AND "t6"."first_exposed_at" >= CAST(FROM_ISO8601_TIMESTAMP('2026-11-01T00:00:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-    AND "t6"."first_exposed_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-    AND NOT (
-      "t6"."subject_id" IN (
-        SELECT
-          "t0"."subject_id"
-        FROM "subjects" AS "t0"
-        WHERE
-          "t0"."restricted_at" IS NOT NULL
+      "t0"."experiment_id",
+      "t0"."phase",
+      "t0"."arm",
+      "t0"."user_pseudonym" AS "subject_id",
+      "t0"."first_exposed_at"
+    FROM "assignments" AS "t0"
+    WHERE
+      "t0"."experiment_id" = 7
+      AND "t0"."phase" = 2
+      AND "t0"."first_exposed_at" >= CAST(FROM_ISO8601_TIMESTAMP('2026-11-01T00:00:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+      AND "t0"."first_exposed_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+  ) AS "t8"
+  INNER JOIN (
+    SELECT
+      *
+    FROM "subjects" AS "t1"
+    WHERE
+      "t1"."restricted_at" IS NULL
+  ) AS "t9"
+    ON "t8"."subject_id" = "t9"."subject_id"
+), "t20" AS (
+  SELECT
+    "t17"."subject_id",
+    "t17"."fe",
+    "t17"."pre_start",
+    "t10"."type",
+    "t10"."occurred_at",
+    "t10"."amount"
+  FROM (
+    SELECT
+      "t13"."subject_id",
+      "t13"."fe",
+      "t13"."pre_start"
+    FROM "t12" AS "t13"
+  ) AS "t17"
+  INNER JOIN (
+    SELECT
+      *
+    FROM "events" AS "t2"
+    WHERE
+      "t2"."occurred_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+  ) AS "t10"
+    ON "t17"."subject_id" = "t10"."subject_id"
+), "t28" AS (
+  SELECT
+    "t23"."subject_id",
+    SUM(
+      IF((
+        "t23"."type" = 'order'
+      ) AND (
+        "t23"."occurred_at" >= "t23"."fe"
+      ), 1, 0)
+    ) AS "orders",
+    SUM(
+      IF(
+        (
+          "t23"."type" = 'order'
+        ) AND (
+          "t23"."occurred_at" >= "t23"."fe"
+        ),
+        "t23"."amount",
+        CAST(0.0 AS DOUBLE)
       )
-    )
-), "t18" AS (
-  SELECT
-    "t16"."subject_id",
-    "t16"."arm",
-    "t16"."fe",
-    "t16"."pre_start",
-    "t4"."type",
-    "t4"."occurred_at",
-    "t4"."amount"
+    ) AS "gmv",
+    SUM(
+      IF(
+        (
+          "t23"."type" = 'order'
+        ) AND (
+          "t23"."occurred_at" < "t23"."fe"
+        ),
+        "t23"."amount",
+        CAST(0.0 AS DOUBLE)
+      )
+    ) AS "pre_gmv",
+    SUM(
+      IF((
+        "t23"."type" = 'order'
+      ) AND (
+        "t23"."occurred_at" < "t23"."fe"
+      ), 1, 0)
+    ) AS "pre_orders",
+    SUM(
+      IF(
+        (
+          "t23"."type" = 'rec_impression'
+        ) AND (
+          "t23"."occurred_at" >= "t23"."fe"
+        ),
+        1,
+        0
+      )
+    ) AS "impressions",
+    SUM(
+      IF((
+        "t23"."type" = 'rec_click'
+      ) AND (
+        "t23"."occurred_at" >= "t23"."fe"
+      ), 1, 0)
+    ) AS "clicks"
   FROM (
     SELECT
-      "t11"."subject_id",
-      "t11"."arm",
-      "t11"."first_exposed_at" AS "fe",
-      "t11"."first_exposed_at" - INTERVAL '28' DAY AS "pre_start"
-    FROM "t10" AS "t11"
-  ) AS "t16"
-  INNER JOIN "events" AS "t4"
-    ON "t16"."subject_id" = "t4"."subject_id"
-), "t35" AS (
+      *
+    FROM "t20" AS "t21"
+    WHERE
+      "t21"."occurred_at" >= "t21"."pre_start"
+  ) AS "t23"
+  GROUP BY
+    1
+), "t38" AS (
   SELECT
-    "t33"."lo" + (
+    "t36"."lo" + (
       (
-        "t33"."h" - CAST(FLOOR("t33"."h") AS BIGINT)
+        "t36"."h" - CAST(FLOOR("t36"."h") AS BIGINT)
       ) * (
-        COALESCE("t33"."hi", "t33"."lo") - "t33"."lo"
+        COALESCE("t36"."hi", "t36"."lo") - "t36"."lo"
       )
     ) AS "order_cap"
   FROM (
     SELECT
-      MAX("t31"."h") AS "h",
-      MAX(IF("t31"."k" = "t31"."floor", "t31"."v", CAST(NULL AS DOUBLE))) AS "lo",
-      MAX(IF("t31"."k" = (
-        "t31"."floor" + 1
-      ), "t31"."v", CAST(NULL AS DOUBLE))) AS "hi"
+      MAX("t34"."h") AS "h",
+      MAX(IF("t34"."k" = "t34"."floor", "t34"."v", CAST(NULL AS DOUBLE))) AS "lo",
+      MAX(IF("t34"."k" = (
+        "t34"."floor" + 1
+      ), "t34"."v", CAST(NULL AS DOUBLE))) AS "hi"
     FROM (
       SELECT
-        "t26"."v",
-        "t26"."k",
-        "t26"."n",
-        CAST("t26"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE) AS "h",
-        CAST(FLOOR(CAST("t26"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE)) AS BIGINT) AS "floor"
+        "t27"."v",
+        "t27"."k",
+        "t27"."n",
+        CAST("t27"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE) AS "h",
+        CAST(FLOOR(CAST("t27"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE)) AS BIGINT) AS "floor"
       FROM (
         SELECT
-          "t22"."v",
-          ROW_NUMBER() OVER (ORDER BY "t22"."v" ASC) - 1 AS "k",
-          COUNT("t22"."v") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "n"
+          "t24"."v",
+          ROW_NUMBER() OVER (ORDER BY "t24"."v" ASC) - 1 AS "k",
+          COUNT("t24"."v") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "n"
         FROM (
           SELECT
-            "t20"."amount" AS "v"
-          FROM "t18" AS "t20"
+            "t21"."amount" AS "v"
+          FROM "t20" AS "t21"
           WHERE
-            "t20"."occurred_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-            AND "t20"."type" = 'order'
-            AND "t20"."occurred_at" >= "t20"."fe"
-        ) AS "t22"
-      ) AS "t26"
-    ) AS "t31"
-  ) AS "t33"
+            "t21"."occurred_at" >= "t21"."pre_start"
+            AND "t21"."type" = 'order'
+            AND "t21"."occurred_at" >= "t21"."fe"
+        ) AS "t24"
+      ) AS "t27"
+    ) AS "t34"
+  ) AS "t36"
 ), "t45" AS (
   SELECT
-    "t44"."lo" + (
+    "t42"."lo" + (
       (
-        "t44"."h" - CAST(FLOOR("t44"."h") AS BIGINT)
+        "t42"."h" - CAST(FLOOR("t42"."h") AS BIGINT)
       ) * (
-        COALESCE("t44"."hi", "t44"."lo") - "t44"."lo"
+        COALESCE("t42"."hi", "t42"."lo") - "t42"."lo"
       )
     ) AS "cap"
   FROM (
     SELECT
-      MAX("t41"."h") AS "h",
-      MAX(IF("t41"."k" = "t41"."floor", "t41"."v", CAST(NULL AS DOUBLE))) AS "lo",
-      MAX(IF("t41"."k" = (
-        "t41"."floor" + 1
-      ), "t41"."v", CAST(NULL AS DOUBLE))) AS "hi"
+      MAX("t37"."h") AS "h",
+      MAX(IF("t37"."k" = "t37"."floor", "t37"."v", CAST(NULL AS DOUBLE))) AS "lo",
+      MAX(IF("t37"."k" = (
+        "t37"."floor" + 1
+      ), "t37"."v", CAST(NULL AS DOUBLE))) AS "hi"
     FROM (
       SELECT
-        "t37"."v",
-        "t37"."k",
-        "t37"."n",
-        CAST("t37"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE) AS "h",
-        CAST(FLOOR(CAST("t37"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE)) AS BIGINT) AS "floor"
+        "t35"."v",
+        "t35"."k",
+        "t35"."n",
+        CAST("t35"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE) AS "h",
+        CAST(FLOOR(CAST("t35"."n" - 1 AS DOUBLE) * CAST(0.99 AS DOUBLE)) AS BIGINT) AS "floor"
       FROM (
         SELECT
-          "t34"."v",
-          ROW_NUMBER() OVER (ORDER BY "t34"."v" ASC) - 1 AS "k",
-          COUNT("t34"."v") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "n"
+          "t33"."v",
+          ROW_NUMBER() OVER (ORDER BY "t33"."v" ASC) - 1 AS "k",
+          COUNT("t33"."v") OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS "n"
         FROM (
           SELECT
-            "t32"."gmv" AS "v"
-          FROM (
-            SELECT
-              "t16"."arm",
-              COALESCE(NULLIF("t7"."age_band", ''), 'unknown') AS "age_band",
-              COALESCE(NULLIF("t7"."province", ''), 'unknown') AS "province",
-              COALESCE(NULLIF("t7"."platform", ''), 'unknown') AS "platform",
-              IF(COALESCE("t28"."pre_orders", 0) > 0, 'returning', 'new') AS "customer",
-              COALESCE("t28"."orders", 0) AS "orders",
-              COALESCE("t28"."gmv", CAST(0.0 AS DOUBLE)) AS "gmv",
-              COALESCE("t28"."pre_gmv", CAST(0.0 AS DOUBLE)) AS "pre_gmv",
-              COALESCE("t28"."impressions", 0) AS "impressions",
-              COALESCE("t28"."clicks", 0) AS "clicks",
-              IF(COALESCE("t30"."withdrawals", 0) > 0, 1, 0) AS "opted_out",
-              IF(COALESCE("t30"."last_decision" = "t30"."last_valid_grant", FALSE), 1, 0) AS "consented",
-              IF(
-                (
-                  COALESCE("t30"."withdrawals", 0) > 0
-                )
-                OR (
-                  COALESCE("t30"."grants_after", 0) > 0
-                )
-                OR COALESCE("t30"."last_before" = "t30"."standing_grant", FALSE),
-                1,
-                0
-              ) AS "granted",
-              "t16"."subject_id",
-              "t16"."fe"
-            FROM (
-              SELECT
-                "t11"."subject_id",
-                "t11"."arm",
-                "t11"."first_exposed_at" AS "fe",
-                "t11"."first_exposed_at" - INTERVAL '28' DAY AS "pre_start"
-              FROM "t10" AS "t11"
-            ) AS "t16"
-            INNER JOIN (
-              SELECT
-                "t0"."subject_id",
-                "t0"."age_band",
-                "t0"."province",
-                "t0"."platform"
-              FROM "subjects" AS "t0"
-            ) AS "t7"
-              ON "t16"."subject_id" = "t7"."subject_id"
-            LEFT OUTER JOIN (
-              SELECT
-                "t21"."subject_id",
-                SUM(
-                  IF((
-                    "t21"."type" = 'order'
-                  ) AND (
-                    "t21"."occurred_at" >= "t21"."fe"
-                  ), 1, 0)
-                ) AS "orders",
-                SUM(
-                  IF(
-                    (
-                      "t21"."type" = 'order'
-                    ) AND (
-                      "t21"."occurred_at" >= "t21"."fe"
-                    ),
-                    "t21"."amount",
-                    CAST(0.0 AS DOUBLE)
-                  )
-                ) AS "gmv",
-                SUM(
-                  IF(
-                    (
-                      "t21"."type" = 'order'
-                    )
-                    AND (
-                      "t21"."occurred_at" < "t21"."fe"
-                    )
-                    AND (
-                      "t21"."occurred_at" >= "t21"."pre_start"
-                    ),
-                    "t21"."amount",
-                    CAST(0.0 AS DOUBLE)
-                  )
-                ) AS "pre_gmv",
-                SUM(
-                  IF(
-                    (
-                      "t21"."type" = 'order'
-                    )
-                    AND (
-                      "t21"."occurred_at" < "t21"."fe"
-                    )
-                    AND (
-                      "t21"."occurred_at" >= "t21"."pre_start"
-                    ),
-                    1,
-                    0
-                  )
-                ) AS "pre_orders",
-                SUM(
-                  IF(
-                    (
-                      "t21"."type" = 'rec_impression'
-                    ) AND (
-                      "t21"."occurred_at" >= "t21"."fe"
-                    ),
-                    1,
-                    0
-                  )
-                ) AS "impressions",
-                SUM(
-                  IF((
-                    "t21"."type" = 'rec_click'
-                  ) AND (
-                    "t21"."occurred_at" >= "t21"."fe"
-                  ), 1, 0)
-                ) AS "clicks"
-              FROM (
-                SELECT
-                  *
-                FROM "t18" AS "t20"
-                WHERE
-                  "t20"."occurred_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-              ) AS "t21"
-              GROUP BY
-                1
-            ) AS "t28"
-              ON "t16"."subject_id" = "t28"."subject_id"
-            LEFT OUTER JOIN (
-              SELECT
-                "t24"."subject_id",
-                SUM(IF("t24"."ends_grant" AND (
-                  "t24"."recorded_at" >= "t24"."fe"
-                ), 1, 0)) AS "withdrawals",
-                SUM(
-                  IF((
-                    "t24"."action" = 'grant'
-                  ) AND (
-                    "t24"."recorded_at" >= "t24"."fe"
-                  ), 1, 0)
-                ) AS "grants_after",
-                MAX("t24"."ledger_id") AS "last_decision",
-                MAX(IF("t24"."valid_at_cutoff", "t24"."ledger_id", CAST(NULL AS BIGINT))) AS "last_valid_grant",
-                MAX(IF("t24"."recorded_at" < "t24"."fe", "t24"."ledger_id", CAST(NULL AS BIGINT))) AS "last_before",
-                MAX(
-                  IF(
-                    (
-                      "t24"."recorded_at" < "t24"."fe"
-                    )
-                    AND (
-                      "t24"."action" = 'grant'
-                    )
-                    AND COALESCE((
-                      "t24"."expires_at" IS NULL
-                    ) OR (
-                      "t24"."expires_at" > "t24"."fe"
-                    ), FALSE),
-                    "t24"."ledger_id",
-                    CAST(NULL AS BIGINT)
-                  )
-                ) AS "standing_grant"
-              FROM (
-                SELECT
-                  "t15"."subject_id",
-                  "t15"."fe",
-                  "t19"."ledger_id",
-                  "t19"."purpose",
-                  "t19"."action",
-                  "t19"."recorded_at",
-                  "t19"."expires_at",
-                  "t19"."notice_id",
-                  "t19"."previous_action",
-                  "t19"."previous_expires",
-                  "t19"."ends_grant",
-                  "t19"."valid_at_cutoff"
-                FROM (
-                  SELECT
-                    "t11"."subject_id",
-                    "t11"."first_exposed_at" AS "fe"
-                  FROM "t10" AS "t11"
-                ) AS "t15"
-                INNER JOIN (
-                  SELECT
-                    "t12"."ledger_id",
-                    "t12"."subject_id",
-                    "t12"."purpose",
-                    "t12"."action",
-                    "t12"."recorded_at",
-                    "t12"."expires_at",
-                    "t12"."notice_id",
-                    "t12"."previous_action",
-                    "t12"."previous_expires",
-                    (
-                      "t12"."action" = 'withdraw'
-                    )
-                    AND COALESCE("t12"."previous_action" = 'grant', FALSE)
-                    AND COALESCE(
-                      (
-                        "t12"."previous_expires" IS NULL
-                      )
-                      OR (
-                        "t12"."previous_expires" > "t12"."recorded_at"
-                      ),
-                      FALSE
-                    ) AS "ends_grant",
-                    (
-                      "t12"."action" = 'grant'
-                    )
-                    AND COALESCE(
-                      (
-                        "t12"."expires_at" IS NULL
-                      )
-                      OR (
-                        "t12"."expires_at" > CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-                      ),
-                      FALSE
-                    )
-                    AND COALESCE("t12"."notice_id" IN (3, 5), FALSE) AS "valid_at_cutoff"
-                  FROM (
-                    SELECT
-                      "t9"."ledger_id",
-                      "t9"."subject_id",
-                      "t9"."purpose",
-                      "t9"."action",
-                      "t9"."recorded_at",
-                      "t9"."expires_at",
-                      "t9"."notice_id",
-                      LAG("t9"."action") OVER (PARTITION BY "t9"."subject_id" ORDER BY "t9"."ledger_id" ASC) AS "previous_action",
-                      LAG("t9"."expires_at") OVER (PARTITION BY "t9"."subject_id" ORDER BY "t9"."ledger_id" ASC) AS "previous_expires"
-                    FROM (
-                      SELECT
-                        *
-                      FROM "consents" AS "t3"
-                      WHERE
-                        "t3"."purpose" = 'personalization'
-                        AND "t3"."recorded_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-                    ) AS "t9"
-                  ) AS "t12"
-                ) AS "t19"
-                  ON "t15"."subject_id" = "t19"."subject_id"
-              ) AS "t24"
-              GROUP BY
-                1
-            ) AS "t30"
-              ON "t16"."subject_id" = "t30"."subject_id"
-          ) AS "t32"
+            "t29"."gmv" AS "v"
+          FROM "t28" AS "t29"
           WHERE
-            "t32"."gmv" > 0
-        ) AS "t34"
-      ) AS "t37"
-    ) AS "t41"
-  ) AS "t44"
-), "t50" AS (
+            "t29"."gmv" > 0
+        ) AS "t33"
+      ) AS "t35"
+    ) AS "t37"
+  ) AS "t42"
+), "t54" AS (
   SELECT
-    "t49"."arm",
-    "t49"."age_band",
-    "t49"."province",
-    "t49"."platform",
-    "t49"."customer",
+    "t53"."arm",
+    "t53"."age_band",
+    "t53"."province",
+    "t53"."platform",
+    "t53"."customer",
     COUNT(*) AS "n",
-    SUM("t49"."converted") AS "converted",
-    SUM("t49"."opted_out") AS "opted_out",
-    SUM("t49"."consented") AS "consented",
-    SUM("t49"."granted") AS "granted",
-    SUM("t49"."gmv") AS "gmv_sum",
-    SUM("t49"."gmv" * "t49"."gmv") AS "gmv_ss",
-    SUM("t49"."pre_gmv") AS "pre_sum",
-    SUM("t49"."pre_gmv" * "t49"."pre_gmv") AS "pre_ss",
-    SUM("t49"."gmv" * "t49"."pre_gmv") AS "gmv_pre",
-    SUM("t49"."orders") AS "orders_sum",
-    SUM("t49"."orders" * "t49"."orders") AS "orders_ss",
-    SUM("t49"."aov_gmv") AS "aov_sum",
-    SUM("t49"."aov_gmv" * "t49"."aov_gmv") AS "aov_ss",
-    SUM("t49"."aov_gmv" * "t49"."orders") AS "aov_orders",
-    SUM("t49"."impressions") AS "impressions_sum",
-    SUM("t49"."impressions" * "t49"."impressions") AS "impressions_ss",
-    SUM("t49"."clicks") AS "clicks_sum",
-    SUM("t49"."clicks" * "t49"."clicks") AS "clicks_ss",
-    SUM("t49"."clicks" * "t49"."impressions") AS "clicks_impressions"
+    SUM("t53"."converted") AS "converted",
+    SUM("t53"."opted_out") AS "opted_out",
+    SUM("t53"."consented") AS "consented",
+    SUM("t53"."granted") AS "granted",
+    SUM("t53"."gmv") AS "gmv_sum",
+    SUM("t53"."gmv" * "t53"."gmv") AS "gmv_ss",
+    SUM("t53"."pre_gmv") AS "pre_sum",
+    SUM("t53"."pre_gmv" * "t53"."pre_gmv") AS "pre_ss",
+    SUM("t53"."gmv" * "t53"."pre_gmv") AS "gmv_pre",
+    SUM("t53"."orders") AS "orders_sum",
+    SUM("t53"."orders" * "t53"."orders") AS "orders_ss",
+    SUM("t53"."aov_gmv") AS "aov_sum",
+    SUM("t53"."aov_gmv" * "t53"."aov_gmv") AS "aov_ss",
+    SUM("t53"."aov_gmv" * "t53"."orders") AS "aov_orders",
+    SUM("t53"."impressions") AS "impressions_sum",
+    SUM("t53"."impressions" * "t53"."impressions") AS "impressions_ss",
+    SUM("t53"."clicks") AS "clicks_sum",
+    SUM("t53"."clicks" * "t53"."clicks") AS "clicks_ss",
+    SUM("t53"."clicks" * "t53"."impressions") AS "clicks_impressions"
   FROM (
     SELECT
-      "t16"."arm",
-      COALESCE(NULLIF("t7"."age_band", ''), 'unknown') AS "age_band",
-      COALESCE(NULLIF("t7"."province", ''), 'unknown') AS "province",
-      COALESCE(NULLIF("t7"."platform", ''), 'unknown') AS "platform",
-      IF(COALESCE("t28"."pre_orders", 0) > 0, 'returning', 'new') AS "customer",
-      COALESCE("t28"."orders", 0) AS "orders",
-      COALESCE("t28"."impressions", 0) AS "impressions",
-      COALESCE("t28"."clicks", 0) AS "clicks",
-      IF(COALESCE("t30"."withdrawals", 0) > 0, 1, 0) AS "opted_out",
-      IF(COALESCE("t30"."last_decision" = "t30"."last_valid_grant", FALSE), 1, 0) AS "consented",
+      "t8"."arm",
+      COALESCE(NULLIF("t9"."age_band", ''), 'unknown') AS "age_band",
+      COALESCE(NULLIF("t9"."province", ''), 'unknown') AS "province",
+      COALESCE(NULLIF("t9"."platform", ''), 'unknown') AS "platform",
+      IF(COALESCE("t52"."pre_orders", 0) > 0, 'returning', 'new') AS "customer",
+      COALESCE("t52"."orders", 0) AS "orders",
+      COALESCE("t52"."impressions", 0) AS "impressions",
+      COALESCE("t52"."clicks", 0) AS "clicks",
+      IF(COALESCE("t32"."withdrawals", 0) > 0, 1, 0) AS "opted_out",
+      IF(COALESCE("t32"."last_decision" = "t32"."last_valid_grant", FALSE), 1, 0) AS "consented",
       IF(
         (
-          COALESCE("t30"."withdrawals", 0) > 0
+          COALESCE("t32"."withdrawals", 0) > 0
         )
         OR (
-          COALESCE("t30"."grants_after", 0) > 0
+          COALESCE("t32"."grants_after", 0) > 0
         )
-        OR COALESCE("t30"."last_before" = "t30"."standing_grant", FALSE),
+        OR COALESCE("t32"."last_before" = "t32"."standing_grant", FALSE),
         1,
         0
       ) AS "granted",
-      IF(COALESCE("t28"."orders", 0) > 0, 1, 0) AS "converted",
+      IF(COALESCE("t52"."orders", 0) > 0, 1, 0) AS "converted",
       IF(
         (
-          "t48"."cap" IS NULL
+          "t52"."cap" IS NULL
         )
         OR (
-          COALESCE("t28"."gmv", CAST(0.0 AS DOUBLE)) <= "t48"."cap"
+          COALESCE("t52"."gmv", CAST(0.0 AS DOUBLE)) <= "t52"."cap"
         ),
-        COALESCE("t28"."gmv", CAST(0.0 AS DOUBLE)),
-        "t48"."cap"
+        COALESCE("t52"."gmv", CAST(0.0 AS DOUBLE)),
+        "t52"."cap"
       ) AS "gmv",
       IF(
         (
-          "t48"."cap" IS NULL
+          "t52"."cap" IS NULL
         )
         OR (
-          COALESCE("t28"."pre_gmv", CAST(0.0 AS DOUBLE)) <= "t48"."cap"
+          COALESCE("t52"."pre_gmv", CAST(0.0 AS DOUBLE)) <= "t52"."cap"
         ),
-        COALESCE("t28"."pre_gmv", CAST(0.0 AS DOUBLE)),
-        "t48"."cap"
+        COALESCE("t52"."pre_gmv", CAST(0.0 AS DOUBLE)),
+        "t52"."cap"
       ) AS "pre_gmv",
-      COALESCE("t43"."aov_gmv", CAST(0.0 AS DOUBLE)) AS "aov_gmv"
+      COALESCE("t52"."gmv", CAST(0.0 AS DOUBLE)) - COALESCE("t52"."excess", CAST(0.0 AS DOUBLE)) AS "aov_gmv"
     FROM (
       SELECT
-        "t11"."subject_id",
-        "t11"."arm",
-        "t11"."first_exposed_at" AS "fe",
-        "t11"."first_exposed_at" - INTERVAL '28' DAY AS "pre_start"
-      FROM "t10" AS "t11"
-    ) AS "t16"
+        "t0"."experiment_id",
+        "t0"."phase",
+        "t0"."arm",
+        "t0"."user_pseudonym" AS "subject_id",
+        "t0"."first_exposed_at"
+      FROM "assignments" AS "t0"
+      WHERE
+        "t0"."experiment_id" = 7
+        AND "t0"."phase" = 2
+        AND "t0"."first_exposed_at" >= CAST(FROM_ISO8601_TIMESTAMP('2026-11-01T00:00:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+        AND "t0"."first_exposed_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+    ) AS "t8"
     INNER JOIN (
       SELECT
-        "t0"."subject_id",
-        "t0"."age_band",
-        "t0"."province",
-        "t0"."platform"
-      FROM "subjects" AS "t0"
-    ) AS "t7"
-      ON "t16"."subject_id" = "t7"."subject_id"
+        *
+      FROM "subjects" AS "t1"
+      WHERE
+        "t1"."restricted_at" IS NULL
+    ) AS "t9"
+      ON "t8"."subject_id" = "t9"."subject_id"
     LEFT OUTER JOIN (
       SELECT
-        "t21"."subject_id",
-        SUM(
-          IF((
-            "t21"."type" = 'order'
-          ) AND (
-            "t21"."occurred_at" >= "t21"."fe"
-          ), 1, 0)
-        ) AS "orders",
-        SUM(
-          IF(
-            (
-              "t21"."type" = 'order'
-            ) AND (
-              "t21"."occurred_at" >= "t21"."fe"
-            ),
-            "t21"."amount",
-            CAST(0.0 AS DOUBLE)
-          )
-        ) AS "gmv",
-        SUM(
-          IF(
-            (
-              "t21"."type" = 'order'
-            )
-            AND (
-              "t21"."occurred_at" < "t21"."fe"
-            )
-            AND (
-              "t21"."occurred_at" >= "t21"."pre_start"
-            ),
-            "t21"."amount",
-            CAST(0.0 AS DOUBLE)
-          )
-        ) AS "pre_gmv",
-        SUM(
-          IF(
-            (
-              "t21"."type" = 'order'
-            )
-            AND (
-              "t21"."occurred_at" < "t21"."fe"
-            )
-            AND (
-              "t21"."occurred_at" >= "t21"."pre_start"
-            ),
-            1,
-            0
-          )
-        ) AS "pre_orders",
-        SUM(
-          IF(
-            (
-              "t21"."type" = 'rec_impression'
-            ) AND (
-              "t21"."occurred_at" >= "t21"."fe"
-            ),
-            1,
-            0
-          )
-        ) AS "impressions",
-        SUM(
-          IF((
-            "t21"."type" = 'rec_click'
-          ) AND (
-            "t21"."occurred_at" >= "t21"."fe"
-          ), 1, 0)
-        ) AS "clicks"
-      FROM (
+        "t31"."subject_id",
+        "t31"."orders",
+        "t31"."gmv",
+        "t31"."pre_gmv",
+        "t31"."pre_orders",
+        "t31"."impressions",
+        "t31"."clicks",
+        COALESCE("t50"."excess", CAST(0.0 AS DOUBLE)) AS "excess",
+        "t49"."cap"
+      FROM "t28" AS "t31"
+      LEFT OUTER JOIN (
         SELECT
-          *
-        FROM "t18" AS "t20"
-        WHERE
-          "t20"."occurred_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-      ) AS "t21"
-      GROUP BY
-        1
-    ) AS "t28"
-      ON "t16"."subject_id" = "t28"."subject_id"
+          "t44"."subject_id",
+          SUM("t44"."amount" - "t44"."order_cap") AS "excess"
+        FROM (
+          SELECT
+            *
+          FROM (
+            SELECT
+              "t26"."subject_id",
+              "t26"."fe",
+              "t26"."pre_start",
+              "t26"."type",
+              "t26"."occurred_at",
+              "t26"."amount",
+              "t41"."order_cap"
+            FROM (
+              SELECT
+                *
+              FROM "t20" AS "t21"
+              WHERE
+                "t21"."occurred_at" >= "t21"."pre_start"
+                AND "t21"."type" = 'order'
+                AND "t21"."occurred_at" >= "t21"."fe"
+            ) AS "t26"
+            CROSS JOIN "t38" AS "t41"
+          ) AS "t43"
+          WHERE
+            "t43"."amount" > "t43"."order_cap"
+        ) AS "t44"
+        GROUP BY
+          1
+      ) AS "t50"
+        ON "t31"."subject_id" = "t50"."subject_id"
+      CROSS JOIN "t45" AS "t49"
+    ) AS "t52"
+      ON "t8"."subject_id" = "t52"."subject_id"
     LEFT OUTER JOIN (
       SELECT
-        "t24"."subject_id",
-        SUM(IF("t24"."ends_grant" AND (
-          "t24"."recorded_at" >= "t24"."fe"
+        "t22"."subject_id",
+        SUM(IF("t22"."ends_grant" AND (
+          "t22"."recorded_at" >= "t22"."fe"
         ), 1, 0)) AS "withdrawals",
         SUM(
           IF((
-            "t24"."action" = 'grant'
+            "t22"."action" = 'grant'
           ) AND (
-            "t24"."recorded_at" >= "t24"."fe"
+            "t22"."recorded_at" >= "t22"."fe"
           ), 1, 0)
         ) AS "grants_after",
-        MAX("t24"."ledger_id") AS "last_decision",
-        MAX(IF("t24"."valid_at_cutoff", "t24"."ledger_id", CAST(NULL AS BIGINT))) AS "last_valid_grant",
-        MAX(IF("t24"."recorded_at" < "t24"."fe", "t24"."ledger_id", CAST(NULL AS BIGINT))) AS "last_before",
+        MAX("t22"."ledger_id") AS "last_decision",
+        MAX(IF("t22"."valid_at_cutoff", "t22"."ledger_id", CAST(NULL AS BIGINT))) AS "last_valid_grant",
+        MAX(IF("t22"."recorded_at" < "t22"."fe", "t22"."ledger_id", CAST(NULL AS BIGINT))) AS "last_before",
         MAX(
           IF(
             (
-              "t24"."recorded_at" < "t24"."fe"
+              "t22"."recorded_at" < "t22"."fe"
             )
             AND (
-              "t24"."action" = 'grant'
+              "t22"."action" = 'grant'
             )
             AND COALESCE((
-              "t24"."expires_at" IS NULL
+              "t22"."expires_at" IS NULL
             ) OR (
-              "t24"."expires_at" > "t24"."fe"
+              "t22"."expires_at" > "t22"."fe"
             ), FALSE),
-            "t24"."ledger_id",
+            "t22"."ledger_id",
             CAST(NULL AS BIGINT)
           )
         ) AS "standing_grant"
       FROM (
         SELECT
-          "t15"."subject_id",
-          "t15"."fe",
+          "t16"."subject_id",
+          "t16"."fe",
           "t19"."ledger_id",
           "t19"."purpose",
           "t19"."action",
@@ -580,58 +388,58 @@ WITH "t10" AS (
           "t19"."valid_at_cutoff"
         FROM (
           SELECT
-            "t11"."subject_id",
-            "t11"."first_exposed_at" AS "fe"
-          FROM "t10" AS "t11"
-        ) AS "t15"
+            "t13"."subject_id",
+            "t13"."fe"
+          FROM "t12" AS "t13"
+        ) AS "t16"
         INNER JOIN (
           SELECT
-            "t12"."ledger_id",
-            "t12"."subject_id",
-            "t12"."purpose",
-            "t12"."action",
-            "t12"."recorded_at",
-            "t12"."expires_at",
-            "t12"."notice_id",
-            "t12"."previous_action",
-            "t12"."previous_expires",
+            "t11"."ledger_id",
+            "t11"."subject_id",
+            "t11"."purpose",
+            "t11"."action",
+            "t11"."recorded_at",
+            "t11"."expires_at",
+            "t11"."notice_id",
+            "t11"."previous_action",
+            "t11"."previous_expires",
             (
-              "t12"."action" = 'withdraw'
+              "t11"."action" = 'withdraw'
             )
-            AND COALESCE("t12"."previous_action" = 'grant', FALSE)
+            AND COALESCE("t11"."previous_action" = 'grant', FALSE)
             AND COALESCE(
               (
-                "t12"."previous_expires" IS NULL
+                "t11"."previous_expires" IS NULL
               )
               OR (
-                "t12"."previous_expires" > "t12"."recorded_at"
+                "t11"."previous_expires" > "t11"."recorded_at"
               ),
               FALSE
             ) AS "ends_grant",
             (
-              "t12"."action" = 'grant'
+              "t11"."action" = 'grant'
             )
             AND COALESCE(
               (
-                "t12"."expires_at" IS NULL
+                "t11"."expires_at" IS NULL
               )
               OR (
-                "t12"."expires_at" > CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
+                "t11"."expires_at" > CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
               ),
               FALSE
             )
-            AND COALESCE("t12"."notice_id" IN (3, 5), FALSE) AS "valid_at_cutoff"
+            AND COALESCE("t11"."notice_id" IN (3, 5), FALSE) AS "valid_at_cutoff"
           FROM (
             SELECT
-              "t9"."ledger_id",
-              "t9"."subject_id",
-              "t9"."purpose",
-              "t9"."action",
-              "t9"."recorded_at",
-              "t9"."expires_at",
-              "t9"."notice_id",
-              LAG("t9"."action") OVER (PARTITION BY "t9"."subject_id" ORDER BY "t9"."ledger_id" ASC) AS "previous_action",
-              LAG("t9"."expires_at") OVER (PARTITION BY "t9"."subject_id" ORDER BY "t9"."ledger_id" ASC) AS "previous_expires"
+              "t7"."ledger_id",
+              "t7"."subject_id",
+              "t7"."purpose",
+              "t7"."action",
+              "t7"."recorded_at",
+              "t7"."expires_at",
+              "t7"."notice_id",
+              LAG("t7"."action") OVER (PARTITION BY "t7"."subject_id" ORDER BY "t7"."ledger_id" ASC) AS "previous_action",
+              LAG("t7"."expires_at") OVER (PARTITION BY "t7"."subject_id" ORDER BY "t7"."ledger_id" ASC) AS "previous_expires"
             FROM (
               SELECT
                 *
@@ -639,42 +447,16 @@ WITH "t10" AS (
               WHERE
                 "t3"."purpose" = 'personalization'
                 AND "t3"."recorded_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-            ) AS "t9"
-          ) AS "t12"
+            ) AS "t7"
+          ) AS "t11"
         ) AS "t19"
-          ON "t15"."subject_id" = "t19"."subject_id"
-      ) AS "t24"
+          ON "t16"."subject_id" = "t19"."subject_id"
+      ) AS "t22"
       GROUP BY
         1
-    ) AS "t30"
-      ON "t16"."subject_id" = "t30"."subject_id"
-    CROSS JOIN "t45" AS "t48"
-    LEFT OUTER JOIN (
-      SELECT
-        "t40"."subject_id",
-        SUM(LEAST("t40"."amount", "t40"."order_cap")) AS "aov_gmv"
-      FROM (
-        SELECT
-          "t25"."subject_id",
-          "t25"."amount",
-          "t39"."order_cap"
-        FROM (
-          SELECT
-            "t20"."subject_id",
-            "t20"."amount"
-          FROM "t18" AS "t20"
-          WHERE
-            "t20"."occurred_at" < CAST(FROM_ISO8601_TIMESTAMP('2026-11-29T12:30:00+00:00') AS TIMESTAMP WITH TIME ZONE)
-            AND "t20"."type" = 'order'
-            AND "t20"."occurred_at" >= "t20"."fe"
-        ) AS "t25"
-        CROSS JOIN "t35" AS "t39"
-      ) AS "t40"
-      GROUP BY
-        1
-    ) AS "t43"
-      ON "t16"."subject_id" = "t43"."subject_id"
-  ) AS "t49"
+    ) AS "t32"
+      ON "t8"."subject_id" = "t32"."subject_id"
+  ) AS "t53"
   GROUP BY
     1,
     2,
@@ -683,31 +465,31 @@ WITH "t10" AS (
     5
 )
 SELECT
-  "t66"."dimension",
-  "t66"."value",
-  "t66"."arm",
-  "t66"."n",
-  "t66"."converted",
-  "t66"."opted_out",
-  "t66"."consented",
-  "t66"."granted",
-  "t66"."gmv_sum",
-  "t66"."gmv_ss",
-  "t66"."pre_sum",
-  "t66"."pre_ss",
-  "t66"."gmv_pre",
-  "t66"."orders_sum",
-  "t66"."orders_ss",
-  "t66"."aov_sum",
-  "t66"."aov_ss",
-  "t66"."aov_orders",
-  "t66"."impressions_sum",
-  "t66"."impressions_ss",
-  "t66"."clicks_sum",
-  "t66"."clicks_ss",
-  "t66"."clicks_impressions",
-  "t47"."cap",
-  "t38"."order_cap"
+  "t70"."dimension",
+  "t70"."value",
+  "t70"."arm",
+  "t70"."n",
+  "t70"."converted",
+  "t70"."opted_out",
+  "t70"."consented",
+  "t70"."granted",
+  "t70"."gmv_sum",
+  "t70"."gmv_ss",
+  "t70"."pre_sum",
+  "t70"."pre_ss",
+  "t70"."gmv_pre",
+  "t70"."orders_sum",
+  "t70"."orders_ss",
+  "t70"."aov_sum",
+  "t70"."aov_ss",
+  "t70"."aov_orders",
+  "t70"."impressions_sum",
+  "t70"."impressions_ss",
+  "t70"."clicks_sum",
+  "t70"."clicks_ss",
+  "t70"."clicks_impressions",
+  "t48"."cap",
+  "t40"."order_cap"
 FROM (
   SELECT
     *
@@ -717,117 +499,117 @@ FROM (
     FROM (
       SELECT
         'province' AS "dimension",
-        "t52"."province" AS "value",
-        "t52"."arm",
-        CAST("t52"."n" AS DOUBLE) AS "n",
-        CAST("t52"."converted" AS DOUBLE) AS "converted",
-        CAST("t52"."opted_out" AS DOUBLE) AS "opted_out",
-        CAST("t52"."consented" AS DOUBLE) AS "consented",
-        CAST("t52"."granted" AS DOUBLE) AS "granted",
-        "t52"."gmv_sum",
-        "t52"."gmv_ss",
-        "t52"."pre_sum",
-        "t52"."pre_ss",
-        "t52"."gmv_pre",
-        CAST("t52"."orders_sum" AS DOUBLE) AS "orders_sum",
-        CAST("t52"."orders_ss" AS DOUBLE) AS "orders_ss",
-        "t52"."aov_sum",
-        "t52"."aov_ss",
-        "t52"."aov_orders",
-        CAST("t52"."impressions_sum" AS DOUBLE) AS "impressions_sum",
-        CAST("t52"."impressions_ss" AS DOUBLE) AS "impressions_ss",
-        CAST("t52"."clicks_sum" AS DOUBLE) AS "clicks_sum",
-        CAST("t52"."clicks_ss" AS DOUBLE) AS "clicks_ss",
-        CAST("t52"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
+        "t56"."province" AS "value",
+        "t56"."arm",
+        CAST("t56"."n" AS DOUBLE) AS "n",
+        CAST("t56"."converted" AS DOUBLE) AS "converted",
+        CAST("t56"."opted_out" AS DOUBLE) AS "opted_out",
+        CAST("t56"."consented" AS DOUBLE) AS "consented",
+        CAST("t56"."granted" AS DOUBLE) AS "granted",
+        "t56"."gmv_sum",
+        "t56"."gmv_ss",
+        "t56"."pre_sum",
+        "t56"."pre_ss",
+        "t56"."gmv_pre",
+        CAST("t56"."orders_sum" AS DOUBLE) AS "orders_sum",
+        CAST("t56"."orders_ss" AS DOUBLE) AS "orders_ss",
+        "t56"."aov_sum",
+        "t56"."aov_ss",
+        "t56"."aov_orders",
+        CAST("t56"."impressions_sum" AS DOUBLE) AS "impressions_sum",
+        CAST("t56"."impressions_ss" AS DOUBLE) AS "impressions_ss",
+        CAST("t56"."clicks_sum" AS DOUBLE) AS "clicks_sum",
+        CAST("t56"."clicks_ss" AS DOUBLE) AS "clicks_ss",
+        CAST("t56"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
       FROM (
         SELECT
-          "t51"."arm",
-          "t51"."province",
-          SUM("t51"."n") AS "n",
-          SUM("t51"."converted") AS "converted",
-          SUM("t51"."opted_out") AS "opted_out",
-          SUM("t51"."consented") AS "consented",
-          SUM("t51"."granted") AS "granted",
-          SUM("t51"."gmv_sum") AS "gmv_sum",
-          SUM("t51"."gmv_ss") AS "gmv_ss",
-          SUM("t51"."pre_sum") AS "pre_sum",
-          SUM("t51"."pre_ss") AS "pre_ss",
-          SUM("t51"."gmv_pre") AS "gmv_pre",
-          SUM("t51"."orders_sum") AS "orders_sum",
-          SUM("t51"."orders_ss") AS "orders_ss",
-          SUM("t51"."aov_sum") AS "aov_sum",
-          SUM("t51"."aov_ss") AS "aov_ss",
-          SUM("t51"."aov_orders") AS "aov_orders",
-          SUM("t51"."impressions_sum") AS "impressions_sum",
-          SUM("t51"."impressions_ss") AS "impressions_ss",
-          SUM("t51"."clicks_sum") AS "clicks_sum",
-          SUM("t51"."clicks_ss") AS "clicks_ss",
-          SUM("t51"."clicks_impressions") AS "clicks_impressions"
-        FROM "t50" AS "t51"
+          "t55"."arm",
+          "t55"."province",
+          SUM("t55"."n") AS "n",
+          SUM("t55"."converted") AS "converted",
+          SUM("t55"."opted_out") AS "opted_out",
+          SUM("t55"."consented") AS "consented",
+          SUM("t55"."granted") AS "granted",
+          SUM("t55"."gmv_sum") AS "gmv_sum",
+          SUM("t55"."gmv_ss") AS "gmv_ss",
+          SUM("t55"."pre_sum") AS "pre_sum",
+          SUM("t55"."pre_ss") AS "pre_ss",
+          SUM("t55"."gmv_pre") AS "gmv_pre",
+          SUM("t55"."orders_sum") AS "orders_sum",
+          SUM("t55"."orders_ss") AS "orders_ss",
+          SUM("t55"."aov_sum") AS "aov_sum",
+          SUM("t55"."aov_ss") AS "aov_ss",
+          SUM("t55"."aov_orders") AS "aov_orders",
+          SUM("t55"."impressions_sum") AS "impressions_sum",
+          SUM("t55"."impressions_ss") AS "impressions_ss",
+          SUM("t55"."clicks_sum") AS "clicks_sum",
+          SUM("t55"."clicks_ss") AS "clicks_ss",
+          SUM("t55"."clicks_impressions") AS "clicks_impressions"
+        FROM "t54" AS "t55"
         GROUP BY
           1,
           2
-      ) AS "t52"
-    ) AS "t57"
+      ) AS "t56"
+    ) AS "t61"
     UNION ALL
     SELECT
       *
     FROM (
       SELECT
         'platform' AS "dimension",
-        "t53"."platform" AS "value",
-        "t53"."arm",
-        CAST("t53"."n" AS DOUBLE) AS "n",
-        CAST("t53"."converted" AS DOUBLE) AS "converted",
-        CAST("t53"."opted_out" AS DOUBLE) AS "opted_out",
-        CAST("t53"."consented" AS DOUBLE) AS "consented",
-        CAST("t53"."granted" AS DOUBLE) AS "granted",
-        "t53"."gmv_sum",
-        "t53"."gmv_ss",
-        "t53"."pre_sum",
-        "t53"."pre_ss",
-        "t53"."gmv_pre",
-        CAST("t53"."orders_sum" AS DOUBLE) AS "orders_sum",
-        CAST("t53"."orders_ss" AS DOUBLE) AS "orders_ss",
-        "t53"."aov_sum",
-        "t53"."aov_ss",
-        "t53"."aov_orders",
-        CAST("t53"."impressions_sum" AS DOUBLE) AS "impressions_sum",
-        CAST("t53"."impressions_ss" AS DOUBLE) AS "impressions_ss",
-        CAST("t53"."clicks_sum" AS DOUBLE) AS "clicks_sum",
-        CAST("t53"."clicks_ss" AS DOUBLE) AS "clicks_ss",
-        CAST("t53"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
+        "t57"."platform" AS "value",
+        "t57"."arm",
+        CAST("t57"."n" AS DOUBLE) AS "n",
+        CAST("t57"."converted" AS DOUBLE) AS "converted",
+        CAST("t57"."opted_out" AS DOUBLE) AS "opted_out",
+        CAST("t57"."consented" AS DOUBLE) AS "consented",
+        CAST("t57"."granted" AS DOUBLE) AS "granted",
+        "t57"."gmv_sum",
+        "t57"."gmv_ss",
+        "t57"."pre_sum",
+        "t57"."pre_ss",
+        "t57"."gmv_pre",
+        CAST("t57"."orders_sum" AS DOUBLE) AS "orders_sum",
+        CAST("t57"."orders_ss" AS DOUBLE) AS "orders_ss",
+        "t57"."aov_sum",
+        "t57"."aov_ss",
+        "t57"."aov_orders",
+        CAST("t57"."impressions_sum" AS DOUBLE) AS "impressions_sum",
+        CAST("t57"."impressions_ss" AS DOUBLE) AS "impressions_ss",
+        CAST("t57"."clicks_sum" AS DOUBLE) AS "clicks_sum",
+        CAST("t57"."clicks_ss" AS DOUBLE) AS "clicks_ss",
+        CAST("t57"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
       FROM (
         SELECT
-          "t51"."arm",
-          "t51"."platform",
-          SUM("t51"."n") AS "n",
-          SUM("t51"."converted") AS "converted",
-          SUM("t51"."opted_out") AS "opted_out",
-          SUM("t51"."consented") AS "consented",
-          SUM("t51"."granted") AS "granted",
-          SUM("t51"."gmv_sum") AS "gmv_sum",
-          SUM("t51"."gmv_ss") AS "gmv_ss",
-          SUM("t51"."pre_sum") AS "pre_sum",
-          SUM("t51"."pre_ss") AS "pre_ss",
-          SUM("t51"."gmv_pre") AS "gmv_pre",
-          SUM("t51"."orders_sum") AS "orders_sum",
-          SUM("t51"."orders_ss") AS "orders_ss",
-          SUM("t51"."aov_sum") AS "aov_sum",
-          SUM("t51"."aov_ss") AS "aov_ss",
-          SUM("t51"."aov_orders") AS "aov_orders",
-          SUM("t51"."impressions_sum") AS "impressions_sum",
-          SUM("t51"."impressions_ss") AS "impressions_ss",
-          SUM("t51"."clicks_sum") AS "clicks_sum",
-          SUM("t51"."clicks_ss") AS "clicks_ss",
-          SUM("t51"."clicks_impressions") AS "clicks_impressions"
-        FROM "t50" AS "t51"
+          "t55"."arm",
+          "t55"."platform",
+          SUM("t55"."n") AS "n",
+          SUM("t55"."converted") AS "converted",
+          SUM("t55"."opted_out") AS "opted_out",
+          SUM("t55"."consented") AS "consented",
+          SUM("t55"."granted") AS "granted",
+          SUM("t55"."gmv_sum") AS "gmv_sum",
+          SUM("t55"."gmv_ss") AS "gmv_ss",
+          SUM("t55"."pre_sum") AS "pre_sum",
+          SUM("t55"."pre_ss") AS "pre_ss",
+          SUM("t55"."gmv_pre") AS "gmv_pre",
+          SUM("t55"."orders_sum") AS "orders_sum",
+          SUM("t55"."orders_ss") AS "orders_ss",
+          SUM("t55"."aov_sum") AS "aov_sum",
+          SUM("t55"."aov_ss") AS "aov_ss",
+          SUM("t55"."aov_orders") AS "aov_orders",
+          SUM("t55"."impressions_sum") AS "impressions_sum",
+          SUM("t55"."impressions_ss") AS "impressions_ss",
+          SUM("t55"."clicks_sum") AS "clicks_sum",
+          SUM("t55"."clicks_ss") AS "clicks_ss",
+          SUM("t55"."clicks_impressions") AS "clicks_impressions"
+        FROM "t54" AS "t55"
         GROUP BY
           1,
           2
-      ) AS "t53"
-    ) AS "t58"
-  ) AS "t62"
+      ) AS "t57"
+    ) AS "t62"
+  ) AS "t66"
   UNION ALL
   SELECT
     *
@@ -837,58 +619,58 @@ FROM (
     FROM (
       SELECT
         'customer' AS "dimension",
-        "t54"."customer" AS "value",
-        "t54"."arm",
-        CAST("t54"."n" AS DOUBLE) AS "n",
-        CAST("t54"."converted" AS DOUBLE) AS "converted",
-        CAST("t54"."opted_out" AS DOUBLE) AS "opted_out",
-        CAST("t54"."consented" AS DOUBLE) AS "consented",
-        CAST("t54"."granted" AS DOUBLE) AS "granted",
-        "t54"."gmv_sum",
-        "t54"."gmv_ss",
-        "t54"."pre_sum",
-        "t54"."pre_ss",
-        "t54"."gmv_pre",
-        CAST("t54"."orders_sum" AS DOUBLE) AS "orders_sum",
-        CAST("t54"."orders_ss" AS DOUBLE) AS "orders_ss",
-        "t54"."aov_sum",
-        "t54"."aov_ss",
-        "t54"."aov_orders",
-        CAST("t54"."impressions_sum" AS DOUBLE) AS "impressions_sum",
-        CAST("t54"."impressions_ss" AS DOUBLE) AS "impressions_ss",
-        CAST("t54"."clicks_sum" AS DOUBLE) AS "clicks_sum",
-        CAST("t54"."clicks_ss" AS DOUBLE) AS "clicks_ss",
-        CAST("t54"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
+        "t58"."customer" AS "value",
+        "t58"."arm",
+        CAST("t58"."n" AS DOUBLE) AS "n",
+        CAST("t58"."converted" AS DOUBLE) AS "converted",
+        CAST("t58"."opted_out" AS DOUBLE) AS "opted_out",
+        CAST("t58"."consented" AS DOUBLE) AS "consented",
+        CAST("t58"."granted" AS DOUBLE) AS "granted",
+        "t58"."gmv_sum",
+        "t58"."gmv_ss",
+        "t58"."pre_sum",
+        "t58"."pre_ss",
+        "t58"."gmv_pre",
+        CAST("t58"."orders_sum" AS DOUBLE) AS "orders_sum",
+        CAST("t58"."orders_ss" AS DOUBLE) AS "orders_ss",
+        "t58"."aov_sum",
+        "t58"."aov_ss",
+        "t58"."aov_orders",
+        CAST("t58"."impressions_sum" AS DOUBLE) AS "impressions_sum",
+        CAST("t58"."impressions_ss" AS DOUBLE) AS "impressions_ss",
+        CAST("t58"."clicks_sum" AS DOUBLE) AS "clicks_sum",
+        CAST("t58"."clicks_ss" AS DOUBLE) AS "clicks_ss",
+        CAST("t58"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
       FROM (
         SELECT
-          "t51"."arm",
-          "t51"."customer",
-          SUM("t51"."n") AS "n",
-          SUM("t51"."converted") AS "converted",
-          SUM("t51"."opted_out") AS "opted_out",
-          SUM("t51"."consented") AS "consented",
-          SUM("t51"."granted") AS "granted",
-          SUM("t51"."gmv_sum") AS "gmv_sum",
-          SUM("t51"."gmv_ss") AS "gmv_ss",
-          SUM("t51"."pre_sum") AS "pre_sum",
-          SUM("t51"."pre_ss") AS "pre_ss",
-          SUM("t51"."gmv_pre") AS "gmv_pre",
-          SUM("t51"."orders_sum") AS "orders_sum",
-          SUM("t51"."orders_ss") AS "orders_ss",
-          SUM("t51"."aov_sum") AS "aov_sum",
-          SUM("t51"."aov_ss") AS "aov_ss",
-          SUM("t51"."aov_orders") AS "aov_orders",
-          SUM("t51"."impressions_sum") AS "impressions_sum",
-          SUM("t51"."impressions_ss") AS "impressions_ss",
-          SUM("t51"."clicks_sum") AS "clicks_sum",
-          SUM("t51"."clicks_ss") AS "clicks_ss",
-          SUM("t51"."clicks_impressions") AS "clicks_impressions"
-        FROM "t50" AS "t51"
+          "t55"."arm",
+          "t55"."customer",
+          SUM("t55"."n") AS "n",
+          SUM("t55"."converted") AS "converted",
+          SUM("t55"."opted_out") AS "opted_out",
+          SUM("t55"."consented") AS "consented",
+          SUM("t55"."granted") AS "granted",
+          SUM("t55"."gmv_sum") AS "gmv_sum",
+          SUM("t55"."gmv_ss") AS "gmv_ss",
+          SUM("t55"."pre_sum") AS "pre_sum",
+          SUM("t55"."pre_ss") AS "pre_ss",
+          SUM("t55"."gmv_pre") AS "gmv_pre",
+          SUM("t55"."orders_sum") AS "orders_sum",
+          SUM("t55"."orders_ss") AS "orders_ss",
+          SUM("t55"."aov_sum") AS "aov_sum",
+          SUM("t55"."aov_ss") AS "aov_ss",
+          SUM("t55"."aov_orders") AS "aov_orders",
+          SUM("t55"."impressions_sum") AS "impressions_sum",
+          SUM("t55"."impressions_ss") AS "impressions_ss",
+          SUM("t55"."clicks_sum") AS "clicks_sum",
+          SUM("t55"."clicks_ss") AS "clicks_ss",
+          SUM("t55"."clicks_impressions") AS "clicks_impressions"
+        FROM "t54" AS "t55"
         GROUP BY
           1,
           2
-      ) AS "t54"
-    ) AS "t59"
+      ) AS "t58"
+    ) AS "t63"
     UNION ALL
     SELECT
       *
@@ -899,115 +681,115 @@ FROM (
         SELECT
           'all' AS "dimension",
           '' AS "value",
-          "t55"."arm",
-          CAST("t55"."n" AS DOUBLE) AS "n",
-          CAST("t55"."converted" AS DOUBLE) AS "converted",
-          CAST("t55"."opted_out" AS DOUBLE) AS "opted_out",
-          CAST("t55"."consented" AS DOUBLE) AS "consented",
-          CAST("t55"."granted" AS DOUBLE) AS "granted",
-          "t55"."gmv_sum",
-          "t55"."gmv_ss",
-          "t55"."pre_sum",
-          "t55"."pre_ss",
-          "t55"."gmv_pre",
-          CAST("t55"."orders_sum" AS DOUBLE) AS "orders_sum",
-          CAST("t55"."orders_ss" AS DOUBLE) AS "orders_ss",
-          "t55"."aov_sum",
-          "t55"."aov_ss",
-          "t55"."aov_orders",
-          CAST("t55"."impressions_sum" AS DOUBLE) AS "impressions_sum",
-          CAST("t55"."impressions_ss" AS DOUBLE) AS "impressions_ss",
-          CAST("t55"."clicks_sum" AS DOUBLE) AS "clicks_sum",
-          CAST("t55"."clicks_ss" AS DOUBLE) AS "clicks_ss",
-          CAST("t55"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
+          "t59"."arm",
+          CAST("t59"."n" AS DOUBLE) AS "n",
+          CAST("t59"."converted" AS DOUBLE) AS "converted",
+          CAST("t59"."opted_out" AS DOUBLE) AS "opted_out",
+          CAST("t59"."consented" AS DOUBLE) AS "consented",
+          CAST("t59"."granted" AS DOUBLE) AS "granted",
+          "t59"."gmv_sum",
+          "t59"."gmv_ss",
+          "t59"."pre_sum",
+          "t59"."pre_ss",
+          "t59"."gmv_pre",
+          CAST("t59"."orders_sum" AS DOUBLE) AS "orders_sum",
+          CAST("t59"."orders_ss" AS DOUBLE) AS "orders_ss",
+          "t59"."aov_sum",
+          "t59"."aov_ss",
+          "t59"."aov_orders",
+          CAST("t59"."impressions_sum" AS DOUBLE) AS "impressions_sum",
+          CAST("t59"."impressions_ss" AS DOUBLE) AS "impressions_ss",
+          CAST("t59"."clicks_sum" AS DOUBLE) AS "clicks_sum",
+          CAST("t59"."clicks_ss" AS DOUBLE) AS "clicks_ss",
+          CAST("t59"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
         FROM (
           SELECT
-            "t51"."arm",
-            SUM("t51"."n") AS "n",
-            SUM("t51"."converted") AS "converted",
-            SUM("t51"."opted_out") AS "opted_out",
-            SUM("t51"."consented") AS "consented",
-            SUM("t51"."granted") AS "granted",
-            SUM("t51"."gmv_sum") AS "gmv_sum",
-            SUM("t51"."gmv_ss") AS "gmv_ss",
-            SUM("t51"."pre_sum") AS "pre_sum",
-            SUM("t51"."pre_ss") AS "pre_ss",
-            SUM("t51"."gmv_pre") AS "gmv_pre",
-            SUM("t51"."orders_sum") AS "orders_sum",
-            SUM("t51"."orders_ss") AS "orders_ss",
-            SUM("t51"."aov_sum") AS "aov_sum",
-            SUM("t51"."aov_ss") AS "aov_ss",
-            SUM("t51"."aov_orders") AS "aov_orders",
-            SUM("t51"."impressions_sum") AS "impressions_sum",
-            SUM("t51"."impressions_ss") AS "impressions_ss",
-            SUM("t51"."clicks_sum") AS "clicks_sum",
-            SUM("t51"."clicks_ss") AS "clicks_ss",
-            SUM("t51"."clicks_impressions") AS "clicks_impressions"
-          FROM "t50" AS "t51"
+            "t55"."arm",
+            SUM("t55"."n") AS "n",
+            SUM("t55"."converted") AS "converted",
+            SUM("t55"."opted_out") AS "opted_out",
+            SUM("t55"."consented") AS "consented",
+            SUM("t55"."granted") AS "granted",
+            SUM("t55"."gmv_sum") AS "gmv_sum",
+            SUM("t55"."gmv_ss") AS "gmv_ss",
+            SUM("t55"."pre_sum") AS "pre_sum",
+            SUM("t55"."pre_ss") AS "pre_ss",
+            SUM("t55"."gmv_pre") AS "gmv_pre",
+            SUM("t55"."orders_sum") AS "orders_sum",
+            SUM("t55"."orders_ss") AS "orders_ss",
+            SUM("t55"."aov_sum") AS "aov_sum",
+            SUM("t55"."aov_ss") AS "aov_ss",
+            SUM("t55"."aov_orders") AS "aov_orders",
+            SUM("t55"."impressions_sum") AS "impressions_sum",
+            SUM("t55"."impressions_ss") AS "impressions_ss",
+            SUM("t55"."clicks_sum") AS "clicks_sum",
+            SUM("t55"."clicks_ss") AS "clicks_ss",
+            SUM("t55"."clicks_impressions") AS "clicks_impressions"
+          FROM "t54" AS "t55"
           GROUP BY
             1
-        ) AS "t55"
-      ) AS "t60"
+        ) AS "t59"
+      ) AS "t64"
       UNION ALL
       SELECT
         *
       FROM (
         SELECT
           'age_band' AS "dimension",
-          "t56"."age_band" AS "value",
-          "t56"."arm",
-          CAST("t56"."n" AS DOUBLE) AS "n",
-          CAST("t56"."converted" AS DOUBLE) AS "converted",
-          CAST("t56"."opted_out" AS DOUBLE) AS "opted_out",
-          CAST("t56"."consented" AS DOUBLE) AS "consented",
-          CAST("t56"."granted" AS DOUBLE) AS "granted",
-          "t56"."gmv_sum",
-          "t56"."gmv_ss",
-          "t56"."pre_sum",
-          "t56"."pre_ss",
-          "t56"."gmv_pre",
-          CAST("t56"."orders_sum" AS DOUBLE) AS "orders_sum",
-          CAST("t56"."orders_ss" AS DOUBLE) AS "orders_ss",
-          "t56"."aov_sum",
-          "t56"."aov_ss",
-          "t56"."aov_orders",
-          CAST("t56"."impressions_sum" AS DOUBLE) AS "impressions_sum",
-          CAST("t56"."impressions_ss" AS DOUBLE) AS "impressions_ss",
-          CAST("t56"."clicks_sum" AS DOUBLE) AS "clicks_sum",
-          CAST("t56"."clicks_ss" AS DOUBLE) AS "clicks_ss",
-          CAST("t56"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
+          "t60"."age_band" AS "value",
+          "t60"."arm",
+          CAST("t60"."n" AS DOUBLE) AS "n",
+          CAST("t60"."converted" AS DOUBLE) AS "converted",
+          CAST("t60"."opted_out" AS DOUBLE) AS "opted_out",
+          CAST("t60"."consented" AS DOUBLE) AS "consented",
+          CAST("t60"."granted" AS DOUBLE) AS "granted",
+          "t60"."gmv_sum",
+          "t60"."gmv_ss",
+          "t60"."pre_sum",
+          "t60"."pre_ss",
+          "t60"."gmv_pre",
+          CAST("t60"."orders_sum" AS DOUBLE) AS "orders_sum",
+          CAST("t60"."orders_ss" AS DOUBLE) AS "orders_ss",
+          "t60"."aov_sum",
+          "t60"."aov_ss",
+          "t60"."aov_orders",
+          CAST("t60"."impressions_sum" AS DOUBLE) AS "impressions_sum",
+          CAST("t60"."impressions_ss" AS DOUBLE) AS "impressions_ss",
+          CAST("t60"."clicks_sum" AS DOUBLE) AS "clicks_sum",
+          CAST("t60"."clicks_ss" AS DOUBLE) AS "clicks_ss",
+          CAST("t60"."clicks_impressions" AS DOUBLE) AS "clicks_impressions"
         FROM (
           SELECT
-            "t51"."arm",
-            "t51"."age_band",
-            SUM("t51"."n") AS "n",
-            SUM("t51"."converted") AS "converted",
-            SUM("t51"."opted_out") AS "opted_out",
-            SUM("t51"."consented") AS "consented",
-            SUM("t51"."granted") AS "granted",
-            SUM("t51"."gmv_sum") AS "gmv_sum",
-            SUM("t51"."gmv_ss") AS "gmv_ss",
-            SUM("t51"."pre_sum") AS "pre_sum",
-            SUM("t51"."pre_ss") AS "pre_ss",
-            SUM("t51"."gmv_pre") AS "gmv_pre",
-            SUM("t51"."orders_sum") AS "orders_sum",
-            SUM("t51"."orders_ss") AS "orders_ss",
-            SUM("t51"."aov_sum") AS "aov_sum",
-            SUM("t51"."aov_ss") AS "aov_ss",
-            SUM("t51"."aov_orders") AS "aov_orders",
-            SUM("t51"."impressions_sum") AS "impressions_sum",
-            SUM("t51"."impressions_ss") AS "impressions_ss",
-            SUM("t51"."clicks_sum") AS "clicks_sum",
-            SUM("t51"."clicks_ss") AS "clicks_ss",
-            SUM("t51"."clicks_impressions") AS "clicks_impressions"
-          FROM "t50" AS "t51"
+            "t55"."arm",
+            "t55"."age_band",
+            SUM("t55"."n") AS "n",
+            SUM("t55"."converted") AS "converted",
+            SUM("t55"."opted_out") AS "opted_out",
+            SUM("t55"."consented") AS "consented",
+            SUM("t55"."granted") AS "granted",
+            SUM("t55"."gmv_sum") AS "gmv_sum",
+            SUM("t55"."gmv_ss") AS "gmv_ss",
+            SUM("t55"."pre_sum") AS "pre_sum",
+            SUM("t55"."pre_ss") AS "pre_ss",
+            SUM("t55"."gmv_pre") AS "gmv_pre",
+            SUM("t55"."orders_sum") AS "orders_sum",
+            SUM("t55"."orders_ss") AS "orders_ss",
+            SUM("t55"."aov_sum") AS "aov_sum",
+            SUM("t55"."aov_ss") AS "aov_ss",
+            SUM("t55"."aov_orders") AS "aov_orders",
+            SUM("t55"."impressions_sum") AS "impressions_sum",
+            SUM("t55"."impressions_ss") AS "impressions_ss",
+            SUM("t55"."clicks_sum") AS "clicks_sum",
+            SUM("t55"."clicks_ss") AS "clicks_ss",
+            SUM("t55"."clicks_impressions") AS "clicks_impressions"
+          FROM "t54" AS "t55"
           GROUP BY
             1,
             2
-        ) AS "t56"
-      ) AS "t61"
-    ) AS "t63"
-  ) AS "t64"
-) AS "t66"
-CROSS JOIN "t45" AS "t47"
-CROSS JOIN "t35" AS "t38"
+        ) AS "t60"
+      ) AS "t65"
+    ) AS "t67"
+  ) AS "t68"
+) AS "t70"
+CROSS JOIN "t45" AS "t48"
+CROSS JOIN "t38" AS "t40"
