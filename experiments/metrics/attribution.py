@@ -36,7 +36,7 @@ def recommendation_gmv_attribution(
 
     Over the window's subjects (the phase's exposures in ``[window_start,
     window_end)``) and their orders after exposure, uncapped; an arm without
-    order lines is absent. One aggregate query, rows per arm.
+    order lines is absent; a subject who restricted processing is left out. One aggregate query, rows per arm.
     """
     money = DecimalField(max_digits=20, decimal_places=2)
     lines = (
@@ -49,6 +49,8 @@ def recommendation_gmv_attribution(
             subject__exposures__first_exposed_at__lt=window_end,
             subject__exposures__first_exposed_at__lte=F("occurred_at"),
             occurred_at__lt=window_end,
+            # A subject who restricted processing is left out, as from every other measurement (docs/privacy.md).
+            subject__restricted_at__isnull=True,
         )
         .annotate(
             arm_key=F("subject__exposures__arm__key"),

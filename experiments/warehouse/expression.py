@@ -269,8 +269,8 @@ def recommendation_attribution_expression(*, tables: dict, query: WarehouseQuery
     window's exposures (the phase's, first exposed in the window) at or after exposure and
     before the window's end, valued quantity × price, uncapped; a line is attributed when the
     subject clicked a recommendation of its product in the 7 days before it (and not before
-    exposure). ``tables``: ``order_lines`` and ``clicks`` (the events with their product_id)
-    besides ``exposures``. An arm without order lines has no row.
+    exposure), and a subject who restricted processing is left out. ``tables``: ``order_lines``
+    and ``clicks`` (the events with their product_id) besides ``exposures`` and ``subjects``. An arm without order lines has no row.
     """
     import ibis
 
@@ -284,6 +284,10 @@ def recommendation_attribution_expression(*, tables: dict, query: WarehouseQuery
         exposures.first_exposed_at >= ibis.literal(query.window_start),
         exposures.first_exposed_at < end,
     ).select("subject_id", "arm", fe=exposures.first_exposed_at)
+    # A subject who restricted processing is left out, as from every other measurement (docs/privacy.md).
+    subjects = tables["subjects"]
+    people = subjects.filter(subjects.restricted_at.isnull()).select("subject_id")
+    window = window.semi_join(people, "subject_id")
     exposed = lines.inner_join(window, "subject_id")
     exposed = exposed.filter(exposed.fe <= exposed.occurred_at, exposed.occurred_at < end)
     # Each line keyed once, so a line with several qualifying clicks counts once (the built-in's EXISTS).

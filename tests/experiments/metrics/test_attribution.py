@@ -36,3 +36,15 @@ def test_the_snapshot_carries_the_attribution_and_an_older_snapshot_gets_it_live
     # Computed once per stored run: the next page view reads it from the cache.
     with django_assert_num_queries(0):
         assert recommendation_gmv_shares(snapshot=snapshot) == shares
+
+
+def test_a_subject_who_restricted_processing_is_left_out_of_the_attribution():
+    from consent import services as consent_services
+
+    experiment = make_experiment(UserFactory(), planned_subjects_per_arm=400)
+    populate(experiment, ARMS)
+    record_recommendation_purchases()
+    # Subject 0 bought the recommended product (200,000 attributed of its 300,000); it restricts processing.
+    consent_services.dsr_file(type="restriction", subject_id="p-arm-1-0")
+    snapshot = compute_results(experiment=experiment, monitor=False)
+    assert snapshot.data["recommendation_gmv"] == {"arm-1": {"attributed": 0.0, "total": 50_000.0}}
