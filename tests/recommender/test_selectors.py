@@ -109,6 +109,34 @@ def _full_arm(policy="explicit_consent"):
     return arm, others
 
 
+def test_a_build_in_the_past_trains_on_the_consents_of_its_moment():
+    """A subject who consents at t2 is not in a build at t1 < t2; one who withdraws at t1 is in none after t1."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from consent import services as consent_services
+
+    catalog_with_health()
+    now = timezone.now()
+    t1, t2 = now - timedelta(days=2), now - timedelta(days=1)
+    late, leaving, steady = (subject(consent=False) for _ in range(3))
+    for raw in (late, leaving, steady):
+        bought(raw, "F1", "F2", days_ago=5)
+    consent_services.consent_grant(subject_id=steady, purpose="personalization", notice_version="1", now=t1 - timedelta(days=1))
+    consent_services.consent_grant(subject_id=leaving, purpose="personalization", notice_version="1", now=t1 - timedelta(days=1))
+    consent_services.consent_withdraw(subject_id=leaving, purpose="personalization", now=t1)
+    consent_services.consent_grant(subject_id=late, purpose="personalization", notice_version="1", now=t2)
+
+    def trained(moment):
+        return set(training_load(policy="exclude", now=moment).pseudonyms)
+
+    pseudonym = {raw: subject_pseudonym(raw) for raw in (late, leaving, steady)}
+    assert trained(t1 - timedelta(hours=1)) == {pseudonym[leaving], pseudonym[steady]}
+    assert trained(t1 + timedelta(hours=1)) == {pseudonym[steady]}
+    assert trained(t2) == trained(now) == trained(None) == {pseudonym[late], pseudonym[steady]}
+
+
 @pytest.mark.parametrize("policy", ["exclude", "explicit_consent", "include"])
 def test_sensitive_items_need_the_explicit_consent_and_a_policy_that_allows_them(policy):
     arm, _ = _full_arm(policy)
