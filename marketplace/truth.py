@@ -63,7 +63,8 @@ def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, a
     shopper (−1: not exposed).
     """
     control = experiment.arms.get(is_control=True).key
-    values = {key: true_metrics(expected[key], arm_of == index, arm_of >= 0) for index, key in enumerate(arm_keys)}
+    exposed = arm_of >= 0
+    values = {key: true_metrics(expected[key], exposed, exposed) for key in arm_keys}
     effects = {
         key: {
             metric: {
