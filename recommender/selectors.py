@@ -287,6 +287,20 @@ def privacy_budget(*, arm_id: int, now=None, exclude_build: int | None = None) -
     )
 
 
+def dp_build_interval(*, epsilon: float, delta: float) -> timedelta:
+    """The shortest interval between an arm's DP builds that its budget sustains for ever.
+
+    One build spends ``epsilon`` (and ``delta``) of what the budget allows over
+    its period (``RECOMMENDER_DP_BUDGET_*``): builds this far apart never spend
+    more than the budget in any period (defaults: ε = 1 a build, 10 per 30 days:
+    every 3 days). A schedule that rebuilds a DP arm more often runs it dry and
+    then has its builds refused until old spending leaves the period.
+    """
+    share = max(epsilon / float(recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON")),
+                delta / float(recommender_setting("RECOMMENDER_DP_BUDGET_DELTA")))
+    return timedelta(days=int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS")) * share)
+
+
 # --- the answer ----------------------------------------------------------------------------
 
 PLATFORM_MEMO_SECONDS = 60.0

@@ -88,6 +88,10 @@ class Command(BaseCommand):
             f"recommendations {result.recommendations}"
         )
         self.stdout.write("  seconds: " + ", ".join(f"{name.strip()} {sec:.1f}" for name, sec in result.seconds.items()))
+        if result.agreement:
+            self.stdout.write("  the truth's offline lists are the served ones for " + ", ".join(
+                f"{arm} {share:.0%}" for arm, share in result.agreement.items() if share is not None
+            ) + " of each arm's own sessions")
 
         self.stdout.write(heading("4/5 Computing the results, one snapshot per simulated day as the scheduled job "
                                   "would (Celery task: metric SQL → stats engine → snapshot)"))
