@@ -226,3 +226,15 @@ def test_every_cohort_is_k_anonymous():
     assert all(count >= k for count in counted.values())
     # No subject row carries an individual list: members point at their cohort's.
     assert not RecommendationList.objects.filter(build=record, kind="subject").exclude(items=[]).exists()
+
+
+def test_the_dp_build_interval_is_the_pace_the_budget_sustains(settings):
+    from datetime import timedelta
+
+    from recommender.selectors import dp_build_interval
+
+    # Defaults: 10 ε per 30 days, so one ε = 1 build every 3 days; δ of 1e-6 of 1e-5 asks no more.
+    assert dp_build_interval(epsilon=1.0, delta=1e-6) == timedelta(days=3)
+    assert dp_build_interval(epsilon=0.5, delta=0.0) == timedelta(days=1.5)
+    settings.RECOMMENDER_DP_BUDGET_DELTA = 2e-6  # now δ is what limits
+    assert dp_build_interval(epsilon=1.0, delta=1e-6) == timedelta(days=15)
