@@ -73,7 +73,7 @@ class Command(BaseCommand):
         end = timezone.now().replace(microsecond=0)
         experiment = self._demo_experiment(
             owner=get_user_model().objects.get(username=username), start=end - timedelta(days=DAYS),
-            daily_subjects=subjects / DAYS,
+            daily_subjects=subjects / DAYS, seed=seed,
         )
 
         self.stdout.write(heading(f"3/5 Simulating {subjects:,} shoppers over {DAYS} days (assignment, consent, "
@@ -153,7 +153,7 @@ class Command(BaseCommand):
         user.save()
         return username, password
 
-    def _demo_experiment(self, *, owner, start, daily_subjects: float) -> Experiment:
+    def _demo_experiment(self, *, owner, start, daily_subjects: float, seed: int) -> Experiment:
         # Earlier demo runs stop, so the new run owns the layer; their data stays for comparison.
         for previous in Experiment.objects.filter(
             key__startswith=DEMO_PREFIX, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED]
@@ -162,7 +162,9 @@ class Command(BaseCommand):
         number = Experiment.objects.filter(key__startswith=DEMO_PREFIX).count() + 1
         try:
             experiment = experiment_setup(
-                key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects
+                key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects,
+                # The seed decides the assignment too, so a seed reproduces the run's arms and its history.
+                salt=f"{DEMO_PREFIX}-{seed}",
             )
         except ValidationError as exc:
             raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc
