@@ -164,7 +164,7 @@ class Command(BaseCommand):
             experiment = experiment_setup(
                 key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects,
                 # The seed decides the assignment too, so a seed reproduces the run's arms and its history.
-                salt=f"{DEMO_PREFIX}-{seed}",
+                salt=f"{DEMO_PREFIX}-{number}-{seed}",
             )
         except ValidationError as exc:
             raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc
