@@ -26,8 +26,14 @@
    learns from them. With ``recommendations="random"`` (the placebo) every
    arm's slot shows uniformly random catalog items instead, and nothing is built.
 
-The truth is exact: ``SimulationResult.truth`` holds every arm's true metric
-values and effects given the lists served (``marketplace.truth``); the command
+A DP arm is rebuilt only as often as its privacy budget sustains
+(``recommender.selectors.dp_build_interval``: every 3 days by default), so none
+of its builds is refused.
+
+The truth is exact and counterfactual: ``SimulationResult.truth`` holds every
+arm's true metric values and effects over every exposed shopper — the lists
+an arm served its own shoppers, and the lists its model would have served the
+others (``marketplace.counterfactual``, ``marketplace.truth``); the command
 writes them as JSON so a test can check that the platform recovers them.
 ``snapshots_daily`` then computes one results snapshot per simulated day
 through the results enqueue path, as the scheduled job would have.
