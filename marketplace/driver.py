@@ -349,7 +349,10 @@ def simulate(
                 for s in range(first, cursor):
                     i = int(shopper[s])
                     if i not in lists:
-                        answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION)
+                        # Consent judged at the session's simulated time, as the offline lists judge it
+                        # (by the wall clock, a grant given in the simulated past may have expired).
+                        answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION,
+                                                             now=sessions[s][0])
                         lists[i] = [sku_index[item["product"]] for item in answer.items if item["product"] in sku_index]
                     shown[s, : len(lists[i])] = lists[i][:ITEMS_PER_SESSION]
                 timings["serving"] += time.perf_counter() - clock

@@ -358,8 +358,15 @@ def _non_personal(limit: int, *, arm: ArmChoice | None = None, strategy: str = P
     return Served(items=items, strategy=strategy, personalized=False, arm=arm)
 
 
-def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Sequence[str] = ()) -> Served:
-    """What to show the subject now: personal only if the arm and the current consent allow it."""
+def recommendations_for_subject(
+    *, subject_id: str, limit: int = 20, session: Sequence[str] = (), now: datetime | None = None
+) -> Served:
+    """What to show the subject now: personal only if the arm and the current consent allow it.
+
+    ``now`` (default: the wall clock) is the moment served, at which consent is
+    judged: the simulator serves sessions in its simulated past, where a grant
+    given then counts then, though it may have expired by the wall clock.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
     pseudonym = subject_pseudonym(subject_id)
@@ -375,7 +382,7 @@ def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Se
     if arm is None:  # unknown subject, or in no running experiment
         return _non_personal(limit)
     try:
-        state = consent_state(pseudonym=pseudonym)
+        state = consent_state(pseudonym=pseudonym, now=now)
     except Exception as exc:  # unconfirmable consent means no personalization
         logger.warning("consent state unavailable (%s): failing closed", type(exc).__name__)
         return _non_personal(limit, arm=arm)

@@ -238,3 +238,22 @@ def test_the_dp_build_interval_is_the_pace_the_budget_sustains(settings):
     assert dp_build_interval(epsilon=0.5, delta=0.0) == timedelta(days=1.5)
     settings.RECOMMENDER_DP_BUDGET_DELTA = 2e-6  # now δ is what limits
     assert dp_build_interval(epsilon=1.0, delta=1e-6) == timedelta(days=15)
+
+
+def test_consent_is_judged_at_the_moment_served():
+    """``now``: serving in the past (the simulator's sessions) counts a grant that the wall clock finds expired."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    catalog_with_health()
+    arm = experiment_with(treatment("full"))[0]
+    raws = [subject(arm=arm) for _ in range(4)]
+    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3"), ("F1", "F4")], strict=True):
+        bought(raw, *skus)
+    build(arm, "k", seed=1)
+    now = timezone.now()
+    assert recommendations_for_subject(subject_id=raws[0]).personalized
+    assert recommendations_for_subject(subject_id=raws[0], now=now + timedelta(days=1)).personalized
+    # Personalization consent is valid 365 days: a year and a day on, it has lapsed.
+    assert not recommendations_for_subject(subject_id=raws[0], now=now + timedelta(days=366)).personalized
