@@ -134,6 +134,8 @@ class Counterfactual:
             personal_ok = sensitive_ok = np.zeros(size, dtype=bool)
             chosen = np.zeros(0, dtype=np.int64)
         else:
+            # The serving build's own clock, not the round's: a DP arm's build serves several rounds.
+            at = model.built_at
             d = self.decisions
             consenting = d.grant_under[a, shoppers] & ~d.withdraw_under[a, shoppers]
             # What the build could learn from: consent recorded by its clock (the decisions' slot).

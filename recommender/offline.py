@@ -57,6 +57,11 @@ class OfflineModel:
     def level(self) -> str:
         return self.strategy.level
 
+    @property
+    def built_at(self) -> float:
+        """The build's clock (epoch seconds): what it learnt from, and whose consent, is as of then."""
+        return float(self.training.data.as_of)
+
 
 def served_lists(
     *,
@@ -98,7 +103,9 @@ def served_lists(
             scorer = copy.copy(model.strategy)
             scorer.data = evidence  # the fitted model (similarities, noisy counts, cohorts) scores these rows
             if level == Level.COHORT:
-                membership = scorer.membership_from(rows=targets, evidence=evidence.interactions[targets])
+                # The fitted model's own data for the population's category shares, these rows' attributes.
+                membership = model.strategy.membership_from(rows=targets, evidence=evidence.interactions[targets],
+                                                            attributes=[attributes[t] for t in targets.tolist()])
                 cohorts = model.strategy.cohorts
                 for row, cohort in zip(targets.tolist(), membership.tolist(), strict=True):
                     if cohort >= 0:
