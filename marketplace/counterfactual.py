@@ -10,7 +10,7 @@ were not assigned to is computed offline, build round by build round:
   successful build, the platform's best sellers, as serving answers);
 - the shopper's consent is the one they would have given in that arm
   (``Decisions.grant_under`` …: the same uniforms, the arm's probabilities),
-  as of the build for what it may learn from them and at the session for
+  as of the serving build's own clock for what it may learn from them and at the session for
   what may be shown;
 - their evidence is what they did in the simulation (history, organic orders,
   clicks and recommendation-led orders so far) — the world that happened:
