@@ -26,8 +26,14 @@
    learns from them. With ``recommendations="random"`` (the placebo) every
    arm's slot shows uniformly random catalog items instead, and nothing is built.
 
-The truth is exact: ``SimulationResult.truth`` holds every arm's true metric
-values and effects given the lists served (``marketplace.truth``); the command
+A DP arm is rebuilt only as often as its privacy budget sustains
+(``recommender.selectors.dp_build_interval``: every 3 days by default), so none
+of its builds is refused.
+
+The truth is exact and counterfactual: ``SimulationResult.truth`` holds every
+arm's true metric values and effects over every exposed shopper — the lists
+an arm served its own shoppers, and the lists its model would have served the
+others (``marketplace.counterfactual``, ``marketplace.truth``); the command
 writes them as JSON so a test can check that the platform recovers them.
 ``snapshots_daily`` then computes one results snapshot per simulated day
 through the results enqueue path, as the scheduled job would have.
@@ -53,6 +59,7 @@ from experiments.models import Experiment, PrivacyTreatment
 from experiments.results import results_enqueue
 from experiments.targeting import AGE_BANDS, PLATFORMS, PROVINCES
 from marketplace.catalog import CATEGORIES, Catalog, catalog_draw
+from marketplace.counterfactual import Counterfactual
 from marketplace.model import (
     HISTORY_DAYS,
     ITEMS_PER_SESSION,
@@ -63,8 +70,15 @@ from marketplace.model import (
 )
 from marketplace.population import Population, population_build
 from marketplace.truth import ground_truth
-from recommender.selectors import recommendations_for_subject
-from recommender.services import arms_to_build, build_key_for, catalog_import, recommendations_build
+from recommender.engine import DifferentiallyPrivateStrategy
+from recommender.selectors import dp_build_interval, recommendations_for_subject
+from recommender.services import (
+    arms_to_build,
+    build_key_for,
+    catalog_import,
+    recommendations_build,
+    strategy_for,
+)
 
 RECOMMENDATION_MODES = ("served", "random")  # what the recommendation slot shows: the platform's lists, or the placebo
 BUILD_SCHEDULES = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
@@ -90,6 +104,8 @@ class SimulationResult:
     sessions: int = 0
     truth: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)  # arm → every shopper's expected values under it (model.expected_values)
+    # arm → the share of its own sessions for which the offline list (marketplace.counterfactual) is the one served
+    agreement: dict[str, float | None] = field(default_factory=dict)
     arm_of: np.ndarray | None = None  # each shopper's arm index (−1: not exposed), in the experiment's arm order
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
 
@@ -122,13 +138,16 @@ class _Phases:
 class _Batcher:
     """Collects events and records them through ``events_record``, 1,000 at a time."""
 
-    def __init__(self, progress: tqdm | None) -> None:
+    def __init__(self, progress: tqdm | None, observer: Callable[[dict], None] | None = None) -> None:
         self.pending: list[dict] = []
         self.recorded = 0
         self.progress = progress
+        self.observer = observer
 
     def add(self, event: dict) -> None:
         self.pending.append(event)
+        if self.observer is not None:
+            self.observer(event)
         if len(self.pending) >= services.MAX_EVENTS_PER_BATCH:
             self.flush()
 
@@ -247,7 +266,14 @@ def simulate(
     history_start = np.concatenate([[0], np.cumsum(draws.history_counts)])
     order_start = np.concatenate([[0], np.cumsum(draws.order_counts)])
 
-    batcher = _Batcher(None)
+    # What every arm would have served every shopper (the truth's counterfactual): it follows every event.
+    counterfactual = Counterfactual(
+        population=population, catalog=catalog, decisions=draws, arm_of=arm_of,
+        arm_ids=[arms[key].pk for key in arm_keys], treatments=[arms[key].treatment.as_contract().to_dict() for key in arm_keys],
+        attributes=tuple((AGE_BANDS[population.age[i]], PROVINCES[population.province[i]], PLATFORMS[population.platform[i]])
+                         for i in range(population.size)),
+    )
+    batcher = _Batcher(None, observer=counterfactual.record if recommendations == "served" else None)
     # 2. History: orders before arrival (CUPED's covariate and what the recommenders first learn from).
     total_history = int(draws.history_counts[exposed].sum())
     phases.begin("history")
@@ -292,9 +318,17 @@ def simulate(
     shopper = np.array([i for _, i in sessions], dtype=np.int64)
     shown = np.full((len(sessions), ITEMS_PER_SESSION), -1, dtype=np.int64)
     sku_index = {sku: n for n, sku in enumerate(catalog.skus)}
+    counterfactual.sessions_set(len(sessions), ITEMS_PER_SESSION)
+    # A DP arm is rebuilt only as often as its privacy budget sustains (every 3 days by default), so no
+    # build of a 14-day (or any) run is refused; its lists in between are the last build's.
+    dp_paces: dict[int, timedelta] = {}
+    for arm in arms.values():
+        if (spend := _dp_budget_of(arm)) is not None:
+            dp_paces[arm.pk] = dp_build_interval(epsilon=spend[0], delta=spend[1])
+    dp_built: dict[int, datetime] = {}
     failures: list[str] = []
     build_rounds = 0
-    timings = {"builds": 0.0, "serving": 0.0, "recording": 0.0}
+    timings = {"builds": 0.0, "serving": 0.0, "counterfactual lists": 0.0, "recording": 0.0}
     phases.begin("closed loop")
     write(f"  {len(sessions):,} sessions, {'builds ' + build_every if recommendations == 'served' else 'random items (placebo)'}")
     cursor = 0
@@ -306,7 +340,8 @@ def simulate(
                 cursor += 1
             if recommendations == "served":
                 clock = time.perf_counter()
-                failures += _builds_run(experiment=experiment, now=built_at)
+                failures += _builds_run(experiment=experiment, now=built_at, counterfactual=counterfactual,
+                                        dp_paces=dp_paces, dp_built=dp_built)
                 build_rounds += 1
                 timings["builds"] += time.perf_counter() - clock
                 clock = time.perf_counter()
@@ -314,10 +349,16 @@ def simulate(
                 for s in range(first, cursor):
                     i = int(shopper[s])
                     if i not in lists:
-                        answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION)
+                        # Consent judged at the session's simulated time, as the offline lists judge it
+                        # (by the wall clock, a grant given in the simulated past may have expired).
+                        answer = recommendations_for_subject(subject_id=population.ids[i], limit=ITEMS_PER_SESSION,
+                                                             now=sessions[s][0])
                         lists[i] = [sku_index[item["product"]] for item in answer.items if item["product"] in sku_index]
                     shown[s, : len(lists[i])] = lists[i][:ITEMS_PER_SESSION]
                 timings["serving"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                counterfactual.lists_fill(built_at=built_at, sessions=slice(first, cursor), shopper=shopper, served=shown)
+                timings["counterfactual lists"] += time.perf_counter() - clock
             else:
                 for s in range(first, cursor):
                     shown[s] = rng.choice(len(catalog.skus), ITEMS_PER_SESSION, replace=False)
@@ -334,12 +375,16 @@ def simulate(
     phases.begin(None)
     phases.seconds.update({f"  of which {name}": round(sec, 2) for name, sec in timings.items() if sec})
 
-    expected = {
-        key: expected_values(behaviour=behaviours[key], population=population, catalog=catalog,
-                             shopper=shopper[arm_of[shopper] == arm_index[key]],
-                             shown=shown[arm_of[shopper] == arm_index[key]])
-        for key in arm_keys
-    }
+    # Every exposed shopper's expected outcomes under every arm: in their own arm from the lists served,
+    # in the others from the lists those arms' models would have served them (under the placebo,
+    # random items whatever the arm).
+    own = arm_of[shopper]
+    expected = {}
+    for key in arm_keys:
+        a = arm_index[key]
+        lists = shown if recommendations == "random" else np.where((own == a)[:, None], shown, counterfactual.shown[a])
+        expected[key] = expected_values(behaviour=behaviours[key], population=population, catalog=catalog,
+                                        shopper=shopper, shown=lists)
     truth = ground_truth(experiment=experiment, expected=expected, arm_of=arm_of, arm_keys=arm_keys, seed=seed,
                          start=start, end=end, recommendations=recommendations)
     status = recommendations if not failures else f"{recommendations} ({len(failures)} builds failed: {failures[0]}…)"
@@ -358,6 +403,7 @@ def simulate(
         sessions=len(sessions),
         truth=truth,
         expected=expected,
+        agreement=dict(zip(arm_keys, counterfactual.agreement(), strict=True)) if recommendations == "served" else {},
         arm_of=arm_of,
         seconds=phases.seconds,
     )
@@ -398,16 +444,37 @@ def _consent_record(*, experiment, arms, assigned, population: Population, draws
     return consent_count
 
 
-def _builds_run(*, experiment, now: datetime) -> list[str]:
-    """One scheduled build round at ``now``: every running arm and the platform list, by the real build service."""
+def _dp_budget_of(arm) -> tuple[float, float] | None:
+    """(ε, δ) one build of the arm spends, or None for an arm that is not differentially private."""
+    strategy = strategy_for(treatment=arm.treatment.as_contract())
+    return strategy.budget if isinstance(strategy, DifferentiallyPrivateStrategy) else None
+
+
+def _builds_run(*, experiment, now: datetime, counterfactual: Counterfactual, dp_paces: dict[int, timedelta],
+                dp_built: dict[int, datetime]) -> list[str]:
+    """One scheduled build round at ``now``: every running arm and the platform list, by the real build service.
+
+    Each build hands its fitted model to ``counterfactual`` (the lists it would serve shoppers of other arms).
+    A DP arm (``dp_paces``) is built when its pace has passed since its last build (``dp_built``).
+    """
     build_key = f"sim-{experiment.key}-{build_key_for(now)}"
     failed = []
     for arm_id in [*arms_to_build(), None]:
+        if arm_id in dp_paces and arm_id in dp_built and now - dp_built[arm_id] < dp_paces[arm_id]:
+            continue  # the last DP build keeps serving: the budget pays for one per pace
         try:
-            recommendations_build(arm_id=arm_id, build_key=build_key, now=now)
+            summary = recommendations_build(arm_id=arm_id, build_key=build_key, now=now,
+                                            fitted=counterfactual.fitted(arm_id))
         except Exception as exc:  # too little data yet (the first hours): serving falls back, as in production
+            counterfactual.built(arm_id, "failed")
             failed.append(f"arm {arm_id} at {now:%m-%d %H:%M}: {type(exc).__name__}")
             logger.info("simulated build for arm %s at %s failed: %s", arm_id, now, exc)
+            continue
+        counterfactual.built(arm_id, summary.outcome, summary.build_id)
+        if summary.outcome == "built" and arm_id in dp_paces:
+            dp_built[arm_id] = now
+        if summary.outcome == "refused":
+            failed.append(f"arm {arm_id} at {now:%m-%d %H:%M}: refused ({summary.reason})")
     return failed
 
 

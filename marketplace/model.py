@@ -96,6 +96,11 @@ class Decisions:
     order_counts: np.ndarray  # organic orders after exposure
     order_values: np.ndarray  # flat, shopper by shopper
     sessions: np.ndarray  # sessions with a recommendation slot after exposure
+    # The same decisions under every arm (arms × shoppers), from the same uniforms: what each shopper
+    # would have decided in each arm. Row ``arm_of[i]`` is what they decided (the three arrays above).
+    grant_under: np.ndarray | None = None
+    withdraw_under: np.ndarray | None = None
+    sensitive_grant_under: np.ndarray | None = None
 
 
 def decisions_draw(*, population: Population, arm_of: np.ndarray, behaviours: list[ArmBehaviour], rng) -> Decisions:
@@ -106,11 +111,15 @@ def decisions_draw(*, population: Population, arm_of: np.ndarray, behaviours: li
     withdraw = np.zeros(size, dtype=bool)
     sensitive_grant = np.zeros(size, dtype=bool)
     u_grant, u_withdraw, u_sensitive = rng.random(size), rng.random(size), rng.random(size)
-    for index, behaviour in enumerate(behaviours):
+    grant_under = np.array([u_grant < b.grant for b in behaviours]).reshape(len(behaviours), size)
+    withdraw_under = np.array([u_withdraw < b.withdraw for b in behaviours]).reshape(len(behaviours), size)
+    sensitive_grant_under = grant_under & np.array(
+        [u_sensitive < b.sensitive_grant for b in behaviours]).reshape(len(behaviours), size)
+    for index in range(len(behaviours)):
         mine = arm_of == index
-        grant[mine] = u_grant[mine] < behaviour.grant[mine]
-        withdraw[mine] = u_withdraw[mine] < behaviour.withdraw[mine]
-        sensitive_grant[mine] = grant[mine] & (u_sensitive[mine] < behaviour.sensitive_grant[mine])
+        grant[mine] = grant_under[index, mine]
+        withdraw[mine] = withdraw_under[index, mine]
+        sensitive_grant[mine] = sensitive_grant_under[index, mine]
     history_counts = np.where(exposed, rng.poisson(population.order_rate * HISTORY_RATE_FACTOR * HISTORY_DAYS), 0)
     order_counts = np.where(exposed, rng.poisson(population.order_rate * population.horizon_days), 0)
     sessions = np.where(exposed, rng.poisson(population.session_rate * population.horizon_days), 0)
@@ -124,6 +133,7 @@ def decisions_draw(*, population: Population, arm_of: np.ndarray, behaviours: li
         grant=grant, withdraw=withdraw, sensitive_grant=sensitive_grant,
         history_counts=history_counts, history_values=values(history_counts),
         order_counts=order_counts, order_values=values(order_counts), sessions=sessions,
+        grant_under=grant_under, withdraw_under=withdraw_under, sensitive_grant_under=sensitive_grant_under,
     )
 
 

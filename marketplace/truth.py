@@ -3,17 +3,18 @@
 Because the behavioural model is known (``marketplace.model``), every shopper
 has an exact expected value of every metric given the lists they were shown
 (``expected_values``): organic orders at their rate, and each shown item's
-click and purchase probabilities. An arm's *true* value is the average of
-those expectations over the shoppers the arm served (organic orders, the
-same under every arm, over every exposed shopper) — the lists its model
-served them, under the consent they gave in it — and consent metrics are
-expectations from the arm's grant and withdrawal probabilities. The truth
-is conditional on the lists served (and so on the realised consent and
-sessions), not on any click or order: the platform's estimates are checked
-against what the arms' models caused, with the noise of the shoppers'
-responses left to the estimate. ``ground_truth`` is the document
-``manage.py simulate --truth`` writes, so a test can check that the platform
-recovers it.
+click and purchase probabilities. The truth is the full counterfactual: an
+arm's *true* value is the average over every exposed shopper of their
+expectations under that arm — the lists it served its own shoppers, and for
+everyone else the lists its model would have served them under the consent
+they would have given in it (``marketplace.counterfactual``) — and consent
+metrics are expectations from the arm's grant and withdrawal probabilities.
+It conditions on the lists (the world that happened: the models built, each
+shopper's evidence), not on any click or order: the platform's estimates are
+checked against what the arms' models cause, with the noise of assignment and
+of the shoppers' responses left to the estimate. ``ground_truth`` is the
+document ``manage.py simulate --truth`` writes, so a test can check that the
+platform recovers it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ _TRUE_VALUES: dict[str, Callable[[Mapping], float]] = {
 
 
 def true_metrics(expected: Mapping[str, np.ndarray], members: np.ndarray, exposed: np.ndarray) -> dict[str, float]:
-    """The true value of every metric for the arm whose shoppers ``members`` selects (ratios: ratio of means).
+    """The true value of every metric under an arm, averaged over the shoppers ``members`` selects (ratios: ratio of means).
 
-    Organic orders do not depend on the arm, so their part of GMV and orders is
-    the exact counterfactual mean over every ``exposed`` shopper; what the
-    lists caused is averaged over the arm's own shoppers (whom it served).
+    ``expected`` holds every shopper's expectations under the arm. The ground
+    truth averages over every exposed shopper (``members`` = ``exposed``: the
+    full counterfactual); organic orders, which do not depend on the arm, are
+    always averaged over every ``exposed`` shopper.
     """
     e = {name: values[members] for name, values in expected.items()}
     e["gmv"] = float(expected["gmv_organic"][exposed].mean() + e["gmv_induced"].mean())
@@ -63,7 +65,8 @@ def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, a
     shopper (−1: not exposed).
     """
     control = experiment.arms.get(is_control=True).key
-    values = {key: true_metrics(expected[key], arm_of == index, arm_of >= 0) for index, key in enumerate(arm_keys)}
+    exposed = arm_of >= 0
+    values = {key: true_metrics(expected[key], exposed, exposed) for key in arm_keys}
     effects = {
         key: {
             metric: {
@@ -78,17 +81,17 @@ def ground_truth(*, experiment, expected: dict[str, dict], arm_of: np.ndarray, a
         if key != control
     }
     return {
-        "schema_version": 2,
+        "schema_version": 3,
         "experiment": experiment.key,
         "seed": seed,
         "recommendations": recommendations,
         "window": {"start": start.isoformat(), "end": end.isoformat()},
         "subjects_exposed": int((arm_of >= 0).sum()),
         "control": control,
-        "note": "True values are averages over each arm's shoppers of their exact expected outcomes given the lists "
-        "the arm served them (consent metrics: expectations from the arm's grant and withdrawal rates; organic orders: "
-        "over every exposed shopper, the same under every arm); GMV is "
-        "uncapped. Compare with results computed with gmv_cap_percentile = None.",
+        "note": "True values are averages over every exposed shopper of their exact expected outcomes under the arm, "
+        "given the lists it served them or (for the other arms' shoppers) the lists its model would have served them "
+        "under the consent they would have given in it (consent metrics: expectations from the arm's grant and "
+        "withdrawal rates); GMV is uncapped. Compare with results computed with gmv_cap_percentile = None.",
         "arms": {key: {"subjects": int((arm_of == i).sum()), "true": values[key]} for i, key in enumerate(arm_keys)},
         "effects": effects,
     }

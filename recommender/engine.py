@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -809,13 +810,23 @@ class CohortStrategy(Strategy):
         cohorts.category_of = category_of
         return cohorts
 
-    def membership_from(self, *, rows: np.ndarray, evidence: sp.csr_matrix) -> np.ndarray:
+    def membership_from(self, *, rows: np.ndarray, evidence: sp.csr_matrix,
+                        attributes: Sequence[tuple[str, str, str]] | None = None) -> np.ndarray:
         """The existing cohort each row would join with only this evidence (−1: none), e.g. without its
-        sensitive items: the most specific cohort of its affinity and attributes, as in ``fit``."""
+        sensitive items: the most specific cohort of its affinity and attributes, as in ``fit``.
+
+        ``rows`` index the fitted data's attributes unless ``attributes`` gives them, one per row
+        (subjects the model was not fitted on: ``recommender.offline``); the category shares that
+        define an affinity are always the fitted data's.
+        """
         assert self.data is not None, "fit first"
         cohorts = self.cohorts
         affinity = self._affinity(self.data, evidence)
-        attributes = self.data.attributes or tuple(("", "", "") for _ in range(self.data.n_subjects))
+        if attributes is not None:
+            given = list(attributes)
+            attributes, rows = given, np.arange(len(given))
+        else:
+            attributes = self.data.attributes or tuple(("", "", "") for _ in range(self.data.n_subjects))
         names = self.data.category_names or tuple(str(c) for c in range(len(self.data.category_sensitive)))
         index = {key: i for i, key in enumerate(cohorts.keys)}
         members = [[0] * int(size) for size in cohorts.sizes]  # only the sizes matter to the nearest rule

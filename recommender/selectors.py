@@ -287,6 +287,20 @@ def privacy_budget(*, arm_id: int, now=None, exclude_build: int | None = None) -
     )
 
 
+def dp_build_interval(*, epsilon: float, delta: float) -> timedelta:
+    """The shortest interval between an arm's DP builds that its budget sustains for ever.
+
+    One build spends ``epsilon`` (and ``delta``) of what the budget allows over
+    its period (``RECOMMENDER_DP_BUDGET_*``): builds this far apart never spend
+    more than the budget in any period (defaults: ε = 1 a build, 10 per 30 days:
+    every 3 days). A schedule that rebuilds a DP arm more often runs it dry and
+    then has its builds refused until old spending leaves the period.
+    """
+    share = max(epsilon / float(recommender_setting("RECOMMENDER_DP_BUDGET_EPSILON")),
+                delta / float(recommender_setting("RECOMMENDER_DP_BUDGET_DELTA")))
+    return timedelta(days=int(recommender_setting("RECOMMENDER_DP_BUDGET_DAYS")) * share)
+
+
 # --- the answer ----------------------------------------------------------------------------
 
 PLATFORM_MEMO_SECONDS = 60.0
@@ -344,8 +358,15 @@ def _non_personal(limit: int, *, arm: ArmChoice | None = None, strategy: str = P
     return Served(items=items, strategy=strategy, personalized=False, arm=arm)
 
 
-def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Sequence[str] = ()) -> Served:
-    """What to show the subject now: personal only if the arm and the current consent allow it."""
+def recommendations_for_subject(
+    *, subject_id: str, limit: int = 20, session: Sequence[str] = (), now: datetime | None = None
+) -> Served:
+    """What to show the subject now: personal only if the arm and the current consent allow it.
+
+    ``now`` (default: the wall clock) is the moment served, at which consent is
+    judged: the simulator serves sessions in its simulated past, where a grant
+    given then counts then, though it may have expired by the wall clock.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}")
     pseudonym = subject_pseudonym(subject_id)
@@ -361,7 +382,7 @@ def recommendations_for_subject(*, subject_id: str, limit: int = 20, session: Se
     if arm is None:  # unknown subject, or in no running experiment
         return _non_personal(limit)
     try:
-        state = consent_state(pseudonym=pseudonym)
+        state = consent_state(pseudonym=pseudonym, now=now)
     except Exception as exc:  # unconfirmable consent means no personalization
         logger.warning("consent state unavailable (%s): failing closed", type(exc).__name__)
         return _non_personal(limit, arm=arm)

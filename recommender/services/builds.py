@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -189,9 +189,14 @@ def _claim(arm: Arm | None, build_key: str, strategy: engine.Strategy, now: date
 
 
 def recommendations_build(
-    *, arm_id: int | None, build_key: str, now: datetime | None = None, seed: int | None = None
+    *, arm_id: int | None, build_key: str, now: datetime | None = None, seed: int | None = None,
+    fitted: Callable[[engine.Strategy, Training, str], None] | None = None,
 ) -> BuildSummary:
     """Build one arm's recommendations (``arm_id`` None: the platform popularity list); idempotent.
+
+    ``fitted`` (offline analysis: the simulator's counterfactual lists, ``recommender.offline``)
+    is called with the fitted strategy, its training data and the sensitive-category policy, once
+    the model is fitted; it must not change them.
 
     A DP arm whose budget for the period cannot pay for this build is refused
     (outcome ``refused``, recorded as a failed build with the reason): the
@@ -209,7 +214,7 @@ def recommendations_build(
         return BuildSummary(build_id=build.pk, outcome=outcome, strategy=build.strategy, reason=reason)
     started = time.monotonic()
     try:
-        summary = _build(build, arm, treatment, strategy, now=now)
+        summary = _build(build, arm, treatment, strategy, now=now, fitted=fitted)
     except Exception as exc:
         ModelBuild.objects.filter(pk=build.pk).update(
             status=ModelBuild.Status.FAILED,
@@ -301,7 +306,7 @@ def _personal_entries(top: engine.TopN, r: int, level: str, catalog: CatalogArra
 
 
 def _build(build: ModelBuild, arm: Arm | None, treatment: TreatmentContract | None, strategy: engine.Strategy, *,
-           now: datetime) -> BuildSummary:
+           now: datetime, fitted: Callable[[engine.Strategy, Training, str], None] | None = None) -> BuildSummary:
     policy = treatment.sensitive_category_policy if treatment else Policy.EXCLUDE
     history_days = min(HISTORY_DAYS, int(treatment.retention_days)) if treatment else HISTORY_DAYS
     training = training_load(policy=policy, now=now, history_days=history_days)
@@ -312,6 +317,8 @@ def _build(build: ModelBuild, arm: Arm | None, treatment: TreatmentContract | No
         )
     explain = bool(treatment and treatment.show_explanations)
     strategy.fit(training.data)
+    if fitted is not None:
+        fitted(strategy, training, policy)
     level = strategy.level
     catalog = training.catalog
     created = timezone.now()

@@ -16,6 +16,7 @@ from consent.selectors import (
     Status,
     consent_state,
     consenting_subject_ids,
+    consenting_subject_ids_as_of,
     personalization_allowed,
     sensitive_allowed,
     state_cache_key,
@@ -148,6 +149,59 @@ def test_consenting_subject_ids_for_model_builds():
     assert not set(consenting_subject_ids(purposes=["sensitive_profiling", "marketing"]))
     with pytest.raises(ValueError, match="unknown purposes"):
         consenting_subject_ids(purposes=["telepathy"])
+
+
+def test_consent_as_of_a_past_moment_is_the_ledgers_then():
+    """A build for a moment in the past trains on the consents of that moment, not on later ones."""
+    now = timezone.now()
+    t0, t1, t2 = now - timedelta(days=3), now - timedelta(days=2), now - timedelta(days=1)
+    late, withdrawn, steady = raw_id(), raw_id(), raw_id()
+    grant(late, now=t2)  # consents at t2
+    grant(withdrawn, now=t0)
+    withdraw(withdrawn, now=t1)  # withdraws at t1
+    grant(steady, now=t0)
+    pseudonym = {subject: subject_pseudonym(subject) for subject in (late, withdrawn, steady)}
+
+    def consenting(moment):
+        return set(consenting_subject_ids(purposes=["personalization"], now=moment))
+
+    assert consenting(t0 + timedelta(hours=1)) == {pseudonym[withdrawn], pseudonym[steady]}
+    assert consenting(t1 - timedelta(seconds=1)) == {pseudonym[withdrawn], pseudonym[steady]}
+    assert consenting(t1) == consenting(t2 - timedelta(seconds=1)) == {pseudonym[steady]}
+    assert consenting(t2) == consenting(now) == {pseudonym[late], pseudonym[steady]}
+    assert consenting(t0 - timedelta(seconds=1)) == set()
+    # A grant of another purpose later does not change what personalization allowed then.
+    grant(steady, "sensitive_profiling", now=t2)
+    assert set(consenting_subject_ids(purposes=["personalization", "sensitive_profiling"], now=t1)) == set()
+    assert set(consenting_subject_ids(purposes=["personalization", "sensitive_profiling"], now=now)) == {
+        pseudonym[steady]
+    }
+
+
+def test_consent_as_of_now_is_the_current_state_in_one_query(django_assert_num_queries):
+    """In production ``now`` is now: the ledger as of now and ``CurrentConsent`` give the same subjects."""
+    yes, no, withdrawn, restricted, expired, regranted = (raw_id() for _ in range(6))
+    for subject in (yes, withdrawn, restricted, regranted):
+        grant(subject)
+    grant(no, "marketing")
+    withdraw(withdrawn)
+    withdraw(regranted)
+    grant(regranted)
+    services.dsr_file(type="restriction", subject_id=restricted)
+    with time_machine.travel(timezone.now() - timedelta(days=400), tick=False):
+        grant(expired)
+    now = timezone.now()
+    for purposes in (["personalization"], ["personalization", "sensitive_profiling"], ["marketing"]):
+        current = set(consenting_subject_ids(purposes=purposes, now=now))
+        with django_assert_num_queries(3):  # the notices and the purposes (their rules), then the subjects
+            as_of = set(consenting_subject_ids_as_of(purposes=purposes, as_of=now))
+        assert as_of == current
+    assert current == {subject_pseudonym(no)}
+    assert set(consenting_subject_ids_as_of(purposes=["personalization"], as_of=now)) == {
+        subject_pseudonym(yes), subject_pseudonym(regranted)
+    }
+    with pytest.raises(ValueError, match="unknown purposes"):
+        consenting_subject_ids_as_of(purposes=["telepathy"], as_of=now)
 
 
 # --- the cache ----------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """``manage.py demo --no-serve``: the main job end to end on a small population, and its printed table."""
 
 import re
+from datetime import timedelta
 from io import StringIO
+from itertools import pairwise
 
 import pytest
 from django.core.management import call_command
 
 from experiments.models import Experiment, ResultSnapshot
+from recommender.models import ModelBuild
 
 # Committed transactions, as in the real command (configuration changes are announced on commit);
 # serialized_rollback restores the seeded purposes and notices for the next test.
@@ -63,6 +66,15 @@ def test_the_demo_simulates_computes_and_prints_the_results_table():
     call_command("experiment_ship", experiment.key, "optin-cohort", "--reason", "The PM ships the opt-in design.",
                  stdout=StringIO())
     assert surface.rollouts.get().status == "ramping"
+
+    # The DP arm is rebuilt as often as its budget sustains (every 3 days at ε = 1 and 10 per 30 days):
+    # none of its builds over the 14 days is refused, and what they spent stays within the budget.
+    dp_builds = ModelBuild.objects.filter(arm__experiment=experiment, arm__key="dp-popularity").order_by("started_at")
+    assert not dp_builds.filter(error="PrivacyBudgetExhausted").exists()
+    started = [b.started_at for b in dp_builds.filter(status=ModelBuild.Status.SUCCEEDED)]
+    assert len(started) >= 4 and all(later - earlier >= timedelta(days=3) for earlier, later in pairwise(started))
+    assert sum(b.epsilon_spent or 0 for b in dp_builds) <= 10
+    assert "refused" not in text
 
 
 def test_running_the_demo_again_starts_a_fresh_experiment():

@@ -38,5 +38,8 @@ def test_the_demo_shows_fourteen_daily_points_in_the_effect_over_time_chart(chro
     description = page.locator("svg#timeline-chart desc").text_content()
     assert description.endswith("from 14 runs."), description  # one run per simulated day
     drawn = int(re.search(r"(\d+) points from", description).group(1))
-    assert page.locator("svg#timeline-chart circle").count() == drawn >= 13 * treatment_arms
+    # Every daily snapshot compares every treatment arm: 14 points per arm, one per simulated day.
+    assert page.locator("svg#timeline-chart circle").count() == drawn == 14 * treatment_arms
+    points = [line.get_attribute("points").split() for line in page.locator("svg#timeline-chart polyline").all()]
+    assert [len(line) for line in points] == [14] * treatment_arms
     assert not watch.errors and not watch.foreign

@@ -114,6 +114,8 @@ def test_a_large_seeded_simulation_recovers_every_true_effect():
         experiment=experiment, subjects=8000, days=14, seed=seed, end=END, namespace="recovery",
         progress=False,  # the closed loop: daily builds, every session served through the real serving path
     )
+    # The counterfactual's offline lists are the serving path's: for every arm's own shoppers, the very lists served.
+    assert result.agreement == {arm: 1.0 for arm in ARMS}, result.agreement
     snapshot = compute_results(experiment=experiment, as_of=END + timedelta(hours=1), monitor=False)
     comparisons = {(c["arm"], c["metric"]): c for c in snapshot.data["report"]["comparisons"]}
     misses = []

@@ -109,6 +109,34 @@ def _full_arm(policy="explicit_consent"):
     return arm, others
 
 
+def test_a_build_in_the_past_trains_on_the_consents_of_its_moment():
+    """A subject who consents at t2 is not in a build at t1 < t2; one who withdraws at t1 is in none after t1."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from consent import services as consent_services
+
+    catalog_with_health()
+    now = timezone.now()
+    t1, t2 = now - timedelta(days=2), now - timedelta(days=1)
+    late, leaving, steady = (subject(consent=False) for _ in range(3))
+    for raw in (late, leaving, steady):
+        bought(raw, "F1", "F2", days_ago=5)
+    consent_services.consent_grant(subject_id=steady, purpose="personalization", notice_version="1", now=t1 - timedelta(days=1))
+    consent_services.consent_grant(subject_id=leaving, purpose="personalization", notice_version="1", now=t1 - timedelta(days=1))
+    consent_services.consent_withdraw(subject_id=leaving, purpose="personalization", now=t1)
+    consent_services.consent_grant(subject_id=late, purpose="personalization", notice_version="1", now=t2)
+
+    def trained(moment):
+        return set(training_load(policy="exclude", now=moment).pseudonyms)
+
+    pseudonym = {raw: subject_pseudonym(raw) for raw in (late, leaving, steady)}
+    assert trained(t1 - timedelta(hours=1)) == {pseudonym[leaving], pseudonym[steady]}
+    assert trained(t1 + timedelta(hours=1)) == {pseudonym[steady]}
+    assert trained(t2) == trained(now) == trained(None) == {pseudonym[late], pseudonym[steady]}
+
+
 @pytest.mark.parametrize("policy", ["exclude", "explicit_consent", "include"])
 def test_sensitive_items_need_the_explicit_consent_and_a_policy_that_allows_them(policy):
     arm, _ = _full_arm(policy)
@@ -198,3 +226,34 @@ def test_every_cohort_is_k_anonymous():
     assert all(count >= k for count in counted.values())
     # No subject row carries an individual list: members point at their cohort's.
     assert not RecommendationList.objects.filter(build=record, kind="subject").exclude(items=[]).exists()
+
+
+def test_the_dp_build_interval_is_the_pace_the_budget_sustains(settings):
+    from datetime import timedelta
+
+    from recommender.selectors import dp_build_interval
+
+    # Defaults: 10 ε per 30 days, so one ε = 1 build every 3 days; δ of 1e-6 of 1e-5 asks no more.
+    assert dp_build_interval(epsilon=1.0, delta=1e-6) == timedelta(days=3)
+    assert dp_build_interval(epsilon=0.5, delta=0.0) == timedelta(days=1.5)
+    settings.RECOMMENDER_DP_BUDGET_DELTA = 2e-6  # now δ is what limits
+    assert dp_build_interval(epsilon=1.0, delta=1e-6) == timedelta(days=15)
+
+
+def test_consent_is_judged_at_the_moment_served():
+    """``now``: serving in the past (the simulator's sessions) counts a grant that the wall clock finds expired."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    catalog_with_health()
+    arm = experiment_with(treatment("full"))[0]
+    raws = [subject(arm=arm) for _ in range(4)]
+    for raw, skus in zip(raws, [("F1", "F2"), ("F1", "F2", "F3"), ("F2", "F3"), ("F1", "F4")], strict=True):
+        bought(raw, *skus)
+    build(arm, "k", seed=1)
+    now = timezone.now()
+    assert recommendations_for_subject(subject_id=raws[0]).personalized
+    assert recommendations_for_subject(subject_id=raws[0], now=now + timedelta(days=1)).personalized
+    # Personalization consent is valid 365 days: a year and a day on, it has lapsed.
+    assert not recommendations_for_subject(subject_id=raws[0], now=now + timedelta(days=366)).personalized

@@ -73,7 +73,7 @@ class Command(BaseCommand):
         end = timezone.now().replace(microsecond=0)
         experiment = self._demo_experiment(
             owner=get_user_model().objects.get(username=username), start=end - timedelta(days=DAYS),
-            daily_subjects=subjects / DAYS,
+            daily_subjects=subjects / DAYS, seed=seed,
         )
 
         self.stdout.write(heading(f"3/5 Simulating {subjects:,} shoppers over {DAYS} days (assignment, consent, "
@@ -88,6 +88,10 @@ class Command(BaseCommand):
             f"recommendations {result.recommendations}"
         )
         self.stdout.write("  seconds: " + ", ".join(f"{name.strip()} {sec:.1f}" for name, sec in result.seconds.items()))
+        if result.agreement:
+            self.stdout.write("  the truth's offline lists are the served ones for " + ", ".join(
+                f"{arm} {share:.0%}" for arm, share in result.agreement.items() if share is not None
+            ) + " of each arm's own sessions")
 
         self.stdout.write(heading("4/5 Computing the results, one snapshot per simulated day as the scheduled job "
                                   "would (Celery task: metric SQL → stats engine → snapshot)"))
@@ -151,7 +155,7 @@ class Command(BaseCommand):
         user.save()
         return username, password
 
-    def _demo_experiment(self, *, owner, start, daily_subjects: float) -> Experiment:
+    def _demo_experiment(self, *, owner, start, daily_subjects: float, seed: int) -> Experiment:
         # Earlier demo runs stop, so the new run owns the layer; their data stays for comparison.
         for previous in Experiment.objects.filter(
             key__startswith=DEMO_PREFIX, status__in=[Experiment.Status.RUNNING, Experiment.Status.PAUSED]
@@ -162,6 +166,8 @@ class Command(BaseCommand):
             experiment = experiment_setup(
                 key=f"{DEMO_PREFIX}-{number}", owner=owner, start=start, daily_subjects=daily_subjects,
                 surface=demo_surface_ensure(),
+                # The seed decides the assignment too, so a seed reproduces the run's arms and its history.
+                salt=f"{DEMO_PREFIX}-{number}-{seed}",
             )
         except ValidationError as exc:
             raise CommandError("The demo experiment cannot start: " + "; ".join(exc.messages)) from exc

@@ -227,6 +227,21 @@ def test_every_cohort_has_at_least_k_members(seed, k):
         assert np.bincount(cohorts.membership[cohorts.membership >= 0]).tolist() == cohorts.sizes.tolist()
 
 
+def test_the_cohort_a_new_subject_joins_does_not_depend_on_who_else_is_scored():
+    """``membership_from`` with ``attributes`` (offline scoring of subjects the model was not fitted on):
+    the category shares that define an affinity are the fitted data's, so a batch scores as its rows alone."""
+    market = synthetic_marketplace(subjects=300, products=60, interactions=3000, seed=4)
+    data = market.training_data()
+    cohort = CohortStrategy(k=5).fit(data)
+    rows = np.arange(0, 300, 7)
+    attributes = [("25-34", "DKI Jakarta", "android")] * len(rows)
+    batch = cohort.membership_from(rows=rows, evidence=data.interactions[rows], attributes=attributes)
+    alone = [cohort.membership_from(rows=rows[r : r + 1], evidence=data.interactions[rows[r : r + 1]],
+                                    attributes=attributes[r : r + 1])[0] for r in range(len(rows))]
+    assert batch.tolist() == alone
+    assert (batch >= 0).all()
+
+
 def test_a_cohort_without_the_sensitive_items_is_an_existing_cohort():
     history = {u: [0, 1] for u in range(5)} | {u: [2, 3, 0] for u in range(5, 10)}
     data = data_from(history, n_items=4, sensitive_items=(2, 3))
