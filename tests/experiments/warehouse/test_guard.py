@@ -22,7 +22,10 @@ from experiments.warehouse.engine import (
 )
 from experiments.warehouse.errors import WarehouseCostError, WarehouseError, WarehouseTransientError
 from experiments.warehouse.export import builtin_frames
-from experiments.warehouse.expression import metric_statistics_expression
+from experiments.warehouse.expression import (
+    metric_statistics_expression,
+    recommendation_attribution_expression,
+)
 from experiments.warehouse.guard import scanned_rows_estimate, transient_retry
 from experiments.warehouse.sources import ResolvedSource
 from tests.experiments.factories import started_experiment
@@ -339,9 +342,12 @@ def test_postgresql_estimates_from_its_plan_and_the_guard_refuses_above_the_limi
     frames = builtin_frames()
     backend = backend_connect(url=url, timeout_seconds=30)
 
-    expression = metric_statistics_expression(tables=warehouse_tables(backend=backend, mapping=mapping),
-                                              query=warehouse_query(experiment=experiment, as_of=as_of))
-    estimate = scanned_rows_estimate(backend=backend, sql=backend.compile(expression))
+    tables = warehouse_tables(backend=backend, mapping=mapping)
+    query = warehouse_query(experiment=experiment, as_of=as_of)
+    # The job's two statements, as it compiles them: the metrics and (order lines mapped) the attribution.
+    statements = [metric_statistics_expression(tables=tables, query=query, engine=backend.name),
+                  recommendation_attribution_expression(tables=tables, query=query)]
+    estimate = max(scanned_rows_estimate(backend=backend, sql=backend.compile(s)) for s in statements)
     assert _rows(frames) <= estimate <= 4 * _rows(frames)
     with pytest.raises(WarehouseCostError, match="max_scanned_rows"):
         warehouse_statistics_compute(experiment=experiment, backend=backend, mapping=mapping, as_of=as_of,
