@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from config.task_registry import registered_task
@@ -52,6 +53,7 @@ from recommender.selectors import (
     CatalogArrays,
     Training,
     arms_to_build,
+    dp_build_interval,
     privacy_budget,
     training_load,
 )
@@ -497,6 +499,32 @@ def recommendations_prune(*, arm_id: int | None, keep: int = KEEP_BUILDS) -> int
 # --- fan-out -----------------------------------------------------------------------------
 
 
+def arms_due(*, arm_ids: Iterable[int], now: datetime) -> list[int]:
+    """``arm_ids`` less the differentially private arms built more recently than their budget's pace.
+
+    One build of a DP arm spends its ε; the hourly schedule would spend a budget of 10 at
+    ε = 1 in ten hours and then have every build refused for the rest of the period. A DP
+    arm is therefore rebuilt once ``dp_build_interval`` (every 3 days by default) has passed
+    since its last successful build; in between its last lists keep serving.
+    """
+    arm_ids = list(arm_ids)
+    last_built = dict(
+        ModelBuild.objects.filter(arm_id__in=arm_ids, status=ModelBuild.Status.SUCCEEDED)
+        .values("arm_id").annotate(last=Max("started_at")).values_list("arm_id", "last")
+    )
+    arms = Arm.objects.select_related("treatment").in_bulk([pk for pk in arm_ids if pk in last_built])
+    due = []
+    for arm_id in arm_ids:
+        if arm_id in arms:
+            strategy = strategy_for(treatment=arms[arm_id].treatment.as_contract())
+            if isinstance(strategy, engine.DifferentiallyPrivateStrategy):
+                epsilon, delta = strategy.budget
+                if now - last_built[arm_id] < dp_build_interval(epsilon=epsilon, delta=delta):
+                    continue
+        due.append(arm_id)
+    return due
+
+
 def recommendations_build_enqueue(
     *, arm_ids: Iterable[int] | None = None, build_key: str | None = None, include_platform: bool = True
 ) -> dict:
@@ -504,8 +532,10 @@ def recommendations_build_enqueue(
     from celery import group
 
     build_task = registered_task(BUILD_TASK)
-    arm_ids = list(arm_ids) if arm_ids is not None else arms_to_build()
-    build_key = build_key or build_key_for(timezone.now())
+    now = timezone.now()
+    # The schedule rebuilds a DP arm only as often as its budget sustains; arms asked for by name are built.
+    arm_ids = list(arm_ids) if arm_ids is not None else arms_due(arm_ids=arms_to_build(), now=now)
+    build_key = build_key or build_key_for(now)
     signatures = [build_task.si(arm_id, build_key) for arm_id in arm_ids]
     if include_platform:
         signatures.append(build_task.si(None, build_key))

@@ -18,6 +18,7 @@ from recommender.models import ModelBuild, Product, RecommendationList
 from recommender.selectors import current_build, recommendations_for_subject
 from recommender.services.builds import (
     InsufficientTrainingData,
+    arms_due,
     build_key_for,
     recommendations_prune,
 )
@@ -105,6 +106,28 @@ def test_the_hourly_job_fans_out_one_build_per_arm_and_the_platform(full_arm):
     built = ModelBuild.objects.filter(build_key=result["build_key"])
     assert set(built.values_list("arm_id", flat=True)) == {None, *result["arms"]}
     assert result["build_key"] == build_key_for(timezone.now())
+
+
+def test_the_schedule_rebuilds_a_dp_arm_only_as_often_as_its_budget_sustains(full_arm):
+    arm, _ = full_arm  # full personalization: rebuilt every hour
+    dp, never_built = experiment_with(treatment("dp_popularity", dp_epsilon=1.0), treatment("dp_popularity"))
+    for raw in [subject(arm=dp) for _ in range(3)]:
+        bought(raw, "F1", "F3")
+    build(arm, "k1")
+    build(dp, "k1")
+    now = timezone.now()
+    # ε = 1 a build, 10 per 30 days: every 3 days. Just built: not due; the others are.
+    assert arms_due(arm_ids=[arm.pk, dp.pk, never_built.pk], now=now) == [arm.pk, never_built.pk]
+    assert arms_due(arm_ids=[dp.pk], now=now + timedelta(days=2, hours=23)) == []
+    assert arms_due(arm_ids=[dp.pk], now=now + timedelta(days=3, minutes=1)) == [dp.pk]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        result = recommendations_build_all.delay().get()
+    assert dp.pk not in result["arms"] and {arm.pk, never_built.pk} <= set(result["arms"])
+    assert not ModelBuild.objects.filter(arm=dp, build_key=result["build_key"]).exists()
+    # A build asked for by name (the admin's "build now") is not paced: the budget still guards it.
+    from recommender.services.builds import recommendations_build_enqueue
+
+    assert recommendations_build_enqueue(arm_ids=[dp.pk], include_platform=False)["arms"] == [dp.pk]
 
 
 def test_the_schedule_runs_the_fan_out_hourly_with_an_expiry():
