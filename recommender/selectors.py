@@ -507,7 +507,9 @@ def training_load(*, policy: str, now: datetime | None = None, history_days: int
     now = now or timezone.now()
     since = now - timedelta(days=history_days)
     catalog = catalog_arrays()
-    consenting = consenting_subject_ids(purposes=[Purpose.PERSONALIZATION], now=now)
+    # Read once into a list: as of a past moment it is an anti-join on the ledger, which PostgreSQL
+    # would otherwise plan inside each of the two IN subqueries below (minutes on the demo's data).
+    consenting = list(consenting_subject_ids(purposes=[Purpose.PERSONALIZATION], now=now))
     sensitive_consenting = (
         set(consenting_subject_ids(purposes=[Purpose.PERSONALIZATION, Purpose.SENSITIVE_PROFILING], now=now))
         if policy != Policy.EXCLUDE
