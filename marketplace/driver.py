@@ -26,9 +26,9 @@
    learns from them. With ``recommendations="random"`` (the placebo) every
    arm's slot shows uniformly random catalog items instead, and nothing is built.
 
-A DP arm is rebuilt only as often as its privacy budget sustains
-(``recommender.selectors.dp_build_interval``: every 3 days by default), so none
-of its builds is refused.
+A DP arm is rebuilt only as often as its privacy budget sustains, by the
+production schedule's own rule (``recommender.services.arms_due``: every 3
+days by default), so none of its builds is refused.
 
 The truth is exact and counterfactual: ``SimulationResult.truth`` holds every
 arm's true metric values and effects over every exposed shopper — the lists
@@ -70,14 +70,13 @@ from marketplace.model import (
 )
 from marketplace.population import Population, population_build
 from marketplace.truth import ground_truth
-from recommender.engine import DifferentiallyPrivateStrategy
-from recommender.selectors import dp_build_interval, recommendations_for_subject
+from recommender.selectors import recommendations_for_subject
 from recommender.services import (
+    arms_due,
     arms_to_build,
     build_key_for,
     catalog_import,
     recommendations_build,
-    strategy_for,
 )
 
 RECOMMENDATION_MODES = ("served", "random")  # what the recommendation slot shows: the platform's lists, or the placebo
@@ -319,13 +318,6 @@ def simulate(
     shown = np.full((len(sessions), ITEMS_PER_SESSION), -1, dtype=np.int64)
     sku_index = {sku: n for n, sku in enumerate(catalog.skus)}
     counterfactual.sessions_set(len(sessions), ITEMS_PER_SESSION)
-    # A DP arm is rebuilt only as often as its privacy budget sustains (every 3 days by default), so no
-    # build of a 14-day (or any) run is refused; its lists in between are the last build's.
-    dp_paces: dict[int, timedelta] = {}
-    for arm in arms.values():
-        if (spend := _dp_budget_of(arm)) is not None:
-            dp_paces[arm.pk] = dp_build_interval(epsilon=spend[0], delta=spend[1])
-    dp_built: dict[int, datetime] = {}
     failures: list[str] = []
     build_rounds = 0
     timings = {"builds": 0.0, "serving": 0.0, "counterfactual lists": 0.0, "recording": 0.0}
@@ -340,8 +332,7 @@ def simulate(
                 cursor += 1
             if recommendations == "served":
                 clock = time.perf_counter()
-                failures += _builds_run(experiment=experiment, now=built_at, counterfactual=counterfactual,
-                                        dp_paces=dp_paces, dp_built=dp_built)
+                failures += _builds_run(experiment=experiment, now=built_at, counterfactual=counterfactual)
                 build_rounds += 1
                 timings["builds"] += time.perf_counter() - clock
                 clock = time.perf_counter()
@@ -444,24 +435,16 @@ def _consent_record(*, experiment, arms, assigned, population: Population, draws
     return consent_count
 
 
-def _dp_budget_of(arm) -> tuple[float, float] | None:
-    """(ε, δ) one build of the arm spends, or None for an arm that is not differentially private."""
-    strategy = strategy_for(treatment=arm.treatment.as_contract())
-    return strategy.budget if isinstance(strategy, DifferentiallyPrivateStrategy) else None
-
-
-def _builds_run(*, experiment, now: datetime, counterfactual: Counterfactual, dp_paces: dict[int, timedelta],
-                dp_built: dict[int, datetime]) -> list[str]:
+def _builds_run(*, experiment, now: datetime, counterfactual: Counterfactual) -> list[str]:
     """One scheduled build round at ``now``: every running arm and the platform list, by the real build service.
 
     Each build hands its fitted model to ``counterfactual`` (the lists it would serve shoppers of other arms).
-    A DP arm (``dp_paces``) is built when its pace has passed since its last build (``dp_built``).
+    A DP arm is built when its budget's pace has passed since its last build (``arms_due``, as scheduled
+    in production); until then its last build keeps serving.
     """
     build_key = f"sim-{experiment.key}-{build_key_for(now)}"
     failed = []
-    for arm_id in [*arms_to_build(), None]:
-        if arm_id in dp_paces and arm_id in dp_built and now - dp_built[arm_id] < dp_paces[arm_id]:
-            continue  # the last DP build keeps serving: the budget pays for one per pace
+    for arm_id in [*arms_due(arm_ids=arms_to_build(), now=now), None]:
         try:
             summary = recommendations_build(arm_id=arm_id, build_key=build_key, now=now,
                                             fitted=counterfactual.fitted(arm_id))
@@ -471,8 +454,6 @@ def _builds_run(*, experiment, now: datetime, counterfactual: Counterfactual, dp
             logger.info("simulated build for arm %s at %s failed: %s", arm_id, now, exc)
             continue
         counterfactual.built(arm_id, summary.outcome, summary.build_id)
-        if summary.outcome == "built" and arm_id in dp_paces:
-            dp_built[arm_id] = now
         if summary.outcome == "refused":
             failed.append(f"arm {arm_id} at {now:%m-%d %H:%M}: refused ({summary.reason})")
     return failed

@@ -51,6 +51,7 @@ from recommender.services.builds import (
     BuildSummary,
     InsufficientTrainingData,
     PrivacyBudgetExhausted,
+    arms_due,
     build_key_for,
     recommendations_build,
     recommendations_build_enqueue,
@@ -65,6 +66,7 @@ from recommender.services.impressions import (
 )
 
 __all__ = [
+    "arms_due",
     "CACHE_SECONDS",
     "CLICK_WEIGHT",
     "DP_CLIP",
