@@ -1,5 +1,7 @@
 """The same data in the built-in database and in each engine gives the same sufficient statistics."""
 
+import contextlib
+import uuid
 from dataclasses import asdict
 from datetime import timedelta
 from math import isclose
@@ -144,30 +146,40 @@ def external_postgres_url() -> str:
     return urlunsplit(parts._replace(scheme="postgres", path=f"/{name}"))
 
 
-@pytest.mark.postgres
-def test_an_external_postgresql_source_gives_the_built_in_statistics():
-    import uuid
+@contextlib.contextmanager
+def external_copy(*, subject_column: str = "subject_id"):
+    """The built-in rows copied into the external PostgreSQL database: yields ``(url, backend, mapping)``.
 
+    Tables of their own per use (parallel workers share that database), found through the
+    mapping, every one of them dropped afterwards.
+    """
     from experiments.warehouse.connect import backend_connect
 
+    url = external_postgres_url()
+    backend = backend_connect(url=url)
+    token = uuid.uuid4().hex[:8]
+    mapping = {}
+    columns = {} if subject_column == "subject_id" else {"columns": {"subject_id": subject_column}}
+    try:
+        for name, frame in builtin_frames().items():
+            table = f"{name}_{token}"
+            backend.create_table(table, frame.rename(columns={"subject_id": subject_column}))
+            mapping[name] = {"table": table, **columns}
+        yield url, backend, mapping
+    finally:
+        for spec in mapping.values():
+            backend.drop_table(spec["table"], force=True)
+        backend.disconnect()
+
+
+@pytest.mark.postgres
+def test_an_external_postgresql_source_gives_the_built_in_statistics():
     experiment = started_experiment(arms=3)
     as_of = timezone.now() - timedelta(days=1)
     seed_experiment(experiment, subjects=300, as_of=as_of, seed=9)
     builtin = metric_statistics_compute(experiment=experiment, as_of=as_of)
 
-    backend = backend_connect(url=external_postgres_url())
-    # Tables of their own per run (parallel workers share the database), found through the mapping,
-    # with the subject column under another name as a marketplace's own tables would have it.
-    token = uuid.uuid4().hex[:8]
-    mapping = {}
-    try:
-        for name, frame in builtin_frames().items():
-            table = f"{name}_{token}"
-            frame = frame.rename(columns={"subject_id": "user_key"})
-            backend.create_table(table, frame)
-            mapping[name] = {"table": table, "columns": {"subject_id": "user_key"}}
+    # The subject column under another name, as a marketplace's own tables would have it.
+    with external_copy(subject_column="user_key") as (_, backend, mapping):
         warehouse = warehouse_statistics_compute(experiment=experiment, backend=backend, mapping=mapping, as_of=as_of)
-    finally:
-        for spec in mapping.values():
-            backend.drop_table(spec["table"], force=True)
     assert_same_statistics(builtin, warehouse, attribution=True)

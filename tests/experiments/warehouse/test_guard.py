@@ -4,7 +4,6 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -204,22 +203,11 @@ class _Forwarder:
 @pytest.fixture
 def external_tables():
     """The built-in rows as tables of their own in the external PostgreSQL database: (url, mapping)."""
-    from tests.experiments.warehouse.test_engine import external_postgres_url
+    from tests.experiments.warehouse.test_engine import external_copy
 
-    url = external_postgres_url()
-    backend = backend_connect(url=url)
-    token = uuid.uuid4().hex[:8]
-    mapping = {}
-    try:
-        for name, frame in builtin_frames().items():
-            backend.create_table(f"{name}_{token}", frame)
-            mapping[name] = {"table": f"{name}_{token}"}
-        backend.raw_sql(" ".join(f'ANALYZE "{name}_{token}";' for name in TABLES)).close()
+    with external_copy() as (url, backend, mapping):
+        backend.raw_sql(" ".join(f'ANALYZE "{spec["table"]}";' for spec in mapping.values())).close()
         yield url, mapping
-    finally:
-        for spec in mapping.values():
-            backend.drop_table(spec["table"], force=True)
-        backend.disconnect()
 
 
 @pytest.mark.postgres

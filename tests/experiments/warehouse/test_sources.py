@@ -122,40 +122,31 @@ def test_compute_results_command_on_the_built_in_database(capsys):
 
 @pytest.mark.postgres
 def test_a_source_timing_out_raises_an_alert_and_keeps_the_last_snapshot():
-    import uuid
-
-    from experiments.warehouse.connect import backend_connect
-    from tests.experiments.warehouse.test_engine import external_postgres_url
+    from tests.experiments.warehouse.test_engine import external_copy
 
     experiment = started_experiment(arms=2)
     as_of = timezone.now() - timedelta(days=1)
     seed_experiment(experiment, subjects=40, as_of=as_of, seed=14)
     previous = compute_results(experiment=experiment, as_of=as_of - timedelta(hours=1), monitor=False)
 
-    url = external_postgres_url()
-    backend = backend_connect(url=url)
-    token = uuid.uuid4().hex[:8]
-    mapping = {}
-    try:
-        for name, frame in builtin_frames().items():
-            backend.create_table(f"{name}_{token}", frame)
-            mapping[name] = {"table": f"{name}_{token}"}
-        # The events behind a view that takes 3 s to read, against a 1 s limit.
-        backend.raw_sql(
-            f'CREATE VIEW "slow_{token}" AS SELECT e.* FROM "events_{token}" e, (SELECT pg_sleep(3)) s'  # noqa: S608 (the test's own token)
-        ).close()
-        mapping["events"] = {"table": f"slow_{token}"}
-        source = DataSource.objects.create(
-            name="slow", engine="postgres", url_setting="SLOW_URL", mapping=mapping, query_timeout_seconds=1
-        )
-        experiment.data_source = source
-        experiment.save(update_fields=["data_source"])
-        with override_settings(PRIVACYLAB_WAREHOUSE_URLS={"SLOW_URL": url}):
-            kept = compute_results(experiment=experiment, as_of=as_of, monitor=False)
-    finally:
-        backend.raw_sql(f'DROP VIEW IF EXISTS "slow_{token}"').close()
-        for name in ("exposures", "events", "consents", "subjects"):
-            backend.drop_table(f"{name}_{token}", force=True)
+    with external_copy() as (url, backend, mapping):
+        events = mapping["events"]["table"]
+        slow = "slow_" + events.removeprefix("events_")
+        try:
+            # The events behind a view that takes 3 s to read, against a 1 s limit.
+            backend.raw_sql(
+                f'CREATE VIEW "{slow}" AS SELECT e.* FROM "{events}" e, (SELECT pg_sleep(3)) s'  # noqa: S608 (the test's own tables)
+            ).close()
+            source = DataSource.objects.create(
+                name="slow", engine="postgres", url_setting="SLOW_URL",
+                mapping={**mapping, "events": {"table": slow}}, query_timeout_seconds=1,
+            )
+            experiment.data_source = source
+            experiment.save(update_fields=["data_source"])
+            with override_settings(PRIVACYLAB_WAREHOUSE_URLS={"SLOW_URL": url}):
+                kept = compute_results(experiment=experiment, as_of=as_of, monitor=False)
+        finally:
+            backend.raw_sql(f'DROP VIEW IF EXISTS "{slow}"').close()
     assert kept.pk == previous.pk
     assert ResultSnapshot.objects.filter(experiment=experiment).count() == 1
     alert = ExperimentAlert.objects.get(experiment=experiment, kind=ExperimentAlert.Kind.DATA_SOURCE)
